@@ -1,0 +1,77 @@
+"""Extended capabilities, present on a DualSaver only when both wrapped savers have them.
+
+The conformance suite (and LangGraph tooling) detects a capability by whether a class
+overrides the method, so a DualSaver over a pair that cannot prune must not even have a
+`prune` method of its own. Each wrapping pair gets a subclass with exactly the mixins the
+pair supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from dualsaver import plans
+
+EXTENDED = ("delete_for_runs", "copy_thread", "prune")
+
+
+def supports(saver: BaseCheckpointSaver, method: str) -> bool:
+    """Whether `saver` implements `method` (judged, like the conformance suite, by its async form)."""
+    name = "a" + method
+    return getattr(type(saver), name, None) is not getattr(BaseCheckpointSaver, name)
+
+
+class DeleteForRuns:
+    def delete_for_runs(self: Any, run_ids: Sequence[str]) -> None:
+        self._sync.run(plans.write(self._ctx(), "delete_for_runs", (list(run_ids),)))
+
+    async def adelete_for_runs(self: Any, run_ids: Sequence[str]) -> None:
+        await self._async.run(plans.write(self._ctx(), "delete_for_runs", (list(run_ids),)))
+
+
+class CopyThread:
+    def copy_thread(self: Any, source_thread_id: str, target_thread_id: str) -> None:
+        args = (source_thread_id, target_thread_id)
+        at = {"thread_id": str(target_thread_id)}
+        self._sync.run(plans.write(self._ctx(), "copy_thread", args, at=at))
+
+    async def acopy_thread(self: Any, source_thread_id: str, target_thread_id: str) -> None:
+        args = (source_thread_id, target_thread_id)
+        at = {"thread_id": str(target_thread_id)}
+        await self._async.run(plans.write(self._ctx(), "copy_thread", args, at=at))
+
+
+class Prune:
+    def prune(self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        plan = plans.write(self._ctx(), "prune", (list(thread_ids),), {"strategy": strategy})
+        self._sync.run(plan)
+
+    async def aprune(
+        self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
+    ) -> None:
+        plan = plans.write(self._ctx(), "prune", (list(thread_ids),), {"strategy": strategy})
+        await self._async.run(plan)
+
+
+MIXINS = {"delete_for_runs": DeleteForRuns, "copy_thread": CopyThread, "prune": Prune}
+
+
+@cache
+def _derived(base: type, capabilities: frozenset[str]) -> type:
+    if not capabilities:
+        return base
+    mixins = tuple(MIXINS[name] for name in EXTENDED if name in capabilities)
+    label = "+".join(name for name in EXTENDED if name in capabilities)
+    namespace = {"__module__": base.__module__, "_capabilities_fixed": True}
+    return type(f"{base.__name__}[{label}]", (*mixins, base), namespace)
+
+
+def class_with_capabilities(base: type, old: BaseCheckpointSaver, new: BaseCheckpointSaver) -> type:
+    if base.__dict__.get("_capabilities_fixed"):
+        return base  # already a derived class
+    caps = frozenset(m for m in EXTENDED if supports(old, m) and supports(new, m))
+    return _derived(base, caps)

@@ -1,0 +1,1 @@
+from dualsaver.cli import main; raise SystemExit(main())

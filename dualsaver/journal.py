@@ -1,0 +1,143 @@
+"""The journal: a durable record of secondary writes that failed, so repair redoes exactly those.
+
+It is a small SQLite file (stdlib, crash-safe, shared safely by processes on one host).
+Every entry names the thread, namespace, checkpoint id, operation and store that missed a
+write; repair copies those threads again and marks the entries repaired.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PATH = ".dualsaver/journal.sqlite"
+ENV_PATH = "DUALSAVER_JOURNAL"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    phase TEXT NOT NULL,
+    store TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    thread_id TEXT,
+    checkpoint_ns TEXT,
+    checkpoint_id TEXT,
+    task_id TEXT,
+    error TEXT NOT NULL,
+    repaired_at REAL
+);
+CREATE INDEX IF NOT EXISTS journal_pending ON journal (repaired_at, thread_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One missed secondary write (or, for shadow reads, one mismatch)."""
+
+    phase: str
+    store: str  # "old" or "new": the store that missed the write
+    operation: str  # put, put_writes, delete_thread, ...
+    thread_id: str | None
+    checkpoint_ns: str | None
+    checkpoint_id: str | None
+    task_id: str | None
+    error: str  # exception type and message
+    id: int | None = None
+    ts: float | None = None
+
+
+class Journal:
+    """Append-only failure journal; thread-safe; one connection per process."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        raw = path if path is not None else os.environ.get(ENV_PATH, DEFAULT_PATH)
+        self.path = Path(raw) if str(raw) != ":memory:" else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            str(self.path) if self.path else ":memory:",
+            check_same_thread=False,
+            isolation_level=None,  # autocommit: an entry is durable when record() returns
+            timeout=30,
+        )
+        if self.path is not None:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+
+    def record(self, entry: JournalEntry) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO journal (ts, phase, store, operation, thread_id, checkpoint_ns,"
+                " checkpoint_id, task_id, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    entry.phase,
+                    entry.store,
+                    entry.operation,
+                    entry.thread_id,
+                    entry.checkpoint_ns,
+                    entry.checkpoint_id,
+                    entry.task_id,
+                    entry.error,
+                ),
+            )
+
+    def pending(self) -> Iterator[JournalEntry]:
+        """Entries not yet repaired, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, ts, phase, store, operation, thread_id, checkpoint_ns,"
+                " checkpoint_id, task_id, error FROM journal"
+                " WHERE repaired_at IS NULL ORDER BY id"
+            ).fetchall()
+        for row in rows:
+            yield JournalEntry(
+                id=row[0],
+                ts=row[1],
+                phase=row[2],
+                store=row[3],
+                operation=row[4],
+                thread_id=row[5],
+                checkpoint_ns=row[6],
+                checkpoint_id=row[7],
+                task_id=row[8],
+                error=row[9],
+            )
+
+    def depth(self) -> int:
+        """How many entries wait for repair."""
+        with self._lock:
+            (count,) = self._conn.execute(
+                "SELECT COUNT(*) FROM journal WHERE repaired_at IS NULL"
+            ).fetchone()
+        return int(count)
+
+    def pending_threads(self) -> list[str]:
+        """Distinct thread ids with entries waiting for repair."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT thread_id FROM journal"
+                " WHERE repaired_at IS NULL AND thread_id IS NOT NULL ORDER BY thread_id"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_repaired(self, thread_ids: list[str]) -> int:
+        """Mark every pending entry of these threads repaired; returns how many."""
+        now = time.time()
+        with self._lock:
+            cur = self._conn.executemany(
+                "UPDATE journal SET repaired_at = ? WHERE thread_id = ? AND repaired_at IS NULL",
+                [(now, t) for t in thread_ids],
+            )
+            return cur.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,191 @@
+"""Every DualSaver operation written once, as a plan: a generator of effects.
+
+A plan decides (which store, in what order, what a failure means) and yields effects;
+a shell executes them and sends back the result, or throws the store's exception into
+the plan. The sync shell calls `store.put(...)`, the async shell awaits `store.aput(...)`:
+the decisions are never written twice. This is the shape of httpx's auth flows.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from dualsaver.routing import Role, Route
+
+
+class SecondaryWriteError(RuntimeError):
+    """In strict mode, a secondary store refused a write the primary accepted."""
+
+
+class SecondaryTimeout(TimeoutError):
+    """A secondary store did not answer within the bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call `method` on a store; the async shell awaits `"a" + method` instead."""
+
+    role: Role
+    method: str
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    bounded: bool = False  # a secondary call: the shell limits how long it may take
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Stream `list(...)` of a store to the caller; the shell sends back how many it yielded."""
+
+    role: Role
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyThread:
+    """Copy one whole thread from `source` to `target`, adding only what is absent."""
+
+    source: Role
+    target: Role
+    thread_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """A store missed a write: count it, log it and journal it."""
+
+    role: Role
+    operation: str
+    where: Mapping[str, Any]  # thread_id, checkpoint_ns, checkpoint_id, task_id
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a plan knows: the route of the phase the call started in, and strictness."""
+
+    route: Route
+    strict: bool = False
+
+
+Plan = Generator[Any, Any, Any]
+
+_fallback_serde = JsonPlusSerializer()
+
+
+def snapshot(value: Any) -> Any:
+    """A private copy, so both stores get what the caller passed at call time.
+
+    LangGraph mutates state objects between super-steps, and the secondary may be written
+    after the caller moved on. Values deepcopy cannot copy go through a serializer.
+    """
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return _fallback_serde.loads_typed(_fallback_serde.dumps_typed(value))
+
+
+def where(config: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    conf = (config or {}).get("configurable", {})
+    found = {
+        "thread_id": conf.get("thread_id"),
+        "checkpoint_ns": conf.get("checkpoint_ns", ""),
+        "checkpoint_id": conf.get("checkpoint_id"),
+    }
+    found.update(extra)
+    return found
+
+
+def _thread_id(config: Mapping[str, Any] | None) -> str | None:
+    if not config:
+        return None
+    tid = config.get("configurable", {}).get("thread_id")
+    return None if tid is None else str(tid)
+
+
+def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, Any]) -> Plan:
+    try:
+        yield call
+    except Exception as exc:
+        yield Missed(call.role, operation, at, exc)
+        if ctx.strict:
+            raise SecondaryWriteError(
+                f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
+                f" ({call.role}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def write(
+    ctx: Context,
+    operation: str,
+    args: tuple = (),
+    kwargs: Mapping[str, Any] | None = None,
+    at: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Primary first; the secondary only after the primary accepted."""
+    kwargs = kwargs or {}
+    result = yield Call(ctx.route.primary, operation, args, kwargs)
+    if ctx.route.secondary is not None:
+        call = Call(ctx.route.secondary, operation, args, kwargs, bounded=True)
+        yield from _write_secondary(ctx, operation, call, at or {})
+    return result
+
+
+def put(ctx: Context, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Plan:
+    args = snapshot((config, checkpoint, metadata, new_versions))
+    at = where(config, checkpoint_id=checkpoint["id"])
+    return (yield from write(ctx, "put", args, at=at))
+
+
+def put_writes(ctx: Context, config: Any, writes: Any, task_id: str, task_path: str) -> Plan:
+    args = (snapshot(config), snapshot(list(writes)), task_id, task_path)
+    at = where(config, task_id=task_id)
+    return (yield from write(ctx, "put_writes", args, at=at))
+
+
+def _lazy_copy(ctx: Context, thread_id: str) -> Plan:
+    """Bring a thread the read store missed over from the fallback; never fails the read."""
+    route = ctx.route
+    assert route.fallback is not None
+    try:
+        yield CopyThread(route.fallback, route.read, thread_id)
+    except Exception as exc:
+        yield Missed(route.read, "lazy_copy", {"thread_id": thread_id}, exc)
+
+
+def get_tuple(ctx: Context, config: Any) -> Plan:
+    route = ctx.route
+    found = yield Call(route.read, "get_tuple", (config,))
+    if found is None and route.fallback is not None:
+        found = yield Call(route.fallback, "get_tuple", (config,))
+        thread_id = _thread_id(config)
+        if found is not None and thread_id is not None:
+            yield from _lazy_copy(ctx, thread_id)
+    return found
+
+
+def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan:
+    route = ctx.route
+    count = yield Stream(route.read, (config,), kwargs)
+    thread_id = _thread_id(config)
+    if count == 0 and route.fallback is not None and thread_id is not None:
+        count = yield Stream(route.fallback, (config,), kwargs)
+        if count:
+            yield from _lazy_copy(ctx, thread_id)
+    return count
+
+
+def delta_history(ctx: Context, config: Any, channels: Any) -> Plan:
+    route = ctx.route
+    role = route.read
+    if route.fallback is not None:
+        present = yield Call(route.read, "get_tuple", (config,))
+        if present is None:
+            role = route.fallback  # the read store misses this checkpoint: ask the old one
+    kwargs = {"config": config, "channels": channels}
+    return (yield Call(role, "get_delta_channel_history", (), kwargs))

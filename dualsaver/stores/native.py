@@ -1,0 +1,117 @@
+"""Store-native access: what the backfill and the check read and write below the public API.
+
+The public `CheckpointTuple` carries neither a write's `task_path` nor its `idx`, and
+`put_writes` cannot set an idx, so an exact copy needs each backend's own rows. A
+`NativeStore` (sync) or `AsyncNativeStore` (async) exposes one store's history as plain
+records, decoded with that store's own serializer, so values re-encode through the
+target's serializer on the way in and compare by content across serializers.
+
+`native_for(saver)` / `anative_for(saver)` pick the adapter for a saver; a saver with no
+native adapter gets the public-API one, whose `exact` is False (copies made through it
+may reorder the writes of parallel branches, and the result says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWrite:
+    """One pending write as the store holds it."""
+
+    task_id: str
+    task_path: str  # "" where the store does not keep it
+    idx: int
+    channel: str
+    value: Any  # decoded with the store's serializer
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """One checkpoint with everything a `CheckpointTuple` shows, and what it hides."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: Checkpoint  # decoded; channel_values as the store keeps them for this id
+    metadata: CheckpointMetadata
+    writes: tuple[StoredWrite, ...]  # in writes_sort_key order: (task_path, task_id, idx)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.thread_id, self.checkpoint_ns, self.checkpoint_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A row that failed to load: reported by the check, never a crash."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    error: str  # exception type and message; never a value or a password
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.thread_id, self.checkpoint_ns, self.checkpoint_id)
+
+
+ThreadItem = StoredCheckpoint | Unreadable
+
+
+class NativeStore(Protocol):
+    """Sync native access to one store.
+
+    - `thread_ids()` yields every thread id once, in ascending order, streaming (no `KEYS`,
+      no loading the whole id list when the backend can page).
+    - `read_thread(t)` yields every checkpoint of thread `t` in every namespace, ordered by
+      (checkpoint_ns, checkpoint_id); a row that fails to decode yields `Unreadable`.
+    - `checkpoint_keys(t)` is the set of (checkpoint_ns, checkpoint_id) the store holds for `t`.
+    - `write_checkpoints(items)` inserts what is absent and never overwrites what is there
+      (live traffic may have written it); writes are inserted if absent by
+      (thread, ns, checkpoint id, task_id, idx). Returns (checkpoints added, writes added).
+    """
+
+    exact: bool
+
+    def thread_ids(self) -> Iterator[str]: ...
+
+    def read_thread(self, thread_id: str) -> Iterator[ThreadItem]: ...
+
+    def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]: ...
+
+    def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]: ...
+
+
+class AsyncNativeStore(Protocol):
+    """The async form of `NativeStore`, same contract."""
+
+    exact: bool
+
+    def thread_ids(self) -> AsyncIterator[str]: ...
+
+    def read_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]: ...
+
+    async def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]: ...
+
+    async def write_checkpoints(
+        self, items: Iterable[StoredCheckpoint]
+    ) -> tuple[int, int]: ...
+
+
+def shard_of(thread_id: str, shards: int) -> int:
+    """The stable shard of a thread: the same on every machine and every run."""
+    digest = hashlib.blake2b(thread_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def in_shard(thread_id: str, shard: tuple[int, int] | None) -> bool:
+    """True when `thread_id` belongs to `shard` = (index, count); None means all threads."""
+    return shard is None or shard_of(thread_id, shard[1]) == shard[0]

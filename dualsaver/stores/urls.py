@@ -1,0 +1,154 @@
+"""Store URLs: parsing, and the redaction every message that names a URL goes through.
+
+Accepted forms::
+
+    sqlite:///relative/path.sqlite     sqlite:////absolute/path.sqlite     sqlite:///:memory:
+    postgresql://user:password@host:5432/dbname?sslmode=disable          (also postgres://)
+    redis://[:password@]host:6379/0    rediss://...    redis+cluster://host1:p1,host2:p2
+    memory://            a fresh InMemorySaver        memory://name   one shared per process
+
+A URL never reaches a message, a log line or a report unredacted: `redact` replaces the
+password (in the authority part and in a `password=` query parameter) with ``***``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+
+class StoreURLError(Exception):
+    """A store could not be opened. The message is one line and names the redacted URL."""
+
+
+SQLITE_SCHEMES = ("sqlite",)
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+MEMORY_SCHEMES = ("memory",)
+
+KINDS = {
+    **{s: "sqlite" for s in SQLITE_SCHEMES},
+    **{s: "postgres" for s in POSTGRES_SCHEMES},
+    **{s: "redis" for s in REDIS_SCHEMES},
+    **{s: "memory" for s in MEMORY_SCHEMES},
+}
+
+# user:password@ in the authority part; the password may hold anything but "@" before the
+# last "@" of the authority, so match greedily up to the last "@" before the path.
+_AUTHORITY = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ``***``; safe to print and log."""
+    text = str(url)
+    match = _AUTHORITY.match(text)
+    if match:
+        authority = match.group("authority")
+        if "@" in authority:
+            userinfo, hostpart = authority.rsplit("@", 1)
+            if ":" in userinfo:
+                user = userinfo.split(":", 1)[0]
+                userinfo = f"{user}:***"
+            elif match.group("scheme").lower().startswith("redis"):
+                userinfo = "***"  # redis://secret@host: a bare userinfo is the password
+            authority = f"{userinfo}@{hostpart}"
+        text = match.group("scheme") + authority + text[match.end() :]
+    return _QUERY_PASSWORD.sub(r"\1***", text)
+
+
+def password_of(url: str) -> str | None:
+    """The password in `url`, if any, so error messages can be scrubbed of it."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        password = None
+    if password:
+        return unquote(password)
+    match = re.search(r"(?i)[?&](?:password|pass|pwd)=([^&#]*)", url)
+    return unquote(match.group(1)) if match and match.group(1) else None
+
+
+def scrub(message: str, url: str) -> str:
+    """One line of `message` with the URL's password (raw and quoted) replaced by ``***``."""
+    line = " ".join(str(message).split())  # one line, whatever the driver printed
+    password = password_of(url)
+    if password:
+        for secret in {password, _quote_all(password)}:
+            if secret:
+                line = line.replace(secret, "***")
+    return line
+
+
+def _quote_all(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    """A parsed store URL. `target` is what the backend opens (a path, a DSN, a URL)."""
+
+    url: str
+    scheme: str
+    kind: str  # sqlite | postgres | redis | memory
+    target: str
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.url)
+
+    def __repr__(self) -> str:  # never show the password, even in a traceback
+        return f"StoreURL({self.redacted!r})"
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Parse and validate `url`; raises `StoreURLError` naming the redacted URL."""
+    if not isinstance(url, str) or not url.strip():
+        raise StoreURLError("empty store URL; expected e.g. sqlite:///path or postgresql://...")
+    url = url.strip()
+    if "://" not in url:
+        raise StoreURLError(
+            f"not a store URL: {redact(url)} (expected scheme://..., e.g. sqlite:///path.sqlite,"
+            " postgresql://user@host/db, redis://host:6379, memory://)"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    kind = KINDS.get(scheme)
+    if kind is None:
+        known = ", ".join(sorted(KINDS))
+        raise StoreURLError(f"unknown store scheme {scheme!r} in {redact(url)} (known: {known})")
+    rest = url.split("://", 1)[1]
+    if kind == "sqlite":
+        return StoreURL(url, scheme, kind, _sqlite_path(url, rest))
+    if kind == "memory":
+        name = rest.strip("/")
+        return StoreURL(url, scheme, kind, name)
+    if kind == "postgres":
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - validates the port
+        except ValueError as exc:
+            raise StoreURLError(f"bad PostgreSQL URL {redact(url)}: {scrub(exc, url)}") from None
+        if not parts.hostname and "host=" not in (parts.query or ""):
+            raise StoreURLError(f"bad PostgreSQL URL {redact(url)}: no host")
+        return StoreURL(url, scheme, kind, url)
+    # redis: validated by the Redis helper when it opens the URL
+    if not rest or rest.startswith("/"):
+        raise StoreURLError(f"bad Redis URL {redact(url)}: no host")
+    return StoreURL(url, scheme, kind, url)
+
+
+def _sqlite_path(url: str, rest: str) -> str:
+    # sqlite:///rel -> rest "/rel" ; sqlite:////abs -> rest "//abs"
+    if not rest.startswith("/"):
+        raise StoreURLError(
+            f"bad SQLite URL {redact(url)}: use sqlite:///relative/path or sqlite:////absolute/path"
+        )
+    path = rest[1:]
+    path = path.split("?", 1)[0]
+    if not path:
+        raise StoreURLError(f"bad SQLite URL {redact(url)}: no path")
+    return unquote(path)
