@@ -90,6 +90,13 @@ def snapshot(value: Any) -> Any:
         return _fallback_serde.loads_typed(_fallback_serde.dumps_typed(value))
 
 
+def _config_copy(config: Any) -> Any:
+    """Configs carry callbacks and other live objects: copy only what stores read."""
+    if not config:
+        return config
+    return {**config, "configurable": dict(config.get("configurable", {}))}
+
+
 def where(config: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
     conf = (config or {}).get("configurable", {})
     found = {
@@ -137,13 +144,13 @@ def write(
 
 
 def put(ctx: Context, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Plan:
-    args = snapshot((config, checkpoint, metadata, new_versions))
+    args = (_config_copy(config), *snapshot((checkpoint, metadata, new_versions)))
     at = where(config, checkpoint_id=checkpoint["id"])
     return (yield from write(ctx, "put", args, at=at))
 
 
 def put_writes(ctx: Context, config: Any, writes: Any, task_id: str, task_path: str) -> Plan:
-    args = (snapshot(config), snapshot(list(writes)), task_id, task_path)
+    args = (_config_copy(config), snapshot(list(writes)), task_id, task_path)
     at = where(config, task_id=task_id)
     return (yield from write(ctx, "put_writes", args, at=at))
 

@@ -11,6 +11,12 @@ A session-scoped server starts only when the first test that needs it runs, so
 - ``redis_cluster_url``  ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``, after
                          FLUSHALL on every master.
 - ``sqlite_path``        ``tmp_path / "store.sqlite"`` (not created).
+- ``pg_url_factory``     ``pg_url_factory() -> url`` of another fresh database on each call
+                         (e.g. one per hypothesis example); all are dropped after the test.
+
+Hypothesis runs with ``deadline=None`` (the suite has no timing thresholds; a real server on a
+shared 2-core machine is not a stopwatch), and derandomized when ``CI`` is set so a CI run is
+reproducible.
 
 The URLs carry the password: never print or log them.
 """
@@ -19,14 +25,23 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster
 
+settings.register_profile("dualsaver", deadline=None, print_blob=True)
+settings.register_profile("ci", parent=settings.get_profile("dualsaver"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dualsaver")
+
 _database_numbers = itertools.count(1)
+
+
+def _database_name() -> str:
+    return f"test_{os.getpid()}_{next(_database_numbers)}"
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +52,24 @@ def postgres() -> Iterator[EmbeddedPostgres]:
 
 @pytest.fixture
 def pg_url(postgres: EmbeddedPostgres) -> Iterator[str]:
-    # pid in the name: two pytest processes never share one server, but it keeps names
-    # unique if a plugin ever forks workers that inherit the counter.
-    name = f"test_{os.getpid()}_{next(_database_numbers)}"
+    name = _database_name()
     url = postgres.create_database(name)
     yield url
     # WITH (FORCE) ends sessions a test left open (pools are closed by then normally).
     postgres.drop_database(name)
+
+
+@pytest.fixture
+def pg_url_factory(postgres: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
+    names: list[str] = []
+
+    def new_database() -> str:
+        names.append(_database_name())
+        return postgres.create_database(names[-1])
+
+    yield new_database
+    for name in names:
+        postgres.drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import redis
 
-from dualsaver.embedded import EmbeddedRedis, EmbeddedServerError, EmbeddedPostgres
+from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
 
 
 def test_pg_url_is_a_fresh_database_with_password_auth(pg_url: str) -> None:
@@ -146,3 +146,10 @@ def test_redis_password_is_required_when_set() -> None:
         finally:
             anonymous.close()
         assert "s3cret" not in repr(server)
+
+
+def test_pg_url_factory_gives_distinct_databases(pg_url_factory) -> None:
+    first, second = pg_url_factory(), pg_url_factory()
+    assert first != second
+    with psycopg.connect(first) as a, psycopg.connect(second) as b:
+        assert a.info.dbname != b.info.dbname

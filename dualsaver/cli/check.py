@@ -1,0 +1,215 @@
+"""`dualsaver check`: diff the two stores and write the divergence report.
+
+Exit codes: 0 clean, 1 divergent, 2 could not check (bad URL, store unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
+
+EPILOG = """\
+examples:
+  # after the backfill: is it safe to switch reads?
+  dualsaver check --old sqlite:///app.sqlite --new postgresql://app@db/app \\
+      --report check.json --html check.html
+
+  # four machines, one shard each, eight workers apiece
+  dualsaver check --old ... --new ... --shard 0/4 --workers 8 --report shard0.json
+
+  # just these conversations, values shown (the report then holds conversation content)
+  dualsaver check --old ... --new ... --thread t-42 --thread t-43 --show-values --markdown out.md
+
+The URLs may come from $DUALSAVER_OLD_URL and $DUALSAVER_NEW_URL instead, which keeps
+passwords off the command line. Reports and messages never show a password.
+
+exit status: 0 clean, 1 divergences found, 2 could not check.
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="diff the old and new stores; write a divergence report",
+        description=(
+            "Stream both stores thread by thread, diff every checkpoint, its metadata and its"
+            " pending writes (decoded by each store's own serializer), re-check suspects so"
+            " writes landing during the check are not reported, and write the report."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_store_arguments(p)
+    p.add_argument("--report", metavar="PATH", help="write the JSON report here")
+    p.add_argument("--html", metavar="PATH", help="write the HTML report (self-contained) here")
+    p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
+    p.add_argument(
+        "--show-values",
+        action="store_true",
+        help="show the differing values in the reports (default: digests only)",
+    )
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="threads diffed at once")
+    p.add_argument("--shard", type=parse_shard, metavar="I/N", help="check only shard I of N")
+    p.add_argument(
+        "--thread", action="append", dest="threads", metavar="ID", help="check only this thread"
+    )
+    p.add_argument(
+        "--phase",
+        help="the migration phase (default: $DUALSAVER_PHASE, else shadow-write); decides"
+        " which store is written first, and so read last",
+    )
+    p.add_argument(
+        "--no-recheck",
+        action="store_true",
+        help="report first-pass divergences without re-reading them (not under live traffic)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def add_store_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--old", default=os.environ.get("DUALSAVER_OLD_URL"), metavar="URL",
+        help="URL of the store being left (default $DUALSAVER_OLD_URL)",
+    )
+    p.add_argument(
+        "--new", default=os.environ.get("DUALSAVER_NEW_URL"), metavar="URL",
+        help="URL of the store being moved to (default $DUALSAVER_NEW_URL)",
+    )
+    for side in ("old", "new"):
+        p.add_argument(
+            f"--{side}-serde",
+            choices=SERDES,
+            default="default",
+            help=f"the {side} store's serializer: default (JsonPlus) or encrypted (AES,"
+            " key from $LANGGRAPH_AES_KEY)",
+        )
+
+
+SERDES = ("default", "encrypted")
+
+
+def serde_from_name(name: str) -> Any:
+    """The serializer a store was written with; None lets the saver use its default."""
+    if name == "encrypted":
+        from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+        if not os.environ.get("LANGGRAPH_AES_KEY"):
+            raise ValueError("--*-serde encrypted needs the AES key in $LANGGRAPH_AES_KEY")
+        return EncryptedSerializer.from_pycryptodome_aes()
+    return None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4, not {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def primary_of(phase_name: str | None) -> str:
+    """The store written first in the phase: old until reads switch, then new."""
+    from dualsaver.phase import Phase, resolve_phase
+
+    phase, _ = resolve_phase(phase_name)
+    return "old" if phase in (Phase.SHADOW_WRITE, Phase.BACKFILL) else "new"
+
+
+class StderrProgress:
+    """One line on stderr at most every `interval` seconds, and at each phase change."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.last = 0.0
+        self.phase = ""
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if p.phase == self.phase and now - self.last < self.interval:
+            return
+        self.last, self.phase = now, p.phase
+        if p.phase == "scan":
+            line = (
+                f"check: {p.threads} threads, {p.checkpoints} checkpoints compared,"
+                f" {p.suspects} suspect thread(s), {p.elapsed:.1f}s"
+            )
+        else:
+            line = (
+                f"check: re-check round {p.round}: {p.threads} thread(s) re-read,"
+                f" {p.suspects} thread(s) still divergent"
+            )
+        print(line, file=sys.stderr, flush=True)
+
+
+def fail(message: str) -> int:
+    print(f"dualsaver check: cannot check: {message}", file=sys.stderr)
+    return EXIT_CANNOT_CHECK
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualsaver.check import CheckError, check
+    from dualsaver.phase import InvalidPhaseError
+    from dualsaver.report import write_reports
+    from dualsaver.stores import StoreURLError, native_for, open_saver, redact
+    from dualsaver.stores.urls import scrub
+
+    if not args.old or not args.new:
+        return fail("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)")
+    try:
+        primary = primary_of(args.phase)
+    except InvalidPhaseError as exc:
+        return fail(str(exc))
+    pool = max(1, args.workers)
+    try:
+        old_serde, new_serde = serde_from_name(args.old_serde), serde_from_name(args.new_serde)
+    except ValueError as exc:
+        return fail(str(exc))
+    try:
+        with open_saver(
+            args.old, must_exist=True, pool_size=pool, serde=old_serde
+        ) as old_saver, open_saver(
+            args.new, must_exist=True, pool_size=pool, serde=new_serde
+        ) as new_saver:
+            report = check(
+                native_for(old_saver),
+                native_for(new_saver),
+                workers=args.workers,
+                shard=args.shard,
+                thread_ids=args.threads,
+                recheck=not args.no_recheck,
+                progress=None if args.quiet else StderrProgress(),
+                show_values=args.show_values,
+                primary=primary,  # type: ignore[arg-type]
+                old_name=redact(args.old),
+                new_name=redact(args.new),
+            )
+    except StoreURLError as exc:
+        return fail(str(exc))
+    except CheckError as exc:
+        cause = exc.__cause__ or exc
+        detail = f"{exc}: {' '.join(str(cause).split())}"
+        return fail(scrub(scrub(detail, args.old), args.new))
+    try:
+        write_reports(
+            report, json_path=args.report, markdown_path=args.markdown, html_path=args.html
+        )
+    except OSError as exc:
+        return fail(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}")
+
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
+    threads = len(report.affected_threads())
+    verdict = "yes" if report.clean else "no"
+    tail = "" if report.clean else f": {len(report.divergences)} divergence(s) in {threads} thread(s) ({counts})"
+    print(f"Safe to switch reads: {verdict}{tail}")
+    for path in (args.report, args.markdown, args.html):
+        if path:
+            print(f"  report: {path}")
+    return EXIT_CLEAN if report.clean else EXIT_DIVERGENT

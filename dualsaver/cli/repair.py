@@ -1,0 +1,158 @@
+"""`dualsaver repair`: copy what a check report or the journal names again, then re-check it.
+
+Exit codes: 0 repaired and the re-check is clean (or a dry run), 1 something is still
+divergent or failed, 2 could not run (bad URL, unreadable report, missing journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from dualsaver.cli.check import add_store_arguments, primary_of, serde_from_name
+
+EPILOG = """\
+examples:
+  # repair what a check found, from the phase's source of truth, then re-check those threads
+  dualsaver check  --old sqlite:///app.sqlite --new postgresql://app@db/app --report check.json
+  dualsaver repair --old sqlite:///app.sqlite --new postgresql://app@db/app --report check.json
+
+  # redo the secondary writes that failed (the journal the DualSaver keeps)
+  dualsaver repair --old ... --new ... --journal .dualsaver/journal.sqlite
+
+  # see the plan first
+  dualsaver repair --old ... --new ... --report check.json --dry-run
+
+What it does per thread: rows missing in the target are inserted (never overwriting); a
+thread whose target copy is wrong (a mismatch, an extra or unreadable row) is deleted on
+the target and copied again whole. The source defaults to the phase's primary (old in
+shadow-write and backfill, new from read-switch on); repairing the primary itself needs
+--force, because deleting there under live traffic could lose acknowledged writes.
+
+exit status: 0 repaired (re-check clean), 1 still divergent or failed, 2 could not run.
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "repair",
+        help="copy the threads a report or the journal names again, then re-check them",
+        description=(
+            "Copy again, from the source of truth, every thread a check report or the"
+            " secondary-failure journal names; then check those threads."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_store_arguments(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--report", metavar="PATH", help="a JSON report written by dualsaver check")
+    what.add_argument("--journal", metavar="PATH", help="the DualSaver's failure journal")
+    p.add_argument(
+        "--source",
+        choices=("old", "new"),
+        help="the store to copy from (default: the phase's primary)",
+    )
+    p.add_argument("--phase", help="the migration phase (default: $DUALSAVER_PHASE, else shadow-write)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and counts; change nothing")
+    p.add_argument("--force", action="store_true", help="allow repairing the phase's primary store")
+    p.add_argument("--no-verify", action="store_true", help="skip the re-check of repaired threads")
+    p.set_defaults(func=run)
+
+
+def fail(message: str) -> int:
+    print(f"dualsaver repair: cannot repair: {message}", file=sys.stderr)
+    return 2
+
+
+def _load_plans(args: argparse.Namespace, source: str) -> tuple[list, Any, list]:
+    """(plans, journal or None, pending entries)"""
+    from dualsaver.divergence import DivergenceReport
+    from dualsaver.journal import Journal
+    from dualsaver.repair import plan_from_journal, plan_from_report
+
+    if args.report:
+        report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
+        return plan_from_report(report, source), None, []  # type: ignore[arg-type]
+    if not Path(args.journal).is_file():
+        raise FileNotFoundError(f"no journal at {args.journal}")
+    journal = Journal(args.journal)
+    entries = list(journal.pending())
+    return plan_from_journal(entries, source), journal, entries  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualsaver.check import CheckError, check
+    from dualsaver.phase import InvalidPhaseError
+    from dualsaver.repair import other, repair, threads_to_mark
+    from dualsaver.stores import StoreURLError, native_for, open_saver, redact
+
+    if not args.old or not args.new:
+        return fail("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)")
+    try:
+        primary = primary_of(args.phase)
+    except InvalidPhaseError as exc:
+        return fail(str(exc))
+    source = args.source or primary
+    target = other(source)  # type: ignore[arg-type]
+    if source != primary and not args.force and not args.dry_run:
+        return fail(
+            f"the {target} store is the primary in this phase; repairing it under live traffic"
+            " can lose acknowledged writes. Stop the traffic and pass --force, or use"
+            f" --source {target}."
+        )
+    try:
+        plans, journal, entries = _load_plans(args, source)
+        old_serde, new_serde = serde_from_name(args.old_serde), serde_from_name(args.new_serde)
+    except (OSError, ValueError, KeyError) as exc:
+        return fail(f"{type(exc).__name__}: {exc}")
+
+    urls = {"old": args.old, "new": args.new}
+    serdes = {"old": old_serde, "new": new_serde}
+    if not plans:
+        print("Nothing to repair: no affected thread" + (" pending in the journal." if journal else " in the report."))
+        return 0
+    try:
+        with open_saver(urls[source], must_exist=True, serde=serdes[source]) as src, open_saver(
+            urls[target], serde=serdes[target]
+        ) as dst:
+            for plan in plans:
+                print(f"  {plan.action:7} {plan.thread_id}: {'; '.join(plan.reasons[:3])}"
+                      + (" ..." if len(plan.reasons) > 3 else ""))
+            result = repair(src, dst, plans=plans, dry_run=args.dry_run, source_side=source)  # type: ignore[arg-type]
+            print(result.summary())
+            if args.dry_run:
+                return 0
+            if journal is not None:
+                marked = threads_to_mark(entries, result.repaired_threads, target)  # type: ignore[arg-type]
+                journal.mark_repaired(marked)
+                print(f"journal: {len(marked)} thread(s) marked repaired")
+            if args.no_verify:
+                return 0 if result.ok else 1
+            stores = {source: src, target: dst}
+            report = check(
+                native_for(stores["old"]),
+                native_for(stores["new"]),
+                thread_ids=[p.thread_id for p in plans],
+                primary=primary,  # type: ignore[arg-type]
+                old_name=redact(args.old),
+                new_name=redact(args.new),
+            )
+    except StoreURLError as exc:
+        return fail(str(exc))
+    except CheckError as exc:
+        return fail(str(exc))
+    finally:
+        if journal is not None:
+            journal.close()
+    if report.clean:
+        print(f"re-check of {len(plans)} thread(s): clean")
+        return 0 if result.ok else 1
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
+    print(f"re-check of {len(plans)} thread(s): still divergent ({counts})")
+    print(json.dumps([d.to_dict() for d in report.divergences[:5]], indent=1, default=str))
+    return 1

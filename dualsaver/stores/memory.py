@@ -1,0 +1,120 @@
+"""Native access to an `InMemorySaver` (also a `PersistentDict`-backed one).
+
+Its dicts already keep what the public API hides: `writes[(thread, ns, id)][(task_id, idx)]
+= (task_id, channel, typed value, task_path)`. Records are encoded as `put` / `put_writes`
+encode them (checkpoint without values, values as blobs keyed by channel version, metadata
+through the serde) and inserted only where absent. No I/O, so the async form just wraps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
+
+from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
+
+from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem
+from dualsaver.stores.sql import unreadable
+
+
+class MemoryNativeStore:
+    exact = True
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+        self.serde = saver.serde
+
+    def thread_ids(self) -> Iterator[str]:
+        storage = self.saver.storage
+        # get_tuple on a missing thread leaves an empty entry behind: skip those
+        yield from sorted(t for t, spaces in list(storage.items()) if any(spaces.values()))
+
+    def read_thread(self, thread_id: str) -> Iterator[ThreadItem]:
+        spaces = self.saver.storage.get(thread_id) or {}
+        for ns in sorted(spaces):
+            for checkpoint_id in sorted(spaces[ns]):
+                yield self.decode(thread_id, ns, checkpoint_id, spaces[ns][checkpoint_id])
+
+    def decode(self, thread_id: str, ns: str, checkpoint_id: str, saved: Any) -> ThreadItem:
+        saver = self.saver
+        try:
+            typed_checkpoint, typed_metadata, parent = saved
+            checkpoint = self.serde.loads_typed(typed_checkpoint)
+            checkpoint = {
+                **checkpoint,
+                "channel_values": saver._load_blobs(
+                    thread_id, ns, checkpoint.get("channel_versions") or {}
+                ),
+            }
+            stored = dict(saver.writes.get((thread_id, ns, checkpoint_id)) or {})
+            writes = [
+                StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed(value))
+                for (task_id, idx), (_, channel, value, task_path) in stored.items()
+            ]
+            writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+            return StoredCheckpoint(
+                thread_id=thread_id,
+                checkpoint_ns=ns,
+                checkpoint_id=checkpoint_id,
+                parent_checkpoint_id=parent or None,
+                checkpoint=checkpoint,
+                metadata=self.serde.loads_typed(typed_metadata),
+                writes=tuple(writes),
+            )
+        except Exception as exc:
+            return unreadable(thread_id, ns, checkpoint_id, exc)
+
+    def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
+        spaces = self.saver.storage.get(thread_id) or {}
+        return {(ns, cid) for ns, ids in spaces.items() for cid in ids}
+
+    def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
+        saver, dumps = self.saver, self.serde.dumps_typed
+        added_checkpoints = added_writes = 0
+        for item in items:
+            t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
+            copy = dict(item.checkpoint)
+            values = dict(copy.pop("channel_values", None) or {})
+            for channel, version in (copy.get("channel_versions") or {}).items():
+                key = (t, ns, channel, version)
+                if key not in saver.blobs:
+                    saver.blobs[key] = dumps(values[channel]) if channel in values else ("empty", b"")
+            outer = saver.writes[(t, ns, cid)]
+            for w in item.writes:
+                if (w.task_id, w.idx) not in outer:
+                    outer[(w.task_id, w.idx)] = (w.task_id, w.channel, dumps(w.value), w.task_path)
+                    added_writes += 1
+            if not outer:
+                del saver.writes[(t, ns, cid)]  # keep the dict as put_writes would leave it
+            spaces = saver.storage[t][ns]
+            if cid not in spaces:
+                spaces[cid] = (
+                    dumps(copy),
+                    dumps(get_checkpoint_metadata({}, item.metadata)),
+                    item.parent_checkpoint_id,
+                )
+                added_checkpoints += 1
+        return added_checkpoints, added_writes
+
+
+class AsyncMemoryNativeStore:
+    """The same records, async: nothing here waits, so it calls the sync store."""
+
+    exact = True
+
+    def __init__(self, saver: Any) -> None:
+        self._sync = MemoryNativeStore(saver)
+
+    async def thread_ids(self) -> AsyncIterator[str]:
+        for thread_id in self._sync.thread_ids():
+            yield thread_id
+
+    async def read_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
+        for item in self._sync.read_thread(thread_id):
+            yield item
+
+    async def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
+        return self._sync.checkpoint_keys(thread_id)
+
+    async def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
+        return self._sync.write_checkpoints(items)

@@ -1,0 +1,241 @@
+"""Native access to `PostgresSaver` / `AsyncPostgresSaver` stores (langgraph-checkpoint-postgres).
+
+Reads reuse the saver's own `SELECT_SQL` (checkpoint, its blobs joined through
+`channel_versions`, and its writes with `task_path` and `idx`) and `_load_blobs`. Writes reuse
+`_dump_blobs` and `_dump_writes` and split channel values exactly as `put` does (primitives
+inline in the JSONB checkpoint, `_DeltaSnapshot` as a blob behind a `true` marker, the rest as
+blobs), so a copied row is indistinguishable from one the saver wrote. Every insert is
+`ON CONFLICT DO NOTHING`, in one transaction per batch, sent with `executemany` (pipelined by
+psycopg), so live traffic's rows are never overwritten.
+
+Orders use `COLLATE "C"` so thread ids and (namespace, checkpoint id) come out in code-point
+order, the same order SQLite, the in-memory saver and Python give, whatever the database's
+collation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from langgraph.checkpoint.base import get_serializable_checkpoint_metadata, writes_sort_key
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem
+from dualsaver.stores.sql import (
+    CHECKPOINT_PAGE,
+    AsyncSqlStore,
+    Emit,
+    Execute,
+    Plan,
+    Query,
+    SqlPlans,
+    SyncSqlStore,
+    unreadable,
+)
+
+THREADS_FIRST = (
+    'SELECT DISTINCT thread_id COLLATE "C" AS thread_id FROM checkpoints ORDER BY 1 LIMIT %s'
+)
+THREADS_NEXT = (
+    'SELECT DISTINCT thread_id COLLATE "C" AS thread_id FROM checkpoints'
+    ' WHERE thread_id COLLATE "C" > %s ORDER BY 1 LIMIT %s'
+)
+_ORDER = ' ORDER BY checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C" LIMIT %s'
+_AFTER = ' AND (checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C") > (%s, %s)'
+KEYS_SQL = "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = %s"
+INSERT_CHECKPOINT_SQL = """
+    INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO NOTHING
+"""
+
+
+def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(inline, blob) values, as `PostgresSaver.put` splits them."""
+    inline: dict[str, Any] = {}
+    blobs: dict[str, Any] = {}
+    for k, v in values.items():
+        if isinstance(v, _DeltaSnapshot):
+            blobs[k] = v
+            inline[k] = True  # the marker put leaves for a snapshot
+        elif v is None or isinstance(v, (str, int, float, bool)):
+            inline[k] = v
+        else:
+            blobs[k] = v
+    return inline, blobs
+
+
+class PostgresPlans(SqlPlans):
+    """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+        self.serde = saver.serde
+        self._first_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _ORDER
+        self._next_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _AFTER + _ORDER
+
+    def _thread_ids_plan(self) -> Plan[None]:
+        return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
+
+    def _read_thread_plan(self, thread_id: str) -> Plan[None]:
+        after: tuple[str, str] | None = None
+        while True:
+            if after is None:
+                rows = yield Query(self._first_page, (thread_id, CHECKPOINT_PAGE))
+            else:
+                rows = yield Query(self._next_page, (thread_id, *after, CHECKPOINT_PAGE))
+            if not rows:
+                return
+            yield Emit([self.decode(row) for row in rows])
+            if len(rows) < CHECKPOINT_PAGE:
+                return
+            after = (rows[-1]["checkpoint_ns"], rows[-1]["checkpoint_id"])
+
+    def decode(self, row: dict[str, Any]) -> ThreadItem:
+        thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
+        try:
+            stored = row["checkpoint"]
+            checkpoint = {
+                **stored,
+                "channel_values": {
+                    **(stored.get("channel_values") or {}),
+                    **self.saver._load_blobs(row["channel_values"]),
+                },
+            }
+            writes = [
+                StoredWrite(
+                    task_id=tid.decode(),
+                    task_path=path.decode() if path is not None else "",
+                    idx=int(idx),
+                    channel=channel.decode(),
+                    value=self.serde.loads_typed((t.decode(), blob)),
+                )
+                for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
+            ]
+            writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+            return StoredCheckpoint(
+                thread_id=thread_id,
+                checkpoint_ns=ns,
+                checkpoint_id=checkpoint_id,
+                parent_checkpoint_id=row["parent_checkpoint_id"] or None,
+                checkpoint=checkpoint,  # type: ignore[arg-type]
+                metadata=row["metadata"] or {},
+                writes=tuple(writes),
+            )
+        except Exception as exc:  # reported, never a crash
+            return unreadable(thread_id, ns, checkpoint_id, exc)
+
+    def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
+        rows = yield Query(KEYS_SQL, (thread_id,))
+        return {(r["checkpoint_ns"], r["checkpoint_id"]) for r in rows}
+
+    def _write_plan(self, items: Iterable[StoredCheckpoint]) -> Plan[tuple[int, int]]:
+        blob_rows, write_rows, checkpoint_rows = self.encode(items)
+        counts = yield Execute(
+            (
+                (self.saver.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows),  # DO NOTHING on conflict
+                (self.saver.INSERT_CHECKPOINT_WRITES_SQL, write_rows),  # DO NOTHING on conflict
+                (INSERT_CHECKPOINT_SQL, checkpoint_rows),  # last: a visible row has its blobs
+            )
+        )
+        return counts[2], counts[1]
+
+    def encode(self, items: Iterable[StoredCheckpoint]) -> tuple[list, list, list]:
+        """Rows exactly as `PostgresSaver.put` / `put_writes` would write them."""
+        saver = self.saver
+        blob_rows: list[tuple] = []
+        write_rows: list[tuple] = []
+        checkpoint_rows: list[tuple] = []
+        for item in items:
+            t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
+            copy = dict(item.checkpoint)
+            inline, blob_values = split_channel_values(dict(copy.get("channel_values") or {}))
+            copy["channel_values"] = inline
+            versions = copy.get("channel_versions") or {}
+            blob_rows.extend(
+                saver._dump_blobs(
+                    t, ns, blob_values, {k: v for k, v in versions.items() if k in blob_values}
+                )
+            )
+            for w in item.writes:
+                (row,) = saver._dump_writes(t, ns, cid, w.task_id, w.task_path, [(w.channel, w.value)])
+                write_rows.append((*row[:5], w.idx, *row[6:]))  # the stored idx, not a recount
+            checkpoint_rows.append(
+                (
+                    t,
+                    ns,
+                    cid,
+                    item.parent_checkpoint_id,
+                    Jsonb(copy),
+                    Jsonb(get_serializable_checkpoint_metadata({}, item.metadata)),
+                )
+            )
+        return blob_rows, write_rows, checkpoint_rows
+
+
+class PostgresNativeStore(PostgresPlans, SyncSqlStore):
+    """Sync shell over a `PostgresSaver`'s connection (its lock) or pool (no lock needed)."""
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        from psycopg_pool import ConnectionPool
+
+        conn = self.saver.conn
+        if isinstance(conn, ConnectionPool):
+            with conn.connection() as c:
+                yield c
+        else:
+            with self.saver.lock:
+                yield conn
+
+    def _execute(self, op: Query | Execute) -> Any:
+        with self._connection() as conn:
+            if isinstance(op, Query):
+                with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    cur.execute(op.sql, op.params)
+                    return cur.fetchall()
+            counts = []
+            with conn.transaction(), conn.cursor(binary=True) as cur:
+                for sql, rows in op.statements:
+                    if rows:
+                        cur.executemany(sql, rows)
+                        counts.append(max(cur.rowcount, 0))
+                    else:
+                        counts.append(0)
+            return counts
+
+
+class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
+    """Async shell over an `AsyncPostgresSaver`'s connection (its lock) or pool."""
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        from psycopg_pool import AsyncConnectionPool
+
+        conn = self.saver.conn
+        if isinstance(conn, AsyncConnectionPool):
+            async with conn.connection() as c:
+                yield c
+        else:
+            async with self.saver.lock:
+                yield conn
+
+    async def _execute(self, op: Query | Execute) -> Any:
+        async with self._connection() as conn:
+            if isinstance(op, Query):
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    await cur.execute(op.sql, op.params)
+                    return await cur.fetchall()
+            counts = []
+            async with conn.transaction(), conn.cursor(binary=True) as cur:
+                for sql, rows in op.statements:
+                    if rows:
+                        await cur.executemany(sql, rows)
+                        counts.append(max(cur.rowcount, 0))
+                    else:
+                        counts.append(0)
+            return counts

@@ -1,0 +1,194 @@
+"""Native access to `SqliteSaver` / `AsyncSqliteSaver` stores (langgraph-checkpoint-sqlite).
+
+Rows follow the saver's own schema (`checkpoints`, `writes` with `task_path` and `idx`) and
+its own encodings: the whole checkpoint through the saver's serde, metadata as UTF-8 JSON
+(`get_checkpoint_metadata`, as `put` does). Writes go in with INSERT OR IGNORE, so nothing
+already in the store (live traffic) is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
+
+from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem
+from dualsaver.stores.sql import (
+    CHECKPOINT_PAGE,
+    AsyncSqlStore,
+    Emit,
+    Execute,
+    Plan,
+    Query,
+    SqlPlans,
+    SyncSqlStore,
+    unreadable,
+)
+
+THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id LIMIT ?"
+THREADS_NEXT = (
+    "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > ? ORDER BY thread_id LIMIT ?"
+)
+_CHECKPOINT_COLUMNS = (
+    "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
+    " FROM checkpoints WHERE thread_id = ?"
+)
+CHECKPOINTS_FIRST = _CHECKPOINT_COLUMNS + " ORDER BY checkpoint_ns, checkpoint_id LIMIT ?"
+CHECKPOINTS_NEXT = (
+    _CHECKPOINT_COLUMNS
+    + " AND (checkpoint_ns, checkpoint_id) > (?, ?) ORDER BY checkpoint_ns, checkpoint_id LIMIT ?"
+)
+
+
+def writes_range_sql(has_task_path: bool) -> str:
+    task_path = "task_path" if has_task_path else "''"
+    return (
+        f"SELECT checkpoint_ns, checkpoint_id, task_id, {task_path}, idx, channel, type, value"
+        " FROM writes WHERE thread_id = ?"
+        " AND (checkpoint_ns, checkpoint_id) >= (?, ?) AND (checkpoint_ns, checkpoint_id) <= (?, ?)"
+    )
+
+
+KEYS_SQL = "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = ?"
+INSERT_CHECKPOINT_SQL = (
+    "INSERT OR IGNORE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
+    " parent_checkpoint_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_WRITE_SQL = (
+    "INSERT OR IGNORE INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path,"
+    " idx, channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SqlitePlans(SqlPlans):
+    """SQL and (de)serialization for the SQLite schema; no I/O."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+        self.serde = saver.serde
+
+    def _thread_ids_plan(self) -> Plan[None]:
+        return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
+
+    def _read_thread_plan(self, thread_id: str) -> Plan[None]:
+        writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True))
+        after: tuple[str, str] | None = None
+        while True:
+            if after is None:
+                rows = yield Query(CHECKPOINTS_FIRST, (thread_id, CHECKPOINT_PAGE))
+            else:
+                rows = yield Query(CHECKPOINTS_NEXT, (thread_id, *after, CHECKPOINT_PAGE))
+            if not rows:
+                return
+            first, last = (rows[0][0], rows[0][1]), (rows[-1][0], rows[-1][1])
+            writes = yield Query(writes_sql, (thread_id, *first, *last))
+            by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
+            for w in writes:
+                by_key[(w[0], w[1])].append(w)
+            yield Emit([self.decode(thread_id, r, by_key.get((r[0], r[1]), ())) for r in rows])
+            if len(rows) < CHECKPOINT_PAGE:
+                return
+            after = last
+
+    def decode(self, thread_id: str, row: Any, writes: Iterable[Any]) -> ThreadItem:
+        ns, checkpoint_id, parent, type_, blob, metadata = row
+        try:
+            decoded = [
+                StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed((t, v)))
+                for _, _, task_id, task_path, idx, channel, t, v in writes
+            ]
+            decoded.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+            return StoredCheckpoint(
+                thread_id=thread_id,
+                checkpoint_ns=ns,
+                checkpoint_id=checkpoint_id,
+                parent_checkpoint_id=parent or None,
+                checkpoint=self.serde.loads_typed((type_, blob)),
+                metadata=json.loads(metadata) if metadata is not None else {},
+                writes=tuple(decoded),
+            )
+        except Exception as exc:  # a row that does not load is reported, never a crash
+            return unreadable(thread_id, ns, checkpoint_id, exc)
+
+    def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
+        rows = yield Query(KEYS_SQL, (thread_id,))
+        return {(r[0], r[1]) for r in rows}
+
+    def _write_plan(self, items: Iterable[StoredCheckpoint]) -> Plan[tuple[int, int]]:
+        checkpoint_rows, write_rows = self.encode(items)
+        counts = yield Execute(
+            ((INSERT_WRITE_SQL, write_rows), (INSERT_CHECKPOINT_SQL, checkpoint_rows))
+        )
+        return counts[1], counts[0]
+
+    def encode(self, items: Iterable[StoredCheckpoint]) -> tuple[list[tuple], list[tuple]]:
+        """Rows exactly as `SqliteSaver.put` / `put_writes` would write them."""
+        dumps = self.serde.dumps_typed
+        checkpoint_rows: list[tuple] = []
+        write_rows: list[tuple] = []
+        for item in items:
+            key = (item.thread_id, item.checkpoint_ns, item.checkpoint_id)
+            metadata = json.dumps(
+                get_checkpoint_metadata({}, item.metadata), ensure_ascii=False
+            ).encode("utf-8", "ignore")
+            checkpoint_rows.append(
+                (*key, item.parent_checkpoint_id, *dumps(item.checkpoint), metadata)
+            )
+            for w in item.writes:
+                write_rows.append((*key, w.task_id, w.task_path, w.idx, w.channel, *dumps(w.value)))
+        return checkpoint_rows, write_rows
+
+
+class SqliteNativeStore(SqlitePlans, SyncSqlStore):
+    """Sync shell over a `SqliteSaver`'s connection, under the saver's own lock."""
+
+    def _execute(self, op: Query | Execute) -> Any:
+        saver = self.saver
+        if isinstance(op, Query):
+            with saver.cursor(transaction=False) as cur:
+                cur.execute(op.sql, op.params)
+                return cur.fetchall()
+        with saver.lock:
+            saver.setup()
+            counts = []
+            with saver.conn:  # one transaction: committed, or rolled back on error
+                cur = saver.conn.cursor()
+                try:
+                    for sql, rows in op.statements:
+                        if rows:
+                            cur.executemany(sql, rows)
+                            counts.append(max(cur.rowcount, 0))
+                        else:
+                            counts.append(0)
+                finally:
+                    cur.close()
+            return counts
+
+
+class AsyncSqliteNativeStore(SqlitePlans, AsyncSqlStore):
+    """Async shell over an `AsyncSqliteSaver`'s aiosqlite connection, under its lock."""
+
+    async def _execute(self, op: Query | Execute) -> Any:
+        saver = self.saver
+        await saver.setup()
+        async with saver.lock:
+            if isinstance(op, Query):
+                async with saver.conn.execute(op.sql, op.params) as cur:
+                    return await cur.fetchall()
+            counts = []
+            try:
+                for sql, rows in op.statements:
+                    if rows:
+                        cur = await saver.conn.executemany(sql, rows)
+                        counts.append(max(cur.rowcount, 0))
+                        await cur.close()
+                    else:
+                        counts.append(0)
+                await saver.conn.commit()
+            except BaseException:
+                await saver.conn.rollback()
+                raise
+            return counts

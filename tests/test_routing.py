@@ -1,0 +1,110 @@
+"""Routing seen from outside: which store answers reads and which receive writes, per phase."""
+
+from __future__ import annotations
+
+import pytest
+from langgraph.checkpoint.base import empty_checkpoint
+
+from dualsaver import DualSaver, InvalidPhaseError, Phase, TransitionError
+from dualsaver.phase import check_transition, resolve_phase
+from tests.faulty import Faulty
+from tests.savers import sync_saver
+
+# Written out by hand from design.md, not derived from dualsaver.routing: the test must be
+# able to disagree with the code.
+EXPECTED = {
+    Phase.SHADOW_WRITE: {"reads": "old", "writes": ["old", "new"]},
+    Phase.BACKFILL: {"reads": "old", "writes": ["old", "new"]},
+    Phase.READ_SWITCH: {"reads": "new", "writes": ["new", "old"]},
+    Phase.DECOMMISSION: {"reads": "new", "writes": ["new"]},
+}
+
+
+def _put(saver, thread_id: str, marker: str) -> str:
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"marker": marker}
+    cp["channel_versions"] = {"marker": saver.get_next_version(None, None)}
+    cfg = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    saver.put(cfg, cp, {"source": "input", "step": -1}, cp["channel_versions"])
+    return cp["id"]
+
+
+@pytest.fixture
+def stores(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as old, sync_saver("sqlite", tmp=tmp_path) as new:
+        yield Faulty(old), Faulty(new)
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=str)
+def test_writes_reach_the_phase_stores_primary_first(tmp_path, stores, phase):
+    old, new = stores
+    order: list[str] = []
+    old._gate = lambda name, _o=old._gate: (order.append("old"), _o(name))[1]
+    new._gate = lambda name, _n=new._gate: (order.append("new"), _n(name))[1]
+    saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
+    cid = _put(saver, "t", "x")
+    saver.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": cid}}, [("c", 1)], "task")
+    assert order == EXPECTED[phase]["writes"] * 2
+    for role, store in (("old", old), ("new", new)):
+        held = store.get_tuple({"configurable": {"thread_id": "t"}})
+        assert (held is not None) == (role in EXPECTED[phase]["writes"])
+        if held is not None:
+            assert held.pending_writes == [("task", "c", 1)]
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=str)
+def test_reads_come_from_the_phase_read_store(tmp_path, stores, phase):
+    old, new = stores
+    _put(old.inner, "t", "from-old")
+    _put(new.inner, "t", "from-new")
+    saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
+    got = saver.get_tuple({"configurable": {"thread_id": "t"}})
+    assert got.checkpoint["channel_values"]["marker"] == f"from-{EXPECTED[phase]['reads']}"
+    listed = [t.checkpoint["channel_values"]["marker"] for t in saver.list({"configurable": {"thread_id": "t"}})]
+    assert listed == [f"from-{EXPECTED[phase]['reads']}"]
+
+
+def test_read_switch_miss_falls_back_to_old_and_copies_the_thread(tmp_path, stores):
+    old, new = stores
+    cid = _put(old.inner, "only-old", "history")
+    saver = DualSaver(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite")
+    got = saver.get_tuple({"configurable": {"thread_id": "only-old"}})
+    assert got.checkpoint["id"] == cid
+    copied = new.inner.get_tuple({"configurable": {"thread_id": "only-old"}})
+    assert copied is not None and copied.checkpoint["id"] == cid
+
+
+def test_decommission_never_touches_old(tmp_path, stores):
+    old, new = stores
+    _put(old.inner, "gone", "old-only")
+    saver = DualSaver(old, new, Phase.DECOMMISSION, journal=tmp_path / "j.sqlite")
+    assert saver.get_tuple({"configurable": {"thread_id": "gone"}}) is None
+    saver.delete_thread("gone")
+    assert old.calls == []
+
+
+def test_phase_comes_from_argument_then_environment_then_default(monkeypatch):
+    monkeypatch.delenv("DUALSAVER_PHASE", raising=False)
+    assert resolve_phase(None) == (Phase.SHADOW_WRITE, "default")
+    monkeypatch.setenv("DUALSAVER_PHASE", "read_switch")
+    assert resolve_phase(None)[0] is Phase.READ_SWITCH
+    assert resolve_phase("backfill")[0] is Phase.BACKFILL
+    monkeypatch.setenv("DUALSAVER_PHASE", "sideways")
+    with pytest.raises(InvalidPhaseError) as err:
+        resolve_phase(None)
+    assert "'sideways'" in str(err.value) and "shadow-write, backfill, read-switch, decommission" in str(err.value)
+
+
+def test_unknown_phase_fails_at_construction(tmp_path, stores):
+    with pytest.raises(InvalidPhaseError, match="'readswitch'.*valid phases are"):
+        DualSaver(*stores, phase="readswitch", journal=tmp_path / "j.sqlite")
+
+
+def test_transitions_forward_one_step_back_while_old_is_written():
+    check_transition(Phase.SHADOW_WRITE, Phase.BACKFILL)
+    check_transition(Phase.READ_SWITCH, Phase.SHADOW_WRITE)
+    with pytest.raises(TransitionError, match="one step at a time"):
+        check_transition(Phase.SHADOW_WRITE, Phase.READ_SWITCH)
+    with pytest.raises(TransitionError, match="reverse backfill"):
+        check_transition(Phase.DECOMMISSION, Phase.READ_SWITCH)
+    check_transition(Phase.DECOMMISSION, Phase.READ_SWITCH, reverse_backfill_done=True)

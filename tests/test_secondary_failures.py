@@ -1,0 +1,101 @@
+"""A failing or hanging secondary never fails or stalls the caller; the journal holds the miss."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dualsaver import DualSaver, Journal, Phase, SecondaryWriteError
+from tests.faulty import Faulty, StoreDown
+from tests.graphs import arun_turn, build_agent, config, expected_results, run_turn
+from tests.savers import async_saver, sync_saver
+
+
+def _journal_rows(path) -> list:
+    journal = Journal(path)
+    try:
+        return list(journal.pending())
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("phase", [Phase.SHADOW_WRITE, Phase.READ_SWITCH], ids=str)
+def test_raising_secondary_is_journaled_not_raised(tmp_path, phase):
+    with sync_saver("sqlite", tmp=tmp_path) as a, sync_saver("sqlite", tmp=tmp_path) as b:
+        old, new = Faulty(a), Faulty(b)
+        secondary = new if phase is Phase.SHADOW_WRITE else old
+        secondary.mode = "raise"
+        saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
+        final = run_turn(build_agent(saver), "t1", "alpha")
+        assert final["results"] == expected_results("alpha")
+        rows = _journal_rows(tmp_path / "j.sqlite")
+        assert rows and {r.store for r in rows} == {"old" if secondary is old else "new"}
+        assert {r.operation for r in rows} == {"put", "put_writes"}
+        assert all(r.thread_id == "t1" and "StoreDown" in r.error for r in rows)
+        puts = [r for r in rows if r.operation == "put"]
+        primary = new if secondary is old else old
+        # Every checkpoint the primary holds and the secondary missed is named in the journal.
+        held = {(t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"]) for t in primary.inner.list(config("t1"))}
+        assert {(r.checkpoint_ns, r.checkpoint_id) for r in puts} == held
+        assert saver.secondary_failures["put"] == len(puts)
+
+
+def test_hanging_secondary_is_bounded(tmp_path):
+    with sync_saver("memory") as a, sync_saver("memory") as b:
+        new = Faulty(b)
+        new.mode = "hang"
+        saver = DualSaver(a, new, Phase.SHADOW_WRITE, secondary_timeout=0.2, journal=tmp_path / "j.sqlite")
+        done = threading.Event()
+        result: dict = {}
+
+        def invoke() -> None:
+            result["state"] = run_turn(build_agent(saver), "t1", "alpha")
+            done.set()
+
+        worker = threading.Thread(target=invoke, daemon=True)
+        worker.start()
+        # Liveness, not speed: the hung store is never released, so without a bound the
+        # run could not finish at all.
+        assert done.wait(timeout=120), "a hanging secondary stalled the caller"
+        new.release.set()
+        assert result["state"]["results"] == expected_results("alpha")
+        rows = _journal_rows(tmp_path / "j.sqlite")
+        assert rows and all("SecondaryTimeout" in r.error for r in rows)
+        saver.close()
+
+
+async def test_async_hanging_and_raising_secondary(tmp_path):
+    async with async_saver("sqlite", tmp=tmp_path) as a, async_saver("memory") as b:
+        new = Faulty(b)
+        new.mode = "hang"
+        saver = DualSaver(a, new, secondary_timeout=0.2, journal=tmp_path / "j.sqlite")
+        final = await arun_turn(build_agent(saver), "t1", "alpha")
+        assert final["results"] == expected_results("alpha")
+        new.release.set()
+        new.mode = "raise"
+        await arun_turn(build_agent(saver), "t2", "beta")
+        errors = {(r.thread_id, r.error.split(":")[0]) for r in _journal_rows(tmp_path / "j.sqlite")}
+        assert errors == {("t1", "SecondaryTimeout"), ("t2", "StoreDown")}
+
+
+def test_strict_mode_raises_after_journaling_and_primary_keeps_the_write(tmp_path):
+    with sync_saver("memory") as a, sync_saver("memory") as b:
+        new = Faulty(b)
+        new.mode = "raise"
+        saver = DualSaver(a, new, strict=True, journal=tmp_path / "j.sqlite")
+        with pytest.raises(SecondaryWriteError, match="secondary \\(new\\) failed"):
+            build_agent(saver).invoke({"topic": "x"}, config("t1"))
+        assert a.get_tuple(config("t1")) is not None
+        assert _journal_rows(tmp_path / "j.sqlite")
+
+
+def test_primary_failure_fails_the_call_and_never_reaches_secondary(tmp_path):
+    with sync_saver("memory") as a, sync_saver("memory") as b:
+        old, new = Faulty(a), Faulty(b)
+        old.mode = "raise"
+        saver = DualSaver(old, new, journal=tmp_path / "j.sqlite")
+        with pytest.raises(StoreDown):
+            build_agent(saver).invoke({"topic": "x"}, config("t1"))
+        assert new.calls == [] and b.get_tuple(config("t1")) is None
+        assert not (tmp_path / "j.sqlite").exists()  # nothing was missed: nothing journaled
