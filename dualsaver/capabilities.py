@@ -27,34 +27,36 @@ def supports(saver: BaseCheckpointSaver, method: str) -> bool:
 
 class DeleteForRuns:
     def delete_for_runs(self: Any, run_ids: Sequence[str]) -> None:
-        self._sync.run(plans.write(self._ctx(), "delete_for_runs", (list(run_ids),)))
+        ctx, op = self._begin("delete_for_runs")
+        self._sync.run(plans.write(ctx, "delete_for_runs", (list(run_ids),)), op)
 
     async def adelete_for_runs(self: Any, run_ids: Sequence[str]) -> None:
-        await self._async.run(plans.write(self._ctx(), "delete_for_runs", (list(run_ids),)))
+        ctx, op = self._begin("delete_for_runs")
+        await self._async.run(plans.write(ctx, "delete_for_runs", (list(run_ids),)), op)
 
 
 class CopyThread:
     def copy_thread(self: Any, source_thread_id: str, target_thread_id: str) -> None:
-        args = (source_thread_id, target_thread_id)
+        ctx, op = self._begin("copy_thread", thread_id=target_thread_id)
         at = {"thread_id": str(target_thread_id)}
-        self._sync.run(plans.write(self._ctx(), "copy_thread", args, at=at))
+        self._sync.run(plans.write(ctx, "copy_thread", (source_thread_id, target_thread_id), at=at), op)
 
     async def acopy_thread(self: Any, source_thread_id: str, target_thread_id: str) -> None:
-        args = (source_thread_id, target_thread_id)
+        ctx, op = self._begin("copy_thread", thread_id=target_thread_id)
         at = {"thread_id": str(target_thread_id)}
-        await self._async.run(plans.write(self._ctx(), "copy_thread", args, at=at))
+        await self._async.run(plans.write(ctx, "copy_thread", (source_thread_id, target_thread_id), at=at), op)
 
 
 class Prune:
     def prune(self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        plan = plans.write(self._ctx(), "prune", (list(thread_ids),), {"strategy": strategy})
-        self._sync.run(plan)
+        ctx, op = self._begin("prune")
+        self._sync.run(plans.write(ctx, "prune", (list(thread_ids),), {"strategy": strategy}), op)
 
     async def aprune(
         self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
     ) -> None:
-        plan = plans.write(self._ctx(), "prune", (list(thread_ids),), {"strategy": strategy})
-        await self._async.run(plan)
+        ctx, op = self._begin("prune")
+        await self._async.run(plans.write(ctx, "prune", (list(thread_ids),), {"strategy": strategy}), op)
 
 
 MIXINS = {"delete_for_runs": DeleteForRuns, "copy_thread": CopyThread, "prune": Prune}

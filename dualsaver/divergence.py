@@ -414,7 +414,10 @@ def _writes_detail(
         )
     if a == b:
         return None
-    difference = "order" if sorted(a) == sorted(b) else "content"
+    # "order": the same writes (task, channel, value), ordered differently, e.g. a copy
+    # that lost the task paths, so parallel branches now replay in task-id order.
+    same_writes = sorted((x[0], x[-2], x[-1]) for x in a) == sorted((y[0], y[-2], y[-1]) for y in b)
+    difference = "order" if same_writes else "content"
     fields = []
     for n, (x, y) in enumerate(zip_longest(a, b)):
         if x != y:

@@ -15,7 +15,9 @@ from typing import Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from dualsaver.phase import Phase
 from dualsaver.routing import Role, Route
+from dualsaver.shadow import differing_fields, in_canary
 
 
 class SecondaryWriteError(RuntimeError):
@@ -66,11 +68,30 @@ class Missed:
 
 
 @dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A shadow read whose answer from new differed from old's (or failed)."""
+
+    where: Mapping[str, Any]
+    fields: tuple[str, ...]
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
-    """What a plan knows: the route of the phase the call started in, and strictness."""
+    """What a plan knows: the route of the phase the call started in, and its options."""
 
     route: Route
     strict: bool = False
+    canary_percent: float | None = None  # read-switch: share of threads (by hash) reading new
+    shadow_read: bool = False  # this call is sampled for a shadow read of new
+
+    def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
+        """The store a read of this thread goes to, and where a miss falls back."""
+        route = self.route
+        if self.canary_percent is not None and route.phase is Phase.READ_SWITCH:
+            if thread_id is None or not in_canary(thread_id, self.canary_percent):
+                return "old", None  # old is complete in read-switch: no fallback needed
+        return route.read, route.fallback
 
 
 Plan = Generator[Any, Any, Any]
@@ -155,44 +176,56 @@ def put_writes(ctx: Context, config: Any, writes: Any, task_id: str, task_path: 
     return (yield from write(ctx, "put_writes", args, at=at))
 
 
-def _lazy_copy(ctx: Context, thread_id: str) -> Plan:
+def _lazy_copy(source: Role, target: Role, thread_id: str) -> Plan:
     """Bring a thread the read store missed over from the fallback; never fails the read."""
-    route = ctx.route
-    assert route.fallback is not None
     try:
-        yield CopyThread(route.fallback, route.read, thread_id)
+        yield CopyThread(source, target, thread_id)
     except Exception as exc:
-        yield Missed(route.read, "lazy_copy", {"thread_id": thread_id}, exc)
+        yield Missed(target, "lazy_copy", {"thread_id": thread_id}, exc)
+
+
+def _shadow_read(config: Any, answer: Any) -> Plan:
+    """Ask new too and compare; the caller gets old's answer whatever happens here."""
+    at = where(config)
+    try:
+        shadow = yield Call("new", "get_tuple", (config,), bounded=True)
+    except Exception as exc:
+        yield Mismatch(at, ("error",), exc)
+        return
+    fields = differing_fields(answer, shadow)
+    if fields:
+        yield Mismatch(at, tuple(fields))
 
 
 def get_tuple(ctx: Context, config: Any) -> Plan:
-    route = ctx.route
-    found = yield Call(route.read, "get_tuple", (config,))
-    if found is None and route.fallback is not None:
-        found = yield Call(route.fallback, "get_tuple", (config,))
-        thread_id = _thread_id(config)
+    thread_id = _thread_id(config)
+    read, fallback = ctx.reads(thread_id)
+    found = yield Call(read, "get_tuple", (config,))
+    if found is None and fallback is not None:
+        found = yield Call(fallback, "get_tuple", (config,))
         if found is not None and thread_id is not None:
-            yield from _lazy_copy(ctx, thread_id)
+            yield from _lazy_copy(fallback, read, thread_id)
+    elif ctx.shadow_read and read == "old" and ctx.route.secondary == "new":
+        yield from _shadow_read(config, found)
     return found
 
 
 def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan:
-    route = ctx.route
-    count = yield Stream(route.read, (config,), kwargs)
     thread_id = _thread_id(config)
-    if count == 0 and route.fallback is not None and thread_id is not None:
-        count = yield Stream(route.fallback, (config,), kwargs)
+    read, fallback = ctx.reads(thread_id)
+    count = yield Stream(read, (config,), kwargs)
+    if count == 0 and fallback is not None and thread_id is not None:
+        count = yield Stream(fallback, (config,), kwargs)
         if count:
-            yield from _lazy_copy(ctx, thread_id)
+            yield from _lazy_copy(fallback, read, thread_id)
     return count
 
 
 def delta_history(ctx: Context, config: Any, channels: Any) -> Plan:
-    route = ctx.route
-    role = route.read
-    if route.fallback is not None:
-        present = yield Call(route.read, "get_tuple", (config,))
+    read, fallback = ctx.reads(_thread_id(config))
+    if fallback is not None:
+        present = yield Call(read, "get_tuple", (config,))
         if present is None:
-            role = route.fallback  # the read store misses this checkpoint: ask the old one
+            read = fallback  # the read store misses this checkpoint: ask the old one
     kwargs = {"config": config, "channels": channels}
-    return (yield Call(role, "get_delta_channel_history", (), kwargs))
+    return (yield Call(read, "get_delta_channel_history", (), kwargs))

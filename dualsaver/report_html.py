@@ -52,7 +52,8 @@ details.thread>summary{cursor:pointer;padding:10px 14px;font-weight:600;word-bre
 details.thread>div{padding:0 14px 12px}
 .div{border-top:1px solid #eaeef2;padding-top:10px;margin-top:10px}
 .div .where{margin-bottom:6px;word-break:break-all}
-.fields td{word-break:break-all}.fields td:first-child{width:28%}
+table.fields{table-layout:fixed}.fields td{word-break:break-all}
+.fields th:first-child{width:24%}
 .absent{color:#8c959f;font-style:italic}
 pre{margin:4px 0 0;padding:8px;background:#f6f8fa;border:1px solid #eaeef2;border-radius:6px;
  white-space:pre-wrap;word-break:break-word;max-height:320px;overflow:auto}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -25,15 +26,25 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
-from dualsaver import plans
+from dualsaver import plans, telemetry
 from dualsaver.capabilities import class_with_capabilities
 from dualsaver.journal import Journal, JournalEntry
 from dualsaver.phase import Phase, resolve_phase
 from dualsaver.routing import Role, route_for
-from dualsaver.shells import AsyncShell, SyncShell
+from dualsaver.shells import AsyncShell, Operation, SyncShell
 from dualsaver.versions import next_version
 
 log = structlog.get_logger("dualsaver")
+
+
+class FixedPhase:
+    """A phase source that always answers the same phase."""
+
+    def __init__(self, phase: Phase, origin: str) -> None:
+        self.phase, self.origin = phase, origin
+
+    def current(self) -> Phase:
+        return self.phase
 
 
 class DualSaver(BaseCheckpointSaver):
@@ -48,6 +59,14 @@ class DualSaver(BaseCheckpointSaver):
             `None` waits forever.
         journal: a `Journal`, a path for one, or None for `$DUALSAVER_JOURNAL` /
             `.dualsaver/journal.sqlite`.
+        canary_percent: in read-switch, only this share of threads (by a stable hash of the
+            thread id) reads from new; the rest still read from old. None: all threads.
+        shadow_read_rate: in shadow-write and backfill, the share of `get_tuple` calls also
+            answered by new and compared with old's answer; mismatches are counted and
+            journaled, and the caller always gets old's answer.
+
+    `phase` may also be a phase source: any object with `current() -> Phase` and an
+    `origin` string, asked at the start of every operation (a fleet's shared record).
 
     Extended capabilities (`delete_for_runs`, `copy_thread`, `prune`) are present on the
     instance only when both wrapped savers implement them.
@@ -68,11 +87,20 @@ class DualSaver(BaseCheckpointSaver):
         strict: bool = False,
         secondary_timeout: float | None = 5.0,
         journal: Journal | str | os.PathLike[str] | None = None,
+        canary_percent: float | None = None,
+        shadow_read_rate: float = 0.0,
     ) -> None:
         super().__init__(serde=old.serde)
         self.old = old
         self.new = new
-        self._phase, self.phase_origin = resolve_phase(phase)
+        self.phase_source: Any = phase if hasattr(phase, "current") else FixedPhase(*resolve_phase(phase))
+        if canary_percent is not None and not 0 <= canary_percent <= 100:
+            raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
+        if not 0 <= shadow_read_rate <= 1:
+            raise ValueError(f"shadow_read_rate must be between 0 and 1, got {shadow_read_rate}")
+        self.canary_percent = canary_percent
+        self.shadow_read_rate = shadow_read_rate
+        self.shadow_mismatches: Counter[str] = Counter()
         self.strict = strict
         self.secondary_timeout = secondary_timeout
         self._journal_arg = journal
@@ -86,18 +114,28 @@ class DualSaver(BaseCheckpointSaver):
 
     @property
     def phase(self) -> Phase:
-        return self._phase
+        return self.phase_source.current()
 
     @phase.setter
     def phase(self, value: Phase | str) -> None:
-        self._phase, self.phase_origin = Phase.parse(value), "set at runtime"
-        log.info("phase_changed", phase=str(self._phase))
+        self.phase_source = FixedPhase(Phase.parse(value), "set at runtime")
+        log.info("phase_changed", phase=str(self.phase))
+
+    @property
+    def phase_origin(self) -> str:
+        return str(getattr(self.phase_source, "origin", "phase source"))
 
     def store(self, role: Role) -> BaseCheckpointSaver:
         return self.old if role == "old" else self.new
 
-    def _ctx(self) -> plans.Context:
-        return plans.Context(route_for(self.phase), self.strict)
+    def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
+        """The context a plan runs in: the phase is read once, at the start of the call."""
+        phase = self.phase
+        shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
+        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow)
+        if thread_id is None and config:
+            thread_id = config.get("configurable", {}).get("thread_id")
+        return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))
 
     @property
     def journal(self) -> Journal:
@@ -111,6 +149,8 @@ class DualSaver(BaseCheckpointSaver):
         at = missed.where
         error = f"{type(missed.error).__name__}: {missed.error}"
         self.secondary_failures[missed.operation] += 1
+        telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
+        telemetry.journal_depth.add(1)
         log.warning(
             "secondary_write_failed",
             store=missed.role,
@@ -134,13 +174,35 @@ class DualSaver(BaseCheckpointSaver):
             )
         )
 
+    def record_mismatch(self, mismatch: plans.Mismatch) -> None:
+        """Count, log and journal a shadow read whose answer differed; never raises."""
+        at = mismatch.where
+        detail = ", ".join(mismatch.fields)
+        if mismatch.error is not None:
+            detail = f"shadow read failed: {type(mismatch.error).__name__}: {mismatch.error}"
+        for name in mismatch.fields:
+            self.shadow_mismatches[name] += 1
+        telemetry.shadow_mismatches.add(1, {"field": mismatch.fields[0]})
+        log.warning("shadow_read_mismatch", phase=str(self.phase), thread_id=at.get("thread_id"),
+                    checkpoint_id=at.get("checkpoint_id"), fields=detail)
+        self.journal.record(
+            JournalEntry(
+                phase=str(self.phase), store="new", operation="shadow_read",
+                thread_id=at.get("thread_id"), checkpoint_ns=at.get("checkpoint_ns"),
+                checkpoint_id=at.get("checkpoint_id"), task_id=None, error=f"mismatch: {detail}",
+            )
+        )
+        telemetry.journal_depth.add(1)
+
     # --- reads --------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._sync.run(plans.get_tuple(self._ctx(), config))
+        ctx, op = self._begin("get_tuple", config)
+        return self._sync.run(plans.get_tuple(ctx, config), op)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._async.run(plans.get_tuple(self._ctx(), config))
+        ctx, op = self._begin("get_tuple", config)
+        return await self._async.run(plans.get_tuple(ctx, config), op)
 
     def list(
         self,
@@ -151,7 +213,8 @@ class DualSaver(BaseCheckpointSaver):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         kwargs = {"filter": filter, "before": before, "limit": limit}
-        return self._sync.stream(plans.list_(self._ctx(), config, kwargs))
+        ctx, op = self._begin("list", config)
+        return self._sync.stream(plans.list_(ctx, config, kwargs), op)
 
     async def alist(
         self,
@@ -162,18 +225,21 @@ class DualSaver(BaseCheckpointSaver):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         kwargs = {"filter": filter, "before": before, "limit": limit}
-        async for item in self._async.stream(plans.list_(self._ctx(), config, kwargs)):
+        ctx, op = self._begin("list", config)
+        async for item in self._async.stream(plans.list_(ctx, config, kwargs), op):
             yield item
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
-        return self._sync.run(plans.delta_history(self._ctx(), config, channels))
+        ctx, op = self._begin("get_delta_channel_history", config)
+        return self._sync.run(plans.delta_history(ctx, config, channels), op)
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
-        return await self._async.run(plans.delta_history(self._ctx(), config, channels))
+        ctx, op = self._begin("get_delta_channel_history", config)
+        return await self._async.run(plans.delta_history(ctx, config, channels), op)
 
     # --- writes -------------------------------------------------------------------------
 
@@ -184,7 +250,8 @@ class DualSaver(BaseCheckpointSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._sync.run(plans.put(self._ctx(), config, checkpoint, metadata, new_versions))
+        ctx, op = self._begin("put", config)
+        return self._sync.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
 
     async def aput(
         self,
@@ -193,8 +260,8 @@ class DualSaver(BaseCheckpointSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        plan = plans.put(self._ctx(), config, checkpoint, metadata, new_versions)
-        return await self._async.run(plan)
+        ctx, op = self._begin("put", config)
+        return await self._async.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
 
     def put_writes(
         self,
@@ -203,7 +270,8 @@ class DualSaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._sync.run(plans.put_writes(self._ctx(), config, writes, task_id, task_path))
+        ctx, op = self._begin("put_writes", config)
+        self._sync.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
 
     async def aput_writes(
         self,
@@ -212,16 +280,18 @@ class DualSaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        plan = plans.put_writes(self._ctx(), config, writes, task_id, task_path)
-        await self._async.run(plan)
+        ctx, op = self._begin("put_writes", config)
+        await self._async.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
 
     def delete_thread(self, thread_id: str) -> None:
+        ctx, op = self._begin("delete_thread", thread_id=thread_id)
         at = {"thread_id": str(thread_id)}
-        self._sync.run(plans.write(self._ctx(), "delete_thread", (thread_id,), at=at))
+        self._sync.run(plans.write(ctx, "delete_thread", (thread_id,), at=at), op)
 
     async def adelete_thread(self, thread_id: str) -> None:
+        ctx, op = self._begin("delete_thread", thread_id=thread_id)
         at = {"thread_id": str(thread_id)}
-        await self._async.run(plans.write(self._ctx(), "delete_thread", (thread_id,), at=at))
+        await self._async.run(plans.write(ctx, "delete_thread", (thread_id,), at=at), op)
 
     # --- versions, allowlist, lifecycle -------------------------------------------------
 

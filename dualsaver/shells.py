@@ -11,10 +11,29 @@ import concurrent.futures
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dualsaver.plans import Call, CopyThread, Missed, Plan, SecondaryTimeout, Stream
+from dualsaver import telemetry
+from dualsaver.plans import Call, CopyThread, Mismatch, Missed, Plan, SecondaryTimeout, Stream
 
 if TYPE_CHECKING:
     from dualsaver.saver import DualSaver
+
+
+class Operation:
+    """What the spans of one DualSaver call are labelled with."""
+
+    __slots__ = ("name", "phase", "thread_id")
+
+    def __init__(self, name: str, phase: str, thread_id: str | None) -> None:
+        self.name, self.phase, self.thread_id = name, phase, thread_id
+
+
+def _record(saver: DualSaver, effect: Any) -> Any:
+    """Effects with no store I/O, the same in both shells."""
+    if isinstance(effect, Missed):
+        return saver.record_missed(effect)
+    if isinstance(effect, Mismatch):
+        return saver.record_mismatch(effect)
+    raise TypeError(f"unknown effect {effect!r}")
 
 
 class Done:
@@ -53,47 +72,54 @@ class SyncShell:
         except concurrent.futures.TimeoutError:
             raise SecondaryTimeout(f"no answer within {timeout}s") from None
 
-    def _execute(self, effect: Any) -> Any:
+    def _execute(self, effect: Any, op: Operation) -> Any:
         saver = self.saver
         if isinstance(effect, Call):
             fn = getattr(saver.store(effect.role), effect.method)
-            if effect.bounded:
-                return self._bounded(fn, effect.args, effect.kwargs)
-            return fn(*effect.args, **effect.kwargs)
-        if isinstance(effect, Missed):
-            return saver.record_missed(effect)
+            with telemetry.store_span(effect.role, effect.method, op.phase):
+                if effect.bounded:
+                    return self._bounded(fn, effect.args, effect.kwargs)
+                return fn(*effect.args, **effect.kwargs)
         if isinstance(effect, CopyThread):
             from dualsaver.backfill import copy_thread
 
-            return copy_thread(saver.store(effect.source), saver.store(effect.target), effect.thread_id)
-        raise TypeError(f"unknown effect {effect!r}")
+            with telemetry.store_span(effect.target, "lazy_copy", op.phase):
+                return copy_thread(saver.store(effect.source), saver.store(effect.target), effect.thread_id)
+        return _record(saver, effect)
 
-    def _step(self, plan: Plan, effect: Any) -> Any:
+    def _step(self, plan: Plan, effect: Any, op: Operation) -> Any:
         try:
-            result = self._execute(effect)
+            result = self._execute(effect, op)
         except Exception as exc:
             return _advance(plan, error=exc)
         return _advance(plan, result)
 
-    def run(self, plan: Plan) -> Any:
-        effect = _advance(plan)
-        while not isinstance(effect, Done):
-            effect = self._step(plan, effect)
-        return effect.value
+    def run(self, plan: Plan, op: Operation) -> Any:
+        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+            effect = _advance(plan)
+            while not isinstance(effect, Done):
+                effect = self._step(plan, effect, op)
+            return effect.value
 
-    def stream(self, plan: Plan) -> Iterator[Any]:
+    def stream(self, plan: Plan, op: Operation) -> Iterator[Any]:
         """Run a plan whose Stream effects yield items to the caller."""
-        effect = _advance(plan)
-        while not isinstance(effect, Done):
-            if isinstance(effect, Stream):
-                count = 0
-                store = self.saver.store(effect.role)
-                for item in store.list(*effect.args, **effect.kwargs):
-                    count += 1
-                    yield item
-                effect = _advance(plan, count)
-            else:
-                effect = self._step(plan, effect)
+        with telemetry.detached_span(op.name, op.phase, op.thread_id) as span:
+            effect = _advance(plan)
+            while not isinstance(effect, Done):
+                if isinstance(effect, Stream):
+                    count = 0
+                    store = self.saver.store(effect.role)
+                    child = telemetry.stream_span(span, effect.role, op.phase)
+                    try:
+                        for item in store.list(*effect.args, **effect.kwargs):
+                            count += 1
+                            yield item
+                    finally:
+                        child.end()
+                    effect = _advance(plan, count)
+                else:
+                    with telemetry.attached(span):
+                        effect = self._step(plan, effect, op)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -105,51 +131,57 @@ class AsyncShell:
     def __init__(self, saver: DualSaver) -> None:
         self.saver = saver
 
-    async def _execute(self, effect: Any) -> Any:
+    async def _call(self, effect: Call) -> Any:
+        coro = getattr(self.saver.store(effect.role), "a" + effect.method)(*effect.args, **effect.kwargs)
+        timeout = self.saver.secondary_timeout
+        if effect.bounded and timeout is not None:
+            try:
+                return await asyncio.wait_for(coro, timeout)
+            except asyncio.TimeoutError:
+                raise SecondaryTimeout(f"no answer within {timeout}s") from None
+        return await coro
+
+    async def _execute(self, effect: Any, op: Operation) -> Any:
         saver = self.saver
         if isinstance(effect, Call):
-            coro = getattr(saver.store(effect.role), "a" + effect.method)(
-                *effect.args, **effect.kwargs
-            )
-            timeout = saver.secondary_timeout
-            if effect.bounded and timeout is not None:
-                try:
-                    return await asyncio.wait_for(coro, timeout)
-                except asyncio.TimeoutError:
-                    raise SecondaryTimeout(f"no answer within {timeout}s") from None
-            return await coro
-        if isinstance(effect, Missed):
-            return saver.record_missed(effect)
+            with telemetry.store_span(effect.role, effect.method, op.phase):
+                return await self._call(effect)
         if isinstance(effect, CopyThread):
             from dualsaver.backfill import acopy_thread
 
-            return await acopy_thread(
-                saver.store(effect.source), saver.store(effect.target), effect.thread_id
-            )
-        raise TypeError(f"unknown effect {effect!r}")
+            with telemetry.store_span(effect.target, "lazy_copy", op.phase):
+                return await acopy_thread(saver.store(effect.source), saver.store(effect.target), effect.thread_id)
+        return _record(saver, effect)
 
-    async def _step(self, plan: Plan, effect: Any) -> Any:
+    async def _step(self, plan: Plan, effect: Any, op: Operation) -> Any:
         try:
-            result = await self._execute(effect)
+            result = await self._execute(effect, op)
         except Exception as exc:
             return _advance(plan, error=exc)
         return _advance(plan, result)
 
-    async def run(self, plan: Plan) -> Any:
-        effect = _advance(plan)
-        while not isinstance(effect, Done):
-            effect = await self._step(plan, effect)
-        return effect.value
+    async def run(self, plan: Plan, op: Operation) -> Any:
+        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+            effect = _advance(plan)
+            while not isinstance(effect, Done):
+                effect = await self._step(plan, effect, op)
+            return effect.value
 
-    async def stream(self, plan: Plan) -> AsyncIterator[Any]:
-        effect = _advance(plan)
-        while not isinstance(effect, Done):
-            if isinstance(effect, Stream):
-                count = 0
-                store = self.saver.store(effect.role)
-                async for item in store.alist(*effect.args, **effect.kwargs):
-                    count += 1
-                    yield item
-                effect = _advance(plan, count)
-            else:
-                effect = await self._step(plan, effect)
+    async def stream(self, plan: Plan, op: Operation) -> AsyncIterator[Any]:
+        with telemetry.detached_span(op.name, op.phase, op.thread_id) as span:
+            effect = _advance(plan)
+            while not isinstance(effect, Done):
+                if isinstance(effect, Stream):
+                    count = 0
+                    store = self.saver.store(effect.role)
+                    child = telemetry.stream_span(span, effect.role, op.phase)
+                    try:
+                        async for item in store.alist(*effect.args, **effect.kwargs):
+                            count += 1
+                            yield item
+                    finally:
+                        child.end()
+                    effect = _advance(plan, count)
+                else:
+                    with telemetry.attached(span):
+                        effect = await self._step(plan, effect, op)

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from langgraph.channels import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send, interrupt
 from typing_extensions import TypedDict
@@ -180,7 +181,17 @@ def normalize(snapshot: dict[tuple[str, str, str], tuple]) -> dict[tuple[str, st
     out = {}
     for key, (checkpoint, metadata, parent, writes) in snapshot.items():
         md = {k: v for k, v in (metadata or {}).items() if k != "writes"}
-        out[key] = (checkpoint, md, parent or None, writes)
+        # PostgresSaver and InMemorySaver rebuild channel_values from blobs by version, so a
+        # DeltaChannel snapshot whose version did not change reappears in later checkpoints;
+        # SqliteSaver keeps only what each checkpoint held. Both rebuild the same state (the
+        # graph views compare that); here snapshots are compared where they were taken.
+        values = {
+            k: v
+            for k, v in (checkpoint.get("channel_values") or {}).items()
+            if not (isinstance(v, _DeltaSnapshot) and checkpoint.get("updated_channels") is not None
+                    and k not in checkpoint["updated_channels"])
+        }
+        out[key] = ({**checkpoint, "channel_values": values}, md, parent or None, writes)
     return out
 
 
@@ -219,3 +230,39 @@ class OpaqueSaver(BaseCheckpointSaver):
 
     def get_next_version(self, current, channel):
         return self.inner.get_next_version(current, channel)
+
+
+class ShadowWriter(BaseCheckpointSaver):
+    """Live traffic as shadow-write makes it, without depending on DualSaver: reads from old,
+    writes old first, then new (each gets its own copy of what the caller handed over)."""
+
+    def __init__(self, old: Any, new: Any) -> None:
+        super().__init__(serde=old.serde)
+        self.old, self.new = old, new
+
+    def get_tuple(self, config):
+        return self.old.get_tuple(config)
+
+    def list(self, config, **kwargs):
+        return self.old.list(config, **kwargs)
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        import copy
+
+        args = copy.deepcopy((checkpoint, metadata, new_versions))
+        result = self.old.put(config, checkpoint, metadata, new_versions)
+        self.new.put(config, *args)
+        return result
+
+    def put_writes(self, config, writes, task_id, task_path=""):
+        import copy
+
+        copied = copy.deepcopy(list(writes))
+        self.old.put_writes(config, writes, task_id, task_path)
+        self.new.put_writes(config, copied, task_id, task_path)
+
+    def get_delta_channel_history(self, *, config, channels):
+        return self.old.get_delta_channel_history(config=config, channels=channels)
+
+    def get_next_version(self, current, channel):
+        return self.old.get_next_version(current, channel)

@@ -27,8 +27,7 @@ sweep at the start of each enumeration.
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -45,6 +44,16 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from dualsaver.stores.redis_admin import ThreadPlans
+from dualsaver.stores.redis_ops import (
+    PAGE,
+    Command,
+    Emit,
+    Plan,
+    Script,
+    _chunks,
+    _pairs,
+)
 from dualsaver.stores.redis_codec import (
     Record,
     WriteEntry,
@@ -63,45 +72,6 @@ except ImportError:  # pragma: no cover
     _DeltaSnapshot = ()  # type: ignore[assignment,misc]
 
 DELTA_METADATA_KEYS = ("counters_since_delta_snapshot", "delta_writes_versioned")
-PRUNE_STRATEGIES = ("keep_latest", "delete")
-PAGE = 50  # checkpoints loaded per round trip by list()
-THREAD_PAGE = 500  # thread ids read from the index per round trip
-COPY_CHUNK = 100  # checkpoints per script call when copying
-
-
-@dataclass(frozen=True, slots=True)
-class Script:
-    """A call of one of the scripts in redis_lua.SCRIPTS."""
-
-    name: str
-    keys: tuple[str, ...]
-    args: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A plain Redis command; args[1] is its key (used to route it on a cluster)."""
-
-    args: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    item: Any
-
-
-Op = Script | Command
-Plan = Generator[Any, Any, Any]
-
-
-def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
-    return list(zip(flat[::2], flat[1::2]))
-
-
-def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
-
 
 def _check_name(what: str, value: str) -> str:
     if "\0" in value:
@@ -121,7 +91,7 @@ def matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bo
     return not filter or all(metadata.get(k) == v for k, v in filter.items())
 
 
-class BaseRedisSaver(BaseCheckpointSaver[str]):
+class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
     """Key layout, encoding and plans shared by RedisSaver and AsyncRedisSaver.
 
     DeltaChannel caveats (see `BaseCheckpointSaver.prune`): `prune("keep_latest")` refuses
@@ -380,53 +350,6 @@ class BaseRedisSaver(BaseCheckpointSaver[str]):
         if self.cluster:  # data first: a crash in between leaves only a stale index entry
             yield Script("index", self._index_keys, ("remove", thread_id))
 
-    def _plan_delete_for_runs(self, run_ids: Sequence[str]) -> Plan:
-        """Visits every thread (the run ids are inside each thread's records)."""
-        runs = tuple(str(r) for r in run_ids)
-        if not runs:
-            return
-        after: str | None = None
-        while True:
-            live, after, done = yield from self._plan_thread_page(after)
-            if live:
-                yield [Script("remove", self._keys(t), ("runs", *runs)) for t in live]
-            if done:
-                return
-
-    def _plan_copy_thread(self, source_thread_id: str, target_thread_id: str) -> Plan:
-        """Insert-if-absent copy of every checkpoint, blob and write; blobs go first."""
-        target = str(target_thread_id)
-        cps, blobs, writes = yield Script("dump", self._keys(str(source_thread_id)))
-        if not cps:
-            return
-        yield from self._index_first(target)
-        for chunk in _chunks(_pairs(blobs), COPY_CHUNK * 5):
-            yield self._write(target, cp_mode="nx", w_mode="nx", blobs=chunk)
-        pending = dict(_pairs(writes))
-        for chunk in _chunks(_pairs(cps), COPY_CHUNK):
-            own = [(m, pending.pop(m)) for m, _ in chunk if m in pending]
-            yield self._write(target, cp_mode="nx", w_mode="nx", checkpoints=chunk, writes=own)
-        if pending:  # writes whose checkpoint was never saved
-            yield self._write(target, cp_mode="nx", w_mode="nx", writes=list(pending.items()))
-
-    def _plan_prune(self, thread_ids: Sequence[str], strategy: str) -> Plan:
-        if isinstance(thread_ids, str):
-            raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
-        if strategy not in PRUNE_STRATEGIES:
-            raise ValueError(f"Unknown prune strategy: {strategy!r}")
-        ids = [str(t) for t in thread_ids]
-        if not ids:
-            return
-        if strategy == "delete":
-            for thread_id in ids:
-                yield from self._plan_delete_thread(thread_id)
-            return
-        checks = yield [Script("remove", self._keys(t), ("check",)) for t in ids]
-        _refuse_delta([t for t, r in zip(ids, checks) if r == -1])
-        for thread_id in ids:  # each thread atomically; a late DeltaChannel user is refused
-            if (yield Script("remove", self._keys(thread_id), ("latest",))) == -1:
-                _refuse_delta([thread_id])
-
     def _plan_delta_history(self, config: RunnableConfig, channels: Sequence[str]) -> Plan:
         """InMemorySaver's walk, run server-side in one script call."""
         if not channels:
@@ -460,45 +383,6 @@ class BaseRedisSaver(BaseCheckpointSaver[str]):
             result[ch] = entry
         return result
 
-    # -- thread index -------------------------------------------------------------------
-
-    def _plan_thread_page(self, after: str | None) -> Plan:
-        """(live thread ids after `after`, the last id read, whether the index ended)."""
-        low: Any = b"(" + after.encode() if after is not None else "-"
-        raw = yield Command(("ZRANGEBYLEX", self._index_keys[0], low, "+", "LIMIT", 0, THREAD_PAGE))
-        ids = [r.decode() for r in raw]
-        if not ids:
-            return [], after, True
-        exists = yield [Command(("EXISTS", self._keys(t)[0])) for t in ids]
-        live = [t for t, e in zip(ids, exists) if e]
-        return live, ids[-1], len(ids) < THREAD_PAGE
-
-    def _plan_sweep(self) -> Plan:
-        """Drop index entries of threads whose keys expired (see INDEX 'sweep')."""
-        offset = 0
-        while True:
-            raw = yield Script("index", self._index_keys, ("expired", offset, THREAD_PAGE))
-            ids = [r.decode() for r in raw]
-            if not ids:
-                return
-            exists = yield [Command(("EXISTS", self._keys(t)[0])) for t in ids]
-            gone = [t for t, e in zip(ids, exists) if not e]
-            if gone:
-                yield Script("index", self._index_keys, ("sweep", *gone))
-            if len(ids) < THREAD_PAGE:
-                return
-            offset += len(ids) - len(gone)
-
-    def _plan_thread_ids(self) -> Plan:
-        yield from self._plan_sweep()
-        after: str | None = None
-        while True:
-            live, after, done = yield from self._plan_thread_page(after)
-            for thread_id in live:
-                yield Emit(thread_id)
-            if done:
-                return
-
     # -- versions -----------------------------------------------------------------------
 
     def get_next_version(self, current: str | None, channel: None) -> str:
@@ -511,9 +395,3 @@ class BaseRedisSaver(BaseCheckpointSaver[str]):
             current_v = int(current.split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
 
-
-def _refuse_delta(thread_ids: Sequence[str]) -> None:
-    if thread_ids:
-        raise NotImplementedError(
-            f"keep_latest can't prune threads that use a DeltaChannel: {', '.join(sorted(thread_ids))}"
-        )

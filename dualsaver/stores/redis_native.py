@@ -11,7 +11,8 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, Unreadable
-from dualsaver.stores.redis_base import PAGE, Command, Emit, Plan, Script, _chunks, uses_delta
+from dualsaver.stores.redis_base import uses_delta
+from dualsaver.stores.redis_ops import PAGE, Command, Emit, Plan, Script, _chunks
 from dualsaver.stores.redis_codec import (
     Record,
     WriteEntry,

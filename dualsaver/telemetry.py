@@ -1,0 +1,99 @@
+"""OpenTelemetry instruments for the library: API only, so the application picks the SDK.
+
+Every DualSaver operation is a span (`dualsaver.<operation>`, with the phase as an
+attribute) and every store call a child span (`dualsaver.store.<method>`, with the store's
+role). Metrics: operations by store and outcome, their latency, secondary failures,
+shadow-read mismatches, journal depth, backfill progress and divergences found.
+Without an SDK configured these are no-ops that cost almost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import metrics, trace
+
+tracer = trace.get_tracer("dualsaver")
+meter = metrics.get_meter("dualsaver")
+
+operations = meter.create_counter(
+    "dualsaver.store.operations", unit="{operation}", description="Store calls by store, method and outcome"
+)
+latency = meter.create_histogram(
+    "dualsaver.store.duration", unit="s", description="Store call latency by store and method"
+)
+secondary_failures = meter.create_counter(
+    "dualsaver.secondary.failures", unit="{write}", description="Secondary writes that failed and were journaled"
+)
+shadow_mismatches = meter.create_counter(
+    "dualsaver.shadow_read.mismatches", unit="{read}", description="Shadow reads whose answer differed from old's"
+)
+journal_depth = meter.create_up_down_counter(
+    "dualsaver.journal.depth", unit="{entry}", description="Journal entries recorded and not yet repaired"
+)
+backfill_checkpoints = meter.create_counter(
+    "dualsaver.backfill.checkpoints", unit="{checkpoint}", description="Checkpoints copied by the backfill"
+)
+backfill_threads = meter.create_counter(
+    "dualsaver.backfill.threads", unit="{thread}", description="Threads finished by the backfill"
+)
+divergences = meter.create_counter(
+    "dualsaver.check.divergences", unit="{divergence}", description="Divergences reported by the check, by kind"
+)
+
+
+@contextlib.contextmanager
+def operation_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
+    attributes = {"dualsaver.phase": phase}
+    if thread_id is not None:
+        attributes["dualsaver.thread_id"] = thread_id
+    with tracer.start_as_current_span(f"dualsaver.{operation}", attributes=attributes) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def store_span(role: str, method: str, phase: str) -> Iterator[Any]:
+    """A child span and the metrics for one call to one store."""
+    started = time.perf_counter()
+    outcome = "ok"
+    attributes = {"dualsaver.store": role, "dualsaver.method": method, "dualsaver.phase": phase}
+    with tracer.start_as_current_span(f"dualsaver.store.{method}", attributes=attributes) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+            span.set_attribute("dualsaver.outcome", outcome)
+            raise
+        finally:
+            labels = {"store": role, "method": method, "outcome": outcome}
+            operations.add(1, labels)
+            latency.record(time.perf_counter() - started, {"store": role, "method": method})
+
+
+@contextlib.contextmanager
+def detached_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
+    """An operation span that is not made current: for generators, which must not leave a
+    context attached across a `yield` (the caller's code runs in between)."""
+    attributes = {"dualsaver.phase": phase}
+    if thread_id is not None:
+        attributes["dualsaver.thread_id"] = thread_id
+    span = tracer.start_span(f"dualsaver.{operation}", attributes=attributes)
+    try:
+        yield span
+    finally:
+        span.end()
+
+
+def attached(span: Any) -> Any:
+    """Make `span` current for a block that does not yield."""
+    return trace.use_span(span, end_on_exit=False)
+
+
+def stream_span(parent: Any, role: str, phase: str) -> Any:
+    """A child span of `parent` for a store's list(), not made current (see detached_span)."""
+    context = trace.set_span_in_context(parent)
+    attributes = {"dualsaver.store": role, "dualsaver.method": "list", "dualsaver.phase": phase}
+    return tracer.start_span("dualsaver.store.list", context=context, attributes=attributes)
