@@ -30,9 +30,10 @@ from dualsaver.stores import anative_for, native_for
 from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable, in_shard
 from dualsaver.stores.sql import describe_error
 
-BATCH_CHECKPOINTS = 200  # checkpoints per target transaction
-BATCH_WRITES = 2000  # ...or fewer, when they carry many writes
+BATCH_CHECKPOINTS = 500  # checkpoints per target transaction
+BATCH_WRITES = 5000  # ...or fewer, when they carry many writes
 MAX_FAILURES_KEPT = 100
+GROUP_THREADS = 16  # consecutive threads sharing batches (one commit for many small threads)
 
 APPROXIMATE_NOTE = (
     "approximate copy: {side} has no native adapter, so the public API was used; writes of"
@@ -50,9 +51,10 @@ class Progress(Protocol):
 
 @dataclass
 class CopyResult:
-    """What copying one thread did (or, in a dry run, would do)."""
+    """What copying one thread, or a group of small threads sharing batches, did (or, in a
+    dry run, would do)."""
 
-    thread_id: str
+    thread_id: str  # the first (or only) thread
     checkpoints: int = 0  # added to the target
     writes: int = 0  # added to the target
     skipped: int = 0  # checkpoints the target already held
@@ -61,10 +63,16 @@ class CopyResult:
     error: str | None = None
     read_s: float = 0.0
     write_s: float = 0.0
+    thread_ids: list[str] = field(default_factory=list)
+    bad_threads: set[str] = field(default_factory=set)  # threads with unreadable rows
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.unreadable == 0
+
+    def failed_threads(self) -> list[str]:
+        ids = self.thread_ids or [self.thread_id]
+        return list(ids) if self.error else [t for t in ids if t in self.bad_threads]
 
 
 @dataclass
@@ -92,17 +100,17 @@ class BackfillResult:
         return (self.checkpoints + self.skipped) / self.elapsed_s if self.elapsed_s else 0.0
 
     def add(self, r: CopyResult) -> None:
-        self.threads += 1
+        self.threads += len(r.thread_ids or [r.thread_id])
         self.checkpoints += r.checkpoints
         self.writes += r.writes
         self.skipped += r.skipped
         self.unreadable += r.unreadable
         self.read_s += r.read_s
         self.write_s += r.write_s
-        if not r.ok:
+        for thread_id in r.failed_threads():
             self.failed += 1
             if len(self.failures) < MAX_FAILURES_KEPT:
-                self.failures.append((r.thread_id, r.error or f"{r.unreadable} unreadable row(s)"))
+                self.failures.append((thread_id, r.error or "unreadable row(s)"))
 
     def summary(self) -> str:
         verb = "would add" if self.dry_run else "added"
@@ -137,6 +145,7 @@ class ThreadCopy:
         """Add one source item; returns a batch when one is full."""
         if isinstance(item, Unreadable):
             self.result.unreadable += 1
+            self.result.bad_threads.add(item.thread_id)
             return None
         self.result.read += 1
         self._batch.append(item)
@@ -150,7 +159,7 @@ class ThreadCopy:
         return batch or None
 
     def dry_count(self, batch: list[StoredCheckpoint]) -> tuple[int, int]:
-        new = [c for c in batch if (c.checkpoint_ns, c.checkpoint_id) not in self.existing]
+        new = [c for c in batch if c.key not in self.existing]
         return len(new), sum(len(c.writes) for c in new)
 
     def wrote(self, batch: list[StoredCheckpoint], added: tuple[int, int], seconds: float) -> None:
@@ -158,6 +167,9 @@ class ThreadCopy:
         self.result.writes += added[1]
         self.result.skipped += len(batch) - added[0]
         self.result.write_s += seconds
+
+    def existing_in(self, thread_id: str, keys: set) -> None:
+        self.existing |= {(thread_id, *k) for k in keys}
 
     def failed(self, exc: BaseException) -> CopyResult:
         self.result.error = describe_error(exc)
@@ -171,54 +183,78 @@ def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = Fal
     """Copy one whole thread (every namespace) from `source` to `target`, inserting only what
     the target lacks. `source`/`target` are savers or native stores. Errors are returned in
     the result, not raised (the lazy copy and the repair decide what a failure means)."""
+    return copy_threads(source, target, [thread_id], dry_run=dry_run)
+
+
+def copy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
+    """Copy several threads through shared batches (small threads then cost one target
+    transaction per batch, not one each); all of them, or none, are then reported done."""
     src, dst = native_for(source), native_for(target)
     started = time.perf_counter()
-    copy = ThreadCopy(thread_id, dry_run=dry_run)
+    copy = ThreadCopy(thread_ids[0], dry_run=dry_run)
+    copy.result.thread_ids = list(thread_ids)
     try:
-        if dry_run:
-            copy.existing = dst.checkpoint_keys(thread_id)
-        for batch in _batches(copy, src.read_thread(thread_id)):
-            t0 = time.perf_counter()
-            added = copy.dry_count(batch) if dry_run else dst.write_checkpoints(batch)
-            copy.wrote(batch, added, time.perf_counter() - t0)
+        for thread_id in thread_ids:
+            if dry_run:
+                copy.existing_in(thread_id, dst.checkpoint_keys(thread_id))
+            for batch in _batches(copy, src.read_thread(thread_id), last=False):
+                _write(copy, dst, batch)
+        if batch := copy.rest():
+            _write(copy, dst, batch)
     except Exception as exc:
         copy.failed(exc)
     copy.result.read_s = time.perf_counter() - started - copy.result.write_s
     return copy.result
+
+
+def _write(copy: ThreadCopy, dst: Any, batch: list[StoredCheckpoint]) -> None:
+    t0 = time.perf_counter()
+    added = copy.dry_count(batch) if copy.dry_run else dst.write_checkpoints(batch)
+    copy.wrote(batch, added, time.perf_counter() - t0)
+
+
+async def _awrite(copy: ThreadCopy, dst: Any, batch: list[StoredCheckpoint]) -> None:
+    t0 = time.perf_counter()
+    added = copy.dry_count(batch) if copy.dry_run else await dst.write_checkpoints(batch)
+    copy.wrote(batch, added, time.perf_counter() - t0)
 
 
 async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
     """The async form of `copy_thread`."""
+    return await acopy_threads(source, target, [thread_id], dry_run=dry_run)
+
+
+async def acopy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
+    """The async form of `copy_threads`."""
     src, dst = anative_for(source), anative_for(target)
     started = time.perf_counter()
-    copy = ThreadCopy(thread_id, dry_run=dry_run)
+    copy = ThreadCopy(thread_ids[0], dry_run=dry_run)
+    copy.result.thread_ids = list(thread_ids)
     try:
-        if dry_run:
-            copy.existing = await dst.checkpoint_keys(thread_id)
-        async for batch in _abatches(copy, src.read_thread(thread_id)):
-            t0 = time.perf_counter()
-            added = copy.dry_count(batch) if dry_run else await dst.write_checkpoints(batch)
-            copy.wrote(batch, added, time.perf_counter() - t0)
+        for thread_id in thread_ids:
+            if dry_run:
+                copy.existing_in(thread_id, await dst.checkpoint_keys(thread_id))
+            async for batch in _abatches(copy, src.read_thread(thread_id)):
+                await _awrite(copy, dst, batch)
+        if batch := copy.rest():
+            await _awrite(copy, dst, batch)
     except Exception as exc:
         copy.failed(exc)
     copy.result.read_s = time.perf_counter() - started - copy.result.write_s
     return copy.result
 
 
-def _batches(copy: ThreadCopy, items: Iterable[ThreadItem]) -> Iterator[list[StoredCheckpoint]]:
+def _batches(copy: ThreadCopy, items: Iterable[ThreadItem], last: bool = False) -> Iterator[list[StoredCheckpoint]]:
+    """Full batches as they fill; the partial rest stays for the next thread of the group."""
     for item in items:
         if batch := copy.take(item):
             yield batch
-    if batch := copy.rest():
-        yield batch
 
 
 async def _abatches(copy: ThreadCopy, items: AsyncIterator[ThreadItem]) -> AsyncIterator[list[StoredCheckpoint]]:
     async for item in items:
         if batch := copy.take(item):
             yield batch
-    if batch := copy.rest():
-        yield batch
 
 
 # --------------------------------------------------------------------------- the job
@@ -272,12 +308,17 @@ class Job:
             self.progress.start(total, self.state.done_count())
 
     def finished_thread(self, r: CopyResult) -> None:
+        """Record a copied thread, or group: each fully copied thread is marked done (after
+        its last batch committed, so a kill before this line only means copying it again)."""
         self.result.add(r)
-        if r.ok and not self.dry_run:
-            self.state.mark_done(r.thread_id, r.checkpoints, r.writes)
+        failed = set(r.failed_threads())
+        ids = r.thread_ids or [r.thread_id]
+        if not self.dry_run:
+            self.state.mark_done_many([t for t in ids if t not in failed])
         if self.progress is not None:
-            status = "ok" if r.ok else "failed"
-            self.progress.advance(r.thread_id, status, r.checkpoints, r.writes)
+            for n, t in enumerate(ids):  # the group's counts go with its first thread
+                status = "failed" if t in failed else "ok"
+                self.progress.advance(t, status, r.checkpoints if n == 0 else 0, r.writes if n == 0 else 0)
 
     def finish(self) -> BackfillResult:
         self.result.elapsed_s = time.perf_counter() - self._t0
@@ -321,13 +362,11 @@ def backfill(
             job.started(sum(1 for _ in _threads(job, src)))
         pending: set[Future[CopyResult]] = set()
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backfill") as pool:
-            for thread_id in _threads(job, src):
-                if not job.todo(thread_id):
-                    continue
+            for group in _groups(t for t in _threads(job, src) if job.todo(t)):
                 if workers <= 1:
-                    job.finished_thread(copy_thread(src, dst, thread_id, dry_run=dry_run))
+                    job.finished_thread(copy_threads(src, dst, group, dry_run=dry_run))
                     continue
-                pending.add(pool.submit(copy_thread, src, dst, thread_id, dry_run=dry_run))
+                pending.add(pool.submit(copy_threads, src, dst, group, dry_run=dry_run))
                 if len(pending) >= 2 * workers:  # bounded: memory does not grow with the store
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
@@ -362,14 +401,21 @@ async def abackfill(
         if progress is not None:
             job.started(sum([1 async for _ in _athreads(job, src)]))
         pending: set[asyncio.Task[CopyResult]] = set()
+        group: list[str] = []
         async for thread_id in _athreads(job, src):
             if not job.todo(thread_id):
                 continue
-            pending.add(asyncio.create_task(acopy_thread(src, dst, thread_id, dry_run=dry_run)))
+            group.append(thread_id)
+            if len(group) < GROUP_THREADS:
+                continue
+            pending.add(asyncio.create_task(acopy_threads(src, dst, group, dry_run=dry_run)))
+            group = []
             if len(pending) >= max(1, workers):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
                     job.finished_thread(t.result())
+        if group:
+            pending.add(asyncio.create_task(acopy_threads(src, dst, group, dry_run=dry_run)))
         for t in asyncio.as_completed(pending):
             job.finished_thread(await t)
     finally:
@@ -389,6 +435,17 @@ def _job_kwargs(old, new, old_name, new_name, shard, resume, dry_run, thread_ids
         progress=progress,
         state_path=state_path,
     )
+
+
+def _groups(thread_ids: Iterable[str]) -> Iterator[list[str]]:
+    group: list[str] = []
+    for thread_id in thread_ids:
+        group.append(thread_id)
+        if len(group) >= GROUP_THREADS:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _threads(job: Job, src: Any) -> Iterator[str]:

@@ -122,6 +122,24 @@ class BackfillState:
                 (self.job, thread_id, checkpoints, writes, time.time()),
             )
 
+    def mark_done_many(self, thread_ids: list[str]) -> None:
+        """Mark several threads done in one transaction (one commit, not one per thread)."""
+        if not thread_ids:
+            return
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO done (job, thread_id, checkpoints, writes, at)"
+                    " VALUES (?, ?, 0, 0, ?)",
+                    [(self.job, t, now) for t in thread_ids],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
     def restart(self) -> None:
         """Forget this job's progress (`--restart`)."""
         with self._lock:

@@ -19,9 +19,8 @@ from dualsaver import plans
 EXTENDED = ("delete_for_runs", "copy_thread", "prune")
 
 
-def supports(saver: BaseCheckpointSaver, method: str) -> bool:
-    """Whether `saver` implements `method` (judged, like the conformance suite, by its async form)."""
-    name = "a" + method
+def supports(saver: BaseCheckpointSaver, name: str) -> bool:
+    """Whether `saver`'s class overrides `name` (how the conformance suite detects it)."""
     return getattr(type(saver), name, None) is not getattr(BaseCheckpointSaver, name)
 
 
@@ -63,17 +62,22 @@ MIXINS = {"delete_for_runs": DeleteForRuns, "copy_thread": CopyThread, "prune": 
 
 
 @cache
-def _derived(base: type, capabilities: frozenset[str]) -> type:
-    if not capabilities:
+def _derived(base: type, methods: frozenset[str]) -> type:
+    """A subclass of `base` carrying exactly `methods` (sync and async forms judged apart:
+    the sync PostgresSaver has `prune` but no `aprune`, an async saver the reverse)."""
+    if not methods:
         return base
-    mixins = tuple(MIXINS[name] for name in EXTENDED if name in capabilities)
-    label = "+".join(name for name in EXTENDED if name in capabilities)
-    namespace = {"__module__": base.__module__, "_capabilities_fixed": True}
-    return type(f"{base.__name__}[{label}]", (*mixins, base), namespace)
+    namespace: dict[str, object] = {"__module__": base.__module__, "_capabilities_fixed": True}
+    for capability in EXTENDED:
+        for name in (capability, "a" + capability):
+            if name in methods:
+                namespace[name] = MIXINS[capability].__dict__[name]
+    label = "+".join(c for c in EXTENDED if c in methods or "a" + c in methods)
+    return type(f"{base.__name__}[{label}]", (base,), namespace)
 
 
 def class_with_capabilities(base: type, old: BaseCheckpointSaver, new: BaseCheckpointSaver) -> type:
     if base.__dict__.get("_capabilities_fixed"):
         return base  # already a derived class
-    caps = frozenset(m for m in EXTENDED if supports(old, m) and supports(new, m))
-    return _derived(base, caps)
+    names = (name for c in EXTENDED for name in (c, "a" + c))
+    return _derived(base, frozenset(n for n in names if supports(old, n) and supports(new, n)))

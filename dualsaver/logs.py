@@ -27,7 +27,9 @@ import structlog
 from dualsaver.stores.urls import redact
 
 MASK = "***"
-_SECRET_KEY = re.compile(r"(?i)(pass(word|wd)?$|pwd$|secret|token|api[_-]?key|credential|auth)")
+_SECRET_KEY = re.compile(
+    r"(?i)(password|passwd|^pass$|^pwd$|secret|token|api[_-]?key|credential|authorization)"
+)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&,;'\"]+)"
@@ -57,9 +59,8 @@ def redact_value(value: Any, depth: int = 0) -> Any:
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple, set, frozenset)):
-        return type(value)(redact_value(v, depth + 1) for v in value) if not isinstance(value, set) else {
-            redact_value(v, depth + 1) for v in value
-        }
+        items = [redact_value(v, depth + 1) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, BaseException):

@@ -1,4 +1,12 @@
-"""Phases of a migration, the allowed moves between them, and where the phase comes from."""
+"""Phases of a migration, the allowed moves between them, and where the phase comes from.
+
+- `Phase`: the four phases, in order.
+- `check_transition` / `guard_transition`: the rules for moving between them; the guard adds
+  what the migration has recorded (`Evidence`: backfill, check, reverse backfill).
+- `phase_source` / `resolve_phase`: where a process's phase comes from, in this order:
+  constructor argument, `$DUALSAVER_PHASE`, `migration.phase` in the settings file, the
+  shared phase record (polled; see phase_record.py), `shadow-write`.
+"""
 
 from __future__ import annotations
 

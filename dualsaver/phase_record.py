@@ -112,6 +112,10 @@ class PhaseRecord(ABC):
         detail = scrub(f"{type(exc).__name__}: {exc}", self._url)
         return RecordUnavailable(f"phase record {self.where} is unreachable: {detail}")
 
+    def failed(self, exc: BaseException) -> RecordUnavailable:
+        detail = scrub(f"{type(exc).__name__}: {exc}", self._url)
+        return RecordUnavailable(f"phase record {self.where} refused the request: {detail}")
+
     @abstractmethod
     def read(self) -> PhaseState | None:
         """The phase as recorded, or None when no phase was ever set."""
@@ -235,6 +239,8 @@ class PostgresPhaseRecord(PhaseRecord):
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
                 self._drop()
                 raise self.unavailable(exc) from None
+            except psycopg.Error as exc:  # reachable, but refusing (permissions, ...)
+                raise self.failed(exc) from None
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -418,8 +424,10 @@ class RedisPhaseRecord(PhaseRecord):
                 self._drop()
                 raise self.unavailable(exc) from None
             except (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException) as exc:
-                self._drop()
+                self._drop()  # no node of the cluster answers
                 raise self.unavailable(exc) from None
+            except redis.RedisError as exc:  # reachable, but refusing (NOAUTH, wrong type, ...)
+                raise self.failed(exc) from None
 
     def _drop(self) -> None:
         if self._client is not None:

@@ -97,13 +97,16 @@ class RepairResult:
         )
         writes = sum(o.copy.writes for o in self.outcomes if o.copy)
         failed = [o for o in self.outcomes if not o.ok]
-        verb = "would" if self.dry_run else ""
+        copy_verb, replace_verb = (
+            ("to copy", "to replace") if self.dry_run else ("copied", "replaced")
+        )
         lines = [
             f"{'dry run: ' if self.dry_run else ''}repair {self.source} -> {self.target}:"
-            f" {len(self.outcomes)} thread(s): {copied} {verb} copied (insert-if-absent),"
-            f" {replaced} {verb} replaced (deleted on {self.target}, copied again);"
-            f" {added} checkpoint(s) and {writes} write(s) {'to add' if self.dry_run else 'added'};"
-            f" {len(failed)} failed; {self.elapsed_s:.2f}s".replace("  ", " ")
+            f" {len(self.outcomes)} thread(s): {copied} {copy_verb} (insert-if-absent),"
+            f" {replaced} {replace_verb} (deleted on {self.target}, copied again);"
+            f" {added} checkpoint(s) and {writes} write(s)"
+            f" {'to add' if self.dry_run else 'added'}; {len(failed)} failed;"
+            f" {self.elapsed_s:.2f}s"
         ]
         for o in failed[:20]:
             why = o.error or (o.copy and (o.copy.error or f"{o.copy.unreadable} unreadable row(s)"))

@@ -310,3 +310,42 @@ def test_native_stores_and_progress(sqlite_path, tmp_path):
     assert report.clean
     assert [p.threads for p in seen] == [1, 2, 3]
     assert all(p.phase == "scan" for p in seen)
+
+
+# --------------------------------------------------------------------------- inexact adapters
+
+
+def _row(writes) -> "cs.StoredCheckpoint":
+    from dualsaver.stores.native import StoredCheckpoint, StoredWrite
+
+    return StoredCheckpoint(
+        "t", "", "cp-1", None,
+        {"v": 4, "id": "cp-1", "ts": "2026", "channel_values": {}, "channel_versions": {},
+         "versions_seen": {}, "updated_channels": None},
+        {"step": 1},
+        tuple(StoredWrite(*w) for w in writes),
+    )
+
+
+def test_an_inexact_side_compares_what_it_can_and_says_so():
+    from dualsaver.divergence import ThreadSide, diff_thread
+
+    exact = [("task-b", "~path-1", 0, "results", "B"), ("task-a", "~path-2", 0, "results", "A")]
+    lost_paths = [("task-b", "", 0, "results", "B"), ("task-a", "", 1, "results", "A")]
+
+    def diff(a, b, old_exact=True, new_exact=True):
+        old, new = ThreadSide(), ThreadSide()
+        old.add(_row(a))
+        new.add(_row(b))
+        return diff_thread("t", old, new, old_exact=old_exact, new_exact=new_exact).divergences
+
+    # through the public API the task paths and indexes are gone: not a divergence...
+    assert diff(exact, lost_paths, new_exact=False) == []
+    # ...but between exact adapters it is: the branches would replay in another order
+    [d] = diff(exact, lost_paths)
+    assert d.kind == "writes_mismatch" and d.detail["difference"] == "order"
+    # an inexact side still sees content, and the detail says what was compared
+    [d] = diff(exact, [("task-b", "", 0, "results", "B"), ("task-a", "", 0, "results", "Z")],
+               old_exact=False)
+    assert d.detail["difference"] == "content"
+    assert "old store adapter is not exact" in d.detail["compared"]

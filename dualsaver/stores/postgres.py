@@ -16,6 +16,7 @@ collation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -52,6 +53,63 @@ INSERT_CHECKPOINT_SQL = """
     VALUES (%s, %s, %s, %s, %s, %s)
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO NOTHING
 """
+
+
+# Bulk inserts: rows are COPYed into a temporary table, then moved with INSERT ... SELECT
+# ... ON CONFLICT DO NOTHING (the saver's own conflict rule for blobs and new writes), so a
+# batch costs a few round trips and no per-row statement, and nothing present is overwritten.
+# Small batches use the saver's own INSERT statements with executemany instead.
+@dataclass(frozen=True, slots=True)
+class CopyInsert:
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+    @property
+    def temp(self) -> str:
+        return f"_dualsaver_{self.table}"
+
+    def create_temp(self) -> str:
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.temp} (LIKE {self.table} INCLUDING DEFAULTS)"
+            " ON COMMIT DELETE ROWS"
+        )
+
+    def copy_sql(self) -> str:
+        return f"COPY {self.temp} ({', '.join(self.columns)}) FROM STDIN"
+
+    def move_sql(self) -> str:
+        cols = ", ".join(self.columns)
+        return (
+            f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.temp}"
+            f" ON CONFLICT ({', '.join(self.key)}) DO NOTHING"
+        )
+
+
+COPY_BLOBS = CopyInsert(
+    "checkpoint_blobs",
+    ("thread_id", "checkpoint_ns", "channel", "version", "type", "blob"),
+    ("thread_id", "checkpoint_ns", "channel", "version"),
+)
+COPY_WRITES = CopyInsert(
+    "checkpoint_writes",
+    ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "task_path", "idx", "channel", "type", "blob"),
+    ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"),
+)
+COPY_CHECKPOINTS = CopyInsert(
+    "checkpoints",
+    ("thread_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "checkpoint", "metadata"),
+    ("thread_id", "checkpoint_ns", "checkpoint_id"),
+)
+COPY_THRESHOLD = 64  # rows; below it, executemany of the saver's statements is as fast
+
+
+def _small_sql(saver: Any, op: CopyInsert) -> str:
+    return {
+        "checkpoint_blobs": saver.UPSERT_CHECKPOINT_BLOBS_SQL,  # DO NOTHING on conflict
+        "checkpoint_writes": saver.INSERT_CHECKPOINT_WRITES_SQL,  # DO NOTHING on conflict
+        "checkpoints": INSERT_CHECKPOINT_SQL,
+    }[op.table]
 
 
 def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -137,9 +195,9 @@ class PostgresPlans(SqlPlans):
         blob_rows, write_rows, checkpoint_rows = self.encode(items)
         counts = yield Execute(
             (
-                (self.saver.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows),  # DO NOTHING on conflict
-                (self.saver.INSERT_CHECKPOINT_WRITES_SQL, write_rows),  # DO NOTHING on conflict
-                (INSERT_CHECKPOINT_SQL, checkpoint_rows),  # last: a visible row has its blobs
+                (COPY_BLOBS, blob_rows),
+                (COPY_WRITES, write_rows),
+                (COPY_CHECKPOINTS, checkpoint_rows),  # last: a visible row has its blobs
             )
         )
         return counts[2], counts[1]
@@ -200,12 +258,19 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
                     return cur.fetchall()
             counts = []
             with conn.transaction(), conn.cursor(binary=True) as cur:
-                for sql, rows in op.statements:
-                    if rows:
-                        cur.executemany(sql, rows)
+                for bulk, rows in op.statements:
+                    if not rows:
+                        counts.append(0)
+                    elif len(rows) < COPY_THRESHOLD:
+                        cur.executemany(_small_sql(self.saver, bulk), rows)
                         counts.append(max(cur.rowcount, 0))
                     else:
-                        counts.append(0)
+                        cur.execute(bulk.create_temp())
+                        with cur.copy(bulk.copy_sql()) as copy:
+                            for row in rows:
+                                copy.write_row(row)
+                        cur.execute(bulk.move_sql())
+                        counts.append(max(cur.rowcount, 0))
             return counts
 
 
@@ -232,10 +297,17 @@ class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
                     return await cur.fetchall()
             counts = []
             async with conn.transaction(), conn.cursor(binary=True) as cur:
-                for sql, rows in op.statements:
-                    if rows:
-                        await cur.executemany(sql, rows)
+                for bulk, rows in op.statements:
+                    if not rows:
+                        counts.append(0)
+                    elif len(rows) < COPY_THRESHOLD:
+                        await cur.executemany(_small_sql(self.saver, bulk), rows)
                         counts.append(max(cur.rowcount, 0))
                     else:
-                        counts.append(0)
+                        await cur.execute(bulk.create_temp())
+                        async with cur.copy(bulk.copy_sql()) as copy:
+                            for row in rows:
+                                await copy.write_row(row)
+                        await cur.execute(bulk.move_sql())
+                        counts.append(max(cur.rowcount, 0))
             return counts

@@ -1,0 +1,302 @@
+"""`dualsaver phase show` and `dualsaver phase set PHASE`: the fleet's shared phase, guarded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+EXIT_OK, EXIT_REFUSED, EXIT_CANNOT, EXIT_RACE, EXIT_WAIT = 0, 1, 2, 3, 4
+
+EPILOG = """\
+examples:
+  # where the fleet stands, the transitions so far, and which moves are allowed now
+  dualsaver phase show --record redis://localhost:6379/0
+
+  # step forward (replicas follow within their poll interval); wait until they all did
+  dualsaver phase set backfill --reason "shadow-write clean for a week" --wait 60
+
+  # switching reads needs a backfill and a clean check newer than it
+  dualsaver backfill --old ... --new ... && dualsaver check --old ... --new ...
+  dualsaver phase set read-switch
+
+  # roll back (allowed while old is still written)
+  dualsaver phase set backfill --reason "latency regression on new"
+
+  # override a guard: recorded as forced in the history, logged as a warning
+  dualsaver phase set read-switch --force --reason "check verified by hand"
+
+rules:
+  forward moves go one step at a time: shadow-write -> backfill -> read-switch -> decommission
+  backward moves are allowed while the old store is still written (not from decommission,
+  unless a reverse backfill, `dualsaver backfill --reverse`, finished after decommission)
+  read-switch needs a successful full backfill and a clean full check started after it
+  a step is refused while live replicas still report the previous phase (use --wait)
+
+The record is named by --record, else phase_record.url in the settings file (--config or
+$DUALSAVER_SETTINGS), else $DUALSAVER_PHASE_RECORD. Passwords are never printed.
+
+exit status: 0 done (or already there), 1 refused by a guard, 2 could not run (no record,
+record unreachable, bad settings), 3 the phase changed meanwhile (look again), 4 --wait
+ran out before every live replica reported the new phase.
+"""
+
+
+def phase_arg(text: str) -> Any:
+    from dualsaver.phase import InvalidPhaseError, Phase
+
+    try:
+        return Phase.parse(text)
+    except InvalidPhaseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record", metavar="URL", help="the phase record (postgresql://... or redis://...)")
+    p.add_argument("--name", metavar="NAME", help="the migration's name in the record (default: settings, else 'default')")
+    p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "phase",
+        help="show or change the fleet's shared phase (guarded transitions)",
+        description="Show or change the phase every replica follows through the shared phase record.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="phase_command", metavar="show|set")
+    show = sub.add_parser(
+        "show",
+        help="the recorded phase, its history, the replicas, the allowed moves",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(show)
+    show.add_argument("--json", action="store_true", help="print JSON on stdout")
+    show.add_argument("--history", type=int, default=10, metavar="N", help="transitions shown (default 10)")
+    show.set_defaults(func=run_show)
+    setp = sub.add_parser(
+        "set",
+        help="move the fleet to PHASE, if the rules allow it",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    setp.add_argument("phase", type=phase_arg, metavar="PHASE", help="shadow-write | backfill | read-switch | decommission")
+    _common(setp)
+    setp.add_argument("--force", action="store_true", help="override a refusing guard (recorded and logged loudly)")
+    setp.add_argument("--reason", default="", metavar="TEXT", help="why: kept in the history")
+    setp.add_argument("--by", metavar="WHO", help="who is changing it (default $DUALSAVER_OPERATOR, else user@host)")
+    setp.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="then wait until every live replica reports the new phase")
+    setp.set_defaults(func=run_set)
+    p.set_defaults(func=lambda args: (p.print_help(), EXIT_CANNOT)[1])
+
+
+def fail(code: int, message: str) -> int:
+    print(f"dualsaver phase: {message}", file=sys.stderr)
+    return code
+
+
+def _open(args: argparse.Namespace) -> Any:
+    """(record, settings), or raises ValueError / RecordUnavailable with a printable message."""
+    from dualsaver import settings as settings_module
+    from dualsaver.phase_record import open_phase_record
+
+    s = settings_module.current(args.config)
+    url = args.record or s.record_url
+    if not url:
+        raise ValueError(
+            "no phase record configured: pass --record URL, or set phase_record.url in the"
+            f" settings file, or ${settings_module.ENV_RECORD}"
+        )
+    return open_phase_record(url, name=args.name or s.record_name), s
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def lagging(record: Any, phase: Any) -> list[Any]:
+    """Live replicas that do not report `phase` yet."""
+    return [r for r in record.replicas() if r.alive() and r.phase != phase.value]
+
+
+def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
+    """phase -> None when allowed now, else the guard's reason."""
+    from dualsaver.phase import Phase, TransitionError, guard_transition
+
+    moves: dict[str, str | None] = {}
+    for target in Phase:
+        if target is current:
+            continue
+        try:
+            guard_transition(current, target, evidence)
+            moves[target.value] = None
+        except TransitionError as exc:
+            moves[target.value] = str(exc)
+    return moves
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from dualsaver import migration_status
+    from dualsaver.phase import ENV_VAR, Phase
+    from dualsaver.phase_record import RecordUnavailable
+    from dualsaver.settings import SettingsError
+
+    try:
+        record, _ = _open(args)
+    except (ValueError, SettingsError, RecordUnavailable) as exc:
+        return fail(EXIT_CANNOT, str(exc))
+    try:
+        with record:
+            state = record.read()
+            history = record.history(args.history)
+            replicas = record.replicas()
+            current = state.phase if state else Phase.SHADOW_WRITE
+            evidence = migration_status.evidence(record, state.changed_at if state else None)
+    except RecordUnavailable as exc:
+        return fail(EXIT_CANNOT, str(exc))
+    moves = allowed_moves(current, evidence)
+    now = time.time()
+    doc = {
+        "record": record.where,
+        "name": record.name,
+        "phase": current.value,
+        "set": state is not None,
+        "state": state.as_dict() if state else None,
+        "history": [t.as_dict() for t in history],
+        "replicas": [{**r.as_dict(), "alive": r.alive(now)} for r in replicas],
+        "allowed": [p for p, why in moves.items() if why is None],
+        "refused": {p: why for p, why in moves.items() if why is not None},
+        "environment_override": os.environ.get(ENV_VAR) or None,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    print(f"phase: {current.value}" + ("" if state else " (never set: the default)"))
+    print(f"record: {record.where} (migration {record.name!r})")
+    if state:
+        forced = " FORCED" if state.forced else ""
+        print(f"set: {_when(state.changed_at)} by {state.changed_by}{forced} (version {state.version})")
+        if state.reason:
+            print(f"reason: {state.reason}")
+    if history:
+        print("history:")
+        for t in history:
+            forced = " [forced]" if t.forced else ""
+            why = f": {t.reason}" if t.reason else ""
+            print(f"  {_when(t.changed_at)}  {t.from_phase or '(none)'} -> {t.to_phase}  by {t.changed_by}{forced}{why}")
+    live = [r for r in replicas if r.alive(now)]
+    print(f"replicas: {len(live)} live" + (f", {len(replicas) - len(live)} silent" if len(replicas) > len(live) else ""))
+    for r in replicas:
+        state_text = "live" if r.alive(now) else "silent"
+        print(f"  {r.replica}  {r.phase}  seen {now - r.seen_at:.1f}s ago ({state_text})")
+    print("allowed now: " + (", ".join(doc["allowed"]) or "none"))
+    for target, why in doc["refused"].items():
+        print(f"  {target}: refused: {why}")
+    if doc["environment_override"]:
+        print(f"note: ${ENV_VAR}={doc['environment_override']} in this environment pins any process that has it")
+    return EXIT_OK
+
+
+def run_set(args: argparse.Namespace) -> int:
+    import structlog
+
+    from dualsaver import migration_status
+    from dualsaver.phase import Phase, TransitionError, guard_transition
+    from dualsaver.phase_record import ConcurrentChange, RecordUnavailable, who
+    from dualsaver.settings import SettingsError
+
+    log = structlog.get_logger("dualsaver.cli.phase")
+    target: Phase = args.phase
+    by = args.by or who()
+    try:
+        record, _ = _open(args)
+    except (ValueError, SettingsError, RecordUnavailable) as exc:
+        return fail(EXIT_CANNOT, str(exc))
+    with record:
+        try:
+            state = record.read()
+            current = state.phase if state else Phase.SHADOW_WRITE
+            if state is not None and target is current:
+                print(f"phase: already {current.value} (version {state.version}); nothing to do")
+                return _wait(record, target, args.wait)
+            refusal = None
+            try:
+                guard_transition(current, target, migration_status.evidence(record, state.changed_at if state else None))
+                behind = lagging(record, current) if state is not None else []
+                if behind:
+                    names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
+                    raise TransitionError(
+                        f"{len(behind)} live replica(s) have not yet followed the last change to"
+                        f" {current.value}: {names}; wait for them (`phase set {current.value} --wait 60`)"
+                    )
+            except TransitionError as exc:
+                refusal = str(exc)
+            if refusal and not args.force:
+                return fail(EXIT_REFUSED, f"refused: {refusal}\n(--force overrides; a forced change is recorded in the history and logged)")
+            if refusal:
+                log.warning(
+                    "phase_transition_forced",
+                    from_phase=current.value,
+                    to_phase=target.value,
+                    overridden=refusal,
+                    by=by,
+                    reason=args.reason,
+                    record=record.where,
+                )
+                print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}", file=sys.stderr)
+            new = record.set_phase(
+                target,
+                expected_version=state.version if state else 0,
+                by=by,
+                reason=args.reason,
+                forced=bool(refusal),
+            )
+        except ConcurrentChange as exc:
+            return fail(EXIT_RACE, str(exc))
+        except RecordUnavailable as exc:
+            return fail(EXIT_CANNOT, str(exc))
+        log.info(
+            "phase_set",
+            from_phase=current.value if state else None,
+            to_phase=target.value,
+            version=new.version,
+            by=by,
+            reason=args.reason,
+            forced=new.forced,
+            record=record.where,
+        )
+        was = current.value if state else f"{current.value} (default, never set)"
+        print(f"phase: {was} -> {target.value} (version {new.version}, by {by})")
+        return _wait(record, target, args.wait)
+
+
+def _wait(record: Any, target: Any, seconds: float) -> int:
+    """Wait until every live replica reports `target` (0 seconds: do not wait)."""
+    from dualsaver.phase_record import RecordUnavailable
+
+    if seconds <= 0:
+        return EXIT_OK
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            behind = lagging(record, target)
+            live = [r for r in record.replicas() if r.alive()]
+        except RecordUnavailable as exc:
+            behind, live = None, []
+            last_error = str(exc)
+        if behind == []:
+            print(f"fleet: {len(live)} live replica(s) report {target.value}")
+            return EXIT_OK
+        if time.monotonic() >= deadline:
+            if behind is None:
+                return fail(EXIT_WAIT, f"gave up waiting: {last_error}")
+            names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
+            return fail(EXIT_WAIT, f"gave up waiting after {seconds:g}s: {len(behind)} replica(s) still elsewhere: {names}")
+        time.sleep(0.2)

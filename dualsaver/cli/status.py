@@ -1,0 +1,336 @@
+"""`dualsaver status`: where the migration stands, in one screen (or `--json`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_UNHEALTHY, EXIT_CANNOT = 0, 1, 2
+
+EPILOG = """\
+examples:
+  # everything from the settings file the fleet uses
+  dualsaver status --config config/dualsaver.toml
+
+  # for a script or a dashboard
+  DUALSAVER_SETTINGS=config/dualsaver.toml dualsaver status --json | jq .phase
+
+  # stores named on the command line (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)
+  dualsaver status --old sqlite:///app.sqlite --new postgresql://app@db/app
+
+Shown: the phase in force here and where it came from (argument, $DUALSAVER_PHASE, the
+settings file or the shared phase record), the record's own phase and the replicas that
+follow it, whether each store answers (URLs shown with passwords masked), the journal's
+depth (secondary writes waiting for repair), the last backfill and its progress, and the
+last check's verdict and age.
+
+exit status: 0 everything reachable, 1 a store or the phase record is unreachable,
+2 could not run (bad settings file).
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="phase, stores, journal, last backfill and check, in one screen",
+        description="Where the migration stands: phase and its origin, stores, journal, backfill, check.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
+    p.add_argument("--old", metavar="URL", help="the store being left (default: settings, $DUALSAVER_OLD_URL)")
+    p.add_argument("--new", metavar="URL", help="the store being moved to (default: settings, $DUALSAVER_NEW_URL)")
+    p.add_argument("--record", metavar="URL", help="the phase record (default: settings, $DUALSAVER_PHASE_RECORD)")
+    p.add_argument("--journal", metavar="PATH", help="the journal file (default: settings, $DUALSAVER_JOURNAL)")
+    p.add_argument("--backfill-state", metavar="PATH", help="the backfill progress file (default .dualsaver/backfill.sqlite)")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def probe_store(url: str | None) -> dict[str, Any]:
+    """Does the store answer? Never creates anything; the URL is shown redacted."""
+    from dualsaver.stores.sql import describe_error
+    from dualsaver.stores.urls import StoreURLError, parse_store_url, redact, scrub
+
+    if not url:
+        return {"url": None, "reachable": None, "detail": "not configured"}
+    out: dict[str, Any] = {"url": redact(url)}
+    try:
+        spec = parse_store_url(url)
+        out["kind"] = spec.kind
+        out["reachable"], out["detail"] = _PROBES[spec.kind](spec)
+    except StoreURLError as exc:
+        out["reachable"], out["detail"] = False, str(exc)
+    except Exception as exc:
+        out["reachable"], out["detail"] = False, scrub(describe_error(exc), url)
+    return out
+
+
+def _probe_sqlite(spec: Any) -> tuple[bool, str]:
+    if spec.target == ":memory:":
+        return True, "in-memory database (this process only)"
+    path = Path(spec.target)
+    if not path.exists():
+        return False, f"no such file: {path}"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'").fetchone()
+    finally:
+        conn.close()
+    return True, "checkpoint tables present" if row else "reachable; no checkpoint tables yet"
+
+
+def _probe_postgres(spec: Any) -> tuple[bool, str]:
+    import psycopg
+
+    with psycopg.connect(spec.target, connect_timeout=5, autocommit=True) as conn:
+        present = conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()[0]
+        version = conn.info.server_version
+    tables = "checkpoint tables present" if present else "no checkpoint tables yet"
+    return True, f"PostgreSQL {version // 10000}; {tables}"
+
+
+def _probe_redis(spec: Any) -> tuple[bool, str]:
+    from dualsaver.stores.redis_url import parse_redis_url, sync_client
+
+    target = parse_redis_url(spec.url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_client(target)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return True, "cluster answers PING" if target.cluster else "answers PING"
+
+
+def _probe_memory(spec: Any) -> tuple[bool, str]:
+    return True, "in-memory store (this process only)"
+
+
+_PROBES = {"sqlite": _probe_sqlite, "postgres": _probe_postgres, "redis": _probe_redis, "memory": _probe_memory}
+
+
+def journal_depth(path: str | None) -> dict[str, Any]:
+    from dualsaver.journal import DEFAULT_PATH, ENV_PATH
+
+    chosen = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
+    if not Path(chosen).exists():
+        return {"path": chosen, "depth": 0, "exists": False}
+    conn = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True, timeout=5)
+    try:
+        (depth,) = conn.execute("SELECT COUNT(*) FROM journal WHERE repaired_at IS NULL").fetchone()
+        threads = conn.execute(
+            "SELECT COUNT(DISTINCT thread_id) FROM journal WHERE repaired_at IS NULL"
+        ).fetchone()[0]
+    except sqlite3.Error as exc:
+        return {"path": chosen, "depth": None, "exists": True, "error": str(exc)}
+    finally:
+        conn.close()
+    return {"path": chosen, "depth": int(depth), "threads": int(threads), "exists": True}
+
+
+def backfill_progress(path: str | None) -> list[dict[str, Any]]:
+    """Jobs in the backfill progress file: threads done so far, finished or running."""
+    from dualsaver.backfill_state import DEFAULT_PATH, ENV_PATH
+
+    chosen = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
+    if not Path(chosen).exists():
+        return []
+    conn = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT j.old, j.new, j.shard, j.started_at, j.finished_at,"
+            " (SELECT COUNT(*) FROM done d WHERE d.job = j.job),"
+            " (SELECT COALESCE(SUM(checkpoints), 0) FROM done d WHERE d.job = j.job)"
+            " FROM jobs j ORDER BY j.started_at DESC LIMIT 5"
+        ).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return [
+        {
+            "old": r[0], "new": r[1], "shard": r[2], "started_at": r[3], "finished_at": r[4],
+            "running": r[4] is None, "threads_done": r[5], "checkpoints_added": r[6],
+        }
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+def gather(args: argparse.Namespace) -> dict[str, Any]:
+    from dualsaver import migration_status
+    from dualsaver import settings as settings_module
+    from dualsaver.phase import phase_source
+    from dualsaver.phase_record import RecordUnavailable, open_phase_record
+    from dualsaver.stores.urls import redact
+
+    s = settings_module.current(args.config)
+    if args.record:
+        s = settings_module.Settings(**{**settings_module._as_dict(s), "record_url": args.record})
+    doc: dict[str, Any] = {"settings_file": s.path if s.path != "<settings>" else None}
+
+    try:
+        source = phase_source(None, settings=s, start=False)
+        doc["phase"] = {"phase": source.current().value, "origin": source.origin}
+        close = getattr(source, "close", None)
+        if close:
+            close()
+    except RecordUnavailable as exc:
+        doc["phase"] = {"phase": None, "origin": f"unknown: {exc}"}
+
+    record_doc: dict[str, Any] | None = None
+    status_store: Any = None
+    if s.record_url:
+        record = open_phase_record(s.record_url, name=s.record_name)
+        record_doc = {"url": redact(s.record_url), "name": s.record_name}
+        try:
+            state = record.read()
+            replicas = record.replicas()
+            now = time.time()
+            record_doc.update(
+                reachable=True,
+                phase=state.phase.value if state else None,
+                state=state.as_dict() if state else None,
+                replicas_live=sum(r.alive(now) for r in replicas),
+                replicas=[{**r.as_dict(), "alive": r.alive(now)} for r in replicas],
+            )
+            status_store = record
+        except RecordUnavailable as exc:
+            record_doc.update(reachable=False, detail=str(exc))
+            record.close()
+    doc["record"] = record_doc
+
+    doc["stores"] = {
+        "old": probe_store(args.old or s.old_url),
+        "new": probe_store(args.new or s.new_url),
+    }
+    doc["journal"] = journal_depth(args.journal or s.journal)
+
+    if status_store is None and not s.record_url:
+        status_store = migration_status.open_status_store(s)
+    now = time.time()
+    for key, kind in (
+        ("backfill", migration_status.BACKFILL),
+        ("reverse_backfill", migration_status.REVERSE_BACKFILL),
+        ("check", migration_status.CHECK),
+    ):
+        try:
+            value = status_store.get_status(kind) if status_store is not None else None
+        except RecordUnavailable:
+            value = None
+        if value is not None:
+            value = {**value, "age_seconds": round(now - value["finished_at"], 1)}
+        doc[key] = value
+    if status_store is not None:
+        status_store.close()
+    doc["status_kept_in"] = (
+        f"phase record {redact(s.record_url)}" if s.record_url else migration_status.open_status_store(s).where
+    )
+    doc["backfill_progress"] = backfill_progress(args.backfill_state)
+    return doc
+
+
+def healthy(doc: dict[str, Any]) -> bool:
+    stores_ok = all(v.get("reachable") is not False for v in doc["stores"].values())
+    record_ok = doc["record"] is None or doc["record"].get("reachable", False)
+    return stores_ok and record_ok
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+def render(doc: dict[str, Any]) -> str:
+    lines = []
+    ph = doc["phase"]
+    lines.append(f"phase:    {ph['phase'] or 'UNKNOWN'}  (from {ph['origin']})")
+    rec = doc["record"]
+    if rec is not None:
+        if rec.get("reachable"):
+            recorded = rec["phase"] or "(never set)"
+            lines.append(
+                f"record:   {rec['url']} [{rec['name']}]: {recorded}; {rec['replicas_live']} live replica(s)"
+            )
+            for r in rec["replicas"]:
+                if r["alive"]:
+                    lines.append(f"          {r['replica']}: {r['phase']}")
+        else:
+            lines.append(f"record:   {rec['url']}: UNREACHABLE ({rec['detail']})")
+    for side in ("old", "new"):
+        st = doc["stores"][side]
+        mark = {True: "reachable", False: "UNREACHABLE", None: "-"}[st["reachable"]]
+        where = st["url"] or "(not configured)"
+        lines.append(f"{side + ':':<9} {where}: {mark}" + (f" ({st['detail']})" if st.get("detail") else ""))
+    j = doc["journal"]
+    if j.get("depth") is None:
+        lines.append(f"journal:  {j['path']}: unreadable ({j.get('error')})")
+    elif not j["exists"]:
+        lines.append(f"journal:  {j['path']}: no journal yet (no secondary write has failed here)")
+    else:
+        tail = f" in {j['threads']} thread(s); run `dualsaver repair`" if j["depth"] else ""
+        lines.append(f"journal:  {j['path']}: {j['depth']} entr{'y' if j['depth'] == 1 else 'ies'} waiting{tail}")
+    for key, title in (("backfill", "backfill"), ("reverse_backfill", "reverse backfill")):
+        b = doc[key]
+        if b is None:
+            if key == "backfill":
+                lines.append("backfill: none recorded")
+            continue
+        verdict = "complete" if b["ok"] and b.get("full", True) else ("partial" if b["ok"] else f"{b['failed']} thread(s) FAILED")
+        lines.append(
+            f"{title + ':':<9} {verdict}; {b['threads']} thread(s) copied, {b['checkpoints']} checkpoint(s)"
+            f" added; finished {_age(b['age_seconds'])}"
+        )
+    for job in doc["backfill_progress"]:
+        if job["running"]:
+            lines.append(
+                f"          running (or interrupted): {job['threads_done']} thread(s) done since"
+                f" {_age(time.time() - job['started_at'])} ({job['old']} -> {job['new']}, shard {job['shard']})"
+            )
+    c = doc["check"]
+    if c is None:
+        lines.append("check:    none recorded")
+    else:
+        verdict = "CLEAN" if c["clean"] else f"{c['divergences']} DIVERGENCE(S)"
+        scope = "" if c.get("full", True) else " (partial: one shard or chosen threads)"
+        lines.append(
+            f"check:    {verdict}{scope}; {c['threads_compared']} thread(s) compared; finished {_age(c['age_seconds'])}"
+        )
+    lines.append(f"outcomes kept in: {doc['status_kept_in']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualsaver.phase_record import RecordUnavailable
+    from dualsaver.settings import SettingsError
+
+    try:
+        doc = gather(args)
+    except (SettingsError, RecordUnavailable) as exc:
+        print(f"dualsaver status: {exc}", file=sys.stderr)
+        return EXIT_CANNOT
+    doc["healthy"] = healthy(doc)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(render(doc))
+    return EXIT_OK if doc["healthy"] else EXIT_UNHEALTHY

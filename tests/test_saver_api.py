@@ -1,0 +1,57 @@
+"""The rest of the checkpointer contract: allowlists, versions, lifecycle."""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from dualsaver import DualSaver, Phase
+from tests.faulty import Faulty
+from tests.graphs import build_agent, expected_results, run_turn
+
+
+def test_with_allowlist_derives_both_wrapped_savers(tmp_path):
+    old = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=[("a", "B")]))
+    new = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=[("a", "B")]))
+    saver = DualSaver(old, new, journal=tmp_path / "j.sqlite")
+    derived = saver.with_allowlist([("my.module", "Thing")])
+    assert derived is not saver and isinstance(derived, DualSaver)
+    assert derived.old is not old and derived.new is not new
+    for wrapped in (derived.old, derived.new):
+        assert ("my.module", "Thing") in wrapped.serde._allowed_msgpack_modules
+    # The original is untouched, and the clone still routes and writes both stores.
+    assert ("my.module", "Thing") not in old.serde._allowed_msgpack_modules
+    final = run_turn(build_agent(derived), "t", "alpha")
+    assert final["results"] == expected_results("alpha")
+    assert derived.old.get_tuple({"configurable": {"thread_id": "t"}}) is not None
+    assert derived.new.get_tuple({"configurable": {"thread_id": "t"}}) is not None
+
+
+def test_context_manager_closes_the_secondary_pool(tmp_path):
+    new = Faulty(InMemorySaver())
+    with DualSaver(InMemorySaver(), new, journal=tmp_path / "j.sqlite", secondary_timeout=1) as saver:
+        run_turn(build_agent(saver), "t", "alpha")
+        assert saver._sync._pool is not None
+    assert saver._sync._pool is None
+
+
+def test_next_version_follows_the_primary_format(tmp_path):
+    saver = DualSaver(InMemorySaver(), InMemorySaver(), journal=tmp_path / "j.sqlite")
+    first = saver.get_next_version(None, None)
+    second = saver.get_next_version(first, None)
+    assert isinstance(first, str) and second > first
+    assert saver.get_next_version(7, None) == 8  # an int-versioned thread stays int
+    assert "shadow-write" in repr(saver) and saver.phase is Phase.SHADOW_WRITE
+
+
+def test_sync_and_async_capabilities_are_judged_apart(tmp_path, pg_url):
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(pg_url) as pg:
+        pg.setup()
+        saver = DualSaver(pg, pg, journal=tmp_path / "j.sqlite")
+        # The sync PostgresSaver prunes but has no async aprune: so does the pair.
+        assert "prune" in type(saver).__dict__ and "aprune" not in type(saver).__dict__
+        run_turn(build_agent(saver), "t", "alpha")
+        saver.prune(["t"], strategy="delete")
+        assert pg.get_tuple({"configurable": {"thread_id": "t"}}) is None
