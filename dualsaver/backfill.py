@@ -1,27 +1,34 @@
 """The backfill: copy every checkpoint the target has not seen, exactly, resumably, beside live traffic.
 
-One thread at a time (or `workers` at once), the source's native rows are read in order and
-written to the target in batches with insert-if-absent semantics, so:
+The source's native rows are read thread by thread, in order, and streamed into batches that
+`workers` writers insert into the target (insert-if-absent) while the next batch is read, so:
 
 - re-running adds and changes nothing; a checkpoint live shadow-write traffic already wrote
   is left as it is (never overwritten);
 - a run killed at any point (SIGKILL included) and run again finishes with an exact copy: a
-  thread is recorded done in the progress file only after its last batch committed, and an
-  unfinished thread is simply copied again;
+  thread is recorded done in the progress file only after every batch holding its rows
+  committed, and an unfinished thread is simply copied again;
 - writes keep their `task_path`, `idx` and order, so parallel branches replay in the same
   order and `DeltaChannel` histories stay reconstructable;
-- values are decoded with the source's serializer and encoded with the target's.
+- values are decoded with the source's serializer and encoded with the target's; when both
+  serializers are the same configuration (`dualsaver.stores.serde.serde_key`), the stored
+  bytes of pending writes are copied unchanged instead (the same bytes the target's
+  serializer would decode to the same values). Such a write is then not decoded on the way,
+  so a corrupt write value is copied byte for byte rather than reported; the check reads it.
 
-The decisions (which threads, batching, tallies, dry-run accounting, progress) are written
-once in `ThreadCopy` and `Job`; `backfill` and `abackfill` are thin sync and async shells.
+The decisions (batching, which threads are done, tallies, dry-run accounting, progress) are
+written once in `Flow` and `Job`; `backfill` / `abackfill` (one reader, `workers` writers, a
+bounded queue between them) and `copy_threads` / `acopy_threads` (no overlap; the lazy copy
+and repair use them) are thin sync and async shells.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -30,10 +37,10 @@ from dualsaver.stores import anative_for, native_for
 from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable, in_shard
 from dualsaver.stores.sql import describe_error
 
-BATCH_CHECKPOINTS = 500  # checkpoints per target transaction
-BATCH_WRITES = 5000  # ...or fewer, when they carry many writes
+BATCH_CHECKPOINTS = 250  # checkpoints per target transaction (small enough to overlap well)
+BATCH_WRITES = 2500  # ...or fewer, when they carry many writes
 MAX_FAILURES_KEPT = 100
-GROUP_THREADS = 16  # consecutive threads sharing batches (one commit for many small threads)
+UNREADABLE = "unreadable row(s)"
 
 APPROXIMATE_NOTE = (
     "approximate copy: {side} has no native adapter, so the public API was used; writes of"
@@ -51,8 +58,7 @@ class Progress(Protocol):
 
 @dataclass
 class CopyResult:
-    """What copying one thread, or a group of small threads sharing batches, did (or, in a
-    dry run, would do)."""
+    """What copying one thread, or several, did (or, in a dry run, would do)."""
 
     thread_id: str  # the first (or only) thread
     checkpoints: int = 0  # added to the target
@@ -64,15 +70,14 @@ class CopyResult:
     read_s: float = 0.0
     write_s: float = 0.0
     thread_ids: list[str] = field(default_factory=list)
-    bad_threads: set[str] = field(default_factory=set)  # threads with unreadable rows
+    bad_threads: set[str] = field(default_factory=set)  # threads not fully copied
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.unreadable == 0
 
     def failed_threads(self) -> list[str]:
-        ids = self.thread_ids or [self.thread_id]
-        return list(ids) if self.error else [t for t in ids if t in self.bad_threads]
+        return [t for t in self.thread_ids or [self.thread_id] if t in self.bad_threads]
 
 
 @dataclass
@@ -89,8 +94,8 @@ class BackfillResult:
     notes: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (thread id, error)
     elapsed_s: float = 0.0
-    read_s: float = 0.0  # summed over workers
-    write_s: float = 0.0  # summed over workers
+    read_s: float = 0.0  # time reading (and decoding) the source
+    write_s: float = 0.0  # summed over writers; overlaps read_s
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -98,19 +103,6 @@ class BackfillResult:
     def rate(self) -> float:
         """Checkpoints read per second."""
         return (self.checkpoints + self.skipped) / self.elapsed_s if self.elapsed_s else 0.0
-
-    def add(self, r: CopyResult) -> None:
-        self.threads += len(r.thread_ids or [r.thread_id])
-        self.checkpoints += r.checkpoints
-        self.writes += r.writes
-        self.skipped += r.skipped
-        self.unreadable += r.unreadable
-        self.read_s += r.read_s
-        self.write_s += r.write_s
-        for thread_id in r.failed_threads():
-            self.failed += 1
-            if len(self.failures) < MAX_FAILURES_KEPT:
-                self.failures.append((thread_id, r.error or "unreadable row(s)"))
 
     def summary(self) -> str:
         verb = "would add" if self.dry_run else "added"
@@ -130,53 +122,174 @@ class BackfillResult:
         return {**asdict(self), "rate": self.rate}
 
 
-class ThreadCopy:
-    """The decisions for one thread, fed by either shell: batch the source's items, count
-    what the target took, and in a dry run count against the target's keys instead."""
+def passthrough(src: Any, dst: Any) -> bool:
+    """True when stored bytes may be copied unchanged: both adapters know their serializer
+    and it is the same configuration (see `dualsaver.stores.serde.serde_key`)."""
+    key = getattr(src, "serde_key", None)
+    return key is not None and key == getattr(dst, "serde_key", None)
 
-    def __init__(self, thread_id: str, *, dry_run: bool = False, existing: set | None = None) -> None:
-        self.result = CopyResult(thread_id)
-        self.dry_run = dry_run
-        self.existing = existing or set()
-        self._batch: list[StoredCheckpoint] = []
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass
+class Batch:
+    """Checkpoints written in one target transaction, and the threads they belong to."""
+
+    items: list[StoredCheckpoint]
+    threads: list[str]
+
+
+Finished = Callable[[list[tuple[str, "str | None"]]], None]  # [(thread id, error or None)]
+
+
+class Flow:
+    """Streams source items into batches and decides, as batches commit or fail, which
+    threads are finished and whether fully copied. Thread-safe: one reader, many writers.
+
+    A thread holds one reference while it is read and one per batch holding its rows, from
+    the moment its first row enters the batch until that batch committed or failed; when the
+    last reference goes, the thread is finished (`on_finished`, called with every thread a
+    step finished, so their progress is recorded in one commit). So a thread is reported done
+    only once all of its rows are committed, whatever order writers finish in."""
+
+    def __init__(self, *, encoded: bool = False, on_finished: Finished | None = None) -> None:
+        self.encoded = encoded  # read stored bytes, for a target with the same serializer
+        self.on_finished = on_finished
+        self.checkpoints = self.writes = self.skipped = self.read = self.unreadable = 0
+        self.read_s = self.write_s = 0.0
+        self.first_error: str | None = None
+        self._lock = threading.Lock()
+        self._items: list[StoredCheckpoint] = []
+        self._batch_threads: dict[str, None] = {}
         self._writes_in_batch = 0
+        self._refs: dict[str, int] = {}
+        self._errors: dict[str, str] = {}
+        self._finished: list[tuple[str, str | None]] = []
 
-    def take(self, item: ThreadItem) -> list[StoredCheckpoint] | None:
+    # reader side
+    def begin(self, thread_id: str) -> None:
+        with self._lock:
+            self._refs[thread_id] = self._refs.get(thread_id, 0) + 1
+
+    def take(self, item: ThreadItem) -> Batch | None:
         """Add one source item; returns a batch when one is full."""
-        if isinstance(item, Unreadable):
-            self.result.unreadable += 1
-            self.result.bad_threads.add(item.thread_id)
-            return None
-        self.result.read += 1
-        self._batch.append(item)
-        self._writes_in_batch += len(item.writes)
-        if len(self._batch) >= BATCH_CHECKPOINTS or self._writes_in_batch >= BATCH_WRITES:
-            return self.rest()
-        return None
+        with self._lock:
+            if isinstance(item, Unreadable):
+                self.unreadable += 1
+                self._errors.setdefault(item.thread_id, UNREADABLE)
+                return None
+            self.read += 1
+            self._items.append(item)
+            self._writes_in_batch += len(item.writes)
+            if item.thread_id not in self._batch_threads:
+                self._batch_threads[item.thread_id] = None
+                self._refs[item.thread_id] = self._refs.get(item.thread_id, 0) + 1
+            if len(self._items) < BATCH_CHECKPOINTS and self._writes_in_batch < BATCH_WRITES:
+                return None
+            return self._cut()
 
-    def rest(self) -> list[StoredCheckpoint] | None:
-        batch, self._batch, self._writes_in_batch = self._batch, [], 0
-        return batch or None
+    def end(self, thread_id: str, exc: BaseException | None = None) -> None:
+        """The thread has been read (or reading it failed with `exc`)."""
+        with self._lock:
+            if exc is not None:
+                self._fail(thread_id, describe_error(exc))
+            self._release(thread_id)
+        self._report()
 
-    def dry_count(self, batch: list[StoredCheckpoint]) -> tuple[int, int]:
-        new = [c for c in batch if c.key not in self.existing]
-        return len(new), sum(len(c.writes) for c in new)
+    def flush(self) -> Batch | None:
+        with self._lock:
+            return self._cut() if self._items else None
 
-    def wrote(self, batch: list[StoredCheckpoint], added: tuple[int, int], seconds: float) -> None:
-        self.result.checkpoints += added[0]
-        self.result.writes += added[1]
-        self.result.skipped += len(batch) - added[0]
-        self.result.write_s += seconds
+    # writer side
+    def committed(self, batch: Batch, added: tuple[int, int], seconds: float) -> None:
+        with self._lock:
+            self.checkpoints += added[0]
+            self.writes += added[1]
+            self.skipped += len(batch.items) - added[0]
+            self.write_s += seconds
+            for t in batch.threads:
+                self._release(t)
+        self._report()
 
-    def existing_in(self, thread_id: str, keys: set) -> None:
-        self.existing |= {(thread_id, *k) for k in keys}
+    def failed(self, batch: Batch, exc: BaseException, seconds: float) -> None:
+        with self._lock:
+            self.write_s += seconds
+            for t in batch.threads:
+                self._fail(t, describe_error(exc))
+                self._release(t)
+        self._report()
 
-    def failed(self, exc: BaseException) -> CopyResult:
-        self.result.error = describe_error(exc)
-        return self.result
+    # internals (called under the lock)
+    def _cut(self) -> Batch:
+        batch = Batch(self._items, list(self._batch_threads))
+        self._items, self._batch_threads, self._writes_in_batch = [], {}, 0
+        return batch
+
+    def _fail(self, thread_id: str, error: str) -> None:
+        if self._errors.get(thread_id) in (None, UNREADABLE):
+            self._errors[thread_id] = error
+        if self.first_error is None:
+            self.first_error = error
+
+    def _release(self, thread_id: str) -> None:
+        left = self._refs[thread_id] - 1
+        if left:
+            self._refs[thread_id] = left
+            return
+        del self._refs[thread_id]
+        self._finished.append((thread_id, self._errors.pop(thread_id, None)))
+
+    def _report(self) -> None:
+        """Hand finished threads over outside the lock (recording them may wait on a disk
+        commit; the reader should not). Each thread is handed over exactly once."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if finished and self.on_finished is not None:
+            self.on_finished(finished)
 
 
-# --------------------------------------------------------------------------- one thread
+def _read_kwargs(flow: Flow) -> dict[str, Any]:
+    return {"encoded": True} if flow.encoded else {}
+
+
+def _dry_count(batch: Batch, keys: dict[str, set]) -> tuple[int, int]:
+    new = [c for c in batch.items if (c.checkpoint_ns, c.checkpoint_id) not in keys[c.thread_id]]
+    return len(new), sum(len(c.writes) for c in new)
+
+
+# --------------------------------------------------------------------------- sync shell
+
+
+def _read_thread(flow: Flow, src: Any, thread_id: str) -> Iterator[Batch]:
+    flow.begin(thread_id)
+    t0 = time.perf_counter()
+    try:
+        for item in src.read_thread(thread_id, **_read_kwargs(flow)):
+            if batch := flow.take(item):
+                flow.read_s += time.perf_counter() - t0
+                yield batch
+                t0 = time.perf_counter()
+    except Exception as exc:
+        flow.end(thread_id, exc)
+    else:
+        flow.end(thread_id)
+    finally:
+        flow.read_s += time.perf_counter() - t0
+
+
+def _write(flow: Flow, dst: Any, batch: Batch, dry_run: bool) -> None:
+    """Write one batch; an error fails its threads, never the run."""
+    t0 = time.perf_counter()
+    try:
+        if dry_run:
+            added = _dry_count(batch, {t: dst.checkpoint_keys(t) for t in batch.threads})
+        else:
+            added = dst.write_checkpoints(batch.items)
+    except Exception as exc:
+        flow.failed(batch, exc, time.perf_counter() - t0)
+    else:
+        flow.committed(batch, added, time.perf_counter() - t0)
 
 
 def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
@@ -187,36 +300,93 @@ def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = Fal
 
 
 def copy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
-    """Copy several threads through shared batches (small threads then cost one target
-    transaction per batch, not one each); all of them, or none, are then reported done."""
+    """Copy several threads, reading and writing in turn (no worker threads)."""
     src, dst = native_for(source), native_for(target)
-    started = time.perf_counter()
-    copy = ThreadCopy(thread_ids[0], dry_run=dry_run)
-    copy.result.thread_ids = list(thread_ids)
+    result = CopyResult(thread_ids[0], thread_ids=list(thread_ids))
+    flow = Flow(encoded=passthrough(src, dst), on_finished=_collect(result))
+    for thread_id in thread_ids:
+        for batch in _read_thread(flow, src, thread_id):
+            _write(flow, dst, batch, dry_run)
+    if batch := flow.flush():
+        _write(flow, dst, batch, dry_run)
+    return _copy_result(result, flow)
+
+
+def _collect(result: CopyResult) -> Finished:
+    def finished(threads: list[tuple[str, str | None]]) -> None:
+        result.bad_threads.update(t for t, error in threads if error is not None)
+
+    return finished
+
+
+def _copy_result(result: CopyResult, flow: Flow) -> CopyResult:
+    result.checkpoints, result.writes, result.skipped = flow.checkpoints, flow.writes, flow.skipped
+    result.read, result.unreadable, result.error = flow.read, flow.unreadable, flow.first_error
+    result.read_s, result.write_s = flow.read_s, flow.write_s
+    return result
+
+
+def _pump_sync(flow: Flow, src: Any, dst: Any, thread_ids: Iterable[str], workers: int, dry_run: bool) -> None:
+    """Read in this thread while `workers` threads write; at most `workers + 1` batches wait
+    in between, so memory stays flat whatever the store's size."""
+    batches: queue.Queue[Batch | None] = queue.Queue(maxsize=workers + 1)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while (batch := batches.get()) is not None:
+            if not stop.is_set():
+                _write(flow, dst, batch, dry_run)
+
+    pool = [threading.Thread(target=writer, name=f"backfill-writer-{i}", daemon=True) for i in range(workers)]
+    for w in pool:
+        w.start()
     try:
         for thread_id in thread_ids:
-            if dry_run:
-                copy.existing_in(thread_id, dst.checkpoint_keys(thread_id))
-            for batch in _batches(copy, src.read_thread(thread_id), last=False):
-                _write(copy, dst, batch)
-        if batch := copy.rest():
-            _write(copy, dst, batch)
+            for batch in _read_thread(flow, src, thread_id):
+                batches.put(batch)
+        if batch := flow.flush():
+            batches.put(batch)
+    except BaseException:
+        stop.set()  # interrupted: abandon what is queued (its threads stay not done)
+        raise
+    finally:
+        for _ in pool:
+            batches.put(None)
+        for w in pool:
+            w.join()
+
+
+# --------------------------------------------------------------------------- async shell
+
+
+async def _aread_thread(flow: Flow, src: Any, thread_id: str) -> AsyncIterator[Batch]:
+    flow.begin(thread_id)
+    t0 = time.perf_counter()
+    try:
+        async for item in src.read_thread(thread_id, **_read_kwargs(flow)):
+            if batch := flow.take(item):
+                flow.read_s += time.perf_counter() - t0
+                yield batch
+                t0 = time.perf_counter()
     except Exception as exc:
-        copy.failed(exc)
-    copy.result.read_s = time.perf_counter() - started - copy.result.write_s
-    return copy.result
+        flow.end(thread_id, exc)
+    else:
+        flow.end(thread_id)
+    finally:
+        flow.read_s += time.perf_counter() - t0
 
 
-def _write(copy: ThreadCopy, dst: Any, batch: list[StoredCheckpoint]) -> None:
+async def _awrite(flow: Flow, dst: Any, batch: Batch, dry_run: bool) -> None:
     t0 = time.perf_counter()
-    added = copy.dry_count(batch) if copy.dry_run else dst.write_checkpoints(batch)
-    copy.wrote(batch, added, time.perf_counter() - t0)
-
-
-async def _awrite(copy: ThreadCopy, dst: Any, batch: list[StoredCheckpoint]) -> None:
-    t0 = time.perf_counter()
-    added = copy.dry_count(batch) if copy.dry_run else await dst.write_checkpoints(batch)
-    copy.wrote(batch, added, time.perf_counter() - t0)
+    try:
+        if dry_run:
+            added = _dry_count(batch, {t: await dst.checkpoint_keys(t) for t in batch.threads})
+        else:
+            added = await dst.write_checkpoints(batch.items)
+    except Exception as exc:
+        flow.failed(batch, exc, time.perf_counter() - t0)
+    else:
+        flow.committed(batch, added, time.perf_counter() - t0)
 
 
 async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
@@ -227,34 +397,39 @@ async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: boo
 async def acopy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
     """The async form of `copy_threads`."""
     src, dst = anative_for(source), anative_for(target)
-    started = time.perf_counter()
-    copy = ThreadCopy(thread_ids[0], dry_run=dry_run)
-    copy.result.thread_ids = list(thread_ids)
+    result = CopyResult(thread_ids[0], thread_ids=list(thread_ids))
+    flow = Flow(encoded=passthrough(src, dst), on_finished=_collect(result))
+    for thread_id in thread_ids:
+        async for batch in _aread_thread(flow, src, thread_id):
+            await _awrite(flow, dst, batch, dry_run)
+    if batch := flow.flush():
+        await _awrite(flow, dst, batch, dry_run)
+    return _copy_result(result, flow)
+
+
+async def _pump_async(
+    flow: Flow, src: Any, dst: Any, thread_ids: AsyncIterator[str], workers: int, dry_run: bool
+) -> None:
+    """The async form of `_pump_sync`: one reader, `workers` writer tasks, a bounded queue."""
+    batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=workers + 1)
+
+    async def writer() -> None:
+        while (batch := await batches.get()) is not None:
+            await _awrite(flow, dst, batch, dry_run)
+
+    pool = [asyncio.create_task(writer()) for _ in range(workers)]
     try:
-        for thread_id in thread_ids:
-            if dry_run:
-                copy.existing_in(thread_id, await dst.checkpoint_keys(thread_id))
-            async for batch in _abatches(copy, src.read_thread(thread_id)):
-                await _awrite(copy, dst, batch)
-        if batch := copy.rest():
-            await _awrite(copy, dst, batch)
-    except Exception as exc:
-        copy.failed(exc)
-    copy.result.read_s = time.perf_counter() - started - copy.result.write_s
-    return copy.result
-
-
-def _batches(copy: ThreadCopy, items: Iterable[ThreadItem], last: bool = False) -> Iterator[list[StoredCheckpoint]]:
-    """Full batches as they fill; the partial rest stays for the next thread of the group."""
-    for item in items:
-        if batch := copy.take(item):
-            yield batch
-
-
-async def _abatches(copy: ThreadCopy, items: AsyncIterator[ThreadItem]) -> AsyncIterator[list[StoredCheckpoint]]:
-    async for item in items:
-        if batch := copy.take(item):
-            yield batch
+        async for thread_id in thread_ids:
+            async for batch in _aread_thread(flow, src, thread_id):
+                await batches.put(batch)
+        if batch := flow.flush():
+            await batches.put(batch)
+        for _ in pool:
+            await batches.put(None)
+        await asyncio.gather(*pool)
+    finally:
+        for task in pool:
+            task.cancel()  # no-op once they finished; interrupted: what is queued is dropped
 
 
 # --------------------------------------------------------------------------- the job
@@ -291,6 +466,9 @@ class Job:
         self.state = BackfillState(state_path, old=old_name, new=new_name, shard=shard)
         if not resume and not dry_run:
             self.state.restart()
+        self.flow = Flow(encoded=passthrough(src, dst), on_finished=self.threads_finished)
+        self._lock = threading.Lock()
+        self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._t0 = time.perf_counter()
 
     def wanted(self, thread_id: str) -> bool:
@@ -307,20 +485,30 @@ class Job:
         if self.progress is not None:
             self.progress.start(total, self.state.done_count())
 
-    def finished_thread(self, r: CopyResult) -> None:
-        """Record a copied thread, or group: each fully copied thread is marked done (after
-        its last batch committed, so a kill before this line only means copying it again)."""
-        self.result.add(r)
-        failed = set(r.failed_threads())
-        ids = r.thread_ids or [r.thread_id]
-        if not self.dry_run:
-            self.state.mark_done_many([t for t in ids if t not in failed])
-        if self.progress is not None:
-            for n, t in enumerate(ids):  # the group's counts go with its first thread
-                status = "failed" if t in failed else "ok"
-                self.progress.advance(t, status, r.checkpoints if n == 0 else 0, r.writes if n == 0 else 0)
+    def threads_finished(self, threads: list[tuple[str, str | None]]) -> None:
+        """Record finished threads: the fully copied ones are marked done in one commit (after
+        all their rows committed, so a kill before this line only means copying them again)."""
+        with self._lock:
+            r, flow = self.result, self.flow
+            r.threads += len(threads)
+            for thread_id, error in threads:
+                if error is not None:
+                    r.failed += 1
+                    if len(r.failures) < MAX_FAILURES_KEPT:
+                        r.failures.append((thread_id, error))
+            if not self.dry_run:
+                self.state.mark_done_many([t for t, error in threads if error is None])
+            if self.progress is not None:  # the counts since the last report go with the first
+                added = (flow.checkpoints - self._reported[0], flow.writes - self._reported[1])
+                self._reported = (flow.checkpoints, flow.writes)
+                for n, (thread_id, error) in enumerate(threads):
+                    status = "failed" if error is not None else "ok"
+                    self.progress.advance(thread_id, status, *(added if n == 0 else (0, 0)))
 
     def finish(self) -> BackfillResult:
+        r, flow = self.result, self.flow
+        r.checkpoints, r.writes, r.skipped, r.unreadable = flow.checkpoints, flow.writes, flow.skipped, flow.unreadable
+        r.read_s, r.write_s = flow.read_s, flow.write_s
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.finished_at = time.time()
         if not self.dry_run:
@@ -360,19 +548,8 @@ def backfill(
     try:
         if progress is not None:
             job.started(sum(1 for _ in _threads(job, src)))
-        pending: set[Future[CopyResult]] = set()
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backfill") as pool:
-            for group in _groups(t for t in _threads(job, src) if job.todo(t)):
-                if workers <= 1:
-                    job.finished_thread(copy_threads(src, dst, group, dry_run=dry_run))
-                    continue
-                pending.add(pool.submit(copy_threads, src, dst, group, dry_run=dry_run))
-                if len(pending) >= 2 * workers:  # bounded: memory does not grow with the store
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        job.finished_thread(f.result())
-            for f in pending:
-                job.finished_thread(f.result())
+        todo = (t for t in _threads(job, src) if job.todo(t))
+        _pump_sync(job.flow, src, dst, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
     return result
@@ -392,7 +569,7 @@ async def abackfill(
     old_name: str | None = None,
     new_name: str | None = None,
 ) -> BackfillResult:
-    """The async form of `backfill`: the same `Job` decisions, run with `workers` tasks."""
+    """The async form of `backfill`: the same `Job` and `Flow` decisions, `workers` writer tasks."""
     src, dst = anative_for(old), anative_for(new)
     job = Job(
         src, dst, **_job_kwargs(old, new, old_name, new_name, shard, resume, dry_run, thread_ids, progress, state_path)
@@ -400,24 +577,8 @@ async def abackfill(
     try:
         if progress is not None:
             job.started(sum([1 async for _ in _athreads(job, src)]))
-        pending: set[asyncio.Task[CopyResult]] = set()
-        group: list[str] = []
-        async for thread_id in _athreads(job, src):
-            if not job.todo(thread_id):
-                continue
-            group.append(thread_id)
-            if len(group) < GROUP_THREADS:
-                continue
-            pending.add(asyncio.create_task(acopy_threads(src, dst, group, dry_run=dry_run)))
-            group = []
-            if len(pending) >= max(1, workers):
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    job.finished_thread(t.result())
-        if group:
-            pending.add(asyncio.create_task(acopy_threads(src, dst, group, dry_run=dry_run)))
-        for t in asyncio.as_completed(pending):
-            job.finished_thread(await t)
+        todo = (t async for t in _athreads(job, src) if job.todo(t))
+        await _pump_async(job.flow, src, dst, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
     return result
@@ -435,17 +596,6 @@ def _job_kwargs(old, new, old_name, new_name, shard, resume, dry_run, thread_ids
         progress=progress,
         state_path=state_path,
     )
-
-
-def _groups(thread_ids: Iterable[str]) -> Iterator[list[str]]:
-    group: list[str] = []
-    for thread_id in thread_ids:
-        group.append(thread_id)
-        if len(group) >= GROUP_THREADS:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def _threads(job: Job, src: Any) -> Iterator[str]:

@@ -41,6 +41,7 @@ from dualsaver.divergence import (
     ThreadSide,
     diff_thread,
 )
+from dualsaver import telemetry
 from dualsaver.stores.native import AsyncNativeStore, NativeStore, in_shard
 
 __all__ = [
@@ -234,6 +235,9 @@ class _CheckRun:
         counts = dict.fromkeys(KINDS, 0)
         for d in divergences:
             counts[d.kind] += 1
+        for kind, n in counts.items():
+            if n:
+                telemetry.divergences.add(n, {"kind": kind})
         finished = dt.datetime.now(dt.timezone.utc)
         summary = {
             "threads_compared": self.threads,

@@ -29,22 +29,12 @@ from langgraph.checkpoint.base import (
 from dualsaver import plans, telemetry
 from dualsaver.capabilities import class_with_capabilities
 from dualsaver.journal import Journal, JournalEntry
-from dualsaver.phase import Phase, resolve_phase
+from dualsaver.phase import Phase, StaticPhase, phase_source
 from dualsaver.routing import Role, route_for
 from dualsaver.shells import AsyncShell, Operation, SyncShell
 from dualsaver.versions import next_version
 
 log = structlog.get_logger("dualsaver")
-
-
-class FixedPhase:
-    """A phase source that always answers the same phase."""
-
-    def __init__(self, phase: Phase, origin: str) -> None:
-        self.phase, self.origin = phase, origin
-
-    def current(self) -> Phase:
-        return self.phase
 
 
 class DualSaver(BaseCheckpointSaver):
@@ -93,7 +83,9 @@ class DualSaver(BaseCheckpointSaver):
         super().__init__(serde=old.serde)
         self.old = old
         self.new = new
-        self.phase_source: Any = phase if hasattr(phase, "current") else FixedPhase(*resolve_phase(phase))
+        # The argument, $DUALSAVER_PHASE, the settings file, or the fleet's shared record.
+        self.phase_source: Any = phase_source(phase)
+        self._owns_phase_source = self.phase_source is not phase
         if canary_percent is not None and not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
         if not 0 <= shadow_read_rate <= 1:
@@ -118,7 +110,8 @@ class DualSaver(BaseCheckpointSaver):
 
     @phase.setter
     def phase(self, value: Phase | str) -> None:
-        self.phase_source = FixedPhase(Phase.parse(value), "set at runtime")
+        self._close_phase_source()
+        self.phase_source, self._owns_phase_source = StaticPhase(value, "set at runtime"), True
         log.info("phase_changed", phase=str(self.phase))
 
     @property
@@ -312,8 +305,15 @@ class DualSaver(BaseCheckpointSaver):
         clone._sync, clone._async = SyncShell(clone), AsyncShell(clone)
         return clone
 
+    def _close_phase_source(self) -> None:
+        """Stop a polling source this saver created (one passed in belongs to the caller)."""
+        if self._owns_phase_source and hasattr(self.phase_source, "close"):
+            self.phase_source.close()
+
     def close(self) -> None:
-        """Stop the secondary worker threads and close the journal (not the wrapped savers)."""
+        """Stop the secondary worker threads, a phase poller this saver started, and close
+        the journal (not the wrapped savers)."""
+        self._close_phase_source()
         self._sync.close()
         if self._journal is not None and not isinstance(self._journal_arg, Journal):
             self._journal.close()

@@ -202,3 +202,102 @@ def test_unreadable_rows_fail_the_thread_but_not_the_run(sqlite_path, state) -> 
     assert (result.failed, result.unreadable, result.threads) == (1, 1, 2)
     assert result.failures[0][0] == THREADS[0]
     assert list(native_for(new).thread_ids()) == THREADS[:2]  # the readable rows still came
+
+
+def _typed_writes_sqlite(path) -> dict:
+    import sqlite3
+
+    conn = sqlite3.connect(str(path))
+    try:
+        return {
+            r[:5]: (r[5], bytes(r[6]))
+            for r in conn.execute(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, type, value FROM writes"
+            )
+        }
+    finally:
+        conn.close()
+
+
+def _typed_writes_postgres(url) -> dict:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {
+            r[:5]: (r[5], bytes(r[6]))
+            for r in conn.execute(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, type, blob FROM checkpoint_writes"
+            )
+        }
+
+
+def test_same_serializer_copies_stored_write_bytes_unchanged(sqlite_path, pg_url, state) -> None:
+    from dualsaver.backfill import passthrough
+
+    with open_saver(f"sqlite:///{sqlite_path}") as old, open_saver(pg_url) as new:
+        run_threads(old, THREADS[:3], turns=2)
+        assert passthrough(native_for(old), native_for(new))  # both the default JsonPlus
+        assert backfill(old, new, state_path=state).failed == 0
+        source = _typed_writes_sqlite(sqlite_path)
+        assert source and _typed_writes_postgres(pg_url) == source  # byte for byte
+        assert normalize(snapshot_postgres(pg_url, new.serde)) == normalize(
+            snapshot_sqlite(str(sqlite_path), old.serde)
+        )
+
+
+def test_serde_keys_match_only_serializers_that_decode_alike() -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from dualsaver.stores.serde import serde_key
+
+    encrypted = EncryptedSerializer.from_pycryptodome_aes(key=KEY)
+    assert serde_key(JsonPlusSerializer()) == serde_key(JsonPlusSerializer()) is not None
+    assert serde_key(JsonPlusSerializer()) != serde_key(JsonPlusSerializer(pickle_fallback=True))
+    assert serde_key(JsonPlusSerializer(allowed_msgpack_modules=None)) != serde_key(
+        JsonPlusSerializer(allowed_msgpack_modules=True)
+    )
+    assert serde_key(encrypted) == serde_key(encrypted)  # the very same object
+    assert serde_key(encrypted) != serde_key(EncryptedSerializer.from_pycryptodome_aes(key=KEY))
+    assert serde_key(encrypted) != serde_key(JsonPlusSerializer())
+
+    class Custom(JsonPlusSerializer):
+        pass
+
+    assert serde_key(Custom()) != serde_key(JsonPlusSerializer())  # a subclass may encode otherwise
+
+
+def test_a_write_read_without_decoding_is_never_written_through_another_serializer() -> None:
+    from dualsaver.backfill import passthrough
+
+    old, new = InMemorySaver(), InMemorySaver(serde=EncryptedSerializer.from_pycryptodome_aes(key=KEY))
+    run_threads(old, THREADS[:1], turns=1)
+    src, dst = native_for(old), native_for(new)
+    assert not passthrough(src, dst)
+    raw = list(src.read_thread(THREADS[0], encoded=True))
+    assert any(w.typed for item in raw for w in item.writes)
+    with pytest.raises(ValueError, match="without decoding"):
+        dst.write_checkpoints(raw)
+    decoded = list(src.read_thread(THREADS[0]))
+    assert [i.key for i in decoded] == [i.key for i in raw]
+    assert all(w.typed is None for item in decoded for w in item.writes)  # the check's read
+
+
+def test_cli_new_serde_encrypted_reencodes_and_needs_the_key(sqlite_path, pg_url, state, monkeypatch, capsys) -> None:
+    import psycopg
+
+    from dualsaver.cli import main
+
+    with open_saver(f"sqlite:///{sqlite_path}") as old:
+        run_threads(old, THREADS[:2], turns=1)
+        source = normalize(snapshot_sqlite(str(sqlite_path), old.serde))
+    argv = ["backfill", "--old", f"sqlite:///{sqlite_path}", "--new", pg_url, "--state", str(state),
+            "--no-progress", "--new-serde", "encrypted"]
+    monkeypatch.delenv("LANGGRAPH_AES_KEY", raising=False)
+    assert main(argv) == 2 and "LANGGRAPH_AES_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("LANGGRAPH_AES_KEY", KEY.decode())
+    assert main(argv) == 0
+    encrypted = EncryptedSerializer.from_pycryptodome_aes(key=KEY)
+    assert normalize(snapshot_postgres(pg_url, encrypted)) == source
+    with psycopg.connect(pg_url) as conn:
+        types = {r[0] for r in conn.execute("SELECT type FROM checkpoint_writes UNION SELECT type FROM checkpoint_blobs")}
+    assert types and all(t.endswith("+aes") for t in types)

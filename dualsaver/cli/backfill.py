@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from dualsaver.stores.serde import add_serde_arguments, serde_from_name
+
 EXAMPLES = """\
 examples:
   # copy everything old has and new lacks; safe beside live shadow-write traffic
@@ -23,6 +25,12 @@ examples:
 
   # rollback after decommission: copy new -> old
   dualsaver backfill --old ... --new ... --reverse
+
+  # move to an encrypted store (values are decoded and re-encoded; AES key from the env)
+  LANGGRAPH_AES_KEY=... dualsaver backfill --old ... --new ... --new-serde encrypted
+
+When both stores use the same serializer configuration (the default), stored value bytes
+are copied unchanged instead of being decoded and re-encoded.
 
 Killed or interrupted, the same command resumes where it stopped (progress is kept in
 .dualsaver/backfill.sqlite, per pair of stores and shard). Exit status: 0 done, 1 some
@@ -63,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--old", required=True, metavar="URL", help="the store being left")
     p.add_argument("--new", required=True, metavar="URL", help="the store being moved to")
+    add_serde_arguments(p)
     p.add_argument("--workers", type=positive, default=1, metavar="N", help="threads copied at once")
     p.add_argument("--shard", type=parse_shard, metavar="I/N", help="only shard I (0-based) of N")
     mode = p.add_mutually_exclusive_group()
@@ -115,16 +124,22 @@ def run(args: argparse.Namespace) -> int:
     from dualsaver.stores.sql import describe_error
     from dualsaver.stores.urls import scrub
 
-    source_url, target_url = (args.new, args.old) if args.reverse else (args.old, args.new)
+    try:
+        serdes = {"old": serde_from_name(args.old_serde), "new": serde_from_name(args.new_serde)}
+    except ValueError as exc:
+        print(f"dualsaver backfill: {exc}", file=sys.stderr)
+        return 2
+    source, target = ("new", "old") if args.reverse else ("old", "new")
+    source_url, target_url = getattr(args, source), getattr(args, target)
     progress = None if args.no_progress else TqdmProgress("backfill" + (" (reverse)" if args.reverse else ""))
     try:
         with (
-            open_saver(source_url, must_exist=True, pool_size=args.workers) as source,
-            open_saver(target_url, pool_size=args.workers) as target,
+            open_saver(source_url, must_exist=True, pool_size=args.workers, serde=serdes[source]) as src,
+            open_saver(target_url, pool_size=args.workers, serde=serdes[target]) as dst,
         ):
             result = backfill(
-                source,
-                target,
+                src,
+                dst,
                 workers=args.workers,
                 shard=args.shard,
                 resume=not args.restart,

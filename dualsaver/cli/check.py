@@ -11,6 +11,9 @@ import sys
 import time
 from typing import Any
 
+# the serde options are shared with `backfill` and `repair` (re-exported here for them)
+from dualsaver.stores.serde import SERDES, add_serde_arguments, serde_from_name  # noqa: F401
+
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
 
 EPILOG = """\
@@ -81,28 +84,7 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
         "--new", default=os.environ.get("DUALSAVER_NEW_URL"), metavar="URL",
         help="URL of the store being moved to (default $DUALSAVER_NEW_URL)",
     )
-    for side in ("old", "new"):
-        p.add_argument(
-            f"--{side}-serde",
-            choices=SERDES,
-            default="default",
-            help=f"the {side} store's serializer: default (JsonPlus) or encrypted (AES,"
-            " key from $LANGGRAPH_AES_KEY)",
-        )
-
-
-SERDES = ("default", "encrypted")
-
-
-def serde_from_name(name: str) -> Any:
-    """The serializer a store was written with; None lets the saver use its default."""
-    if name == "encrypted":
-        from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-
-        if not os.environ.get("LANGGRAPH_AES_KEY"):
-            raise ValueError("--*-serde encrypted needs the AES key in $LANGGRAPH_AES_KEY")
-        return EncryptedSerializer.from_pycryptodome_aes()
-    return None
+    add_serde_arguments(p)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

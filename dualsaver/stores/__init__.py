@@ -333,6 +333,8 @@ class ThreadedStore:
     def __init__(self, store: NativeStore) -> None:
         self.store = store
         self.exact = store.exact
+        if hasattr(store, "serde_key"):  # stored bytes may pass through (see native.py)
+            self.serde_key = store.serde_key
 
     async def _stream(self, iterator: Iterator[Any]) -> AsyncIterator[Any]:
         while True:
@@ -345,7 +347,9 @@ class ThreadedStore:
     def thread_ids(self) -> AsyncIterator[str]:
         return self._stream(self.store.thread_ids())
 
-    def read_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
+    def read_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
+        if encoded:
+            return self._stream(self.store.read_thread(thread_id, encoded=True))  # type: ignore[call-arg]
         return self._stream(self.store.read_thread(thread_id))
 
     async def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:

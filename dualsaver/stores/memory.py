@@ -13,7 +13,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
-from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem
+from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value
 from dualsaver.stores.sql import unreadable
 
 
@@ -24,18 +24,27 @@ class MemoryNativeStore:
         self.saver = saver
         self.serde = saver.serde
 
+    @property
+    def serde_key(self) -> Any:
+        from dualsaver.stores.serde import serde_key
+
+        return serde_key(self.serde)
+
     def thread_ids(self) -> Iterator[str]:
         storage = self.saver.storage
         # get_tuple on a missing thread leaves an empty entry behind: skip those
         yield from sorted(t for t, spaces in list(storage.items()) if any(spaces.values()))
 
-    def read_thread(self, thread_id: str) -> Iterator[ThreadItem]:
+    def read_thread(self, thread_id: str, *, encoded: bool = False) -> Iterator[ThreadItem]:
+        encoding = self.serde_key if encoded else None
         spaces = self.saver.storage.get(thread_id) or {}
         for ns in sorted(spaces):
             for checkpoint_id in sorted(spaces[ns]):
-                yield self.decode(thread_id, ns, checkpoint_id, spaces[ns][checkpoint_id])
+                yield self.decode(thread_id, ns, checkpoint_id, spaces[ns][checkpoint_id], encoding)
 
-    def decode(self, thread_id: str, ns: str, checkpoint_id: str, saved: Any) -> ThreadItem:
+    def decode(
+        self, thread_id: str, ns: str, checkpoint_id: str, saved: Any, encoding: Any = None
+    ) -> ThreadItem:
         saver = self.saver
         try:
             typed_checkpoint, typed_metadata, parent = saved
@@ -47,10 +56,16 @@ class MemoryNativeStore:
                 ),
             }
             stored = dict(saver.writes.get((thread_id, ns, checkpoint_id)) or {})
-            writes = [
-                StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed(value))
-                for (task_id, idx), (_, channel, value, task_path) in stored.items()
-            ]
+            if encoding is None:
+                writes = [
+                    StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed(value))
+                    for (task_id, idx), (_, channel, value, task_path) in stored.items()
+                ]
+            else:  # the stored bytes travel; decoded only if a target needs it
+                writes = [
+                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, tuple(value))
+                    for (task_id, idx), (_, channel, value, task_path) in stored.items()
+                ]
             writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
             return StoredCheckpoint(
                 thread_id=thread_id,
@@ -60,6 +75,7 @@ class MemoryNativeStore:
                 checkpoint=checkpoint,
                 metadata=self.serde.loads_typed(typed_metadata),
                 writes=tuple(writes),
+                encoding=encoding,
             )
         except Exception as exc:
             return unreadable(thread_id, ns, checkpoint_id, exc)
@@ -69,7 +85,7 @@ class MemoryNativeStore:
         return {(ns, cid) for ns, ids in spaces.items() for cid in ids}
 
     def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
-        saver, dumps = self.saver, self.serde.dumps_typed
+        saver, dumps, serde, serde_key = self.saver, self.serde.dumps_typed, self.serde, self.serde_key
         added_checkpoints = added_writes = 0
         for item in items:
             t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
@@ -82,7 +98,7 @@ class MemoryNativeStore:
             outer = saver.writes[(t, ns, cid)]
             for w in item.writes:
                 if (w.task_id, w.idx) not in outer:
-                    outer[(w.task_id, w.idx)] = (w.task_id, w.channel, dumps(w.value), w.task_path)
+                    outer[(w.task_id, w.idx)] = (w.task_id, w.channel, typed_value(item, w, serde, serde_key), w.task_path)
                     added_writes += 1
             if not outer:
                 del saver.writes[(t, ns, cid)]  # keep the dict as put_writes would leave it
@@ -105,12 +121,16 @@ class AsyncMemoryNativeStore:
     def __init__(self, saver: Any) -> None:
         self._sync = MemoryNativeStore(saver)
 
+    @property
+    def serde_key(self) -> Any:
+        return self._sync.serde_key
+
     async def thread_ids(self) -> AsyncIterator[str]:
         for thread_id in self._sync.thread_ids():
             yield thread_id
 
-    async def read_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
-        for item in self._sync.read_thread(thread_id):
+    async def read_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
+        for item in self._sync.read_thread(thread_id, encoded=encoded):
             yield item
 
     async def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:

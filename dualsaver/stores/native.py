@@ -9,16 +9,36 @@ target's serializer on the way in and compare by content across serializers.
 `native_for(saver)` / `anative_for(saver)` pick the adapter for a saver; a saver with no
 native adapter gets the public-API one, whose `exact` is False (copies made through it
 may reorder the writes of parallel branches, and the result says so).
+
+Stored encodings (optional, for the backfill): asked with `read_thread(t, encoded=True)`, an
+adapter that supports it (it has a `serde_key`) also carries each write's stored
+`(type, bytes)` in `StoredWrite.typed`, names the serializer that wrote them in
+`StoredCheckpoint.encoding`, and may leave `value` as `NOT_DECODED`. A target whose own
+`serde_key` equals `encoding` stores those bytes unchanged; any other target re-encodes
+`value` (and refuses a value that was not decoded). These fields never take part in
+equality, and plain `read_thread(t)` (the check) decodes everything as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
+
+
+class _NotDecoded:
+    """The `value` of a write read with `encoded=True` whose bytes were not decoded."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_DECODED"
+
+
+NOT_DECODED: Any = _NotDecoded()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +49,9 @@ class StoredWrite:
     task_path: str  # "" where the store does not keep it
     idx: int
     channel: str
-    value: Any  # decoded with the store's serializer
+    value: Any  # decoded with the store's serializer (NOT_DECODED: see `typed`)
+    # the stored (type, bytes), when read with encoded=True; see the module docstring
+    typed: tuple[str, bytes] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +65,22 @@ class StoredCheckpoint:
     checkpoint: Checkpoint  # decoded; channel_values as the store keeps them for this id
     metadata: CheckpointMetadata
     writes: tuple[StoredWrite, ...]  # in writes_sort_key order: (task_path, task_id, idx)
+    # `serde_key` of the serializer that wrote the `typed` bytes of this record (None: none)
+    encoding: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.thread_id, self.checkpoint_ns, self.checkpoint_id)
+
+
+def typed_value(item: StoredCheckpoint, w: StoredWrite, serde: Any, key: Any) -> tuple[str, bytes]:
+    """A write's bytes for a target whose serializer has `serde`/`key`: the stored bytes
+    unchanged when the same serializer configuration wrote them, else `value` re-encoded."""
+    if w.typed is not None and key is not None and item.encoding == key:
+        return w.typed
+    if w.value is NOT_DECODED:
+        raise ValueError("a write was read without decoding and the target's serializer differs")
+    return serde.dumps_typed(w.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +107,7 @@ class NativeStore(Protocol):
       no loading the whole id list when the backend can page).
     - `read_thread(t)` yields every checkpoint of thread `t` in every namespace, ordered by
       (checkpoint_ns, checkpoint_id); a row that fails to decode yields `Unreadable`.
+      Adapters with a `serde_key` also take `encoded=True` (see the module docstring).
     - `checkpoint_keys(t)` is the set of (checkpoint_ns, checkpoint_id) the store holds for `t`.
     - `write_checkpoints(items)` inserts what is absent and never overwrites what is there
       (live traffic may have written it); writes are inserted if absent by

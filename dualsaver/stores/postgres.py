@@ -25,7 +25,7 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem
+from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value
 from dualsaver.stores.sql import (
     CHECKPOINT_PAGE,
     AsyncSqlStore,
@@ -139,7 +139,8 @@ class PostgresPlans(SqlPlans):
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
-    def _read_thread_plan(self, thread_id: str) -> Plan[None]:
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
+        encoding = self.serde_key if encoded else None
         after: tuple[str, str] | None = None
         while True:
             if after is None:
@@ -148,12 +149,14 @@ class PostgresPlans(SqlPlans):
                 rows = yield Query(self._next_page, (thread_id, *after, CHECKPOINT_PAGE))
             if not rows:
                 return
-            yield Emit([self.decode(row) for row in rows])
+            yield Emit([self.decode(row, encoding) for row in rows])
             if len(rows) < CHECKPOINT_PAGE:
                 return
             after = (rows[-1]["checkpoint_ns"], rows[-1]["checkpoint_id"])
 
-    def decode(self, row: dict[str, Any]) -> ThreadItem:
+    def decode(self, row: dict[str, Any], encoding: Any = None) -> ThreadItem:
+        """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
+        stored bytes and are not decoded (the backfill passes them through)."""
         thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
         try:
             stored = row["checkpoint"]
@@ -170,7 +173,8 @@ class PostgresPlans(SqlPlans):
                     task_path=path.decode() if path is not None else "",
                     idx=int(idx),
                     channel=channel.decode(),
-                    value=self.serde.loads_typed((t.decode(), blob)),
+                    value=NOT_DECODED if encoding is not None else self.serde.loads_typed((t.decode(), blob)),
+                    typed=(t.decode(), blob) if encoding is not None else None,
                 )
                 for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
             ]
@@ -183,6 +187,7 @@ class PostgresPlans(SqlPlans):
                 checkpoint=checkpoint,  # type: ignore[arg-type]
                 metadata=row["metadata"] or {},
                 writes=tuple(writes),
+                encoding=encoding,
             )
         except Exception as exc:  # reported, never a crash
             return unreadable(thread_id, ns, checkpoint_id, exc)
@@ -203,25 +208,34 @@ class PostgresPlans(SqlPlans):
         return counts[2], counts[1]
 
     def encode(self, items: Iterable[StoredCheckpoint]) -> tuple[list, list, list]:
-        """Rows exactly as `PostgresSaver.put` / `put_writes` would write them."""
-        saver = self.saver
+        """Rows exactly as `PostgresSaver.put` / `put_writes` would write them.
+
+        A blob row is keyed by (thread, ns, channel, version), and consecutive checkpoints
+        mostly repeat their parent's versions: each key is encoded once per batch, its first
+        occurrence in (ns, checkpoint id) order, the row `ON CONFLICT DO NOTHING` keeps anyway.
+        """
+        serde, key = self.serde, self.serde_key
+        dumps = serde.dumps_typed
         blob_rows: list[tuple] = []
         write_rows: list[tuple] = []
         checkpoint_rows: list[tuple] = []
+        seen_blobs: set[tuple[str, str, str, str]] = set()
         for item in items:
             t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
             copy = dict(item.checkpoint)
             inline, blob_values = split_channel_values(dict(copy.get("channel_values") or {}))
             copy["channel_values"] = inline
             versions = copy.get("channel_versions") or {}
-            blob_rows.extend(
-                saver._dump_blobs(
-                    t, ns, blob_values, {k: v for k, v in versions.items() if k in blob_values}
-                )
-            )
-            for w in item.writes:
-                (row,) = saver._dump_writes(t, ns, cid, w.task_id, w.task_path, [(w.channel, w.value)])
-                write_rows.append((*row[:5], w.idx, *row[6:]))  # the stored idx, not a recount
+            for channel, value in blob_values.items():
+                if channel not in versions:
+                    continue
+                version = versions[channel]  # as _dump_blobs passes it
+                if (t, ns, channel, version) in seen_blobs:
+                    continue
+                seen_blobs.add((t, ns, channel, version))
+                blob_rows.append((t, ns, channel, version, *dumps(value)))
+            for w in item.writes:  # the stored idx, not a recount
+                write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, *typed_value(item, w, serde, key)))
             checkpoint_rows.append(
                 (
                     t,

@@ -108,11 +108,19 @@ class SqlPlans:
     """What every SQL backend provides: the four plans of the native-store contract."""
 
     exact = True
+    serde: Any
+
+    @property
+    def serde_key(self) -> Any:
+        """See `dualsaver.stores.serde.serde_key`: equal keys let stored bytes pass through."""
+        from dualsaver.stores.serde import serde_key
+
+        return serde_key(self.serde)
 
     def _thread_ids_plan(self) -> Plan[None]:
         raise NotImplementedError
 
-    def _read_thread_plan(self, thread_id: str) -> Plan[None]:
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
         raise NotImplementedError
 
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
@@ -155,8 +163,8 @@ class SyncSqlStore(SqlPlans):
     def thread_ids(self) -> Iterator[str]:
         return run_stream(self._thread_ids_plan(), self._execute)
 
-    def read_thread(self, thread_id: str) -> Iterator[ThreadItem]:
-        return run_stream(self._read_thread_plan(thread_id), self._execute)
+    def read_thread(self, thread_id: str, *, encoded: bool = False) -> Iterator[ThreadItem]:
+        return run_stream(self._read_thread_plan(thread_id, encoded), self._execute)
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run_call(self._keys_plan(thread_id), self._execute)
@@ -174,8 +182,8 @@ class AsyncSqlStore(SqlPlans):
     def thread_ids(self) -> AsyncIterator[str]:
         return arun_stream(self._thread_ids_plan(), self._execute)
 
-    def read_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
-        return arun_stream(self._read_thread_plan(thread_id), self._execute)
+    def read_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
+        return arun_stream(self._read_thread_plan(thread_id, encoded), self._execute)
 
     async def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun_call(self._keys_plan(thread_id), self._execute)

@@ -15,7 +15,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
-from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem
+from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value
 from dualsaver.stores.sql import (
     CHECKPOINT_PAGE,
     AsyncSqlStore,
@@ -73,8 +73,9 @@ class SqlitePlans(SqlPlans):
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
-    def _read_thread_plan(self, thread_id: str) -> Plan[None]:
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
         writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True))
+        encoding = self.serde_key if encoded else None
         after: tuple[str, str] | None = None
         while True:
             if after is None:
@@ -88,18 +89,26 @@ class SqlitePlans(SqlPlans):
             by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
             for w in writes:
                 by_key[(w[0], w[1])].append(w)
-            yield Emit([self.decode(thread_id, r, by_key.get((r[0], r[1]), ())) for r in rows])
+            yield Emit([self.decode(thread_id, r, by_key.get((r[0], r[1]), ()), encoding) for r in rows])
             if len(rows) < CHECKPOINT_PAGE:
                 return
             after = last
 
-    def decode(self, thread_id: str, row: Any, writes: Iterable[Any]) -> ThreadItem:
+    def decode(self, thread_id: str, row: Any, writes: Iterable[Any], encoding: Any = None) -> ThreadItem:
+        """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
+        stored bytes and are not decoded (the backfill passes them through)."""
         ns, checkpoint_id, parent, type_, blob, metadata = row
         try:
-            decoded = [
-                StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed((t, v)))
-                for _, _, task_id, task_path, idx, channel, t, v in writes
-            ]
+            if encoding is None:
+                decoded = [
+                    StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed((t, v)))
+                    for _, _, task_id, task_path, idx, channel, t, v in writes
+                ]
+            else:
+                decoded = [
+                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, (t, v))
+                    for _, _, task_id, task_path, idx, channel, t, v in writes
+                ]
             decoded.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
             return StoredCheckpoint(
                 thread_id=thread_id,
@@ -109,6 +118,7 @@ class SqlitePlans(SqlPlans):
                 checkpoint=self.serde.loads_typed((type_, blob)),
                 metadata=json.loads(metadata) if metadata is not None else {},
                 writes=tuple(decoded),
+                encoding=encoding,
             )
         except Exception as exc:  # a row that does not load is reported, never a crash
             return unreadable(thread_id, ns, checkpoint_id, exc)
@@ -126,19 +136,21 @@ class SqlitePlans(SqlPlans):
 
     def encode(self, items: Iterable[StoredCheckpoint]) -> tuple[list[tuple], list[tuple]]:
         """Rows exactly as `SqliteSaver.put` / `put_writes` would write them."""
-        dumps = self.serde.dumps_typed
+        dumps, serde, key = self.serde.dumps_typed, self.serde, self.serde_key
         checkpoint_rows: list[tuple] = []
         write_rows: list[tuple] = []
         for item in items:
-            key = (item.thread_id, item.checkpoint_ns, item.checkpoint_id)
+            row_key = (item.thread_id, item.checkpoint_ns, item.checkpoint_id)
             metadata = json.dumps(
                 get_checkpoint_metadata({}, item.metadata), ensure_ascii=False
             ).encode("utf-8", "ignore")
             checkpoint_rows.append(
-                (*key, item.parent_checkpoint_id, *dumps(item.checkpoint), metadata)
+                (*row_key, item.parent_checkpoint_id, *dumps(item.checkpoint), metadata)
             )
             for w in item.writes:
-                write_rows.append((*key, w.task_id, w.task_path, w.idx, w.channel, *dumps(w.value)))
+                write_rows.append(
+                    (*row_key, w.task_id, w.task_path, w.idx, w.channel, *typed_value(item, w, serde, key))
+                )
         return checkpoint_rows, write_rows
 
 
