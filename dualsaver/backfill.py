@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from dualsaver import telemetry
 from dualsaver.backfill_state import BackfillState, store_identity
 from dualsaver.stores import anative_for, native_for
 from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable, in_shard
@@ -469,6 +470,7 @@ class Job:
         self.flow = Flow(encoded=passthrough(src, dst), on_finished=self.threads_finished)
         self._lock = threading.Lock()
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
+        self._counted = 0  # checkpoints already added to the backfill metric
         self._t0 = time.perf_counter()
 
     def wanted(self, thread_id: str) -> bool:
@@ -498,6 +500,12 @@ class Job:
                         r.failures.append((thread_id, error))
             if not self.dry_run:
                 self.state.mark_done_many([t for t, error in threads if error is None])
+                failed = sum(1 for _, error in threads if error is not None)
+                telemetry.backfill_threads.add(len(threads) - failed, {"outcome": "ok"})
+                if failed:
+                    telemetry.backfill_threads.add(failed, {"outcome": "failed"})
+                telemetry.backfill_checkpoints.add(flow.checkpoints - self._counted)
+                self._counted = flow.checkpoints
             if self.progress is not None:  # the counts since the last report go with the first
                 added = (flow.checkpoints - self._reported[0], flow.writes - self._reported[1])
                 self._reported = (flow.checkpoints, flow.writes)

@@ -164,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     print(result.summary(), file=sys.stderr)
+    from dualsaver.migration_status import record_backfill
+
+    # What `dualsaver phase set read-switch` and `dualsaver status` read back.
+    record_backfill(result, reverse=args.reverse, partial=bool(args.shard or args.threads))
     if args.json:
         print(json.dumps(result.as_dict()))
     return 1 if result.failed else 0

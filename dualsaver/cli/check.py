@@ -185,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         return fail(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}")
+    from dualsaver.migration_status import record_check
 
+    record_check(report)  # the evidence `dualsaver phase set read-switch` asks for
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
     threads = len(report.affected_threads())
     verdict = "yes" if report.clean else "no"

@@ -31,7 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     from dualsaver.demo import run_demo
+    from dualsaver.logs import configure_logging
+
+    # The narration tells the story; library logs only when something goes wrong.
+    configure_logging(level=os.environ.get("DUALSAVER_LOG_LEVEL", "warning"))
 
     if args.conversations < 4:
         raise SystemExit("dualsaver demo: --conversations must be at least 4")

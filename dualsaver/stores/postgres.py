@@ -2,7 +2,8 @@
 
 Reads reuse the saver's own `SELECT_SQL` (checkpoint, its blobs joined through
 `channel_versions`, and its writes with `task_path` and `idx`) and `_load_blobs`. Writes reuse
-`_dump_blobs` and `_dump_writes` and split channel values exactly as `put` does (primitives
+the rows `_dump_blobs` and `_dump_writes` build (a write's stored bytes pass through
+unchanged when the source's serializer is the same configuration) and split channel values exactly as `put` does (primitives
 inline in the JSONB checkpoint, `_DeltaSnapshot` as a blob behind a `true` marker, the rest as
 blobs), so a copied row is indistinguishable from one the saver wrote. Every insert is
 `ON CONFLICT DO NOTHING`, in one transaction per batch, sent with `executemany` (pipelined by
