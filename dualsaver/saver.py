@@ -43,7 +43,8 @@ class DualSaver(BaseCheckpointSaver):
     Args:
         old: the checkpointer being left.
         new: the checkpointer being moved to.
-        phase: a `Phase` or its name; default `$DUALSAVER_PHASE`, else `shadow-write`.
+        phase: a `Phase`, its name, or a phase source; when None: `$DUALSAVER_PHASE`, else
+            the settings file, else the fleet's shared phase record, else `shadow-write`.
         strict: raise `SecondaryWriteError` when the secondary fails (after journaling).
         secondary_timeout: seconds a secondary call may take before it counts as failed;
             `None` waits forever.
@@ -101,6 +102,23 @@ class DualSaver(BaseCheckpointSaver):
         self.secondary_failures: Counter[str] = Counter()
         self._sync = SyncShell(self)
         self._async = AsyncShell(self)
+
+    @classmethod
+    def from_settings(
+        cls, old: BaseCheckpointSaver, new: BaseCheckpointSaver, path: Any = None, **overrides: Any
+    ) -> DualSaver:
+        """A DualSaver configured by the settings file (`path`, else `$DUALSAVER_SETTINGS`):
+        strict, secondary timeout, journal, canary and shadow-read rate; keyword arguments win."""
+        from dualsaver import settings
+
+        loaded = settings.current(path)
+        kwargs = {**loaded.saver_kwargs(), **overrides}
+        phase = kwargs.pop("phase", None)
+        if phase is None:
+            from dualsaver.phase import phase_source as source_for
+
+            phase = source_for(None, settings=loaded)
+        return cls(old, new, phase, **kwargs)
 
     # --- phase and stores -------------------------------------------------------------
 

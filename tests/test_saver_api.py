@@ -55,3 +55,17 @@ def test_sync_and_async_capabilities_are_judged_apart(tmp_path, pg_url):
         run_turn(build_agent(saver), "t", "alpha")
         saver.prune(["t"], strategy="delete")
         assert pg.get_tuple({"configurable": {"thread_id": "t"}}) is None
+
+
+def test_from_settings_applies_the_file_and_lets_arguments_win(tmp_path, monkeypatch):
+    monkeypatch.delenv("DUALSAVER_PHASE", raising=False)
+    settings = tmp_path / "dualsaver.toml"
+    settings.write_text(
+        '[migration]\nphase = "read-switch"\nstrict = true\nsecondary_timeout = 0.5\n'
+        f'journal = "{tmp_path / "j.sqlite"}"\ncanary_percent = 25\nshadow_read_rate = 0.1\n'
+    )
+    saver = DualSaver.from_settings(InMemorySaver(), InMemorySaver(), settings)
+    assert saver.phase is Phase.READ_SWITCH and "settings file" in saver.phase_origin
+    assert (saver.strict, saver.secondary_timeout, saver.canary_percent, saver.shadow_read_rate) == (True, 0.5, 25, 0.1)
+    pinned = DualSaver.from_settings(InMemorySaver(), InMemorySaver(), settings, strict=False, phase="backfill")
+    assert pinned.strict is False and pinned.phase is Phase.BACKFILL
