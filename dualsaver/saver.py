@@ -98,6 +98,8 @@ class DualSaver(BaseCheckpointSaver):
         self.secondary_timeout = secondary_timeout
         self._journal_arg = journal
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
+        if self._journal is not None:
+            telemetry.watch_journal(self._journal)
         self._journal_lock = threading.Lock()
         self.secondary_failures: Counter[str] = Counter()
         self._sync = SyncShell(self)
@@ -153,6 +155,7 @@ class DualSaver(BaseCheckpointSaver):
         with self._journal_lock:
             if self._journal is None:
                 self._journal = Journal(self._journal_arg)  # opened on first failure
+                telemetry.watch_journal(self._journal)
             return self._journal
 
     def record_missed(self, missed: plans.Missed) -> None:
@@ -161,7 +164,6 @@ class DualSaver(BaseCheckpointSaver):
         error = f"{type(missed.error).__name__}: {missed.error}"
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
-        telemetry.journal_depth.add(1)
         log.warning(
             "secondary_write_failed",
             store=missed.role,
@@ -203,7 +205,6 @@ class DualSaver(BaseCheckpointSaver):
                 checkpoint_id=at.get("checkpoint_id"), task_id=None, error=f"mismatch: {detail}",
             )
         )
-        telemetry.journal_depth.add(1)
 
     # --- reads --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +32,28 @@ secondary_failures = meter.create_counter(
 shadow_mismatches = meter.create_counter(
     "dualsaver.shadow_read.mismatches", unit="{read}", description="Shadow reads whose answer differed from old's"
 )
-journal_depth = meter.create_up_down_counter(
-    "dualsaver.journal.depth", unit="{entry}", description="Journal entries recorded and not yet repaired"
+_journals: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _journal_depths(options: Any) -> Iterator[metrics.Observation]:
+    for journal in list(_journals):
+        try:
+            yield metrics.Observation(journal.depth(), {"journal": str(journal.path or ":memory:")})
+        except Exception:  # noqa: BLE001 - a closed journal has nothing to report
+            continue
+
+
+journal_depth = meter.create_observable_gauge(
+    "dualsaver.journal.depth",
+    callbacks=[_journal_depths],
+    unit="{entry}",
+    description="Journal entries waiting for repair (read from the journal, so repairs count)",
 )
+
+
+def watch_journal(journal: Any) -> None:
+    """Report this journal's depth with the metrics (held weakly: closing it is enough)."""
+    _journals.add(journal)
 backfill_checkpoints = meter.create_counter(
     "dualsaver.backfill.checkpoints", unit="{checkpoint}", description="Checkpoints copied by the backfill"
 )

@@ -106,7 +106,7 @@ def test_metrics_count_operations_by_store_and_outcome_and_secondary_failures(sp
             "old_ok": metric_value(reader, "dualsaver.store.operations", store="old", method="put", outcome="ok"),
             "new_error": metric_value(reader, "dualsaver.store.operations", store="new", method="put", outcome="error"),
             "failures": metric_value(reader, "dualsaver.secondary.failures", store="new", operation="put"),
-            "depth": metric_value(reader, "dualsaver.journal.depth"),
+            "depth": metric_value(reader, "dualsaver.journal.depth", journal=str(tmp_path / "j.sqlite")),
             "latency": metric_value(reader, "dualsaver.store.duration", store="old", method="put"),
         }
 
@@ -115,7 +115,8 @@ def test_metrics_count_operations_by_store_and_outcome_and_secondary_failures(sp
         put_marker(saver, "t1", "a")
         put_marker(saver, "t2", "b")
         assert saver.journal.depth() == 2
-    after = snapshot()
+        after = snapshot()  # the depth gauge reads open journals
+    assert metric_value(reader, "dualsaver.journal.depth", journal=str(tmp_path / "j.sqlite")) == 0
     assert {k: after[k] - before[k] for k in after} == {
         "old_ok": 2, "new_error": 2, "failures": 2, "depth": 2, "latency": 2,
     }
