@@ -68,6 +68,21 @@ class Missed:
 
 
 @dataclass(frozen=True, slots=True)
+class Behind:
+    """Run `call` in the background, after every earlier Behind call of this saver, and
+    without the caller waiting; if it fails, the shell records it as `Missed` here."""
+
+    call: Call
+    operation: str
+    where: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Wait (bounded) until every background write has landed."""
+
+
+@dataclass(frozen=True, slots=True)
 class Mismatch:
     """A shadow read whose answer from new differed from old's (or failed)."""
 
@@ -84,6 +99,7 @@ class Context:
     strict: bool = False
     canary_percent: float | None = None  # read-switch: share of threads (by hash) reading new
     shadow_read: bool = False  # this call is sampled for a shadow read of new
+    write_behind: bool = False  # the secondary is written in the background (see saver.py)
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
@@ -160,7 +176,11 @@ def write(
     result = yield Call(ctx.route.primary, operation, args, kwargs)
     if ctx.route.secondary is not None:
         call = Call(ctx.route.secondary, operation, args, kwargs, bounded=True)
-        yield from _write_secondary(ctx, operation, call, at or {})
+        if ctx.write_behind and not ctx.strict:
+            yield Behind(call, operation, at or {})
+        else:
+            yield Drain()  # writes still queued from shadow-write land first, in order
+            yield from _write_secondary(ctx, operation, call, at or {})
     return result
 
 
@@ -184,9 +204,11 @@ def _lazy_copy(source: Role, target: Role, thread_id: str) -> Plan:
         yield Missed(target, "lazy_copy", {"thread_id": thread_id}, exc)
 
 
-def _shadow_read(config: Any, answer: Any) -> Plan:
+def _shadow_read(ctx: Context, config: Any, answer: Any) -> Plan:
     """Ask new too and compare; the caller gets old's answer whatever happens here."""
     at = where(config)
+    if ctx.write_behind:
+        yield Drain()  # new must have caught up, or lag would look like a mismatch
     try:
         shadow = yield Call("new", "get_tuple", (config,), bounded=True)
     except Exception as exc:
@@ -206,7 +228,7 @@ def get_tuple(ctx: Context, config: Any) -> Plan:
         if found is not None and thread_id is not None:
             yield from _lazy_copy(fallback, read, thread_id)
     elif ctx.shadow_read and read == "old" and ctx.route.secondary == "new":
-        yield from _shadow_read(config, found)
+        yield from _shadow_read(ctx, config, found)
     return found
 
 

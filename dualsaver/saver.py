@@ -55,6 +55,12 @@ class DualSaver(BaseCheckpointSaver):
         shadow_read_rate: in shadow-write and backfill, the share of `get_tuple` calls also
             answered by new and compared with old's answer; mismatches are counted and
             journaled, and the caller always gets old's answer.
+        write_behind: opt-in. In shadow-write, where nobody reads new yet, write new's copy
+            in the background (in call order, bounded queue) instead of making the caller
+            wait for both stores: the latency of the primary alone. New then lags old by the
+            queue, so run the check from the backfill phase on (writes are synchronous there),
+            and a crash loses the queued copies without a journal entry (the backfill, which
+            read-switch requires, copies them). `flush()` / `aflush()` wait for the queue.
 
     `phase` may also be a phase source: any object with `current() -> Phase` and an
     `origin` string, asked at the start of every operation (a fleet's shared record).
@@ -80,6 +86,7 @@ class DualSaver(BaseCheckpointSaver):
         journal: Journal | str | os.PathLike[str] | None = None,
         canary_percent: float | None = None,
         shadow_read_rate: float = 0.0,
+        write_behind: bool = False,
     ) -> None:
         super().__init__(serde=old.serde)
         self.old = old
@@ -95,6 +102,7 @@ class DualSaver(BaseCheckpointSaver):
         self.shadow_read_rate = shadow_read_rate
         self.shadow_mismatches: Counter[str] = Counter()
         self.strict = strict
+        self.write_behind = write_behind
         self.secondary_timeout = secondary_timeout
         self._journal_arg = journal
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
@@ -145,7 +153,8 @@ class DualSaver(BaseCheckpointSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
-        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow)
+        behind = self.write_behind and phase is Phase.SHADOW_WRITE
+        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind)
         if thread_id is None and config:
             thread_id = config.get("configurable", {}).get("thread_id")
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))
@@ -324,6 +333,13 @@ class DualSaver(BaseCheckpointSaver):
         clone._sync, clone._async = SyncShell(clone), AsyncShell(clone)
         return clone
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until secondary writes queued in shadow-write have landed; False on timeout."""
+        return self._sync.behind.drain(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        return await self._async.behind.drain(timeout)
+
     def _close_phase_source(self) -> None:
         """Stop a polling source this saver created (one passed in belongs to the caller)."""
         if self._owns_phase_source and hasattr(self.phase_source, "close"):
@@ -348,6 +364,7 @@ class DualSaver(BaseCheckpointSaver):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aflush(self.secondary_timeout)
         self.close()
 
     def __repr__(self) -> str:

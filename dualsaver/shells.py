@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dualsaver import telemetry
-from dualsaver.plans import Call, CopyThread, Mismatch, Missed, Plan, SecondaryTimeout, Stream
+from dualsaver.plans import Behind, Call, CopyThread, Drain, Mismatch, Missed, Plan, SecondaryTimeout, Stream
+from dualsaver.writebehind import AsyncWriteBehind, SyncWriteBehind
 
 if TYPE_CHECKING:
     from dualsaver.saver import DualSaver
@@ -21,10 +22,11 @@ if TYPE_CHECKING:
 class Operation:
     """What the spans of one DualSaver call are labelled with."""
 
-    __slots__ = ("name", "phase", "thread_id")
+    __slots__ = ("name", "phase", "thread_id", "context")
 
     def __init__(self, name: str, phase: str, thread_id: str | None) -> None:
         self.name, self.phase, self.thread_id = name, phase, thread_id
+        self.context: Any = None  # the tracing context a background write continues in
 
 
 def _record(saver: DualSaver, effect: Any) -> Any:
@@ -34,6 +36,14 @@ def _record(saver: DualSaver, effect: Any) -> Any:
     if isinstance(effect, Mismatch):
         return saver.record_mismatch(effect)
     raise TypeError(f"unknown effect {effect!r}")
+
+
+def _behind_failed(effect: Behind, error: BaseException) -> Missed:
+    return Missed(effect.call.role, effect.operation, effect.where, error)
+
+
+def _queue_full(timeout: float | None) -> SecondaryTimeout:
+    return SecondaryTimeout(f"write-behind queue still full after {timeout}s: the secondary is too far behind")
 
 
 class Done:
@@ -57,6 +67,14 @@ class SyncShell:
     def __init__(self, saver: DualSaver) -> None:
         self.saver = saver
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.behind = SyncWriteBehind(self._write_behind)
+
+    def _write_behind(self, effect: Behind, op: Operation) -> None:
+        with telemetry.continued(op.context):  # the span stays a child of the operation's
+            try:
+                self._execute(effect.call, op)
+            except Exception as exc:
+                self.saver.record_missed(_behind_failed(effect, exc))
 
     def _bounded(self, fn: Any, args: tuple, kwargs: Any) -> Any:
         timeout = self.saver.secondary_timeout
@@ -85,6 +103,14 @@ class SyncShell:
 
             with telemetry.store_span(effect.target, "lazy_copy", op.phase):
                 return copy_thread(saver.store(effect.source), saver.store(effect.target), effect.thread_id)
+        if isinstance(effect, Behind):
+            timeout = saver.secondary_timeout
+            op.context = telemetry.capture()
+            if not self.behind.submit(effect, op, timeout):
+                saver.record_missed(_behind_failed(effect, _queue_full(timeout)))
+            return None
+        if isinstance(effect, Drain):
+            return self.behind.drain(saver.secondary_timeout)
         return _record(saver, effect)
 
     def _step(self, plan: Plan, effect: Any, op: Operation) -> Any:
@@ -122,6 +148,7 @@ class SyncShell:
                         effect = self._step(plan, effect, op)
 
     def close(self) -> None:
+        self.behind.close(self.saver.secondary_timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -130,6 +157,13 @@ class SyncShell:
 class AsyncShell:
     def __init__(self, saver: DualSaver) -> None:
         self.saver = saver
+        self.behind = AsyncWriteBehind(self._write_behind)
+
+    async def _write_behind(self, effect: Behind, op: Operation) -> None:
+        try:
+            await self._execute(effect.call, op)
+        except Exception as exc:
+            self.saver.record_missed(_behind_failed(effect, exc))
 
     async def _call(self, effect: Call) -> Any:
         coro = getattr(self.saver.store(effect.role), "a" + effect.method)(*effect.args, **effect.kwargs)
@@ -151,6 +185,13 @@ class AsyncShell:
 
             with telemetry.store_span(effect.target, "lazy_copy", op.phase):
                 return await acopy_thread(saver.store(effect.source), saver.store(effect.target), effect.thread_id)
+        if isinstance(effect, Behind):
+            timeout = saver.secondary_timeout
+            if not await self.behind.submit(effect, op, timeout):
+                saver.record_missed(_behind_failed(effect, _queue_full(timeout)))
+            return None
+        if isinstance(effect, Drain):
+            return await self.behind.drain(saver.secondary_timeout)
         return _record(saver, effect)
 
     async def _step(self, plan: Plan, effect: Any, op: Operation) -> Any:

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
 tracer = trace.get_tracer("dualsaver")
@@ -117,3 +118,21 @@ def stream_span(parent: Any, role: str, phase: str) -> Any:
     context = trace.set_span_in_context(parent)
     attributes = {"dualsaver.store": role, "dualsaver.method": "list", "dualsaver.phase": phase}
     return tracer.start_span("dualsaver.store.list", context=context, attributes=attributes)
+
+
+def capture() -> Any:
+    """The current tracing context, to continue in another thread."""
+    return otel_context.get_current()
+
+
+@contextlib.contextmanager
+def continued(captured: Any) -> Iterator[None]:
+    """Run a block in a context captured by `capture()` (in a background thread)."""
+    if captured is None:
+        yield
+        return
+    token = otel_context.attach(captured)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -41,7 +41,7 @@ def test_writes_reach_the_phase_stores_primary_first(tmp_path, stores, phase):
     order: list[str] = []
     old._gate = lambda name, _o=old._gate: (order.append("old"), _o(name))[1]
     new._gate = lambda name, _n=new._gate: (order.append("new"), _n(name))[1]
-    saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
+    saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite", write_behind=False)
     cid = _put(saver, "t", "x")
     saver.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": cid}}, [("c", 1)], "task")
     assert order == EXPECTED[phase]["writes"] * 2
@@ -50,6 +50,30 @@ def test_writes_reach_the_phase_stores_primary_first(tmp_path, stores, phase):
         assert (held is not None) == (role in EXPECTED[phase]["writes"])
         if held is not None:
             assert held.pending_writes == [("task", "c", 1)]
+
+
+def test_write_behind_in_shadow_write_keeps_primary_first_and_call_order(tmp_path, stores):
+    old, new = stores
+    order: list[tuple[str, str]] = []
+    old._gate = lambda name, _o=old._gate: (order.append(("old", name)), _o(name))[1]
+    new._gate = lambda name, _n=new._gate: (order.append(("new", name)), _n(name))[1]
+    saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", write_behind=True)
+    ops = []
+    for n in range(20):
+        cid = _put(saver, f"t{n % 3}", str(n))
+        saver.put_writes({"configurable": {"thread_id": f"t{n % 3}", "checkpoint_ns": "", "checkpoint_id": cid}}, [("c", n)], "task")
+        ops += ["put", "put_writes"]
+    saver.delete_thread("t0")
+    ops.append("delete_thread")
+    assert saver.flush(timeout=30)
+    old_seq = [name for store, name in order if store == "old"]
+    new_seq = [name for store, name in order if store == "new"]
+    assert old_seq == new_seq == ops  # the secondary receives every write, in call order
+    old_at = [i for i, (store, _) in enumerate(order) if store == "old"]
+    new_at = [i for i, (store, _) in enumerate(order) if store == "new"]
+    assert all(o < n for o, n in zip(old_at, new_at))  # each write: primary before secondary
+    assert new.inner.get_tuple({"configurable": {"thread_id": "t0"}}) is None
+    assert new.inner.get_tuple({"configurable": {"thread_id": "t1"}}).checkpoint["channel_values"]["marker"] == "19"
 
 
 @pytest.mark.parametrize("phase", list(Phase), ids=str)

@@ -29,6 +29,7 @@ def test_raising_secondary_is_journaled_not_raised(tmp_path, phase):
         saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
         final = run_turn(build_agent(saver), "t1", "alpha")
         assert final["results"] == expected_results("alpha")
+        assert saver.flush(timeout=30)  # shadow-write writes new behind the caller's back
         rows = _journal_rows(tmp_path / "j.sqlite")
         assert rows and {r.store for r in rows} == {"old" if secondary is old else "new"}
         assert {r.operation for r in rows} == {"put", "put_writes"}
@@ -41,11 +42,14 @@ def test_raising_secondary_is_journaled_not_raised(tmp_path, phase):
         assert saver.secondary_failures["put"] == len(puts)
 
 
-def test_hanging_secondary_is_bounded(tmp_path):
+@pytest.mark.parametrize("behind", [False, True], ids=["waiting", "write-behind"])
+def test_hanging_secondary_is_bounded(tmp_path, behind):
     with sync_saver("memory") as a, sync_saver("memory") as b:
         new = Faulty(b)
         new.mode = "hang"
-        saver = DualSaver(a, new, Phase.SHADOW_WRITE, secondary_timeout=0.2, journal=tmp_path / "j.sqlite")
+        saver = DualSaver(
+            a, new, Phase.SHADOW_WRITE, secondary_timeout=0.2, journal=tmp_path / "j.sqlite", write_behind=behind
+        )
         done = threading.Event()
         result: dict = {}
 
@@ -58,10 +62,15 @@ def test_hanging_secondary_is_bounded(tmp_path):
         # Liveness, not speed: the hung store is never released, so without a bound the
         # run could not finish at all.
         assert done.wait(timeout=120), "a hanging secondary stalled the caller"
-        new.release.set()
         assert result["state"]["results"] == expected_results("alpha")
-        rows = _journal_rows(tmp_path / "j.sqlite")
-        assert rows and all("SecondaryTimeout" in r.error for r in rows)
+        if behind:  # nothing waited for new; once it answers, the queue catches up
+            new.release.set()
+            assert saver.flush(timeout=60)
+            assert b.get_tuple(config("t1")) == a.get_tuple(config("t1"))
+        else:
+            new.release.set()
+            rows = _journal_rows(tmp_path / "j.sqlite")
+            assert rows and all("SecondaryTimeout" in r.error for r in rows)
         saver.close()
 
 
@@ -69,7 +78,7 @@ async def test_async_hanging_and_raising_secondary(tmp_path):
     async with async_saver("sqlite", tmp=tmp_path) as a, async_saver("memory") as b:
         new = Faulty(b)
         new.mode = "hang"
-        saver = DualSaver(a, new, secondary_timeout=0.2, journal=tmp_path / "j.sqlite")
+        saver = DualSaver(a, new, secondary_timeout=0.2, journal=tmp_path / "j.sqlite", write_behind=False)
         final = await arun_turn(build_agent(saver), "t1", "alpha")
         assert final["results"] == expected_results("alpha")
         new.release.set()
@@ -99,3 +108,17 @@ def test_primary_failure_fails_the_call_and_never_reaches_secondary(tmp_path):
             build_agent(saver).invoke({"topic": "x"}, config("t1"))
         assert new.calls == [] and b.get_tuple(config("t1")) is None
         assert not (tmp_path / "j.sqlite").exists()  # nothing was missed: nothing journaled
+
+
+async def test_async_write_behind_catches_up_in_order(tmp_path):
+    async with async_saver("sqlite", tmp=tmp_path) as a, async_saver("memory") as b:
+        new = Faulty(b)
+        new.mode = "hang"
+        async with DualSaver(a, new, secondary_timeout=30, journal=tmp_path / "j.sqlite", write_behind=True) as saver:
+            final = await arun_turn(build_agent(saver), "t1", "alpha")  # new never answered
+            assert final["results"] == expected_results("alpha")
+            assert await b.aget_tuple(config("t1")) is None
+            new.release.set()
+            assert await saver.aflush(timeout=60)
+            assert await b.aget_tuple(config("t1")) == await a.aget_tuple(config("t1"))
+        assert new.calls[0] == "put" and saver.secondary_failures.total() == 0
