@@ -334,6 +334,18 @@ def _map_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
             yield pending.popleft().result()
 
 
+def _new_run(stores: dict[str, Any], old: Any, new: Any, old_name: str | None,
+             new_name: str | None, **options: Any) -> _CheckRun:
+    """The run's state, the same for `check` and `acheck`."""
+    return _CheckRun(
+        old_desc=_describe(old, old_name),
+        new_desc=_describe(new, new_name),
+        old_exact=bool(getattr(stores["old"], "exact", False)),
+        new_exact=bool(getattr(stores["new"], "exact", False)),
+        **options,
+    )
+
+
 def check(
     old: Any,
     new: Any,
@@ -357,20 +369,9 @@ def check(
     Raises `CheckError` if a store cannot be reached.
     """
     stores = {"old": _native(old), "new": _native(new)}
-    run = _CheckRun(
-        old_desc=_describe(old, old_name),
-        new_desc=_describe(new, new_name),
-        old_exact=bool(getattr(stores["old"], "exact", False)),
-        new_exact=bool(getattr(stores["new"], "exact", False)),
-        shard=shard,
-        thread_ids=thread_ids,
-        recheck=recheck,
-        backoff=backoff,
-        show_values=show_values,
-        primary=primary,
-        workers=workers,
-        progress=progress,
-    )
+    run = _new_run(stores, old, new, old_name, new_name, shard=shard, thread_ids=thread_ids,
+                   recheck=recheck, backoff=backoff, show_values=show_values, primary=primary,
+                   workers=workers, progress=progress)
 
     def read_both(thread_id: str, capture: bool = False) -> ThreadDiff:
         sides = {side: _read_side(stores[side], thread_id, capture) for side in run.read_order()}
@@ -465,20 +466,9 @@ async def acheck(
 ) -> DivergenceReport:
     """The async form of `check` (async savers or `AsyncNativeStore`s), same decisions."""
     stores = {"old": _anative(old), "new": _anative(new)}
-    run = _CheckRun(
-        old_desc=_describe(old, old_name),
-        new_desc=_describe(new, new_name),
-        old_exact=bool(getattr(stores["old"], "exact", False)),
-        new_exact=bool(getattr(stores["new"], "exact", False)),
-        shard=shard,
-        thread_ids=thread_ids,
-        recheck=recheck,
-        backoff=backoff,
-        show_values=show_values,
-        primary=primary,
-        workers=workers,
-        progress=progress,
-    )
+    run = _new_run(stores, old, new, old_name, new_name, shard=shard, thread_ids=thread_ids,
+                   recheck=recheck, backoff=backoff, show_values=show_values, primary=primary,
+                   workers=workers, progress=progress)
 
     async def read_both(thread_id: str, capture: bool = False) -> ThreadDiff:
         sides = {}

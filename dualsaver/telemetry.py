@@ -66,11 +66,20 @@ divergences = meter.create_counter(
 )
 
 
-@contextlib.contextmanager
-def operation_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
+def _operation_attributes(phase: str, thread_id: str | None) -> dict[str, str]:
     attributes = {"dualsaver.phase": phase}
     if thread_id is not None:
         attributes["dualsaver.thread_id"] = thread_id
+    return attributes
+
+
+def _store_attributes(role: str, method: str, phase: str) -> dict[str, str]:
+    return {"dualsaver.store": role, "dualsaver.method": method, "dualsaver.phase": phase}
+
+
+@contextlib.contextmanager
+def operation_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
+    attributes = _operation_attributes(phase, thread_id)
     with tracer.start_as_current_span(f"dualsaver.{operation}", attributes=attributes) as span:
         yield span
 
@@ -80,7 +89,7 @@ def store_span(role: str, method: str, phase: str) -> Iterator[Any]:
     """A child span and the metrics for one call to one store."""
     started = time.perf_counter()
     outcome = "ok"
-    attributes = {"dualsaver.store": role, "dualsaver.method": method, "dualsaver.phase": phase}
+    attributes = _store_attributes(role, method, phase)
     with tracer.start_as_current_span(f"dualsaver.store.{method}", attributes=attributes) as span:
         try:
             yield span
@@ -98,10 +107,7 @@ def store_span(role: str, method: str, phase: str) -> Iterator[Any]:
 def detached_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
     """An operation span that is not made current: for generators, which must not leave a
     context attached across a `yield` (the caller's code runs in between)."""
-    attributes = {"dualsaver.phase": phase}
-    if thread_id is not None:
-        attributes["dualsaver.thread_id"] = thread_id
-    span = tracer.start_span(f"dualsaver.{operation}", attributes=attributes)
+    span = tracer.start_span(f"dualsaver.{operation}", attributes=_operation_attributes(phase, thread_id))
     try:
         yield span
     finally:
@@ -116,8 +122,7 @@ def attached(span: Any) -> Any:
 def stream_span(parent: Any, role: str, phase: str) -> Any:
     """A child span of `parent` for a store's list(), not made current (see detached_span)."""
     context = trace.set_span_in_context(parent)
-    attributes = {"dualsaver.store": role, "dualsaver.method": "list", "dualsaver.phase": phase}
-    return tracer.start_span("dualsaver.store.list", context=context, attributes=attributes)
+    return tracer.start_span("dualsaver.store.list", context=context, attributes=_store_attributes(role, "list", phase))
 
 
 def capture() -> Any:

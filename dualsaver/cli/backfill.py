@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from dualsaver.cli.options import parse_shard
 from dualsaver.stores.serde import add_serde_arguments, serde_from_name
 
 EXAMPLES = """\
@@ -36,16 +37,6 @@ Killed or interrupted, the same command resumes where it stopped (progress is ke
 .dualsaver/backfill.sqlite, per pair of stores and shard). Exit status: 0 done, 1 some
 threads failed (listed in the summary; run again to retry them), 2 could not run.
 """
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4, not {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"shard {text}: need 0 <= I < N")
-    return index, count
 
 
 def positive(text: str) -> int:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 # the serde options are shared with `backfill` and `repair` (re-exported here for them)
+from dualsaver.cli.options import parse_shard
 from dualsaver.stores.serde import SERDES, add_serde_arguments, serde_from_name  # noqa: F401
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -87,22 +88,13 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
     add_serde_arguments(p)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4, not {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"shard {text}: need 0 <= I < N")
-    return index, count
-
-
 def primary_of(phase_name: str | None) -> str:
     """The store written first in the phase: old until reads switch, then new."""
-    from dualsaver.phase import Phase, resolve_phase
+    from dualsaver.phase import resolve_phase
+    from dualsaver.routing import route_for
 
     phase, _ = resolve_phase(phase_name)
-    return "old" if phase in (Phase.SHADOW_WRITE, Phase.BACKFILL) else "new"
+    return route_for(phase).primary
 
 
 class StderrProgress:

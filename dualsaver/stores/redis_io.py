@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from dualsaver.stores.redis_ops import Command, Emit, Op, Plan, Script
+from dualsaver.stores.redis_ops import Emit, Op, Plan, Script
 from dualsaver.stores.redis_lua import SCRIPTS
 
 ASYNC_CLUSTER_CONCURRENCY = 32
