@@ -55,12 +55,15 @@ class DualSaver(BaseCheckpointSaver):
         shadow_read_rate: in shadow-write and backfill, the share of `get_tuple` calls also
             answered by new and compared with old's answer; mismatches are counted and
             journaled, and the caller always gets old's answer.
-        write_behind: opt-in. In shadow-write, where nobody reads new yet, write new's copy
-            in the background (in call order, bounded queue) instead of making the caller
-            wait for both stores: the latency of the primary alone. New then lags old by the
-            queue, so run the check from the backfill phase on (writes are synchronous there),
-            and a crash loses the queued copies without a journal entry (the backfill, which
-            read-switch requires, copies them). `flush()` / `aflush()` wait for the queue.
+        write_behind: on by default. In shadow-write, where nobody reads new yet, new's
+            copy of each put and put_writes is written in the background (in call order,
+            through a bounded queue, in the application's pauses) instead of making the
+            caller wait for both stores. New then lags old by the queue, so run the check
+            from the backfill phase on (every write is synchronous there), and a crash loses
+            the queued copies without a journal entry (the backfill, which read-switch
+            requires, copies them). Deletes, copies and prunes are always synchronous, and
+            so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
+            `False` makes every shadow-write call wait for both stores.
 
     `phase` may also be a phase source: any object with `current() -> Phase` and an
     `origin` string, asked at the start of every operation (a fleet's shared record).
@@ -86,7 +89,7 @@ class DualSaver(BaseCheckpointSaver):
         journal: Journal | str | os.PathLike[str] | None = None,
         canary_percent: float | None = None,
         shadow_read_rate: float = 0.0,
-        write_behind: bool = False,
+        write_behind: bool = True,
     ) -> None:
         super().__init__(serde=old.serde)
         self.old = old

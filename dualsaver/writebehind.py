@@ -3,10 +3,23 @@
 In shadow-write nobody reads the secondary (new), so the caller need not wait for it:
 its copy of each write is taken when the call starts (plans.snapshot), handed to one
 background worker, and written in the order the calls were made. A failure is journaled
-like any secondary failure. The queue is bounded: when the secondary falls that far
-behind, callers wait for room (at most the secondary timeout) and then journal the write
-as missed rather than grow memory. A crash loses what was queued, without a journal
-entry; the backfill, which must run before read-switch, copies it.
+like any secondary failure.
+
+The worker yields to the application. A LangGraph turn is a burst of puts a millisecond
+or two apart; a worker writing in the middle of it competes with the graph for the GIL
+and the CPU, and the turn gets slower by about what the secondary costs. So the worker
+waits for a pause in the calls (`QUIET`), which real agents have while they wait on a
+model and chat users have between turns, and writes then. It does not wait past
+`MAX_DELAY` for the oldest queued write, nor once a quarter of the queue is full, so
+under sustained load (no pauses at all) the lag stays bounded and the worker writes
+continuously, as it would without the rule.
+
+The worker calls the store directly (a thread hop per write would cost the caller more
+than the write itself); the queue is the bound instead: when the secondary falls that
+far behind, callers wait for room (at most the secondary timeout) and then journal the
+write as missed rather than grow memory. Once the worker has been stuck in one call for
+longer than that timeout, callers stop waiting at all. A crash loses what was queued,
+without a journal entry; the backfill, which must run before read-switch, copies it.
 """
 
 from __future__ import annotations
@@ -19,6 +32,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 LIMIT = 256  # queued writes before callers wait: lag stays bounded, backpressure beyond
+QUIET = 0.005  # seconds without a new call that count as a pause in the application
+MAX_DELAY = 0.25  # seconds the oldest queued write may wait for a pause
+
+
+def stuck(busy_since: float | None, timeout: float | None) -> bool:
+    """The worker has been in one write for longer than callers may wait for room."""
+    return timeout is not None and busy_since is not None and time.monotonic() - busy_since >= timeout
+
+
+def pause_wait(now: float, queued_at: float, last_call: float, backlog: int, limit: int) -> float:
+    """Seconds the worker should still hold back the write queued at `queued_at`: until
+    the calls pause, but never past MAX_DELAY nor with a quarter of the queue full.
+    0: write now."""
+    if backlog * 4 >= limit:
+        return 0.0
+    wait = min(last_call + QUIET, queued_at + MAX_DELAY) - now
+    return max(wait, 0.0)
 
 
 class SyncWriteBehind:
@@ -26,9 +56,14 @@ class SyncWriteBehind:
 
     def __init__(self, run: Callable[[Any, Any], None], limit: int = LIMIT) -> None:
         self._run = run
+        self._limit = limit
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=limit)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._busy_since: float | None = None  # when the running write started
+        self._last_call = 0.0
+        self._hurry = threading.Event()  # set while anyone drains: write now, no pause
+        self._drainers = 0
 
     def submit(self, effect: Any, op: Any, timeout: float | None) -> bool:
         """Queue a write; False when there was no room within `timeout`."""
@@ -36,8 +71,15 @@ class SyncWriteBehind:
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._drain_forever, name="dualsaver-write-behind", daemon=True)
                 self._worker.start()
+        self._last_call = now = time.monotonic()
         try:
-            self._queue.put((effect, op), timeout=timeout)
+            self._queue.put_nowait((now, effect, op))
+            return True
+        except queue.Full:
+            if stuck(self._busy_since, timeout):
+                return False
+        try:
+            self._queue.put((now, effect, op), timeout=timeout)
         except queue.Full:
             return False
         return True
@@ -48,20 +90,42 @@ class SyncWriteBehind:
             try:
                 if item is None:
                     return
-                self._run(*item)
+                queued_at, effect, op = item
+                self._hold_back(queued_at)
+                self._busy_since = time.monotonic()
+                self._run(effect, op)
             finally:
+                self._busy_since = None
                 self._queue.task_done()
+
+    def _hold_back(self, queued_at: float) -> None:
+        while not self._hurry.is_set():
+            wait = pause_wait(time.monotonic(), queued_at, self._last_call, self._queue.qsize(), self._limit)
+            if wait <= 0:
+                return
+            self._hurry.wait(wait)
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued write ran; False if `timeout` passed first."""
+        if not self._queue.unfinished_tasks:
+            return True  # the common case, on every call outside write-behind
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
+        with self._lock:
+            self._drainers += 1
+            self._hurry.set()
+        try:
+            with self._queue.all_tasks_done:
+                while self._queue.unfinished_tasks:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._queue.all_tasks_done.wait(remaining)
+            return True
+        finally:
+            with self._lock:
+                self._drainers -= 1
+                if not self._drainers:
+                    self._hurry.clear()
 
     def close(self, timeout: float | None) -> bool:
         drained = self.drain(timeout)
@@ -78,22 +142,34 @@ class AsyncWriteBehind:
         self._limit = limit
         self._tail: asyncio.Task[None] | None = None
         self._pending = 0
+        self._busy_since: float | None = None
+        self._last_call = 0.0
+        self._draining = 0  # callers in drain(): write now, do not wait for a pause
 
     async def submit(self, effect: Any, op: Any, timeout: float | None) -> bool:
-        if self._pending >= self._limit and not await self.drain(timeout):
-            return False
+        if self._pending >= self._limit:
+            if stuck(self._busy_since, timeout) or not await self.drain(timeout):
+                return False
         loop = asyncio.get_running_loop()
         previous = self._tail if self._tail is not None and self._tail.get_loop() is loop else None
         self._pending += 1
-        self._tail = loop.create_task(self._after(previous, effect, op))
+        self._last_call = queued_at = time.monotonic()
+        self._tail = loop.create_task(self._after(previous, queued_at, effect, op))
         return True
 
-    async def _after(self, previous: asyncio.Task[None] | None, effect: Any, op: Any) -> None:
+    async def _after(self, previous: asyncio.Task[None] | None, queued_at: float, effect: Any, op: Any) -> None:
         try:
             if previous is not None:
                 await asyncio.wait([previous])  # its outcome was recorded by itself
+            while not self._draining:
+                wait = pause_wait(time.monotonic(), queued_at, self._last_call, self._pending, self._limit)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            self._busy_since = time.monotonic()
             await self._run(effect, op)
         finally:
+            self._busy_since = None
             self._pending -= 1
 
     async def drain(self, timeout: float | None) -> bool:
@@ -102,5 +178,9 @@ class AsyncWriteBehind:
             return True
         if tail.get_loop() is not asyncio.get_running_loop():
             return False  # written from another event loop: it cannot be awaited here
-        done, _ = await asyncio.wait([tail], timeout=timeout)
+        self._draining += 1
+        try:
+            done, _ = await asyncio.wait([tail], timeout=timeout)
+        finally:
+            self._draining -= 1
         return bool(done)

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
 _files = itertools.count(1)
@@ -68,3 +68,13 @@ async def truncate_postgres(pg_url: str) -> None:
             "DO $$ BEGIN IF to_regclass('checkpoints') IS NOT NULL THEN"
             " TRUNCATE checkpoints, checkpoint_blobs, checkpoint_writes; END IF; END $$"
         )
+
+
+def put_marker(saver: BaseCheckpointSaver, thread_id: str, marker: str) -> str:
+    """Put one checkpoint whose only channel holds `marker`; returns its id."""
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"marker": marker}
+    cp["channel_versions"] = {"marker": saver.get_next_version(None, None)}
+    cfg = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    saver.put(cfg, cp, {"source": "input", "step": -1}, cp["channel_versions"])
+    return cp["id"]

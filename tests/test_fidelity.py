@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
@@ -15,11 +17,12 @@ from tests.graphs import build_agent, config, expected_results, run_turn
 from tests.savers import sync_saver
 
 
-def test_caller_mutating_its_objects_during_the_call_does_not_split_the_stores(tmp_path):
+@pytest.mark.parametrize("behind", [False, True], ids=["waiting", "write-behind"])
+def test_caller_mutating_its_objects_during_the_call_does_not_split_the_stores(tmp_path, behind):
     with sync_saver("sqlite", tmp=tmp_path) as a, sync_saver("sqlite", tmp=tmp_path) as b:
         new = Faulty(b)
         new.mode = "hang"  # the secondary waits until the caller has mutated its objects
-        saver = DualSaver(a, new, secondary_timeout=30, journal=tmp_path / "j.sqlite")
+        saver = DualSaver(a, new, secondary_timeout=30, journal=tmp_path / "j.sqlite", write_behind=behind)
         cp = empty_checkpoint()
         messages = ["hello"]
         cp["channel_values"] = {"messages": messages}
@@ -35,6 +38,7 @@ def test_caller_mutating_its_objects_during_the_call_does_not_split_the_stores(t
         new.release.set()
         call.join(30)
         messages.append("AFTER")
+        assert saver.flush(timeout=30)
         for store in (a, b):
             got = store.get_tuple(config("t"))
             assert got.checkpoint["channel_values"]["messages"] == ["hello"]
@@ -84,9 +88,11 @@ def test_int_versions_on_old_keep_working_through_every_phase(tmp_path, pg_url):
             final = run_turn(app, "t", topic)
             topics.append(topic)
             assert final["results"] == expected_results(*topics)
+            assert saver.flush(timeout=30)
             versions = new.get_tuple(config("t")).checkpoint["channel_versions"]
             assert {type(v) for v in versions.values()} == {int}, versions
         # A brand-new thread takes the format of the phase's primary (new: strings).
         run_turn(app, "fresh", "x")
+        assert saver.flush(timeout=30)
         fresh = new.get_tuple(config("fresh")).checkpoint["channel_versions"]
         assert {type(v) for v in fresh.values()} == {str}

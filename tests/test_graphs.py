@@ -30,6 +30,7 @@ def test_graph_runs_in_every_phase_sqlite_to_postgres(tmp_path, pg_url, phase):
         assert first["results"] == expected_results("alpha")
         assert second["results"] == expected_results("alpha", "beta")
         assert second["log"][-2:] == ["approved=False", "finish"]
+        assert saver.flush(timeout=30)  # shadow-write writes new behind the caller's back
         assert saver.secondary_failures.total() == 0
         written = [old, new] if phase is not Phase.DECOMMISSION else [new]
         for store in written:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from langgraph.checkpoint.base import empty_checkpoint
 
 from dualsaver import DualSaver, InvalidPhaseError, Phase, TransitionError
 from dualsaver.phase import check_transition, resolve_phase
 from tests.faulty import Faulty
-from tests.savers import sync_saver
+from tests.savers import put_marker, sync_saver
 
 # Written out by hand from design.md, not derived from dualsaver.routing: the test must be
 # able to disagree with the code.
@@ -18,15 +17,6 @@ EXPECTED = {
     Phase.READ_SWITCH: {"reads": "new", "writes": ["new", "old"]},
     Phase.DECOMMISSION: {"reads": "new", "writes": ["new"]},
 }
-
-
-def _put(saver, thread_id: str, marker: str) -> str:
-    cp = empty_checkpoint()
-    cp["channel_values"] = {"marker": marker}
-    cp["channel_versions"] = {"marker": saver.get_next_version(None, None)}
-    cfg = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    saver.put(cfg, cp, {"source": "input", "step": -1}, cp["channel_versions"])
-    return cp["id"]
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def test_writes_reach_the_phase_stores_primary_first(tmp_path, stores, phase):
     old._gate = lambda name, _o=old._gate: (order.append("old"), _o(name))[1]
     new._gate = lambda name, _n=new._gate: (order.append("new"), _n(name))[1]
     saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite", write_behind=False)
-    cid = _put(saver, "t", "x")
+    cid = put_marker(saver, "t", "x")
     saver.put_writes({"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": cid}}, [("c", 1)], "task")
     assert order == EXPECTED[phase]["writes"] * 2
     for role, store in (("old", old), ("new", new)):
@@ -60,7 +50,7 @@ def test_write_behind_in_shadow_write_keeps_primary_first_and_call_order(tmp_pat
     saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", write_behind=True)
     ops = []
     for n in range(20):
-        cid = _put(saver, f"t{n % 3}", str(n))
+        cid = put_marker(saver, f"t{n % 3}", str(n))
         saver.put_writes({"configurable": {"thread_id": f"t{n % 3}", "checkpoint_ns": "", "checkpoint_id": cid}}, [("c", n)], "task")
         ops += ["put", "put_writes"]
     saver.delete_thread("t0")
@@ -79,8 +69,8 @@ def test_write_behind_in_shadow_write_keeps_primary_first_and_call_order(tmp_pat
 @pytest.mark.parametrize("phase", list(Phase), ids=str)
 def test_reads_come_from_the_phase_read_store(tmp_path, stores, phase):
     old, new = stores
-    _put(old.inner, "t", "from-old")
-    _put(new.inner, "t", "from-new")
+    put_marker(old.inner, "t", "from-old")
+    put_marker(new.inner, "t", "from-new")
     saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
     got = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert got.checkpoint["channel_values"]["marker"] == f"from-{EXPECTED[phase]['reads']}"
@@ -90,7 +80,7 @@ def test_reads_come_from_the_phase_read_store(tmp_path, stores, phase):
 
 def test_read_switch_miss_falls_back_to_old_and_copies_the_thread(tmp_path, stores):
     old, new = stores
-    cid = _put(old.inner, "only-old", "history")
+    cid = put_marker(old.inner, "only-old", "history")
     saver = DualSaver(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite")
     got = saver.get_tuple({"configurable": {"thread_id": "only-old"}})
     assert got.checkpoint["id"] == cid
@@ -100,7 +90,7 @@ def test_read_switch_miss_falls_back_to_old_and_copies_the_thread(tmp_path, stor
 
 def test_decommission_never_touches_old(tmp_path, stores):
     old, new = stores
-    _put(old.inner, "gone", "old-only")
+    put_marker(old.inner, "gone", "old-only")
     saver = DualSaver(old, new, Phase.DECOMMISSION, journal=tmp_path / "j.sqlite")
     assert saver.get_tuple({"configurable": {"thread_id": "gone"}}) is None
     saver.delete_thread("gone")

@@ -23,13 +23,16 @@ def test_with_allowlist_derives_both_wrapped_savers(tmp_path):
     assert ("my.module", "Thing") not in old.serde._allowed_msgpack_modules
     final = run_turn(build_agent(derived), "t", "alpha")
     assert final["results"] == expected_results("alpha")
+    assert derived.flush(timeout=30)
     assert derived.old.get_tuple({"configurable": {"thread_id": "t"}}) is not None
     assert derived.new.get_tuple({"configurable": {"thread_id": "t"}}) is not None
 
 
 def test_context_manager_closes_the_secondary_pool(tmp_path):
     new = Faulty(InMemorySaver())
-    with DualSaver(InMemorySaver(), new, journal=tmp_path / "j.sqlite", secondary_timeout=1) as saver:
+    with DualSaver(
+        InMemorySaver(), new, journal=tmp_path / "j.sqlite", secondary_timeout=1, write_behind=False
+    ) as saver:
         run_turn(build_agent(saver), "t", "alpha")
         assert saver._sync._pool is not None
     assert saver._sync._pool is None

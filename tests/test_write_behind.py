@@ -1,0 +1,78 @@
+"""Write-behind, shadow-write's default: what it promises beyond "the secondary catches up".
+
+- it holds a write back for a pause in the calls, never longer than MAX_DELAY and never
+  with a quarter of the queue full (a pure rule, checked over its whole input space);
+- deletes are synchronous: when delete_thread returns, new no longer has the thread;
+- a replica leaving shadow-write lets its queue land before its next call, so a read of
+  new in read-switch sees every write acknowledged in shadow-write.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dualsaver import DualSaver, Phase
+from dualsaver.writebehind import LIMIT, MAX_DELAY, QUIET, pause_wait
+from tests.faulty import Faulty
+from tests.savers import put_marker, sync_saver
+
+seconds = st.floats(min_value=0, max_value=10, allow_nan=False)
+
+
+@given(queued_ago=seconds, last_call_ago=seconds, backlog=st.integers(0, LIMIT))
+def test_a_write_is_held_back_only_for_a_pause_and_never_past_the_bound(queued_ago, last_call_ago, backlog):
+    now = 100.0
+    last_call_ago = min(last_call_ago, queued_ago)  # the call that queued it was a call
+    wait = pause_wait(now, now - queued_ago, now - last_call_ago, backlog, LIMIT)
+    assert wait >= 0
+    assert queued_ago + wait <= MAX_DELAY + 1e-9 or wait == 0  # never held past the bound
+    if backlog * 4 >= LIMIT or queued_ago >= MAX_DELAY or last_call_ago >= QUIET:
+        assert wait == 0  # a quarter full, too old, or the calls paused: write now
+    else:
+        assert wait > 0  # the application is mid-burst: stay out of its way
+
+
+def _held(store, thread_id: str):
+    return store.get_tuple({"configurable": {"thread_id": thread_id}})
+
+
+def test_delete_thread_reaches_both_stores_before_it_returns(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as old, sync_saver("sqlite", tmp=tmp_path) as new:
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        assert saver.write_behind  # the default
+        put_marker(saver, "t", "x")
+        saver.delete_thread("t")  # no flush: the queued put and the delete both landed
+        assert _held(old, "t") is None and _held(new, "t") is None
+
+
+class Recording(Faulty):
+    """Notes the marker of every put as it reaches the store, before any hang."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.markers: list[str] = []
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        self.markers.append(checkpoint["channel_values"]["marker"])
+        return super().put(config, checkpoint, metadata, new_versions)
+
+
+def test_leaving_shadow_write_lands_the_queue_before_the_next_call(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as old, sync_saver("sqlite", tmp=tmp_path) as inner:
+        new = Recording(inner)
+        new.mode = "hang"  # the secondary answers only when released
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", secondary_timeout=30)
+        for n in range(5):
+            put_marker(saver, "t", str(n))  # acknowledged while new has not answered at all
+        assert _held(inner, "t") is None
+        saver.phase = Phase.BACKFILL
+        saver.phase = Phase.READ_SWITCH  # new is now the primary
+        threading.Timer(0.2, new.release.set).start()
+        put_marker(saver, "t", "5")
+        # new received the queued shadow-write puts first, then the read-switch one
+        assert new.markers == ["0", "1", "2", "3", "4", "5"]
+        assert _held(inner, "t").checkpoint["channel_values"]["marker"] == "5"
+        assert saver.secondary_failures.total() == 0
