@@ -139,6 +139,20 @@ class Batch:
 
     items: list[StoredCheckpoint]
     threads: list[str]
+    prepared: Any = None  # the target's encoded rows, when it can encode ahead (prepare)
+    error: BaseException | None = None  # encoding failed: the batch fails, not the run
+
+
+def prepare(dst: Any, batch: Batch, dry_run: bool) -> Batch:
+    """Encode the batch for the target in the reader's thread, when the target can: the
+    encoding is CPU work, writing mostly waits on the target, so the two overlap."""
+    encode = getattr(dst, "prepare_write", None)
+    if encode is not None and not dry_run:
+        try:
+            batch.prepared = encode(batch.items)
+        except Exception as exc:
+            batch.error = exc
+    return batch
 
 
 Finished = Callable[[list[tuple[str, "str | None"]]], None]  # [(thread id, error or None)]
@@ -283,8 +297,12 @@ def _write(flow: Flow, dst: Any, batch: Batch, dry_run: bool) -> None:
     """Write one batch; an error fails its threads, never the run."""
     t0 = time.perf_counter()
     try:
+        if batch.error is not None:
+            raise batch.error
         if dry_run:
             added = _dry_count(batch, {t: dst.checkpoint_keys(t) for t in batch.threads})
+        elif batch.prepared is not None:
+            added = dst.write_prepared(batch.prepared)
         else:
             added = dst.write_checkpoints(batch.items)
     except Exception as exc:
@@ -344,9 +362,9 @@ def _pump_sync(flow: Flow, src: Any, dst: Any, thread_ids: Iterable[str], worker
     try:
         for thread_id in thread_ids:
             for batch in _read_thread(flow, src, thread_id):
-                batches.put(batch)
+                batches.put(prepare(dst, batch, dry_run))
         if batch := flow.flush():
-            batches.put(batch)
+            batches.put(prepare(dst, batch, dry_run))
     except BaseException:
         stop.set()  # interrupted: abandon what is queued (its threads stay not done)
         raise
@@ -380,8 +398,12 @@ async def _aread_thread(flow: Flow, src: Any, thread_id: str) -> AsyncIterator[B
 async def _awrite(flow: Flow, dst: Any, batch: Batch, dry_run: bool) -> None:
     t0 = time.perf_counter()
     try:
+        if batch.error is not None:
+            raise batch.error
         if dry_run:
             added = _dry_count(batch, {t: await dst.checkpoint_keys(t) for t in batch.threads})
+        elif batch.prepared is not None:
+            added = await dst.write_prepared(batch.prepared)
         else:
             added = await dst.write_checkpoints(batch.items)
     except Exception as exc:
@@ -422,9 +444,9 @@ async def _pump_async(
     try:
         async for thread_id in thread_ids:
             async for batch in _aread_thread(flow, src, thread_id):
-                await batches.put(batch)
+                await batches.put(prepare(dst, batch, dry_run))
         if batch := flow.flush():
-            await batches.put(batch)
+            await batches.put(prepare(dst, batch, dry_run))
         for _ in pool:
             await batches.put(None)
         await asyncio.gather(*pool)

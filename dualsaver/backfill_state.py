@@ -96,6 +96,7 @@ class BackfillState:
         if raw != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+        self._done_before = self.done_count() > 0  # threads an earlier run finished
         shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
         self._conn.execute(
             "INSERT OR IGNORE INTO jobs (job, old, new, shard, started_at) VALUES (?, ?, ?, ?, ?)",
@@ -103,6 +104,8 @@ class BackfillState:
         )
 
     def is_done(self, thread_id: str) -> bool:
+        if not self._done_before:
+            return False  # a fresh job: nothing to look up (each thread is visited once)
         with self._lock:
             row = self._conn.execute(
                 "SELECT 1 FROM done WHERE job = ? AND thread_id = ?", (self.job, thread_id)
@@ -144,6 +147,7 @@ class BackfillState:
         """Forget this job's progress (`--restart`)."""
         with self._lock:
             self._conn.execute("DELETE FROM done WHERE job = ?", (self.job,))
+            self._done_before = False
             self._conn.execute(
                 "UPDATE jobs SET started_at = ?, finished_at = NULL, summary = NULL WHERE job = ?",
                 (time.time(), self.job),

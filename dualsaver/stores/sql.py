@@ -57,10 +57,11 @@ def run_stream(plan: Plan[Any], execute: Callable[[Query | Execute], Any]) -> It
         return
 
 
-def run_call(plan: Plan[R], execute: Callable[[Query | Execute], Any]) -> R:
-    """Drive a plan to its return value, with blocking I/O."""
+def run_call(plan: Plan[R], execute: Callable[[Query | Execute], Any], first: Op | None = None) -> R:
+    """Drive a plan to its return value, with blocking I/O (from `first`, when a
+    `PreparedWrite` already advanced it)."""
     try:
-        op = next(plan)
+        op = next(plan) if first is None else first
         while True:
             op = plan.send(execute(op))
     except StopIteration as stop:
@@ -83,9 +84,11 @@ async def arun_stream(
         return
 
 
-async def arun_call(plan: Plan[R], execute: Callable[[Query | Execute], Awaitable[Any]]) -> R:
+async def arun_call(
+    plan: Plan[R], execute: Callable[[Query | Execute], Awaitable[Any]], first: Op | None = None
+) -> R:
     try:
-        op = next(plan)
+        op = next(plan) if first is None else first
         while True:
             op = plan.send(await execute(op))
     except StopIteration as stop:
@@ -102,6 +105,15 @@ def describe_error(exc: BaseException) -> str:
 
 def unreadable(thread_id: str, ns: str, checkpoint_id: str, exc: BaseException) -> Unreadable:
     return Unreadable(thread_id, ns, checkpoint_id, describe_error(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """A write plan advanced to its first statement: the rows are encoded, nothing is sent.
+    The backfill prepares batches in its reader thread, so writers only talk to the target."""
+
+    plan: Plan[tuple[int, int]]
+    first: Op
 
 
 class SqlPlans:
@@ -128,6 +140,11 @@ class SqlPlans:
 
     def _write_plan(self, items: Iterable[StoredCheckpoint]) -> Plan[tuple[int, int]]:
         raise NotImplementedError
+
+    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> PreparedWrite:
+        """Encode `items` now (CPU only); `write_prepared` sends them later."""
+        plan = self._write_plan(items)
+        return PreparedWrite(plan, next(plan))
 
     # shared plan pieces -------------------------------------------------------------
 
@@ -172,6 +189,9 @@ class SyncSqlStore(SqlPlans):
     def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
         return run_call(self._write_plan(items), self._execute)
 
+    def write_prepared(self, prepared: PreparedWrite) -> tuple[int, int]:
+        return run_call(prepared.plan, self._execute, prepared.first)
+
 
 class AsyncSqlStore(SqlPlans):
     """The async shell: `_execute` awaits; everything else is the plans'."""
@@ -190,3 +210,6 @@ class AsyncSqlStore(SqlPlans):
 
     async def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
         return await arun_call(self._write_plan(items), self._execute)
+
+    async def write_prepared(self, prepared: PreparedWrite) -> tuple[int, int]:
+        return await arun_call(prepared.plan, self._execute, prepared.first)
