@@ -66,6 +66,7 @@ class Missed:
     operation: str
     where: Mapping[str, Any]  # thread_id, checkpoint_ns, checkpoint_id, task_id
     error: BaseException
+    phase: Phase  # the call's, which a background write may outlive
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Behind:
     call: Call
     operation: str
     where: Mapping[str, Any]
+    phase: Phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class Mismatch:
 
     where: Mapping[str, Any]
     fields: tuple[str, ...]
+    phase: Phase
     error: BaseException | None = None
 
 
@@ -164,7 +167,7 @@ def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, 
     try:
         yield call
     except Exception as exc:
-        yield Missed(call.role, operation, at, exc)
+        yield Missed(call.role, operation, at, exc, ctx.route.phase)
         if ctx.strict:
             raise SecondaryWriteError(
                 f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
@@ -202,7 +205,8 @@ def write(
     if ctx.route.secondary is not None:
         if behind:
             # Unbounded in the background: the queue bounds the caller instead (writebehind.py)
-            yield Behind(Call(ctx.route.secondary, operation, args, kwargs), operation, at or {})
+            call = Call(ctx.route.secondary, operation, args, kwargs)
+            yield Behind(call, operation, at or {}, ctx.route.phase)
         else:
             call = Call(ctx.route.secondary, operation, args, kwargs, bounded=True)
             yield from _write_secondary(ctx, operation, call, at or {})
@@ -221,12 +225,12 @@ def put_writes(ctx: Context, config: Any, writes: Any, task_id: str, task_path: 
     return (yield from write(ctx, "put_writes", args, at=at, hot=True))
 
 
-def _lazy_copy(source: Role, target: Role, thread_id: str) -> Plan:
+def _lazy_copy(ctx: Context, source: Role, target: Role, thread_id: str) -> Plan:
     """Bring a thread the read store missed over from the fallback; never fails the read."""
     try:
         yield CopyThread(source, target, thread_id)
     except Exception as exc:
-        yield Missed(target, "lazy_copy", {"thread_id": thread_id}, exc)
+        yield Missed(target, "lazy_copy", {"thread_id": thread_id}, exc, ctx.route.phase)
 
 
 def _shadow_read(ctx: Context, config: Any, answer: Any) -> Plan:
@@ -237,11 +241,11 @@ def _shadow_read(ctx: Context, config: Any, answer: Any) -> Plan:
     try:
         shadow = yield Call("new", "get_tuple", (config,), bounded=True)
     except Exception as exc:
-        yield Mismatch(at, ("error",), exc)
+        yield Mismatch(at, ("error",), ctx.route.phase, exc)
         return
     fields = differing_fields(answer, shadow)
     if fields:
-        yield Mismatch(at, tuple(fields))
+        yield Mismatch(at, tuple(fields), ctx.route.phase)
 
 
 def get_tuple(ctx: Context, config: Any) -> Plan:
@@ -252,7 +256,7 @@ def get_tuple(ctx: Context, config: Any) -> Plan:
     if found is None and fallback is not None:
         found = yield Call(fallback, "get_tuple", (config,))
         if found is not None and thread_id is not None:
-            yield from _lazy_copy(fallback, read, thread_id)
+            yield from _lazy_copy(ctx, fallback, read, thread_id)
     elif ctx.shadow_read and read == "old" and ctx.route.secondary == "new":
         yield from _shadow_read(ctx, config, found)
     return found
@@ -266,7 +270,7 @@ def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan:
     if count == 0 and fallback is not None and thread_id is not None:
         count = yield Stream(fallback, (config,), kwargs)
         if count:
-            yield from _lazy_copy(fallback, read, thread_id)
+            yield from _lazy_copy(ctx, fallback, read, thread_id)
     return count
 
 

@@ -180,7 +180,7 @@ class DualSaver(BaseCheckpointSaver):
             "secondary_write_failed",
             store=missed.role,
             operation=missed.operation,
-            phase=str(self.phase),
+            phase=str(missed.phase),
             thread_id=at.get("thread_id"),
             checkpoint_ns=at.get("checkpoint_ns"),
             checkpoint_id=at.get("checkpoint_id"),
@@ -188,7 +188,7 @@ class DualSaver(BaseCheckpointSaver):
         )
         self.journal.record(
             JournalEntry(
-                phase=str(self.phase),
+                phase=str(missed.phase),
                 store=missed.role,
                 operation=missed.operation,
                 thread_id=at.get("thread_id"),
@@ -208,11 +208,11 @@ class DualSaver(BaseCheckpointSaver):
         for name in mismatch.fields:
             self.shadow_mismatches[name] += 1
         telemetry.shadow_mismatches.add(1, {"field": mismatch.fields[0]})
-        log.warning("shadow_read_mismatch", phase=str(self.phase), thread_id=at.get("thread_id"),
+        log.warning("shadow_read_mismatch", phase=str(mismatch.phase), thread_id=at.get("thread_id"),
                     checkpoint_id=at.get("checkpoint_id"), fields=detail)
         self.journal.record(
             JournalEntry(
-                phase=str(self.phase), store="new", operation="shadow_read",
+                phase=str(mismatch.phase), store="new", operation="shadow_read",
                 thread_id=at.get("thread_id"), checkpoint_ns=at.get("checkpoint_ns"),
                 checkpoint_id=at.get("checkpoint_id"), task_id=None, error=f"mismatch: {detail}",
             )

@@ -39,7 +39,7 @@ def _record(saver: DualSaver, effect: Any) -> Any:
 
 
 def _behind_failed(effect: Behind, error: BaseException) -> Missed:
-    return Missed(effect.call.role, effect.operation, effect.where, error)
+    return Missed(effect.call.role, effect.operation, effect.where, error, effect.phase)
 
 
 def _queue_full(timeout: float | None) -> SecondaryTimeout:

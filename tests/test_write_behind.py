@@ -3,8 +3,9 @@
 - it holds a write back for a pause in the calls, never longer than MAX_DELAY and never
   with a quarter of the queue full (a pure rule, checked over its whole input space);
 - deletes are synchronous: when delete_thread returns, new no longer has the thread;
-- a replica leaving shadow-write lets its queue land before its next call, so a read of
-  new in read-switch sees every write acknowledged in shadow-write.
+- a replica leaving shadow-write lets its queue land before its next call, so new
+  receives every write acknowledged in shadow-write before any later one;
+- a background write that fails after the phase moved is journaled with its call's phase.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
+from langgraph.checkpoint.memory import InMemorySaver
 
 from dualsaver import DualSaver, Phase
 from dualsaver.writebehind import LIMIT, MAX_DELAY, QUIET, pause_wait
-from tests.faulty import Faulty
+from tests.faulty import Faulty, StoreDown
 from tests.savers import put_marker, sync_saver
 
 seconds = st.floats(min_value=0, max_value=10, allow_nan=False)
@@ -76,3 +78,23 @@ def test_leaving_shadow_write_lands_the_queue_before_the_next_call(tmp_path):
         assert new.markers == ["0", "1", "2", "3", "4", "5"]
         assert _held(inner, "t").checkpoint["channel_values"]["marker"] == "5"
         assert saver.secondary_failures.total() == 0
+
+
+class FailsWhenReleased(Faulty):
+    """Its puts wait until released, then fail: a background write outliving its phase."""
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        self.release.wait(30)
+        raise StoreDown("put: connection reset")
+
+
+def test_a_background_failure_is_journaled_with_the_phase_of_its_call(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as old:
+        new = FailsWhenReleased(InMemorySaver())
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        put_marker(saver, "t", "x")
+        saver.phase = Phase.BACKFILL  # the write is still queued, or running, in the background
+        new.release.set()
+        assert saver.flush(timeout=30)
+        rows = list(saver.journal.pending())
+        assert [(r.operation, r.phase) for r in rows] == [("put", "shadow-write")]
