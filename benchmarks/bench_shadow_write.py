@@ -3,7 +3,8 @@
 Old is SQLite, new is an embedded PostgreSQL (durable settings, as in production).
 DualSaver runs in both of its shadow-write modes: write-behind (the default: new's copy
 is written in the background, in order, in the application's pauses) and waiting
-(`write_behind=False`: the caller waits for old, then new).
+(`write_behind=False`: the caller waits for old, then new). A naive dual write (old then
+new, inline, with none of DualSaver's guarantees) is the baseline.
 
 Two measurements, in one process and one run:
 
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -40,6 +42,34 @@ from dualsaver.embedded import EmbeddedPostgres
 ALONE = ("sqlite alone", "postgres alone")
 WRITE_BEHIND = "dualsaver write-behind"
 WAITING = "dualsaver waiting"
+NAIVE = "naive dual write"
+
+
+class NaiveDualWrite(BaseCheckpointSaver):
+    """The naive approach, as a baseline: write old, then new, in the caller's thread; no
+    snapshot, no bound on new, no journal, no phases. Reads come from old."""
+
+    def __init__(self, old: BaseCheckpointSaver, new: BaseCheckpointSaver) -> None:
+        super().__init__(serde=old.serde)
+        self.old, self.new = old, new
+
+    def get_tuple(self, config: Any) -> Any:
+        return self.old.get_tuple(config)
+
+    def list(self, config: Any, **kwargs: Any) -> Any:
+        return self.old.list(config, **kwargs)
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        saved = self.old.put(config, checkpoint, metadata, new_versions)
+        self.new.put(config, checkpoint, metadata, new_versions)
+        return saved
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        self.old.put_writes(config, writes, task_id, task_path)
+        self.new.put_writes(config, writes, task_id, task_path)
+
+    def get_next_version(self, current: Any, channel: Any = None) -> Any:
+        return self.new.get_next_version(current, channel)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -53,8 +83,9 @@ def turn_of(n: int, prefix: str) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def configurations(pg: EmbeddedPostgres, tmp: Path, tag: str) -> Any:
-    """The four configurations, on fresh stores: name -> (app, DualSaver or None)."""
-    urls = {name: pg.create_database(f"{tag}_{name}") for name in ("alone", "waiting", "behind")}
+    """The five configurations, on fresh stores: name -> (app, DualSaver or None)."""
+    names = ("alone", "naive", "waiting", "behind")
+    urls = {name: pg.create_database(f"{tag}_{name}") for name in names}
     with contextlib.ExitStack() as stack:
         def sqlite(name: str) -> SqliteSaver:
             return stack.enter_context(SqliteSaver.from_conn_string(str(tmp / f"{tag}-{name}.sqlite")))
@@ -62,7 +93,7 @@ def configurations(pg: EmbeddedPostgres, tmp: Path, tag: str) -> Any:
         def postgres(name: str) -> PostgresSaver:
             return stack.enter_context(PostgresSaver.from_conn_string(urls[name]))
 
-        savers = {name: (sqlite(name), postgres(name)) for name in ("alone", "waiting", "behind")}
+        savers = {name: (sqlite(name), postgres(name)) for name in names}
         for pair in savers.values():
             for saver in pair:
                 saver.setup()
@@ -73,6 +104,7 @@ def configurations(pg: EmbeddedPostgres, tmp: Path, tag: str) -> Any:
         yield {
             "sqlite alone": (build_support_agent(savers["alone"][0]), None),
             "postgres alone": (build_support_agent(savers["alone"][1]), None),
+            NAIVE: (build_support_agent(NaiveDualWrite(*savers["naive"])), None),
             WAITING: (build_support_agent(waiting), waiting),
             WRITE_BEHIND: (build_support_agent(behind), behind),
         }
@@ -129,10 +161,11 @@ def main() -> None:
     for name, values in samples.items():
         print(f"{name:<26}{percentile(values, 0.5):>9.2f}{percentile(values, 0.99):>9.2f}{statistics.mean(values):>9.2f}")
     slower = max(ALONE, key=lambda n: percentile(samples[n], 0.5))
-    for name in (WRITE_BEHIND, WAITING):
+    for name in (WRITE_BEHIND, WAITING, NAIVE):
         for q, label in ((0.5, "p50"), (0.99, "p99")):
             ratio = percentile(samples[name], q) / percentile(samples[slower], q)
-            print(f"ratio {label}: {name} / {slower} = {ratio:.3f}x (target <= 1.15x)")
+            target = " (target <= 1.15x)" if name != NAIVE else ""
+            print(f"ratio {label}: {name} / {slower} = {ratio:.3f}x{target}")
     print("slowest write-behind turns:", [round(v, 1) for v in sorted(samples[WRITE_BEHIND])[-5:]])
     print(f"write-behind drain after each turn (untimed above): p50 {percentile(drains, 0.5):.2f} ms,"
           f" p99 {percentile(drains, 0.99):.2f} ms")
@@ -142,7 +175,7 @@ def main() -> None:
     for name, value in loaded.items():
         print(f"{name:<26}{value:>9.2f}")
     slower = max(ALONE, key=lambda n: loaded[n])
-    for name in (WRITE_BEHIND, WAITING):
+    for name in (WRITE_BEHIND, WAITING, NAIVE):
         print(f"ratio: {name} / {slower} = {loaded[name] / loaded[slower]:.3f}x")
 
 

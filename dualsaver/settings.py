@@ -7,6 +7,7 @@
     journal = ".dualsaver/journal.sqlite"
     canary_percent = 0              # read-switch: % of threads that read from new
     shadow_read_rate = 0.0          # shadow-write/backfill: fraction of reads compared with new
+    write_behind = true             # shadow-write: new's copy written in the background
     status_file = ".dualsaver/status.json"   # where outcomes go when there is no phase record
 
     [stores]
@@ -60,6 +61,7 @@ class Settings:
     journal: str | None = None
     canary_percent: float | None = None
     shadow_read_rate: float = 0.0
+    write_behind: bool = True
     status_file: str | None = None
     old_url: str | None = field(default=None, repr=False)
     new_url: str | None = field(default=None, repr=False)
@@ -74,6 +76,7 @@ class Settings:
             "strict": self.strict,
             "secondary_timeout": self.secondary_timeout,
             "journal": self.journal,
+            "write_behind": self.write_behind,
         }
         if self.canary_percent is not None:
             kwargs["canary_percent"] = self.canary_percent
@@ -91,6 +94,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "journal": ("journal", (str,)),
         "canary_percent": ("canary_percent", (int, float)),
         "shadow_read_rate": ("shadow_read_rate", (int, float)),
+        "write_behind": ("write_behind", (bool,)),
         "status_file": ("status_file", (str,)),
     },
     "stores": {

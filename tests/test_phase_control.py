@@ -470,9 +470,12 @@ def test_settings_file_is_strict_and_expands_variables(tmp_path):
 def test_settings_build_a_dual_saver(tmp_path):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    s = Settings(canary_percent=10, shadow_read_rate=0.25, journal=str(tmp_path / "j.sqlite"), strict=True)
+    s = Settings(
+        canary_percent=10, shadow_read_rate=0.25, journal=str(tmp_path / "j.sqlite"), strict=True, write_behind=False
+    )
     with DualSaver(InMemorySaver(), InMemorySaver(), "read-switch", **s.saver_kwargs()) as saver:
         assert (saver.canary_percent, saver.shadow_read_rate, saver.strict) == (10, 0.25, True)
+        assert saver.write_behind is False
 
 
 def test_commands_refuse_a_bad_settings_file(tmp_path):
