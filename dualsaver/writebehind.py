@@ -18,13 +18,14 @@ The worker calls the store directly (a thread hop per write would cost the calle
 than the write itself); the queue is the bound instead: when the secondary falls that
 far behind, callers wait for room (at most the secondary timeout) and then journal the
 write as missed rather than grow memory. Once the worker has been stuck in one call for
-longer than that timeout, callers stop waiting at all. A crash loses what was queued,
+longer than that timeout, callers stop waiting at all (for room, or for a drain). A crash loses what was queued,
 without a journal entry; the backfill, which must run before read-switch, copies it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -109,6 +110,8 @@ class SyncWriteBehind:
         """Wait until every queued write ran; False if `timeout` passed first."""
         if not self._queue.unfinished_tasks:
             return True  # the common case, on every call outside write-behind
+        if stuck(self._busy_since, timeout):
+            return False  # waiting would only stall this caller too
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._drainers += 1
@@ -130,7 +133,8 @@ class SyncWriteBehind:
     def close(self, timeout: float | None) -> bool:
         drained = self.drain(timeout)
         if self._worker is not None and self._worker.is_alive():
-            self._queue.put(None)
+            with contextlib.suppress(queue.Full):  # full and stuck: the daemon worker is left
+                self._queue.put_nowait(None)
         return drained
 
 
@@ -178,6 +182,8 @@ class AsyncWriteBehind:
             return True
         if tail.get_loop() is not asyncio.get_running_loop():
             return False  # written from another event loop: it cannot be awaited here
+        if stuck(self._busy_since, timeout):
+            return False  # waiting would only stall this caller too
         self._draining += 1
         try:
             done, _ = await asyncio.wait([tail], timeout=timeout)
