@@ -96,8 +96,9 @@ def run_demo(*, new_kind: str = "postgres", workdir: Path, conversations: int = 
 
         saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=workdir / "journal.sqlite")
         app = build_support_agent(saver)
-        n.step("phase shadow-write: every write goes to old first, then a copy to new")
+        n.step("phase shadow-write: every write goes to old first, then a copy to new (in the background)")
         turns = _talk(app, range(half - 2, conversations), 2, offset=3)
+        saver.flush(timeout=60)  # new's copies are written behind the agent's back: let them land
         n.say(f"{turns} more turns; old: {len(_threads(old))} threads, new: {len(_threads(new))} threads")
         n.say("new has only what it saw live; the history before the switch is still missing")
 
