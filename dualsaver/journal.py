@@ -119,6 +119,17 @@ class Journal:
             ).fetchone()
         return int(count)
 
+    def missed_delete(self, store: str, thread_id: str) -> bool:
+        """Whether `store` missed a delete of this thread that no repair has redone yet:
+        the copy it still holds is one the application deleted."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM journal WHERE repaired_at IS NULL AND thread_id = ? AND store = ?"
+                " AND operation = 'delete_thread' LIMIT 1",
+                (thread_id, store),
+            ).fetchone()
+        return row is not None
+
     def pending_threads(self) -> list[str]:
         """Distinct thread ids with entries waiting for repair."""
         with self._lock:

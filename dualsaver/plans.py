@@ -70,6 +70,27 @@ class Missed:
 
 
 @dataclass(frozen=True, slots=True)
+class MissedDelete:
+    """Ask whether `role` missed a delete of this thread (journaled, not yet repaired);
+    the shell sends back a bool."""
+
+    role: Role
+    thread_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A delete the retired store does not receive (decommission writes new only): journal
+    it, so that a rollback (reverse backfill, then repair from the journal) applies it
+    instead of bringing the thread back from the retired store's stale copy."""
+
+    role: Role  # the retired store
+    operation: str
+    thread_id: str
+    phase: Phase
+
+
+@dataclass(frozen=True, slots=True)
 class Behind:
     """Run `call` in the background, after every earlier Behind call of this saver, and
     without the caller waiting; if it fails, the shell records it as `Missed` here."""
@@ -210,7 +231,23 @@ def write(
         else:
             call = Call(ctx.route.secondary, operation, args, kwargs, bounded=True)
             yield from _write_secondary(ctx, operation, call, at or {})
+    else:
+        yield from _tombstones(ctx, operation, args, at or {})
     return result
+
+
+def _tombstones(ctx: Context, operation: str, args: tuple, at: Mapping[str, Any]) -> Plan:
+    """The threads a delete removed from the only store written: deletes of whole threads
+    and prunes name them (delete_for_runs names runs, which a thread repair cannot redo)."""
+    retired: Role = "old" if ctx.route.primary == "new" else "new"
+    if operation == "delete_thread":
+        threads = [str(at["thread_id"])]
+    elif operation == "prune":
+        threads = [str(t) for t in args[0]]
+    else:
+        return
+    for thread_id in threads:
+        yield Tombstone(retired, operation, thread_id, ctx.route.phase)
 
 
 def put(ctx: Context, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Plan:
@@ -233,6 +270,15 @@ def _lazy_copy(ctx: Context, source: Role, target: Role, thread_id: str) -> Plan
         yield Missed(target, "lazy_copy", {"thread_id": thread_id}, exc, ctx.route.phase)
 
 
+def _may_fall_back(fallback: Role, thread_id: str | None) -> Plan:
+    """A read miss may look in the fallback store unless that store missed a delete of the
+    thread: its copy is one the application deleted, and must not come back (nor be
+    lazily copied) before repair applies the delete."""
+    if thread_id is None:
+        return True
+    return not (yield MissedDelete(fallback, thread_id))
+
+
 def _shadow_read(ctx: Context, config: Any, answer: Any) -> Plan:
     """Ask new too and compare; the caller gets old's answer whatever happens here."""
     at = where(config)
@@ -253,7 +299,7 @@ def get_tuple(ctx: Context, config: Any) -> Plan:
     thread_id = _thread_id(config)
     read, fallback = ctx.reads(thread_id)
     found = yield Call(read, "get_tuple", (config,))
-    if found is None and fallback is not None:
+    if found is None and fallback is not None and (yield from _may_fall_back(fallback, thread_id)):
         found = yield Call(fallback, "get_tuple", (config,))
         if found is not None and thread_id is not None:
             yield from _lazy_copy(ctx, fallback, read, thread_id)
@@ -267,7 +313,8 @@ def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan:
     thread_id = _thread_id(config)
     read, fallback = ctx.reads(thread_id)
     count = yield Stream(read, (config,), kwargs)
-    if count == 0 and fallback is not None and thread_id is not None:
+    may_fall_back = count == 0 and fallback is not None and thread_id is not None
+    if may_fall_back and (yield from _may_fall_back(fallback, thread_id)):
         count = yield Stream(fallback, (config,), kwargs)
         if count:
             yield from _lazy_copy(ctx, fallback, read, thread_id)
@@ -276,10 +323,11 @@ def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan:
 
 def delta_history(ctx: Context, config: Any, channels: Any) -> Plan:
     yield from settled(ctx)
-    read, fallback = ctx.reads(_thread_id(config))
+    thread_id = _thread_id(config)
+    read, fallback = ctx.reads(thread_id)
     if fallback is not None:
         present = yield Call(read, "get_tuple", (config,))
-        if present is None:
+        if present is None and (yield from _may_fall_back(fallback, thread_id)):
             read = fallback  # the read store misses this checkpoint: ask the old one
     kwargs = {"config": config, "channels": channels}
     return (yield Call(read, "get_delta_channel_history", (), kwargs))

@@ -70,6 +70,10 @@ class DualSaver(BaseCheckpointSaver):
 
     Extended capabilities (`delete_for_runs`, `copy_thread`, `prune`) are present on the
     instance only when both wrapped savers implement them.
+
+    In decommission old receives nothing; each `delete_thread` and `prune` of that phase
+    is journaled as a tombstone for old, so a rollback (reverse backfill, then repair from
+    the journal) does not bring deleted threads back.
     """
 
     def __new__(cls, old: Any = None, new: Any = None, *args: Any, **kwargs: Any) -> DualSaver:
@@ -196,6 +200,23 @@ class DualSaver(BaseCheckpointSaver):
                 checkpoint_id=at.get("checkpoint_id"),
                 task_id=at.get("task_id"),
                 error=error,
+            )
+        )
+
+    def missed_delete(self, role: Role, thread_id: str) -> bool:
+        """Whether `role` missed a delete of this thread that is not repaired yet (see the
+        journal); read-switch does not fall back to such a copy."""
+        return self.journal.missed_delete(role, thread_id)
+
+    def record_tombstone(self, tombstone: plans.Tombstone) -> None:
+        """Journal a delete the retired store did not receive, for a rollback to apply."""
+        log.info("tombstone_journaled", store=tombstone.role, operation=tombstone.operation,
+                 phase=str(tombstone.phase), thread_id=tombstone.thread_id)
+        self.journal.record(
+            JournalEntry(
+                phase=str(tombstone.phase), store=tombstone.role, operation=tombstone.operation,
+                thread_id=tombstone.thread_id, checkpoint_ns=None, checkpoint_id=None, task_id=None,
+                error="not applied: the store is retired; a rollback applies it (repair from the journal)",
             )
         )
 

@@ -12,7 +12,19 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dualsaver import telemetry
-from dualsaver.plans import Behind, Call, CopyThread, Drain, Mismatch, Missed, Plan, SecondaryTimeout, Stream
+from dualsaver.plans import (
+    Behind,
+    Call,
+    CopyThread,
+    Drain,
+    Mismatch,
+    Missed,
+    MissedDelete,
+    Plan,
+    SecondaryTimeout,
+    Stream,
+    Tombstone,
+)
 from dualsaver.writebehind import AsyncWriteBehind, SyncWriteBehind
 
 if TYPE_CHECKING:
@@ -35,6 +47,10 @@ def _record(saver: DualSaver, effect: Any) -> Any:
         return saver.record_missed(effect)
     if isinstance(effect, Mismatch):
         return saver.record_mismatch(effect)
+    if isinstance(effect, Tombstone):
+        return saver.record_tombstone(effect)
+    if isinstance(effect, MissedDelete):
+        return saver.missed_delete(effect.role, effect.thread_id)
     raise TypeError(f"unknown effect {effect!r}")
 
 

@@ -122,3 +122,21 @@ async def test_async_write_behind_catches_up_in_order(tmp_path):
             assert await saver.aflush(timeout=60)
             assert await b.aget_tuple(config("t1")) == await a.aget_tuple(config("t1"))
         assert new.calls[0] == "put" and saver.secondary_failures.total() == 0
+
+
+def test_a_delete_old_missed_in_read_switch_does_not_come_back_through_the_fallback(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as a, sync_saver("sqlite", tmp=tmp_path) as b:
+        old, new = Faulty(a), Faulty(b)
+        saver = DualSaver(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite")
+        run_turn(build_agent(saver), "t1", "alpha")
+        old.mode = "raise"  # old (the secondary) misses the delete; it is journaled
+        saver.delete_thread("t1")
+        old.mode = None
+        assert a.get_tuple(config("t1")) is not None  # old still holds the deleted thread
+        assert saver.get_tuple(config("t1")) is None  # the read miss does not fall back to it
+        assert list(saver.list(config("t1"))) == []
+        assert b.get_tuple(config("t1")) is None  # nor is it lazily copied back into new
+        # the journal holds the delete for the repair that applies it to old
+        journal = Journal(tmp_path / "j.sqlite")
+        assert [r.operation for r in journal.pending()] == ["delete_thread"]
+        journal.close()
