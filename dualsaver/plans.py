@@ -8,6 +8,7 @@ the decisions are never written twice. This is the shape of httpx's auth flows.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 from collections.abc import Generator, Mapping
@@ -149,10 +150,8 @@ def snapshot(value: Any) -> Any:
     walk is in C); what pickle refuses goes through deepcopy, then through a serializer.
     The bytes never leave this process.
     """
-    try:
-        return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):  # unpicklable: try the slower ways below
+        return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     try:
         return copy.deepcopy(value)
     except Exception:

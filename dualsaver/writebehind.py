@@ -151,9 +151,8 @@ class AsyncWriteBehind:
         self._draining = 0  # callers in drain(): write now, do not wait for a pause
 
     async def submit(self, effect: Any, op: Any, timeout: float | None) -> bool:
-        if self._pending >= self._limit:
-            if stuck(self._busy_since, timeout) or not await self.drain(timeout):
-                return False
+        if self._pending >= self._limit and (stuck(self._busy_since, timeout) or not await self.drain(timeout)):
+            return False
         loop = asyncio.get_running_loop()
         previous = self._tail if self._tail is not None and self._tail.get_loop() is loop else None
         self._pending += 1

@@ -17,17 +17,26 @@ collation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from langgraph.checkpoint.base import get_serializable_checkpoint_metadata, writes_sort_key
+from langgraph.checkpoint.base import (
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value
+from dualsaver.stores.native import (
+    NOT_DECODED,
+    StoredCheckpoint,
+    StoredWrite,
+    ThreadItem,
+    typed_value,
+)
 from dualsaver.stores.sql import (
     CHECKPOINT_PAGE,
     AsyncSqlStore,

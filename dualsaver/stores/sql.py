@@ -9,9 +9,17 @@ shape of httpx's auth flows and of langgraph-checkpoint-postgres's `_keep_latest
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Awaitable, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable
 
