@@ -58,6 +58,18 @@ def _behind_failed(effect: Behind, error: BaseException) -> Missed:
     return Missed(effect.call.role, effect.operation, effect.where, error, effect.phase)
 
 
+EXIT_TIMEOUT = 30.0  # seconds an exiting process waits for write-behind without a bound
+
+
+def _journal_abandoned(saver: DualSaver) -> Any:
+    """What write-behind does with a write that will not run: journal it as missed."""
+
+    def abandoned(effect: Behind, op: Operation, why: BaseException) -> None:
+        saver.record_missed(_behind_failed(effect, why))
+
+    return abandoned
+
+
 def _queue_full(timeout: float | None) -> SecondaryTimeout:
     return SecondaryTimeout(f"write-behind queue still full after {timeout}s: the secondary is too far behind")
 
@@ -83,7 +95,9 @@ class SyncShell:
     def __init__(self, saver: DualSaver) -> None:
         self.saver = saver
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.behind = SyncWriteBehind(self._write_behind)
+        self.behind = SyncWriteBehind(self._write_behind, _journal_abandoned(saver))
+        timeout = saver.secondary_timeout
+        self.behind.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
 
     def _write_behind(self, effect: Behind, op: Operation) -> None:
         with telemetry.continued(op.context):  # the span stays a child of the operation's
@@ -173,7 +187,7 @@ class SyncShell:
 class AsyncShell:
     def __init__(self, saver: DualSaver) -> None:
         self.saver = saver
-        self.behind = AsyncWriteBehind(self._write_behind)
+        self.behind = AsyncWriteBehind(self._write_behind, _journal_abandoned(saver))
 
     async def _write_behind(self, effect: Behind, op: Operation) -> None:
         try:

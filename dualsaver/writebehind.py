@@ -18,17 +18,24 @@ The worker calls the store directly (a thread hop per write would cost the calle
 than the write itself); the queue is the bound instead: when the secondary falls that
 far behind, callers wait for room (at most the secondary timeout) and then journal the
 write as missed rather than grow memory. Once the worker has been stuck in one call for
-longer than that timeout, callers stop waiting at all (for room, or for a drain). A crash loses what was queued,
-without a journal entry; the backfill, which must run before read-switch, copies it.
+longer than that timeout, callers stop waiting at all (for room, or for a drain).
+
+Nothing queued is dropped silently on a normal exit: closing the saver (or the process
+exiting, or an event loop shutting down under its tasks) waits up to the timeout, then
+hands every write that did not land to `abandon`, which journals it. A crash loses what
+was queued, without a journal entry; the backfill, which must run before read-switch,
+copies it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,11 +59,20 @@ def pause_wait(now: float, queued_at: float, last_call: float, backlog: int, lim
     return max(wait, 0.0)
 
 
+Abandon = Callable[[Any, Any, BaseException], None]  # (effect, operation, why) of a lost write
+
+
+class Abandoned(RuntimeError):
+    """A queued write that will not run: its saver closed, or its event loop did."""
+
+
 class SyncWriteBehind:
     """One worker thread draining a FIFO of (effect, operation) pairs through `run`."""
 
-    def __init__(self, run: Callable[[Any, Any], None], limit: int = LIMIT) -> None:
+    def __init__(self, run: Callable[[Any, Any], None], abandon: Abandon, limit: int = LIMIT) -> None:
         self._run = run
+        self._abandon = abandon
+        self._current: tuple[Any, Any] | None = None  # the write the worker is running
         self._limit = limit
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=limit)
         self._worker: threading.Thread | None = None
@@ -65,6 +81,8 @@ class SyncWriteBehind:
         self._last_call = 0.0
         self._hurry = threading.Event()  # set while anyone drains: write now, no pause
         self._drainers = 0
+        self.exit_timeout: float | None = 5.0  # how long an exiting process waits for it
+        _open_queues.add(self)
 
     def submit(self, effect: Any, op: Any, timeout: float | None) -> bool:
         """Queue a write; False when there was no room within `timeout`."""
@@ -93,10 +111,10 @@ class SyncWriteBehind:
                     return
                 queued_at, effect, op = item
                 self._hold_back(queued_at)
-                self._busy_since = time.monotonic()
+                self._current, self._busy_since = (effect, op), time.monotonic()
                 self._run(effect, op)
             finally:
-                self._busy_since = None
+                self._current = self._busy_since = None
                 self._queue.task_done()
 
     def _hold_back(self, queued_at: float) -> None:
@@ -131,18 +149,46 @@ class SyncWriteBehind:
                     self._hurry.clear()
 
     def close(self, timeout: float | None) -> bool:
+        """Drain (bounded), then abandon what did not land, and stop the worker."""
         drained = self.drain(timeout)
+        if not drained:
+            self._abandon_all(Abandoned(f"saver closed with the secondary still behind after {timeout}s"))
         if self._worker is not None and self._worker.is_alive():
             with contextlib.suppress(queue.Full):  # full and stuck: the daemon worker is left
                 self._queue.put_nowait(None)
         return drained
 
+    def _abandon_all(self, why: BaseException) -> None:
+        # The running write too: if it lands after all, repairing it again adds nothing.
+        current = self._current
+        if current is not None:
+            self._abandon(*current, why)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._abandon(item[1], item[2], why)
+            self._queue.task_done()
+
+
+_open_queues: weakref.WeakSet[SyncWriteBehind] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Daemon workers die with the interpreter: land or journal what they still hold."""
+    for writes in list(_open_queues):
+        writes.close(writes.exit_timeout)
+
 
 class AsyncWriteBehind:
     """The same for an event loop: each write is a task that first awaits the one before."""
 
-    def __init__(self, run: Callable[[Any, Any], Awaitable[None]], limit: int = LIMIT) -> None:
+    def __init__(self, run: Callable[[Any, Any], Awaitable[None]], abandon: Abandon, limit: int = LIMIT) -> None:
         self._run = run
+        self._abandon = abandon
         self._limit = limit
         self._tail: asyncio.Task[None] | None = None
         self._pending = 0
@@ -171,6 +217,9 @@ class AsyncWriteBehind:
                 await asyncio.sleep(wait)
             self._busy_since = time.monotonic()
             await self._run(effect, op)
+        except asyncio.CancelledError:
+            self._abandon(effect, op, Abandoned("its event loop closed before the write ran"))
+            raise
         finally:
             self._busy_since = None
             self._pending -= 1

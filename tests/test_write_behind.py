@@ -5,7 +5,9 @@
 - deletes are synchronous: when delete_thread returns, new no longer has the thread;
 - a replica leaving shadow-write lets its queue land before its next call, so new
   receives every write acknowledged in shadow-write before any later one;
-- a background write that fails after the phase moved is journaled with its call's phase.
+- a background write that fails after the phase moved is journaled with its call's phase;
+- writes still queued when the saver closes, or when their event loop shuts down, are
+  journaled rather than dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
 from dualsaver import DualSaver, Phase
@@ -98,3 +101,42 @@ def test_a_background_failure_is_journaled_with_the_phase_of_its_call(tmp_path):
         assert saver.flush(timeout=30)
         rows = list(saver.journal.pending())
         assert [(r.operation, r.phase) for r in rows] == [("put", "shadow-write")]
+
+
+def test_closing_with_writes_still_queued_journals_them(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as old:
+        new = Faulty(InMemorySaver())
+        new.mode = "hang"  # new never answers while the saver closes
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", secondary_timeout=0.2)
+        for n in range(3):
+            put_marker(saver, "t", str(n))
+        journal = saver.journal
+        saver._sync.close()  # what DualSaver.close and the exit hook do first
+        rows = list(journal.pending())
+        new.release.set()
+        assert [(r.operation, r.thread_id) for r in rows] == [("put", "t")] * 3
+        assert all("Abandoned" in r.error for r in rows)
+
+
+def test_an_event_loop_closing_under_queued_writes_journals_them(tmp_path):
+    import asyncio
+
+    from tests.savers import async_saver
+
+    async def main() -> DualSaver:
+        async with async_saver("sqlite", tmp=tmp_path) as old:
+            new = Faulty(InMemorySaver())
+            new.mode = "hang"
+            saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", secondary_timeout=30)
+            for n in range(3):
+                config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+                cp = empty_checkpoint()
+                cp["channel_values"] = {"marker": str(n)}
+                cp["channel_versions"] = {"marker": saver.get_next_version(None, None)}
+                await saver.aput(config, cp, {"source": "input", "step": -1}, cp["channel_versions"])
+            return saver  # no aflush: asyncio.run cancels the queued writes
+
+    saver = asyncio.run(main())
+    rows = list(saver.journal.pending())
+    assert [(r.operation, r.thread_id) for r in rows] == [("put", "t")] * 3
+    assert all("event loop closed" in r.error for r in rows)
