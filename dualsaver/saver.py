@@ -59,8 +59,9 @@ class DualSaver(BaseCheckpointSaver):
             copy of each put and put_writes is written in the background (in call order,
             through a bounded queue, in the application's pauses) instead of making the
             caller wait for both stores. New then lags old by the queue, so run the check
-            from the backfill phase on (every write is synchronous there), and a crash loses
-            the queued copies without a journal entry (the backfill, which read-switch
+            from the backfill phase on (every write is synchronous there). Closing, a normal
+            exit or the event loop closing journals what did not land; a crash loses the
+            queued copies without a journal entry (the backfill, which read-switch
             requires, copies them). Deletes, copies and prunes are always synchronous, and
             so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
             `False` makes every shadow-write call wait for both stores.
