@@ -52,6 +52,12 @@ class JournalEntry:
     ts: float | None = None
 
 
+def journal_exists(path: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the journal `Journal(path)` would open already exists (":memory:" never does)."""
+    raw = path if path is not None else os.environ.get(ENV_PATH, DEFAULT_PATH)
+    return str(raw) != ":memory:" and Path(raw).is_file()
+
+
 class Journal:
     """Append-only failure journal; thread-safe; one connection per process."""
 

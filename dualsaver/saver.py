@@ -28,7 +28,7 @@ from langgraph.checkpoint.base import (
 
 from dualsaver import plans, telemetry
 from dualsaver.capabilities import class_with_capabilities
-from dualsaver.journal import Journal, JournalEntry
+from dualsaver.journal import Journal, JournalEntry, journal_exists
 from dualsaver.phase import Phase, StaticPhase, phase_source
 from dualsaver.routing import Role, route_for
 from dualsaver.shells import AsyncShell, Operation, SyncShell
@@ -206,7 +206,10 @@ class DualSaver(BaseCheckpointSaver):
 
     def missed_delete(self, role: Role, thread_id: str) -> bool:
         """Whether `role` missed a delete of this thread that is not repaired yet (see the
-        journal); read-switch does not fall back to such a copy."""
+        journal); read-switch does not fall back to such a copy. A journal that was never
+        written (not open, no file) holds nothing: it is not created just to be asked."""
+        if self._journal is None and not journal_exists(self._journal_arg):
+            return False
         return self.journal.missed_delete(role, thread_id)
 
     def record_tombstone(self, tombstone: plans.Tombstone) -> None:
