@@ -52,18 +52,24 @@ class JournalEntry:
     ts: float | None = None
 
 
+def journal_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file `Journal(path)` uses: `path`, else $DUALSAVER_JOURNAL, else the default;
+    None for ":memory:"."""
+    raw = path if path is not None else os.environ.get(ENV_PATH, DEFAULT_PATH)
+    return Path(raw) if str(raw) != ":memory:" else None
+
+
 def journal_exists(path: str | os.PathLike[str] | None = None) -> bool:
     """Whether the journal `Journal(path)` would open already exists (":memory:" never does)."""
-    raw = path if path is not None else os.environ.get(ENV_PATH, DEFAULT_PATH)
-    return str(raw) != ":memory:" and Path(raw).is_file()
+    found = journal_path(path)
+    return found is not None and found.is_file()
 
 
 class Journal:
     """Append-only failure journal; thread-safe; one connection per process."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        raw = path if path is not None else os.environ.get(ENV_PATH, DEFAULT_PATH)
-        self.path = Path(raw) if str(raw) != ":memory:" else None
+        self.path = journal_path(path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()

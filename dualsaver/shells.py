@@ -95,9 +95,9 @@ class SyncShell:
     def __init__(self, saver: DualSaver) -> None:
         self.saver = saver
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.behind = SyncWriteBehind(self._write_behind, _journal_abandoned(saver))
         timeout = saver.secondary_timeout
-        self.behind.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
+        exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
+        self.behind = SyncWriteBehind(self._write_behind, _journal_abandoned(saver), exit_timeout)
 
     def _write_behind(self, effect: Behind, op: Operation) -> None:
         with telemetry.continued(op.context):  # the span stays a child of the operation's

@@ -38,6 +38,7 @@ def listening() -> bool:
         and isinstance(metrics.get_meter_provider(), _SILENT_METRICS)
     )
 
+
 operations = meter.create_counter(
     "dualsaver.store.operations", unit="{operation}", description="Store calls by store, method and outcome"
 )
@@ -72,6 +73,8 @@ journal_depth = meter.create_observable_gauge(
 def watch_journal(journal: Any) -> None:
     """Report this journal's depth with the metrics (held weakly: closing it is enough)."""
     _journals.add(journal)
+
+
 backfill_checkpoints = meter.create_counter(
     "dualsaver.backfill.checkpoints", unit="{checkpoint}", description="Checkpoints copied by the backfill"
 )

@@ -69,7 +69,9 @@ class Abandoned(RuntimeError):
 class SyncWriteBehind:
     """One worker thread draining a FIFO of (effect, operation) pairs through `run`."""
 
-    def __init__(self, run: Callable[[Any, Any], None], abandon: Abandon, limit: int = LIMIT) -> None:
+    def __init__(
+        self, run: Callable[[Any, Any], None], abandon: Abandon, exit_timeout: float | None, limit: int = LIMIT
+    ) -> None:
         self._run = run
         self._abandon = abandon
         self._current: tuple[Any, Any] | None = None  # the write the worker is running
@@ -81,7 +83,7 @@ class SyncWriteBehind:
         self._last_call = 0.0
         self._hurry = threading.Event()  # set while anyone drains: write now, no pause
         self._drainers = 0
-        self.exit_timeout: float | None = 5.0  # how long an exiting process waits for it
+        self.exit_timeout = exit_timeout  # how long an exiting process waits for it
         _open_queues.add(self)
 
     def submit(self, effect: Any, op: Any, timeout: float | None) -> bool:

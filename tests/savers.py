@@ -70,11 +70,23 @@ async def truncate_postgres(pg_url: str) -> None:
         )
 
 
-def put_marker(saver: BaseCheckpointSaver, thread_id: str, marker: str) -> str:
-    """Put one checkpoint whose only channel holds `marker`; returns its id."""
+def _marker_put(saver: BaseCheckpointSaver, thread_id: str, marker: str) -> tuple:
+    """The arguments of a put of one checkpoint whose only channel holds `marker`."""
     cp = empty_checkpoint()
     cp["channel_values"] = {"marker": marker}
     cp["channel_versions"] = {"marker": saver.get_next_version(None, None)}
     cfg = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    saver.put(cfg, cp, {"source": "input", "step": -1}, cp["channel_versions"])
-    return cp["id"]
+    return cfg, cp, {"source": "input", "step": -1}, cp["channel_versions"]
+
+
+def put_marker(saver: BaseCheckpointSaver, thread_id: str, marker: str) -> str:
+    """Put one checkpoint whose only channel holds `marker`; returns its id."""
+    args = _marker_put(saver, thread_id, marker)
+    saver.put(*args)
+    return args[1]["id"]
+
+
+async def aput_marker(saver: BaseCheckpointSaver, thread_id: str, marker: str) -> str:
+    args = _marker_put(saver, thread_id, marker)
+    await saver.aput(*args)
+    return args[1]["id"]

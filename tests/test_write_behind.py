@@ -16,7 +16,6 @@ import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
-from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
 from dualsaver import DualSaver, Phase
@@ -121,7 +120,7 @@ def test_closing_with_writes_still_queued_journals_them(tmp_path):
 def test_an_event_loop_closing_under_queued_writes_journals_them(tmp_path):
     import asyncio
 
-    from tests.savers import async_saver
+    from tests.savers import aput_marker, async_saver
 
     async def main() -> DualSaver:
         async with async_saver("sqlite", tmp=tmp_path) as old:
@@ -129,11 +128,7 @@ def test_an_event_loop_closing_under_queued_writes_journals_them(tmp_path):
             new.mode = "hang"
             saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", secondary_timeout=30)
             for n in range(3):
-                config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
-                cp = empty_checkpoint()
-                cp["channel_values"] = {"marker": str(n)}
-                cp["channel_versions"] = {"marker": saver.get_next_version(None, None)}
-                await saver.aput(config, cp, {"source": "input", "step": -1}, cp["channel_versions"])
+                await aput_marker(saver, "t", str(n))
             return saver  # no aflush: asyncio.run cancels the queued writes
 
     saver = asyncio.run(main())

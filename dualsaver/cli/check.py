@@ -97,6 +97,14 @@ def primary_of(phase_name: str | None) -> str:
     return route_for(phase).primary
 
 
+def primary_for_run(args: argparse.Namespace) -> str:
+    """The phase's primary, once both stores are named. ValueError, carrying the line to
+    print, when the command cannot run (InvalidPhaseError is one)."""
+    if not args.old or not args.new:
+        raise ValueError("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)")
+    return primary_of(args.phase)
+
+
 class StderrProgress:
     """One line on stderr at most every `interval` seconds, and at each phase change."""
 
@@ -130,16 +138,13 @@ def fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from dualsaver.check import CheckError, check
-    from dualsaver.phase import InvalidPhaseError
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, native_for, open_saver, redact
     from dualsaver.stores.urls import scrub
 
-    if not args.old or not args.new:
-        return fail("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)")
     try:
-        primary = primary_of(args.phase)
-    except InvalidPhaseError as exc:
+        primary = primary_for_run(args)
+    except ValueError as exc:
         return fail(str(exc))
     pool = max(1, args.workers)
     try:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dualsaver.cli.check import add_store_arguments, primary_of, serde_from_name
+from dualsaver.cli.check import add_store_arguments, primary_for_run, serde_from_name
 
 EPILOG = """\
 examples:
@@ -86,15 +86,12 @@ def _load_plans(args: argparse.Namespace, source: str) -> tuple[list, Any, list]
 
 def run(args: argparse.Namespace) -> int:
     from dualsaver.check import CheckError, check
-    from dualsaver.phase import InvalidPhaseError
     from dualsaver.repair import other, repair, threads_to_mark
     from dualsaver.stores import StoreURLError, native_for, open_saver, redact
 
-    if not args.old or not args.new:
-        return fail("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)")
     try:
-        primary = primary_of(args.phase)
-    except InvalidPhaseError as exc:
+        primary = primary_for_run(args)
+    except ValueError as exc:
         return fail(str(exc))
     source = args.source or primary
     target = other(source)  # type: ignore[arg-type]
