@@ -16,7 +16,7 @@ to reach the size), each copy into a fresh PostgreSQL database of one embedded s
 - write alone:          the target's own ingest of exactly the backfill's rows, read and
                         encoded beforehand (untimed), written in the same batches and
                         statements with nothing else running: the floor of any copy
-- backfill:             dualsaver.backfill (workers=1 and workers=2), exact, resumable
+- backfill:             dualsaver.backfill() (workers=1 and workers=2), exact, resumable
 - naive:                the careful naive loop: the same records, written one checkpoint at a
                         time through the public API (put, then put_writes per task keeping its
                         task_path); values decoded and re-encoded
@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualsaver.backfill import BATCH_CHECKPOINTS, backfill, passthrough  # noqa: E402
+from dualsaver.migrate import BATCH_CHECKPOINTS, backfill, passthrough  # noqa: E402
 from dualsaver.embedded import EmbeddedPostgres  # noqa: E402
 from dualsaver.stores import native_for, open_saver  # noqa: E402
 from tests.backfill_support import run_threads  # noqa: E402
@@ -77,8 +77,8 @@ def read_all(source_url: str, encoded: bool = False) -> float:
 
 def read_raw(source_url: str) -> float:
     """The same SQL pages the SQLite adapter runs, rows fetched and not decoded."""
-    from dualsaver.stores.sql import CHECKPOINT_PAGE
-    from dualsaver.stores.sqlite import CHECKPOINTS_FIRST, CHECKPOINTS_NEXT, writes_range_sql
+    from dualsaver.stores._sql import CHECKPOINT_PAGE
+    from dualsaver.stores._sqlite import CHECKPOINTS_FIRST, CHECKPOINTS_NEXT, writes_range_sql
 
     with open_saver(source_url) as saver:
         store = native_for(saver)

@@ -8,7 +8,7 @@ serializer). Measured side by side, alternating, best of `--repeat`:
 
 - **read both**: every thread read natively from both stores (`read_thread`, decoded), the
   least any diff must do;
-- **check**: `dualsaver.check.check(old, new)` on the same pair (clean: no re-check rounds).
+- **check**: `dualsaver.check(old, new)` on the same pair (clean: no re-check rounds).
 
 Target: check / read-both <= 1.5. Peak memory (tracemalloc, Python allocations) is measured
 in a separate pass so its overhead does not skew the timings; it should stay flat as the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualsaver.check import check  # noqa: E402
+from dualsaver.checker import check  # noqa: E402
 from dualsaver.embedded import EmbeddedPostgres  # noqa: E402
 from dualsaver.stores import native_for, open_saver  # noqa: E402
 from tests import check_support as cs  # noqa: E402

@@ -8,7 +8,7 @@ by turn on both, interleaved, so drift on a shared machine hits them alike. Repo
   stored checkpoints (latest and historical, interleaved);
 - memory per checkpoint: Redis ``INFO memory`` used_memory delta, PostgreSQL table sizes,
   each divided by the checkpoints stored;
-- backfill throughput from the PostgreSQL store into Redis: dualsaver.backfill (native,
+- backfill throughput from the PostgreSQL store into Redis: dualsaver.backfill() (native,
   pipelined) against the naive loop through the public API (list + put + put_writes).
 
 Ratios are Redis / PostgreSQL (latency, memory) and backfill / naive (throughput).
@@ -29,9 +29,9 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
 
-from dualsaver.demo_app import QUESTIONS, build_support_agent, say
+from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
-from dualsaver.stores.redis import RedisSaver, open_redis_saver
+from dualsaver.redis import RedisSaver, open_redis_saver
 
 PG_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -186,9 +186,9 @@ def main() -> None:
 
             # Backfill PostgreSQL -> Redis: the native job against the naive public-API loop.
             try:
-                from dualsaver.backfill import backfill
+                from dualsaver.migrate import backfill
             except ImportError:
-                print("backfill: dualsaver.backfill not available; skipped")
+                print("backfill: dualsaver.backfill() not available; skipped")
                 return
             with (
                 open_redis_saver(redis_server.url, prefix="naive") as naive_target,

@@ -36,7 +36,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from dualsaver import DualSaver, Phase
-from dualsaver.demo_app import QUESTIONS, build_support_agent, say
+from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres
 
 ALONE = ("sqlite alone", "postgres alone")

@@ -1,18 +1,67 @@
-"""dualsaver: move LangGraph checkpoints between checkpointers with no downtime."""
+"""dualsaver: move LangGraph checkpoints between checkpointers with no downtime.
 
-from dualsaver.journal import Journal, JournalEntry
-from dualsaver.phase import InvalidPhaseError, Phase, TransitionError
-from dualsaver.plans import SecondaryTimeout, SecondaryWriteError
+    from dualsaver import DualSaver, backfill, check, repair, open_saver
+
+    graph = builder.compile(checkpointer=DualSaver(old, new))   # the one code change
+    backfill(old, new)                                          # copy the history new lacks
+    report = check(old, new)                                    # do the stores agree?
+    repair(old, new, repairs=repairs_from_report(report))       # copy again what differs
+
+Every callable has an async twin (`abackfill`, `acheck`, `arepair`, `aopen_saver`). Every
+exception is a `DualSaverError` (the tree is drawn in `dualsaver.errors`).
+"""
+
+from dualsaver.checker import DivergenceReport, acheck, check
+from dualsaver.control import Journal, JournalEntry, Phase
+from dualsaver.errors import (
+    CheckError,
+    ConcurrentChange,
+    CopyFailed,
+    DualSaverError,
+    EmbeddedServerError,
+    InvalidPhaseError,
+    RecordUnavailable,
+    SecondaryTimeout,
+    SecondaryWriteError,
+    SettingsError,
+    StoreUnreachable,
+    StoreURLError,
+    TransitionError,
+    WriteAbandoned,
+)
+from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
 from dualsaver.saver import DualSaver
+from dualsaver.stores import aopen_saver, open_saver
 
 __all__ = [
+    "CheckError",
+    "ConcurrentChange",
+    "CopyFailed",
+    "DivergenceReport",
     "DualSaver",
+    "DualSaverError",
+    "EmbeddedServerError",
     "InvalidPhaseError",
     "Journal",
     "JournalEntry",
     "Phase",
+    "RecordUnavailable",
     "SecondaryTimeout",
     "SecondaryWriteError",
+    "SettingsError",
+    "StoreURLError",
+    "StoreUnreachable",
     "TransitionError",
+    "WriteAbandoned",
+    "abackfill",
+    "acheck",
+    "aopen_saver",
+    "arepair",
+    "backfill",
+    "check",
+    "open_saver",
+    "repair",
+    "repairs_from_journal",
+    "repairs_from_report",
 ]
 __version__ = "0.1.0"

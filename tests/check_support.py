@@ -26,7 +26,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Command, Send, interrupt
 from typing_extensions import TypedDict
 
-from dualsaver.backfill import copy_thread
+from dualsaver.migrate import copy_thread
 from dualsaver.stores import native_for
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite
 

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from dualsaver import DualSaver
-from dualsaver.demo_app import QUESTIONS, build_support_agent, say
-from dualsaver.logs import configure_logging
-from dualsaver.phase_record import PollingPhaseSource, open_phase_record
+from dualsaver.demo.app import QUESTIONS, build_support_agent, say
+from dualsaver.observability.logs import configure_logging
+from dualsaver.control.sources import PollingPhaseSource
+from dualsaver.control.record import open_phase_record
 from dualsaver.stores import open_saver
 
 THREADS_PER_REPLICA = 3

@@ -12,7 +12,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
-from dualsaver.backfill import abackfill, acopy_thread, backfill, copy_thread
+from dualsaver.migrate import abackfill, acopy_thread, backfill, copy_thread
 from dualsaver.stores import aopen_saver, in_shard, native_for, open_saver
 from tests.backfill_support import (
     OpaqueSaver,
@@ -232,7 +232,7 @@ def _typed_writes_postgres(url) -> dict:
 
 
 def test_same_serializer_copies_stored_write_bytes_unchanged(sqlite_path, pg_url, state) -> None:
-    from dualsaver.backfill import passthrough
+    from dualsaver.migrate import passthrough
 
     with open_saver(f"sqlite:///{sqlite_path}") as old, open_saver(pg_url) as new:
         run_threads(old, THREADS[:3], turns=2)
@@ -267,7 +267,7 @@ def test_serde_keys_match_only_serializers_that_decode_alike() -> None:
 
 
 def test_a_write_read_without_decoding_is_never_written_through_another_serializer() -> None:
-    from dualsaver.backfill import passthrough
+    from dualsaver.migrate import passthrough
 
     old, new = InMemorySaver(), InMemorySaver(serde=EncryptedSerializer.from_pycryptodome_aes(key=KEY))
     run_threads(old, THREADS[:1], turns=1)

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dualsaver.backfill as bf
+import dualsaver.migrate._flow as bf
 from dualsaver.stores.native import StoredCheckpoint, Unreadable
 
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dualsaver.check import acheck, check
-from dualsaver.divergence import KINDS
+from dualsaver.checker import acheck, check
+from dualsaver.checker.findings import KINDS
 from dualsaver.stores import aopen_saver, native_for, open_saver
 from tests import check_support as cs
 
@@ -328,7 +328,7 @@ def _row(writes) -> "cs.StoredCheckpoint":
 
 
 def test_an_inexact_side_compares_what_it_can_and_says_so():
-    from dualsaver.divergence import ThreadSide, diff_thread
+    from dualsaver.checker._diff import ThreadSide, diff_thread
 
     exact = [("task-b", "~path-1", 0, "results", "B"), ("task-a", "~path-2", 0, "results", "A")]
     lost_paths = [("task-b", "", 0, "results", "B"), ("task-a", "", 1, "results", "A")]

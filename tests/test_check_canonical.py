@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Send
 
-from dualsaver.canonical import canonical, canonical_json, digest
+from dualsaver.checker.canonical import canonical, canonical_json, digest
 from tests.check_support import encrypted_serde
 
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what msgpack carries

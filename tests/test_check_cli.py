@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from dualsaver.cli import main
-from dualsaver.journal import Journal, JournalEntry
+from dualsaver.control.journal import Journal, JournalEntry
 from dualsaver.stores import open_saver
 from tests import check_support as cs
 

@@ -11,7 +11,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg import Connection
 from psycopg.rows import dict_row
 
-from dualsaver.check import check
+from dualsaver.checker import check
 from dualsaver.saver import DualSaver
 from dualsaver.stores import native_for, open_saver
 from tests import check_support as cs

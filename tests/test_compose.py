@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from dualsaver import settings as settings_module
-from dualsaver.otel_setup import OTEL_VARIABLES
+from dualsaver.control import settings as settings_module
+from dualsaver.observability.otel_setup import OTEL_VARIABLES
 
 if sys.version_info >= (3, 11):
     import tomllib

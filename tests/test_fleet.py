@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from dualsaver import migration_status
-from dualsaver.backfill import backfill
-from dualsaver.check import check
-from dualsaver.demo_app import build_support_agent, say
-from dualsaver.phase_record import open_phase_record
-from dualsaver.settings import Settings
+from dualsaver.control import evidence as migration_status
+from dualsaver.migrate import backfill
+from dualsaver.checker import check
+from dualsaver.demo.app import build_support_agent, say
+from dualsaver.control.record import open_phase_record
+from dualsaver.control.settings import Settings
 from dualsaver.stores import native_for, open_saver
 from tests.ops_support import REPO, cli_env, eventually, run_cli
 

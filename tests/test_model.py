@@ -14,9 +14,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from dualsaver import DualSaver, Journal, Phase
-from dualsaver.backfill import backfill
-from dualsaver.repair import other, plan_from_journal, repair, threads_to_mark
-from dualsaver.routing import route_for
+from dualsaver.migrate import backfill
+from dualsaver.migrate import other, repairs_from_journal, repair, threads_to_mark
+from dualsaver.saver.routing import route_for
 from tests.faulty import Faulty
 
 THREADS = ["t0", "t1", "t2"]
@@ -52,7 +52,7 @@ class Migration(RuleBasedStateMachine):
         source = route_for(self.saver.phase).primary
         target = other(source)
         src, dst = (self.old, self.new) if source == "old" else (self.new, self.old)
-        result = repair(src, dst, plans=plan_from_journal(entries, source=source), source_side=source)
+        result = repair(src, dst, repairs=repairs_from_journal(entries, source=source), source_side=source)
         assert result.ok, result.summary()
         self.journal.mark_repaired(threads_to_mark(entries, result.repaired_threads, target))
 

@@ -13,26 +13,16 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dualsaver import DualSaver, migration_status
-from dualsaver.backfill import BackfillResult
-from dualsaver.divergence import Divergence, DivergenceReport
+from dualsaver import DualSaver
+from dualsaver.control import evidence as migration_status
+from dualsaver.migrate import BackfillResult
+from dualsaver.checker.findings import Divergence, DivergenceReport
 from dualsaver.embedded import EmbeddedRedis
-from dualsaver.phase import (
-    Evidence,
-    Phase,
-    StaticPhase,
-    TransitionError,
-    guard_transition,
-    phase_source,
-    resolve_phase,
-)
-from dualsaver.phase_record import (
-    ConcurrentChange,
-    PollingPhaseSource,
-    RecordUnavailable,
-    open_phase_record,
-)
-from dualsaver.settings import Settings
+from dualsaver.control.phase import Evidence, Phase, TransitionError, guard_transition
+from dualsaver.control.sources import StaticPhase, phase_source, resolve_phase
+from dualsaver.control.record import ConcurrentChange, RecordUnavailable, open_phase_record
+from dualsaver.control.sources import PollingPhaseSource
+from dualsaver.control.settings import Settings
 from tests.ops_support import cli_env, eventually, json_lines, marker_of, put_marker, run_cli
 
 # --------------------------------------------------------------------------- the guard
@@ -414,7 +404,7 @@ def test_canary_choice_is_the_same_in_another_process(marked_stores, tmp_path):
     stores, threads = marked_stores
     here = _readers_of_new(stores, threads, 30, tmp_path)
     code = (
-        "import json,sys; from dualsaver.shadow import in_canary;"
+        "import json,sys; from dualsaver.saver._shadow import in_canary;"
         "print(json.dumps([t for t in json.load(sys.stdin) if in_canary(t, 30)]))"
     )
     there = subprocess.run(
@@ -439,7 +429,7 @@ def test_canary_only_applies_in_read_switch(marked_stores, tmp_path):
 
 
 def test_settings_file_is_strict_and_expands_variables(tmp_path):
-    from dualsaver.settings import SettingsError, load
+    from dualsaver.control.settings import SettingsError, load
 
     def settings_of(text: str, **env: str):
         path = tmp_path / "s.toml"

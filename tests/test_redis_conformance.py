@@ -11,7 +11,7 @@ import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
-from dualsaver.stores.redis import RedisSaver, aopen_redis_saver, open_redis_saver
+from dualsaver.redis import RedisSaver, aopen_redis_saver, open_redis_saver
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from dualsaver.embedded import EmbeddedRedis
-from dualsaver.stores.redis import open_redis_saver
+from dualsaver.redis import open_redis_saver
 
 pytestmark = pytest.mark.slow
 CHANNELS = ("a", "b", "c", "d")

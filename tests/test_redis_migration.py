@@ -29,11 +29,11 @@ from langgraph.checkpoint.conformance.capabilities import DetectedCapabilities
 from langgraph.types import Command
 
 from dualsaver import DualSaver, Phase
-from dualsaver.backfill import abackfill, backfill
-from dualsaver.check import acheck, check
-from dualsaver.demo_app import QUESTIONS, build_support_agent, say
+from dualsaver.migrate import abackfill, backfill
+from dualsaver.checker import acheck, check
+from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.stores import StoredCheckpoint, aopen_saver, native_for, open_saver
-from dualsaver.stores.redis import aopen_redis_saver
+from dualsaver.redis import aopen_redis_saver
 from tests.backfill_support import build_graph, normalize, run_threads, snapshot_postgres, snapshot_sqlite
 from tests.graphs import build_agent, config, expected_results, run_turn
 from tests.savers import async_saver, truncate_postgres

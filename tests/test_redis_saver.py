@@ -19,9 +19,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from langgraph.graph import END, START, StateGraph
 
+from dualsaver.stores import native_for
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite, Unreadable
-from dualsaver.stores.redis import RedisSaver, aopen_redis_saver, open_redis_saver
-from dualsaver.stores.redis_url import parse_redis_url, redact
+from dualsaver.redis import RedisSaver, aopen_redis_saver, open_redis_saver
+from dualsaver.redis.url import parse_redis_url, redact
 from tests import graphs
 
 FIXTURE_OF = {"standalone": "redis_url", "cluster": "redis_cluster_url"}
@@ -98,7 +99,7 @@ def test_task_path_and_idx_survive_natively(saver: RedisSaver) -> None:
     saver.put_writes(stored, [("x", 1), ("y", 2)], "task-b", "~1")
     saver.put_writes(stored, [("x", 3)], "task-a", "~2")
     saver.put_writes(stored, [(ERROR, "boom")], "task-a", "~2")
-    [item] = saver.native_store().read_thread("t")
+    [item] = native_for(saver).read_thread("t")
     assert [(w.task_path, w.task_id, w.idx, w.channel, w.value) for w in item.writes] == [
         ("~1", "task-b", 0, "x", 1),
         ("~1", "task-b", 1, "y", 2),
@@ -166,7 +167,7 @@ def test_thread_keys_share_one_slot(redis_cluster_url: str) -> None:
             slots = {saver.client.keyslot(k) for k in saver._keys(thread)}
             assert len(slots) == 1, thread
             assert saver.get_tuple(_cfg(thread)).checkpoint["channel_values"] == {"v": 1}
-        assert sorted(saver.native_store().thread_ids()) == list(saver.native_store().thread_ids())
+        assert sorted(native_for(saver).thread_ids()) == list(native_for(saver).thread_ids())
 
 
 # -- TTL --------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_ttl_expires_idle_threads_and_spares_active_ones(url: str) -> None:
             time.sleep(ttl / 4)
         _wait_for(lambda: saver.get_tuple(_cfg("idle")) is None)
         assert saver.get_tuple(_cfg("active")) is not None
-        assert list(saver.native_store().thread_ids()) == ["active"]
+        assert list(native_for(saver).thread_ids()) == ["active"]
         # The sweep dropped the expired thread from the index, and only it.
         index = saver._index_keys[0]
         assert saver.client.zrange(index, 0, -1) == [b"active"]
@@ -292,7 +293,7 @@ def test_thread_ids_ascending_without_keys(saver: RedisSaver) -> None:
     nodes = saver.client.get_primaries() if saver.cluster else [None]
     for node in nodes:
         saver.client.config_resetstat(**({"target_nodes": node} if node else {}))
-    assert list(saver.native_store().thread_ids()) == sorted(set(ODD_IDS) - {"zeta"})
+    assert list(native_for(saver).thread_ids()) == sorted(set(ODD_IDS) - {"zeta"})
     for node in nodes:
         stats = saver.client.info("commandstats", **({"target_nodes": node} if node else {}))
         assert "cmdstat_keys" not in stats and "cmdstat_scan" not in stats
@@ -305,7 +306,7 @@ def _stored(thread: str, ns: str, cid: str, parent: str | None, writes: tuple = 
 
 
 def test_native_write_is_insert_if_absent_and_read_is_ordered(saver: RedisSaver) -> None:
-    native = saver.native_store()
+    native = native_for(saver)
     w = (StoredWrite("task", "~1", 0, "x", 1), StoredWrite("task", "~1", -1, ERROR, "e"))
     items = [_stored("t", "child", "2", None), _stored("t", "", "2", "1", w), _stored("t", "", "1", None)]
     assert native.write_checkpoints(items) == (3, 2)
@@ -324,10 +325,10 @@ def test_native_copy_between_prefixes_is_exact(url: str) -> None:
     with open_redis_saver(url, prefix="old") as old, open_redis_saver(url, prefix="new") as new:
         app = graphs.build_agent(old)
         graphs.run_turn(app, "conv", "alpha")
-        for thread in old.native_store().thread_ids():
-            new.native_store().write_checkpoints(old.native_store().read_thread(thread))
-        source = list(old.native_store().read_thread("conv"))
-        assert list(new.native_store().read_thread("conv")) == source
+        for thread in native_for(old).thread_ids():
+            native_for(new).write_checkpoints(native_for(old).read_thread(thread))
+        source = list(native_for(old).read_thread("conv"))
+        assert list(native_for(new).read_thread("conv")) == source
         assert {i.checkpoint_ns for i in source} != {""}  # the subgraph namespace came too
         resumed = graphs.build_agent(new)
         assert graphs.run_turn(resumed, "conv", "beta")["results"] == graphs.expected_results("alpha", "beta")
@@ -340,7 +341,7 @@ def test_undecodable_rows_are_reported_not_raised(saver: RedisSaver) -> None:
     field = f"\0{bad['id']}".encode()
     record = saver.client.hget(saver._keys("t")[1], field)
     saver.client.hset(saver._keys("t")[1], field, record.replace(b"msgpack", b"nonsense"))
-    items = list(saver.native_store().read_thread("t"))
+    items = list(native_for(saver).read_thread("t"))
     assert [type(i) for i in items] == [StoredCheckpoint, Unreadable]
     assert items[1].checkpoint_id == bad["id"] and "nonsense" not in items[1].error
 

@@ -3,16 +3,10 @@ good copy of a row."""
 
 from __future__ import annotations
 
-from dualsaver.check import acheck, check
-from dualsaver.divergence import Divergence, DivergenceReport
-from dualsaver.journal import JournalEntry
-from dualsaver.repair import (
-    arepair,
-    plan_for_threads,
-    plan_from_journal,
-    plan_from_report,
-    repair,
-)
+from dualsaver.checker import acheck, check
+from dualsaver.checker.findings import Divergence, DivergenceReport
+from dualsaver.control.journal import JournalEntry
+from dualsaver.migrate import arepair, repairs_for_threads, repairs_from_journal, repairs_from_report, repair
 from dualsaver.stores import aopen_saver, open_saver
 from tests import check_support as cs
 
@@ -24,7 +18,7 @@ def _report(*divergences: Divergence) -> DivergenceReport:
 
 
 def test_plans_say_what_each_thread_needs():
-    plans = plan_from_report(
+    plans = repairs_from_report(
         _report(
             Divergence("missing_in_new", "a", "", "1"),
             Divergence("missing_in_old", "b", "", "1"),
@@ -39,10 +33,10 @@ def test_plans_say_what_each_thread_needs():
     assert actions == {"a": "copy", "b": "replace", "c": "replace", "d": "replace", "e": "copy"}
     assert [p.thread_id for p in plans if p.attention] == ["e"]  # never delete the only copy
     # from read-switch on, new is the source: rows missing in old are copied, not replaced
-    reverse = {p.thread_id: p.action for p in plan_from_report(_report(
+    reverse = {p.thread_id: p.action for p in repairs_from_report(_report(
         Divergence("missing_in_old", "b", "", "1")), source="new")}
     assert reverse == {"b": "copy"}
-    journal = plan_from_journal(
+    journal = repairs_from_journal(
         [
             JournalEntry("shadow-write", "new", "put_writes", "x", "", "1", "task", "err"),
             JournalEntry("shadow-write", "new", "delete_thread", "y", None, None, None, "err"),
@@ -51,7 +45,7 @@ def test_plans_say_what_each_thread_needs():
         source="old",
     )
     assert {p.thread_id: p.action for p in journal} == {"x": "copy", "y": "replace"}
-    assert [p.action for p in plan_for_threads(["q", "q"], replace=True)] == ["replace"]
+    assert [p.action for p in repairs_for_threads(["q", "q"], replace=True)] == ["replace"]
 
 
 def _plant_every_kind(old, new, sqlite_path) -> None:
@@ -74,10 +68,10 @@ def test_repair_from_a_report_makes_the_pair_clean(pg_url, sqlite_path):
             "missing_in_new", "missing_in_old", "checkpoint_mismatch", "metadata_mismatch",
             "writes_mismatch",
         }
-        dry = repair(old, new, plans=plan_from_report(report), dry_run=True)
+        dry = repair(old, new, repairs=repairs_from_report(report), dry_run=True)
         assert dry.ok and check(old, new, backoff=(0,)).to_dict()["divergences"] == report.to_dict()["divergences"]
 
-        result = repair(old, new, plans=plan_from_report(report))
+        result = repair(old, new, repairs=repairs_from_report(report))
         assert result.ok, result.summary()
         assert {o.thread_id: o.action for o in result.outcomes} == {
             "t-a": "copy", "t-b": "replace", "t-c": "replace",
@@ -96,7 +90,7 @@ def test_a_row_unreadable_in_the_source_keeps_the_targets_copy(sqlite_path, tmp_
         cs.corrupt_sqlite(str(sqlite_path), "t-a", bad.checkpoint_ns, bad.checkpoint_id)
         cs.rewrite_thread(new, "t-a", lambda r: cs.drop(r, 5))  # and one row new lacks
         report = check(old, new, backoff=(0,))
-        result = repair(old, new, plans=plan_from_report(report))
+        result = repair(old, new, repairs=repairs_from_report(report))
         assert result.outcomes[0].action == "copy" and result.outcomes[0].attention
         assert "needs attention: t-a" in result.summary()
         kept = {(r.checkpoint_ns, r.checkpoint_id) for r in cs.items(new, "t-a")}
@@ -113,6 +107,6 @@ async def test_async_repair(pg_url, sqlite_path):
     async with aopen_saver(f"sqlite:///{sqlite_path}") as aold, aopen_saver(pg_url) as anew:
         report = await acheck(aold, anew, backoff=(0,))
         assert {d.kind for d in report.divergences} == {"metadata_mismatch", "missing_in_new"}
-        result = await arepair(aold, anew, plans=plan_from_report(report))
+        result = await arepair(aold, anew, repairs=repairs_from_report(report))
         assert result.ok, result.summary()
         assert (await acheck(aold, anew, backoff=(0,))).clean

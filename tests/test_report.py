@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dualsaver.divergence import Divergence, DivergenceReport, KINDS
+from dualsaver.checker.findings import Divergence, DivergenceReport, KINDS
 from dualsaver.report import to_html, to_json, to_markdown, write_reports
 
 HOSTILE = '<script>alert("x")</script>&'

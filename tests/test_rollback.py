@@ -9,8 +9,8 @@ are journaled as tombstones, and the repair from the journal applies them to old
 from __future__ import annotations
 
 from dualsaver import DualSaver, Journal, Phase
-from dualsaver.backfill import backfill
-from dualsaver.repair import plan_from_journal, repair
+from dualsaver.migrate import backfill
+from dualsaver.migrate import repairs_from_journal, repair
 from tests.graphs import build_agent, config, expected_results, run_turn
 from tests.savers import sync_saver
 
@@ -49,7 +49,7 @@ def test_a_delete_in_decommission_survives_the_rollback(tmp_path, pg_url_factory
             ("old", "delete_thread", "deleted"),
             ("old", "prune", "pruned"),
         }
-        result = repair(new, old, plans=plan_from_journal(entries, source="new"), source_side="new")
+        result = repair(new, old, repairs=repairs_from_journal(entries, source="new"), source_side="new")
         assert result.ok, result.summary()
         pending.close()
         _move(saver, Phase.READ_SWITCH, Phase.BACKFILL)

@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from dualsaver.embedded import EmbeddedRedis, free_port
-from dualsaver.logs import configure_logging, redact_value
+from dualsaver.observability.logs import configure_logging, redact_value
 from dualsaver.stores import open_saver
 from dualsaver.stores.urls import password_of
 from tests.ops_support import cli_env, put_marker, run_cli

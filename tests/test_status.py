@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import time
 
-from dualsaver import migration_status
-from dualsaver.backfill import BackfillResult
-from dualsaver.backfill_state import BackfillState
-from dualsaver.divergence import DivergenceReport
+from dualsaver.control import evidence as migration_status
+from dualsaver.migrate import BackfillResult
+from dualsaver.migrate.progress import BackfillState
+from dualsaver.checker.findings import DivergenceReport
 from dualsaver.embedded import free_port
-from dualsaver.journal import Journal, JournalEntry
-from dualsaver.phase import Phase
-from dualsaver.phase_record import open_phase_record
-from dualsaver.settings import Settings
+from dualsaver.control.journal import Journal, JournalEntry
+from dualsaver.control.phase import Phase
+from dualsaver.control.record import open_phase_record
+from dualsaver.control.settings import Settings
 from dualsaver.stores import open_saver
 from tests.ops_support import cli_env, put_marker, run_cli
 

@@ -161,10 +161,10 @@ def test_memory_urls_share_by_name() -> None:
 
 
 def test_adapters_are_chosen_by_backend(pg_url: str, sqlite_path) -> None:
-    from dualsaver.stores.memory import MemoryNativeStore
-    from dualsaver.stores.postgres import PostgresNativeStore
-    from dualsaver.stores.public import PublicNativeStore
-    from dualsaver.stores.sqlite import SqliteNativeStore
+    from dualsaver.stores._memory import MemoryNativeStore
+    from dualsaver.stores._postgres import PostgresNativeStore
+    from dualsaver.stores._public import PublicNativeStore
+    from dualsaver.stores._sqlite import SqliteNativeStore
 
     with open_saver(f"sqlite:///{sqlite_path}") as s, open_saver(pg_url) as p:
         assert isinstance(native_for(s), SqliteNativeStore)
@@ -179,7 +179,7 @@ def _records(store) -> list:
 
 
 async def _arecords(store) -> list:
-    return [item async for t in store.thread_ids() async for item in store.read_thread(t)]
+    return [item async for t in store.athread_ids() async for item in store.aread_thread(t)]
 
 
 def test_round_trip_memory_sqlite_postgres_memory(pg_url: str, sqlite_path) -> None:
@@ -207,8 +207,8 @@ async def test_async_adapters_agree_with_sync(pg_url: str, tmp_path) -> None:
     async with aopen_saver(f"sqlite:///{tmp_path}/a.sqlite") as s, aopen_saver(pg_url) as p:
         for saver in (s, p):
             store = anative_for(saver)
-            assert await store.write_checkpoints(records) == (len(records), sum(len(r.writes) for r in records))
-            assert await store.write_checkpoints(records) == (0, 0)
+            assert await store.awrite_checkpoints(records) == (len(records), sum(len(r.writes) for r in records))
+            assert await store.awrite_checkpoints(records) == (0, 0)
             assert await _arecords(store) == records
     with open_saver(f"sqlite:///{tmp_path}/a.sqlite") as s:  # and the sync view of the same rows
         assert _records(native_for(s)) == records

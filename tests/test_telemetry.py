@@ -240,7 +240,7 @@ def test_configure_otel_makes_library_spans_visible(tmp_path):
     code = """
 from langgraph.checkpoint.memory import InMemorySaver
 from dualsaver import DualSaver
-from dualsaver.otel_setup import configure_otel
+from dualsaver.observability.otel_setup import configure_otel
 from tests.ops_support import put_marker
 telemetry = configure_otel({"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"})
 assert telemetry.traces == ["console"] and telemetry.metrics == ["console"], telemetry

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
 
 from dualsaver import DualSaver, Phase
-from dualsaver.writebehind import LIMIT, MAX_DELAY, QUIET, pause_wait
+from dualsaver.saver._writebehind import LIMIT, MAX_DELAY, QUIET, pause_wait
 from tests.faulty import Faulty, StoreDown
 from tests.savers import put_marker, sync_saver
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from dualsaver.otel_setup import command_span, configure_cli
+    from dualsaver.observability.otel_setup import command_span, configure_cli
 
     configure_cli()  # structlog (JSON, passwords redacted) and the OTel SDK from OTEL_*
     with command_span(args.command):

@@ -110,10 +110,10 @@ class TqdmProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualsaver.backfill import backfill
+    from dualsaver.migrate import backfill
     from dualsaver.stores import StoreURLError, open_saver, redact
-    from dualsaver.stores.sql import describe_error
-    from dualsaver.stores.urls import scrub
+    from dualsaver.errors import describe_error
+    from dualsaver.redact import scrub
 
     try:
         serdes = {"old": serde_from_name(args.old_serde), "new": serde_from_name(args.new_serde)}
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     print(result.summary(), file=sys.stderr)
-    from dualsaver.migration_status import record_backfill
+    from dualsaver.control.evidence import record_backfill
 
     # What `dualsaver phase set read-switch` and `dualsaver status` read back.
     record_backfill(result, reverse=args.reverse, partial=bool(args.shard or args.threads))

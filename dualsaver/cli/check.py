@@ -90,8 +90,8 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
 
 def primary_of(phase_name: str | None) -> str:
     """The store written first in the phase: old until reads switch, then new."""
-    from dualsaver.phase import resolve_phase
-    from dualsaver.routing import route_for
+    from dualsaver.control.sources import resolve_phase
+    from dualsaver.saver.routing import route_for
 
     phase, _ = resolve_phase(phase_name)
     return route_for(phase).primary
@@ -137,10 +137,10 @@ def fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualsaver.check import CheckError, check
+    from dualsaver.checker import CheckError, check
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, native_for, open_saver, redact
-    from dualsaver.stores.urls import scrub
+    from dualsaver.redact import scrub
 
     try:
         primary = primary_for_run(args)
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         return fail(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}")
-    from dualsaver.migration_status import record_check
+    from dualsaver.control.evidence import record_check
 
     record_check(report)  # the evidence `dualsaver phase set read-switch` asks for
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)

@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     import os
 
     from dualsaver.demo import run_demo
-    from dualsaver.logs import configure_logging
+    from dualsaver.observability.logs import configure_logging
 
     # The narration tells the story; library logs only when something goes wrong.
     configure_logging(level=os.environ.get("DUALSAVER_LOG_LEVEL", "warning"))

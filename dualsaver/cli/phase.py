@@ -46,7 +46,7 @@ ran out before every live replica reported the new phase.
 
 
 def phase_arg(text: str) -> Any:
-    from dualsaver.phase import InvalidPhaseError, Phase
+    from dualsaver.control.phase import InvalidPhaseError, Phase
 
     try:
         return Phase.parse(text)
@@ -102,8 +102,8 @@ def fail(code: int, message: str) -> int:
 
 def _open(args: argparse.Namespace) -> Any:
     """(record, settings), or raises ValueError / RecordUnavailable with a printable message."""
-    from dualsaver import settings as settings_module
-    from dualsaver.phase_record import open_phase_record
+    from dualsaver.control import settings as settings_module
+    from dualsaver.control.record import open_phase_record
 
     s = settings_module.current(args.config)
     url = args.record or s.record_url
@@ -128,7 +128,7 @@ def lagging(record: Any, phase: Any) -> list[Any]:
 
 def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
     """phase -> None when allowed now, else the guard's reason."""
-    from dualsaver.phase import Phase, TransitionError, guard_transition
+    from dualsaver.control.phase import Phase, TransitionError, guard_transition
 
     moves: dict[str, str | None] = {}
     for target in Phase:
@@ -143,10 +143,11 @@ def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from dualsaver import migration_status
-    from dualsaver.phase import ENV_VAR, Phase
-    from dualsaver.phase_record import RecordUnavailable
-    from dualsaver.settings import SettingsError
+    from dualsaver.control import evidence as migration_status
+    from dualsaver.control.phase import Phase
+    from dualsaver.control.sources import ENV_VAR
+    from dualsaver.errors import RecordUnavailable
+    from dualsaver.errors import SettingsError
 
     try:
         record, _ = _open(args)
@@ -207,10 +208,11 @@ def run_show(args: argparse.Namespace) -> int:
 def run_set(args: argparse.Namespace) -> int:
     import structlog
 
-    from dualsaver import migration_status
-    from dualsaver.phase import Phase, TransitionError, guard_transition
-    from dualsaver.phase_record import ConcurrentChange, RecordUnavailable, who
-    from dualsaver.settings import SettingsError
+    from dualsaver.control import evidence as migration_status
+    from dualsaver.control.phase import Phase, TransitionError, guard_transition
+    from dualsaver.control.record import who
+    from dualsaver.errors import ConcurrentChange, RecordUnavailable
+    from dualsaver.errors import SettingsError
 
     log = structlog.get_logger("dualsaver.cli.phase")
     target: Phase = args.phase
@@ -279,7 +281,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 def _wait(record: Any, target: Any, seconds: float) -> int:
     """Wait until every live replica reports `target` (0 seconds: do not wait)."""
-    from dualsaver.phase_record import RecordUnavailable
+    from dualsaver.errors import RecordUnavailable
 
     if seconds <= 0:
         return EXIT_OK

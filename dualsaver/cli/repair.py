@@ -23,7 +23,7 @@ examples:
   # redo the secondary writes that failed (the journal the DualSaver keeps)
   dualsaver repair --old ... --new ... --journal .dualsaver/journal.sqlite
 
-  # see the plan first
+  # see what it would do first
   dualsaver repair --old ... --new ... --report check.json --dry-run
 
 What it does per thread: rows missing in the target are inserted (never overwriting); a
@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
         help="the store to copy from (default: the phase's primary)",
     )
     p.add_argument("--phase", help="the migration phase (default: $DUALSAVER_PHASE, else shadow-write)")
-    p.add_argument("--dry-run", action="store_true", help="show the plan and counts; change nothing")
+    p.add_argument("--dry-run", action="store_true", help="show what would be done and the counts; change nothing")
     p.add_argument("--force", action="store_true", help="allow repairing the phase's primary store")
     p.add_argument("--no-verify", action="store_true", help="skip the re-check of repaired threads")
     p.set_defaults(func=run)
@@ -68,25 +68,25 @@ def fail(message: str) -> int:
     return 2
 
 
-def _load_plans(args: argparse.Namespace, source: str) -> tuple[list, Any, list]:
-    """(plans, journal or None, pending entries)"""
-    from dualsaver.divergence import DivergenceReport
-    from dualsaver.journal import Journal
-    from dualsaver.repair import plan_from_journal, plan_from_report
+def _load_repairs(args: argparse.Namespace, source: str) -> tuple[list, Any, list]:
+    """(repairs, journal or None, pending entries)"""
+    from dualsaver.checker.findings import DivergenceReport
+    from dualsaver.control.journal import Journal
+    from dualsaver.migrate import repairs_from_journal, repairs_from_report
 
     if args.report:
         report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-        return plan_from_report(report, source), None, []  # type: ignore[arg-type]
+        return repairs_from_report(report, source), None, []  # type: ignore[arg-type]
     if not Path(args.journal).is_file():
         raise FileNotFoundError(f"no journal at {args.journal}")
     journal = Journal(args.journal)
     entries = list(journal.pending())
-    return plan_from_journal(entries, source), journal, entries  # type: ignore[arg-type]
+    return repairs_from_journal(entries, source), journal, entries  # type: ignore[arg-type]
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualsaver.check import CheckError, check
-    from dualsaver.repair import other, repair, threads_to_mark
+    from dualsaver.checker import CheckError, check
+    from dualsaver.migrate import other, repair, threads_to_mark
     from dualsaver.stores import StoreURLError, native_for, open_saver, redact
 
     try:
@@ -102,24 +102,24 @@ def run(args: argparse.Namespace) -> int:
             f" --source {target}."
         )
     try:
-        plans, journal, entries = _load_plans(args, source)
+        repairs, journal, entries = _load_repairs(args, source)
         old_serde, new_serde = serde_from_name(args.old_serde), serde_from_name(args.new_serde)
     except (OSError, ValueError, KeyError) as exc:
         return fail(f"{type(exc).__name__}: {exc}")
 
     urls = {"old": args.old, "new": args.new}
     serdes = {"old": old_serde, "new": new_serde}
-    if not plans:
+    if not repairs:
         print("Nothing to repair: no affected thread" + (" pending in the journal." if journal else " in the report."))
         return 0
     try:
         with open_saver(urls[source], must_exist=True, serde=serdes[source]) as src, open_saver(
             urls[target], serde=serdes[target]
         ) as dst:
-            for plan in plans:
-                print(f"  {plan.action:7} {plan.thread_id}: {'; '.join(plan.reasons[:3])}"
-                      + (" ..." if len(plan.reasons) > 3 else ""))
-            result = repair(src, dst, plans=plans, dry_run=args.dry_run, source_side=source)  # type: ignore[arg-type]
+            for thread in repairs:
+                print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"
+                      + (" ..." if len(thread.reasons) > 3 else ""))
+            result = repair(src, dst, repairs=repairs, dry_run=args.dry_run, source_side=source)  # type: ignore[arg-type]
             print(result.summary())
             if args.dry_run:
                 return 0
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             report = check(
                 native_for(stores["old"]),
                 native_for(stores["new"]),
-                thread_ids=[p.thread_id for p in plans],
+                thread_ids=[r.thread_id for r in repairs],
                 primary=primary,  # type: ignore[arg-type]
                 old_name=redact(args.old),
                 new_name=redact(args.new),
@@ -146,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
         if journal is not None:
             journal.close()
     if report.clean:
-        print(f"re-check of {len(plans)} thread(s): clean")
+        print(f"re-check of {len(repairs)} thread(s): clean")
         return 0 if result.ok else 1
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
-    print(f"re-check of {len(plans)} thread(s): still divergent ({counts})")
+    print(f"re-check of {len(repairs)} thread(s): still divergent ({counts})")
     print(json.dumps([d.to_dict() for d in report.divergences[:5]], indent=1, default=str))
     return 1

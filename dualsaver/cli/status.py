@@ -58,8 +58,10 @@ def register(subparsers: Any) -> None:
 
 def probe_store(url: str | None) -> dict[str, Any]:
     """Does the store answer? Never creates anything; the URL is shown redacted."""
-    from dualsaver.stores.sql import describe_error
-    from dualsaver.stores.urls import StoreURLError, parse_store_url, redact, scrub
+    from dualsaver.errors import describe_error
+    from dualsaver.errors import StoreURLError
+    from dualsaver.redact import redact, scrub
+    from dualsaver.stores.urls import parse_store_url
 
     if not url:
         return {"url": None, "reachable": None, "detail": "not configured"}
@@ -100,7 +102,7 @@ def _probe_postgres(spec: Any) -> tuple[bool, str]:
 
 
 def _probe_redis(spec: Any) -> tuple[bool, str]:
-    from dualsaver.stores.redis_url import parse_redis_url, sync_client
+    from dualsaver.redis.url import parse_redis_url, sync_client
 
     target = parse_redis_url(spec.url, socket_timeout=5, socket_connect_timeout=5)
     client = sync_client(target)
@@ -119,7 +121,7 @@ _PROBES = {"sqlite": _probe_sqlite, "postgres": _probe_postgres, "redis": _probe
 
 
 def journal_depth(path: str | None) -> dict[str, Any]:
-    from dualsaver.journal import DEFAULT_PATH, ENV_PATH
+    from dualsaver.control.journal import DEFAULT_PATH, ENV_PATH
 
     chosen = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
     if not Path(chosen).exists():
@@ -139,7 +141,7 @@ def journal_depth(path: str | None) -> dict[str, Any]:
 
 def backfill_progress(path: str | None) -> list[dict[str, Any]]:
     """Jobs in the backfill progress file: threads done so far, finished or running."""
-    from dualsaver.backfill_state import DEFAULT_PATH, ENV_PATH
+    from dualsaver.migrate.progress import DEFAULT_PATH, ENV_PATH
 
     chosen = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
     if not Path(chosen).exists():
@@ -169,11 +171,12 @@ def backfill_progress(path: str | None) -> list[dict[str, Any]]:
 
 
 def gather(args: argparse.Namespace) -> dict[str, Any]:
-    from dualsaver import migration_status
-    from dualsaver import settings as settings_module
-    from dualsaver.phase import phase_source
-    from dualsaver.phase_record import RecordUnavailable, open_phase_record
-    from dualsaver.stores.urls import redact
+    from dualsaver.control import evidence as migration_status
+    from dualsaver.control import settings as settings_module
+    from dualsaver.control.sources import phase_source
+    from dualsaver.control.record import open_phase_record
+    from dualsaver.errors import RecordUnavailable
+    from dualsaver.redact import redact
 
     s = settings_module.current(args.config)
     if args.record:
@@ -320,8 +323,8 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualsaver.phase_record import RecordUnavailable
-    from dualsaver.settings import SettingsError
+    from dualsaver.errors import RecordUnavailable
+    from dualsaver.errors import SettingsError
 
     try:
         doc = gather(args)

@@ -19,16 +19,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from dualsaver.errors import EmbeddedServerError  # its message ends with the server's log tail
+
 log = logging.getLogger("dualsaver.embedded")
 
 LOCALHOST = "127.0.0.1"
 # A cluster node also listens on port + 10000 (the cluster bus), so cluster ports come from a
 # range whose bus ports stay valid and below the kernel's ephemeral range.
 _CLUSTER_PORT_RANGE = (20000, 30000)
-
-
-class EmbeddedServerError(RuntimeError):
-    """A server could not be found, started, or stopped. The message ends with its log tail."""
 
 
 def free_port(*, with_bus_port: bool = False) -> int:

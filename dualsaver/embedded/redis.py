@@ -81,8 +81,8 @@ def _read_reply(f):
     raise ConnectionError(f"unexpected reply {line[:40]!r}")
 
 
-class _RedisReplyError(Exception):
-    pass
+class _RedisReplyError(EmbeddedServerError):
+    """An error reply from the server (LOADING while the AOF replays, say)."""
 
 
 def redis_command(port: int, *args, password: str | None = None, timeout: float = 10.0):

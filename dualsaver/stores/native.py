@@ -8,7 +8,8 @@ target's serializer on the way in and compare by content across serializers.
 
 `native_for(saver)` / `anative_for(saver)` pick the adapter for a saver; a saver with no
 native adapter gets the public-API one, whose `exact` is False (copies made through it
-may reorder the writes of parallel branches, and the result says so).
+may reorder the writes of parallel branches, and the result says so). As with LangGraph's
+savers, the async form of each method carries an ``a`` prefix (`aread_thread`).
 
 Stored encodings (optional, for the backfill): asked with `read_thread(t, encoded=True)`, an
 adapter that supports it (it has a `serde_key`) also carries each write's stored
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
+
+from dualsaver.errors import describe_error
 
 
 class _NotDecoded:
@@ -100,6 +103,10 @@ class Unreadable:
 ThreadItem = StoredCheckpoint | Unreadable
 
 
+def unreadable(thread_id: str, ns: str, checkpoint_id: str, exc: BaseException) -> Unreadable:
+    return Unreadable(thread_id, ns, checkpoint_id, describe_error(exc))
+
+
 class NativeStore(Protocol):
     """Sync native access to one store.
 
@@ -109,9 +116,12 @@ class NativeStore(Protocol):
       (checkpoint_ns, checkpoint_id); a row that fails to decode yields `Unreadable`.
       Adapters with a `serde_key` also take `encoded=True` (see the module docstring).
     - `checkpoint_keys(t)` is the set of (checkpoint_ns, checkpoint_id) the store holds for `t`.
-    - `write_checkpoints(items)` inserts what is absent and never overwrites what is there
-      (live traffic may have written it); writes are inserted if absent by
+    - `prepare_write(items)` encodes a batch (CPU only, no I/O; it may return the items as
+      they are) and `write_prepared(prepared)` inserts what is absent and never overwrites what
+      is there (live traffic may have written it); writes are inserted if absent by
       (thread, ns, checkpoint id, task_id, idx). Returns (checkpoints added, writes added).
+      `write_checkpoints(items)` is both in one call.
+    - `delete_thread(t)` deletes the thread (repair's "replace").
     """
 
     exact: bool
@@ -122,23 +132,34 @@ class NativeStore(Protocol):
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]: ...
 
+    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> Any: ...
+
+    def write_prepared(self, prepared: Any) -> tuple[int, int]: ...
+
     def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]: ...
+
+    def delete_thread(self, thread_id: str) -> None: ...
 
 
 class AsyncNativeStore(Protocol):
-    """The async form of `NativeStore`, same contract."""
+    """The async form of `NativeStore`, same contract, methods prefixed with ``a``
+    (`prepare_write` does no I/O and keeps its name)."""
 
     exact: bool
 
-    def thread_ids(self) -> AsyncIterator[str]: ...
+    def athread_ids(self) -> AsyncIterator[str]: ...
 
-    def read_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]: ...
+    def aread_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]: ...
 
-    async def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]: ...
+    async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]: ...
 
-    async def write_checkpoints(
-        self, items: Iterable[StoredCheckpoint]
-    ) -> tuple[int, int]: ...
+    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> Any: ...
+
+    async def awrite_prepared(self, prepared: Any) -> tuple[int, int]: ...
+
+    async def awrite_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]: ...
+
+    async def adelete_thread(self, thread_id: str) -> None: ...
 
 
 def shard_of(thread_id: str, shards: int) -> int:

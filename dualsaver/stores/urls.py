@@ -7,19 +7,19 @@ Accepted forms::
     redis://[:password@]host:6379/0    rediss://...    redis+cluster://host1:p1,host2:p2
     memory://            a fresh InMemorySaver        memory://name   one shared per process
 
-A URL never reaches a message, a log line or a report unredacted: `redact` replaces the
-password (in the authority part and in a `password=` query parameter) with ``***``.
+A URL never reaches a message, a log line or a report unredacted: `dualsaver.redact` replaces
+the password (in the authority part and in a `password=` query parameter) with ``***``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from dualsaver.errors import StoreURLError
+from dualsaver.redact import password_of, redact, scrub
 
-class StoreURLError(Exception):
-    """A store could not be opened. The message is one line and names the redacted URL."""
+__all__ = ["StoreURL", "StoreURLError", "parse_store_url", "password_of", "redact", "scrub"]
 
 
 SQLITE_SCHEMES = ("sqlite",)
@@ -33,60 +33,6 @@ KINDS = {
     **{s: "redis" for s in REDIS_SCHEMES},
     **{s: "memory" for s in MEMORY_SCHEMES},
 }
-
-# user:password@ in the authority part; the password may hold anything but "@" before the
-# last "@" of the authority, so match greedily up to the last "@" before the path.
-_AUTHORITY = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by ``***``; safe to print and log."""
-    text = str(url)
-    match = _AUTHORITY.match(text)
-    if match:
-        authority = match.group("authority")
-        if "@" in authority:
-            userinfo, hostpart = authority.rsplit("@", 1)
-            if ":" in userinfo:
-                user = userinfo.split(":", 1)[0]
-                userinfo = f"{user}:***"
-            elif match.group("scheme").lower().startswith("redis"):
-                userinfo = "***"  # redis://secret@host: a bare userinfo is the password
-            authority = f"{userinfo}@{hostpart}"
-        text = match.group("scheme") + authority + text[match.end() :]
-    return _QUERY_PASSWORD.sub(r"\1***", text)
-
-
-def password_of(url: str) -> str | None:
-    """The password in `url`, if any, so error messages can be scrubbed of it."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        password = None
-    if password:
-        return unquote(password)
-    match = re.search(r"(?i)[?&](?:password|pass|pwd)=([^&#]*)", url)
-    return unquote(match.group(1)) if match and match.group(1) else None
-
-
-def scrub(message: str, url: str) -> str:
-    """One line of `message` with the URL's password (raw and quoted) replaced by ``***``."""
-    line = " ".join(str(message).split())  # one line, whatever the driver printed
-    password = password_of(url)
-    if password:
-        for secret in {password, _quote_all(password)}:
-            if secret:
-                line = line.replace(secret, "***")
-    return line
-
-
-def _quote_all(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
-
 
 @dataclass(frozen=True, slots=True)
 class StoreURL:

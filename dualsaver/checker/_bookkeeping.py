@@ -1,0 +1,243 @@
+"""The bookkeeping of one check: what to read in what order, counts, suspects, the re-check
+rule and the report. Pure: the shells in `_run` do the reading."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dualsaver.checker._diff import ThreadDiff, ThreadSide, diff_thread
+from dualsaver.checker.findings import KINDS, Divergence, DivergenceReport
+from dualsaver.errors import CheckError, is_outage
+from dualsaver.observability import telemetry
+from dualsaver.stores.native import in_shard
+
+
+@dataclass(frozen=True, slots=True)
+class CheckProgress:
+    """Handed to the `progress` callback after each thread."""
+
+    phase: Literal["scan", "recheck"]
+    threads: int  # threads diffed in this phase so far
+    checkpoints: int  # checkpoints compared in the scan
+    suspects: int  # threads with a divergence still unconfirmed or confirmed
+    elapsed: float
+    round: int = 0  # re-check round (1-based) during "recheck"
+
+
+ProgressFn = Callable[[CheckProgress], None]
+
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One pass of reading threads from both stores: after `delay` seconds, read `threads`
+    (None: every wanted thread, from the merged id streams), capturing values or not, and
+    hand each thread's diff to `record`."""
+
+    delay: float
+    threads: list[str] | None
+    capture: bool
+    record: Callable[[ThreadDiff], None]
+
+
+def _describe(store: Any, name: str | None) -> str:
+    if name:
+        return name
+    saver = getattr(store, "saver", None)
+    return type(saver if saver is not None else store).__name__
+
+
+class CheckRun:
+    """Bookkeeping of one check: counts, suspects, the re-check rule, the report."""
+
+    def __init__(
+        self,
+        *,
+        old_desc: str,
+        new_desc: str,
+        old_exact: bool,
+        new_exact: bool,
+        shard: tuple[int, int] | None,
+        thread_ids: Sequence[str] | None,
+        recheck: bool,
+        backoff: Sequence[float],
+        show_values: bool,
+        primary: str,
+        workers: int,
+        progress: ProgressFn | None,
+    ) -> None:
+        if primary not in ("old", "new"):
+            raise ValueError("primary must be 'old' or 'new'")
+        if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"bad shard {shard!r}: expected (index, count), 0 <= index < count")
+        self.old_desc, self.new_desc = old_desc, new_desc
+        self.old_exact, self.new_exact = old_exact, new_exact
+        self.shard = shard
+        self.thread_ids = None if thread_ids is None else sorted(set(thread_ids))
+        self.recheck = recheck
+        self.backoff = tuple(backoff) if recheck else ()
+        self.show_values = show_values
+        self.primary = primary
+        self.workers = max(1, int(workers))
+        self.progress = progress
+        self.started = time.monotonic()
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self.threads = self.checkpoints = 0
+        self.totals = {"checkpoints_old": 0, "checkpoints_new": 0, "writes_old": 0, "writes_new": 0}
+        self.suspects: dict[str, dict[tuple, Divergence]] = {}
+        self.first_pass_suspects = 0
+        self.rounds_run = 0
+        self.warnings: list[str] = []
+        self._last_id: dict[str, str | None] = {"old": None, "new": None}
+
+    # -- what to read, in what order
+    def read_order(self) -> tuple[str, str]:
+        """Secondary first, primary last (see the module docstring)."""
+        return ("new", "old") if self.primary == "old" else ("old", "new")
+
+    def wanted(self, thread_id: str) -> bool:
+        return in_shard(thread_id, self.shard)
+
+    def note_id(self, side: str, thread_id: str) -> None:
+        last = self._last_id[side]
+        if last is not None and thread_id <= last and not self.warnings:
+            self.warnings.append(
+                f"the {side} store listed thread ids out of ascending order; every thread was"
+                " still diffed, but thread counts may include repeats"
+            )
+        self._last_id[side] = thread_id
+
+    # -- the diff of one thread, from what the drivers read
+    def diff(self, thread_id: str, sides: dict[str, ThreadSide]) -> ThreadDiff:
+        return diff_thread(
+            thread_id,
+            sides["old"],
+            sides["new"],
+            old_exact=self.old_exact,
+            new_exact=self.new_exact,
+        )
+
+    # -- results
+    def scanned(self, result: ThreadDiff) -> None:
+        self.threads += 1
+        self.checkpoints += result.checkpoints_compared
+        self.totals["checkpoints_old"] += result.checkpoints_old
+        self.totals["checkpoints_new"] += result.checkpoints_new
+        self.totals["writes_old"] += result.writes_old
+        self.totals["writes_new"] += result.writes_new
+        if result.divergences:
+            self.suspects[result.thread_id] = {d.identity: d for d in result.divergences}
+        self._report_progress("scan", self.threads)
+
+    def rechecked(self, result: ThreadDiff, round_no: int, done: int, keep_all: bool) -> None:
+        """Keep what persists: a divergence survives only if found again, same kind and key."""
+        previous = self.suspects.get(result.thread_id, {})
+        now = {d.identity: d for d in result.divergences}
+        if keep_all:  # values fill-in without re-check: keep the scan's verdict
+            kept = {i: now.get(i, d) for i, d in previous.items()}
+        else:
+            kept = {i: now[i] for i in previous if i in now}
+        if kept:
+            self.suspects[result.thread_id] = kept
+        else:
+            self.suspects.pop(result.thread_id, None)
+        self._report_progress("recheck", done, round_no)
+
+    def rounds(self) -> Iterator[Round]:
+        """What the shells run, in order: the scan of every wanted thread (`threads` None:
+        the merged id streams), then a re-check round per backoff delay while suspects
+        remain, then (values asked for, re-check off) one pass to capture their values."""
+        yield Round(0.0, None, False, self.scanned)
+        self.first_pass_suspects = len(self.suspects)
+        for n, delay in enumerate(self.backoff, start=1):
+            if not self.suspects:
+                return
+            self.rounds_run = n
+            yield Round(delay, sorted(self.suspects), self.show_values, self._rechecking(n, keep_all=False))
+        if not self.recheck and self.show_values and self.suspects:
+            yield Round(0.0, sorted(self.suspects), True, self._rechecking(0, keep_all=True))
+
+    def _rechecking(self, round_no: int, *, keep_all: bool) -> Callable[[ThreadDiff], None]:
+        done = itertools.count(1)
+        return lambda result: self.rechecked(result, round_no, next(done), keep_all)
+
+    @contextlib.contextmanager
+    def outages(self) -> Iterator[None]:
+        """A store that cannot be reached leaves no verdict: the check stops with CheckError."""
+        try:
+            yield
+        except Exception as exc:
+            if is_outage(exc):
+                raise CheckError(f"store unreachable during the check: {type(exc).__name__}") from exc
+            raise
+
+    def _report_progress(self, phase: str, done: int, round_no: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(
+                CheckProgress(
+                    phase=phase,  # type: ignore[arg-type]
+                    threads=done,
+                    checkpoints=self.checkpoints,
+                    suspects=len(self.suspects),
+                    elapsed=time.monotonic() - self.started,
+                    round=round_no,
+                )
+            )
+
+    def report(self) -> DivergenceReport:
+        divergences = [
+            d
+            for thread_id in sorted(self.suspects)
+            for d in sorted(
+                self.suspects[thread_id].values(),
+                key=lambda d: (d.checkpoint_ns, d.checkpoint_id, KINDS.index(d.kind)),
+            )
+        ]
+        counts = dict.fromkeys(KINDS, 0)
+        for d in divergences:
+            counts[d.kind] += 1
+        for kind, n in counts.items():
+            if n:
+                telemetry.divergences.add(n, {"kind": kind})
+        finished = dt.datetime.now(dt.timezone.utc)
+        summary = {
+            "threads_compared": self.threads,
+            "checkpoints_compared": self.checkpoints,
+            **self.totals,
+            "divergences": len(divergences),
+            "counts": counts,
+            "affected_threads": len(self.suspects),
+            "duration_seconds": round(time.monotonic() - self.started, 3),
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": finished.isoformat(timespec="seconds"),
+            "stores": {"old": self.old_desc, "new": self.new_desc},
+            "exact": {"old": self.old_exact, "new": self.new_exact},
+            "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
+            "thread_filter": None if self.thread_ids is None else len(self.thread_ids),
+            "workers": self.workers,
+            "primary": self.primary,
+            "recheck": {
+                "enabled": self.recheck,
+                "rounds": self.rounds_run,
+                "suspect_threads": self.first_pass_suspects,
+                "cleared_threads": self.first_pass_suspects - len(self.suspects),
+            },
+            "values_shown": self.show_values,
+            "warnings": list(self.warnings),
+        }
+        return DivergenceReport(clean=not divergences, divergences=divergences, summary=summary)
+
+
+def _merge_step(a: str | None, b: str | None) -> tuple[str, bool, bool]:
+    """The next id of two ascending streams, and which streams it came from."""
+    if b is None or (a is not None and a < b):
+        return a, True, False  # type: ignore[return-value]
+    if a is None or b < a:
+        return b, False, True
+    return a, True, True

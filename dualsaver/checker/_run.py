@@ -1,0 +1,210 @@
+"""The check: a streaming diff of two stores, re-checked before it reports.
+
+    report = check(old_saver, new_saver, workers=4)
+    report.clean            # the verdict on switching reads
+    report.divergences      # [Divergence(kind, thread_id, checkpoint_ns, checkpoint_id, detail)]
+
+How it works, and why:
+
+- **Streams.** Both stores list their thread ids in ascending order; the two streams are
+  merged, and each thread is read from both stores and diffed on its own, so memory holds
+  one thread's fingerprints per worker (digests, not values) however large the stores.
+  A thread id that only one stream yields is still read from both stores, so even stores
+  that disagree on ordering cannot hide a thread from the diff.
+- **Read order.** The primary (the store written first; `old` until read-switch) is read
+  last: whatever the secondary already holds was in the primary before, so in-flight
+  shadow writes can only look like "missing in the secondary", never the other way round.
+- **Re-check.** A thread with any divergence is a suspect. After the pass, suspects are read
+  again from both stores, immediately and then after short backoffs; a divergence is
+  reported only if the same (kind, checkpoint) is found in every round. Writes that landed
+  while the check ran complete in the meantime and drop out.
+- **One implementation.** Every decision lives once: what to read and in what order in the
+  plans below, the rounds, what persists and the summary in `CheckRun` (`_bookkeeping`), the
+  diff in `_diff`. `check` and `acheck` only run the plans, with threads or with tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
+
+from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, _describe, _merge_step
+from dualsaver.checker._diff import ThreadDiff, ThreadSide
+from dualsaver.checker.findings import SIDES, DivergenceReport
+from dualsaver.errors import describe_error, is_outage
+from dualsaver import sansio
+from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
+from dualsaver.stores import anative_for, native_for
+
+__all__ = ["CheckProgress", "acheck", "check"]
+
+DEFAULT_BACKOFF = (0.0, 0.2, 0.5, 1.0)  # seconds before each re-check round
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def _merged_ids(run: CheckRun) -> Plan[None]:
+    """Emit the wanted thread ids: both stores' ascending id streams merged, each id once."""
+    if run.thread_ids is not None:
+        yield Emit([t for t in run.thread_ids if run.wanted(t)])
+        return
+    streams, heads = {}, {}
+    for side in SIDES:
+        streams[side] = yield Call(side, "thread_ids", stream=True)
+        heads[side] = _head((yield Next(streams[side])))
+    while heads["old"] is not None or heads["new"] is not None:
+        thread_id, from_old, from_new = _merge_step(heads["old"], heads["new"])
+        for side, took in (("old", from_old), ("new", from_new)):
+            if took:
+                run.note_id(side, thread_id)
+                heads[side] = _head((yield Next(streams[side])))
+        if run.wanted(thread_id):
+            yield Emit((thread_id,))
+
+
+def _head(item: Any) -> str | None:
+    return None if item is END else item
+
+
+def _read_side(side: str, thread_id: str, capture: bool) -> Plan[ThreadSide]:
+    """One store's view of one thread. A thread that fails to load is reported; a store
+    that cannot be reached stops the check (no verdict without it)."""
+    found = ThreadSide()
+    try:
+        items = yield Call(side, "read_thread", (thread_id,), stream=True)
+        while (item := (yield Next(items))) is not END:
+            found.add(item, capture)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        found.thread_error = describe_error(exc)
+    return found
+
+
+def _read_both(run: CheckRun, thread_id: str, capture: bool) -> Plan[ThreadDiff]:
+    sides = {}
+    for side in run.read_order():  # the primary last (see the module docstring)
+        sides[side] = yield from _read_side(side, thread_id, capture)
+    return run.diff(thread_id, sides)
+
+
+# --------------------------------------------------------------------------- the shells
+
+
+def check(
+    old: Any,
+    new: Any,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    thread_ids: Sequence[str] | None = None,
+    recheck: bool = True,
+    progress: ProgressFn | None = None,
+    show_values: bool = False,
+    primary: Literal["old", "new"] = "old",
+    backoff: Sequence[float] = DEFAULT_BACKOFF,
+    old_name: str | None = None,
+    new_name: str | None = None,
+) -> DivergenceReport:
+    """Diff two stores (savers or `NativeStore`s) and return what persists.
+
+    `shard=(i, n)` checks only the threads of shard i of n; `thread_ids` only those threads.
+    `primary` is the store written first in the current phase (read last). `backoff` gives
+    the delay before each re-check round (its length bounds the rounds). `workers` threads
+    read threads side by side. Raises `CheckError` if a store cannot be reached.
+    """
+    io = Targets(old=native_for(old), new=native_for(new))
+    run = _new_run(io.targets, old, new, old_name, new_name, shard=shard, thread_ids=thread_ids,
+                   recheck=recheck, backoff=backoff, show_values=show_values, primary=primary,
+                   workers=workers, progress=progress)
+    with run.outages():
+        for r in run.rounds():
+            time.sleep(r.delay)
+            threads = sansio.stream(_merged_ids(run), io) if r.threads is None else r.threads
+            for result in _map_bounded(lambda t, c=r.capture: sansio.run(_read_both(run, t, c), io), threads, run.workers):
+                r.record(result)
+    return run.report()
+
+
+async def acheck(
+    old: Any,
+    new: Any,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    thread_ids: Sequence[str] | None = None,
+    recheck: bool = True,
+    progress: ProgressFn | None = None,
+    show_values: bool = False,
+    primary: Literal["old", "new"] = "old",
+    backoff: Sequence[float] = DEFAULT_BACKOFF,
+    old_name: str | None = None,
+    new_name: str | None = None,
+) -> DivergenceReport:
+    """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans,
+    `workers` tasks instead of threads."""
+    io = AsyncTargets(old=anative_for(old), new=anative_for(new))
+    run = _new_run(io.targets, old, new, old_name, new_name, shard=shard, thread_ids=thread_ids,
+                   recheck=recheck, backoff=backoff, show_values=show_values, primary=primary,
+                   workers=workers, progress=progress)
+    with run.outages():
+        for r in run.rounds():
+            await asyncio.sleep(r.delay)
+            threads = sansio.astream(_merged_ids(run), io) if r.threads is None else _alist(r.threads)
+            async for result in _amap_bounded(lambda t, c=r.capture: sansio.arun(_read_both(run, t, c), io), threads, run.workers):
+                r.record(result)
+    return run.report()
+
+
+def _new_run(stores: dict[str, Any], old: Any, new: Any, old_name: str | None,
+             new_name: str | None, **options: Any) -> CheckRun:
+    """The run's bookkeeping, the same for `check` and `acheck`."""
+    return CheckRun(
+        old_desc=_describe(old, old_name),
+        new_desc=_describe(new, new_name),
+        old_exact=bool(getattr(stores["old"], "exact", False)),
+        new_exact=bool(getattr(stores["new"], "exact", False)),
+        **options,
+    )
+
+
+def _map_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """`map` over a thread pool with at most 2*workers items in flight, results in order."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dualsaver-check") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+async def _amap_bounded(fn: Callable[[T], Any], items: AsyncIterator[T], workers: int) -> AsyncIterator[Any]:
+    """Async `map` with at most 2*workers coroutines in flight, results in order."""
+    pending: deque[asyncio.Future[Any]] = deque()
+    try:
+        async for item in items:
+            pending.append(asyncio.ensure_future(fn(item)))
+            if len(pending) >= 2 * max(1, workers) or workers <= 1:
+                yield await pending.popleft()
+        while pending:
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+
+
+async def _alist(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item

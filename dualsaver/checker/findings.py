@@ -1,0 +1,102 @@
+"""What the check finds: the six kinds of divergence, one `Divergence`, and the
+`DivergenceReport` a check returns (JSON in and out, so a report can be re-read and repaired
+from later). No I/O and no store access here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MISSING_IN_NEW = "missing_in_new"
+MISSING_IN_OLD = "missing_in_old"
+CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+METADATA_MISMATCH = "metadata_mismatch"
+WRITES_MISMATCH = "writes_mismatch"
+UNREADABLE = "unreadable"
+KINDS = (
+    MISSING_IN_NEW,
+    MISSING_IN_OLD,
+    CHECKPOINT_MISMATCH,
+    METADATA_MISMATCH,
+    WRITES_MISMATCH,
+    UNREADABLE,
+)
+SIDES = ("old", "new")
+MAX_FIELDS_LISTED = 25  # per divergence; the count of the rest is kept
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """One difference between the stores, for one checkpoint (or one whole thread)."""
+
+    kind: str
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """What must persist across re-checks for the divergence to be reported."""
+        return (self.kind, self.thread_id, self.checkpoint_ns, self.checkpoint_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "thread_id": self.thread_id,
+            "checkpoint_ns": self.checkpoint_ns,
+            "checkpoint_id": self.checkpoint_id,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Divergence:
+        return cls(
+            kind=data["kind"],
+            thread_id=data["thread_id"],
+            checkpoint_ns=data.get("checkpoint_ns", ""),
+            checkpoint_id=data.get("checkpoint_id", ""),
+            detail=dict(data.get("detail") or {}),
+        )
+
+
+@dataclass(slots=True)
+class DivergenceReport:
+    """The result of a check: `clean` is the verdict on switching reads."""
+
+    clean: bool
+    divergences: list[Divergence]
+    summary: dict[str, Any]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(KINDS, 0)
+        for d in self.divergences:
+            counts[d.kind] = counts.get(d.kind, 0) + 1
+        return counts
+
+    def affected_threads(self) -> list[str]:
+        return sorted({d.thread_id for d in self.divergences})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "summary": self.summary,
+            "divergences": [d.to_dict() for d in self.divergences],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DivergenceReport:
+        return cls(
+            clean=bool(data["clean"]),
+            divergences=[Divergence.from_dict(d) for d in data.get("divergences", [])],
+            summary=dict(data.get("summary") or {}),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> DivergenceReport:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,33 @@
+"""Phase control: the phase and its rules, where a process's phase comes from, the settings
+file, the fleet's shared record, the migration's evidence, and the secondary-failure journal.
+
+- `phase`: `Phase` and the transition rules (pure; imports only the error tree);
+- `settings`: the TOML settings file a fleet shares;
+- `sources`: where a DualSaver reads its phase (argument, environment, settings, record);
+- `record`: the shared phase record in PostgreSQL or Redis;
+- `evidence`: what the backfill and the check recorded, for the read-switch guard;
+- `journal`: the durable record of writes a store missed, for repair.
+"""
+
+from dualsaver.control.journal import Journal, JournalEntry
+from dualsaver.control.phase import Evidence, Phase, check_transition, guard_transition
+from dualsaver.control.record import PhaseRecord, open_phase_record
+from dualsaver.control.settings import Settings
+from dualsaver.control.sources import PhaseSource, PollingPhaseSource, StaticPhase, phase_source, resolve_phase
+
+__all__ = [
+    "Evidence",
+    "Journal",
+    "JournalEntry",
+    "Phase",
+    "PhaseRecord",
+    "PhaseSource",
+    "PollingPhaseSource",
+    "Settings",
+    "StaticPhase",
+    "check_transition",
+    "guard_transition",
+    "open_phase_record",
+    "phase_source",
+    "resolve_phase",
+]

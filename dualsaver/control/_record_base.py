@@ -1,0 +1,186 @@
+"""What a phase record is, whatever store holds it: its state, history and heartbeats,
+and the interface each backend implements (`_record_postgres`, `_record_redis`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dualsaver.control.phase import Phase
+from dualsaver.errors import RecordUnavailable, describe_error
+from dualsaver.redact import password_of, redact
+
+DEFAULT_TIMEOUT = 5.0  # seconds to connect or answer; a dead record must not hang a replica
+
+
+@dataclass(frozen=True)
+class PhaseState:
+    phase: Phase
+    version: int
+    changed_at: float
+    changed_by: str
+    reason: str = ""
+    forced: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "phase": self.phase.value}
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_phase: str | None
+    to_phase: str
+    version: int
+    changed_at: float
+    changed_by: str
+    reason: str = ""
+    forced: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplicaSeen:
+    replica: str
+    phase: str
+    seen_at: float
+    interval: float
+
+    def alive(self, now: float | None = None) -> bool:
+        """Seen recently enough to count: three polls, and never less than five seconds."""
+        now = time.time() if now is None else now
+        return now - self.seen_at <= max(3 * self.interval, self.interval + 5.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def who() -> str:
+    """Who is changing the phase: $DUALSAVER_OPERATOR, else user@host."""
+    explicit = os.environ.get("DUALSAVER_OPERATOR")
+    if explicit:
+        return explicit
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class PhaseRecord(ABC):
+    """One migration's record (`name`) in one store (`where`, redacted)."""
+
+    def __init__(self, url: str, name: str, timeout: float) -> None:
+        self._url = url
+        self.where = redact(url)
+        self.name = name
+        self.timeout = timeout
+        self._lock = threading.RLock()
+
+    def describe(self, exc: BaseException) -> str:
+        """An error of this record's store as text, its password masked."""
+        return describe_error(exc, secrets=[password_of(self._url)])
+
+    def unavailable(self, exc: BaseException) -> RecordUnavailable:
+        return RecordUnavailable(f"phase record {self.where} is unreachable: {self.describe(exc)}")
+
+    def failed(self, exc: BaseException) -> RecordUnavailable:
+        return RecordUnavailable(f"phase record {self.where} refused the request: {self.describe(exc)}")
+
+    # -- one connection, reopened after a failure (the backends say how) ----------------
+
+    _client: Any = None
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new client or connection to the record's store."""
+
+    @abstractmethod
+    def _errors(self) -> tuple[tuple[type[BaseException], ...], ...]:
+        """(errors meaning nothing was ever written, so there is no record yet; errors meaning
+        the store is unreachable; errors meaning it refused the request)."""
+
+    def _prepare(self, client: Any) -> None:
+        """Before the first write on a connection (PostgreSQL creates its tables)."""
+
+    def _run(self, fn: Any, *, write: bool = False) -> Any:
+        """`fn(client)` under the lock; store errors become `RecordUnavailable`."""
+        nothing_yet, unreachable, refused = self._errors()
+        with self._lock:
+            try:
+                if self._client is None:
+                    self._client, self._prepared = self._connect(), False
+                if write and not self._prepared:
+                    self._prepare(self._client)
+                    self._prepared = True
+                return fn(self._client)
+            except nothing_yet:
+                return None
+            except unreachable as exc:
+                self._drop()
+                raise self.unavailable(exc) from None
+            except refused as exc:  # reachable, but refusing (permissions, NOAUTH, ...)
+                raise self.failed(exc) from None
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to save
+                self._client.close()
+        self._client = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- what a record holds ---------------------------------------------------------------
+
+    @abstractmethod
+    def read(self) -> PhaseState | None:
+        """The phase as recorded, or None when no phase was ever set."""
+
+    @abstractmethod
+    def set_phase(
+        self, phase: Phase, *, expected_version: int, by: str, reason: str = "", forced: bool = False
+    ) -> PhaseState:
+        """Set the phase if the record is still at `expected_version` (0: never set)."""
+
+    @abstractmethod
+    def history(self, limit: int = 20) -> list[Transition]:
+        """The last `limit` transitions, oldest first."""
+
+    @abstractmethod
+    def heartbeat(self, replica: str, phase: Phase, interval: float) -> None: ...
+
+    @abstractmethod
+    def forget_replica(self, replica: str) -> None: ...
+
+    @abstractmethod
+    def replicas(self) -> list[ReplicaSeen]: ...
+
+    @abstractmethod
+    def put_status(self, kind: str, value: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get_status(self, kind: str) -> dict[str, Any] | None: ...
+
+    def __enter__(self) -> PhaseRecord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.where!r}, name={self.name!r})"
+
+
+def _state(phase: str, version: Any, at: Any, by: str, reason: str | None, forced: Any) -> PhaseState:
+    return PhaseState(Phase.parse(phase), int(version), float(at), by, reason or "", bool(forced))
+
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

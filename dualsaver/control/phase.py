@@ -1,0 +1,151 @@
+"""Phases of a migration and the allowed moves between them. Pure rules: no I/O, and no
+import of ours but the error tree.
+
+- `Phase`: the four phases, in order.
+- `check_transition` / `guard_transition`: the rules for moving between them; the guard adds
+  what the migration has recorded (`Evidence`: backfill, check, reverse backfill).
+
+Where a process's phase comes from (argument, environment, settings, shared record) is
+`control/sources.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from dualsaver.errors import InvalidPhaseError, TransitionError
+
+__all__ = ["ORDER", "Evidence", "InvalidPhaseError", "Phase", "TransitionError", "check_transition", "guard_transition"]
+
+
+class Phase(str, Enum):
+    SHADOW_WRITE = "shadow-write"
+    BACKFILL = "backfill"
+    READ_SWITCH = "read-switch"
+    DECOMMISSION = "decommission"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: str | Phase) -> Phase:
+        """The phase named by `value`; accepts `read_switch` and any case too."""
+        if isinstance(value, Phase):
+            return value
+        wanted = str(value).strip().lower().replace("_", "-")
+        for phase in cls:
+            if phase.value == wanted:
+                return phase
+        valid = ", ".join(p.value for p in cls)
+        raise InvalidPhaseError(f"unknown phase {value!r}; valid phases are: {valid}")
+
+    @property
+    def index(self) -> int:
+        return list(Phase).index(self)
+
+    @property
+    def writes_old(self) -> bool:
+        """Whether the old store still receives every write in this phase."""
+        return self is not Phase.DECOMMISSION
+
+
+ORDER: tuple[Phase, ...] = tuple(Phase)
+
+
+def check_transition(
+    current: Phase, target: Phase, *, reverse_backfill_done: bool = False
+) -> None:
+    """Raise TransitionError unless moving from `current` to `target` is allowed.
+
+    Forward goes one step at a time. Backward is allowed from any phase in which the old
+    store is still written; leaving decommission backward needs a reverse backfill first,
+    because old stopped receiving writes there.
+    """
+    if target is current:
+        return
+    if target.index > current.index:
+        if target.index != current.index + 1:
+            nxt = ORDER[current.index + 1]
+            raise TransitionError(
+                f"cannot jump from {current} to {target}: forward moves go one step at a"
+                f" time (next is {nxt})"
+            )
+        return
+    if not current.writes_old and not reverse_backfill_done:
+        raise TransitionError(
+            f"cannot move back from {current} to {target}: the old store has not been"
+            " written since decommission; run a reverse backfill (new -> old) first"
+        )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the migration has recorded, for the guards (times are Unix seconds).
+
+    `backfill_*` is the last forward backfill (old -> new), `reverse_backfill_*` the last
+    reverse one (new -> old), `check_*` the last check; `entered_at` is when the current
+    phase was entered. A partial run (one shard, chosen threads) proves nothing for the
+    whole store, so it counts as not done (`*_full=False`).
+    """
+
+    backfill_at: float | None = None
+    backfill_ok: bool = False
+    backfill_full: bool = True
+    reverse_backfill_at: float | None = None
+    reverse_backfill_ok: bool = False
+    check_at: float | None = None
+    check_clean: bool = False
+    check_full: bool = True
+    check_divergences: int = 0
+    entered_at: float | None = None
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
+    """Raise TransitionError unless the rules and the recorded evidence allow the move.
+
+    On top of `check_transition`: leaving decommission backward needs a successful reverse
+    backfill finished after decommission was entered, and entering read-switch from
+    backfill needs a successful full backfill and a clean full check finished after it.
+    """
+    reverse_done = (
+        evidence.reverse_backfill_at is not None
+        and evidence.reverse_backfill_ok
+        and (evidence.entered_at is None or evidence.reverse_backfill_at >= evidence.entered_at)
+    )
+    check_transition(current, target, reverse_backfill_done=reverse_done)
+    if not (target is Phase.READ_SWITCH and current is Phase.BACKFILL):
+        return
+    e = evidence
+    if e.backfill_at is None:
+        raise TransitionError(
+            "cannot switch reads: no backfill has been recorded; run `dualsaver backfill`"
+            " and then `dualsaver check`"
+        )
+    if not e.backfill_ok or not e.backfill_full:
+        why = "some threads failed" if not e.backfill_ok else "it covered only part of the store"
+        raise TransitionError(
+            f"cannot switch reads: the last backfill ({_when(e.backfill_at)}) is not complete"
+            f" ({why}); run it again until it finishes cleanly, then `dualsaver check`"
+        )
+    if e.check_at is None or e.check_at < e.backfill_at:
+        raise TransitionError(
+            f"cannot switch reads: no check has started since the last backfill finished"
+            f" ({_when(e.backfill_at)}); run `dualsaver check` and repair what it finds"
+        )
+    if not e.check_full:
+        raise TransitionError(
+            f"cannot switch reads: the last check ({_when(e.check_at)}) covered only part of"
+            " the store; run a full `dualsaver check`"
+        )
+    if not e.check_clean:
+        raise TransitionError(
+            f"cannot switch reads: the last check ({_when(e.check_at)}) found"
+            f" {e.check_divergences} divergence(s); run `dualsaver repair`, then"
+            " `dualsaver check` again"
+        )

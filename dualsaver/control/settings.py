@@ -1,0 +1,209 @@
+"""The settings file: one TOML file a whole fleet can share (`config/dualsaver.toml`).
+
+    [migration]
+    phase = "shadow-write"          # optional: omit it to follow the shared phase record
+    strict = false
+    secondary_timeout = 5.0         # seconds; 0 or a negative number waits forever
+    journal = ".dualsaver/journal.sqlite"
+    canary_percent = 0              # read-switch: % of threads that read from new
+    shadow_read_rate = 0.0          # shadow-write/backfill: fraction of reads compared with new
+    write_behind = true             # shadow-write: new's copy written in the background
+    status_file = ".dualsaver/status.json"   # where outcomes go when there is no phase record
+
+    [stores]
+    old = "sqlite:///checkpoints.sqlite"
+    new = "postgresql://dualsaver:${DUALSAVER_PG_PASSWORD}@localhost:5432/dualsaver"
+
+    [phase_record]
+    url = "redis://localhost:6379/0"
+    name = "default"                # several migrations can share one record store
+    poll_interval = 2.0             # seconds between two reads of the record
+
+The file is found through `--config PATH` on the command line or `$DUALSAVER_SETTINGS`;
+never implicitly, so a stray file in the working directory cannot change a phase.
+`${NAME}` in a string is replaced by the environment variable NAME, which keeps passwords
+out of the file. Unknown sections or keys are refused: a typo must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dualsaver.control.phase import Phase
+from dualsaver.errors import InvalidPhaseError, SettingsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_SETTINGS = "DUALSAVER_SETTINGS"
+ENV_RECORD = "DUALSAVER_PHASE_RECORD"  # the record URL without a settings file
+ENV_OLD_URL = "DUALSAVER_OLD_URL"
+ENV_NEW_URL = "DUALSAVER_NEW_URL"
+DEFAULT_POLL_INTERVAL = 2.0
+DEFAULT_STATUS_FILE = ".dualsaver/status.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the library and the CLI read from a settings file (all optional)."""
+
+    phase: str | None = None
+    strict: bool = False
+    secondary_timeout: float | None = 5.0
+    journal: str | None = None
+    canary_percent: float | None = None
+    shadow_read_rate: float = 0.0
+    write_behind: bool = True
+    status_file: str | None = None
+    old_url: str | None = field(default=None, repr=False)
+    new_url: str | None = field(default=None, repr=False)
+    record_url: str | None = field(default=None, repr=False)
+    record_name: str = "default"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    path: str | None = None  # the file these came from
+
+    def saver_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `DualSaver(old, new, **settings.saver_kwargs())`."""
+        kwargs: dict[str, Any] = {
+            "strict": self.strict,
+            "secondary_timeout": self.secondary_timeout,
+            "journal": self.journal,
+            "write_behind": self.write_behind,
+        }
+        if self.canary_percent is not None:
+            kwargs["canary_percent"] = self.canary_percent
+        if self.shadow_read_rate:
+            kwargs["shadow_read_rate"] = self.shadow_read_rate
+        return kwargs
+
+
+# section -> key -> (Settings field, type check)
+SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
+    "migration": {
+        "phase": ("phase", (str,)),
+        "strict": ("strict", (bool,)),
+        "secondary_timeout": ("secondary_timeout", (int, float)),
+        "journal": ("journal", (str,)),
+        "canary_percent": ("canary_percent", (int, float)),
+        "shadow_read_rate": ("shadow_read_rate", (int, float)),
+        "write_behind": ("write_behind", (bool,)),
+        "status_file": ("status_file", (str,)),
+    },
+    "stores": {
+        "old": ("old_url", (str,)),
+        "new": ("new_url", (str,)),
+    },
+    "phase_record": {
+        "url": ("record_url", (str,)),
+        "name": ("record_name", (str,)),
+        "poll_interval": ("poll_interval", (int, float)),
+    },
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand(text: str, where: str, environ: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """`${NAME}` replaced by $NAME; a missing variable is an error naming it (not its value)."""
+    env = os.environ if environ is None else environ
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise SettingsError(f"{where}: environment variable ${{{name}}} is not set")
+        return env[name]
+
+    return _VAR.sub(sub, text)
+
+
+def parse(data: dict[str, Any], source: str = "<settings>", environ: Any = None) -> Settings:
+    """Settings from the parsed TOML `data`, validated key by key."""
+    values: dict[str, Any] = {"path": source}
+    for section, table in data.items():
+        known = SCHEMA.get(section)
+        if known is None:
+            raise SettingsError(
+                f"{source}: unknown section [{section}] (known: {', '.join(SCHEMA)})"
+            )
+        if not isinstance(table, dict):
+            raise SettingsError(f"{source}: [{section}] must be a table")
+        for key, value in table.items():
+            if key not in known:
+                raise SettingsError(
+                    f"{source}: unknown key {section}.{key} (known: {', '.join(known)})"
+                )
+            name, types = known[key]
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                wanted = " or ".join(t.__name__ for t in types)
+                raise SettingsError(f"{source}: {section}.{key} must be {wanted}")
+            if isinstance(value, str):
+                value = expand(value, f"{source}: {section}.{key}", environ)
+            values[name] = value
+    settings = Settings(**values)
+    _validate(settings, source)
+    return settings
+
+
+def _validate(s: Settings, source: str) -> None:
+    if s.phase is not None:
+        try:
+            Phase.parse(s.phase)
+        except InvalidPhaseError as exc:
+            raise SettingsError(f"{source}: migration.phase: {exc}") from None
+    if s.canary_percent is not None and not 0 <= s.canary_percent <= 100:
+        raise SettingsError(f"{source}: migration.canary_percent must be between 0 and 100")
+    if not 0 <= s.shadow_read_rate <= 1:
+        raise SettingsError(f"{source}: migration.shadow_read_rate must be between 0 and 1")
+    if s.poll_interval <= 0:
+        raise SettingsError(f"{source}: phase_record.poll_interval must be positive")
+    if s.secondary_timeout is not None and s.secondary_timeout <= 0:
+        object.__setattr__(s, "secondary_timeout", None)  # documented: <= 0 waits forever
+
+
+def load(path: str | os.PathLike[str], environ: Any = None) -> Settings:
+    """Read and validate one settings file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{p}: not valid TOML: {exc}") from None
+    return parse(data, str(p), environ)
+
+
+def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> Settings:
+    """The settings in force: `path`, else `$DUALSAVER_SETTINGS`, else defaults.
+
+    Without a file, `$DUALSAVER_PHASE_RECORD`, `$DUALSAVER_OLD_URL` and `$DUALSAVER_NEW_URL`
+    still name the record and the stores; with a file, they fill only what it leaves out.
+    """
+    env = os.environ if environ is None else environ
+    chosen = path if path is not None else env.get(ENV_SETTINGS) or None
+    settings = load(chosen, env) if chosen is not None else Settings()
+    fill = {
+        "record_url": env.get(ENV_RECORD),
+        "old_url": env.get(ENV_OLD_URL),
+        "new_url": env.get(ENV_NEW_URL),
+    }
+    missing = {k: v for k, v in fill.items() if v and getattr(settings, k) is None}
+    if missing:
+        settings = Settings(**{**_as_dict(settings), **missing})
+    return settings
+
+
+def _as_dict(s: Settings) -> dict[str, Any]:
+    return {f.name: getattr(s, f.name) for f in fields(s)}
+
+
+def keys_read() -> set[str]:
+    """Every `section.key` the code reads (tests compare the example file against it)."""
+    return {f"{section}.{key}" for section, table in SCHEMA.items() for key in table}

@@ -1,0 +1,117 @@
+"""Every exception dualsaver raises, in one tree, and the one way errors become text.
+
+    DualSaverError                          the base: `except dualsaver.DualSaverError` catches all
+    ├── InvalidPhaseError (ValueError)      a phase name that is not one of the four
+    ├── SettingsError (ValueError)          the settings file cannot be used (names file and key)
+    ├── TransitionError (ValueError)        a phase change the migration rules refuse
+    ├── StoreURLError (ValueError)          a store URL that cannot be parsed, or a store that
+    │   │                                   cannot be opened from it (names the redacted URL)
+    │   └── StoreUnreachable (ConnectionError)  its server does not answer or refuses the login
+    ├── RecordUnavailable (ConnectionError) the shared phase record cannot be reached, or refuses
+    ├── ConcurrentChange (RuntimeError)     the phase changed between our read and our write
+    ├── SecondaryWriteError (RuntimeError)  strict mode: the secondary refused a write the
+    │                                       primary accepted (it is journaled first)
+    ├── SecondaryTimeout (TimeoutError)     the secondary did not answer within the bound
+    ├── WriteAbandoned (RuntimeError)       a queued secondary write that will not run: its saver
+    │                                       or its event loop closed first (it is journaled)
+    ├── CopyFailed (RuntimeError)           copying a thread did not complete (a lazy copy)
+    ├── CheckError (RuntimeError)           the check could not reach a verdict (a store went away)
+    └── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
+
+Each class also derives from the built-in exception its callers would expect (a bad phase
+name is a `ValueError`, a timeout a `TimeoutError`), so generic handlers keep working.
+
+`is_outage(exc)` tells an unreachable store from one that refused a request.
+`describe_error(exc)` is how an exception becomes text anywhere in dualsaver (messages, logs,
+journal entries, reports): ``Type: message`` on one line, bounded in length, with every
+password (in a URL or a ``password=`` pair, or one named in `secrets`) masked. Store drivers
+name types, not values, so the text carries no conversation content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dualsaver.redact import MASK, redact_text
+
+MAX_ERROR_TEXT = 200  # characters of message kept; the journal and reports stay bounded
+
+
+class DualSaverError(Exception):
+    """The base of every exception dualsaver raises."""
+
+
+class InvalidPhaseError(DualSaverError, ValueError):
+    """A phase name that is not one of the four."""
+
+
+class SettingsError(DualSaverError, ValueError):
+    """The settings file cannot be used; the message names the file and the key."""
+
+
+class TransitionError(DualSaverError, ValueError):
+    """A phase change the migration rules refuse; the message says which rule."""
+
+
+class StoreURLError(DualSaverError, ValueError):
+    """A store could not be opened from its URL. One line, naming the redacted URL."""
+
+
+class StoreUnreachable(StoreURLError, ConnectionError):
+    """The store's server does not answer, or refuses the credentials."""
+
+
+class RecordUnavailable(DualSaverError, ConnectionError):
+    """The shared phase record cannot be reached (or refuses); names the redacted URL."""
+
+
+class ConcurrentChange(DualSaverError, RuntimeError):
+    """Someone else changed the phase between our read and our write."""
+
+
+class SecondaryWriteError(DualSaverError, RuntimeError):
+    """In strict mode, a secondary store refused a write the primary accepted."""
+
+
+class SecondaryTimeout(DualSaverError, TimeoutError):
+    """A secondary store did not answer within the bound."""
+
+
+class WriteAbandoned(DualSaverError, RuntimeError):
+    """A queued secondary write that will not run: its saver closed, or its event loop did."""
+
+
+class CopyFailed(DualSaverError, RuntimeError):
+    """Copying a thread from one store to the other did not complete."""
+
+
+class CheckError(DualSaverError, RuntimeError):
+    """The check could not run to a verdict (a store unreachable mid-check)."""
+
+
+class EmbeddedServerError(DualSaverError, RuntimeError):
+    """An embedded server failed to start, or to stop."""
+
+
+# Driver exceptions that mean "the store cannot be reached", by class name so this module
+# needs no driver installed (psycopg, psycopg_pool, redis-py).
+_OUTAGE_NAMES = frozenset({"OperationalError", "InterfaceError", "PoolTimeout", "PoolClosed", "ConnectionError"})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a store cannot be reached (as opposed to refusing one request)."""
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    return any(cls.__name__ in _OUTAGE_NAMES for cls in type(exc).__mro__)
+
+
+def describe_error(exc: BaseException, *, secrets: Iterable[str | None] = (), limit: int = MAX_ERROR_TEXT) -> str:
+    """``Type: message`` on one line, at most `limit` characters of message, passwords masked."""
+    text = " ".join(str(exc).split())
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    text = redact_text(text)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,310 @@
+"""The backfill: copy every checkpoint the target has not seen, exactly, resumably, beside live traffic.
+
+The source's native rows are read thread by thread, in order, and streamed into batches that
+`workers` writers insert into the target (insert-if-absent) while the next batch is read, so:
+
+- re-running adds and changes nothing; a checkpoint live shadow-write traffic already wrote
+  is left as it is (never overwritten);
+- a run killed at any point (SIGKILL included) and run again finishes with an exact copy: a
+  thread is recorded done in the progress file only after every batch holding its rows
+  committed, and an unfinished thread is simply copied again;
+- writes keep their `task_path`, `idx` and order, so parallel branches replay in the same
+  order and `DeltaChannel` histories stay reconstructable;
+- values are decoded with the source's serializer and encoded with the target's; when both
+  serializers are the same configuration (`dualsaver.stores.serde.serde_key`), the stored
+  bytes of pending writes are copied unchanged instead (the same bytes the target's
+  serializer would decode to the same values). Such a write is then not decoded on the way,
+  so a corrupt write value is copied byte for byte rather than reported; the check reads it.
+
+The decisions are written once: batching and which threads are done in `Flow` (`_flow`),
+reading and writing in the plans of `_copy`, the run (which threads, resume, tallies,
+progress) in `Job`. `backfill` / `abackfill` only run them: one reader and `workers` writers
+with a bounded queue between them, as threads or as tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from dualsaver import sansio
+from dualsaver.migrate._copy import read_batches, write_batch
+from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, passthrough, prepare
+from dualsaver.migrate.progress import BackfillState
+from dualsaver.observability import telemetry
+from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
+from dualsaver.stores import anative_for, in_shard, native_for, store_identity
+
+
+class Progress(Protocol):
+    """What the backfill tells a progress display."""
+
+    def start(self, total: int | None, already_done: int) -> None: ...
+
+    def advance(self, thread_id: str, status: str, checkpoints: int, writes: int) -> None: ...
+
+
+@dataclass
+class BackfillResult:
+    threads: int = 0  # threads copied in this run
+    threads_resumed: int = 0  # threads already done in an earlier run, not read again
+    checkpoints: int = 0  # checkpoints added to the target
+    writes: int = 0  # writes added to the target
+    skipped: int = 0  # checkpoints read that the target already held
+    failed: int = 0  # threads not fully copied (an error, or an unreadable row)
+    unreadable: int = 0  # source rows that failed to decode
+    exact: bool = True  # False when either side used the public-API adapter
+    dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (thread id, error)
+    elapsed_s: float = 0.0
+    read_s: float = 0.0  # time reading (and decoding) the source
+    write_s: float = 0.0  # summed over writers; overlaps read_s
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Checkpoints read per second."""
+        return (self.checkpoints + self.skipped) / self.elapsed_s if self.elapsed_s else 0.0
+
+    def summary(self) -> str:
+        verb = "would add" if self.dry_run else "added"
+        lines = [
+            f"{'dry run: ' if self.dry_run else ''}{self.threads} thread(s) copied,"
+            f" {self.threads_resumed} already done; {verb} {self.checkpoints} checkpoint(s) and"
+            f" {self.writes} write(s); {self.skipped} checkpoint(s) already present;"
+            f" {self.failed} thread(s) failed; {self.unreadable} unreadable row(s)",
+            f"{self.elapsed_s:.2f}s ({self.rate:.0f} checkpoints/s); copy is"
+            f" {'exact' if self.exact else 'APPROXIMATE'}",
+        ]
+        lines += self.notes
+        lines += [f"failed: {t}: {e}" for t, e in self.failures[:10]]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rate": self.rate}
+
+
+# --------------------------------------------------------------------------- the job
+
+
+class Job:
+    """The whole run's decisions: which threads, what is already done, what to record."""
+
+    def __init__(
+        self,
+        src: Any,
+        dst: Any,
+        *,
+        old_name: str,
+        new_name: str,
+        shard: tuple[int, int] | None,
+        resume: bool,
+        dry_run: bool,
+        thread_ids: Iterable[str] | None,
+        progress: Progress | None,
+        state_path: Any,
+    ) -> None:
+        if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"bad shard {shard[0]}/{shard[1]}: need 0 <= index < count")
+        self.shard = shard
+        self.dry_run = dry_run
+        self.thread_ids = sorted(set(thread_ids)) if thread_ids is not None else None
+        self.progress = progress
+        self.result = BackfillResult(dry_run=dry_run, started_at=time.time())
+        self.result.exact = bool(src.exact and dst.exact)
+        for side, store in (("the source", src), ("the target", dst)):
+            if not store.exact:
+                self.result.notes.append(APPROXIMATE_NOTE.format(side=side))
+        self.state = BackfillState(state_path, old=old_name, new=new_name, shard=shard)
+        if not resume and not dry_run:
+            self.state.restart()
+        self.flow = Flow(encoded=passthrough(src, dst), on_finished=self.threads_finished)
+        self._lock = threading.Lock()
+        self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
+        self._counted = 0  # checkpoints already added to the backfill metric
+        self._t0 = time.perf_counter()
+
+    def wanted_ids(self) -> Plan[None]:
+        """Emit the ids of the threads this run covers (the shard's, or the ones named)."""
+        if self.thread_ids is not None:
+            yield Emit([t for t in self.thread_ids if in_shard(t, self.shard)])
+            return
+        ids = yield Call("source", "thread_ids", stream=True)
+        while (thread_id := (yield Next(ids))) is not END:
+            if in_shard(thread_id, self.shard):
+                yield Emit((thread_id,))
+
+    def todo(self, thread_id: str) -> bool:
+        """False when an earlier run finished this thread (resume)."""
+        if self.state.is_done(thread_id):
+            self.result.threads_resumed += 1
+            return False
+        return True
+
+    def started(self, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress.start(total, self.state.done_count())
+
+    def threads_finished(self, threads: list[tuple[str, str | None]]) -> None:
+        """Record finished threads: the fully copied ones are marked done in one commit (after
+        all their rows committed, so a kill before this line only means copying them again)."""
+        with self._lock:
+            r, flow = self.result, self.flow
+            r.threads += len(threads)
+            for thread_id, error in threads:
+                if error is not None:
+                    r.failed += 1
+                    if len(r.failures) < MAX_FAILURES_KEPT:
+                        r.failures.append((thread_id, error))
+            if not self.dry_run:
+                self.state.mark_done_many([t for t, error in threads if error is None])
+                failed = sum(1 for _, error in threads if error is not None)
+                telemetry.backfill_threads.add(len(threads) - failed, {"outcome": "ok"})
+                if failed:
+                    telemetry.backfill_threads.add(failed, {"outcome": "failed"})
+                telemetry.backfill_checkpoints.add(flow.checkpoints - self._counted)
+                self._counted = flow.checkpoints
+            if self.progress is not None:  # the counts since the last report go with the first
+                added = (flow.checkpoints - self._reported[0], flow.writes - self._reported[1])
+                self._reported = (flow.checkpoints, flow.writes)
+                for n, (thread_id, error) in enumerate(threads):
+                    status = "failed" if error is not None else "ok"
+                    self.progress.advance(thread_id, status, *(added if n == 0 else (0, 0)))
+
+    def finish(self) -> BackfillResult:
+        r, flow = self.result, self.flow
+        r.checkpoints, r.writes, r.skipped, r.unreadable = flow.checkpoints, flow.writes, flow.skipped, flow.unreadable
+        r.read_s, r.write_s = flow.read_s, flow.write_s
+        self.result.elapsed_s = time.perf_counter() - self._t0
+        self.result.finished_at = time.time()
+        if not self.dry_run:
+            self.state.finish(self.result.summary())
+        self.state.close()
+        return self.result
+
+
+def _job(src: Any, dst: Any, old: Any, new: Any, old_name: str | None, new_name: str | None, **options: Any) -> Job:
+    """The run's decisions, the same for `backfill` and `abackfill`."""
+    return Job(src, dst, old_name=old_name or store_identity(old), new_name=new_name or store_identity(new), **options)
+
+
+# --------------------------------------------------------------------------- the shells
+
+
+def backfill(
+    old: Any,
+    new: Any,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    resume: bool = True,
+    dry_run: bool = False,
+    thread_ids: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    state_path: Any = None,
+    old_name: str | None = None,
+    new_name: str | None = None,
+) -> BackfillResult:
+    """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
+
+    `shard=(i, n)` takes the threads whose stable hash falls in shard i of n; `thread_ids`
+    limits the run to those threads; `resume=False` forgets earlier progress; `dry_run`
+    writes nothing and counts what would be added. `old_name`/`new_name` name the stores in
+    the progress record (default: derived from the savers, passwords redacted)."""
+    src, dst = native_for(old), native_for(new)
+    job = _job(src, dst, old, new, old_name, new_name, shard=shard, resume=resume, dry_run=dry_run,
+               thread_ids=thread_ids, progress=progress, state_path=state_path)
+    io = Targets(source=src, target=dst)
+    try:
+        if progress is not None:
+            job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
+        todo = (t for t in sansio.stream(job.wanted_ids(), io) if job.todo(t))
+        _pump(job.flow, io, dst, todo, max(1, workers), dry_run)
+    finally:
+        result = job.finish()
+    return result
+
+
+async def abackfill(
+    old: Any,
+    new: Any,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    resume: bool = True,
+    dry_run: bool = False,
+    thread_ids: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    state_path: Any = None,
+    old_name: str | None = None,
+    new_name: str | None = None,
+) -> BackfillResult:
+    """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
+    src, dst = anative_for(old), anative_for(new)
+    job = _job(src, dst, old, new, old_name, new_name, shard=shard, resume=resume, dry_run=dry_run,
+               thread_ids=thread_ids, progress=progress, state_path=state_path)
+    io = AsyncTargets(source=src, target=dst)
+    try:
+        if progress is not None:
+            job.started(sum([1 async for _ in sansio.astream(job.wanted_ids(), io)]))
+        todo = (t async for t in sansio.astream(job.wanted_ids(), io) if job.todo(t))
+        await _apump(job.flow, io, dst, todo, max(1, workers), dry_run)
+    finally:
+        result = job.finish()
+    return result
+
+
+def _pump(flow: Flow, io: Targets, dst: Any, thread_ids: Iterator[str], workers: int, dry_run: bool) -> None:
+    """Read in this thread while `workers` threads write; at most `workers + 1` batches wait
+    in between, so memory stays flat whatever the store's size."""
+    batches: queue.Queue[Batch | None] = queue.Queue(maxsize=workers + 1)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while (batch := batches.get()) is not None:
+            if not stop.is_set():
+                sansio.run(write_batch(flow, batch, dry_run), io)
+
+    pool = [threading.Thread(target=writer, name=f"backfill-writer-{i}", daemon=True) for i in range(workers)]
+    for w in pool:
+        w.start()
+    try:
+        for batch in sansio.stream(read_batches(flow, thread_ids), io):
+            batches.put(prepare(dst, batch, dry_run))
+    except BaseException:
+        stop.set()  # interrupted: abandon what is queued (its threads stay not done)
+        raise
+    finally:
+        for _ in pool:
+            batches.put(None)
+        for w in pool:
+            w.join()
+
+
+async def _apump(
+    flow: Flow, io: AsyncTargets, dst: Any, thread_ids: AsyncIterator[str], workers: int, dry_run: bool
+) -> None:
+    """The async form of `_pump`: one reader, `workers` writer tasks, a bounded queue."""
+    batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=workers + 1)
+
+    async def writer() -> None:
+        while (batch := await batches.get()) is not None:
+            await sansio.arun(write_batch(flow, batch, dry_run), io)
+
+    pool = [asyncio.create_task(writer()) for _ in range(workers)]
+    try:
+        async for batch in sansio.astream(read_batches(flow, thread_ids), io):
+            await batches.put(prepare(dst, batch, dry_run))
+        for _ in pool:
+            await batches.put(None)
+        await asyncio.gather(*pool)
+    finally:
+        for task in pool:
+            task.cancel()  # no-op once they finished; interrupted: what is queued is dropped

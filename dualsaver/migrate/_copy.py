@@ -1,0 +1,108 @@
+"""Copying threads from a source store to a target store, as plans: read a thread's rows
+into batches, write each batch insert-if-absent. The backfill, the lazy copy of read-switch
+and the repair all copy through these plans; `copy_threads` / `acopy_threads` run them one
+batch after another (the backfill's pump in `_backfill` overlaps reading and writing).
+
+The plans' targets are "source" and "target", two native stores (`dualsaver.stores`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dualsaver import sansio
+from dualsaver.migrate._flow import Batch, CopyResult, Flow, collector, copy_result, dry_count, passthrough, prepare
+from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
+from dualsaver.stores import anative_for, native_for
+
+
+def read_batches(flow: Flow, thread_ids: Any) -> Plan[None]:
+    """Emit the rows of each thread `thread_ids` yields, cut into batches, then the last
+    partial batch. `thread_ids` is an iterator (async iterator under the async driver)."""
+    while (thread_id := (yield Next(thread_ids))) is not END:
+        yield from _read_thread(flow, thread_id)
+    if batch := flow.flush():
+        yield Emit((batch,))
+
+
+def _read_thread(flow: Flow, thread_id: str) -> Plan[None]:
+    """Emit every full batch while one thread is read; a thread that fails to read fails
+    alone (its rows read so far are still written)."""
+    flow.begin(thread_id)
+    started = time.perf_counter()
+    try:
+        options = {"encoded": True} if flow.encoded else {}
+        rows = yield Call("source", "read_thread", (thread_id,), options, stream=True)
+        while (item := (yield Next(rows))) is not END:
+            if batch := flow.take(item):
+                flow.read_s += time.perf_counter() - started
+                yield Emit((batch,))
+                started = time.perf_counter()
+    except Exception as exc:
+        flow.end(thread_id, exc)
+    else:
+        flow.end(thread_id)
+    finally:
+        flow.read_s += time.perf_counter() - started
+
+
+def write_batch(flow: Flow, batch: Batch, dry_run: bool) -> Plan[None]:
+    """Write one prepared batch; an error fails its threads, never the run. A dry run
+    counts what would be added instead."""
+    started = time.perf_counter()
+    try:
+        if batch.error is not None:
+            raise batch.error
+        if dry_run:
+            keys = {}
+            for thread_id in batch.threads:
+                keys[thread_id] = yield Call("target", "checkpoint_keys", (thread_id,))
+            added = dry_count(batch, keys)
+        else:
+            added = yield Call("target", "write_prepared", (batch.prepared,))
+    except Exception as exc:
+        flow.failed(batch, exc, time.perf_counter() - started)
+    else:
+        flow.committed(batch, added, time.perf_counter() - started)
+
+
+def copy_plan(target: Any, thread_ids: list[str], dry_run: bool, *, encoded: bool = False) -> Plan[CopyResult]:
+    """Copy these threads one batch after another. `target` is the target store itself,
+    which encodes each batch (`prepare_write`) before it is written; `encoded` reads stored
+    bytes to pass through (see `passthrough`)."""
+    result = CopyResult(thread_ids[0], thread_ids=list(thread_ids))
+    flow = Flow(encoded=encoded, on_finished=collector(result))
+
+    def write(batch: Batch) -> Plan[None]:
+        return write_batch(flow, prepare(target, batch, dry_run), dry_run)
+
+    yield from sansio.for_each(read_batches(flow, iter(thread_ids)), write)
+    return copy_result(result, flow)
+
+
+def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
+    """Copy one whole thread (every namespace) from `source` to `target`, inserting only what
+    the target lacks. `source`/`target` are savers or native stores. Errors are returned in
+    the result, not raised (the lazy copy and the repair decide what a failure means)."""
+    return copy_threads(source, target, [thread_id], dry_run=dry_run)
+
+
+def copy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
+    """Copy several threads, reading and writing in turn (no worker threads)."""
+    src, dst = native_for(source), native_for(target)
+    plan = copy_plan(dst, thread_ids, dry_run, encoded=passthrough(src, dst))
+    return sansio.run(plan, Targets(source=src, target=dst))
+
+
+async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
+    """The async form of `copy_thread`."""
+    return await acopy_threads(source, target, [thread_id], dry_run=dry_run)
+
+
+async def acopy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
+    """The async form of `copy_threads`."""
+    src, dst = anative_for(source), anative_for(target)
+    plan = copy_plan(dst, thread_ids, dry_run, encoded=passthrough(src, dst))
+    return await sansio.arun(plan, AsyncTargets(source=src, target=dst))
+

@@ -1,0 +1,205 @@
+"""The backfill's decisions about batches and threads, shared by every copy (backfill, lazy
+copy, repair): rows stream into batches, and a thread is finished once every batch holding
+its rows committed or failed. No I/O here: the plans in `_copy` read and write."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dualsaver.errors import describe_error
+from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable
+
+BATCH_CHECKPOINTS = 250  # checkpoints per target transaction (small enough to overlap well)
+BATCH_WRITES = 2500  # ...or fewer, when they carry many writes
+MAX_FAILURES_KEPT = 100
+UNREADABLE = "unreadable row(s)"
+
+APPROXIMATE_NOTE = (
+    "approximate copy: {side} has no native adapter, so the public API was used; writes of"
+    " parallel branches may be reordered (no task_path/idx through CheckpointTuple)"
+)
+
+
+
+@dataclass
+class CopyResult:
+    """What copying one thread, or several, did (or, in a dry run, would do)."""
+
+    thread_id: str  # the first (or only) thread
+    checkpoints: int = 0  # added to the target
+    writes: int = 0  # added to the target
+    skipped: int = 0  # checkpoints the target already held
+    read: int = 0  # checkpoints read from the source
+    unreadable: int = 0
+    error: str | None = None
+    read_s: float = 0.0
+    write_s: float = 0.0
+    thread_ids: list[str] = field(default_factory=list)
+    bad_threads: set[str] = field(default_factory=set)  # threads not fully copied
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.unreadable == 0
+
+    def failed_threads(self) -> list[str]:
+        return [t for t in self.thread_ids or [self.thread_id] if t in self.bad_threads]
+
+
+def passthrough(src: Any, dst: Any) -> bool:
+    """True when stored bytes may be copied unchanged: both adapters know their serializer
+    and it is the same configuration (see `dualsaver.stores.serde.serde_key`)."""
+    key = getattr(src, "serde_key", None)
+    return key is not None and key == getattr(dst, "serde_key", None)
+
+
+
+@dataclass
+class Batch:
+    """Checkpoints written in one target transaction, and the threads they belong to."""
+
+    items: list[StoredCheckpoint]
+    threads: list[str]
+    prepared: Any = None  # the target's encoded rows (`prepare`)
+    error: BaseException | None = None  # encoding failed: the batch fails, not the run
+
+
+def prepare(target: Any, batch: Batch, dry_run: bool) -> Batch:
+    """Encode the batch for the target (its `prepare_write`) before it is written: the
+    backfill does this in its reader, so CPU-bound encoding overlaps the writers' waits."""
+    if not dry_run:
+        try:
+            batch.prepared = target.prepare_write(batch.items)
+        except Exception as exc:
+            batch.error = exc
+    return batch
+
+
+Finished = Callable[[list[tuple[str, "str | None"]]], None]  # [(thread id, error or None)]
+
+
+class Flow:
+    """Streams source items into batches and decides, as batches commit or fail, which
+    threads are finished and whether fully copied. Thread-safe: one reader, many writers.
+
+    A thread holds one reference while it is read and one per batch holding its rows, from
+    the moment its first row enters the batch until that batch committed or failed; when the
+    last reference goes, the thread is finished (`on_finished`, called with every thread a
+    step finished, so their progress is recorded in one commit). So a thread is reported done
+    only once all of its rows are committed, whatever order writers finish in."""
+
+    def __init__(self, *, encoded: bool = False, on_finished: Finished | None = None) -> None:
+        self.encoded = encoded  # read stored bytes, for a target with the same serializer
+        self.on_finished = on_finished
+        self.checkpoints = self.writes = self.skipped = self.read = self.unreadable = 0
+        self.read_s = self.write_s = 0.0
+        self.first_error: str | None = None
+        self._lock = threading.Lock()
+        self._items: list[StoredCheckpoint] = []
+        self._batch_threads: dict[str, None] = {}
+        self._writes_in_batch = 0
+        self._refs: dict[str, int] = {}
+        self._errors: dict[str, str] = {}
+        self._finished: list[tuple[str, str | None]] = []
+
+    # reader side
+    def begin(self, thread_id: str) -> None:
+        with self._lock:
+            self._refs[thread_id] = self._refs.get(thread_id, 0) + 1
+
+    def take(self, item: ThreadItem) -> Batch | None:
+        """Add one source item; returns a batch when one is full."""
+        with self._lock:
+            if isinstance(item, Unreadable):
+                self.unreadable += 1
+                self._errors.setdefault(item.thread_id, UNREADABLE)
+                return None
+            self.read += 1
+            self._items.append(item)
+            self._writes_in_batch += len(item.writes)
+            if item.thread_id not in self._batch_threads:
+                self._batch_threads[item.thread_id] = None
+                self._refs[item.thread_id] = self._refs.get(item.thread_id, 0) + 1
+            if len(self._items) < BATCH_CHECKPOINTS and self._writes_in_batch < BATCH_WRITES:
+                return None
+            return self._cut()
+
+    def end(self, thread_id: str, exc: BaseException | None = None) -> None:
+        """The thread has been read (or reading it failed with `exc`)."""
+        with self._lock:
+            if exc is not None:
+                self._fail(thread_id, describe_error(exc))
+            self._release(thread_id)
+        self._report()
+
+    def flush(self) -> Batch | None:
+        with self._lock:
+            return self._cut() if self._items else None
+
+    # writer side
+    def committed(self, batch: Batch, added: tuple[int, int], seconds: float) -> None:
+        with self._lock:
+            self.checkpoints += added[0]
+            self.writes += added[1]
+            self.skipped += len(batch.items) - added[0]
+            self.write_s += seconds
+            for t in batch.threads:
+                self._release(t)
+        self._report()
+
+    def failed(self, batch: Batch, exc: BaseException, seconds: float) -> None:
+        with self._lock:
+            self.write_s += seconds
+            for t in batch.threads:
+                self._fail(t, describe_error(exc))
+                self._release(t)
+        self._report()
+
+    # internals (called under the lock)
+    def _cut(self) -> Batch:
+        batch = Batch(self._items, list(self._batch_threads))
+        self._items, self._batch_threads, self._writes_in_batch = [], {}, 0
+        return batch
+
+    def _fail(self, thread_id: str, error: str) -> None:
+        if self._errors.get(thread_id) in (None, UNREADABLE):
+            self._errors[thread_id] = error
+        if self.first_error is None:
+            self.first_error = error
+
+    def _release(self, thread_id: str) -> None:
+        left = self._refs[thread_id] - 1
+        if left:
+            self._refs[thread_id] = left
+            return
+        del self._refs[thread_id]
+        self._finished.append((thread_id, self._errors.pop(thread_id, None)))
+
+    def _report(self) -> None:
+        """Hand finished threads over outside the lock (recording them may wait on a disk
+        commit; the reader should not). Each thread is handed over exactly once."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if finished and self.on_finished is not None:
+            self.on_finished(finished)
+
+
+def dry_count(batch: Batch, keys: dict[str, set]) -> tuple[int, int]:
+    new = [c for c in batch.items if (c.checkpoint_ns, c.checkpoint_id) not in keys[c.thread_id]]
+    return len(new), sum(len(c.writes) for c in new)
+
+
+def collector(result: CopyResult) -> Finished:
+    def finished(threads: list[tuple[str, str | None]]) -> None:
+        result.bad_threads.update(t for t, error in threads if error is not None)
+
+    return finished
+
+
+def copy_result(result: CopyResult, flow: Flow) -> CopyResult:
+    result.checkpoints, result.writes, result.skipped = flow.checkpoints, flow.writes, flow.skipped
+    result.read, result.unreadable, result.error = flow.read, flow.unreadable, flow.first_error
+    result.read_s, result.write_s = flow.read_s, flow.write_s
+    return result

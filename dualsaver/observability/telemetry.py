@@ -1,0 +1,194 @@
+"""OpenTelemetry instruments for the library: API only, so the application picks the SDK.
+
+Every DualSaver operation is a span (`dualsaver.<operation>`, with the phase as an
+attribute) and every store call a child span (`dualsaver.store.<method>`, with the store's
+role). Metrics: operations by store and outcome, their latency, secondary failures,
+shadow-read mismatches, journal depth, backfill progress and divergences found.
+Without an SDK configured these are no-ops that cost almost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+
+tracer = trace.get_tracer("dualsaver")
+meter = metrics.get_meter("dualsaver")
+
+try:  # the API's stand-in until an SDK is installed; not exported publicly
+    from opentelemetry.metrics._internal import _ProxyMeterProvider as _ProxyMeters
+except ImportError:  # pragma: no cover - a future API: treat metrics as always listening
+    _ProxyMeters = ()  # type: ignore[assignment,misc]
+_SILENT_TRACES = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_SILENT_METRICS = (_ProxyMeters, metrics.NoOpMeterProvider)
+
+
+def listening() -> bool:
+    """Whether an SDK receives our spans or metrics. Without one the API's no-op spans and
+    context switches still cost about 20 us per DualSaver call, which is measurable on
+    LangGraph's hot path, so the per-call instruments are skipped outright."""
+    return not (
+        isinstance(trace.get_tracer_provider(), _SILENT_TRACES)
+        and isinstance(metrics.get_meter_provider(), _SILENT_METRICS)
+    )
+
+
+operations = meter.create_counter(
+    "dualsaver.store.operations", unit="{operation}", description="Store calls by store, method and outcome"
+)
+latency = meter.create_histogram(
+    "dualsaver.store.duration", unit="s", description="Store call latency by store and method"
+)
+secondary_failures = meter.create_counter(
+    "dualsaver.secondary.failures", unit="{write}", description="Secondary writes that failed and were journaled"
+)
+shadow_mismatches = meter.create_counter(
+    "dualsaver.shadow_read.mismatches", unit="{read}", description="Shadow reads whose answer differed from old's"
+)
+_journals: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _journal_depths(options: Any) -> Iterator[metrics.Observation]:
+    for journal in list(_journals):
+        try:
+            yield metrics.Observation(journal.depth(), {"journal": str(journal.path or ":memory:")})
+        except Exception:  # noqa: BLE001 - a closed journal has nothing to report
+            continue
+
+
+journal_depth = meter.create_observable_gauge(
+    "dualsaver.journal.depth",
+    callbacks=[_journal_depths],
+    unit="{entry}",
+    description="Journal entries waiting for repair (read from the journal, so repairs count)",
+)
+
+
+def watch_journal(journal: Any) -> None:
+    """Report this journal's depth with the metrics (held weakly: closing it is enough)."""
+    _journals.add(journal)
+
+
+backfill_checkpoints = meter.create_counter(
+    "dualsaver.backfill.checkpoints", unit="{checkpoint}", description="Checkpoints copied by the backfill"
+)
+backfill_threads = meter.create_counter(
+    "dualsaver.backfill.threads", unit="{thread}", description="Threads finished by the backfill"
+)
+divergences = meter.create_counter(
+    "dualsaver.check.divergences", unit="{divergence}", description="Divergences reported by the check, by kind"
+)
+
+
+def _operation_attributes(phase: str, thread_id: str | None) -> dict[str, str]:
+    attributes = {"dualsaver.phase": phase}
+    if thread_id is not None:
+        attributes["dualsaver.thread_id"] = thread_id
+    return attributes
+
+
+def _store_attributes(role: str, method: str, phase: str) -> dict[str, str]:
+    return {"dualsaver.store": role, "dualsaver.method": method, "dualsaver.phase": phase}
+
+
+@contextlib.contextmanager
+def operation_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
+    if not listening():
+        yield trace.INVALID_SPAN
+        return
+    attributes = _operation_attributes(phase, thread_id)
+    with tracer.start_as_current_span(f"dualsaver.{operation}", attributes=attributes) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def store_span(role: str, method: str, phase: str) -> Iterator[Any]:
+    """A child span and the metrics for one call to one store."""
+    if not listening():
+        yield trace.INVALID_SPAN
+        return
+    started = time.perf_counter()
+    outcome = "ok"
+    attributes = _store_attributes(role, method, phase)
+    with tracer.start_as_current_span(f"dualsaver.store.{method}", attributes=attributes) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+            span.set_attribute("dualsaver.outcome", outcome)
+            raise
+        finally:
+            labels = {"store": role, "method": method, "outcome": outcome}
+            operations.add(1, labels)
+            latency.record(time.perf_counter() - started, {"store": role, "method": method})
+
+
+@contextlib.contextmanager
+def detached_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
+    """An operation span that is not made current: for generators, which must not leave a
+    context attached across a `yield` (the caller's code runs in between)."""
+    span = tracer.start_span(f"dualsaver.{operation}", attributes=_operation_attributes(phase, thread_id))
+    try:
+        yield span
+    finally:
+        span.end()
+
+
+def attached(span: Any) -> Any:
+    """Make `span` current for a block that does not yield (None: leave the context as it is)."""
+    return contextlib.nullcontext() if span is None else trace.use_span(span, end_on_exit=False)
+
+
+def _stream_span(parent: Any, role: str, phase: str) -> Any:
+    """A child span of `parent` for a store's list(), not made current (see detached_span)."""
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    return tracer.start_span("dualsaver.store.list", context=context, attributes=_store_attributes(role, "list", phase))
+
+
+def streamed(items: Iterator[Any], parent: Any, role: str, phase: str) -> Iterator[Any]:
+    """`items` (a store's list()), with a span open until they run out or are dropped."""
+    return items if not listening() else _spanned(items, _stream_span(parent, role, phase))
+
+
+def astreamed(items: AsyncIterator[Any], parent: Any, role: str, phase: str) -> AsyncIterator[Any]:
+    """The same for an async iterator."""
+    return items if not listening() else _aspanned(items, _stream_span(parent, role, phase))
+
+
+def _spanned(items: Iterator[Any], span: Any) -> Iterator[Any]:
+    try:
+        yield from items
+    finally:
+        span.end()
+
+
+async def _aspanned(items: AsyncIterator[Any], span: Any) -> AsyncIterator[Any]:
+    try:
+        async for item in items:
+            yield item
+    finally:
+        span.end()
+
+
+def capture() -> Any:
+    """The current tracing context, to continue in another thread."""
+    return otel_context.get_current() if listening() else None
+
+
+@contextlib.contextmanager
+def continued(captured: Any) -> Iterator[None]:
+    """Run a block in a context captured by `capture()` (in a background thread)."""
+    if captured is None:
+        yield
+        return
+    token = otel_context.attach(captured)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

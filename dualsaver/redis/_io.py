@@ -1,0 +1,107 @@
+"""Carry out the calls of `ops` with a sync or an async redis-py client (the `sansio`
+target "redis"). The two differ only in `await`.
+
+On Redis Cluster, redis-py refuses EVALSHA inside a cluster pipeline, so a sync batch is
+split by node and each part goes through a plain pipeline on that node's connection; a call
+that comes back redirected (MOVED/ASK during resharding) is retried through the cluster
+client. The async client sends a cluster batch as concurrent single calls instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dualsaver.redis._lua import SCRIPTS
+from dualsaver.redis.ops import route_key
+from dualsaver.sansio import Call
+
+ASYNC_CLUSTER_CONCURRENCY = 32
+
+
+def require_binary(client: Any) -> None:
+    """Values are bytes: a client that decodes responses would corrupt them."""
+    try:
+        encoder = client.get_encoder()
+    except AttributeError:
+        encoder = client.connection_pool.get_encoder()
+    if encoder.decode_responses:
+        raise ValueError("the Redis client must be created with decode_responses=False")
+
+
+class RedisIo:
+    """The sync target: `script`, `command` and `pipeline` on a redis-py client."""
+
+    def __init__(self, client: Any, cluster: bool) -> None:
+        require_binary(client)
+        self.client = client
+        self.cluster = cluster
+        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+    def script(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], client: Any = None) -> Any:
+        return self.scripts[name](keys=keys, args=args, client=client or self.client)
+
+    def command(self, *args: Any, client: Any = None) -> Any:
+        return (client or self.client).execute_command(*args)
+
+    def _on(self, call: Call, client: Any) -> Any:
+        return getattr(self, call.method)(*call.args, client=client)
+
+    def pipeline(self, calls: list[Call]) -> list[Any]:
+        if not calls:
+            return []
+        if not self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                self._on(call, pipe)
+            return pipe.execute()
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, call in enumerate(calls):
+            node = self.client.get_node_from_key(route_key(call))
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        results: list[Any] = [None] * len(calls)
+        for node, positions in by_node.values():
+            pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+            for i in positions:
+                self._on(calls[i], pipe)
+            for i, reply in zip(positions, pipe.execute(raise_on_error=False)):
+                # A redirected or failed call is retried once through the cluster client,
+                # which follows MOVED/ASK and raises a genuine error.
+                results[i] = self._on(calls[i], self.client) if isinstance(reply, Exception) else reply
+        return results
+
+
+class AsyncRedisIo:
+    """The async target: `ascript`, `acommand` and `apipeline` on a redis.asyncio client."""
+
+    def __init__(self, client: Any, cluster: bool) -> None:
+        require_binary(client)
+        self.client = client
+        self.cluster = cluster
+        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+    async def ascript(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        return await self.scripts[name](keys=keys, args=args)
+
+    async def acommand(self, *args: Any) -> Any:
+        return await self.client.execute_command(*args)
+
+    async def apipeline(self, calls: list[Call]) -> list[Any]:
+        if not calls:
+            return []
+        if self.cluster:
+            gate = asyncio.Semaphore(ASYNC_CLUSTER_CONCURRENCY)
+
+            async def one(call: Call) -> Any:
+                async with gate:
+                    return await getattr(self, "a" + call.method)(*call.args)
+
+            return list(await asyncio.gather(*(one(call) for call in calls)))
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            if call.method == "script":
+                name, keys, args = call.args
+                await self.scripts[name](keys=keys, args=args, client=pipe)
+            else:
+                pipe.execute_command(*call.args)
+        return await pipe.execute()

@@ -1,0 +1,177 @@
+"""`AsyncRedisSaver`: the async shell over `BaseRedisSaver`, like langgraph's `aio.py` savers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from dualsaver.redis._io import AsyncRedisIo
+from dualsaver.redis.base import BaseRedisSaver
+from dualsaver.redis.url import CONNECT_ERRORS, async_client, connection_error, parse_redis_url
+from dualsaver.sansio import AsyncTargets, arun, astream
+
+
+class AsyncRedisSaver(BaseRedisSaver):
+    """Async checkpointer on a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``.
+
+    Its sync methods may be called from other threads while its event loop runs (as
+    graph.invoke does from a worker thread), like AsyncPostgresSaver's."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        serde: SerializerProtocol | None = None,
+        prefix: str = "dualsaver",
+        ttl: float | None = None,
+    ) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        super().__init__(serde=serde, prefix=prefix, ttl=ttl, cluster=isinstance(client, RedisCluster))
+        self.client = client
+        self._io = AsyncTargets(redis=AsyncRedisIo(client, self.cluster))
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await arun(self._plan_get_tuple(config), self._io)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        async for tup in astream(self._plan_list(config, filter, before, limit), self._io):
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await arun(self._plan_put(config, checkpoint, metadata, new_versions), self._io)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await arun(self._plan_put_writes(config, writes, task_id, task_path), self._io)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await arun(self._plan_delete_thread(thread_id), self._io)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await arun(self._plan_delete_for_runs(run_ids), self._io)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await arun(self._plan_copy_thread(source_thread_id, target_thread_id), self._io)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await arun(self._plan_prune(thread_ids, strategy), self._io)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await arun(self._plan_delta_history(config, channels), self._io)
+
+
+    # -- sync bridges, for callers on another thread --------------------------------------
+
+    def _bridge(self, coro: Any) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self.loop is None or running is self.loop:
+            coro.close()
+            raise asyncio.InvalidStateError(
+                "Synchronous calls to AsyncRedisSaver are only allowed from a thread other "
+                "than its event loop's; use the async methods (aget_tuple, ainvoke, ...)."
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._bridge(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        async def collect() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        yield from self._bridge(collect())
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._bridge(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._bridge(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._bridge(self.adelete_thread(thread_id))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._bridge(self.aget_delta_channel_history(config=config, channels=channels))
+
+
+@asynccontextmanager
+async def aopen_redis_saver(
+    url: str, *, serde: SerializerProtocol | None = None, **options: Any
+) -> AsyncIterator[AsyncRedisSaver]:
+    """Open an `AsyncRedisSaver` from a URL (forms in the module docstring)."""
+    target = parse_redis_url(url, **options)
+    client = None
+    try:
+        client = async_client(target)
+        await client.ping()
+    except CONNECT_ERRORS as err:
+        if client is not None:
+            await client.aclose()
+        raise connection_error(target, err) from None
+    try:
+        yield AsyncRedisSaver(client, serde=serde, **target.saver)
+    finally:
+        await client.aclose()
+        if not target.cluster:
+            await client.connection_pool.disconnect()

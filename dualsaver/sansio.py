@@ -1,0 +1,243 @@
+"""The one driver of plans, sync and async. Every decision in dualsaver that touches a store
+is written once, as a *plan*; this module runs plans with blocking or with awaited I/O.
+
+A plan is a generator. It decides, and yields *effects* for what it needs done:
+
+- `Call(target, method, args, kwargs)`: ask the object named `target` to do `method`. The
+  sync driver calls ``target.method(...)``; the async driver awaits ``target.a<method>(...)``,
+  the convention of LangGraph's own savers (`get_tuple` / `aget_tuple`). The result is sent
+  back into the plan; an exception is thrown into it at the same `yield`, so a plan handles
+  a store's failure with an ordinary ``try``/``except``.
+  With ``stream=True`` the call returns an iterator (sync) or an async iterator (async, not
+  awaited), which the plan reads with `Next`.
+- `Next(iterator)`: the next item of such an iterator (or of any iterator the plan holds),
+  or `END` when it is exhausted.
+- `Emit(items)`: hand items to whoever iterates the plan (`stream` / `astream`).
+
+What the plan returns is what `run` / `arun` return. Targets are resolved by an *executor*:
+`Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs. A shell that
+adds spans or time bounds to calls subclasses one and overrides `call` / `open`.
+
+This is the shape of httpx's auth flows and h11, and of psycopg's generators: the sync
+method is one line over a shared plan (``return sansio.run(self._read_plan(), self._io)``),
+the async one the same with ``await sansio.arun(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call `method` on the target named `target` (async: await ``"a" + method``)."""
+
+    target: str
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False  # the method returns an iterator to read with Next
+    bounded: bool = False  # the executor may bound how long it takes (a secondary store)
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """The next item of an iterator a streaming `Call` returned, or `END`."""
+
+    iterator: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Hand these items to the plan's caller; nothing is sent back."""
+
+    items: tuple[Any, ...] | list[Any]
+
+
+class _End:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END: Any = _End()  # what Next sends back once the iterator is exhausted
+
+Effect = Call | Next | Emit
+Plan = Generator[Effect, Any, R]
+
+
+class Done:
+    """A finished plan and its return value (StopIteration may not cross a coroutine)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def step(plan: Plan[Any], send: Any = None, error: BaseException | None = None) -> Any:
+    """Advance a plan once: its next effect, or `Done` with its return value."""
+    try:
+        return plan.throw(error) if error is not None else plan.send(send)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class Targets:
+    """Blocking execution of effects against named objects."""
+
+    def __init__(self, **targets: Any) -> None:
+        self.targets = targets
+
+    def perform(self, effect: Effect) -> Any:
+        if type(effect) is Call:
+            return self.open(effect) if effect.stream else self.call(effect)
+        if type(effect) is Next:
+            return next(effect.iterator, END)
+        raise TypeError(f"not an effect this executor performs: {effect!r}")
+
+    def call(self, call: Call) -> Any:
+        return getattr(self.targets[call.target], call.method)(*call.args, **call.kwargs)
+
+    def open(self, call: Call) -> Iterator[Any]:
+        return getattr(self.targets[call.target], call.method)(*call.args, **call.kwargs)
+
+
+class AsyncTargets:
+    """Awaiting execution of effects against named objects: ``a<method>`` is awaited."""
+
+    def __init__(self, **targets: Any) -> None:
+        self.targets = targets
+
+    async def perform(self, effect: Effect) -> Any:
+        if type(effect) is Call:
+            return self.open(effect) if effect.stream else await self.call(effect)
+        if type(effect) is Next:
+            items = effect.iterator
+            return await anext(items, END) if hasattr(items, "__anext__") else next(items, END)
+        raise TypeError(f"not an effect this executor performs: {effect!r}")
+
+    async def call(self, call: Call) -> Any:
+        return await getattr(self.targets[call.target], "a" + call.method)(*call.args, **call.kwargs)
+
+    def open(self, call: Call) -> AsyncIterator[Any]:
+        return getattr(self.targets[call.target], "a" + call.method)(*call.args, **call.kwargs)
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+def _perform(plan: Plan[Any], effect: Effect, io: Targets) -> Any:
+    try:
+        result = io.perform(effect)
+    except Exception as exc:  # the plan decides what a failure means
+        return step(plan, error=exc)
+    return step(plan, result)
+
+
+async def _aperform(plan: Plan[Any], effect: Effect, io: AsyncTargets) -> Any:
+    try:
+        result = await io.perform(effect)
+    except Exception as exc:
+        return step(plan, error=exc)
+    return step(plan, result)
+
+
+def _emitted(effect: Any) -> TypeError:
+    return TypeError(f"a plan run for its result emitted {effect!r}; iterate it with stream()")
+
+
+def run(plan: Plan[R], io: Targets) -> R:
+    """Drive `plan` to its return value with blocking I/O."""
+    effect = step(plan)
+    while type(effect) is not Done:
+        if type(effect) is Emit:
+            raise _emitted(effect)
+        effect = _perform(plan, effect, io)
+    return effect.value
+
+
+def stream(plan: Plan[Any], io: Targets) -> Iterator[Any]:
+    """Drive `plan`, yielding what it emits, with blocking I/O."""
+    try:
+        effect = step(plan)
+        while type(effect) is not Done:
+            if type(effect) is Emit:
+                yield from effect.items
+                effect = step(plan)
+            else:
+                effect = _perform(plan, effect, io)
+    finally:
+        plan.close()  # the caller may stop early: the plan's own cleanup runs now
+
+
+async def arun(plan: Plan[R], io: AsyncTargets) -> R:
+    """Drive `plan` to its return value, awaiting its I/O."""
+    effect = step(plan)
+    while type(effect) is not Done:
+        if type(effect) is Emit:
+            raise _emitted(effect)
+        effect = await _aperform(plan, effect, io)
+    return effect.value
+
+
+async def astream(plan: Plan[Any], io: AsyncTargets) -> AsyncIterator[Any]:
+    """Drive `plan`, yielding what it emits, awaiting its I/O."""
+    try:
+        effect = step(plan)
+        while type(effect) is not Done:
+            if type(effect) is Emit:
+                for item in effect.items:
+                    yield item
+                effect = step(plan)
+            else:
+                effect = await _aperform(plan, effect, io)
+    finally:
+        plan.close()
+
+
+def for_each(plan: Plan[R], handle: Callable[[Any], Plan[Any]]) -> Plan[R]:
+    """A plan step that runs `plan` and, for each item it emits, the plan `handle(item)`,
+    instead of emitting it; returns what `plan` returns."""
+    effect = step(plan)
+    while type(effect) is not Done:
+        if type(effect) is Emit:
+            for item in effect.items:
+                yield from handle(item)
+            effect = step(plan)
+            continue
+        try:
+            result = yield effect
+        except Exception as exc:  # thrown into this step: it belongs to `plan`
+            effect = step(plan, error=exc)
+        else:
+            effect = step(plan, result)
+    return effect.value
+
+
+def relay(target: str, method: str, *args: Any, **kwargs: Any) -> Plan[int]:
+    """A plan step that streams what ``target.method(...)`` yields on to the plan's caller;
+    returns how many items it passed."""
+    items = yield Call(target, method, args, kwargs, stream=True)
+    count = 0
+    while (item := (yield Next(items))) is not END:
+        count += 1
+        yield Emit((item,))
+    return count
+
+
+def gather(target: str, method: str, *args: Any, **kwargs: Any) -> Plan[list[Any]]:
+    """A plan step that collects what ``target.method(...)`` yields into a list."""
+    items = yield Call(target, method, args, kwargs, stream=True)
+    found = []
+    while (item := (yield Next(items))) is not END:
+        found.append(item)
+    return found

@@ -1,0 +1,298 @@
+"""DualSaver: a checkpointer that wraps the old and the new one and routes by phase.
+
+`graph.compile(checkpointer=DualSaver(old, new))` is the only code change a migration
+needs. Every method reads the phase once, builds a plan (`_plans`) from that phase's route
+and hands it to the sync or the async shell (`_shells`): each sync method and its async
+twin differ only in `await`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+
+from dualsaver.control import settings
+from dualsaver.control.journal import Journal
+from dualsaver.control.phase import Phase
+from dualsaver.control.sources import StaticPhase, phase_source
+from dualsaver.saver import _plans as plans
+from dualsaver.saver._capabilities import class_with_capabilities
+from dualsaver.saver._recorder import Recorder
+from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
+from dualsaver.saver._versions import next_version
+from dualsaver.saver.routing import Role, route_for
+
+log = structlog.get_logger("dualsaver")
+
+
+class DualSaver(BaseCheckpointSaver):
+    """Writes to old and new, reads from the phase's read store.
+
+    Args:
+        old: the checkpointer being left.
+        new: the checkpointer being moved to.
+        phase: a `Phase`, its name, or a phase source; when None: `$DUALSAVER_PHASE`, else
+            the settings file, else the fleet's shared phase record, else `shadow-write`.
+        strict: raise `SecondaryWriteError` when the secondary fails (after journaling).
+        secondary_timeout: seconds a secondary call may take before it counts as failed;
+            `None` waits forever.
+        journal: a `Journal`, a path for one, or None for `$DUALSAVER_JOURNAL` /
+            `.dualsaver/journal.sqlite`.
+        canary_percent: in read-switch, only this share of threads (by a stable hash of the
+            thread id) reads from new; the rest still read from old. None: all threads.
+        shadow_read_rate: in shadow-write and backfill, the share of `get_tuple` calls also
+            answered by new and compared with old's answer; mismatches are counted and
+            journaled, and the caller always gets old's answer.
+        write_behind: on by default. In shadow-write, where nobody reads new yet, new's
+            copy of each put and put_writes is written in the background (in call order,
+            through a bounded queue, in the application's pauses) instead of making the
+            caller wait for both stores. New then lags old by the queue, so run the check
+            from the backfill phase on (every write is synchronous there). Closing, a normal
+            exit (`close()`, or `aclose()` / `async with` for async calls) or the event
+            loop closing journals what did not land; a crash loses the
+            queued copies without a journal entry (the backfill, which read-switch
+            requires, copies them). Deletes, copies and prunes are always synchronous, and
+            so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
+            `False` makes every shadow-write call wait for both stores.
+
+    `phase` may also be a phase source: any object with `current() -> Phase` and an
+    `origin` string, asked at the start of every operation (a fleet's shared record).
+
+    Extended capabilities (`delete_for_runs`, `copy_thread`, `prune`) are present on the
+    instance only when both wrapped savers implement them.
+
+    In decommission old receives nothing; each `delete_thread` and `prune` of that phase
+    is journaled as a tombstone for old, so a rollback (reverse backfill, then repair from
+    the journal) does not bring deleted threads back.
+    """
+
+    def __new__(cls, old: Any = None, new: Any = None, *args: Any, **kwargs: Any) -> DualSaver:
+        # copy.copy() calls __new__ with no arguments: keep the class it already has.
+        if old is None or new is None:
+            return super().__new__(cls)
+        return super().__new__(class_with_capabilities(cls, old, new))
+
+    def __init__(
+        self,
+        old: BaseCheckpointSaver,
+        new: BaseCheckpointSaver,
+        phase: Phase | str | None = None,
+        *,
+        strict: bool = False,
+        secondary_timeout: float | None = 5.0,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        canary_percent: float | None = None,
+        shadow_read_rate: float = 0.0,
+        write_behind: bool = True,
+    ) -> None:
+        super().__init__(serde=old.serde)
+        if canary_percent is not None and not 0 <= canary_percent <= 100:
+            raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
+        if not 0 <= shadow_read_rate <= 1:
+            raise ValueError(f"shadow_read_rate must be between 0 and 1, got {shadow_read_rate}")
+        self.old = old
+        self.new = new
+        # The argument, $DUALSAVER_PHASE, the settings file, or the fleet's shared record.
+        self.phase_source: Any = phase_source(phase)
+        self._owns_phase_source = self.phase_source is not phase
+        self.canary_percent = canary_percent
+        self.shadow_read_rate = shadow_read_rate
+        self.strict = strict
+        self.write_behind = write_behind
+        self.secondary_timeout = secondary_timeout
+        self.recorder = Recorder(journal)
+        self._shells()
+
+    def _shells(self) -> None:
+        stores = {"old": self.old, "new": self.new}
+        self._sync = SyncShell(stores, self.recorder, self.secondary_timeout)
+        self._async = AsyncShell(stores, self.recorder, self.secondary_timeout)
+
+    @classmethod
+    def from_settings(
+        cls, old: BaseCheckpointSaver, new: BaseCheckpointSaver, path: Any = None, **overrides: Any
+    ) -> DualSaver:
+        """A DualSaver configured by the settings file (`path`, else `$DUALSAVER_SETTINGS`):
+        strict, secondary timeout, journal, canary and shadow-read rate; keyword arguments win."""
+        loaded = settings.current(path)
+        kwargs = {**loaded.saver_kwargs(), **overrides}
+        phase = kwargs.pop("phase", None)
+        if phase is None:
+            phase = phase_source(None, settings=loaded)
+        return cls(old, new, phase, **kwargs)
+
+    # --- phase, stores and what went wrong ----------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self.phase_source.current()
+
+    @phase.setter
+    def phase(self, value: Phase | str) -> None:
+        self._close_phase_source()
+        self.phase_source, self._owns_phase_source = StaticPhase(value, "set at runtime"), True
+        log.info("phase_changed", phase=str(self.phase))
+
+    @property
+    def phase_origin(self) -> str:
+        return str(getattr(self.phase_source, "origin", "phase source"))
+
+    def store(self, role: Role) -> BaseCheckpointSaver:
+        return self.old if role == "old" else self.new
+
+    @property
+    def journal(self) -> Journal:
+        return self.recorder.journal
+
+    @property
+    def secondary_failures(self) -> Counter[str]:
+        return self.recorder.secondary_failures
+
+    @property
+    def shadow_mismatches(self) -> Counter[str]:
+        return self.recorder.shadow_mismatches
+
+    def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
+        """The context a plan runs in: the phase is read once, at the start of the call."""
+        phase = self.phase
+        shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
+        behind = self.write_behind and phase is Phase.SHADOW_WRITE
+        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind)
+        if thread_id is None:
+            thread_id = plans.thread_of(config)
+        return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        ctx, op = self._begin("get_tuple", config)
+        return self._sync.run(plans.get_tuple(ctx, config), op)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        ctx, op = self._begin("get_tuple", config)
+        return await self._async.run(plans.get_tuple(ctx, config), op)
+
+    def list(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        ctx, op = self._begin("list", config)
+        return self._sync.stream(plans.list_(ctx, config, {"filter": filter, "before": before, "limit": limit}), op)
+
+    async def alist(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        ctx, op = self._begin("list", config)
+        async for item in self._async.stream(plans.list_(ctx, config, {"filter": filter, "before": before, "limit": limit}), op):
+            yield item
+
+    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+        ctx, op = self._begin("get_delta_channel_history", config)
+        return self._sync.run(plans.delta_history(ctx, config, channels), op)
+
+    async def aget_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+        ctx, op = self._begin("get_delta_channel_history", config)
+        return await self._async.run(plans.delta_history(ctx, config, channels), op)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+        ctx, op = self._begin("put", config)
+        return self._sync.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+        ctx, op = self._begin("put", config)
+        return await self._async.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        ctx, op = self._begin("put_writes", config)
+        self._sync.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        ctx, op = self._begin("put_writes", config)
+        await self._async.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
+
+    def delete_thread(self, thread_id: str) -> None:
+        ctx, op = self._begin("delete_thread", thread_id=thread_id)
+        self._sync.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        ctx, op = self._begin("delete_thread", thread_id=thread_id)
+        await self._async.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
+
+    # --- versions, allowlist, lifecycle -------------------------------------------------
+
+    def get_next_version(self, current: Any, channel: None = None) -> Any:
+        route = route_for(self.phase)
+        primary = self.store(route.primary)
+        other = self.old if primary is self.new else self.new
+        return next_version(current, primary, other)
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> DualSaver:
+        """A shallow clone whose wrapped savers both carry the derived msgpack allowlist."""
+        old = self.old.with_allowlist(extra_allowlist)
+        new = self.new.with_allowlist(extra_allowlist)
+        if old is self.old and new is self.new:
+            return self
+        clone = copy.copy(self)
+        clone.old, clone.new, clone.serde = old, new, old.serde
+        clone._shells()
+        return clone
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until secondary writes queued in shadow-write have landed; False on timeout."""
+        return self._sync.queue.drain(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        return await self._async.queue.adrain(timeout)
+
+    def _close_phase_source(self) -> None:
+        """Stop a polling source this saver created (one passed in belongs to the caller)."""
+        if self._owns_phase_source and hasattr(self.phase_source, "close"):
+            self.phase_source.close()
+
+    def close(self) -> None:
+        """Land (within the secondary timeout) or journal the writes queued by sync calls,
+        stop the worker threads and a phase poller this saver started, and close the
+        journal; the wrapped savers stay open. Writes queued by async calls are closed by
+        `aclose()` (or `async with`), which needs the event loop."""
+        self._close_phase_source()
+        self._sync.close()
+        self.recorder.close()
+
+    async def aclose(self) -> None:
+        """`close()`, after landing (within the secondary timeout) or journaling the writes
+        queued by async calls."""
+        await self._async.aclose()
+        self.close()
+
+    def __enter__(self) -> DualSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> DualSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"DualSaver(old={type(self.old).__name__}, new={type(self.new).__name__}, phase={self.phase.value!r})"

@@ -1,0 +1,265 @@
+"""Every composite-saver operation written once, as a plan (see `dualsaver.sansio`).
+
+A plan decides (which store, in what order, what a failure means) from the route of the
+phase the call started in, and yields `Call`s on named targets:
+
+- ``"old"`` / ``"new"``: the wrapped savers (``bounded=True`` on a secondary's call: the
+  shell limits how long it may take);
+- ``"behind"``: write-behind (`submit` a secondary write to run in the background, in
+  order; `drain` until every queued write landed);
+- ``"recorder"``: count, log and journal (`missed`, `tombstone`, `mismatch`), or ask the
+  journal (`missed_delete`);
+- ``"copier"``: copy one whole thread from one store to the other (the lazy copy).
+
+The sync shell calls ``saver.put(...)``; the async shell awaits ``saver.aput(...)``: the
+decisions are never written twice. This is the shape of httpx's auth flows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from dualsaver.control.phase import Phase
+from dualsaver.errors import SecondaryWriteError, describe_error
+from dualsaver.sansio import Call, Plan, relay
+from dualsaver.saver._recorder import Mismatch, Missed, Tombstone
+from dualsaver.saver._shadow import differing_fields, in_canary
+from dualsaver.saver.routing import Role, Route
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a plan knows: the route of the phase the call started in, and its options."""
+
+    route: Route
+    strict: bool = False
+    canary_percent: float | None = None  # read-switch: share of threads (by hash) reading new
+    shadow_read: bool = False  # this call is sampled for a shadow read of new
+    write_behind: bool = False  # the secondary is written in the background (see _writebehind)
+
+    def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
+        """The store a read of this thread goes to, and where a miss falls back."""
+        route = self.route
+        if self.canary_percent is not None and route.phase is Phase.READ_SWITCH:
+            if thread_id is None or not in_canary(thread_id, self.canary_percent):
+                return "old", None  # old is complete in read-switch: no fallback needed
+        return route.read, route.fallback
+
+
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """A secondary write to run in the background, after every earlier one of this saver,
+    without the caller waiting; if it fails, it is recorded as `missed()` says."""
+
+    call: Call
+    operation: str
+    where: Mapping[str, Any]
+    phase: Phase
+
+    def missed(self, error: BaseException) -> Missed:
+        return Missed(self.call.target, self.operation, self.where, error, self.phase)  # type: ignore[arg-type]
+
+
+_fallback_serde = JsonPlusSerializer()
+
+
+def snapshot(value: Any) -> Any:
+    """A private copy, so both stores get what the caller passed at call time.
+
+    LangGraph mutates state objects between super-steps (an accumulating Topic channel
+    extends its list in place), and the secondary may be written after the caller moved
+    on. A pickle round trip copies LangGraph state about twice as fast as deepcopy (its
+    walk is in C); what pickle refuses goes through deepcopy, then through a serializer.
+    The bytes never leave this process.
+    """
+    with contextlib.suppress(Exception):  # unpicklable: try the slower ways below
+        return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return _fallback_serde.loads_typed(_fallback_serde.dumps_typed(value))
+
+
+def _config_copy(config: Any) -> Any:
+    """Configs carry callbacks and other live objects: copy only what stores read."""
+    if not config:
+        return config
+    return {**config, "configurable": dict(config.get("configurable", {}))}
+
+
+def where(config: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    conf = (config or {}).get("configurable", {})
+    found = {
+        "thread_id": conf.get("thread_id"),
+        "checkpoint_ns": conf.get("checkpoint_ns", ""),
+        "checkpoint_id": conf.get("checkpoint_id"),
+    }
+    found.update(extra)
+    return found
+
+
+def thread_of(config: Mapping[str, Any] | None) -> str | None:
+    tid = (config or {}).get("configurable", {}).get("thread_id")
+    return None if tid is None else str(tid)
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, Any]) -> Plan[None]:
+    try:
+        yield call
+    except Exception as exc:
+        yield Call("recorder", "missed", (Missed(call.target, operation, at, exc, ctx.route.phase),))  # type: ignore[arg-type]
+        if ctx.strict:
+            raise SecondaryWriteError(
+                f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
+                f" ({call.target}) failed: {describe_error(exc)}"
+            ) from exc
+
+
+def settled(ctx: Context) -> Plan[None]:
+    """Outside write-behind, writes still queued for the secondary land first, in order.
+    (A replica leaving shadow-write may hold some; reads of new and later writes must
+    come after them.) Nearly free when nothing is queued."""
+    if not ctx.write_behind:
+        yield Call("behind", "drain")
+
+
+def write(
+    ctx: Context,
+    operation: str,
+    args: tuple = (),
+    kwargs: Mapping[str, Any] | None = None,
+    at: Mapping[str, Any] | None = None,
+    *,
+    hot: bool = False,
+) -> Plan[Any]:
+    """Primary first; the secondary only after the primary accepted.
+
+    `hot` writes (put and put_writes, several per super-step) may go behind in
+    shadow-write; deletes, copies and prunes always reach both stores before the call
+    returns, after every write queued before them."""
+    kwargs = kwargs or {}
+    at = at or {}
+    behind = hot and ctx.write_behind and not ctx.strict
+    if not behind:
+        yield Call("behind", "drain")
+    result = yield Call(ctx.route.primary, operation, args, kwargs)
+    secondary = ctx.route.secondary
+    if secondary is None:
+        yield from _tombstones(ctx, operation, args, at)
+    elif behind:
+        # Unbounded in the background: the queue bounds the caller instead (_writebehind)
+        job = Behind(Call(secondary, operation, args, kwargs), operation, at, ctx.route.phase)
+        yield Call("behind", "submit", (job,))
+    else:
+        yield from _write_secondary(ctx, operation, Call(secondary, operation, args, kwargs, bounded=True), at)
+    return result
+
+
+def _tombstones(ctx: Context, operation: str, args: tuple, at: Mapping[str, Any]) -> Plan[None]:
+    """The threads a delete removed from the only store written: deletes of whole threads
+    and prunes name them (delete_for_runs names runs, which a thread repair cannot redo)."""
+    retired: Role = "old" if ctx.route.primary == "new" else "new"
+    if operation == "delete_thread":
+        threads = [str(at["thread_id"])]
+    elif operation == "prune":
+        threads = [str(t) for t in args[0]]
+    else:
+        return
+    for thread_id in threads:
+        yield Call("recorder", "tombstone", (Tombstone(retired, operation, thread_id, ctx.route.phase),))
+
+
+def put(ctx: Context, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Plan[Any]:
+    args = (_config_copy(config), *snapshot((checkpoint, metadata, new_versions)))
+    at = where(config, checkpoint_id=checkpoint["id"])
+    return (yield from write(ctx, "put", args, at=at, hot=True))
+
+
+def put_writes(ctx: Context, config: Any, writes: Any, task_id: str, task_path: str) -> Plan[None]:
+    args = (_config_copy(config), snapshot(list(writes)), task_id, task_path)
+    at = where(config, task_id=task_id)
+    yield from write(ctx, "put_writes", args, at=at, hot=True)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _lazy_copy(ctx: Context, source: Role, target: Role, thread_id: str) -> Plan[None]:
+    """Bring a thread the read store missed over from the fallback; never fails the read."""
+    try:
+        yield Call("copier", "copy_thread", (source, target, thread_id))
+    except Exception as exc:
+        yield Call("recorder", "missed", (Missed(target, "lazy_copy", {"thread_id": thread_id}, exc, ctx.route.phase),))
+
+
+def _may_fall_back(fallback: Role, thread_id: str | None) -> Plan[bool]:
+    """A read miss may look in the fallback store unless that store missed a delete of the
+    thread: its copy is one the application deleted, and must not come back (nor be
+    lazily copied) before repair applies the delete."""
+    if thread_id is None:
+        return True
+    return not (yield Call("recorder", "missed_delete", (fallback, thread_id)))
+
+
+def _shadow_read(ctx: Context, config: Any, answer: Any) -> Plan[None]:
+    """Ask new too and compare; the caller gets old's answer whatever happens here."""
+    at = where(config)
+    if ctx.write_behind:
+        yield Call("behind", "drain")  # new must have caught up, or lag would look like a mismatch
+    try:
+        shadow = yield Call("new", "get_tuple", (config,), bounded=True)
+    except Exception as exc:
+        yield Call("recorder", "mismatch", (Mismatch(at, ("error",), ctx.route.phase, exc),))
+        return
+    fields = differing_fields(answer, shadow)
+    if fields:
+        yield Call("recorder", "mismatch", (Mismatch(at, tuple(fields), ctx.route.phase),))
+
+
+def get_tuple(ctx: Context, config: Any) -> Plan[Any]:
+    yield from settled(ctx)
+    thread_id = thread_of(config)
+    read, fallback = ctx.reads(thread_id)
+    found = yield Call(read, "get_tuple", (config,))
+    if found is None and fallback is not None and (yield from _may_fall_back(fallback, thread_id)):
+        found = yield Call(fallback, "get_tuple", (config,))
+        if found is not None and thread_id is not None:
+            yield from _lazy_copy(ctx, fallback, read, thread_id)
+    elif ctx.shadow_read and read == "old" and ctx.route.secondary == "new":
+        yield from _shadow_read(ctx, config, found)
+    return found
+
+
+def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan[int]:
+    """Stream the read store's answer to the caller; a thread it lacks comes from the
+    fallback (and is copied over) in read-switch."""
+    yield from settled(ctx)
+    thread_id = thread_of(config)
+    read, fallback = ctx.reads(thread_id)
+    count = yield from relay(read, "list", config, **kwargs)
+    if count == 0 and fallback is not None and thread_id is not None and (yield from _may_fall_back(fallback, thread_id)):
+        count = yield from relay(fallback, "list", config, **kwargs)
+        if count:
+            yield from _lazy_copy(ctx, fallback, read, thread_id)
+    return count
+
+
+def delta_history(ctx: Context, config: Any, channels: Any) -> Plan[Any]:
+    yield from settled(ctx)
+    thread_id = thread_of(config)
+    read, fallback = ctx.reads(thread_id)
+    if fallback is not None:
+        present = yield Call(read, "get_tuple", (config,))
+        if present is None and (yield from _may_fall_back(fallback, thread_id)):
+            read = fallback  # the read store misses this checkpoint: ask the old one
+    return (yield Call(read, "get_delta_channel_history", (), {"config": config, "channels": channels}))

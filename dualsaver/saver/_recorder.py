@@ -1,0 +1,158 @@
+"""The recorder: what a composite saver does when a store misses a write or a shadow read
+disagrees. It counts (in the saver and in OpenTelemetry), logs (structlog) and journals
+(durably, for repair), and it never raises into the caller's path.
+
+Plans ask for it through the `sansio` target "recorder" with the records below; the async
+shell awaits the ``a`` forms, which do the same work inline (a journal entry is one local
+SQLite insert, shorter than a hop to a worker thread).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from dualsaver.control.journal import Journal, JournalEntry, journal_exists
+from dualsaver.control.phase import Phase
+from dualsaver.errors import describe_error
+from dualsaver.observability import telemetry
+from dualsaver.saver.routing import Role
+
+log = structlog.get_logger("dualsaver")
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """A store missed a write: count it, log it and journal it."""
+
+    role: Role
+    operation: str
+    where: Mapping[str, Any]  # thread_id, checkpoint_ns, checkpoint_id, task_id
+    error: BaseException
+    phase: Phase  # the call's, which a background write may outlive
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A delete the retired store does not receive (decommission writes new only): journal
+    it, so that a rollback (reverse backfill, then repair from the journal) applies it
+    instead of bringing the thread back from the retired store's stale copy."""
+
+    role: Role  # the retired store
+    operation: str
+    thread_id: str
+    phase: Phase
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A shadow read whose answer from new differed from old's (or failed)."""
+
+    where: Mapping[str, Any]
+    fields: tuple[str, ...]
+    phase: Phase
+    error: BaseException | None = None
+
+
+class Recorder:
+    """Counts, logs and journals misses, tombstones and shadow-read mismatches.
+
+    `journal`: a `Journal`, a path for one, or None for `$DUALSAVER_JOURNAL` /
+    `.dualsaver/journal.sqlite`; a path is opened on the first entry, not before."""
+
+    def __init__(self, journal: Journal | str | os.PathLike[str] | None = None) -> None:
+        self._journal_arg = journal
+        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
+        if self._journal is not None:
+            telemetry.watch_journal(self._journal)
+        self._lock = threading.Lock()
+        self.secondary_failures: Counter[str] = Counter()
+        self.shadow_mismatches: Counter[str] = Counter()
+
+    @property
+    def journal(self) -> Journal:
+        with self._lock:
+            if self._journal is None:
+                self._journal = Journal(self._journal_arg)
+                telemetry.watch_journal(self._journal)
+            return self._journal
+
+    def missed(self, missed: Missed) -> None:
+        """Count, log and journal a write a store missed."""
+        at, error = missed.where, describe_error(missed.error)
+        self.secondary_failures[missed.operation] += 1
+        telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
+        log.warning(
+            "secondary_write_failed",
+            store=missed.role,
+            operation=missed.operation,
+            phase=str(missed.phase),
+            thread_id=at.get("thread_id"),
+            checkpoint_ns=at.get("checkpoint_ns"),
+            checkpoint_id=at.get("checkpoint_id"),
+            error=error,
+        )
+        self._journal_entry(missed.phase, missed.role, missed.operation, at, error)
+
+    def tombstone(self, tombstone: Tombstone) -> None:
+        """Journal a delete the retired store did not receive, for a rollback to apply."""
+        log.info("tombstone_journaled", store=tombstone.role, operation=tombstone.operation,
+                 phase=str(tombstone.phase), thread_id=tombstone.thread_id)
+        error = "not applied: the store is retired; a rollback applies it (repair from the journal)"
+        self._journal_entry(tombstone.phase, tombstone.role, tombstone.operation, {"thread_id": tombstone.thread_id}, error)
+
+    def mismatch(self, mismatch: Mismatch) -> None:
+        """Count, log and journal a shadow read whose answer differed."""
+        at = mismatch.where
+        detail = ", ".join(mismatch.fields)
+        if mismatch.error is not None:
+            detail = f"shadow read failed: {describe_error(mismatch.error)}"
+        for name in mismatch.fields:
+            self.shadow_mismatches[name] += 1
+        telemetry.shadow_mismatches.add(1, {"field": mismatch.fields[0]})
+        log.warning("shadow_read_mismatch", phase=str(mismatch.phase), thread_id=at.get("thread_id"),
+                    checkpoint_id=at.get("checkpoint_id"), fields=detail)
+        self._journal_entry(mismatch.phase, "new", "shadow_read", at, f"mismatch: {detail}")
+
+    def missed_delete(self, role: Role, thread_id: str) -> bool:
+        """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
+        does not fall back to such a copy. A journal that was never written (not open, no
+        file) holds nothing: it is not created just to be asked."""
+        if self._journal is None and not journal_exists(self._journal_arg):
+            return False
+        return self.journal.missed_delete(role, thread_id)
+
+    def _journal_entry(self, phase: Phase, store: str, operation: str, at: Mapping[str, Any], error: str) -> None:
+        self.journal.record(
+            JournalEntry(
+                phase=str(phase), store=store, operation=operation, thread_id=at.get("thread_id"),
+                checkpoint_ns=at.get("checkpoint_ns"), checkpoint_id=at.get("checkpoint_id"),
+                task_id=at.get("task_id"), error=error,
+            )
+        )
+
+    def close(self) -> None:
+        """Close a journal this recorder opened (one passed in belongs to the caller)."""
+        if self._journal is not None and not isinstance(self._journal_arg, Journal):
+            self._journal.close()
+            self._journal = None
+
+    # -- the async forms: the same work, inline ---------------------------------------------
+
+    async def amissed(self, missed: Missed) -> None:
+        self.missed(missed)
+
+    async def atombstone(self, tombstone: Tombstone) -> None:
+        self.tombstone(tombstone)
+
+    async def amismatch(self, mismatch: Mismatch) -> None:
+        self.mismatch(mismatch)
+
+    async def amissed_delete(self, role: Role, thread_id: str) -> bool:
+        return self.missed_delete(role, thread_id)

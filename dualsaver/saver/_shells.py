@@ -1,0 +1,217 @@
+"""The two shells that run composite-saver plans: one blocking, one awaiting. They decide
+nothing: the plans do (see `_plans`). A shell is built from the two stores, a recorder and
+the time bounds, and it is the plans' targets "behind" (write-behind) and "copier" (the
+lazy copy) itself. It adds what only I/O needs:
+
+- a span per operation and per store call (`dualsaver.observability.telemetry`);
+- the secondary bound: a secondary call that takes longer than `timeout` counts as failed
+  (the sync shell waits on a worker thread, the async one with `asyncio.wait_for`);
+- write-behind's queue, drained on close within `exit_timeout`, the rest journaled.
+
+The two behave the same. Where the means differ, it is for a reason of the runtime: a
+background write of the sync shell runs on a worker thread and gets the caller's tracing
+context handed over explicitly; an asyncio task copies the context it was created in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from dualsaver import sansio
+from dualsaver.errors import CopyFailed, SecondaryTimeout
+from dualsaver.migrate import acopy_thread, copy_thread
+from dualsaver.observability import telemetry
+from dualsaver.saver._plans import Behind
+from dualsaver.saver._recorder import Recorder
+from dualsaver.saver._writebehind import AsyncWriteBehind, SyncWriteBehind
+from dualsaver.saver.routing import Role
+
+ROLES = ("old", "new")
+EXIT_TIMEOUT = 30.0  # seconds an exiting process waits for write-behind when calls are unbounded
+
+
+class Operation:
+    """What the spans of one composite-saver call are labelled with."""
+
+    __slots__ = ("name", "phase", "thread_id")
+
+    def __init__(self, name: str, phase: str, thread_id: str | None) -> None:
+        self.name, self.phase, self.thread_id = name, phase, thread_id
+
+
+def _timed_out(timeout: float | None) -> SecondaryTimeout:
+    return SecondaryTimeout(f"no answer within {timeout}s")
+
+
+def _queue_full(timeout: float | None) -> SecondaryTimeout:
+    return SecondaryTimeout(f"write-behind queue still full after {timeout}s: the secondary is too far behind")
+
+
+def _copied(result: Any) -> None:
+    """A lazy copy reports failures in its result; the plan records them as a miss."""
+    if not result.ok:
+        raise CopyFailed(result.error or f"{result.unreadable} unreadable row(s)")
+
+
+class _Shell:
+    """What both shells hold: the targets of the plans and the time bounds."""
+
+    def __init__(self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None) -> None:
+        self.stores = stores
+        self.recorder = recorder
+        self.timeout = timeout
+        self.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
+        self.targets = {**stores, "recorder": recorder, "behind": self, "copier": self}
+
+    def _abandoned(self, job: Behind, why: BaseException) -> None:
+        """A queued write that will not run is journaled as missed."""
+        self.recorder.missed(job.missed(why))
+
+
+class SyncShell(_Shell):
+    def __init__(self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None) -> None:
+        super().__init__(stores, recorder, timeout)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.queue = SyncWriteBehind(self._write_behind, self._abandoned_item, self.exit_timeout)
+
+    def run(self, plan: sansio.Plan[Any], op: Operation) -> Any:
+        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+            return sansio.run(plan, _SyncIo(self, op))
+
+    def stream(self, plan: sansio.Plan[Any], op: Operation) -> Iterator[Any]:
+        """Run a plan that emits items to the caller (a generator, so its span is detached)."""
+        with telemetry.detached_span(op.name, op.phase, op.thread_id) as span:
+            yield from sansio.stream(plan, _SyncIo(self, op, span))
+
+    def store_call(self, call: sansio.Call, phase: str) -> Any:
+        fn = getattr(self.stores[call.target], call.method)
+        with telemetry.store_span(call.target, call.method, phase):
+            if not call.bounded or self.timeout is None:
+                return fn(*call.args, **call.kwargs)
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dualsaver-secondary")
+            future = self._pool.submit(fn, *call.args, **call.kwargs)
+            try:
+                return future.result(timeout=self.timeout)
+            except concurrent.futures.TimeoutError:
+                raise _timed_out(self.timeout) from None
+
+    # -- the target "behind" -------------------------------------------------------------
+
+    def submit(self, job: Behind) -> None:
+        if not self.queue.submit((job, telemetry.capture()), self.timeout):
+            self.recorder.missed(job.missed(_queue_full(self.timeout)))
+
+    def drain(self) -> bool:
+        return self.queue.drain(self.timeout)
+
+    def _write_behind(self, item: tuple[Behind, Any]) -> None:
+        job, context = item
+        with telemetry.continued(context):  # the span stays a child of the operation's
+            try:
+                self.store_call(job.call, job.phase.value)
+            except Exception as exc:
+                self.recorder.missed(job.missed(exc))
+
+    def _abandoned_item(self, item: tuple[Behind, Any], why: BaseException) -> None:
+        self._abandoned(item[0], why)
+
+    # -- the target "copier" -------------------------------------------------------------
+
+    def copy_thread(self, source: Role, target: Role, thread_id: str) -> None:
+        _copied(copy_thread(self.stores[source], self.stores[target], thread_id))
+
+    def close(self) -> None:
+        self.queue.close(self.exit_timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class AsyncShell(_Shell):
+    def __init__(self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None) -> None:
+        super().__init__(stores, recorder, timeout)
+        self.queue = AsyncWriteBehind(self._write_behind, self._abandoned)
+
+    async def run(self, plan: sansio.Plan[Any], op: Operation) -> Any:
+        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+            return await sansio.arun(plan, _AsyncIo(self, op))
+
+    async def stream(self, plan: sansio.Plan[Any], op: Operation) -> AsyncIterator[Any]:
+        with telemetry.detached_span(op.name, op.phase, op.thread_id) as span:
+            async for item in sansio.astream(plan, _AsyncIo(self, op, span)):
+                yield item
+
+    async def astore_call(self, call: sansio.Call, phase: str) -> Any:
+        pending = getattr(self.stores[call.target], "a" + call.method)(*call.args, **call.kwargs)
+        with telemetry.store_span(call.target, call.method, phase):
+            if not call.bounded or self.timeout is None:
+                return await pending
+            try:
+                return await asyncio.wait_for(pending, self.timeout)
+            except asyncio.TimeoutError:
+                raise _timed_out(self.timeout) from None
+
+    # -- the target "behind" -------------------------------------------------------------
+
+    async def asubmit(self, job: Behind) -> None:
+        if not await self.queue.asubmit(job, self.timeout):
+            self.recorder.missed(job.missed(_queue_full(self.timeout)))
+
+    async def adrain(self) -> bool:
+        return await self.queue.adrain(self.timeout)
+
+    async def _write_behind(self, job: Behind) -> None:
+        try:
+            await self.astore_call(job.call, job.phase.value)
+        except Exception as exc:
+            self.recorder.missed(job.missed(exc))
+
+    # -- the target "copier" -------------------------------------------------------------
+
+    async def acopy_thread(self, source: Role, target: Role, thread_id: str) -> None:
+        _copied(await acopy_thread(self.stores[source], self.stores[target], thread_id))
+
+    async def aclose(self) -> None:
+        await self.queue.aclose(self.exit_timeout)
+
+
+class _SyncIo(sansio.Targets):
+    """The executor of one operation: store calls get spans and bounds."""
+
+    def __init__(self, shell: SyncShell, op: Operation, span: Any = None) -> None:
+        self.targets, self.shell, self.op, self.span = shell.targets, shell, op, span
+
+    def call(self, call: sansio.Call) -> Any:
+        with telemetry.attached(self.span):
+            if call.target in ROLES:
+                return self.shell.store_call(call, self.op.phase)
+            if call.target == "copier":
+                with telemetry.store_span(call.args[1], "lazy_copy", self.op.phase):
+                    return super().call(call)
+            return super().call(call)
+
+    def open(self, call: sansio.Call) -> Iterator[Any]:
+        return telemetry.streamed(super().open(call), self.span, call.target, self.op.phase)
+
+
+class _AsyncIo(sansio.AsyncTargets):
+    """The async executor of one operation: store calls get spans and bounds."""
+
+    def __init__(self, shell: AsyncShell, op: Operation, span: Any = None) -> None:
+        self.targets, self.shell, self.op, self.span = shell.targets, shell, op, span
+
+    async def call(self, call: sansio.Call) -> Any:
+        with telemetry.attached(self.span):
+            if call.target in ROLES:
+                return await self.shell.astore_call(call, self.op.phase)
+            if call.target == "copier":
+                with telemetry.store_span(call.args[1], "lazy_copy", self.op.phase):
+                    return await super().call(call)
+            return await super().call(call)
+
+    def open(self, call: sansio.Call) -> AsyncIterator[Any]:
+        return telemetry.astreamed(super().open(call), self.span, call.target, self.op.phase)

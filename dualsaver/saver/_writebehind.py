@@ -1,0 +1,259 @@
+"""Write-behind for the secondary: in order, in the background, bounded.
+
+In shadow-write nobody reads the secondary (new), so the caller need not wait for it:
+its copy of each write is taken when the call starts (plans.snapshot), handed to one
+background worker, and written in the order the calls were made. A failure is journaled
+like any secondary failure.
+
+The worker yields to the application. A LangGraph turn is a burst of puts a millisecond
+or two apart; a worker writing in the middle of it competes with the graph for the GIL
+and the CPU, and the turn gets slower by about what the secondary costs. So the worker
+waits for a pause in the calls (`QUIET`), which real agents have while they wait on a
+model and chat users have between turns, and writes then. It does not wait past
+`MAX_DELAY` for the oldest queued write, nor once a quarter of the queue is full, so
+under sustained load (no pauses at all) the lag stays bounded and the worker writes
+continuously, as it would without the rule.
+
+The worker calls the store directly (a thread hop per write would cost the caller more
+than the write itself); the queue is the bound instead: when the secondary falls that
+far behind, callers wait for room (at most the secondary timeout) and then journal the
+write as missed rather than grow memory. Once the worker has been stuck in one call for
+longer than that timeout, callers stop waiting at all (for room, or for a drain).
+
+Nothing queued is dropped silently on a normal exit: closing the saver (`close()` for the
+sync queue, `aclose()` for the async one), the process exiting, or an event loop shutting
+down under its tasks waits up to the timeout, then hands every write that did not land to
+`abandon`, which journals it. A crash loses what
+was queued, without a journal entry; the backfill, which must run before read-switch,
+copies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dualsaver.errors import WriteAbandoned
+
+LIMIT = 256  # queued writes before callers wait: lag stays bounded, backpressure beyond
+QUIET = 0.005  # seconds without a new call that count as a pause in the application
+MAX_DELAY = 0.25  # seconds the oldest queued write may wait for a pause
+
+
+def stuck(busy_since: float | None, timeout: float | None) -> bool:
+    """The worker has been in one write for longer than callers may wait for room."""
+    return timeout is not None and busy_since is not None and time.monotonic() - busy_since >= timeout
+
+
+def pause_wait(now: float, queued_at: float, last_call: float, backlog: int, limit: int) -> float:
+    """Seconds the worker should still hold back the write queued at `queued_at`: until
+    the calls pause, but never past MAX_DELAY nor with a quarter of the queue full.
+    0: write now."""
+    if backlog * 4 >= limit:
+        return 0.0
+    wait = min(last_call + QUIET, queued_at + MAX_DELAY) - now
+    return max(wait, 0.0)
+
+
+Abandon = Callable[[Any, BaseException], None]  # (job, why) of a write that will not run
+
+
+class SyncWriteBehind:
+    """One worker thread running a FIFO of jobs through `run`."""
+
+    def __init__(self, run: Callable[[Any], None], abandon: Abandon, exit_timeout: float | None, limit: int = LIMIT) -> None:
+        self._run = run
+        self._abandon = abandon
+        self._current: Any = None  # the job the worker is running
+        self._limit = limit
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=limit)
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._busy_since: float | None = None  # when the running write started
+        self._last_call = 0.0
+        self._hurry = threading.Event()  # set while anyone drains: write now, no pause
+        self._drainers = 0
+        self.exit_timeout = exit_timeout  # how long an exiting process waits for it
+        _open_queues.add(self)
+
+    def submit(self, job: Any, timeout: float | None) -> bool:
+        """Queue a write; False when there was no room within `timeout`."""
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._drain_forever, name="dualsaver-write-behind", daemon=True)
+                self._worker.start()
+        self._last_call = now = time.monotonic()
+        try:
+            self._queue.put_nowait((now, job))
+            return True
+        except queue.Full:
+            if stuck(self._busy_since, timeout):
+                return False
+        try:
+            self._queue.put((now, job), timeout=timeout)
+        except queue.Full:
+            return False
+        return True
+
+    def _drain_forever(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                queued_at, job = item
+                self._hold_back(queued_at)
+                self._current, self._busy_since = job, time.monotonic()
+                self._run(job)
+            finally:
+                self._current = self._busy_since = None
+                self._queue.task_done()
+
+    def _hold_back(self, queued_at: float) -> None:
+        while not self._hurry.is_set():
+            wait = pause_wait(time.monotonic(), queued_at, self._last_call, self._queue.qsize(), self._limit)
+            if wait <= 0:
+                return
+            self._hurry.wait(wait)
+
+    def drain(self, timeout: float | None) -> bool:
+        """Wait until every queued write ran; False if `timeout` passed first."""
+        if not self._queue.unfinished_tasks:
+            return True  # the common case, on every call outside write-behind
+        if stuck(self._busy_since, timeout):
+            return False  # waiting would only stall this caller too
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._drainers += 1
+            self._hurry.set()
+        try:
+            with self._queue.all_tasks_done:
+                while self._queue.unfinished_tasks:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._queue.all_tasks_done.wait(remaining)
+            return True
+        finally:
+            with self._lock:
+                self._drainers -= 1
+                if not self._drainers:
+                    self._hurry.clear()
+
+    def close(self, timeout: float | None) -> bool:
+        """Drain (bounded), then abandon what did not land, and stop the worker."""
+        drained = self.drain(timeout)
+        if not drained:
+            self._abandon_all(WriteAbandoned(f"saver closed with the secondary still behind after {timeout}s"))
+        if self._worker is not None and self._worker.is_alive():
+            with contextlib.suppress(queue.Full):  # full and stuck: the daemon worker is left
+                self._queue.put_nowait(None)
+        return drained
+
+    def _abandon_all(self, why: BaseException) -> None:
+        # The running write too: if it lands after all, repairing it again adds nothing.
+        current = self._current
+        if current is not None:
+            self._abandon(current, why)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._abandon(item[1], why)
+            self._queue.task_done()
+
+
+_open_queues: weakref.WeakSet[SyncWriteBehind] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Daemon workers die with the interpreter: land or journal what they still hold."""
+    for writes in list(_open_queues):
+        writes.close(writes.exit_timeout)
+
+
+class AsyncWriteBehind:
+    """The same for an event loop: each job is a task that first awaits the one before.
+
+    A task copies the context it was created in, so the tracing context of the call that
+    queued a write goes with it (the sync worker carries it over explicitly)."""
+
+    def __init__(self, run: Callable[[Any], Awaitable[None]], abandon: Abandon, limit: int = LIMIT) -> None:
+        self._run = run
+        self._abandon = abandon
+        self._limit = limit
+        self._tail: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy_since: float | None = None
+        self._last_call = 0.0
+        self._draining = 0  # callers in adrain(): write now, do not wait for a pause
+        self._closed_after: float | None = None  # set by aclose: why a cancelled write did not run
+
+    async def asubmit(self, job: Any, timeout: float | None) -> bool:
+        if len(self._tasks) >= self._limit and (stuck(self._busy_since, timeout) or not await self.adrain(timeout)):
+            return False
+        loop = asyncio.get_running_loop()
+        previous = self._tail if self._tail is not None and self._tail.get_loop() is loop else None
+        self._last_call = queued_at = time.monotonic()
+        self._tail = task = loop.create_task(self._after(previous, queued_at, job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _after(self, previous: asyncio.Task[None] | None, queued_at: float, job: Any) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome was recorded by itself
+            while not self._draining:
+                wait = pause_wait(time.monotonic(), queued_at, self._last_call, len(self._tasks), self._limit)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            self._busy_since = time.monotonic()
+            await self._run(job)
+        except asyncio.CancelledError:
+            if self._closed_after is not None:
+                why = f"saver closed with the secondary still behind after {self._closed_after}s"
+            else:
+                why = "its event loop closed before the write ran"
+            self._abandon(job, WriteAbandoned(why))
+            raise
+        finally:
+            self._busy_since = None
+
+    async def adrain(self, timeout: float | None) -> bool:
+        tail = self._tail
+        if tail is None or tail.done():
+            return True
+        if tail.get_loop() is not asyncio.get_running_loop():
+            return False  # written from another event loop: it cannot be awaited here
+        if stuck(self._busy_since, timeout):
+            return False  # waiting would only stall this caller too
+        self._draining += 1
+        try:
+            done, _ = await asyncio.wait([tail], timeout=timeout)
+        finally:
+            self._draining -= 1
+        return bool(done)
+
+    async def aclose(self, timeout: float | None) -> bool:
+        """Drain (bounded), then cancel what did not land: each cancelled write is handed to
+        `abandon` (journaled), as the sync queue's `close` does."""
+        drained = await self.adrain(timeout)
+        if not drained:
+            self._closed_after = timeout
+            for task in list(self._tasks):
+                if task.get_loop() is asyncio.get_running_loop():
+                    task.cancel()
+            await asyncio.gather(*[t for t in self._tasks if t.get_loop() is asyncio.get_running_loop()], return_exceptions=True)
+        return drained

@@ -1,0 +1,165 @@
+"""Native access to dualsaver's Redis checkpointer for the backfill and the check.
+
+Rows are read and written as the store keeps them, so writes keep their task_path and idx
+(exact=True). Each operation is one plan, run through the saver's own executor: blocking for
+a `RedisSaver`, awaiting (the ``a`` forms) for an `AsyncRedisSaver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from dualsaver.redis.base import BaseRedisSaver, uses_delta
+from dualsaver.redis.codec import (
+    Record,
+    WriteEntry,
+    blob_field,
+    encode_blob,
+    encode_writes,
+    member,
+    split_member,
+)
+from dualsaver.redis.ops import PAGE, chunks, command, pipeline, script
+from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
+from dualsaver.stores.native import (
+    StoredCheckpoint,
+    StoredWrite,
+    ThreadItem,
+    Unreadable,
+)
+
+WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
+
+
+def _stored(saver: BaseRedisSaver, thread_id: str, item: Any) -> ThreadItem:
+    ns, checkpoint_id = split_member(item[0])
+    try:
+        _, _, record, checkpoint, writes = saver._decode(item)
+        return StoredCheckpoint(
+            thread_id=thread_id,
+            checkpoint_ns=ns,
+            checkpoint_id=checkpoint_id,
+            parent_checkpoint_id=record.parent,
+            checkpoint=checkpoint,
+            metadata=saver.serde.loads_typed(record.metadata),
+            writes=tuple(
+                StoredWrite(w.task_id, w.task_path, w.idx, w.channel, saver.serde.loads_typed(w.value))
+                for w in writes
+            ),
+        )
+    except Exception as err:  # a row that fails to load is reported, never a crash
+        # The type only: a decoder's message may quote the undecodable bytes.
+        return Unreadable(thread_id, ns, checkpoint_id, f"{type(err).__name__} while decoding")
+
+
+def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:
+    keys = saver._keys(thread_id)
+    members = yield command("ZRANGE", keys[0], 0, -1)  # (ns, id) order: see dualsaver.redis.codec
+    for page in chunks(members, PAGE):
+        _, items = yield script("read", keys, ("ids", *page))
+        for item in items:
+            yield Emit((_stored(saver, thread_id, item),))
+
+
+def plan_checkpoint_keys(saver: BaseRedisSaver, thread_id: str) -> Plan:
+    members = yield command("ZRANGE", saver._keys(thread_id)[0], 0, -1)
+    return {split_member(m) for m in members}
+
+
+def _write_op(saver: BaseRedisSaver, item: StoredCheckpoint) -> Call:
+    """One checkpoint, its blobs and writes, inserted if absent (re-encoded with our serde)."""
+    ns = item.checkpoint_ns
+    stored = dict(item.checkpoint)
+    values = stored.pop("channel_values", None) or {}
+    versions = item.checkpoint.get("channel_versions", {})
+    record = Record(
+        parent=item.parent_checkpoint_id,
+        run_id=str(item.metadata.get("run_id") or ""),
+        uses_delta=uses_delta(item.metadata, values),
+        refs=tuple((k, str(v)) for k, v in versions.items()),
+        checkpoint=saver.serde.dumps_typed(stored),
+        metadata=saver.serde.dumps_typed(item.metadata),
+    )
+    blobs = [
+        (blob_field(ns, k, versions[k]), encode_blob(saver.serde.dumps_typed(v)))
+        for k, v in values.items()
+        if k in versions
+    ]
+    entries = [
+        WriteEntry(w.task_id, w.idx, w.task_path, w.channel, saver.serde.dumps_typed(w.value))
+        for w in item.writes
+    ]
+    key = member(ns, item.checkpoint_id)
+    return saver._write(
+        item.thread_id,
+        cp_mode="nx",
+        w_mode="nx",
+        checkpoints=[(key, record.encode())],
+        blobs=blobs,
+        writes=[(key, encode_writes(entries))] if entries else [],
+    )
+
+
+def plan_write_checkpoints(saver: BaseRedisSaver, items: Iterable[StoredCheckpoint]) -> Plan:
+    added = writes = 0
+    source = iter(items)
+    while batch := list(islice(source, WRITE_BATCH)):
+        if saver.cluster:  # index first, as put does
+            threads = sorted({i.thread_id for i in batch})
+            yield pipeline(script("index", saver._index_keys, ("add", saver._ttl_ms, t)) for t in threads)
+        replies = yield pipeline(_write_op(saver, i) for i in batch)
+        for cps, ws in replies:
+            added += int(cps)
+            writes += int(ws)
+    return added, writes
+
+
+class RedisNativeStore:
+    """`NativeStore` over a `RedisSaver`, and `AsyncNativeStore` (the ``a`` forms) over an
+    `AsyncRedisSaver`."""
+
+    exact = True
+
+    def __init__(self, saver: BaseRedisSaver) -> None:
+        self.saver = saver
+
+    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> list[StoredCheckpoint]:
+        return list(items)  # encoded per checkpoint as the script calls are built
+
+    def thread_ids(self) -> Iterator[str]:
+        return stream(self.saver._plan_thread_ids(), self.saver._io)
+
+    def read_thread(self, thread_id: str) -> Iterator[ThreadItem]:
+        return stream(plan_read_thread(self.saver, thread_id), self.saver._io)
+
+    def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
+        return run(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
+
+    def write_prepared(self, items: list[StoredCheckpoint]) -> tuple[int, int]:
+        return run(plan_write_checkpoints(self.saver, items), self.saver._io)
+
+    def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
+        return self.write_prepared(self.prepare_write(items))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.saver.delete_thread(thread_id)
+
+    def athread_ids(self) -> AsyncIterator[str]:
+        return astream(self.saver._plan_thread_ids(), self.saver._io)
+
+    def aread_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
+        return astream(plan_read_thread(self.saver, thread_id), self.saver._io)
+
+    async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
+        return await arun(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
+
+    async def awrite_prepared(self, items: list[StoredCheckpoint]) -> tuple[int, int]:
+        return await arun(plan_write_checkpoints(self.saver, items), self.saver._io)
+
+    async def awrite_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
+        return await self.awrite_prepared(self.prepare_write(items))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.saver.adelete_thread(thread_id)

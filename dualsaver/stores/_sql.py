@@ -1,0 +1,157 @@
+"""What the SQL native stores share: their plans' effects, the keyset paging of thread ids,
+and the thin sync and async shells that run the plans.
+
+A backend (`_sqlite`, `_postgres`) writes each operation once, as a plan (see
+`dualsaver.sansio`) that asks its database for `select(sql, params)` (the rows come back) or
+`insert(statements)` (bulk statements in one transaction; each one's row count comes back),
+and emits what it read. The sync shell carries these out with blocking calls (`query`,
+`execute`), the async one with awaits (`aquery`, `aexecute`); neither decides anything.
+This is the shape of langgraph-checkpoint-postgres's base and of psycopg's generators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any
+
+from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
+from dualsaver.stores.native import StoredCheckpoint, ThreadItem
+from dualsaver.stores.serde import serde_key
+
+THREAD_PAGE = 1000  # thread ids per keyset page
+CHECKPOINT_PAGE = 200  # checkpoints per page when reading one thread
+
+Statements = tuple[tuple[Any, list[Sequence[Any]]], ...]  # (statement, rows) pairs
+
+
+def select(sql: str, params: Sequence[Any]) -> Call:
+    """Run one query; its rows come back."""
+    return Call("db", "query", (sql, params))
+
+
+def insert(statements: Statements) -> Call:
+    """Run bulk statements in one transaction; each statement's row count comes back."""
+    return Call("db", "execute", (statements,))
+
+
+class SqlPlans:
+    """The native-store contract as plans; a backend provides the SQL and the encoding.
+
+    `encode(items)` returns the bulk statements for a batch, in insert order, ending with the
+    writes' and then the checkpoints' (a checkpoint row that is visible has its blobs and
+    writes already): `added` reads the counts back in that order."""
+
+    exact = True
+    serde: Any
+    saver: Any
+
+    @property
+    def serde_key(self) -> Any:
+        """Equal keys let stored bytes pass through (see `dualsaver.stores.serde.serde_key`)."""
+        return serde_key(self.serde)
+
+    def _thread_ids_plan(self) -> Plan[None]:
+        raise NotImplementedError
+
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
+        raise NotImplementedError
+
+    def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
+        raise NotImplementedError
+
+    def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
+        raise NotImplementedError
+
+    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> Statements:
+        """Encode a batch now (CPU only); `write_prepared` sends it later. The backfill
+        encodes in its reader thread, so writers only wait on the database."""
+        return self.encode(items)
+
+    def _insert_plan(self, statements: Statements) -> Plan[tuple[int, int]]:
+        counts = yield insert(statements)
+        return counts[-1], counts[-2]  # (checkpoints added, writes added)
+
+    @staticmethod
+    def keyset_threads(first_sql: str, next_sql: str, page: int = THREAD_PAGE) -> Plan[None]:
+        """Distinct thread ids in ascending order, one keyset page at a time."""
+        last: str | None = None
+        while True:
+            rows = yield select(first_sql, (page,)) if last is None else select(next_sql, (last, page))
+            ids = [_first(r) for r in rows]
+            if ids:
+                yield Emit(ids)
+                last = ids[-1]
+            if len(ids) < page:
+                return
+
+
+def _first(row: Any) -> Any:
+    if isinstance(row, dict):
+        return next(iter(row.values()))
+    return row[0]
+
+
+class SyncSqlStore(SqlPlans):
+    """The sync shell: `query` and `execute` do blocking I/O; the rest is the plans'."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+        self.serde = saver.serde
+        self._io = Targets(db=self)
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def execute(self, statements: Statements) -> list[int]:
+        raise NotImplementedError
+
+    def thread_ids(self) -> Iterator[str]:
+        return stream(self._thread_ids_plan(), self._io)
+
+    def read_thread(self, thread_id: str, *, encoded: bool = False) -> Iterator[ThreadItem]:
+        return stream(self._read_thread_plan(thread_id, encoded), self._io)
+
+    def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
+        return run(self._keys_plan(thread_id), self._io)
+
+    def write_prepared(self, statements: Statements) -> tuple[int, int]:
+        return run(self._insert_plan(statements), self._io)
+
+    def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
+        return self.write_prepared(self.prepare_write(items))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.saver.delete_thread(thread_id)
+
+
+class AsyncSqlStore(SqlPlans):
+    """The async shell: `aquery` and `aexecute` await; the rest is the plans'."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+        self.serde = saver.serde
+        self._io = AsyncTargets(db=self)
+
+    async def aquery(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def aexecute(self, statements: Statements) -> list[int]:
+        raise NotImplementedError
+
+    def athread_ids(self) -> AsyncIterator[str]:
+        return astream(self._thread_ids_plan(), self._io)
+
+    def aread_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
+        return astream(self._read_thread_plan(thread_id, encoded), self._io)
+
+    async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
+        return await arun(self._keys_plan(thread_id), self._io)
+
+    async def awrite_prepared(self, statements: Statements) -> tuple[int, int]:
+        return await arun(self._insert_plan(statements), self._io)
+
+    async def awrite_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
+        return await self.awrite_prepared(self.prepare_write(items))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.saver.adelete_thread(thread_id)
