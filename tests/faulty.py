@@ -29,12 +29,13 @@ class Faulty(BaseCheckpointSaver):
         self.release = threading.Event()
         self.entered = threading.Event()  # set when a write reaches this store
         self.calls: list[str] = []
+        self.message = "connection refused"  # what a raising write says
 
     def _gate(self, name: str) -> None:
         self.calls.append(name)
         self.entered.set()
         if self.mode == "raise":
-            raise StoreDown(f"{name}: connection refused")
+            raise StoreDown(f"{name}: {self.message}")
         if self.mode == "hang":
             self.release.wait(timeout=60)
 
@@ -42,7 +43,7 @@ class Faulty(BaseCheckpointSaver):
         self.calls.append(name)
         self.entered.set()
         if self.mode == "raise":
-            raise StoreDown(f"{name}: connection refused")
+            raise StoreDown(f"{name}: {self.message}")
         if self.mode == "hang":
             while not self.release.is_set():
                 await asyncio.sleep(0.01)

@@ -140,3 +140,20 @@ def test_a_delete_old_missed_in_read_switch_does_not_come_back_through_the_fallb
         journal = Journal(tmp_path / "j.sqlite")
         assert [r.operation for r in journal.pending()] == ["delete_thread"]
         journal.close()
+
+
+def test_journal_entries_carry_scrubbed_bounded_error_text(tmp_path):
+    """A driver's error may quote its connection string, password and all, at any length:
+    the journal (read by operators, shipped to a control store) keeps one bounded line."""
+    with sync_saver("sqlite", tmp=tmp_path) as a, sync_saver("sqlite", tmp=tmp_path) as b:
+        old, new = a, Faulty(b)
+        new.mode = "raise"
+        new.message = "could not connect to postgresql://app:s3cr3t-pw@db:5432/app\n" + "detail " * 200
+        with DualSaver(old, new, Phase.BACKFILL, journal=tmp_path / "j.sqlite") as saver:
+            run_turn(build_agent(saver), "t1", "alpha")
+        rows = _journal_rows(tmp_path / "j.sqlite")
+    assert rows
+    for row in rows:
+        assert "s3cr3t-pw" not in row.error and "\n" not in row.error
+        assert row.error.startswith("StoreDown: ") and len(row.error) <= 220
+        assert "postgresql://app:***@db:5432/app" in row.error

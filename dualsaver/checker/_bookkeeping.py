@@ -46,15 +46,20 @@ class Round:
     record: Callable[[ThreadDiff], None]
 
 
-def _describe(store: Any, name: str | None) -> str:
-    if name:
-        return name
+def describe_store(store: Any) -> str:
+    """A store named by its saver's class, when no name (a redacted URL) was given."""
     saver = getattr(store, "saver", None)
     return type(saver if saver is not None else store).__name__
 
 
 class CheckRun:
     """Bookkeeping of one check: counts, suspects, the re-check rule, the report."""
+
+    @classmethod
+    def of(cls, stores: dict[str, Any], old_desc: str, new_desc: str, **options: Any) -> CheckRun:
+        """The bookkeeping of a check over these native stores (`check` and `acheck` alike)."""
+        exact = {side: bool(getattr(stores[side], "exact", False)) for side in ("old", "new")}
+        return cls(old_desc=old_desc, new_desc=new_desc, old_exact=exact["old"], new_exact=exact["new"], **options)
 
     def __init__(
         self,
@@ -234,7 +239,7 @@ class CheckRun:
         return DivergenceReport(clean=not divergences, divergences=divergences, summary=summary)
 
 
-def _merge_step(a: str | None, b: str | None) -> tuple[str, bool, bool]:
+def merge_step(a: str | None, b: str | None) -> tuple[str, bool, bool]:
     """The next id of two ascending streams, and which streams it came from."""
     if b is None or (a is not None and a < b):
         return a, True, False  # type: ignore[return-value]

@@ -26,13 +26,14 @@ How it works, and why:
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
-from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, _describe, _merge_step
+from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
 from dualsaver.checker._diff import ThreadDiff, ThreadSide
 from dualsaver.checker.findings import SIDES, DivergenceReport
 from dualsaver.errors import describe_error, is_outage
@@ -60,7 +61,7 @@ def _merged_ids(run: CheckRun) -> Plan[None]:
         streams[side] = yield Call(side, "thread_ids", stream=True)
         heads[side] = _head((yield Next(streams[side])))
     while heads["old"] is not None or heads["new"] is not None:
-        thread_id, from_old, from_new = _merge_step(heads["old"], heads["new"])
+        thread_id, from_old, from_new = merge_step(heads["old"], heads["new"])
         for side, took in (("old", from_old), ("new", from_new)):
             if took:
                 run.note_id(side, thread_id)
@@ -88,7 +89,7 @@ def _read_side(side: str, thread_id: str, capture: bool) -> Plan[ThreadSide]:
     return found
 
 
-def _read_both(run: CheckRun, thread_id: str, capture: bool) -> Plan[ThreadDiff]:
+def _read_both(run: CheckRun, thread_id: str, *, capture: bool) -> Plan[ThreadDiff]:
     sides = {}
     for side in run.read_order():  # the primary last (see the module docstring)
         sides[side] = yield from _read_side(side, thread_id, capture)
@@ -99,19 +100,10 @@ def _read_both(run: CheckRun, thread_id: str, capture: bool) -> Plan[ThreadDiff]
 
 
 def check(
-    old: Any,
-    new: Any,
-    *,
-    workers: int = 1,
-    shard: tuple[int, int] | None = None,
-    thread_ids: Sequence[str] | None = None,
-    recheck: bool = True,
-    progress: ProgressFn | None = None,
-    show_values: bool = False,
-    primary: Literal["old", "new"] = "old",
-    backoff: Sequence[float] = DEFAULT_BACKOFF,
-    old_name: str | None = None,
-    new_name: str | None = None,
+    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None,
+    thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
+    show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
+    old_name: str | None = None, new_name: str | None = None,
 ) -> DivergenceReport:
     """Diff two stores (savers or `NativeStore`s) and return what persists.
 
@@ -121,58 +113,39 @@ def check(
     read threads side by side. Raises `CheckError` if a store cannot be reached.
     """
     io = Targets(old=native_for(old), new=native_for(new))
-    run = _new_run(io.targets, old, new, old_name, new_name, shard=shard, thread_ids=thread_ids,
-                   recheck=recheck, backoff=backoff, show_values=show_values, primary=primary,
-                   workers=workers, progress=progress)
+    names = (old_name or describe_store(old), new_name or describe_store(new))
+    run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
+                      show_values=show_values, primary=primary, workers=workers, progress=progress)
     with run.outages():
         for r in run.rounds():
             time.sleep(r.delay)
             threads = sansio.stream(_merged_ids(run), io) if r.threads is None else r.threads
-            for result in _map_bounded(lambda t, c=r.capture: sansio.run(_read_both(run, t, c), io), threads, run.workers):
+            read = functools.partial(_read_both, run, capture=r.capture)
+            for result in _map_bounded(lambda t: sansio.run(read(t), io), threads, run.workers):  # noqa: B023
                 r.record(result)
     return run.report()
 
 
 async def acheck(
-    old: Any,
-    new: Any,
-    *,
-    workers: int = 1,
-    shard: tuple[int, int] | None = None,
-    thread_ids: Sequence[str] | None = None,
-    recheck: bool = True,
-    progress: ProgressFn | None = None,
-    show_values: bool = False,
-    primary: Literal["old", "new"] = "old",
-    backoff: Sequence[float] = DEFAULT_BACKOFF,
-    old_name: str | None = None,
-    new_name: str | None = None,
+    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None,
+    thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
+    show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
+    old_name: str | None = None, new_name: str | None = None,
 ) -> DivergenceReport:
     """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans,
     `workers` tasks instead of threads."""
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
-    run = _new_run(io.targets, old, new, old_name, new_name, shard=shard, thread_ids=thread_ids,
-                   recheck=recheck, backoff=backoff, show_values=show_values, primary=primary,
-                   workers=workers, progress=progress)
+    names = (old_name or describe_store(old), new_name or describe_store(new))
+    run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
+                      show_values=show_values, primary=primary, workers=workers, progress=progress)
     with run.outages():
         for r in run.rounds():
             await asyncio.sleep(r.delay)
             threads = sansio.astream(_merged_ids(run), io) if r.threads is None else _alist(r.threads)
-            async for result in _amap_bounded(lambda t, c=r.capture: sansio.arun(_read_both(run, t, c), io), threads, run.workers):
+            read = functools.partial(_read_both, run, capture=r.capture)
+            async for result in _amap_bounded(lambda t: sansio.arun(read(t), io), threads, run.workers):  # noqa: B023
                 r.record(result)
     return run.report()
-
-
-def _new_run(stores: dict[str, Any], old: Any, new: Any, old_name: str | None,
-             new_name: str | None, **options: Any) -> CheckRun:
-    """The run's bookkeeping, the same for `check` and `acheck`."""
-    return CheckRun(
-        old_desc=_describe(old, old_name),
-        new_desc=_describe(new, new_name),
-        old_exact=bool(getattr(stores["old"], "exact", False)),
-        new_exact=bool(getattr(stores["new"], "exact", False)),
-        **options,
-    )
 
 
 def _map_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:

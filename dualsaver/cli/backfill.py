@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from dualsaver.cli.options import parse_shard
+from dualsaver.cli.options import add_command, parse_shard
 from dualsaver.stores.serde import add_serde_arguments, serde_from_name
 
 EXAMPLES = """\
@@ -50,7 +50,8 @@ def positive(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "backfill",
         help="copy old's history into new (exact, resumable, safe beside live traffic)",
         description=(
@@ -58,7 +59,6 @@ def register(subparsers: Any) -> None:
             " and order) that the new store lacks. Never overwrites what is there."
         ),
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--old", required=True, metavar="URL", help="the store being left")
     p.add_argument("--new", required=True, metavar="URL", help="the store being moved to")
@@ -125,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.no_progress else TqdmProgress("backfill" + (" (reverse)" if args.reverse else ""))
     try:
         with (
-            open_saver(source_url, must_exist=True, pool_size=args.workers, serde=serdes[source]) as src,
-            open_saver(target_url, pool_size=args.workers, serde=serdes[target]) as dst,
+            open_saver(source_url, must_exist=True, pool_size=args.workers, serde=serdes[source]) as source_saver,
+            open_saver(target_url, pool_size=args.workers, serde=serdes[target]) as target_saver,
         ):
             result = backfill(
-                src,
-                dst,
+                source_saver,
+                target_saver,
                 workers=args.workers,
                 shard=args.shard,
                 resume=not args.restart,

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 # the serde options are shared with `backfill` and `repair` (re-exported here for them)
-from dualsaver.cli.options import parse_shard
+from dualsaver.cli.options import add_command, parse_shard
 from dualsaver.stores.serde import SERDES, add_serde_arguments, serde_from_name  # noqa: F401
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -37,7 +37,8 @@ exit status: 0 clean, 1 divergences found, 2 could not check.
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "check",
         help="diff the old and new stores; write a divergence report",
         description=(
@@ -46,7 +47,6 @@ def register(subparsers: Any) -> None:
             " writes landing during the check are not reported, and write the report."
         ),
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_store_arguments(p)
     p.add_argument("--report", metavar="PATH", help="write the JSON report here")
@@ -139,7 +139,7 @@ def fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.report import write_reports
-    from dualsaver.stores import StoreURLError, native_for, open_saver, redact
+    from dualsaver.stores import StoreURLError, open_saver, redact
     from dualsaver.redact import scrub
 
     try:
@@ -158,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
             args.new, must_exist=True, pool_size=pool, serde=new_serde
         ) as new_saver:
             report = check(
-                native_for(old_saver),
-                native_for(new_saver),
+                old_saver,
+                new_saver,
                 workers=args.workers,
                 shard=args.shard,
                 thread_ids=args.threads,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dualsaver.cli.options import add_command
+
 import argparse
 from pathlib import Path
 
@@ -17,15 +19,17 @@ the `embedded` extra installs, and stops it at the end. The work dir is wiped at
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "demo",
         help="run a full migration on embedded stores, narrated",
         description="Walk a real LangGraph app's memory through every phase of a migration.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--new", choices=("postgres", "redis"), default="postgres", help="the store to migrate to (default: postgres)")
-    parser.add_argument("--dir", type=Path, default=Path("dualsaver-demo"), help="work dir for the stores and reports (default: ./dualsaver-demo)")
+    parser.add_argument("--new", choices=("postgres", "redis"), default="postgres",
+                        help="the store to migrate to (default: postgres)")
+    parser.add_argument("--dir", type=Path, default=Path("dualsaver-demo"),
+                        help="work dir for the stores and reports (default: ./dualsaver-demo)")
     parser.add_argument("--conversations", type=int, default=12, help="conversations the agent holds (default: 12)")
     parser.set_defaults(func=_run)
 

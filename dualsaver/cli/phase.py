@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dualsaver.cli.options import add_command
+
 import argparse
 import json
 import os
@@ -61,29 +63,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "phase",
         help="show or change the fleet's shared phase (guarded transitions)",
         description="Show or change the phase every replica follows through the shared phase record.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="phase_command", metavar="show|set")
-    show = sub.add_parser(
+    show = add_command(
+        sub,
         "show",
         help="the recorded phase, its history, the replicas, the allowed moves",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(show)
     show.add_argument("--json", action="store_true", help="print JSON on stdout")
     show.add_argument("--history", type=int, default=10, metavar="N", help="transitions shown (default 10)")
     show.set_defaults(func=run_show)
-    setp = sub.add_parser(
+    setp = add_command(
+        sub,
         "set",
         help="move the fleet to PHASE, if the rules allow it",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     setp.add_argument("phase", type=phase_arg, metavar="PHASE", help="shadow-write | backfill | read-switch | decommission")
     _common(setp)

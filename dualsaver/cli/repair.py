@@ -6,6 +6,8 @@ divergent or failed, 2 could not run (bad URL, unreadable report, missing journa
 
 from __future__ import annotations
 
+from dualsaver.cli.options import add_command
+
 import argparse
 import json
 import sys
@@ -37,7 +39,8 @@ exit status: 0 repaired (re-check clean), 1 still divergent or failed, 2 could n
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "repair",
         help="copy the threads a report or the journal names again, then re-check them",
         description=(
@@ -45,7 +48,6 @@ def register(subparsers: Any) -> None:
             " secondary-failure journal names; then check those threads."
         ),
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_store_arguments(p)
     what = p.add_mutually_exclusive_group(required=True)
@@ -87,7 +89,7 @@ def _load_repairs(args: argparse.Namespace, source: str) -> tuple[list, Any, lis
 def run(args: argparse.Namespace) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.migrate import other, repair, threads_to_mark
-    from dualsaver.stores import StoreURLError, native_for, open_saver, redact
+    from dualsaver.stores import StoreURLError, open_saver, redact
 
     try:
         primary = primary_for_run(args)
@@ -113,13 +115,14 @@ def run(args: argparse.Namespace) -> int:
         print("Nothing to repair: no affected thread" + (" pending in the journal." if journal else " in the report."))
         return 0
     try:
-        with open_saver(urls[source], must_exist=True, serde=serdes[source]) as src, open_saver(
+        with open_saver(urls[source], must_exist=True, serde=serdes[source]) as source_saver, open_saver(
             urls[target], serde=serdes[target]
-        ) as dst:
+        ) as target_saver:
             for thread in repairs:
                 print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"
                       + (" ..." if len(thread.reasons) > 3 else ""))
-            result = repair(src, dst, repairs=repairs, dry_run=args.dry_run, source_side=source)  # type: ignore[arg-type]
+            options = {"dry_run": args.dry_run, "source_side": source}
+            result = repair(source_saver, target_saver, repairs=repairs, **options)  # type: ignore
             print(result.summary())
             if args.dry_run:
                 return 0
@@ -129,15 +132,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"journal: {len(marked)} thread(s) marked repaired")
             if args.no_verify:
                 return 0 if result.ok else 1
-            stores = {source: src, target: dst}
-            report = check(
-                native_for(stores["old"]),
-                native_for(stores["new"]),
-                thread_ids=[r.thread_id for r in repairs],
-                primary=primary,  # type: ignore[arg-type]
-                old_name=redact(args.old),
-                new_name=redact(args.new),
-            )
+            stores = {source: source_saver, target: target_saver}
+            names = {"old_name": redact(args.old), "new_name": redact(args.new)}
+            threads = [r.thread_id for r in repairs]
+            report = check(stores["old"], stores["new"], thread_ids=threads, primary=primary, **names)  # type: ignore
     except StoreURLError as exc:
         return fail(str(exc))
     except CheckError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dualsaver.cli.options import add_command
+
 import argparse
 import json
 import os
@@ -36,12 +38,12 @@ exit status: 0 everything reachable, 1 a store or the phase record is unreachabl
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "status",
         help="phase, stores, journal, last backfill and check, in one screen",
         description="Where the migration stands: phase and its origin, stores, journal, backfill, check.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
     p.add_argument("--old", metavar="URL", help="the store being left (default: settings, $DUALSAVER_OLD_URL)")

@@ -5,14 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dualsaver.control._record_base import (
-    DEFAULT_TIMEOUT,
-    PhaseRecord,
-    PhaseState,
-    ReplicaSeen,
-    Transition,
-    _state,
-)
+from dualsaver.control._record_base import DEFAULT_TIMEOUT, PhaseRecord, PhaseState, ReplicaSeen, Transition, _state
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange
 

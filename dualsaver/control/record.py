@@ -15,14 +15,7 @@ Replicas follow the record through `sources.PollingPhaseSource`.
 
 from __future__ import annotations
 
-from dualsaver.control._record_base import (
-    DEFAULT_TIMEOUT,
-    PhaseRecord,
-    PhaseState,
-    ReplicaSeen,
-    Transition,
-    who,
-)
+from dualsaver.control._record_base import DEFAULT_TIMEOUT, PhaseRecord, PhaseState, ReplicaSeen, Transition, who
 from dualsaver.control._record_postgres import PostgresPhaseRecord
 from dualsaver.control._record_redis import RedisPhaseRecord
 from dualsaver.errors import ConcurrentChange, RecordUnavailable, StoreURLError

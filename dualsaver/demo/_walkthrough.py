@@ -106,17 +106,21 @@ def run_demo(*, new_kind: str = "postgres", workdir: Path, conversations: int = 
 
         n.step("check: diffing both stores before anyone switches reads")
         report = check(old, new)
-        paths = {"json_path": workdir / "report.json", "html_path": workdir / "report.html", "markdown_path": workdir / "report.md"}
+        paths = {"json_path": workdir / "report.json", "html_path": workdir / "report.html",
+                 "markdown_path": workdir / "report.md"}
         write_reports(report, **paths)
         n.say(f"safe to switch reads: {'yes' if report.clean else 'no'}"
-              f" ({report.summary['threads_compared']} threads, {report.summary['checkpoints_compared']} checkpoints compared)")
+              f" ({report.summary['threads_compared']} threads,"
+              f" {report.summary['checkpoints_compared']} checkpoints compared)")
         n.say(f"report for people: {paths['html_path']}")
 
         n.step("an incident: someone deletes a conversation from new by hand")
         new.delete_thread("customer-001")
         report = check(old, new)
         kinds = sorted({d.kind for d in report.divergences})
-        n.say(f"check: safe to switch reads: {'yes' if report.clean else 'no'}; found {len(report.divergences)} divergence(s): {', '.join(kinds)}")
+        verdict = "yes" if report.clean else "no"
+        found = f"{len(report.divergences)} divergence(s): {', '.join(kinds)}"
+        n.say(f"check: safe to switch reads: {verdict}; found {found}")
         repaired = repair(old, new, repairs=repairs_from_report(report, source="old"))
         n.say(f"repair copied {len(repaired.outcomes)} thread(s) again from old, the source of truth in this phase")
         report = check(old, new)

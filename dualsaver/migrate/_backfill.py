@@ -99,8 +99,8 @@ class Job:
 
     def __init__(
         self,
-        src: Any,
-        dst: Any,
+        source: Any,
+        target: Any,
         *,
         old_name: str,
         new_name: str,
@@ -118,14 +118,14 @@ class Job:
         self.thread_ids = sorted(set(thread_ids)) if thread_ids is not None else None
         self.progress = progress
         self.result = BackfillResult(dry_run=dry_run, started_at=time.time())
-        self.result.exact = bool(src.exact and dst.exact)
-        for side, store in (("the source", src), ("the target", dst)):
+        self.result.exact = bool(source.exact and target.exact)
+        for side, store in (("the source", source), ("the target", target)):
             if not store.exact:
                 self.result.notes.append(APPROXIMATE_NOTE.format(side=side))
         self.state = BackfillState(state_path, old=old_name, new=new_name, shard=shard)
         if not resume and not dry_run:
             self.state.restart()
-        self.flow = Flow(encoded=passthrough(src, dst), on_finished=self.threads_finished)
+        self.flow = Flow(encoded=passthrough(source, target), on_finished=self.threads_finished)
         self._lock = threading.Lock()
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._counted = 0  # checkpoints already added to the backfill metric
@@ -190,27 +190,13 @@ class Job:
         return self.result
 
 
-def _job(src: Any, dst: Any, old: Any, new: Any, old_name: str | None, new_name: str | None, **options: Any) -> Job:
-    """The run's decisions, the same for `backfill` and `abackfill`."""
-    return Job(src, dst, old_name=old_name or store_identity(old), new_name=new_name or store_identity(new), **options)
-
-
 # --------------------------------------------------------------------------- the shells
 
 
 def backfill(
-    old: Any,
-    new: Any,
-    *,
-    workers: int = 1,
-    shard: tuple[int, int] | None = None,
-    resume: bool = True,
-    dry_run: bool = False,
-    thread_ids: Iterable[str] | None = None,
-    progress: Progress | None = None,
-    state_path: Any = None,
-    old_name: str | None = None,
-    new_name: str | None = None,
+    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
+    dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
+    state_path: Any = None, old_name: str | None = None, new_name: str | None = None,
 ) -> BackfillResult:
     """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
 
@@ -218,50 +204,41 @@ def backfill(
     limits the run to those threads; `resume=False` forgets earlier progress; `dry_run`
     writes nothing and counts what would be added. `old_name`/`new_name` name the stores in
     the progress record (default: derived from the savers, passwords redacted)."""
-    src, dst = native_for(old), native_for(new)
-    job = _job(src, dst, old, new, old_name, new_name, shard=shard, resume=resume, dry_run=dry_run,
-               thread_ids=thread_ids, progress=progress, state_path=state_path)
-    io = Targets(source=src, target=dst)
+    source, target = native_for(old), native_for(new)
+    job = Job(source, target, old_name=old_name or store_identity(old), new_name=new_name or store_identity(new), shard=shard,
+              resume=resume, dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path)
+    io = Targets(source=source, target=target)
     try:
         if progress is not None:
             job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
         todo = (t for t in sansio.stream(job.wanted_ids(), io) if job.todo(t))
-        _pump(job.flow, io, dst, todo, max(1, workers), dry_run)
+        _pump(job.flow, io, target, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
     return result
 
 
 async def abackfill(
-    old: Any,
-    new: Any,
-    *,
-    workers: int = 1,
-    shard: tuple[int, int] | None = None,
-    resume: bool = True,
-    dry_run: bool = False,
-    thread_ids: Iterable[str] | None = None,
-    progress: Progress | None = None,
-    state_path: Any = None,
-    old_name: str | None = None,
-    new_name: str | None = None,
+    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
+    dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
+    state_path: Any = None, old_name: str | None = None, new_name: str | None = None,
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
-    src, dst = anative_for(old), anative_for(new)
-    job = _job(src, dst, old, new, old_name, new_name, shard=shard, resume=resume, dry_run=dry_run,
-               thread_ids=thread_ids, progress=progress, state_path=state_path)
-    io = AsyncTargets(source=src, target=dst)
+    source, target = anative_for(old), anative_for(new)
+    job = Job(source, target, old_name=old_name or store_identity(old), new_name=new_name or store_identity(new), shard=shard,
+              resume=resume, dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path)
+    io = AsyncTargets(source=source, target=target)
     try:
         if progress is not None:
             job.started(sum([1 async for _ in sansio.astream(job.wanted_ids(), io)]))
         todo = (t async for t in sansio.astream(job.wanted_ids(), io) if job.todo(t))
-        await _apump(job.flow, io, dst, todo, max(1, workers), dry_run)
+        await _apump(job.flow, io, target, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
     return result
 
 
-def _pump(flow: Flow, io: Targets, dst: Any, thread_ids: Iterator[str], workers: int, dry_run: bool) -> None:
+def _pump(flow: Flow, io: Targets, target: Any, thread_ids: Iterator[str], workers: int, dry_run: bool) -> None:
     """Read in this thread while `workers` threads write; at most `workers + 1` batches wait
     in between, so memory stays flat whatever the store's size."""
     batches: queue.Queue[Batch | None] = queue.Queue(maxsize=workers + 1)
@@ -277,7 +254,7 @@ def _pump(flow: Flow, io: Targets, dst: Any, thread_ids: Iterator[str], workers:
         w.start()
     try:
         for batch in sansio.stream(read_batches(flow, thread_ids), io):
-            batches.put(prepare(dst, batch, dry_run))
+            batches.put(prepare(target, batch, dry_run))
     except BaseException:
         stop.set()  # interrupted: abandon what is queued (its threads stay not done)
         raise
@@ -289,7 +266,7 @@ def _pump(flow: Flow, io: Targets, dst: Any, thread_ids: Iterator[str], workers:
 
 
 async def _apump(
-    flow: Flow, io: AsyncTargets, dst: Any, thread_ids: AsyncIterator[str], workers: int, dry_run: bool
+    flow: Flow, io: AsyncTargets, target: Any, thread_ids: AsyncIterator[str], workers: int, dry_run: bool
 ) -> None:
     """The async form of `_pump`: one reader, `workers` writer tasks, a bounded queue."""
     batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=workers + 1)
@@ -301,7 +278,7 @@ async def _apump(
     pool = [asyncio.create_task(writer()) for _ in range(workers)]
     try:
         async for batch in sansio.astream(read_batches(flow, thread_ids), io):
-            await batches.put(prepare(dst, batch, dry_run))
+            await batches.put(prepare(target, batch, dry_run))
         for _ in pool:
             await batches.put(None)
         await asyncio.gather(*pool)

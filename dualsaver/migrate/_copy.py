@@ -90,9 +90,9 @@ def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = Fal
 
 def copy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
     """Copy several threads, reading and writing in turn (no worker threads)."""
-    src, dst = native_for(source), native_for(target)
-    plan = copy_plan(dst, thread_ids, dry_run, encoded=passthrough(src, dst))
-    return sansio.run(plan, Targets(source=src, target=dst))
+    source_store, target_store = native_for(source), native_for(target)
+    plan = copy_plan(target_store, thread_ids, dry_run, encoded=passthrough(source_store, target_store))
+    return sansio.run(plan, Targets(source=source_store, target=target_store))
 
 
 async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
@@ -102,7 +102,7 @@ async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: boo
 
 async def acopy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
     """The async form of `copy_threads`."""
-    src, dst = anative_for(source), anative_for(target)
-    plan = copy_plan(dst, thread_ids, dry_run, encoded=passthrough(src, dst))
-    return await sansio.arun(plan, AsyncTargets(source=src, target=dst))
+    source_store, target_store = anative_for(source), anative_for(target)
+    plan = copy_plan(target_store, thread_ids, dry_run, encoded=passthrough(source_store, target_store))
+    return await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))
 

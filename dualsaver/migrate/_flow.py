@@ -48,11 +48,11 @@ class CopyResult:
         return [t for t in self.thread_ids or [self.thread_id] if t in self.bad_threads]
 
 
-def passthrough(src: Any, dst: Any) -> bool:
+def passthrough(source: Any, target: Any) -> bool:
     """True when stored bytes may be copied unchanged: both adapters know their serializer
     and it is the same configuration (see `dualsaver.stores.serde.serde_key`)."""
-    key = getattr(src, "serde_key", None)
-    return key is not None and key == getattr(dst, "serde_key", None)
+    key = getattr(source, "serde_key", None)
+    return key is not None and key == getattr(target, "serde_key", None)
 
 
 

@@ -189,7 +189,9 @@ def repairs_for_threads(thread_ids: Iterable[str], replace: bool = False) -> lis
 # --------------------------------------------------------------------------- execution
 
 
-def _repair_plan(repairs: Sequence[ThreadRepair], result: RepairResult, source: Any, target: Any, dry_run: bool) -> Plan[None]:
+def _repair_plan(
+    repairs: Sequence[ThreadRepair], result: RepairResult, source: Any, target: Any, dry_run: bool
+) -> Plan[None]:
     """Per thread: delete it on the target first when it is to be replaced, then copy it
     insert-if-absent. One thread's failure is recorded and the rest go on."""
     for repair_ in repairs:
@@ -198,27 +200,24 @@ def _repair_plan(repairs: Sequence[ThreadRepair], result: RepairResult, source: 
             if repair_.action == "replace" and not dry_run:
                 yield Call("target", "delete_thread", (repair_.thread_id,))
                 outcome.deleted = True
-            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, encoded=passthrough(source, target))
+            encoded = passthrough(source, target)
+            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, encoded=encoded)
         except Exception as exc:  # one thread's failure must not stop the rest
             outcome.error = describe_error(exc)
         result.outcomes.append(outcome)
 
 
-def _worklist(thread_ids: Sequence[str] | None, repairs: Sequence[ThreadRepair] | None, replace: bool) -> list[ThreadRepair]:
+def _worklist(
+    thread_ids: Sequence[str] | None, repairs: Sequence[ThreadRepair] | None, replace: bool
+) -> list[ThreadRepair]:
     if repairs is not None:
         return list(repairs)
     return repairs_for_threads(thread_ids or (), replace)
 
 
 def repair(
-    source: Any,
-    target: Any,
-    thread_ids: Sequence[str] | None = None,
-    *,
-    repairs: Sequence[ThreadRepair] | None = None,
-    replace: bool = False,
-    dry_run: bool = False,
-    source_side: Side = "old",
+    source: Any, target: Any, thread_ids: Sequence[str] | None = None, *, repairs: Sequence[ThreadRepair] | None = None,
+    replace: bool = False, dry_run: bool = False, source_side: Side = "old",
 ) -> RepairResult:
     """Copy threads again from `source` to `target` (savers or native stores).
 
@@ -226,31 +225,25 @@ def repair(
     target first). With `repairs` (from `repairs_from_report` / `repairs_from_journal`), each
     thread gets its planned action. Errors are recorded per thread, not raised.
     """
-    src, dst = native_for(source), native_for(target)
+    source_store, target_store = native_for(source), native_for(target)
     result = RepairResult(source_side, other(source_side), dry_run)
     started = time.perf_counter()
-    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, src, dst, dry_run)
-    sansio.run(plan, Targets(source=src, target=dst))
+    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run)
+    sansio.run(plan, Targets(source=source_store, target=target_store))
     result.elapsed_s = time.perf_counter() - started
     return result
 
 
 async def arepair(
-    source: Any,
-    target: Any,
-    thread_ids: Sequence[str] | None = None,
-    *,
-    repairs: Sequence[ThreadRepair] | None = None,
-    replace: bool = False,
-    dry_run: bool = False,
-    source_side: Side = "old",
+    source: Any, target: Any, thread_ids: Sequence[str] | None = None, *, repairs: Sequence[ThreadRepair] | None = None,
+    replace: bool = False, dry_run: bool = False, source_side: Side = "old",
 ) -> RepairResult:
     """The async form of `repair` (async savers), the same plan."""
-    src, dst = anative_for(source), anative_for(target)
+    source_store, target_store = anative_for(source), anative_for(target)
     result = RepairResult(source_side, other(source_side), dry_run)
     started = time.perf_counter()
-    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, src, dst, dry_run)
-    await sansio.arun(plan, AsyncTargets(source=src, target=dst))
+    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run)
+    await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))
     result.elapsed_s = time.perf_counter() - started
     return result
 

@@ -73,12 +73,7 @@ class RedisSaver(BaseRedisSaver):
     (created with ``decode_responses=False``, the default)."""
 
     def __init__(
-        self,
-        client: Any,
-        *,
-        serde: SerializerProtocol | None = None,
-        prefix: str = "dualsaver",
-        ttl: float | None = None,
+        self, client: Any, *, serde: SerializerProtocol | None = None, prefix: str = "dualsaver", ttl: float | None = None
     ) -> None:
         from redis.cluster import RedisCluster
 
@@ -89,32 +84,16 @@ class RedisSaver(BaseRedisSaver):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return run(self._plan_get_tuple(config), self._io)
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+             before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:
         return stream(self._plan_list(config, filter, before, limit), self._io)
 
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
         return run(self._plan_put(config, checkpoint, metadata, new_versions), self._io)
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
         run(self._plan_put_writes(config, writes, task_id, task_path), self._io)
 
     def delete_thread(self, thread_id: str) -> None:

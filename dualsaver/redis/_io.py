@@ -29,14 +29,16 @@ def require_binary(client: Any) -> None:
         raise ValueError("the Redis client must be created with decode_responses=False")
 
 
-class RedisIo:
-    """The sync target: `script`, `command` and `pipeline` on a redis-py client."""
-
+class _Client:
     def __init__(self, client: Any, cluster: bool) -> None:
         require_binary(client)
         self.client = client
         self.cluster = cluster
         self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+
+class RedisIo(_Client):
+    """The sync target: `script`, `command` and `pipeline` on a redis-py client."""
 
     def script(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], client: Any = None) -> Any:
         return self.scripts[name](keys=keys, args=args, client=client or self.client)
@@ -71,14 +73,8 @@ class RedisIo:
         return results
 
 
-class AsyncRedisIo:
+class AsyncRedisIo(_Client):
     """The async target: `ascript`, `acommand` and `apipeline` on a redis.asyncio client."""
-
-    def __init__(self, client: Any, cluster: bool) -> None:
-        require_binary(client)
-        self.client = client
-        self.cluster = cluster
-        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
     async def ascript(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         return await self.scripts[name](keys=keys, args=args)

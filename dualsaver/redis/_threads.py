@@ -9,16 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dualsaver.redis.ops import (
-    COPY_CHUNK,
-    PRUNE_STRATEGIES,
-    THREAD_PAGE,
-    chunks,
-    command,
-    pairs,
-    pipeline,
-    script,
-)
+from dualsaver.redis.ops import COPY_CHUNK, PRUNE_STRATEGIES, THREAD_PAGE, chunks, command, pairs, pipeline, script
 from dualsaver.sansio import Emit, Plan
 
 

@@ -30,12 +30,7 @@ class AsyncRedisSaver(BaseRedisSaver):
     graph.invoke does from a worker thread), like AsyncPostgresSaver's."""
 
     def __init__(
-        self,
-        client: Any,
-        *,
-        serde: SerializerProtocol | None = None,
-        prefix: str = "dualsaver",
-        ttl: float | None = None,
+        self, client: Any, *, serde: SerializerProtocol | None = None, prefix: str = "dualsaver", ttl: float | None = None
     ) -> None:
         from redis.asyncio.cluster import RedisCluster
 
@@ -50,33 +45,17 @@ class AsyncRedisSaver(BaseRedisSaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await arun(self._plan_get_tuple(config), self._io)
 
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
+    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+                    before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
         async for tup in astream(self._plan_list(config, filter, before, limit), self._io):
             yield tup
 
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                   new_versions: ChannelVersions) -> RunnableConfig:
         return await arun(self._plan_put(config, checkpoint, metadata, new_versions), self._io)
 
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                          task_path: str = "") -> None:
         await arun(self._plan_put_writes(config, writes, task_id, task_path), self._io)
 
     async def adelete_thread(self, thread_id: str) -> None:
@@ -96,7 +75,6 @@ class AsyncRedisSaver(BaseRedisSaver):
     ) -> Mapping[str, DeltaChannelHistory]:
         return await arun(self._plan_delta_history(config, channels), self._io)
 
-
     # -- sync bridges, for callers on another thread --------------------------------------
 
     def _bridge(self, coro: Any) -> Any:
@@ -115,44 +93,23 @@ class AsyncRedisSaver(BaseRedisSaver):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self._bridge(self.aget_tuple(config))
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
+    def list(self, config: RunnableConfig | None, **options: Any) -> Iterator[CheckpointTuple]:
         async def collect() -> list[CheckpointTuple]:
-            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+            return [t async for t in self.alist(config, **options)]
 
         yield from self._bridge(collect())
 
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._bridge(self.aput(config, checkpoint, metadata, new_versions))
+    def put(self, config: RunnableConfig, *args: Any) -> RunnableConfig:
+        return self._bridge(self.aput(config, *args))
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self._bridge(self.aput_writes(config, writes, task_id, task_path))
+    def put_writes(self, config: RunnableConfig, *args: Any, **kwargs: Any) -> None:
+        self._bridge(self.aput_writes(config, *args, **kwargs))
 
     def delete_thread(self, thread_id: str) -> None:
         self._bridge(self.adelete_thread(thread_id))
 
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return self._bridge(self.aget_delta_channel_history(config=config, channels=channels))
+    def get_delta_channel_history(self, **kwargs: Any) -> Mapping[str, DeltaChannelHistory]:
+        return self._bridge(self.aget_delta_channel_history(**kwargs))
 
 
 @asynccontextmanager

@@ -293,10 +293,6 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         """Emit one thread's matching tuples, newest first; return how many."""
         keys = self._keys(thread_id)
         emitted = 0
-
-        def wanted(tup: CheckpointTuple) -> bool:
-            return matches(tup.metadata, filter)
-
         if limit is not None and limit <= 0:
             return 0
         if ns is not None and not checkpoint_id:
@@ -304,14 +300,8 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
             high: Any = f"({member(ns, before_id)}" if before_id else f"({ns}\x01"
             while True:
                 scanned, items = yield script("read", keys, ("range", high, f"[{ns}\0", PAGE))
-                for item in items:
-                    tup = self._tuple(thread_id, item)
-                    if wanted(tup):
-                        yield Emit((tup,))
-                        emitted += 1
-                        if limit is not None and emitted >= limit:
-                            return emitted
-                if scanned < PAGE or not items:
+                emitted = yield from self._emit_matching(thread_id, items, filter, emitted, limit)
+                if scanned < PAGE or not items or emitted == limit:
                     return emitted
                 high = b"(" + items[-1][0]
         # Across namespaces (or one id): newest id first, then by namespace.
@@ -328,13 +318,23 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         found.sort(key=lambda nc: nc[1], reverse=True)
         for page in chunks(found, PAGE):
             _, items = yield script("read", keys, ("ids", *(member(n, c) for n, c in page)))
-            for item in items:
-                tup = self._tuple(thread_id, item)
-                if wanted(tup):
-                    yield Emit((tup,))
-                    emitted += 1
-                    if limit is not None and emitted >= limit:
-                        return emitted
+            emitted = yield from self._emit_matching(thread_id, items, filter, emitted, limit)
+            if emitted == limit:
+                break
+        return emitted
+
+    def _emit_matching(
+        self, thread_id: str, items: Sequence[Any], filter: dict[str, Any] | None, emitted: int, limit: int | None
+    ) -> Plan:
+        """Emit the tuples of `items` whose metadata matches, until `limit` in all; returns
+        how many were emitted in all."""
+        for item in items:
+            tup = self._tuple(thread_id, item)
+            if matches(tup.metadata, filter):
+                yield Emit((tup,))
+                emitted += 1
+                if emitted == limit:
+                    break
         return emitted
 
     def _plan_delete_thread(self, thread_id: str) -> Plan:

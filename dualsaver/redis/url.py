@@ -129,41 +129,34 @@ def _common_kwargs(target: RedisTarget) -> dict[str, Any]:
 
 def sync_client(target: RedisTarget) -> Any:
     import redis
-    from redis.cluster import ClusterNode, RedisCluster
+    from redis import cluster
 
-    kwargs = _common_kwargs(target)
-    if target.cluster:
-        if target.pool_size:
-            kwargs["max_connections"] = target.pool_size  # per node
-        nodes = [ClusterNode(h, p) for h, p in target.hosts]
-        return RedisCluster(startup_nodes=nodes, **kwargs)
-    host, port = target.hosts[0]
-    if target.tls:
-        kwargs["connection_class"] = redis.SSLConnection
-    # A blocking pool makes threads wait for a free connection instead of failing.
-    pool = redis.BlockingConnectionPool(
-        host=host, port=port, db=target.db, max_connections=target.pool_size or 50, **kwargs
-    )
-    return redis.Redis(connection_pool=pool)
+    return _client(target, redis, cluster)
 
 
 def async_client(target: RedisTarget) -> Any:
     import redis.asyncio as aredis
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio import cluster
 
+    return _client(target, aredis, cluster)
+
+
+def _client(target: RedisTarget, lib: Any, cluster_lib: Any) -> Any:
+    """A client of redis-py's sync or async flavour (`lib`: `redis` or `redis.asyncio`),
+    which offer the same classes under the same names."""
     kwargs = _common_kwargs(target)
     if target.cluster:
         if target.pool_size:
-            kwargs["max_connections"] = target.pool_size
-        nodes = [ClusterNode(h, p) for h, p in target.hosts]
-        return RedisCluster(startup_nodes=nodes, **kwargs)
+            kwargs["max_connections"] = target.pool_size  # per node
+        nodes = [cluster_lib.ClusterNode(h, p) for h, p in target.hosts]
+        return cluster_lib.RedisCluster(startup_nodes=nodes, **kwargs)
     host, port = target.hosts[0]
     if target.tls:
-        kwargs["connection_class"] = aredis.SSLConnection
-    pool = aredis.BlockingConnectionPool(
-        host=host, port=port, db=target.db, max_connections=target.pool_size or 50, **kwargs
-    )
-    return aredis.Redis(connection_pool=pool)
+        kwargs["connection_class"] = lib.SSLConnection
+    # A blocking pool makes threads wait for a free connection instead of failing.
+    size = target.pool_size or 50
+    pool = lib.BlockingConnectionPool(host=host, port=port, db=target.db, max_connections=size, **kwargs)
+    return lib.Redis(connection_pool=pool)
 
 
 CONNECT_ERRORS: tuple[type[BaseException], ...]

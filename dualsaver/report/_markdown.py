@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from dualsaver.checker.findings import KINDS, DivergenceReport
-from dualsaver.report._common import KIND_HELP, KIND_TITLES, MAX_LISTED, by_thread, scope_note, show_cell, show_value, verdict
+from dualsaver.report._common import (
+    KIND_HELP, KIND_TITLES, MAX_LISTED, by_thread, scope_note, show_cell, show_value, verdict,
+)
 
 
 def _md(text: Any) -> str:

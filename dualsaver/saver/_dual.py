@@ -192,39 +192,49 @@ class DualSaver(BaseCheckpointSaver):
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         ctx, op = self._begin("list", config)
-        return self._sync.stream(plans.list_(ctx, config, {"filter": filter, "before": before, "limit": limit}), op)
+        options = {"filter": filter, "before": before, "limit": limit}
+        return self._sync.stream(plans.list_(ctx, config, options), op)
 
     async def alist(
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         ctx, op = self._begin("list", config)
-        async for item in self._async.stream(plans.list_(ctx, config, {"filter": filter, "before": before, "limit": limit}), op):
+        options = {"filter": filter, "before": before, "limit": limit}
+        async for item in self._async.stream(plans.list_(ctx, config, options), op):
             yield item
 
-    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
         ctx, op = self._begin("get_delta_channel_history", config)
         return self._sync.run(plans.delta_history(ctx, config, channels), op)
 
-    async def aget_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
         ctx, op = self._begin("get_delta_channel_history", config)
         return await self._async.run(plans.delta_history(ctx, config, channels), op)
 
     # --- writes -------------------------------------------------------------------------
 
-    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
         ctx, op = self._begin("put", config)
         return self._sync.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
 
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                   new_versions: ChannelVersions) -> RunnableConfig:
         ctx, op = self._begin("put", config)
         return await self._async.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
 
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
         ctx, op = self._begin("put_writes", config)
         self._sync.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
 
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                          task_path: str = "") -> None:
         ctx, op = self._begin("put_writes", config)
         await self._async.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
 

@@ -117,7 +117,8 @@ def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, 
     try:
         yield call
     except Exception as exc:
-        yield Call("recorder", "missed", (Missed(call.target, operation, at, exc, ctx.route.phase),))  # type: ignore[arg-type]
+        missed = Missed(call.target, operation, at, exc, ctx.route.phase)  # type: ignore[arg-type]
+        yield Call("recorder", "missed", (missed,))
         if ctx.strict:
             raise SecondaryWriteError(
                 f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
@@ -247,7 +248,8 @@ def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan[int]:
     thread_id = thread_of(config)
     read, fallback = ctx.reads(thread_id)
     count = yield from relay(read, "list", config, **kwargs)
-    if count == 0 and fallback is not None and thread_id is not None and (yield from _may_fall_back(fallback, thread_id)):
+    missing = count == 0 and fallback is not None and thread_id is not None
+    if missing and (yield from _may_fall_back(fallback, thread_id)):
         count = yield from relay(fallback, "list", config, **kwargs)
         if count:
             yield from _lazy_copy(ctx, fallback, read, thread_id)

@@ -105,7 +105,8 @@ class Recorder:
         log.info("tombstone_journaled", store=tombstone.role, operation=tombstone.operation,
                  phase=str(tombstone.phase), thread_id=tombstone.thread_id)
         error = "not applied: the store is retired; a rollback applies it (repair from the journal)"
-        self._journal_entry(tombstone.phase, tombstone.role, tombstone.operation, {"thread_id": tombstone.thread_id}, error)
+        at = {"thread_id": tombstone.thread_id}
+        self._journal_entry(tombstone.phase, tombstone.role, tombstone.operation, at, error)
 
     def mismatch(self, mismatch: Mismatch) -> None:
         """Count, log and journal a shadow read whose answer differed."""

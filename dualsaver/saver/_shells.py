@@ -92,7 +92,7 @@ class SyncShell(_Shell):
             if not call.bounded or self.timeout is None:
                 return fn(*call.args, **call.kwargs)
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dualsaver-secondary")
+                self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="dualsaver-secondary")
             future = self._pool.submit(fn, *call.args, **call.kwargs)
             try:
                 return future.result(timeout=self.timeout)

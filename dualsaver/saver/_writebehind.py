@@ -68,7 +68,9 @@ Abandon = Callable[[Any, BaseException], None]  # (job, why) of a write that wil
 class SyncWriteBehind:
     """One worker thread running a FIFO of jobs through `run`."""
 
-    def __init__(self, run: Callable[[Any], None], abandon: Abandon, exit_timeout: float | None, limit: int = LIMIT) -> None:
+    def __init__(
+        self, run: Callable[[Any], None], abandon: Abandon, exit_timeout: float | None, limit: int = LIMIT
+    ) -> None:
         self._run = run
         self._abandon = abandon
         self._current: Any = None  # the job the worker is running
@@ -252,8 +254,8 @@ class AsyncWriteBehind:
         drained = await self.adrain(timeout)
         if not drained:
             self._closed_after = timeout
-            for task in list(self._tasks):
-                if task.get_loop() is asyncio.get_running_loop():
-                    task.cancel()
-            await asyncio.gather(*[t for t in self._tasks if t.get_loop() is asyncio.get_running_loop()], return_exceptions=True)
+            here = [t for t in self._tasks if t.get_loop() is asyncio.get_running_loop()]
+            for task in here:
+                task.cancel()
+            await asyncio.gather(*here, return_exceptions=True)
         return drained

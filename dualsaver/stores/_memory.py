@@ -13,14 +13,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
-from dualsaver.stores.native import (
-    NOT_DECODED,
-    StoredCheckpoint,
-    StoredWrite,
-    ThreadItem,
-    typed_value,
-    unreadable,
-)
+from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value, unreadable
 from dualsaver.stores.serde import serde_key
 
 
@@ -114,7 +107,8 @@ class MemoryNativeStore:
             outer = saver.writes[(t, ns, cid)]
             for w in item.writes:
                 if (w.task_id, w.idx) not in outer:
-                    outer[(w.task_id, w.idx)] = (w.task_id, w.channel, typed_value(item, w, serde, serde_key), w.task_path)
+                    value = typed_value(item, w, serde, serde_key)
+                    outer[(w.task_id, w.idx)] = (w.task_id, w.channel, value, w.task_path)
                     added_writes += 1
             if not outer:
                 del saver.writes[(t, ns, cid)]  # keep the dict as put_writes would leave it

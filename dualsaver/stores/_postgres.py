@@ -3,11 +3,11 @@
 Reads reuse the saver's own `SELECT_SQL` (checkpoint, its blobs joined through
 `channel_versions`, and its writes with `task_path` and `idx`) and `_load_blobs`. Writes reuse
 the rows `_dump_blobs` and `_dump_writes` build (a write's stored bytes pass through
-unchanged when the source's serializer is the same configuration) and split channel values exactly as `put` does (primitives
-inline in the JSONB checkpoint, `_DeltaSnapshot` as a blob behind a `true` marker, the rest as
-blobs), so a copied row is indistinguishable from one the saver wrote. Every insert is
-`ON CONFLICT DO NOTHING`, in one transaction per batch, sent with `executemany` (pipelined by
-psycopg), so live traffic's rows are never overwritten.
+unchanged when the source's serializer is the same configuration) and split channel values
+exactly as `put` does (primitives inline in the JSONB checkpoint, `_DeltaSnapshot` as a blob
+behind a `true` marker, the rest as blobs), so a copied row is indistinguishable from one
+the saver wrote. Every insert is insert-if-absent (see `CopyInsert`), in one transaction per
+batch, so live traffic's rows are never overwritten.
 
 Orders use `COLLATE "C"` so thread ids and (namespace, checkpoint id) come out in code-point
 order, the same order SQLite, the in-memory saver and Python give, whatever the database's
@@ -21,10 +21,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.checkpoint.base import (
-    get_serializable_checkpoint_metadata,
-    writes_sort_key,
-)
+from langgraph.checkpoint.base import get_serializable_checkpoint_metadata, writes_sort_key
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
@@ -32,14 +29,7 @@ from psycopg.types.json import Jsonb
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
-from dualsaver.stores.native import (
-    NOT_DECODED,
-    StoredCheckpoint,
-    StoredWrite,
-    ThreadItem,
-    typed_value,
-    unreadable,
-)
+from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value, unreadable
 
 THREADS_FIRST = (
     'SELECT DISTINCT thread_id COLLATE "C" AS thread_id FROM checkpoints ORDER BY 1 LIMIT %s'
@@ -233,7 +223,8 @@ class PostgresPlans(SqlPlans):
                 seen_blobs.add((t, ns, channel, version))
                 blob_rows.append((t, ns, channel, version, *dumps(value)))
             for w in item.writes:  # the stored idx, not a recount
-                write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, *typed_value(item, w, serde, key)))
+                value = typed_value(item, w, serde, key)
+                write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, *value))
             checkpoint_rows.append(
                 (
                     t,

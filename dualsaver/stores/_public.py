@@ -105,7 +105,8 @@ def _read_thread_plan(thread_id: str) -> Plan[None]:
 
 def _keys_plan(thread_id: str) -> Plan[set[tuple[str, str]]]:
     found = yield from gather("saver", "list", _thread_config(thread_id))
-    return {(t.config["configurable"].get("checkpoint_ns", ""), t.config["configurable"]["checkpoint_id"]) for t in found}
+    confs = [t.config["configurable"] for t in found]
+    return {(conf.get("checkpoint_ns", ""), conf["checkpoint_id"]) for conf in confs}
 
 
 class PublicNativeStore:

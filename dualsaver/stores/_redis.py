@@ -12,23 +12,10 @@ from itertools import islice
 from typing import Any
 
 from dualsaver.redis.base import BaseRedisSaver, uses_delta
-from dualsaver.redis.codec import (
-    Record,
-    WriteEntry,
-    blob_field,
-    encode_blob,
-    encode_writes,
-    member,
-    split_member,
-)
+from dualsaver.redis.codec import Record, WriteEntry, blob_field, encode_blob, encode_writes, member, split_member
 from dualsaver.redis.ops import PAGE, chunks, command, pipeline, script
 from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
-from dualsaver.stores.native import (
-    StoredCheckpoint,
-    StoredWrite,
-    ThreadItem,
-    Unreadable,
-)
+from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, Unreadable
 
 WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
 

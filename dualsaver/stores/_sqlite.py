@@ -17,14 +17,7 @@ from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
-from dualsaver.stores.native import (
-    NOT_DECODED,
-    StoredCheckpoint,
-    StoredWrite,
-    ThreadItem,
-    typed_value,
-    unreadable,
-)
+from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value, unreadable
 
 THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id LIMIT ?"
 THREADS_NEXT = (
