@@ -14,6 +14,8 @@
     ├── SecondaryTimeout (TimeoutError)     the secondary did not answer within the bound
     ├── WriteAbandoned (RuntimeError)       a queued secondary write that will not run: its saver
     │                                       or its event loop closed first (it is journaled)
+    ├── UnreadableRow (ValueError)          a stored row that is not what LangGraph wrote (not a
+    │                                       mapping, an unknown type tag, truncated msgpack)
     ├── CopyFailed (RuntimeError)           copying a thread did not complete (a lazy copy)
     ├── CheckError (RuntimeError)           the check could not reach a verdict (a store went away)
     └── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
@@ -79,6 +81,11 @@ class SecondaryTimeout(DualSaverError, TimeoutError):
 
 class WriteAbandoned(DualSaverError, RuntimeError):
     """A queued secondary write that will not run: its saver closed, or its event loop did."""
+
+
+class UnreadableRow(DualSaverError, ValueError):
+    """A stored row that does not decode to what LangGraph wrote; it is reported as
+    `unreadable` with its thread, namespace and checkpoint id, and never copied."""
 
 
 class CopyFailed(DualSaverError, RuntimeError):

@@ -34,8 +34,15 @@ When both stores use the same serializer configuration (the default), stored val
 are copied unchanged instead of being decoded and re-encoded.
 
 Killed or interrupted, the same command resumes where it stopped (progress is kept in
-.dualsaver/backfill.sqlite, per pair of stores and shard). Exit status: 0 done, 1 some
-threads failed (listed in the summary; run again to retry them), 2 could not run.
+.dualsaver/backfill.sqlite, per pair of stores and shard).
+
+A bad row (a checkpoint that is not a mapping, an unknown type tag, truncated msgpack, a
+row the target refuses) is reported as unreadable with its thread, namespace and checkpoint
+id; the rest of its thread is copied, every other thread too, and the thread is reported
+failed on every run until the row is fixed or the thread repaired.
+
+exit status: 0 done, 1 partial (threads failed or rows unreadable: listed in the summary;
+run again to retry them), 2 could not run.
 """
 
 

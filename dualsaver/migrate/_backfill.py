@@ -13,8 +13,14 @@ The source's native rows are read thread by thread, in order, and streamed into 
 - values are decoded with the source's serializer and encoded with the target's; when both
   serializers are the same configuration (`dualsaver.stores.serde.serde_key`), the stored
   bytes of pending writes are copied unchanged instead (the same bytes the target's
-  serializer would decode to the same values). Such a write is then not decoded on the way,
-  so a corrupt write value is copied byte for byte rather than reported; the check reads it.
+  serializer would decode to the same values), after a cheap check of their type tag and
+  msgpack structure;
+- a bad row is its own thread's problem: a row that does not decode to what LangGraph wrote
+  (a checkpoint that is not a mapping, an unknown type tag, truncated msgpack), or that the
+  target refuses on its own, is reported as unreadable with its thread, namespace and
+  checkpoint id; the rest of its thread is copied, but the thread is reported failed (not
+  marked done, so every run reports it again until it is repaired); every other thread,
+  including those that shared a batch with it, is copied.
 
 The decisions are written once: batching and which threads are done in `Flow` (`_flow`),
 reading and writing in the plans of `_copy`, the run (which threads, resume, tallies,
@@ -57,11 +63,12 @@ class BackfillResult:
     writes: int = 0  # writes added to the target
     skipped: int = 0  # checkpoints read that the target already held
     failed: int = 0  # threads not fully copied (an error, or an unreadable row)
-    unreadable: int = 0  # source rows that failed to decode
+    unreadable: int = 0  # rows that failed to decode, or that the target refused on their own
     exact: bool = True  # False when either side used the public-API adapter
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (thread id, error)
+    bad_rows: list[dict[str, str]] = field(default_factory=list)  # thread, namespace, checkpoint id, error
     elapsed_s: float = 0.0
     read_s: float = 0.0  # time reading (and decoding) the source
     write_s: float = 0.0  # summed over writers; overlaps read_s
@@ -85,6 +92,11 @@ class BackfillResult:
         ]
         lines += self.notes
         lines += [f"failed: {t}: {e}" for t, e in self.failures[:10]]
+        lines += [
+            f"unreadable: thread {r['thread_id']}, ns {r['checkpoint_ns'] or '(root)'}, checkpoint"
+            f" {r['checkpoint_id'] or '*'}: {r['error']}"
+            for r in self.bad_rows[:10]
+        ]
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -181,7 +193,7 @@ class Job:
     def finish(self) -> BackfillResult:
         r, flow = self.result, self.flow
         r.checkpoints, r.writes, r.skipped, r.unreadable = flow.checkpoints, flow.writes, flow.skipped, flow.unreadable
-        r.read_s, r.write_s = flow.read_s, flow.write_s
+        r.read_s, r.write_s, r.bad_rows = flow.read_s, flow.write_s, list(flow.bad_rows)
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.finished_at = time.time()
         if not self.dry_run:
@@ -205,8 +217,9 @@ def backfill(
     writes nothing and counts what would be added. `old_name`/`new_name` name the stores in
     the progress record (default: derived from the savers, passwords redacted)."""
     source, target = native_for(old), native_for(new)
-    job = Job(source, target, old_name=old_name or store_identity(old), new_name=new_name or store_identity(new), shard=shard,
-              resume=resume, dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path)
+    names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
+    job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
+              progress=progress, state_path=state_path)
     io = Targets(source=source, target=target)
     try:
         if progress is not None:
@@ -225,8 +238,9 @@ async def abackfill(
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
     source, target = anative_for(old), anative_for(new)
-    job = Job(source, target, old_name=old_name or store_identity(old), new_name=new_name or store_identity(new), shard=shard,
-              resume=resume, dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path)
+    names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
+    job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
+              progress=progress, state_path=state_path)
     io = AsyncTargets(source=source, target=target)
     try:
         if progress is not None:
@@ -247,7 +261,7 @@ def _pump(flow: Flow, io: Targets, target: Any, thread_ids: Iterator[str], worke
     def writer() -> None:
         while (batch := batches.get()) is not None:
             if not stop.is_set():
-                sansio.run(write_batch(flow, batch, dry_run), io)
+                sansio.run(write_batch(flow, batch, dry_run, target), io)
 
     pool = [threading.Thread(target=writer, name=f"backfill-writer-{i}", daemon=True) for i in range(workers)]
     for w in pool:
@@ -273,7 +287,7 @@ async def _apump(
 
     async def writer() -> None:
         while (batch := await batches.get()) is not None:
-            await sansio.arun(write_batch(flow, batch, dry_run), io)
+            await sansio.arun(write_batch(flow, batch, dry_run, target), io)
 
     pool = [asyncio.create_task(writer()) for _ in range(workers)]
     try:

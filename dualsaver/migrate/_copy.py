@@ -13,7 +13,9 @@ from typing import Any
 
 from dualsaver import sansio
 from dualsaver.migrate._flow import Batch, CopyResult, Flow, collector, copy_result, dry_count, passthrough, prepare
+from dualsaver.errors import is_outage
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
+from dualsaver.stores.native import StoredCheckpoint
 from dualsaver.stores import anative_for, native_for
 
 
@@ -47,9 +49,14 @@ def _read_thread(flow: Flow, thread_id: str) -> Plan[None]:
         flow.read_s += time.perf_counter() - started
 
 
-def write_batch(flow: Flow, batch: Batch, dry_run: bool) -> Plan[None]:
-    """Write one prepared batch; an error fails its threads, never the run. A dry run
-    counts what would be added instead."""
+def write_batch(flow: Flow, batch: Batch, dry_run: bool, target: Any) -> Plan[None]:
+    """Write one prepared batch (a dry run counts what would be added instead).
+
+    A bad row is its own thread's problem: a batch that fails is written again thread by
+    thread, and a thread's rows one by one, so healthy threads that shared the batch are
+    copied and the row that cannot be written is named. An unreachable target fails the
+    batch's threads as they are (they are copied on the next run). `target` encodes the
+    parts again (`prepare_write`)."""
     started = time.perf_counter()
     try:
         if batch.error is not None:
@@ -62,9 +69,26 @@ def write_batch(flow: Flow, batch: Batch, dry_run: bool) -> Plan[None]:
         else:
             added = yield Call("target", "write_prepared", (batch.prepared,))
     except Exception as exc:
-        flow.failed(batch, exc, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if dry_run or is_outage(exc):
+            flow.failed(batch, exc, seconds)
+        elif len(batch.items) == 1:
+            flow.row_failed(batch, exc, seconds)
+        else:
+            for part in flow.split(batch, _parts(batch), seconds):
+                yield from write_batch(flow, prepare(target, part, dry_run), dry_run, target)
     else:
         flow.committed(batch, added, time.perf_counter() - started)
+
+
+def _parts(batch: Batch) -> list[list[StoredCheckpoint]]:
+    """How a failed batch is written again: thread by thread; a single thread's, row by row."""
+    by_thread: dict[str, list[StoredCheckpoint]] = {}
+    for item in batch.items:
+        by_thread.setdefault(item.thread_id, []).append(item)
+    if len(by_thread) > 1:
+        return list(by_thread.values())
+    return [[item] for item in batch.items]
 
 
 def copy_plan(target: Any, thread_ids: list[str], dry_run: bool, *, encoded: bool = False) -> Plan[CopyResult]:
@@ -75,7 +99,7 @@ def copy_plan(target: Any, thread_ids: list[str], dry_run: bool, *, encoded: boo
     flow = Flow(encoded=encoded, on_finished=collector(result))
 
     def write(batch: Batch) -> Plan[None]:
-        return write_batch(flow, prepare(target, batch, dry_run), dry_run)
+        return write_batch(flow, prepare(target, batch, dry_run), dry_run, target)
 
     yield from sansio.for_each(read_batches(flow, iter(thread_ids)), write)
     return copy_result(result, flow)

@@ -14,7 +14,7 @@ from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable
 
 BATCH_CHECKPOINTS = 250  # checkpoints per target transaction (small enough to overlap well)
 BATCH_WRITES = 2500  # ...or fewer, when they carry many writes
-MAX_FAILURES_KEPT = 100
+MAX_FAILURES_KEPT = 100  # failed threads, and bad rows, named in a result (all are counted)
 UNREADABLE = "unreadable row(s)"
 
 APPROXIMATE_NOTE = (
@@ -39,6 +39,7 @@ class CopyResult:
     write_s: float = 0.0
     thread_ids: list[str] = field(default_factory=list)
     bad_threads: set[str] = field(default_factory=set)  # threads not fully copied
+    bad_rows: list[dict[str, str]] = field(default_factory=list)  # thread, namespace, checkpoint id, error
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,7 @@ class Flow:
         self.checkpoints = self.writes = self.skipped = self.read = self.unreadable = 0
         self.read_s = self.write_s = 0.0
         self.first_error: str | None = None
+        self.bad_rows: list[dict[str, str]] = []  # thread, namespace, checkpoint id, what failed
         self._lock = threading.Lock()
         self._items: list[StoredCheckpoint] = []
         self._batch_threads: dict[str, None] = {}
@@ -113,8 +115,7 @@ class Flow:
         """Add one source item; returns a batch when one is full."""
         with self._lock:
             if isinstance(item, Unreadable):
-                self.unreadable += 1
-                self._errors.setdefault(item.thread_id, UNREADABLE)
+                self._bad_row(item.thread_id, item.checkpoint_ns, item.checkpoint_id, item.error)
                 return None
             self.read += 1
             self._items.append(item)
@@ -157,7 +158,39 @@ class Flow:
                 self._release(t)
         self._report()
 
+    def split(self, batch: Batch, parts: list[list[StoredCheckpoint]], seconds: float) -> list[Batch]:
+        """The batches to write apart after `batch` failed (its `seconds` are counted): each
+        takes its references on its threads before the failed batch's are released, so no
+        thread finishes in between."""
+        with self._lock:
+            self.write_s += seconds
+            subs = [Batch(items, list(dict.fromkeys(i.thread_id for i in items))) for items in parts]
+            for sub in subs:
+                for t in sub.threads:
+                    self._refs[t] += 1
+            for t in batch.threads:
+                self._release(t)
+        return subs
+
+    def row_failed(self, batch: Batch, exc: BaseException, seconds: float) -> None:
+        """A batch of one row that cannot be written: a bad row, named with its key. Its
+        thread is not marked done; every other thread goes on."""
+        item = batch.items[0]
+        with self._lock:
+            self.write_s += seconds
+            error = f"cannot be written to the target: {describe_error(exc)}"
+            self._bad_row(item.thread_id, item.checkpoint_ns, item.checkpoint_id, error)
+            self._release(item.thread_id)
+        self._report()
+
     # internals (called under the lock)
+    def _bad_row(self, thread_id: str, ns: str, checkpoint_id: str, error: str) -> None:
+        self.unreadable += 1
+        if len(self.bad_rows) < MAX_FAILURES_KEPT:
+            row = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id, "error": error}
+            self.bad_rows.append(row)
+        self._errors.setdefault(thread_id, UNREADABLE)
+
     def _cut(self) -> Batch:
         batch = Batch(self._items, list(self._batch_threads))
         self._items, self._batch_threads, self._writes_in_batch = [], {}, 0
@@ -201,5 +234,6 @@ def collector(result: CopyResult) -> Finished:
 def copy_result(result: CopyResult, flow: Flow) -> CopyResult:
     result.checkpoints, result.writes, result.skipped = flow.checkpoints, flow.writes, flow.skipped
     result.read, result.unreadable, result.error = flow.read, flow.unreadable, flow.first_error
+    result.bad_rows = list(flow.bad_rows)
     result.read_s, result.write_s = flow.read_s, flow.write_s
     return result

@@ -44,6 +44,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from dualsaver.errors import UnreadableRow
 from dualsaver.redis._threads import ThreadPlans
 from dualsaver.redis.codec import (
     Record,
@@ -164,6 +165,8 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         ns, checkpoint_id = split_member(raw_member)
         record = Record.decode(raw_record)
         checkpoint = self.serde.loads_typed(record.checkpoint)
+        if not isinstance(checkpoint, Mapping):  # garbage can decode to a number
+            raise UnreadableRow(f"checkpoint is not a mapping but {type(checkpoint).__name__}")
         checkpoint = {**checkpoint, "channel_values": self._values(record, blobs)}
         return ns, checkpoint_id, record, checkpoint, decode_writes(raw_writes)
 

@@ -8,12 +8,16 @@ through the serde) and inserted only where absent. No I/O, so the async form jus
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
-from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value, unreadable
+from dualsaver.stores.native import (
+    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, typed_value,
+    unreadable,
+)
 from dualsaver.stores.serde import serde_key
 
 
@@ -26,7 +30,7 @@ class MemoryNativeStore:
         self.saver = saver
         self.serde = saver.serde
 
-    @property
+    @functools.cached_property
     def serde_key(self) -> Any:
         return serde_key(self.serde)
 
@@ -48,7 +52,7 @@ class MemoryNativeStore:
         saver = self.saver
         try:
             typed_checkpoint, typed_metadata, parent = saved
-            checkpoint = self.serde.loads_typed(typed_checkpoint)
+            checkpoint, metadata = checked(self.serde.loads_typed(typed_checkpoint), self.serde.loads_typed(typed_metadata))
             checkpoint = {
                 **checkpoint,
                 "channel_values": saver._load_blobs(
@@ -58,12 +62,12 @@ class MemoryNativeStore:
             stored = dict(saver.writes.get((thread_id, ns, checkpoint_id)) or {})
             if encoding is None:
                 writes = [
-                    StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed(value))
+                    StoredWrite(task_id, task_path or "", idx, channel, load_typed(self.serde, self.serde_key, value))
                     for (task_id, idx), (_, channel, value, task_path) in stored.items()
                 ]
             else:  # the stored bytes travel; decoded only if a target needs it
                 writes = [
-                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, tuple(value))
+                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, check_typed(tuple(value), encoding))
                     for (task_id, idx), (_, channel, value, task_path) in stored.items()
                 ]
             writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
@@ -73,7 +77,7 @@ class MemoryNativeStore:
                 checkpoint_id=checkpoint_id,
                 parent_checkpoint_id=parent or None,
                 checkpoint=checkpoint,
-                metadata=self.serde.loads_typed(typed_metadata),
+                metadata=metadata,
                 writes=tuple(writes),
                 encoding=encoding,
             )

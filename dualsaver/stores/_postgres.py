@@ -29,7 +29,10 @@ from psycopg.types.json import Jsonb
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
-from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value, unreadable
+from dualsaver.stores.native import (
+    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, typed_value,
+    unreadable,
+)
 
 THREADS_FIRST = (
     'SELECT DISTINCT thread_id COLLATE "C" AS thread_id FROM checkpoints ORDER BY 1 LIMIT %s'
@@ -157,8 +160,9 @@ class PostgresPlans(SqlPlans):
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
         stored bytes and are not decoded (the backfill passes them through)."""
         thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
+        key = self.serde_key
         try:
-            stored = row["checkpoint"]
+            stored, metadata = checked(row["checkpoint"], row["metadata"])
             checkpoint = {
                 **stored,
                 "channel_values": {
@@ -172,8 +176,8 @@ class PostgresPlans(SqlPlans):
                     task_path=path.decode() if path is not None else "",
                     idx=int(idx),
                     channel=channel.decode(),
-                    value=NOT_DECODED if encoding is not None else self.serde.loads_typed((t.decode(), blob)),
-                    typed=(t.decode(), blob) if encoding is not None else None,
+                    value=NOT_DECODED if encoding is not None else load_typed(self.serde, key, (t.decode(), blob)),
+                    typed=check_typed((t.decode(), blob), encoding) if encoding is not None else None,
                 )
                 for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
             ]
@@ -184,7 +188,7 @@ class PostgresPlans(SqlPlans):
                 checkpoint_id=checkpoint_id,
                 parent_checkpoint_id=row["parent_checkpoint_id"] or None,
                 checkpoint=checkpoint,  # type: ignore[arg-type]
-                metadata=row["metadata"] or {},
+                metadata=metadata,
                 writes=tuple(writes),
                 encoding=encoding,
             )

@@ -15,30 +15,32 @@ from dualsaver.redis.base import BaseRedisSaver, uses_delta
 from dualsaver.redis.codec import Record, WriteEntry, blob_field, encode_blob, encode_writes, member, split_member
 from dualsaver.redis.ops import PAGE, chunks, command, pipeline, script
 from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
-from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, Unreadable
+from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, checked, load_typed, unreadable
+from dualsaver.stores.serde import serde_key
 
 WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
 
 
 def _stored(saver: BaseRedisSaver, thread_id: str, item: Any) -> ThreadItem:
     ns, checkpoint_id = split_member(item[0])
+    key = serde_key(saver.serde)
     try:
         _, _, record, checkpoint, writes = saver._decode(item)
+        checkpoint, metadata = checked(checkpoint, saver.serde.loads_typed(record.metadata))
         return StoredCheckpoint(
             thread_id=thread_id,
             checkpoint_ns=ns,
             checkpoint_id=checkpoint_id,
             parent_checkpoint_id=record.parent,
             checkpoint=checkpoint,
-            metadata=saver.serde.loads_typed(record.metadata),
+            metadata=metadata,
             writes=tuple(
-                StoredWrite(w.task_id, w.task_path, w.idx, w.channel, saver.serde.loads_typed(w.value))
+                StoredWrite(w.task_id, w.task_path, w.idx, w.channel, load_typed(saver.serde, key, w.value))
                 for w in writes
             ),
         )
     except Exception as err:  # a row that fails to load is reported, never a crash
-        # The type only: a decoder's message may quote the undecodable bytes.
-        return Unreadable(thread_id, ns, checkpoint_id, f"{type(err).__name__} while decoding")
+        return unreadable(thread_id, ns, checkpoint_id, err)
 
 
 def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:

@@ -11,6 +11,7 @@ This is the shape of langgraph-checkpoint-postgres's base and of psycopg's gener
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ class SqlPlans:
     serde: Any
     saver: Any
 
-    @property
+    @functools.cached_property
     def serde_key(self) -> Any:
         """Equal keys let stored bytes pass through (see `dualsaver.stores.serde.serde_key`)."""
         return serde_key(self.serde)

@@ -17,7 +17,10 @@ from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
-from dualsaver.stores.native import NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, typed_value, unreadable
+from dualsaver.stores.native import (
+    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, typed_value,
+    unreadable,
+)
 
 THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id LIMIT ?"
 THREADS_NEXT = (
@@ -85,25 +88,30 @@ class SqlitePlans(SqlPlans):
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
         stored bytes and are not decoded (the backfill passes them through)."""
         ns, checkpoint_id, parent, type_, blob, metadata = row
+        key = self.serde_key
         try:
             if encoding is None:
                 decoded = [
-                    StoredWrite(task_id, task_path or "", idx, channel, self.serde.loads_typed((t, v)))
+                    StoredWrite(task_id, task_path or "", idx, channel, load_typed(self.serde, key, (t, v)))
                     for _, _, task_id, task_path, idx, channel, t, v in writes
                 ]
             else:
                 decoded = [
-                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, (t, v))
+                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, check_typed((t, v), encoding))
                     for _, _, task_id, task_path, idx, channel, t, v in writes
                 ]
             decoded.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+            checkpoint, metadata = checked(
+                load_typed(self.serde, key, (type_, blob), "the checkpoint"),
+                json.loads(metadata) if metadata is not None else {},
+            )
             return StoredCheckpoint(
                 thread_id=thread_id,
                 checkpoint_ns=ns,
                 checkpoint_id=checkpoint_id,
                 parent_checkpoint_id=parent or None,
-                checkpoint=self.serde.loads_typed((type_, blob)),
-                metadata=json.loads(metadata) if metadata is not None else {},
+                checkpoint=checkpoint,
+                metadata=metadata,
                 writes=tuple(decoded),
                 encoding=encoding,
             )

@@ -23,13 +23,14 @@ equality, and plain `read_thread(t)` (the check) decodes everything as before.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import ormsgpack
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
 
-from dualsaver.errors import describe_error
+from dualsaver.errors import UnreadableRow, describe_error
 
 
 class _NotDecoded:
@@ -76,6 +77,58 @@ class StoredCheckpoint:
         return (self.thread_id, self.checkpoint_ns, self.checkpoint_id)
 
 
+# What JsonPlusSerializer writes: its type tags, and the ext codes of its msgpack.
+JSONPLUS_TAGS = frozenset({"null", "bytes", "bytearray", "json", "msgpack"})
+JSONPLUS_EXT_CODES = frozenset(range(8))  # EXT_CONSTRUCTOR_SINGLE_ARG .. EXT_DELTA_SNAPSHOT
+CHECKPOINT_KEYS = ("id", "channel_versions", "versions_seen")
+
+
+def checked(checkpoint: Any, metadata: Any) -> tuple[Checkpoint, CheckpointMetadata]:
+    """A decoded checkpoint and its metadata, or `UnreadableRow` if they are not what
+    LangGraph writes (garbage can decode to a number: msgpack ignores what follows)."""
+    if not isinstance(checkpoint, Mapping):
+        raise UnreadableRow(f"checkpoint is not a mapping but {type(checkpoint).__name__}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
+    if missing:
+        raise UnreadableRow(f"checkpoint lacks {', '.join(missing)}")
+    if not isinstance(checkpoint.get("channel_values", {}), Mapping):
+        raise UnreadableRow("checkpoint channel_values is not a mapping")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise UnreadableRow(f"metadata is not a mapping but {type(metadata).__name__}")
+    return checkpoint, metadata or {}  # type: ignore[return-value]
+
+
+def check_typed(typed: tuple[str, bytes], key: Any, what: str = "a write") -> tuple[str, bytes]:
+    """Stored (type tag, bytes) checked cheaply, before they are decoded or passed through:
+    a tag the serializer writes and, for msgpack, a complete structure (values are not
+    built: about 1 us a write, against 30 us to decode one). `key` is the serializer's
+    `serde_key`; an unknown serializer is trusted. `what` names the value in the message."""
+    tag, data = typed
+    if not isinstance(tag, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UnreadableRow(f"{what} is not stored as (type tag, bytes)")
+    if key is None or key[0] != "jsonplus":
+        return typed
+    if tag not in JSONPLUS_TAGS and not (tag == "pickle" and key[1]):
+        raise UnreadableRow(f"{what} has an unknown type tag {tag[:20]!r}")
+    if tag == "msgpack":
+        try:
+            ormsgpack.unpackb(data, ext_hook=_check_ext, option=ormsgpack.OPT_NON_STR_KEYS)
+        except (ValueError, TypeError) as exc:  # ormsgpack's messages name no data
+            raise UnreadableRow(f"{what}'s msgpack does not decode: {str(exc)[:80]}") from None
+    return typed
+
+
+def load_typed(serde: Any, key: Any, typed: tuple[str, bytes], what: str = "a write") -> Any:
+    """`serde.loads_typed`, after `check_typed`: a corrupt value is named in our words."""
+    return serde.loads_typed(check_typed(typed, key, what))
+
+
+def _check_ext(code: int, data: bytes) -> None:
+    if code not in JSONPLUS_EXT_CODES:
+        raise ValueError(f"unknown msgpack extension {code}")
+    ormsgpack.unpackb(data, ext_hook=_check_ext, option=ormsgpack.OPT_NON_STR_KEYS)
+
+
 def typed_value(item: StoredCheckpoint, w: StoredWrite, serde: Any, key: Any) -> tuple[str, bytes]:
     """A write's bytes for a target whose serializer has `serde`/`key`: the stored bytes
     unchanged when the same serializer configuration wrote them, else `value` re-encoded."""
@@ -104,7 +157,11 @@ ThreadItem = StoredCheckpoint | Unreadable
 
 
 def unreadable(thread_id: str, ns: str, checkpoint_id: str, exc: BaseException) -> Unreadable:
-    return Unreadable(thread_id, ns, checkpoint_id, describe_error(exc))
+    """The row that failed to load, and what failed: our own words for a row that is not what
+    LangGraph writes, else the decoder's exception type only (its message may quote the
+    undecodable bytes, which may hold conversation content)."""
+    what = describe_error(exc) if isinstance(exc, UnreadableRow) else f"{type(exc).__name__} while decoding"
+    return Unreadable(thread_id, ns, checkpoint_id, what)
 
 
 class NativeStore(Protocol):
