@@ -15,8 +15,9 @@ A plan is a generator. It decides, and yields *effects* for what it needs done:
 - `Emit(items)`: hand items to whoever iterates the plan (`stream` / `astream`).
 
 What the plan returns is what `run` / `arun` return. Targets are resolved by an *executor*:
-`Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs. A shell that
-adds spans or time bounds to calls subclasses one and overrides `call` / `open`.
+`Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs; every
+executor also has the target "clock" (`Call("clock", "sleep", (seconds,))` waits). A shell
+that adds spans or time bounds to calls subclasses one and overrides `call` / `open`.
 
 This is the shape of httpx's auth flows and h11, and of psycopg's generators: the sync
 method is one line over a shared plan (``return sansio.run(self._read_plan(), self._io)``),
@@ -25,6 +26,8 @@ the async one the same with ``await sansio.arun(...)``.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -91,11 +94,24 @@ def step(plan: Plan[Any], send: Any = None, error: BaseException | None = None) 
 # --------------------------------------------------------------------------- executors
 
 
+class Clock:
+    """The target "clock": a plan that must wait (a throttle) asks it to sleep."""
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+CLOCK = Clock()
+
+
 class Targets:
     """Blocking execution of effects against named objects."""
 
     def __init__(self, **targets: Any) -> None:
-        self.targets = targets
+        self.targets = {"clock": CLOCK, **targets}
 
     def perform(self, effect: Effect) -> Any:
         if type(effect) is Call:
@@ -115,7 +131,7 @@ class AsyncTargets:
     """Awaiting execution of effects against named objects: ``a<method>`` is awaited."""
 
     def __init__(self, **targets: Any) -> None:
-        self.targets = targets
+        self.targets = {"clock": CLOCK, **targets}
 
     async def perform(self, effect: Effect) -> Any:
         if type(effect) is Call:

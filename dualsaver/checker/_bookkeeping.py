@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from dualsaver.checker._diff import ThreadDiff, ThreadSide, diff_thread
 from dualsaver.checker.findings import KINDS, Divergence, DivergenceReport
+from dualsaver.control.throttle import Throttle
 from dualsaver.errors import CheckError, is_outage
 from dualsaver.observability import telemetry
 from dualsaver.stores.native import in_shard
@@ -76,6 +77,7 @@ class CheckRun:
         primary: str,
         workers: int,
         progress: ProgressFn | None,
+        throttle: Throttle | None = None,
     ) -> None:
         if primary not in ("old", "new"):
             raise ValueError("primary must be 'old' or 'new'")
@@ -91,6 +93,7 @@ class CheckRun:
         self.primary = primary
         self.workers = max(1, int(workers))
         self.progress = progress
+        self.throttle = throttle  # paces the reads (see dualsaver.control.throttle)
         self.started = time.monotonic()
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.threads = self.checkpoints = 0
@@ -234,6 +237,7 @@ class CheckRun:
                 "cleared_threads": self.first_pass_suspects - len(self.suspects),
             },
             "values_shown": self.show_values,
+            "throttled_seconds": round(self.throttle.throttled_s, 3) if self.throttle else 0.0,
             "warnings": list(self.warnings),
         }
         return DivergenceReport(clean=not divergences, divergences=divergences, summary=summary)

@@ -36,6 +36,7 @@ from typing import Any, Literal, TypeVar
 from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
 from dualsaver.checker._diff import ThreadDiff, ThreadSide
 from dualsaver.checker.findings import SIDES, DivergenceReport
+from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error, is_outage
 from dualsaver import sansio
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
@@ -74,10 +75,11 @@ def _head(item: Any) -> str | None:
     return None if item is END else item
 
 
-def _read_side(side: str, thread_id: str, capture: bool) -> Plan[ThreadSide]:
+def _read_side(side: str, thread_id: str, capture: bool, throttle: Throttle | None) -> Plan[ThreadSide]:
     """One store's view of one thread. A thread that fails to load is reported; a store
     that cannot be reached stops the check (no verdict without it)."""
     found = ThreadSide()
+    started = time.perf_counter()
     try:
         items = yield Call(side, "read_thread", (thread_id,), stream=True)
         while (item := (yield Next(items))) is not END:
@@ -86,14 +88,19 @@ def _read_side(side: str, thread_id: str, capture: bool) -> Plan[ThreadSide]:
         if is_outage(exc):
             raise
         found.thread_error = describe_error(exc)
+    if throttle is not None:
+        throttle.observe(time.perf_counter() - started)
     return found
 
 
 def _read_both(run: CheckRun, thread_id: str, *, capture: bool) -> Plan[ThreadDiff]:
     sides = {}
     for side in run.read_order():  # the primary last (see the module docstring)
-        sides[side] = yield from _read_side(side, thread_id, capture)
-    return run.diff(thread_id, sides)
+        sides[side] = yield from _read_side(side, thread_id, capture, run.throttle)
+    result = run.diff(thread_id, sides)
+    if run.throttle is not None and (delay := run.throttle.after(result.checkpoints_compared)):
+        yield Call("clock", "sleep", (delay,))
+    return result
 
 
 # --------------------------------------------------------------------------- the shells
@@ -103,19 +110,20 @@ def check(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None,
     thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
     show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
-    old_name: str | None = None, new_name: str | None = None,
+    old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
 ) -> DivergenceReport:
     """Diff two stores (savers or `NativeStore`s) and return what persists.
 
     `shard=(i, n)` checks only the threads of shard i of n; `thread_ids` only those threads.
     `primary` is the store written first in the current phase (read last). `backoff` gives
     the delay before each re-check round (its length bounds the rounds). `workers` threads
-    read threads side by side. Raises `CheckError` if a store cannot be reached.
+    read threads side by side; `throttle` paces them (`dualsaver.control.throttle`). Raises
+    `CheckError` if a store cannot be reached.
     """
     io = Targets(old=native_for(old), new=native_for(new))
     names = (old_name or describe_store(old), new_name or describe_store(new))
     run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
-                      show_values=show_values, primary=primary, workers=workers, progress=progress)
+                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle)
     with run.outages():
         for r in run.rounds():
             time.sleep(r.delay)
@@ -130,14 +138,14 @@ async def acheck(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None,
     thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
     show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
-    old_name: str | None = None, new_name: str | None = None,
+    old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
 ) -> DivergenceReport:
     """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans,
     `workers` tasks instead of threads."""
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
     names = (old_name or describe_store(old), new_name or describe_store(new))
     run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
-                      show_values=show_values, primary=primary, workers=workers, progress=progress)
+                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle)
     with run.outages():
         for r in run.rounds():
             await asyncio.sleep(r.delay)

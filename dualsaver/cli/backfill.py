@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from dualsaver.cli.options import add_command, parse_shard
+from dualsaver.cli.options import add_command, add_throttle_arguments, parse_shard, throttle_from
 from dualsaver.stores.serde import add_serde_arguments, serde_from_name
 
 EXAMPLES = """\
@@ -81,14 +81,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--state", metavar="PATH", help="progress file (default .dualsaver/backfill.sqlite)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_throttle_arguments(p)
     p.set_defaults(func=run)
 
 
 class TqdmProgress:
     """A progress bar on stderr: threads done, rate, ETA, checkpoints and writes added."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, throttle: Any = None) -> None:
         self.label = label
+        self.throttle = throttle  # its reason, when the job waits, goes on the bar
         self.bar: Any = None
         self.checkpoints = self.writes = self.failed = 0
 
@@ -106,8 +108,10 @@ class TqdmProgress:
         self.writes += writes
         self.failed += status != "ok"
         if self.bar is not None:
+            reason = getattr(self.throttle, "reason", None)
             self.bar.set_postfix(
-                checkpoints=self.checkpoints, writes=self.writes, failed=self.failed, refresh=False
+                checkpoints=self.checkpoints, writes=self.writes, failed=self.failed,
+                **({"throttled": reason} if reason else {}), refresh=False,
             )
             self.bar.update(1)
 
@@ -129,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     source, target = ("new", "old") if args.reverse else ("old", "new")
     source_url, target_url = getattr(args, source), getattr(args, target)
-    progress = None if args.no_progress else TqdmProgress("backfill" + (" (reverse)" if args.reverse else ""))
+    throttle = throttle_from(args)
+    progress = None if args.no_progress else TqdmProgress("backfill" + (" (reverse)" if args.reverse else ""), throttle)
     try:
         with (
             open_saver(source_url, must_exist=True, pool_size=args.workers, serde=serdes[source]) as source_saver,
@@ -147,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 state_path=args.state,
                 old_name=redact(source_url),
                 new_name=redact(target_url),
+                throttle=throttle,
             )
     except StoreURLError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)

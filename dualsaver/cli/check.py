@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 # the serde options are shared with `backfill` and `repair` (re-exported here for them)
-from dualsaver.cli.options import add_command, parse_shard
+from dualsaver.cli.options import add_command, add_throttle_arguments, parse_shard, throttle_from
 from dualsaver.stores.serde import SERDES, add_serde_arguments, serde_from_name  # noqa: F401
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -73,6 +73,7 @@ def register(subparsers: Any) -> None:
         help="report first-pass divergences without re-reading them (not under live traffic)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    add_throttle_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -108,8 +109,9 @@ def primary_for_run(args: argparse.Namespace) -> str:
 class StderrProgress:
     """One line on stderr at most every `interval` seconds, and at each phase change."""
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, interval: float = 1.0, throttle: Any = None) -> None:
         self.interval = interval
+        self.throttle = throttle  # its reason, when the check waits, ends the line
         self.last = 0.0
         self.phase = ""
 
@@ -128,6 +130,8 @@ class StderrProgress:
                 f"check: re-check round {p.round}: {p.threads} thread(s) re-read,"
                 f" {p.suspects} thread(s) still divergent"
             )
+        if reason := getattr(self.throttle, "reason", None):
+            line += f" (throttled: {reason})"
         print(line, file=sys.stderr, flush=True)
 
 
@@ -147,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(str(exc))
     pool = max(1, args.workers)
+    throttle = throttle_from(args)
     try:
         old_serde, new_serde = serde_from_name(args.old_serde), serde_from_name(args.new_serde)
     except ValueError as exc:
@@ -164,11 +169,12 @@ def run(args: argparse.Namespace) -> int:
                 shard=args.shard,
                 thread_ids=args.threads,
                 recheck=not args.no_recheck,
-                progress=None if args.quiet else StderrProgress(),
+                progress=None if args.quiet else StderrProgress(throttle=throttle),
                 show_values=args.show_values,
                 primary=primary,  # type: ignore[arg-type]
                 old_name=redact(args.old),
                 new_name=redact(args.new),
+                throttle=throttle,
             )
     except StoreURLError as exc:
         return fail(str(exc))

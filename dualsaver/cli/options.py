@@ -24,3 +24,32 @@ def add_command(
         name, help=help, description=description or help, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return value
+
+
+def add_throttle_arguments(p: argparse.ArgumentParser) -> None:
+    """--max-rate / --max-load / --throttle-file, for the jobs that copy or read whole stores."""
+    p.add_argument("--max-rate", type=positive_number, metavar="N", help="at most N checkpoints a second")
+    p.add_argument(
+        "--max-load", type=positive_number, metavar="MS",
+        help="back off while the p95 latency of the stores' calls, over 5 s, is above MS milliseconds",
+    )
+    p.add_argument(
+        "--throttle-file", metavar="PATH",
+        help="limits changed while the job runs, by `dualsaver throttle` (default .dualsaver/throttle.json)",
+    )
+
+
+def throttle_from(args: argparse.Namespace) -> Any:
+    from dualsaver.control.throttle import throttle_for
+
+    return throttle_for(args.max_rate, args.max_load, args.throttle_file)

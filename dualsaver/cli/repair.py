@@ -6,7 +6,7 @@ divergent or failed, 2 could not run (bad URL, unreadable report, missing journa
 
 from __future__ import annotations
 
-from dualsaver.cli.options import add_command
+from dualsaver.cli.options import add_command, add_throttle_arguments, throttle_from
 
 import argparse
 import json
@@ -62,6 +62,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be done and the counts; change nothing")
     p.add_argument("--force", action="store_true", help="allow repairing the phase's primary store")
     p.add_argument("--no-verify", action="store_true", help="skip the re-check of repaired threads")
+    add_throttle_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             for thread in repairs:
                 print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"
                       + (" ..." if len(thread.reasons) > 3 else ""))
-            options = {"dry_run": args.dry_run, "source_side": source}
+            options = {"dry_run": args.dry_run, "source_side": source, "throttle": throttle_from(args)}
             result = repair(source_saver, target_saver, repairs=repairs, **options)  # type: ignore
             print(result.summary())
             if args.dry_run:

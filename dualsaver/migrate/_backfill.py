@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from dualsaver import sansio
 from dualsaver.migrate._copy import read_batches, write_batch
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, passthrough, prepare
+from dualsaver.control.throttle import Throttle
 from dualsaver.migrate.progress import BackfillState
 from dualsaver.observability import telemetry
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
@@ -69,6 +70,7 @@ class BackfillResult:
     notes: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (thread id, error)
     bad_rows: list[dict[str, str]] = field(default_factory=list)  # thread, namespace, checkpoint id, error
+    throttled_s: float = 0.0  # seconds the writers waited for the throttle (summed over writers)
     elapsed_s: float = 0.0
     read_s: float = 0.0  # time reading (and decoding) the source
     write_s: float = 0.0  # summed over writers; overlaps read_s
@@ -90,6 +92,8 @@ class BackfillResult:
             f"{self.elapsed_s:.2f}s ({self.rate:.0f} checkpoints/s); copy is"
             f" {'exact' if self.exact else 'APPROXIMATE'}",
         ]
+        if self.throttled_s:
+            lines.append(f"throttled for {self.throttled_s:.1f}s (summed over writers)")
         lines += self.notes
         lines += [f"failed: {t}: {e}" for t, e in self.failures[:10]]
         lines += [
@@ -122,6 +126,7 @@ class Job:
         thread_ids: Iterable[str] | None,
         progress: Progress | None,
         state_path: Any,
+        throttle: Throttle | None = None,
     ) -> None:
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
             raise ValueError(f"bad shard {shard[0]}/{shard[1]}: need 0 <= index < count")
@@ -137,7 +142,8 @@ class Job:
         self.state = BackfillState(state_path, old=old_name, new=new_name, shard=shard)
         if not resume and not dry_run:
             self.state.restart()
-        self.flow = Flow(encoded=passthrough(source, target), on_finished=self.threads_finished)
+        self.throttle = throttle
+        self.flow = Flow(encoded=passthrough(source, target), on_finished=self.threads_finished, throttle=throttle)
         self._lock = threading.Lock()
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._counted = 0  # checkpoints already added to the backfill metric
@@ -194,6 +200,7 @@ class Job:
         r, flow = self.result, self.flow
         r.checkpoints, r.writes, r.skipped, r.unreadable = flow.checkpoints, flow.writes, flow.skipped, flow.unreadable
         r.read_s, r.write_s, r.bad_rows = flow.read_s, flow.write_s, list(flow.bad_rows)
+        r.throttled_s = self.throttle.throttled_s if self.throttle is not None else 0.0
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.finished_at = time.time()
         if not self.dry_run:
@@ -208,7 +215,7 @@ class Job:
 def backfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
-    state_path: Any = None, old_name: str | None = None, new_name: str | None = None,
+    state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
 ) -> BackfillResult:
     """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
 
@@ -219,7 +226,7 @@ def backfill(
     source, target = native_for(old), native_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
     job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
-              progress=progress, state_path=state_path)
+              progress=progress, state_path=state_path, throttle=throttle)
     io = Targets(source=source, target=target)
     try:
         if progress is not None:
@@ -234,13 +241,13 @@ def backfill(
 async def abackfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
-    state_path: Any = None, old_name: str | None = None, new_name: str | None = None,
+    state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
     source, target = anative_for(old), anative_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
     job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
-              progress=progress, state_path=state_path)
+              progress=progress, state_path=state_path, throttle=throttle)
     io = AsyncTargets(source=source, target=target)
     try:
         if progress is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from dualsaver import sansio
 from dualsaver.migrate._flow import Batch, CopyResult, Flow, collector, copy_result, dry_count, passthrough, prepare
+from dualsaver.control.throttle import Throttle
 from dualsaver.errors import is_outage
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores.native import StoredCheckpoint
@@ -38,7 +39,10 @@ def _read_thread(flow: Flow, thread_id: str) -> Plan[None]:
         rows = yield Call("source", "read_thread", (thread_id,), options, stream=True)
         while (item := (yield Next(rows))) is not END:
             if batch := flow.take(item):
-                flow.read_s += time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                flow.read_s += seconds
+                if flow.throttle is not None:
+                    flow.throttle.observe(seconds)
                 yield Emit((batch,))
                 started = time.perf_counter()
     except Exception as exc:
@@ -78,7 +82,18 @@ def write_batch(flow: Flow, batch: Batch, dry_run: bool, target: Any) -> Plan[No
             for part in flow.split(batch, _parts(batch), seconds):
                 yield from write_batch(flow, prepare(target, part, dry_run), dry_run, target)
     else:
-        flow.committed(batch, added, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        flow.committed(batch, added, seconds)
+        yield from _pace(flow, len(batch.items), seconds)
+
+
+def _pace(flow: Flow, checkpoints: int, seconds: float) -> Plan[None]:
+    """Tell the throttle how long the write took, and wait as long as it says."""
+    if flow.throttle is None:
+        return
+    flow.throttle.observe(seconds)
+    if delay := flow.throttle.after(checkpoints):
+        yield Call("clock", "sleep", (delay,))
 
 
 def _parts(batch: Batch) -> list[list[StoredCheckpoint]]:
@@ -91,12 +106,14 @@ def _parts(batch: Batch) -> list[list[StoredCheckpoint]]:
     return [[item] for item in batch.items]
 
 
-def copy_plan(target: Any, thread_ids: list[str], dry_run: bool, *, encoded: bool = False) -> Plan[CopyResult]:
+def copy_plan(
+    target: Any, thread_ids: list[str], dry_run: bool, *, encoded: bool = False, throttle: Throttle | None = None
+) -> Plan[CopyResult]:
     """Copy these threads one batch after another. `target` is the target store itself,
     which encodes each batch (`prepare_write`) before it is written; `encoded` reads stored
     bytes to pass through (see `passthrough`)."""
     result = CopyResult(thread_ids[0], thread_ids=list(thread_ids))
-    flow = Flow(encoded=encoded, on_finished=collector(result))
+    flow = Flow(encoded=encoded, on_finished=collector(result), throttle=throttle)
 
     def write(batch: Batch) -> Plan[None]:
         return write_batch(flow, prepare(target, batch, dry_run), dry_run, target)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
 from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable
 
@@ -91,9 +92,10 @@ class Flow:
     step finished, so their progress is recorded in one commit). So a thread is reported done
     only once all of its rows are committed, whatever order writers finish in."""
 
-    def __init__(self, *, encoded: bool = False, on_finished: Finished | None = None) -> None:
+    def __init__(self, *, encoded: bool = False, on_finished: Finished | None = None, throttle: Throttle | None = None) -> None:
         self.encoded = encoded  # read stored bytes, for a target with the same serializer
         self.on_finished = on_finished
+        self.throttle = throttle  # paces the writes (see dualsaver.control.throttle)
         self.checkpoints = self.writes = self.skipped = self.read = self.unreadable = 0
         self.read_s = self.write_s = 0.0
         self.first_error: str | None = None

@@ -40,6 +40,7 @@ from dualsaver.checker.findings import (
     DivergenceReport,
 )
 from dualsaver.control.journal import JournalEntry
+from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
 from dualsaver.migrate._copy import copy_plan
 from dualsaver.migrate._flow import CopyResult, passthrough
@@ -190,7 +191,8 @@ def repairs_for_threads(thread_ids: Iterable[str], replace: bool = False) -> lis
 
 
 def _repair_plan(
-    repairs: Sequence[ThreadRepair], result: RepairResult, source: Any, target: Any, dry_run: bool
+    repairs: Sequence[ThreadRepair], result: RepairResult, source: Any, target: Any, dry_run: bool,
+    throttle: Throttle | None = None,
 ) -> Plan[None]:
     """Per thread: delete it on the target first when it is to be replaced, then copy it
     insert-if-absent. One thread's failure is recorded and the rest go on."""
@@ -201,7 +203,7 @@ def _repair_plan(
                 yield Call("target", "delete_thread", (repair_.thread_id,))
                 outcome.deleted = True
             encoded = passthrough(source, target)
-            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, encoded=encoded)
+            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, encoded=encoded, throttle=throttle)
         except Exception as exc:  # one thread's failure must not stop the rest
             outcome.error = describe_error(exc)
         result.outcomes.append(outcome)
@@ -217,7 +219,7 @@ def _worklist(
 
 def repair(
     source: Any, target: Any, thread_ids: Sequence[str] | None = None, *, repairs: Sequence[ThreadRepair] | None = None,
-    replace: bool = False, dry_run: bool = False, source_side: Side = "old",
+    replace: bool = False, dry_run: bool = False, source_side: Side = "old", throttle: Throttle | None = None,
 ) -> RepairResult:
     """Copy threads again from `source` to `target` (savers or native stores).
 
@@ -228,7 +230,7 @@ def repair(
     source_store, target_store = native_for(source), native_for(target)
     result = RepairResult(source_side, other(source_side), dry_run)
     started = time.perf_counter()
-    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run)
+    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run, throttle)
     sansio.run(plan, Targets(source=source_store, target=target_store))
     result.elapsed_s = time.perf_counter() - started
     return result
@@ -236,13 +238,13 @@ def repair(
 
 async def arepair(
     source: Any, target: Any, thread_ids: Sequence[str] | None = None, *, repairs: Sequence[ThreadRepair] | None = None,
-    replace: bool = False, dry_run: bool = False, source_side: Side = "old",
+    replace: bool = False, dry_run: bool = False, source_side: Side = "old", throttle: Throttle | None = None,
 ) -> RepairResult:
     """The async form of `repair` (async savers), the same plan."""
     source_store, target_store = anative_for(source), anative_for(target)
     result = RepairResult(source_side, other(source_side), dry_run)
     started = time.perf_counter()
-    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run)
+    plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run, throttle)
     await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))
     result.elapsed_s = time.perf_counter() - started
     return result

@@ -81,6 +81,9 @@ backfill_checkpoints = meter.create_counter(
 backfill_threads = meter.create_counter(
     "dualsaver.backfill.threads", unit="{thread}", description="Threads finished by the backfill"
 )
+throttled = meter.create_counter(
+    "dualsaver.throttle.waited", unit="s", description="Seconds long jobs waited for their throttle, by reason"
+)
 divergences = meter.create_counter(
     "dualsaver.check.divergences", unit="{divergence}", description="Divergences reported by the check, by kind"
 )

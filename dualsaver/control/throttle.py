@@ -1,0 +1,156 @@
+"""Throttling a long job against production load, as gh-ost and pt-online-schema-change do.
+
+- `max_rate`: at most this many checkpoints a second. Each unit of work (a batch written, a
+  thread checked) pays for itself after it is done, so a run of N checkpoints takes at least
+  N / max_rate seconds, whatever the machine.
+- `max_load_ms`: back off while the 95th percentile latency of the job's store calls (a batch
+  written to the target, a batch read from the source, a thread read by the check) over the
+  last `window` seconds is above this. While backing off the job makes no calls, so the
+  window empties and the next unit of work is the probe that decides whether to go on.
+
+The decisions are pure (`Throttle.after`, `Throttle.observe`); the caller sleeps (a plan
+yields `Call("clock", "sleep", ...)`). The limits can change while a job runs: a
+`LimitsSource` is asked again at most once a second (`ThrottleFile` reads
+`.dualsaver/throttle.json`, which `dualsaver throttle` writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dualsaver.observability import telemetry
+
+DEFAULT_FILE = ".dualsaver/throttle.json"
+ENV_FILE = "DUALSAVER_THROTTLE_FILE"
+BACKOFF = 0.5  # seconds a job waits while the store is too slow, before it looks again
+WINDOW = 5.0  # seconds of latencies the p95 is taken over
+REFRESH = 1.0  # seconds between two looks at the limits' source
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_rate: float | None = None  # checkpoints per second
+    max_load_ms: float | None = None  # p95 store-call latency above which the job backs off
+
+    def describe(self) -> str:
+        parts = [f"max rate {self.max_rate:g}/s" if self.max_rate else "", f"max load {self.max_load_ms:g} ms" if self.max_load_ms else ""]
+        return ", ".join(p for p in parts if p) or "unthrottled"
+
+
+class LimitsSource(Protocol):
+    def current(self) -> Limits | None: ...
+
+
+class Throttle:
+    """The throttle of one job; shared by its workers (thread-safe)."""
+
+    def __init__(
+        self,
+        limits: Limits = Limits(),
+        *,
+        source: LimitsSource | None = None,
+        window: float = WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.source = source
+        self.window = window
+        self.clock = clock
+        self.reason: str | None = None  # why the job waits right now, for the progress line
+        self.throttled_s = 0.0  # seconds waited in all
+        self._samples: deque[tuple[float, float]] = deque()  # (when, seconds)
+        self._next = 0.0  # when the rate allows the next unit of work to start
+        self._looked = -REFRESH
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        """One store call took `seconds`."""
+        with self._lock:
+            self._samples.append((self.clock(), seconds))
+
+    def after(self, checkpoints: int) -> float:
+        """Seconds to wait now that a unit of `checkpoints` is done: the rate's due, or the
+        backoff while the store is slow. 0: go on."""
+        with self._lock:
+            now = self.clock()
+            self._refresh(now)
+            delay, self.reason = 0.0, None
+            rate = self.limits.max_rate
+            if rate:
+                self._next = max(self._next, now) + checkpoints / rate
+                delay = self._next - now
+                if delay > 0:
+                    self.reason = f"rate {rate:g} checkpoints/s"
+            load = self.limits.max_load_ms
+            p95 = self._p95(now)
+            if load and p95 is not None and p95 * 1000 > load and delay < BACKOFF:
+                delay = BACKOFF
+                self.reason = f"p95 store latency {p95 * 1000:.0f} ms > {load:g} ms"
+            delay = max(delay, 0.0)
+            if delay:
+                self.throttled_s += delay
+                telemetry.throttled.add(delay, {"reason": "load" if self.reason.startswith("p95") else "rate"})
+            return delay
+
+    def _p95(self, now: float) -> float | None:
+        while self._samples and self._samples[0][0] < now - self.window:
+            self._samples.popleft()
+        if not self._samples:
+            return None
+        ordered = sorted(s for _, s in self._samples)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+    def _refresh(self, now: float) -> None:
+        if self.source is None or now - self._looked < REFRESH:
+            return
+        self._looked = now
+        changed = self.source.current()
+        if changed is not None and changed != self.limits:
+            self.limits = changed
+
+
+class ThrottleFile:
+    """Limits an operator changes while jobs run (`dualsaver throttle`), in a small JSON file.
+    A job follows only changes made after it started, so yesterday's file cannot slow today's
+    run; removing the file (`dualsaver throttle --clear`) returns a job to its own limits."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, own: Limits = Limits()) -> None:
+        self.path = Path(path or os.environ.get(ENV_FILE) or DEFAULT_FILE)
+        self.own = own
+        self.started = time.time()
+
+    def current(self) -> Limits:
+        try:
+            if self.path.stat().st_mtime < self.started:
+                return self.own
+            data = json.loads(self.path.read_text())
+            return Limits(max_rate=data.get("max_rate"), max_load_ms=data.get("max_load_ms"))
+        except (OSError, ValueError, AttributeError):
+            return self.own
+
+    def write(self, limits: Limits) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(limits)))
+        os.replace(tmp, self.path)
+
+    def clear(self) -> bool:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def throttle_for(max_rate: float | None, max_load_ms: float | None, path: str | None = None) -> Throttle:
+    """The throttle of a CLI job: its own limits, changeable through the throttle file."""
+    own = Limits(max_rate, max_load_ms)
+    return Throttle(own, source=ThrottleFile(path, own))
