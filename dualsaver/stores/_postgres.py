@@ -16,6 +16,7 @@ collation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import get_serializable_checkpoint_metadata, writes_sort_key
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
+import orjson
 from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -113,6 +115,16 @@ def _small_sql(saver: Any, op: CopyInsert) -> str:
         "checkpoint_writes": saver.INSERT_CHECKPOINT_WRITES_SQL,  # DO NOTHING on conflict
         "checkpoints": INSERT_CHECKPOINT_SQL,
     }[op.table]
+
+
+def json_dumps(value: Any) -> bytes | str:
+    """JSON for a JSONB column: orjson (several times faster than `json.dumps`, which the
+    saver uses; JSONB stores the same value either way), else `json.dumps` for what orjson
+    refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value)
 
 
 def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -235,8 +247,8 @@ class PostgresPlans(SqlPlans):
                     ns,
                     cid,
                     item.parent_checkpoint_id,
-                    Jsonb(copy),
-                    Jsonb(get_serializable_checkpoint_metadata({}, item.metadata)),
+                    Jsonb(copy, dumps=json_dumps),
+                    Jsonb(get_serializable_checkpoint_metadata({}, item.metadata), dumps=json_dumps),
                 )
             )
         # checkpoints last: a visible checkpoint row has its blobs and writes
