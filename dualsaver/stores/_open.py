@@ -22,6 +22,7 @@ from dualsaver.stores.urls import StoreURL, parse_store_url
 CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails instead of hanging
 _SQLITE_HAS_TABLES = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
 _PG_HAS_TABLES = "SELECT to_regclass('checkpoints') IS NOT NULL AS present"
+SETUP_LOCK = 0x64_75_61_6C_73_76_72  # the advisory lock key ("dualsvr") serializing setup()
 _memory_savers: dict[str, Any] = {}  # memory://name -> one saver per process
 
 
@@ -81,7 +82,13 @@ def _open_plan(spec: StoreURL, serde: Any, pool_size: int, must_exist: bool) -> 
         conn = yield Call("open", "postgres_pool", (spec.target, pool_size, kwargs))
     saver = yield Call("open", "postgres_saver", (conn, serde))
     if not must_exist:  # a source is read as it is; a target gets the saver's own migrations
-        yield Call("open", "setup", (saver,))
+        # Replicas starting at once against a fresh database would race in the saver's
+        # migrations (a duplicate key in checkpoint_migrations): one at a time.
+        yield Call("open", "postgres_lock", (conn, SETUP_LOCK))
+        try:
+            yield Call("open", "setup", (saver,))
+        finally:
+            yield Call("open", "postgres_unlock", (conn, SETUP_LOCK))
     return saver
 
 
@@ -166,6 +173,12 @@ class Opener:
     def first_row(self, conn: Any, sql: str) -> Any:
         return conn.execute(sql).fetchone()
 
+    def postgres_lock(self, conn: Any, key: int) -> None:
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+
+    def postgres_unlock(self, conn: Any, key: int) -> None:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
     def setup(self, saver: Any) -> None:
         saver.setup()
 
@@ -214,6 +227,12 @@ class AsyncOpener:
     async def afirst_row(self, conn: Any, sql: str) -> Any:
         cursor = await conn.execute(sql)
         return await cursor.fetchone()
+
+    async def apostgres_lock(self, conn: Any, key: int) -> None:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+
+    async def apostgres_unlock(self, conn: Any, key: int) -> None:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     async def asetup(self, saver: Any) -> None:
         await saver.setup()
