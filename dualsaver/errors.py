@@ -12,6 +12,8 @@
     ├── SecondaryWriteError (RuntimeError)  strict mode: the secondary refused a write the
     │                                       primary accepted (it is journaled first)
     ├── SecondaryTimeout (TimeoutError)     the secondary did not answer within the bound
+    ├── CircuitOpen (ConnectionError)       the secondary failed recently: calls skip it for a
+    │                                       cool-down (each is journaled)
     ├── WriteAbandoned (RuntimeError)       a queued secondary write that will not run: its saver
     │                                       or its event loop closed first (it is journaled)
     ├── UnreadableRow (ValueError)          a stored row that is not what LangGraph wrote (not a
@@ -77,6 +79,10 @@ class SecondaryWriteError(DualSaverError, RuntimeError):
 
 class SecondaryTimeout(DualSaverError, TimeoutError):
     """A secondary store did not answer within the bound."""
+
+
+class CircuitOpen(DualSaverError, ConnectionError):
+    """The secondary failed recently; its circuit breaker skips it for a cool-down."""
 
 
 class WriteAbandoned(DualSaverError, RuntimeError):

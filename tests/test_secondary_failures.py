@@ -33,7 +33,10 @@ def test_raising_secondary_is_journaled_not_raised(tmp_path, phase):
         rows = _journal_rows(tmp_path / "j.sqlite")
         assert rows and {r.store for r in rows} == {"old" if secondary is old else "new"}
         assert {r.operation for r in rows} == {"put", "put_writes"}
-        assert all(r.thread_id == "t1" and "StoreDown" in r.error for r in rows)
+        # The first miss opens the secondary's circuit: the rest are journaled without a try.
+        assert rows[0].error.startswith("StoreDown") and all(r.thread_id == "t1" for r in rows)
+        assert all(r.error.startswith(("StoreDown", "CircuitOpen")) for r in rows)
+        assert len([c for c in secondary.calls if c in ("put", "put_writes")]) == 1
         puts = [r for r in rows if r.operation == "put"]
         primary = new if secondary is old else old
         # Every checkpoint the primary holds and the secondary missed is named in the journal.
@@ -70,7 +73,11 @@ def test_hanging_secondary_is_bounded(tmp_path, behind):
         else:
             new.release.set()
             rows = _journal_rows(tmp_path / "j.sqlite")
-            assert rows and all("SecondaryTimeout" in r.error for r in rows)
+            # The calls already in flight (parallel branches) waited out the bound; the open
+            # circuit skipped every later one: they were journaled without waiting.
+            timed_out = [r for r in rows if r.error.startswith("SecondaryTimeout")]
+            skipped = [r for r in rows if r.error.startswith("CircuitOpen")]
+            assert len(timed_out) == len(new.calls) and skipped and len(timed_out) + len(skipped) == len(rows)
         saver.close()
 
 
@@ -78,7 +85,8 @@ async def test_async_hanging_and_raising_secondary(tmp_path):
     async with async_saver("sqlite", tmp=tmp_path) as a, async_saver("memory") as b:
         new = Faulty(b)
         new.mode = "hang"
-        saver = DualSaver(a, new, secondary_timeout=0.2, journal=tmp_path / "j.sqlite", write_behind=False)
+        saver = DualSaver(a, new, secondary_timeout=0.2, journal=tmp_path / "j.sqlite", write_behind=False,
+                          circuit_cool_down=None)  # every call tries the store
         final = await arun_turn(build_agent(saver), "t1", "alpha")
         assert final["results"] == expected_results("alpha")
         new.release.set()
@@ -149,7 +157,7 @@ def test_journal_entries_carry_scrubbed_bounded_error_text(tmp_path):
         old, new = a, Faulty(b)
         new.mode = "raise"
         new.message = "could not connect to postgresql://app:s3cr3t-pw@db:5432/app\n" + "detail " * 200
-        with DualSaver(old, new, Phase.BACKFILL, journal=tmp_path / "j.sqlite") as saver:
+        with DualSaver(old, new, Phase.BACKFILL, journal=tmp_path / "j.sqlite", circuit_cool_down=None) as saver:
             run_turn(build_agent(saver), "t1", "alpha")
         rows = _journal_rows(tmp_path / "j.sqlite")
     assert rows

@@ -8,6 +8,7 @@
     canary_percent = 0              # read-switch: % of threads that read from new
     shadow_read_rate = 0.0          # shadow-write/backfill: fraction of reads compared with new
     write_behind = true             # shadow-write: new's copy written in the background
+    circuit_cool_down = 5.0         # seconds a failed secondary is skipped (0: never skipped)
     status_file = ".dualsaver/status.json"   # where outcomes go when there is no phase record
 
     [stores]
@@ -61,6 +62,7 @@ class Settings:
     canary_percent: float | None = None
     shadow_read_rate: float = 0.0
     write_behind: bool = True
+    circuit_cool_down: float | None = 5.0
     status_file: str | None = None
     old_url: str | None = field(default=None, repr=False)
     new_url: str | None = field(default=None, repr=False)
@@ -76,6 +78,7 @@ class Settings:
             "secondary_timeout": self.secondary_timeout,
             "journal": self.journal,
             "write_behind": self.write_behind,
+            "circuit_cool_down": self.circuit_cool_down,
         }
         if self.canary_percent is not None:
             kwargs["canary_percent"] = self.canary_percent
@@ -94,6 +97,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "canary_percent": ("canary_percent", (int, float)),
         "shadow_read_rate": ("shadow_read_rate", (int, float)),
         "write_behind": ("write_behind", (bool,)),
+        "circuit_cool_down": ("circuit_cool_down", (int, float)),
         "status_file": ("status_file", (str,)),
     },
     "stores": {
@@ -163,6 +167,8 @@ def _validate(s: Settings, source: str) -> None:
         raise SettingsError(f"{source}: migration.shadow_read_rate must be between 0 and 1")
     if s.poll_interval <= 0:
         raise SettingsError(f"{source}: phase_record.poll_interval must be positive")
+    if s.circuit_cool_down is not None and s.circuit_cool_down <= 0:
+        object.__setattr__(s, "circuit_cool_down", None)  # documented: 0 never skips
     if s.secondary_timeout is not None and s.secondary_timeout <= 0:
         object.__setattr__(s, "secondary_timeout", None)  # documented: <= 0 waits forever
 

@@ -81,6 +81,9 @@ backfill_checkpoints = meter.create_counter(
 backfill_threads = meter.create_counter(
     "dualsaver.backfill.threads", unit="{thread}", description="Threads finished by the backfill"
 )
+circuit_transitions = meter.create_counter(
+    "dualsaver.secondary.circuit", unit="{transition}", description="Circuit breaker transitions, by new state"
+)
 throttled = meter.create_counter(
     "dualsaver.throttle.waited", unit="s", description="Seconds long jobs waited for their throttle, by reason"
 )

@@ -31,6 +31,7 @@ from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
 from dualsaver.control.sources import StaticPhase, phase_source
 from dualsaver.saver import _plans as plans
+from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
@@ -69,6 +70,11 @@ class DualSaver(BaseCheckpointSaver):
             requires, copies them). Deletes, copies and prunes are always synchronous, and
             so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
             `False` makes every shadow-write call wait for both stores.
+        circuit_cool_down: after a secondary fails or times out, its calls are not sent for
+            this many seconds (each is journaled at once as missed); then one call at a time
+            probes it, and a probe that succeeds sends them again. A turn of several calls
+            thus waits at most one `secondary_timeout` while the secondary is down. None:
+            every call waits for the secondary.
 
     `phase` may also be a phase source: any object with `current() -> Phase` and an
     `origin` string, asked at the start of every operation (a fleet's shared record).
@@ -99,6 +105,7 @@ class DualSaver(BaseCheckpointSaver):
         canary_percent: float | None = None,
         shadow_read_rate: float = 0.0,
         write_behind: bool = True,
+        circuit_cool_down: float | None = 5.0,
     ) -> None:
         super().__init__(serde=old.serde)
         if canary_percent is not None and not 0 <= canary_percent <= 100:
@@ -116,12 +123,13 @@ class DualSaver(BaseCheckpointSaver):
         self.write_behind = write_behind
         self.secondary_timeout = secondary_timeout
         self.recorder = Recorder(journal)
+        self.breakers = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
         self._shells()
 
     def _shells(self) -> None:
         stores = {"old": self.old, "new": self.new}
-        self._sync = SyncShell(stores, self.recorder, self.secondary_timeout)
-        self._async = AsyncShell(stores, self.recorder, self.secondary_timeout)
+        self._sync = SyncShell(stores, self.recorder, self.secondary_timeout, self.breakers)
+        self._async = AsyncShell(stores, self.recorder, self.secondary_timeout, self.breakers)
 
     @classmethod
     def from_settings(
@@ -172,7 +180,7 @@ class DualSaver(BaseCheckpointSaver):
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
         behind = self.write_behind and phase is Phase.SHADOW_WRITE
-        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind)
+        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind, self.breakers)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))

@@ -21,7 +21,7 @@ import contextlib
 import copy
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -29,6 +29,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from dualsaver.control.phase import Phase
 from dualsaver.errors import SecondaryWriteError, describe_error
 from dualsaver.sansio import Call, Plan, relay
+from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._recorder import Mismatch, Missed, Tombstone
 from dualsaver.saver._shadow import differing_fields, in_canary
 from dualsaver.saver.routing import Role, Route
@@ -43,6 +44,7 @@ class Context:
     canary_percent: float | None = None  # read-switch: share of threads (by hash) reading new
     shadow_read: bool = False  # this call is sampled for a shadow read of new
     write_behind: bool = False  # the secondary is written in the background (see _writebehind)
+    breakers: Mapping[Role, Breaker] = field(default_factory=lambda: {"old": Breaker(None), "new": Breaker(None)})
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
@@ -115,7 +117,7 @@ def thread_of(config: Mapping[str, Any] | None) -> str | None:
 
 def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, Any]) -> Plan[None]:
     try:
-        yield call
+        yield from guarded(ctx.breakers, call)
     except Exception as exc:
         missed = Missed(call.target, operation, at, exc, ctx.route.phase)  # type: ignore[arg-type]
         yield Call("recorder", "missed", (missed,))
@@ -124,6 +126,29 @@ def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, 
                 f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
                 f" ({call.target}) failed: {describe_error(exc)}"
             ) from exc
+
+
+def guarded(breakers: Mapping[Role, Breaker], call: Call) -> Plan[Any]:
+    """A secondary call through its store's circuit breaker: refused at once while the
+    circuit is open (`CircuitOpen`), else sent, its outcome telling the breaker."""
+    breaker = breakers[call.target]  # type: ignore[index]
+    if not breaker.allow():
+        raise breaker.refusal()
+    try:
+        result = yield call
+    except Exception:
+        breaker.failed()
+        raise
+    breaker.succeeded()
+    return result
+
+
+def write_behind(job: Behind, breakers: Mapping[Role, Breaker]) -> Plan[None]:
+    """A queued secondary write, run in the background: a failure is journaled."""
+    try:
+        yield from guarded(breakers, job.call)
+    except Exception as exc:
+        yield Call("recorder", "missed", (job.missed(exc),))
 
 
 def settled(ctx: Context) -> Plan[None]:
@@ -218,7 +243,7 @@ def _shadow_read(ctx: Context, config: Any, answer: Any) -> Plan[None]:
     if ctx.write_behind:
         yield Call("behind", "drain")  # new must have caught up, or lag would look like a mismatch
     try:
-        shadow = yield Call("new", "get_tuple", (config,), bounded=True)
+        shadow = yield from guarded(ctx.breakers, Call("new", "get_tuple", (config,), bounded=True))
     except Exception as exc:
         yield Call("recorder", "mismatch", (Mismatch(at, ("error",), ctx.route.phase, exc),))
         return

@@ -24,7 +24,8 @@ from dualsaver import sansio
 from dualsaver.errors import CopyFailed, SecondaryTimeout
 from dualsaver.migrate import acopy_thread, copy_thread
 from dualsaver.observability import telemetry
-from dualsaver.saver._plans import Behind
+from dualsaver.saver._breaker import Breaker
+from dualsaver.saver._plans import Behind, write_behind
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._writebehind import AsyncWriteBehind, SyncWriteBehind
 from dualsaver.saver.routing import Role
@@ -57,11 +58,14 @@ def _copied(result: Any) -> None:
 
 
 class _Shell:
-    """What both shells hold: the targets of the plans and the time bounds."""
+    """What both shells hold: the targets of the plans, the time bounds, the breakers."""
 
-    def __init__(self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None) -> None:
+    def __init__(
+        self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None, breakers: Mapping[Role, Breaker]
+    ) -> None:
         self.stores = stores
         self.recorder = recorder
+        self.breakers = breakers
         self.timeout = timeout
         self.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
         self.targets = {**stores, "recorder": recorder, "behind": self, "copier": self}
@@ -72,8 +76,8 @@ class _Shell:
 
 
 class SyncShell(_Shell):
-    def __init__(self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None) -> None:
-        super().__init__(stores, recorder, timeout)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.queue = SyncWriteBehind(self._write_behind, self._abandoned_item, self.exit_timeout)
 
@@ -111,10 +115,7 @@ class SyncShell(_Shell):
     def _write_behind(self, item: tuple[Behind, Any]) -> None:
         job, context = item
         with telemetry.continued(context):  # the span stays a child of the operation's
-            try:
-                self.store_call(job.call, job.phase.value)
-            except Exception as exc:
-                self.recorder.missed(job.missed(exc))
+            sansio.run(write_behind(job, self.breakers), _SyncIo(self, Operation(job.operation, job.phase.value, None)))
 
     def _abandoned_item(self, item: tuple[Behind, Any], why: BaseException) -> None:
         self._abandoned(item[0], why)
@@ -132,8 +133,8 @@ class SyncShell(_Shell):
 
 
 class AsyncShell(_Shell):
-    def __init__(self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None) -> None:
-        super().__init__(stores, recorder, timeout)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self.queue = AsyncWriteBehind(self._write_behind, self._abandoned)
 
     async def run(self, plan: sansio.Plan[Any], op: Operation) -> Any:
@@ -165,10 +166,7 @@ class AsyncShell(_Shell):
         return await self.queue.adrain(self.timeout)
 
     async def _write_behind(self, job: Behind) -> None:
-        try:
-            await self.astore_call(job.call, job.phase.value)
-        except Exception as exc:
-            self.recorder.missed(job.missed(exc))
+        await sansio.arun(write_behind(job, self.breakers), _AsyncIo(self, Operation(job.operation, job.phase.value, None)))
 
     # -- the target "copier" -------------------------------------------------------------
 
