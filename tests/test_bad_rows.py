@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from dualsaver import abackfill, backfill, check, repair, repairs_from_report
 from dualsaver.redis.codec import Record, WriteEntry, decode_writes, encode_writes

@@ -15,7 +15,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from dualsaver import DualSaver, Journal, Phase
 from dualsaver.migrate import backfill
-from dualsaver.migrate import other, repairs_from_journal, repair, threads_to_mark
+from dualsaver.migrate import other, repairs_from_journal, repair, entries_to_mark
 from dualsaver.saver.routing import route_for
 from tests.faulty import Faulty
 
@@ -54,7 +54,7 @@ class Migration(RuleBasedStateMachine):
         src, dst = (self.old, self.new) if source == "old" else (self.new, self.old)
         result = repair(src, dst, repairs=repairs_from_journal(entries, source=source), source_side=source)
         assert result.ok, result.summary()
-        self.journal.mark_repaired(threads_to_mark(entries, result.repaired_threads, target))
+        self.journal.mark_repaired(entries_to_mark(entries, result.repaired_threads, target))
 
     # --- rules ----------------------------------------------------------------------------
 

@@ -89,7 +89,7 @@ def _load_repairs(args: argparse.Namespace, source: str) -> tuple[list, Any, lis
 
 def run(args: argparse.Namespace) -> int:
     from dualsaver.checker import CheckError, check
-    from dualsaver.migrate import other, repair, threads_to_mark
+    from dualsaver.migrate import other, repair, entries_to_mark
     from dualsaver.stores import StoreURLError, open_saver, redact
 
     try:
@@ -128,9 +128,8 @@ def run(args: argparse.Namespace) -> int:
             if args.dry_run:
                 return 0
             if journal is not None:
-                marked = threads_to_mark(entries, result.repaired_threads, target)  # type: ignore[arg-type]
-                journal.mark_repaired(marked)
-                print(f"journal: {len(marked)} thread(s) marked repaired")
+                marked = entries_to_mark(entries, result.repaired_threads, target)  # type: ignore[arg-type]
+                print(f"journal: {journal.mark_repaired(marked)} entr(ies) marked repaired")
             if args.no_verify:
                 return 0 if result.ok else 1
             stores = {source: source_saver, target: target_saver}

@@ -9,9 +9,11 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dualsaver.control.journal import JournalEntry
 from dualsaver.control.phase import Phase
 from dualsaver.errors import RecordUnavailable, describe_error
 from dualsaver.redact import password_of, redact
@@ -52,6 +54,7 @@ class ReplicaSeen:
     phase: str
     seen_at: float
     interval: float
+    journal_depth: int = 0  # entries its journal holds that are not in the control store yet
 
     def alive(self, now: float | None = None) -> bool:
         """Seen recently enough to count: three polls, and never less than five seconds."""
@@ -105,16 +108,16 @@ class PhaseRecord(ABC):
         the store is unreachable; errors meaning it refused the request)."""
 
     def _prepare(self, client: Any) -> None:
-        """Before the first write on a connection (PostgreSQL creates its tables)."""
+        """Before the first use of a connection: create or migrate what the store needs."""
 
-    def _run(self, fn: Any, *, write: bool = False) -> Any:
+    def _run(self, fn: Any) -> Any:
         """`fn(client)` under the lock; store errors become `RecordUnavailable`."""
         nothing_yet, unreachable, refused = self._errors()
         with self._lock:
             try:
                 if self._client is None:
                     self._client, self._prepared = self._connect(), False
-                if write and not self._prepared:
+                if not self._prepared:
                     self._prepare(self._client)
                     self._prepared = True
                 return fn(self._client)
@@ -153,7 +156,7 @@ class PhaseRecord(ABC):
         """The last `limit` transitions, oldest first."""
 
     @abstractmethod
-    def heartbeat(self, replica: str, phase: Phase, interval: float) -> None: ...
+    def heartbeat(self, replica: str, phase: Phase, interval: float, journal_depth: int = 0) -> None: ...
 
     @abstractmethod
     def forget_replica(self, replica: str) -> None: ...
@@ -166,6 +169,53 @@ class PhaseRecord(ABC):
 
     @abstractmethod
     def get_status(self, kind: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list_status(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every status whose kind starts with `prefix` (the shards of one job)."""
+
+    # -- the fleet's journal: what every replica's secondary missed --------------------------
+
+    @abstractmethod
+    def journal_add(self, entries: Sequence[JournalEntry], replica: str) -> None:
+        """Add entries (their ids are the store's own)."""
+
+    @abstractmethod
+    def journal_pending(self) -> list[JournalEntry]:
+        """Entries not yet repaired, oldest first."""
+
+    @abstractmethod
+    def journal_missed_delete(self, store: str, thread_id: str) -> bool:
+        """Whether `store` missed a delete of this thread that no repair has redone."""
+
+    @abstractmethod
+    def journal_claim(self, ids: Sequence[int], by: str) -> int:
+        """Mark these entries repaired; an entry is claimed once, whoever else tries at the
+        same time. Returns how many this call claimed."""
+
+    # -- backfill progress: the threads each job (pair of stores and shard) has finished ------
+
+    @abstractmethod
+    def job_begin(self, job: str, meta: dict[str, Any], restart: bool) -> None:
+        """Record that `job` runs (again); `restart` forgets what it had finished."""
+
+    @abstractmethod
+    def job_update(self, job: str, fields: dict[str, Any]) -> None:
+        """Keep the job's counters and heartbeat (`updated_at`) current."""
+
+    @abstractmethod
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job: its meta (pair, shard), counters, and when it started, beat, finished."""
+
+    @abstractmethod
+    def done_add(self, job: str, thread_ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def done_filter(self, job: str, thread_ids: Sequence[str]) -> set[str]:
+        """Which of these threads the job has finished."""
+
+    @abstractmethod
+    def done_count(self, job: str) -> int: ...
 
     def __enter__(self) -> PhaseRecord:
         return self

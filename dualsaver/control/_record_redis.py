@@ -1,10 +1,22 @@
-"""The phase record in Redis: a few hashes and a list under one hash tag, so a Redis
-Cluster keeps them on one node."""
+"""The control store in Redis: hashes, sets and a list under one hash tag, so a Redis Cluster
+keeps them on one node and a Lua script may change several at once. Created on first use;
+the layout's version is claimed atomically in `...:schema` (SET NX).
+
+    dualsaver:{name}:phase / :history / :replicas / :status   the phase record
+    dualsaver:{name}:journal        hash  id -> entry (JSON);  :journal:seq  the last id
+    dualsaver:{name}:journal:open   zset  ids not repaired yet (score: id)
+    dualsaver:{name}:journal:deletes hash "store NUL thread" -> deletes not repaired yet
+    dualsaver:{name}:jobs           hash  job -> meta, counters, started_at, updated_at (JSON)
+    dualsaver:{name}:done:<job>     set   threads the job finished
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from dualsaver.control._record_base import (
@@ -16,6 +28,7 @@ from dualsaver.control._record_base import (
     _state,
     _text,
 )
+from dualsaver.control.journal import JournalEntry
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange, RecordUnavailable
 
@@ -28,6 +41,43 @@ redis.call('HSET', KEYS[1], 'phase', ARGV[2], 'version', ARGV[3], 'changed_at', 
            'changed_by', ARGV[5], 'reason', ARGV[6], 'forced', ARGV[7])
 redis.call('RPUSH', KEYS[2], ARGV[8])
 return {1, ARGV[3], ARGV[2]}
+"""
+
+
+SCHEMA_VERSION = 2
+
+# Journal entries get ids from one counter; an open entry sits in a sorted set; a delete
+# also counts in a hash, so "did this store miss a delete of this thread" is one HGET.
+_JOURNAL_ADD = """
+local first = redis.call('INCRBY', KEYS[2], #ARGV) - #ARGV
+for i, raw in ipairs(ARGV) do
+  local id = first + i
+  local entry = cjson.decode(raw)
+  entry['id'] = id
+  redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+  redis.call('ZADD', KEYS[3], id, id)
+  if entry['operation'] == 'delete_thread' and entry['thread_id'] then
+    redis.call('HINCRBY', KEYS[4], entry['store'] .. '\\0' .. entry['thread_id'], 1)
+  end
+end
+return first
+"""
+
+# A claim removes the id from the open set: ZREM answers 1 to one caller only.
+_JOURNAL_CLAIM = """
+local claimed = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[3], ARGV[i]) == 1 then
+    claimed = claimed + 1
+    local entry = cjson.decode(redis.call('HGET', KEYS[1], ARGV[i]))
+    entry['repaired_at'] = tonumber(ARGV[1])
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
+    if entry['operation'] == 'delete_thread' and entry['thread_id'] then
+      redis.call('HINCRBY', KEYS[4], entry['store'] .. '\\0' .. entry['thread_id'], -1)
+    end
+  end
+end
+return claimed
 """
 
 
@@ -48,7 +98,22 @@ class RedisPhaseRecord(PhaseRecord):
             "history": f"dualsaver:{tag}:history",
             "replicas": f"dualsaver:{tag}:replicas",
             "status": f"dualsaver:{tag}:status",
+            "schema": f"dualsaver:{tag}:schema",
+            "journal": f"dualsaver:{tag}:journal",
+            "seq": f"dualsaver:{tag}:journal:seq",
+            "open": f"dualsaver:{tag}:journal:open",
+            "deletes": f"dualsaver:{tag}:journal:deletes",
+            "jobs": f"dualsaver:{tag}:jobs",
         }
+        self._done_prefix = f"dualsaver:{tag}:done:"
+
+    def _prepare(self, client: Any) -> None:
+        # Nothing to create: the first writer claims the layout's version, and a store
+        # written by a newer layout is refused rather than misread.
+        client.set(self.keys["schema"], SCHEMA_VERSION, nx=True)
+        found = int(client.get(self.keys["schema"]) or SCHEMA_VERSION)
+        if found > SCHEMA_VERSION:
+            raise RecordUnavailable(f"phase record {self.where} has layout {found}, newer than this dualsaver's")
 
     def _connect(self) -> Any:
         from dualsaver.redis.url import sync_client
@@ -111,8 +176,8 @@ class RedisPhaseRecord(PhaseRecord):
         rows = self._run(lambda r: r.lrange(self.keys["history"], -limit, -1))
         return [Transition(**json.loads(row)) for row in rows or []]
 
-    def heartbeat(self, replica: str, phase: Phase, interval: float) -> None:
-        value = json.dumps({"phase": phase.value, "seen_at": time.time(), "interval": interval})
+    def heartbeat(self, replica: str, phase: Phase, interval: float, journal_depth: int = 0) -> None:
+        value = json.dumps({"phase": phase.value, "seen_at": time.time(), "interval": interval, "depth": journal_depth})
         self._run(lambda r: r.hset(self.keys["replicas"], replica, value))
 
     def forget_replica(self, replica: str) -> None:
@@ -123,7 +188,7 @@ class RedisPhaseRecord(PhaseRecord):
         seen = []
         for key, value in raw.items():
             v = json.loads(value)
-            seen.append(ReplicaSeen(_text(key), v["phase"], float(v["seen_at"]), float(v["interval"])))
+            seen.append(ReplicaSeen(_text(key), v["phase"], float(v["seen_at"]), float(v["interval"]), v.get("depth", 0)))
         return sorted(seen, key=lambda s: s.replica)
 
     def put_status(self, kind: str, value: dict[str, Any]) -> None:
@@ -134,5 +199,84 @@ class RedisPhaseRecord(PhaseRecord):
         raw = self._run(lambda r: r.hget(self.keys["status"], kind))
         return json.loads(raw)["value"] if raw else None
 
+    def list_status(self, prefix: str) -> dict[str, dict[str, Any]]:
+        raw = self._run(lambda r: r.hgetall(self.keys["status"])) or {}
+        found = {_text(k): json.loads(v)["value"] for k, v in raw.items()}
+        return {k: v for k, v in found.items() if k.startswith(prefix)}
 
+    # -- the fleet's journal -------------------------------------------------------------
 
+    def _journal_keys(self) -> list[str]:
+        return [self.keys["journal"], self.keys["seq"], self.keys["open"], self.keys["deletes"]]
+
+    def journal_add(self, entries: Sequence[JournalEntry], replica: str) -> None:
+        rows = [json.dumps({**asdict(e), "id": None, "ts": e.ts or time.time(), "replica": replica}) for e in entries]
+        if rows:
+            self._run(lambda r: r.eval(_JOURNAL_ADD, 4, *self._journal_keys(), *rows))
+
+    def journal_pending(self) -> list[JournalEntry]:
+        def fn(r: Any) -> list[Any]:
+            ids = r.zrange(self.keys["open"], 0, -1)
+            return r.hmget(self.keys["journal"], ids) if ids else []
+
+        fields = {f.name for f in dataclasses.fields(JournalEntry)}
+        entries = [json.loads(raw) for raw in self._run(fn) or () if raw]
+        return [JournalEntry(**{k: v for k, v in e.items() if k in fields}) for e in entries]
+
+    def journal_missed_delete(self, store: str, thread_id: str) -> bool:
+        count = self._run(lambda r: r.hget(self.keys["deletes"], f"{store}\0{thread_id}"))
+        return bool(count and int(count) > 0)
+
+    def journal_claim(self, ids: Sequence[int], by: str) -> int:
+        if not ids:
+            return 0
+        return int(self._run(lambda r: r.eval(_JOURNAL_CLAIM, 4, *self._journal_keys(), time.time(), *ids)))
+
+    # -- backfill progress ---------------------------------------------------------------
+
+    def _job(self, r: Any, job: str) -> dict[str, Any]:
+        raw = r.hget(self.keys["jobs"], job)
+        return json.loads(raw) if raw else {}
+
+    def job_begin(self, job: str, meta: dict[str, Any], restart: bool) -> None:
+        def fn(r: Any) -> None:
+            if restart:
+                r.delete(self._done_prefix + job)
+            now = time.time()
+            r.hset(self.keys["jobs"], job, json.dumps({"meta": meta, "counters": {}, "started_at": now, "updated_at": now}))
+
+        self._run(fn)
+
+    def job_update(self, job: str, fields: dict[str, Any]) -> None:
+        def fn(r: Any) -> None:  # one writer per job (its shard runs once at a time)
+            found = self._job(r, job)
+            found["counters"] = {**found.get("counters", {}), **fields}
+            found["updated_at"] = time.time()
+            r.hset(self.keys["jobs"], job, json.dumps(found))
+
+        self._run(fn)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        def fn(r: Any) -> list[dict[str, Any]]:
+            found = []
+            for job, raw in r.hgetall(self.keys["jobs"]).items():
+                j = json.loads(raw)
+                done = r.scard(self._done_prefix + _text(job))
+                found.append({"job": _text(job), **j["meta"], **j["counters"], "started_at": j["started_at"],
+                              "updated_at": j["updated_at"], "threads_done": done})
+            return sorted(found, key=lambda j: j["started_at"])
+
+        return self._run(fn) or []
+
+    def done_add(self, job: str, thread_ids: Sequence[str]) -> None:
+        if thread_ids:
+            self._run(lambda r: r.sadd(self._done_prefix + job, *thread_ids))
+
+    def done_filter(self, job: str, thread_ids: Sequence[str]) -> set[str]:
+        if not thread_ids:
+            return set()
+        flags = self._run(lambda r: r.smismember(self._done_prefix + job, list(thread_ids))) or []
+        return {t for t, flag in zip(thread_ids, flags) if flag}
+
+    def done_count(self, job: str) -> int:
+        return int(self._run(lambda r: r.scard(self._done_prefix + job)) or 0)

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,25 +103,16 @@ class Journal:
 
     def pending(self) -> Iterator[JournalEntry]:
         """Entries not yet repaired, oldest first."""
+        return self._entries(None)
+
+    def _entries(self, limit: int | None) -> Iterator[JournalEntry]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, ts, phase, store, operation, thread_id, checkpoint_ns,"
-                " checkpoint_id, task_id, error FROM journal"
-                " WHERE repaired_at IS NULL ORDER BY id"
+                "SELECT id, ts, phase, store, operation, thread_id, checkpoint_ns, checkpoint_id, task_id, error"
+                " FROM journal WHERE repaired_at IS NULL ORDER BY id LIMIT ?", (-1 if limit is None else limit,)
             ).fetchall()
         for row in rows:
-            yield JournalEntry(
-                id=row[0],
-                ts=row[1],
-                phase=row[2],
-                store=row[3],
-                operation=row[4],
-                thread_id=row[5],
-                checkpoint_ns=row[6],
-                checkpoint_id=row[7],
-                task_id=row[8],
-                error=row[9],
-            )
+            yield JournalEntry(*row[2:], id=row[0], ts=row[1])
 
     def depth(self) -> int:
         """How many entries wait for repair."""
@@ -151,15 +142,26 @@ class Journal:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def mark_repaired(self, thread_ids: list[str]) -> int:
-        """Mark every pending entry of these threads repaired; returns how many."""
+    def mark_repaired(self, ids: Iterable[int]) -> int:
+        """Mark these entries repaired (the ones a repair read, not others of the same thread
+        journaled since); each is marked once. Returns how many this call marked."""
         now = time.time()
         with self._lock:
             cur = self._conn.executemany(
-                "UPDATE journal SET repaired_at = ? WHERE thread_id = ? AND repaired_at IS NULL",
-                [(now, t) for t in thread_ids],
+                "UPDATE journal SET repaired_at = ? WHERE id = ? AND repaired_at IS NULL", [(now, i) for i in ids]
             )
             return cur.rowcount
+
+    # -- as a spool: entries kept here until the control store has them ---------------------
+
+    def oldest(self, limit: int) -> list[JournalEntry]:
+        """Up to `limit` pending entries, oldest first."""
+        return list(self._entries(limit))
+
+    def forget(self, ids: Iterable[int]) -> None:
+        """Drop entries another store now holds."""
+        with self._lock:
+            self._conn.executemany("DELETE FROM journal WHERE id = ?", [(i,) for i in ids])
 
     def close(self) -> None:
         with self._lock:

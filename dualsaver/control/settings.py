@@ -15,10 +15,12 @@
     old = "sqlite:///checkpoints.sqlite"
     new = "postgresql://dualsaver:${DUALSAVER_PG_PASSWORD}@localhost:5432/dualsaver"
 
-    [phase_record]
-    url = "redis://localhost:6379/0"
-    name = "default"                # several migrations can share one record store
-    poll_interval = 2.0             # seconds between two reads of the record
+    [control]                       # the fleet's control store (PostgreSQL or Redis)
+    url = "redis://localhost:6379/0"   # phase record, journal, backfill progress, evidence
+    name = "default"                # several migrations can share one control store
+    poll_interval = 2.0             # seconds between two reads of the phase
+
+`[phase_record]` (url, name, poll_interval) is the older name of `[control]` and still read.
 
 The file is found through `--config PATH` on the command line or `$DUALSAVER_SETTINGS`;
 never implicitly, so a stray file in the working directory cannot change a phase.
@@ -44,7 +46,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENV_SETTINGS = "DUALSAVER_SETTINGS"
-ENV_RECORD = "DUALSAVER_PHASE_RECORD"  # the record URL without a settings file
+ENV_CONTROL = "DUALSAVER_CONTROL_URL"  # the control store's URL without a settings file
+ENV_RECORD = "DUALSAVER_PHASE_RECORD"  # its older name, still read
 ENV_OLD_URL = "DUALSAVER_OLD_URL"
 ENV_NEW_URL = "DUALSAVER_NEW_URL"
 DEFAULT_POLL_INTERVAL = 2.0
@@ -71,6 +74,11 @@ class Settings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     path: str | None = None  # the file these came from
 
+    @property
+    def control_url(self) -> str | None:
+        """The control store (`record_url` is its older name)."""
+        return self.record_url
+
     def saver_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `DualSaver(old, new, **settings.saver_kwargs())`."""
         kwargs: dict[str, Any] = {
@@ -79,6 +87,7 @@ class Settings:
             "journal": self.journal,
             "write_behind": self.write_behind,
             "circuit_cool_down": self.circuit_cool_down,
+            "control": self.record_url,
         }
         if self.canary_percent is not None:
             kwargs["canary_percent"] = self.canary_percent
@@ -104,12 +113,13 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "old": ("old_url", (str,)),
         "new": ("new_url", (str,)),
     },
-    "phase_record": {
+    "control": {
         "url": ("record_url", (str,)),
         "name": ("record_name", (str,)),
         "poll_interval": ("poll_interval", (int, float)),
     },
 }
+ALIASES = {"phase_record": "control"}  # older section names, still read
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -131,7 +141,7 @@ def parse(data: dict[str, Any], source: str = "<settings>", environ: Any = None)
     """Settings from the parsed TOML `data`, validated key by key."""
     values: dict[str, Any] = {"path": source}
     for section, table in data.items():
-        known = SCHEMA.get(section)
+        known = SCHEMA.get(ALIASES.get(section, section))
         if known is None:
             raise SettingsError(
                 f"{source}: unknown section [{section}] (known: {', '.join(SCHEMA)})"
@@ -166,7 +176,7 @@ def _validate(s: Settings, source: str) -> None:
     if not 0 <= s.shadow_read_rate <= 1:
         raise SettingsError(f"{source}: migration.shadow_read_rate must be between 0 and 1")
     if s.poll_interval <= 0:
-        raise SettingsError(f"{source}: phase_record.poll_interval must be positive")
+        raise SettingsError(f"{source}: control.poll_interval must be positive")
     if s.circuit_cool_down is not None and s.circuit_cool_down <= 0:
         object.__setattr__(s, "circuit_cool_down", None)  # documented: 0 never skips
     if s.secondary_timeout is not None and s.secondary_timeout <= 0:
@@ -196,7 +206,7 @@ def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> 
     chosen = path if path is not None else env.get(ENV_SETTINGS) or None
     settings = load(chosen, env) if chosen is not None else Settings()
     fill = {
-        "record_url": env.get(ENV_RECORD),
+        "record_url": env.get(ENV_CONTROL) or env.get(ENV_RECORD),
         "old_url": env.get(ENV_OLD_URL),
         "new_url": env.get(ENV_NEW_URL),
     }

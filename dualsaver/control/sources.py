@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -49,6 +50,11 @@ class StaticPhase:
 
     def __repr__(self) -> str:
         return f"StaticPhase({self.phase.value!r}, origin={self.origin!r})"
+
+
+def replica_name() -> str:
+    """This process among the fleet's replicas: host, pid and a random tail."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def is_phase_source(obj: Any) -> bool:
@@ -116,7 +122,8 @@ class PollingPhaseSource:
     ) -> None:
         self.record = record
         self.interval = float(interval)
-        self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.replica_id = replica_id or replica_name()
+        self.journal_depth: Callable[[], int] = lambda: 0  # set by a DualSaver: its unshipped entries
         self.state: PhaseState | None = None
         self.last_error: str | None = None
         self.unreachable_since: float | None = None
@@ -166,7 +173,7 @@ class PollingPhaseSource:
         self._found(state)
         if self._heartbeats and self._phase is not None:
             try:
-                self.record.heartbeat(self.replica_id, self._phase, self.interval)
+                self.record.heartbeat(self.replica_id, self._phase, self.interval, self.journal_depth())
             except RecordUnavailable as exc:
                 self._lost(str(exc))
         return self._phase

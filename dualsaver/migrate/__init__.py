@@ -23,7 +23,7 @@ from dualsaver.migrate._repair import (
     repairs_for_threads,
     repairs_from_journal,
     repairs_from_report,
-    threads_to_mark,
+    entries_to_mark,
 )
 
 __all__ = [
@@ -52,5 +52,5 @@ __all__ = [
     "repairs_for_threads",
     "repairs_from_journal",
     "repairs_from_report",
-    "threads_to_mark",
+    "entries_to_mark",
 ]

@@ -250,7 +250,8 @@ async def arepair(
     return result
 
 
-def threads_to_mark(entries: Iterable[JournalEntry], repaired: Iterable[str], target: Side) -> list[str]:
-    """Repaired threads whose pending entries all name the target (marking is per thread)."""
-    others = {e.thread_id for e in entries if e.thread_id is not None and e.store != target}
-    return sorted(set(repaired) - others)
+def entries_to_mark(entries: Iterable[JournalEntry], repaired: Iterable[str], target: Side) -> list[int]:
+    """The journal entries a repair settled: those naming the target, of threads it repaired.
+    (Entries journaled after the repair read the journal are not among them.)"""
+    done = set(repaired)
+    return [e.id for e in entries if e.id is not None and e.store == target and e.thread_id in done]

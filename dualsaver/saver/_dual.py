@@ -29,7 +29,7 @@ from langgraph.checkpoint.base import (
 from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
-from dualsaver.control.sources import StaticPhase, phase_source
+from dualsaver.control.sources import StaticPhase, phase_source, replica_name
 from dualsaver.saver import _plans as plans
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
@@ -70,6 +70,10 @@ class DualSaver(BaseCheckpointSaver):
             requires, copies them). Deletes, copies and prunes are always synchronous, and
             so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
             `False` makes every shadow-write call wait for both stores.
+        control: the fleet's control store (`postgresql://...` or `redis://...`); None:
+            `$DUALSAVER_CONTROL_URL`, else the settings file. With one, the journal goes
+            there (through a local spool, so a write never waits on it), and repair reads
+            the whole fleet's entries; without one, it stays in the local file.
         circuit_cool_down: after a secondary fails or times out, its calls are not sent for
             this many seconds (each is journaled at once as missed); then one call at a time
             probes it, and a probe that succeeds sends them again. A turn of several calls
@@ -106,6 +110,7 @@ class DualSaver(BaseCheckpointSaver):
         shadow_read_rate: float = 0.0,
         write_behind: bool = True,
         circuit_cool_down: float | None = 5.0,
+        control: str | None = None,
     ) -> None:
         super().__init__(serde=old.serde)
         if canary_percent is not None and not 0 <= canary_percent <= 100:
@@ -122,7 +127,12 @@ class DualSaver(BaseCheckpointSaver):
         self.strict = strict
         self.write_behind = write_behind
         self.secondary_timeout = secondary_timeout
-        self.recorder = Recorder(journal)
+        loaded = settings.current()
+        replica = getattr(self.phase_source, "replica_id", None) or replica_name()
+        self.recorder = Recorder(journal, control=control or loaded.control_url, control_name=loaded.record_name,
+                                 replica=replica)
+        if hasattr(self.phase_source, "journal_depth"):  # the fleet sees this replica's unshipped entries
+            self.phase_source.journal_depth = self.recorder.unshipped
         self.breakers = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
         self._shells()
 

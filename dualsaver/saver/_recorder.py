@@ -18,7 +18,9 @@ from typing import Any
 
 import structlog
 
+from dualsaver.control.fleet_journal import FleetJournal
 from dualsaver.control.journal import Journal, JournalEntry, journal_exists
+from dualsaver.control.record import open_phase_record
 from dualsaver.control.phase import Phase
 from dualsaver.errors import describe_error
 from dualsaver.observability import telemetry
@@ -64,11 +66,17 @@ class Recorder:
     """Counts, logs and journals misses, tombstones and shadow-read mismatches.
 
     `journal`: a `Journal`, a path for one, or None for `$DUALSAVER_JOURNAL` /
-    `.dualsaver/journal.sqlite`; a path is opened on the first entry, not before."""
+    `.dualsaver/journal.sqlite`; a path is opened on the first entry, not before. With a
+    `control` store URL, entries go to the fleet's journal there, and that file is the local
+    spool of what is not shipped yet (`FleetJournal`)."""
 
-    def __init__(self, journal: Journal | str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, journal: Journal | str | os.PathLike[str] | None = None, *, control: str | None = None,
+        control_name: str = "default", replica: str = "",
+    ) -> None:
         self._journal_arg = journal
-        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
+        self._control, self._control_name, self.replica = control, control_name, replica
+        self._journal: Any = journal if isinstance(journal, Journal) else None
         if self._journal is not None:
             telemetry.watch_journal(self._journal)
         self._lock = threading.Lock()
@@ -76,12 +84,23 @@ class Recorder:
         self.shadow_mismatches: Counter[str] = Counter()
 
     @property
-    def journal(self) -> Journal:
+    def journal(self) -> Any:
+        """The `Journal` (or `FleetJournal`) entries go to, opened on first use."""
         with self._lock:
             if self._journal is None:
-                self._journal = Journal(self._journal_arg)
+                spool = Journal(self._journal_arg)
+                if self._control:
+                    record = open_phase_record(self._control, name=self._control_name)
+                    self._journal = FleetJournal(record, spool, self.replica)
+                else:
+                    self._journal = spool
                 telemetry.watch_journal(self._journal)
             return self._journal
+
+    def unshipped(self) -> int:
+        """Entries this replica holds that the fleet's journal does not yet (0 without one)."""
+        journal = self._journal
+        return journal.unshipped() if isinstance(journal, FleetJournal) else 0
 
     def missed(self, missed: Missed) -> None:
         """Count, log and journal a write a store missed."""
@@ -125,7 +144,7 @@ class Recorder:
         """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
         does not fall back to such a copy. A journal that was never written (not open, no
         file) holds nothing: it is not created just to be asked."""
-        if self._journal is None and not journal_exists(self._journal_arg):
+        if self._journal is None and not self._control and not journal_exists(self._journal_arg):
             return False
         return self.journal.missed_delete(role, thread_id)
 

@@ -1,0 +1,142 @@
+"""The journal of a fleet: what every replica's secondary missed, kept in the control store.
+
+A replica's container may vanish with its disk, so its journal cannot live only there. Each
+entry is written first to a local spool (the SQLite journal, one local insert: the caller
+never waits on the network), and a background shipper moves spooled entries to the control
+store in batches, within about `SHIP_EVERY` seconds. While the control store is unreachable
+the entries wait in the spool, and the shipper retries; closing the saver (or the process
+exiting) ships what is left, within the time it is given. Only a pod lost in the middle of
+an outage of the control store loses the entries it spooled meanwhile.
+
+Repair reads the whole fleet's entries from the control store, and marks each entry
+repaired once, whoever else repairs at the same time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import structlog
+
+from dualsaver.control.journal import Journal, JournalEntry
+from dualsaver.errors import RecordUnavailable
+
+log = structlog.get_logger("dualsaver.journal")
+
+SHIP_EVERY = 0.2  # seconds between two shipments
+BATCH = 500  # entries per shipment
+RETRY = 2.0  # seconds between two tries while the control store is away
+
+
+class FleetJournal:
+    """A `Journal`'s interface over the control store (`record`, a `PhaseRecord`), with
+    `spool` (a local `Journal`) holding what is not shipped yet."""
+
+    def __init__(self, record: Any, spool: Journal, replica: str) -> None:
+        self.record = record
+        self.spool = spool
+        self.replica = replica
+        self.path = spool.path  # what telemetry labels the depth with
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one shipment at a time
+        self._starting = threading.Lock()  # never held across I/O: callers take it
+        self._shipper: threading.Thread | None = None
+        self._away_since: float | None = None
+        _open_journals.add(self)
+
+    # -- what the recorder calls ------------------------------------------------------------
+
+    def record(self, entry: JournalEntry) -> None:
+        self.spool.record(entry)
+        with self._starting:
+            if self._shipper is None:
+                self._shipper = threading.Thread(target=self._ship_forever, name="dualsaver-journal", daemon=True)
+                self._shipper.start()
+        self._wake.set()
+
+    def missed_delete(self, store: str, thread_id: str) -> bool:
+        """Asked on a read-switch fallback: the fleet's entries, and this replica's unshipped
+        ones. With the control store away, only the latter (reads stay available)."""
+        if self.spool.missed_delete(store, thread_id):
+            return True
+        try:
+            return self.record.journal_missed_delete(store, thread_id)
+        except RecordUnavailable:
+            return False
+
+    def unshipped(self) -> int:
+        """Entries this replica has not handed to the control store yet (its heartbeat)."""
+        return self.spool.depth()
+
+    # -- what repair and status call --------------------------------------------------------
+
+    def pending(self) -> Iterator[JournalEntry]:
+        """The fleet's entries waiting for repair, oldest first (after shipping this
+        replica's own)."""
+        self.ship()
+        yield from self.record.journal_pending()
+
+    def depth(self) -> int:
+        return len(self.record.journal_pending()) + self.spool.depth()
+
+    def pending_threads(self) -> list[str]:
+        return sorted({e.thread_id for e in self.pending() if e.thread_id is not None})
+
+    def mark_repaired(self, ids: Iterable[int]) -> int:
+        return self.record.journal_claim(list(ids), by=self.replica)
+
+    # -- shipping ---------------------------------------------------------------------------
+
+    def ship(self) -> bool:
+        """Move spooled entries to the control store now; False if it is away."""
+        with self._lock:  # one shipment at a time, so an entry is never sent twice by us
+            while entries := self.spool.oldest(BATCH):
+                try:
+                    self.record.journal_add(entries, self.replica)
+                except RecordUnavailable as exc:
+                    if self._away_since is None:
+                        self._away_since = time.time()
+                        log.warning("journal_spooling", control=self.record.where, error=str(exc),
+                                    spooled=self.spool.depth())
+                    return False
+                self.spool.forget(e.id for e in entries if e.id is not None)
+            if self._away_since is not None:
+                log.info("journal_shipped", control=self.record.where, outage_seconds=round(time.time() - self._away_since, 3))
+                self._away_since = None
+            return True
+
+    def _ship_forever(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(RETRY if self._away_since is not None else None)
+            self._wake.clear()
+            time.sleep(SHIP_EVERY)  # let a burst of misses gather into one shipment
+            try:
+                self.ship()
+            except Exception as exc:  # never let the shipper die silently
+                log.warning("journal_shipper_error", error=str(exc))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ship what is left (trying for up to `timeout`), then stop."""
+        deadline = time.monotonic() + timeout
+        while not self.ship() and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        self._stop.set()
+        self._wake.set()
+        self.spool.close()
+        self.record.close()
+
+
+_open_journals: weakref.WeakSet[FleetJournal] = weakref.WeakSet()
+
+
+@atexit.register
+def _ship_at_exit() -> None:
+    for journal in list(_open_journals):
+        if not journal._stop.is_set():
+            journal.ship()
