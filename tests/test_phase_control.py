@@ -165,7 +165,7 @@ def test_refused_transitions_say_why_and_what_to_do(record_url, tmp_path):
     migration_status.record_check(_check(divergences=2), settings=settings)
     refused("read-switch", "found 2 divergence(s)", "dualsaver repair")
     migration_status.record_check(_check(shard="0/2"), settings=settings)
-    refused("read-switch", "covered only part of the store")
+    refused("read-switch", "(b)", "cover only part of the store", "1 of 2 shards are in")
     migration_status.record_check(_check(), settings=settings)
     assert phase_set("read-switch")[0] == 0
     assert phase_set("decommission")[0] == 0
@@ -204,7 +204,7 @@ def test_force_overrides_a_guard_loudly_and_is_recorded(record_url, tmp_path):
 def test_no_record_configured_is_a_clear_error(tmp_path):
     done = run_cli("phase", "show", cwd=tmp_path)
     assert done.returncode == 2
-    assert "no phase record configured" in done.stderr and "--record" in done.stderr
+    assert "no control store configured" in done.stderr and "--control" in done.stderr
 
 
 def test_a_step_waits_for_replicas_still_on_the_previous_phase(redis_url, tmp_path):

@@ -46,3 +46,11 @@ def test_replicas_open_a_fresh_postgres_at_once(pg_url_factory) -> None:
 def test_replicas_create_the_record_tables_at_once(pg_url_factory) -> None:
     done = _at_once(RECORD_AT, pg_url_factory(), 6)
     assert [d.stderr[-500:] for d in done if d.returncode != 0] == []
+
+
+def test_a_fresh_target_opens_with_a_pool_too(pg_url: str) -> None:
+    from dualsaver.stores import open_saver, store_fingerprint
+
+    with open_saver(pg_url, pool_size=3) as pooled, open_saver(pg_url.replace("127.0.0.1", "localhost")) as plain:
+        assert pooled.get_tuple({"configurable": {"thread_id": "t"}}) is None
+        assert store_fingerprint(pooled) == store_fingerprint(plain)  # one store, two URLs

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from dualsaver.cli.options import add_command, add_throttle_arguments, parse_shard, throttle_from
+from dualsaver.cli.options import (
+    add_command, add_control_argument, add_throttle_arguments, pair_of, parse_shard, settings_for, throttle_from,
+)
 from dualsaver.stores.serde import add_serde_arguments, serde_from_name
 
 EXAMPLES = """\
@@ -82,6 +84,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_throttle_arguments(p)
+    add_control_argument(p)
     p.set_defaults(func=run)
 
 
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     source, target = ("new", "old") if args.reverse else ("old", "new")
     source_url, target_url = getattr(args, source), getattr(args, target)
     throttle = throttle_from(args)
+    settings = settings_for(args)
     progress = None if args.no_progress else TqdmProgress("backfill" + (" (reverse)" if args.reverse else ""), throttle)
     try:
         with (
@@ -153,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
                 old_name=redact(source_url),
                 new_name=redact(target_url),
                 throttle=throttle,
+                control=settings.control_url,
+                control_name=settings.record_name,
             )
+            savers = {source: source_saver, target: target_saver}
+            pair = pair_of(savers["old"], savers["new"])
     except StoreURLError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2
@@ -168,10 +176,10 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     print(result.summary(), file=sys.stderr)
-    from dualsaver.control.evidence import record_backfill
+    from dualsaver.control.evidence import record_backfill, scope
 
     # What `dualsaver phase set read-switch` and `dualsaver status` read back.
-    record_backfill(result, reverse=args.reverse, partial=bool(args.shard or args.threads))
+    record_backfill(result, reverse=args.reverse, scope=scope(args.shard, args.threads), pair=pair, settings=settings)
     if args.json:
         print(json.dumps(result.as_dict()))
     return 1 if result.failed else 0

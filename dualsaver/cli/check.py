@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 # the serde options are shared with `backfill` and `repair` (re-exported here for them)
-from dualsaver.cli.options import add_command, add_throttle_arguments, parse_shard, throttle_from
+from dualsaver.cli.options import (
+    add_command, add_control_argument, add_throttle_arguments, pair_of, parse_shard, settings_for, throttle_from,
+)
 from dualsaver.stores.serde import SERDES, add_serde_arguments, serde_from_name  # noqa: F401
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -74,6 +76,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     add_throttle_arguments(p)
+    add_control_argument(p)
     p.set_defaults(func=run)
 
 
@@ -162,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         ) as old_saver, open_saver(
             args.new, must_exist=True, pool_size=pool, serde=new_serde
         ) as new_saver:
+            pair = pair_of(old_saver, new_saver)
+            if pair["old"] == pair["new"]:
+                return fail(f"--old and --new are the same store ({redact(args.old)}); check a pair of stores")
             report = check(
                 old_saver,
                 new_saver,
@@ -188,9 +194,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         return fail(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}")
-    from dualsaver.control.evidence import record_check
+    from dualsaver.control.evidence import record_check, scope
 
-    record_check(report)  # the evidence `dualsaver phase set read-switch` asks for
+    # the evidence `dualsaver phase set read-switch` asks for
+    record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args))
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
     threads = len(report.affected_threads())
     verdict = "yes" if report.clean else "no"

@@ -53,3 +53,32 @@ def throttle_from(args: argparse.Namespace) -> Any:
     from dualsaver.control.throttle import throttle_for
 
     return throttle_for(args.max_rate, args.max_load, args.throttle_file)
+
+
+def add_control_argument(p: argparse.ArgumentParser) -> None:
+    """--control URL: the fleet's control store (phase record, journal, progress, evidence)."""
+    p.add_argument(
+        "--control", metavar="URL",
+        help="the fleet's control store, postgresql://... or redis://... (default: the settings file,"
+        " $DUALSAVER_CONTROL_URL); without one, progress and evidence stay in local files",
+    )
+
+
+def settings_for(args: argparse.Namespace) -> Any:
+    """The settings in force (--config, else $DUALSAVER_SETTINGS), with --control (or its
+    older name --record) in place of the control store they name."""
+    from dataclasses import replace
+
+    from dualsaver.control import settings
+
+    loaded = settings.current(getattr(args, "config", None))
+    control = getattr(args, "control", None) or getattr(args, "record", None)
+    return replace(loaded, record_url=control) if control else loaded
+
+
+def pair_of(old_saver: Any, new_saver: Any) -> dict[str, str]:
+    """The fingerprints of the pair of stores a run used (what the read-switch guard
+    compares with the configured pair)."""
+    from dualsaver.stores import store_fingerprint
+
+    return {"old": store_fingerprint(old_saver), "new": store_fingerprint(new_saver)}

@@ -38,7 +38,7 @@ rules:
   read-switch needs a successful full backfill and a clean full check started after it
   a step is refused while live replicas still report the previous phase (use --wait)
 
-The record is named by --record, else phase_record.url in the settings file (--config or
+The record is named by --control (or --record), else control.url in the settings file (--config or
 $DUALSAVER_SETTINGS), else $DUALSAVER_PHASE_RECORD. Passwords are never printed.
 
 exit status: 0 done (or already there), 1 refused by a guard, 2 could not run (no record,
@@ -57,7 +57,8 @@ def phase_arg(text: str) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--record", metavar="URL", help="the phase record (postgresql://... or redis://...)")
+    p.add_argument("--control", "--record", dest="record", metavar="URL",
+                   help="the fleet's control store holding the phase record (postgresql://... or redis://...)")
     p.add_argument("--name", metavar="NAME", help="the migration's name in the record (default: settings, else 'default')")
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
 
@@ -111,10 +112,34 @@ def _open(args: argparse.Namespace) -> Any:
     url = args.record or s.record_url
     if not url:
         raise ValueError(
-            "no phase record configured: pass --record URL, or set phase_record.url in the"
-            f" settings file, or ${settings_module.ENV_RECORD}"
+            "no control store configured: pass --control URL, or set control.url in the"
+            f" settings file, or ${settings_module.ENV_CONTROL}"
         )
     return open_phase_record(url, name=args.name or s.record_name), s
+
+
+def _evidence(record: Any, state: Any, settings: Any, *, verify_pair: bool = False) -> Any:
+    """What the guards need: the recorded outcomes, judged against the configured pair of
+    stores (`verify_pair`, when the settings or the environment name it) and the journal's
+    open entries."""
+    from dualsaver.control import evidence
+
+    return evidence.evidence(
+        record, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
+        unrepaired_new=sum(1 for e in record.journal_pending() if e.store == "new"),
+    )
+
+
+def _configured_pair(settings: Any) -> dict[str, str] | None:
+    """The fingerprints of stores.old / stores.new ($DUALSAVER_OLD_URL / _NEW_URL); None when
+    they are not named (the pair the last whole backfill ran on is the migration's then)."""
+    if not (settings.old_url and settings.new_url):
+        return None
+    from dualsaver.cli.options import pair_of
+    from dualsaver.stores import open_saver
+
+    with open_saver(settings.old_url, must_exist=True) as old, open_saver(settings.new_url, must_exist=True) as new:
+        return pair_of(old, new)
 
 
 def _when(ts: float | None) -> str:
@@ -145,14 +170,13 @@ def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from dualsaver.control import evidence as migration_status
     from dualsaver.control.phase import Phase
     from dualsaver.control.sources import ENV_VAR
     from dualsaver.errors import RecordUnavailable
     from dualsaver.errors import SettingsError
 
     try:
-        record, _ = _open(args)
+        record, _s = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
     try:
@@ -161,7 +185,7 @@ def run_show(args: argparse.Namespace) -> int:
             history = record.history(args.history)
             replicas = record.replicas()
             current = state.phase if state else Phase.SHADOW_WRITE
-            evidence = migration_status.evidence(record, state.changed_at if state else None)
+            evidence = _evidence(record, state, _s)
     except RecordUnavailable as exc:
         return fail(EXIT_CANNOT, str(exc))
     moves = allowed_moves(current, evidence)
@@ -210,17 +234,16 @@ def run_show(args: argparse.Namespace) -> int:
 def run_set(args: argparse.Namespace) -> int:
     import structlog
 
-    from dualsaver.control import evidence as migration_status
     from dualsaver.control.phase import Phase, TransitionError, guard_transition
     from dualsaver.control.record import who
-    from dualsaver.errors import ConcurrentChange, RecordUnavailable
+    from dualsaver.errors import ConcurrentChange, RecordUnavailable, StoreURLError
     from dualsaver.errors import SettingsError
 
     log = structlog.get_logger("dualsaver.cli.phase")
     target: Phase = args.phase
     by = args.by or who()
     try:
-        record, _ = _open(args)
+        record, settings = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
     with record:
@@ -232,7 +255,8 @@ def run_set(args: argparse.Namespace) -> int:
                 return _wait(record, target, args.wait)
             refusal = None
             try:
-                guard_transition(current, target, migration_status.evidence(record, state.changed_at if state else None))
+                facts = _evidence(record, state, settings, verify_pair=target is Phase.READ_SWITCH)
+                guard_transition(current, target, facts)
                 behind = lagging(record, current) if state is not None else []
                 if behind:
                     names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
@@ -264,7 +288,7 @@ def run_set(args: argparse.Namespace) -> int:
             )
         except ConcurrentChange as exc:
             return fail(EXIT_RACE, str(exc))
-        except RecordUnavailable as exc:
+        except (RecordUnavailable, StoreURLError) as exc:  # a store of the configured pair is away
             return fail(EXIT_CANNOT, str(exc))
         log.info(
             "phase_set",

@@ -5,8 +5,14 @@ They go to the phase record's store when one is configured (so every operator an
 sees the same facts), else to a local JSON file (`migration.status_file`,
 `$DUALSAVER_STATUS`, default `.dualsaver/status.json`).
 
-    record_backfill(result, reverse=args.reverse, partial=bool(args.shard or args.threads))
-    record_check(report)
+    record_backfill(result, reverse=args.reverse, scope=scope(args.shard, args.threads), pair=pair)
+    record_check(report, scope=scope(args.shard, args.threads), pair=pair)
+
+Each outcome is kept under its scope (`backfill/all`, `check/2of4`, ...), with the
+fingerprints of the pair of stores it ran on (`dualsaver.stores.store_fingerprint`), so the
+read-switch guard can tell a full check (one whole run, or every shard of one sharded run)
+of the migration's own pair from a partial one or one of other stores. The newest outcome of
+any scope is also kept under `backfill` / `check` for `dualsaver status`.
 
 Recording never fails the job it records: if the status cannot be written, a warning is
 logged and the guard, finding no record, refuses to switch reads (the safe side).
@@ -69,6 +75,9 @@ class LocalStatusFile:
         entry = self._load().get(kind)
         return entry["value"] if entry else None
 
+    def list_status(self, prefix: str) -> dict[str, dict[str, Any]]:
+        return {k: v["value"] for k, v in self._load().items() if k.startswith(prefix)}
+
     def close(self) -> None:
         pass
 
@@ -95,8 +104,21 @@ def _save(kind: str, value: dict[str, Any], settings: Any) -> bool:
     return True
 
 
+def scope(shard: tuple[int, int] | None, thread_ids: Any = None) -> str:
+    """What part of the store a run covered: `all`, one shard `IofN`, or chosen `threads`."""
+    if thread_ids:
+        return "threads"
+    return f"{shard[0]}of{shard[1]}" if shard else "all"
+
+
+def _record(kind: str, scope_: str, value: dict[str, Any], settings: Any) -> bool:
+    value = {**value, "scope": scope_}
+    return _save(f"{kind}/{scope_}", value, settings) and _save(kind, value, settings)
+
+
 def record_backfill(
-    result: Any, *, reverse: bool = False, partial: bool = False, settings: Any = None
+    result: Any, *, reverse: bool = False, scope: str = "all", pair: dict[str, str] | None = None,
+    settings: Any = None,
 ) -> bool:
     """Record a finished `BackfillResult` (a dry run is not recorded). True if recorded."""
     if getattr(result, "dry_run", False):
@@ -105,7 +127,8 @@ def record_backfill(
         "finished_at": float(getattr(result, "finished_at", 0) or time.time()),
         "started_at": float(getattr(result, "started_at", 0) or 0),
         "ok": not result.failed,
-        "full": not partial,
+        "full": scope == "all",
+        "pair": pair,
         "threads": result.threads,
         "threads_resumed": result.threads_resumed,
         "checkpoints": result.checkpoints,
@@ -116,12 +139,18 @@ def record_backfill(
         "exact": result.exact,
         "elapsed_s": round(result.elapsed_s, 3),
     }
-    return _save(REVERSE_BACKFILL if reverse else BACKFILL, value, settings)
+    return _record(REVERSE_BACKFILL if reverse else BACKFILL, scope, value, settings)
 
 
-def record_check(report: Any, *, settings: Any = None) -> bool:
-    """Record a finished check (`DivergenceReport`). True if recorded."""
+def record_check(
+    report: Any, *, scope: str | None = None, pair: dict[str, str] | None = None, settings: Any = None
+) -> bool:
+    """Record a finished check (`DivergenceReport`); its scope, unless given, is what the
+    report says it covered. True if recorded."""
     s = report.summary
+    if scope is None:
+        shard = s.get("shard")
+        scope = "threads" if s.get("thread_filter") is not None else (shard.replace("/", "of") if shard else "all")
     now = time.time()
     value = {
         "finished_at": now,
@@ -129,32 +158,80 @@ def record_check(report: Any, *, settings: Any = None) -> bool:
         # `duration_seconds` before now (its own started_at has whole seconds only).
         "started_at": now - float(s.get("duration_seconds") or 0),
         "clean": bool(report.clean),
-        "full": not s.get("shard") and s.get("thread_filter") is None,
+        "full": scope == "all",
+        "pair": pair,
         "divergences": len(report.divergences),
         "counts": {k: v for k, v in (s.get("counts") or {}).items() if v},
         "threads_compared": s.get("threads_compared", 0),
         "checkpoints_compared": s.get("checkpoints_compared", 0),
         "stores": {k: redact(str(v)) for k, v in (s.get("stores") or {}).items()},
     }
-    return _save(CHECK, value, settings)
+    return _record(CHECK, scope, value, settings)
 
 
 def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
 
-def evidence(store: Any, entered_at: float | None) -> Evidence:
-    """What the guards need, from the recorded outcomes."""
-    b, r, c = store.get_status(BACKFILL), store.get_status(REVERSE_BACKFILL), store.get_status(CHECK)
+def _whole_runs(outcomes: dict[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The runs that cover the whole keyspace: each `all` outcome, and each set of shards
+    `0ofN`..`N-1ofN` (the newest outcome of each shard), newest run first."""
+    runs = [[v] for k, v in outcomes.items() if k.endswith("/all")]
+    shards: dict[int, dict[int, dict[str, Any]]] = {}
+    for key, value in outcomes.items():
+        part = key.rsplit("/", 1)[1]
+        if "of" in part:
+            i, n = (int(x) for x in part.split("of"))
+            shards.setdefault(n, {})[i] = value
+    runs += [list(found.values()) for n, found in shards.items() if len(found) == n]
+    return sorted(runs, key=lambda run: -max(v.get("finished_at", 0) for v in run))
+
+
+def _shards_in(outcomes: dict[str, dict[str, Any]]) -> str | None:
+    """How far the newest incomplete sharded run got: `2 of 4 shards`."""
+    counts: dict[int, int] = {}
+    for key in outcomes:
+        part = key.rsplit("/", 1)[1]
+        if "of" in part:
+            n = int(part.split("of")[1])
+            counts[n] = counts.get(n, 0) + 1
+    partial = [(have, n) for n, have in counts.items() if have < n]
+    return f"{partial[-1][0]} of {partial[-1][1]} shards" if partial else None
+
+
+def evidence(
+    store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None, unrepaired_new: int = 0
+) -> Evidence:
+    """What the guards need, from the recorded outcomes. `pair` holds the fingerprints of
+    the configured old and new stores (None: the pair the newest whole backfill ran on);
+    `unrepaired_new` counts journal entries naming new that no repair has settled."""
+    backfills = _whole_runs(store.list_status(f"{BACKFILL}/"))
+    checks = _whole_runs(store.list_status(f"{CHECK}/"))
+    b = store.get_status(BACKFILL)  # the newest, whatever it covered: for the messages
+    r, c = store.get_status(REVERSE_BACKFILL), store.get_status(CHECK)
+    backfill_at, backfill_ok, backfill_full = (b["finished_at"], bool(b["ok"]), bool(b.get("full", True))) if b else (None, False, True)
+    if backfills and backfills[0][0].get("finished_at", 0) >= (b or {}).get("finished_at", 0) - 1e-6:
+        run = backfills[0]
+        backfill_at = max(v["finished_at"] for v in run)
+        backfill_ok, backfill_full = all(v["ok"] for v in run), True
+        pair = pair or run[0].get("pair")
+    ours = [run for run in checks if pair is None or all(v.get("pair") in (None, pair) for v in run)]
+    check = ours[0] if ours else None
+    if c is not None and c.get("scope", "all") != "all":  # the newest check covered a part...
+        if check is None or max(v["finished_at"] for v in check) < c["finished_at"]:
+            check = None  # ...and no whole one came after it: say so
     return Evidence(
-        backfill_at=b["finished_at"] if b else None,
-        backfill_ok=bool(b and b["ok"]),
-        backfill_full=bool(b is None or b.get("full", True)),
+        backfill_at=backfill_at,
+        backfill_ok=backfill_ok,
+        backfill_full=backfill_full,
         reverse_backfill_at=r["finished_at"] if r and r.get("full", True) else None,
         reverse_backfill_ok=bool(r and r["ok"]),
-        check_at=c["started_at"] if c else None,
-        check_clean=bool(c and c["clean"]),
-        check_full=bool(c is None or c.get("full", True)),
-        check_divergences=int(c["divergences"]) if c else 0,
+        check_at=min(v["started_at"] for v in check) if check else (c["started_at"] if c else None),
+        check_clean=all(v["clean"] for v in check) if check else bool(c and c["clean"]),
+        check_full=check is not None or c is None,
+        check_divergences=sum(v["divergences"] for v in check) if check else (int(c["divergences"]) if c else 0),
+        check_other_pair=bool(checks) and not ours and check is None and c is not None and c.get("scope", "all") == "all",
+        check_shards=None if check else _shards_in(store.list_status(f"{CHECK}/")),
+        unrepaired_new=unrepaired_new,
         entered_at=entered_at,
     )

@@ -99,6 +99,9 @@ class Evidence:
     check_clean: bool = False
     check_full: bool = True
     check_divergences: int = 0
+    check_other_pair: bool = False  # every whole check compared other stores than the pair
+    check_shards: str | None = None  # how far an incomplete sharded check got ("2 of 4 shards")
+    unrepaired_new: int = 0  # journal entries naming new that no repair settled
     entered_at: float | None = None
 
 
@@ -133,19 +136,31 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
             f"cannot switch reads: the last backfill ({_when(e.backfill_at)}) is not complete"
             f" ({why}); run it again until it finishes cleanly, then `dualsaver check`"
         )
-    if e.check_at is None or e.check_at < e.backfill_at:
+    if e.check_other_pair:
         raise TransitionError(
-            f"cannot switch reads: no check has started since the last backfill finished"
-            f" ({_when(e.backfill_at)}); run `dualsaver check` and repair what it finds"
+            "cannot switch reads: (a) no whole check compared the migration's own pair of stores"
+            " (the checks recorded compared other stores: a typo in --old or --new?); run"
+            " `dualsaver check` on the configured old and new"
         )
     if not e.check_full:
+        shards = f" ({e.check_shards} are in)" if e.check_shards else ""
         raise TransitionError(
-            f"cannot switch reads: the last check ({_when(e.check_at)}) covered only part of"
-            " the store; run a full `dualsaver check`"
+            f"cannot switch reads: (b) the checks recorded cover only part of the store{shards};"
+            " run a full `dualsaver check`, or the missing shards of the sharded one"
+        )
+    if e.check_at is None or e.check_at < e.backfill_at:
+        raise TransitionError(
+            f"cannot switch reads: (c) no check has started since the last backfill finished"
+            f" ({_when(e.backfill_at)}); run `dualsaver check` and repair what it finds"
         )
     if not e.check_clean:
         raise TransitionError(
             f"cannot switch reads: the last check ({_when(e.check_at)}) found"
             f" {e.check_divergences} divergence(s); run `dualsaver repair`, then"
             " `dualsaver check` again"
+        )
+    if e.unrepaired_new:
+        raise TransitionError(
+            f"cannot switch reads: (d) {e.unrepaired_new} journal entr(ies) name writes new missed"
+            " that no repair has settled; run `dualsaver repair --journal`, then check again"
         )

@@ -42,7 +42,8 @@ from dualsaver import sansio
 from dualsaver.migrate._copy import read_batches, write_batch
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, passthrough, prepare
 from dualsaver.control.throttle import Throttle
-from dualsaver.migrate.progress import BackfillState
+from dualsaver.control.sources import replica_name
+from dualsaver.migrate.progress import open_progress
 from dualsaver.observability import telemetry
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, in_shard, native_for, store_identity
@@ -54,6 +55,9 @@ class Progress(Protocol):
     def start(self, total: int | None, already_done: int) -> None: ...
 
     def advance(self, thread_id: str, status: str, checkpoints: int, writes: int) -> None: ...
+
+
+RESUME_CHUNK = 500  # thread ids asked at once whether an earlier run finished them
 
 
 @dataclass
@@ -127,6 +131,8 @@ class Job:
         progress: Progress | None,
         state_path: Any,
         throttle: Throttle | None = None,
+        control: str | None = None,
+        control_name: str = "default",
     ) -> None:
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
             raise ValueError(f"bad shard {shard[0]}/{shard[1]}: need 0 <= index < count")
@@ -139,7 +145,8 @@ class Job:
         for side, store in (("the source", source), ("the target", target)):
             if not store.exact:
                 self.result.notes.append(APPROXIMATE_NOTE.format(side=side))
-        self.state = BackfillState(state_path, old=old_name, new=new_name, shard=shard)
+        self.state = open_progress(state_path, old=old_name, new=new_name, shard=shard, control=control,
+                                   control_name=control_name, runner=replica_name())
         if not resume and not dry_run:
             self.state.restart()
         self.throttle = throttle
@@ -148,6 +155,8 @@ class Job:
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._counted = 0  # checkpoints already added to the backfill metric
         self._t0 = time.perf_counter()
+        self._beat = 0.0  # when the counters last went to the progress store
+        self.total: int | None = None
 
     def wanted_ids(self) -> Plan[None]:
         """Emit the ids of the threads this run covers (the shard's, or the ones named)."""
@@ -159,14 +168,28 @@ class Job:
             if in_shard(thread_id, self.shard):
                 yield Emit((thread_id,))
 
-    def todo(self, thread_id: str) -> bool:
-        """False when an earlier run finished this thread (resume)."""
-        if self.state.is_done(thread_id):
-            self.result.threads_resumed += 1
-            return False
-        return True
+    def todo_ids(self) -> Plan[None]:
+        """Emit the ids of the threads still to copy: the wanted ones an earlier run (here or
+        on another machine) has not finished, asked for a chunk at a time."""
+        chunk: list[str] = []
+        for_each = sansio.for_each(self.wanted_ids(), lambda thread_id: self._pending(chunk, thread_id))
+        yield from for_each
+        yield from self._unfinished(chunk)
+
+    def _pending(self, chunk: list[str], thread_id: str) -> Plan[None]:
+        chunk.append(thread_id)
+        if len(chunk) >= RESUME_CHUNK:
+            yield from self._unfinished(chunk)
+
+    def _unfinished(self, chunk: list[str]) -> Plan[None]:
+        if chunk:
+            done = self.state.done_among(chunk)  # the progress store: local, or a short query
+            self.result.threads_resumed += len(done)
+            yield Emit([t for t in chunk if t not in done])
+            chunk.clear()
 
     def started(self, total: int | None) -> None:
+        self.total = total
         if self.progress is not None:
             self.progress.start(total, self.state.done_count())
 
@@ -189,6 +212,10 @@ class Job:
                     telemetry.backfill_threads.add(failed, {"outcome": "failed"})
                 telemetry.backfill_checkpoints.add(flow.checkpoints - self._counted)
                 self._counted = flow.checkpoints
+            if not self.dry_run and time.monotonic() - self._beat >= 1.0:  # what status shows
+                self._beat = time.monotonic()
+                self.state.update({"total": self.total, "threads": r.threads, "failed": r.failed,
+                                   "checkpoints": flow.checkpoints, "resumed": r.threads_resumed})
             if self.progress is not None:  # the counts since the last report go with the first
                 added = (flow.checkpoints - self._reported[0], flow.writes - self._reported[1])
                 self._reported = (flow.checkpoints, flow.writes)
@@ -204,6 +231,8 @@ class Job:
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.finished_at = time.time()
         if not self.dry_run:
+            self.state.update({"total": self.total, "threads": r.threads, "failed": r.failed,
+                               "checkpoints": r.checkpoints, "resumed": r.threads_resumed})
             self.state.finish(self.result.summary())
         self.state.close()
         return self.result
@@ -216,22 +245,25 @@ def backfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
+    control: str | None = None, control_name: str = "default",
 ) -> BackfillResult:
     """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
 
     `shard=(i, n)` takes the threads whose stable hash falls in shard i of n; `thread_ids`
     limits the run to those threads; `resume=False` forgets earlier progress; `dry_run`
     writes nothing and counts what would be added. `old_name`/`new_name` name the stores in
-    the progress record (default: derived from the savers, passwords redacted)."""
+    the progress record (default: derived from the savers, passwords redacted). With a
+    `control` store URL, progress goes there (a shard re-run elsewhere resumes), else to
+    `state_path` (`.dualsaver/backfill.sqlite`)."""
     source, target = native_for(old), native_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
     job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
-              progress=progress, state_path=state_path, throttle=throttle)
+              progress=progress, state_path=state_path, throttle=throttle, control=control, control_name=control_name)
     io = Targets(source=source, target=target)
     try:
         if progress is not None:
             job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
-        todo = (t for t in sansio.stream(job.wanted_ids(), io) if job.todo(t))
+        todo = sansio.stream(job.todo_ids(), io)
         _pump(job.flow, io, target, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
@@ -242,17 +274,18 @@ async def abackfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
+    control: str | None = None, control_name: str = "default",
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
     source, target = anative_for(old), anative_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
     job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
-              progress=progress, state_path=state_path, throttle=throttle)
+              progress=progress, state_path=state_path, throttle=throttle, control=control, control_name=control_name)
     io = AsyncTargets(source=source, target=target)
     try:
         if progress is not None:
             job.started(sum([1 async for _ in sansio.astream(job.wanted_ids(), io)]))
-        todo = (t async for t in sansio.astream(job.wanted_ids(), io) if job.todo(t))
+        todo = sansio.astream(job.todo_ids(), io)
         await _apump(job.flow, io, target, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()

@@ -14,7 +14,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dualsaver.redact import redact
 
@@ -77,13 +79,22 @@ class BackfillState:
         )
 
     def is_done(self, thread_id: str) -> bool:
+        return bool(self.done_among([thread_id]))
+
+    def done_among(self, thread_ids: Sequence[str]) -> set[str]:
+        """Which of these threads an earlier run finished."""
         if not self._done_before:
-            return False  # a fresh job: nothing to look up (each thread is visited once)
+            return set()  # a fresh job: nothing to look up (each thread is visited once)
+        marks = ",".join("?" * len(thread_ids))
         with self._lock:
-            row = self._conn.execute(
-                "SELECT 1 FROM done WHERE job = ? AND thread_id = ?", (self.job, thread_id)
-            ).fetchone()
-        return row is not None
+            rows = self._conn.execute(
+                f"SELECT thread_id FROM done WHERE job = ? AND thread_id IN ({marks})", (self.job, *thread_ids)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def update(self, counters: dict[str, Any]) -> None:
+        """Counters for `dualsaver status` (kept by the control store; a local run shows its
+        threads done)."""
 
     def done_count(self) -> int:
         with self._lock:
@@ -136,3 +147,56 @@ class BackfillState:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class FleetProgress:
+    """A job's progress in the control store, so a shard re-run on another machine resumes
+    where it was, and `dualsaver status` shows every shard. The same interface as
+    `BackfillState`; `record` is the control store (a `PhaseRecord`)."""
+
+    def __init__(self, record: Any, *, old: str, new: str, shard: tuple[int, int] | None, runner: str = "") -> None:
+        self.record = record
+        self.job = job_key(old, new, shard)
+        self.path = f"control store {record.where}"
+        self._meta = {"old": redact(old), "new": redact(new), "shard": f"{shard[0]}/{shard[1]}" if shard else "all",
+                      "runner": runner}
+        self.record.job_begin(self.job, self._meta, restart=False)
+
+    def is_done(self, thread_id: str) -> bool:
+        return bool(self.done_among([thread_id]))
+
+    def done_among(self, thread_ids: Sequence[str]) -> set[str]:
+        return self.record.done_filter(self.job, thread_ids)
+
+    def done_count(self) -> int:
+        return self.record.done_count(self.job)
+
+    def mark_done_many(self, thread_ids: list[str]) -> None:
+        if thread_ids:
+            self.record.done_add(self.job, thread_ids)
+
+    def update(self, counters: dict[str, Any]) -> None:
+        self.record.job_update(self.job, counters)
+
+    def restart(self) -> None:
+        self.record.job_begin(self.job, self._meta, restart=True)
+
+    def finish(self, summary: str) -> None:
+        self.record.job_update(self.job, {"finished_at": time.time(), "summary": summary})
+
+    def close(self) -> None:
+        self.record.close()
+
+
+def open_progress(
+    path: Any, *, old: str, new: str, shard: tuple[int, int] | None, control: str | None = None,
+    control_name: str = "default", runner: str = "",
+) -> BackfillState | FleetProgress:
+    """Where a backfill keeps its progress: the control store when there is one, else the
+    local file (`path`, `$DUALSAVER_BACKFILL_STATE`, `.dualsaver/backfill.sqlite`)."""
+    if control:
+        from dualsaver.control.record import open_phase_record
+
+        return FleetProgress(open_phase_record(control, name=control_name), old=old, new=new, shard=shard,
+                             runner=runner)
+    return BackfillState(path, old=old, new=new, shard=shard)

@@ -17,7 +17,7 @@ from dualsaver.errors import StoreUnreachable, StoreURLError
 from dualsaver.redact import redact
 from dualsaver.stores._adapters import ThreadedStore, anative_for, native_for
 from dualsaver.stores._open import aopen_saver, open_saver
-from dualsaver.stores.identity import store_identity
+from dualsaver.stores.identity import store_fingerprint, store_identity
 from dualsaver.stores.native import (
     AsyncNativeStore,
     NativeStore,
@@ -44,5 +44,6 @@ __all__ = [
     "open_saver",
     "redact",
     "shard_of",
+    "store_fingerprint",
     "store_identity",
 ]

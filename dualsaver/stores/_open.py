@@ -8,7 +8,9 @@ query and set up; each registers what it opened on an exit stack, closed with th
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails instead of hanging
 _SQLITE_HAS_TABLES = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
 _PG_HAS_TABLES = "SELECT to_regclass('checkpoints') IS NOT NULL AS present"
 SETUP_LOCK = 0x64_75_61_6C_73_76_72  # the advisory lock key ("dualsvr") serializing setup()
+LOCK_POLL = 0.05  # seconds between two tries for it
 _memory_savers: dict[str, Any] = {}  # memory://name -> one saver per process
 
 
@@ -77,10 +80,11 @@ def _open_plan(spec: StoreURL, serde: Any, pool_size: int, must_exist: bool) -> 
     conn = yield Call("open", "postgres_connect", (spec.target, kwargs))
     if must_exist and not (yield Call("open", "first_row", (conn, _PG_HAS_TABLES)))["present"]:
         raise _no_tables(spec)
+    pool = None
     if pool_size > 1:
         kwargs.pop("connect_timeout", None)  # the pool's own timeout applies
-        conn = yield Call("open", "postgres_pool", (spec.target, pool_size, kwargs))
-    saver = yield Call("open", "postgres_saver", (conn, serde))
+        pool = yield Call("open", "postgres_pool", (spec.target, pool_size, kwargs))
+    saver = yield Call("open", "postgres_saver", (pool or conn, serde))
     if not must_exist:  # a source is read as it is; a target gets the saver's own migrations
         # Replicas starting at once against a fresh database would race in the saver's
         # migrations (a duplicate key in checkpoint_migrations): one at a time.
@@ -125,6 +129,10 @@ def _memory_saver(spec: StoreURL, serde: Any) -> Any:
     if spec.target not in _memory_savers:
         _memory_savers[spec.target] = InMemorySaver(serde=serde)
     return _memory_savers[spec.target]
+
+
+def _held(row: Any) -> bool:
+    return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])
 
 
 def _serde_kwargs(serde: Any) -> dict[str, Any]:
@@ -174,7 +182,10 @@ class Opener:
         return conn.execute(sql).fetchone()
 
     def postgres_lock(self, conn: Any, key: int) -> None:
-        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        # Polled, not waited for: the saver's migrations CREATE INDEX CONCURRENTLY, which
+        # waits for every open transaction, and a session blocked in pg_advisory_lock is one.
+        while not _held(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()):
+            time.sleep(LOCK_POLL)
 
     def postgres_unlock(self, conn: Any, key: int) -> None:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
@@ -229,7 +240,8 @@ class AsyncOpener:
         return await cursor.fetchone()
 
     async def apostgres_lock(self, conn: Any, key: int) -> None:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        while not _held(await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()):
+            await asyncio.sleep(LOCK_POLL)
 
     async def apostgres_unlock(self, conn: Any, key: int) -> None:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 from typing import Any
 
 from dualsaver.redact import redact
@@ -34,3 +35,49 @@ def store_identity(saver: Any) -> str:
     if isinstance(conninfo, str):
         return redact(conninfo)
     return f"{name}#{id(saver)}"  # not durable across processes; fine for in-memory stores
+
+
+def store_fingerprint(saver: Any) -> str:
+    """Which store this is, whatever URL named it: two URLs that reach the same database give
+    the same fingerprint, and two databases never do. PostgreSQL: the cluster's system id
+    (else the server address the connection reached) and the database; SQLite: the file's
+    device and inode; dualsaver's Redis saver: an id it keeps in the store, per prefix.
+    Anything else falls back to `store_identity`."""
+    saver = getattr(saver, "saver", saver)
+    conn = getattr(saver, "conn", None)
+    raw = getattr(conn, "_conn", None) or conn
+    if isinstance(raw, sqlite3.Connection):
+        rows = raw.execute("PRAGMA database_list").fetchall()
+        path = next((r[2] for r in rows if r[1] == "main"), "")
+        if path:
+            stat = os.stat(path)
+            return f"sqlite:{stat.st_dev}:{stat.st_ino}"
+        return f"sqlite:memory:{id(raw)}"
+    if type(conn).__module__.startswith("psycopg"):  # a psycopg connection, or a psycopg_pool pool
+        return _postgres_fingerprint(conn)
+    if hasattr(saver, "_keys") and hasattr(saver, "client") and hasattr(saver, "prefix"):
+        key = f"{{{saver.prefix}}}:identity"
+        saver.client.set(key, uuid.uuid4().hex, nx=True)
+        return f"redis:{saver.client.get(key).decode()}"
+    return store_identity(saver)
+
+
+def _postgres_fingerprint(conn: Any) -> str:
+    import contextlib
+
+    def ask(c: Any) -> str:
+        cur = c.execute(
+            "SELECT current_database(), coalesce(host(inet_server_addr()), 'local') || ':'"
+            " || coalesce(inet_server_port()::text, '')"
+        )
+        row = cur.fetchone()
+        db, where = (row["current_database"], row["?column?"]) if isinstance(row, dict) else row
+        with contextlib.suppress(Exception):  # superusers and pg_monitor see the cluster's own id
+            found = c.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+            where = found["system_identifier"] if isinstance(found, dict) else found[0]
+        return f"postgresql:{where}/{db}"
+
+    if type(conn).__module__.startswith("psycopg_pool"):
+        with conn.connection() as c:
+            return ask(c)
+    return ask(conn)
