@@ -6,7 +6,7 @@ divergent or failed, 2 could not run (bad URL, unreadable report, missing journa
 
 from __future__ import annotations
 
-from dualsaver.cli.options import add_command, add_throttle_arguments, throttle_from
+from dualsaver.cli.options import add_command, add_control_argument, add_throttle_arguments, settings_for, throttle_from
 
 import argparse
 import json
@@ -22,7 +22,10 @@ examples:
   dualsaver check  --old sqlite:///app.sqlite --new postgresql://app@db/app --report check.json
   dualsaver repair --old sqlite:///app.sqlite --new postgresql://app@db/app --report check.json
 
-  # redo the secondary writes that failed (the journal the DualSaver keeps)
+  # redo the secondary writes that failed: the whole fleet's, from the control store
+  dualsaver repair --old ... --new ... --journal --control postgresql://ops@db/control
+
+  # or one machine's local journal
   dualsaver repair --old ... --new ... --journal .dualsaver/journal.sqlite
 
   # see what it would do first
@@ -52,7 +55,11 @@ def register(subparsers: Any) -> None:
     add_store_arguments(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--report", metavar="PATH", help="a JSON report written by dualsaver check")
-    what.add_argument("--journal", metavar="PATH", help="the DualSaver's failure journal")
+    what.add_argument(
+        "--journal", metavar="PATH", nargs="?", const="",
+        help="the secondary-failure journal: with no PATH, the whole fleet's in the control store (--control,"
+        " control.url, $DUALSAVER_CONTROL_URL), else the local one (.dualsaver/journal.sqlite)",
+    )
     p.add_argument(
         "--source",
         choices=("old", "new"),
@@ -63,6 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="allow repairing the phase's primary store")
     p.add_argument("--no-verify", action="store_true", help="skip the re-check of repaired threads")
     add_throttle_arguments(p)
+    add_control_argument(p)
     p.set_defaults(func=run)
 
 
@@ -74,17 +82,32 @@ def fail(message: str) -> int:
 def _load_repairs(args: argparse.Namespace, source: str) -> tuple[list, Any, list]:
     """(repairs, journal or None, pending entries)"""
     from dualsaver.checker.findings import DivergenceReport
-    from dualsaver.control.journal import Journal
     from dualsaver.migrate import repairs_from_journal, repairs_from_report
 
     if args.report:
         report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
         return repairs_from_report(report, source), None, []  # type: ignore[arg-type]
-    if not Path(args.journal).is_file():
-        raise FileNotFoundError(f"no journal at {args.journal}")
-    journal = Journal(args.journal)
+    journal = _open_journal(args)
     entries = list(journal.pending())
     return repairs_from_journal(entries, source), journal, entries  # type: ignore[arg-type]
+
+
+def _open_journal(args: argparse.Namespace) -> Any:
+    """The journal named by --journal PATH; with no PATH, the fleet's (when a control store is
+    configured: every replica's entries, marked repaired once whoever repairs) or the local one."""
+    from dualsaver.control.fleet_journal import FleetJournal
+    from dualsaver.control.journal import Journal, journal_path
+    from dualsaver.control.record import open_phase_record
+    from dualsaver.control.sources import replica_name
+
+    settings = settings_for(args)
+    if not args.journal and settings.control_url:
+        record = open_phase_record(settings.control_url, name=settings.record_name)
+        return FleetJournal(record, Journal(":memory:"), replica_name())
+    path = journal_path(args.journal or settings.journal)
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"no journal at {path}")
+    return Journal(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
     p.add_argument("--old", metavar="URL", help="the store being left (default: settings, $DUALSAVER_OLD_URL)")
     p.add_argument("--new", metavar="URL", help="the store being moved to (default: settings, $DUALSAVER_NEW_URL)")
-    p.add_argument("--record", metavar="URL", help="the phase record (default: settings, $DUALSAVER_PHASE_RECORD)")
+    p.add_argument("--control", "--record", dest="record", metavar="URL",
+                   help="the fleet's control store (default: settings, $DUALSAVER_CONTROL_URL)")
     p.add_argument("--journal", metavar="PATH", help="the journal file (default: settings, $DUALSAVER_JOURNAL)")
     p.add_argument("--backfill-state", metavar="PATH", help="the backfill progress file (default .dualsaver/backfill.sqlite)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
@@ -208,7 +209,12 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
                 phase=state.phase.value if state else None,
                 state=state.as_dict() if state else None,
                 replicas_live=sum(r.alive(now) for r in replicas),
-                replicas=[{**r.as_dict(), "alive": r.alive(now)} for r in replicas],
+                replicas=[{**r.as_dict(), "alive": r.alive(now), "age_seconds": round(now - r.seen_at, 1)}
+                          for r in replicas],
+                shards=[shard_view(job, now) for job in record.jobs()],
+                fleet_journal={"depth": len(pending := record.journal_pending()),
+                               "new": sum(e.store == "new" for e in pending),
+                               "threads": len({e.thread_id for e in pending})},
             )
             status_store = record
         except RecordUnavailable as exc:
@@ -246,6 +252,26 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+STALE_AFTER = 60.0  # seconds without a heartbeat after which a running shard is called stale
+
+
+def shard_view(job: dict[str, Any], now: float) -> dict[str, Any]:
+    """One backfill job (a shard, or a whole run) as status shows it: done, running or
+    stale; how many threads remain, at what rate, and when it should end."""
+    done, total = int(job.get("threads_done") or 0), job.get("total")
+    elapsed = max((job.get("finished_at") or job["updated_at"]) - job["started_at"], 1e-9)
+    rate = done / elapsed
+    remaining = max(total - done, 0) if total is not None else None
+    state = "done" if job.get("finished_at") else ("stale" if now - job["updated_at"] > STALE_AFTER else "running")
+    eta = remaining / rate if remaining is not None and rate > 0 and state == "running" else None
+    return {
+        "shard": job.get("shard"), "old": job.get("old"), "new": job.get("new"), "runner": job.get("runner"),
+        "state": state, "threads_done": done, "total": total, "remaining": remaining,
+        "failed": job.get("failed", 0), "rate_per_s": round(rate, 2), "eta_seconds": round(eta, 1) if eta else None,
+        "heartbeat_age_seconds": round(now - job["updated_at"], 1),
+    }
+
+
 def healthy(doc: dict[str, Any]) -> bool:
     stores_ok = all(v.get("reachable") is not False for v in doc["stores"].values())
     record_ok = doc["record"] is None or doc["record"].get("reachable", False)
@@ -277,8 +303,18 @@ def render(doc: dict[str, Any]) -> str:
                 f"record:   {rec['url']} [{rec['name']}]: {recorded}; {rec['replicas_live']} live replica(s)"
             )
             for r in rec["replicas"]:
-                if r["alive"]:
-                    lines.append(f"          {r['replica']}: {r['phase']}")
+                state = "live" if r["alive"] else "silent"
+                lines.append(f"          {r['replica']}: {r['phase']}, heartbeat {_age(r['age_seconds'])} ({state}),"
+                             f" {r.get('journal_depth', 0)} journal entr(ies) not shipped")
+            fj = rec["fleet_journal"]
+            tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`" if fj["depth"] else ""
+            lines.append(f"fleet journal: {fj['depth']} entr(ies) waiting{tail}")
+            for sh in rec["shards"]:
+                left = "" if sh["remaining"] is None else f", {sh['remaining']} left"
+                eta = f", ETA {sh['eta_seconds']:.0f}s" if sh["eta_seconds"] else ""
+                lines.append(f"shard {sh['shard']}: {sh['state']}; {sh['threads_done']} thread(s) done{left},"
+                             f" {sh['rate_per_s']:g} thread(s)/s{eta}; heartbeat {_age(sh['heartbeat_age_seconds'])}"
+                             f" ({sh['runner'] or '?'})")
         else:
             lines.append(f"record:   {rec['url']}: UNREACHABLE ({rec['detail']})")
     for side in ("old", "new"):
