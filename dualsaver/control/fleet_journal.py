@@ -34,11 +34,11 @@ RETRY = 2.0  # seconds between two tries while the control store is away
 
 
 class FleetJournal:
-    """A `Journal`'s interface over the control store (`record`, a `PhaseRecord`), with
+    """A `Journal`'s interface over the control store (`control`, a `PhaseRecord`), with
     `spool` (a local `Journal`) holding what is not shipped yet."""
 
-    def __init__(self, record: Any, spool: Journal, replica: str) -> None:
-        self.record = record
+    def __init__(self, control: Any, spool: Journal, replica: str) -> None:
+        self.control = control
         self.spool = spool
         self.replica = replica
         self.path = spool.path  # what telemetry labels the depth with
@@ -66,7 +66,7 @@ class FleetJournal:
         if self.spool.missed_delete(store, thread_id):
             return True
         try:
-            return self.record.journal_missed_delete(store, thread_id)
+            return self.control.journal_missed_delete(store, thread_id)
         except RecordUnavailable:
             return False
 
@@ -80,16 +80,16 @@ class FleetJournal:
         """The fleet's entries waiting for repair, oldest first (after shipping this
         replica's own)."""
         self.ship()
-        yield from self.record.journal_pending()
+        yield from self.control.journal_pending()
 
     def depth(self) -> int:
-        return len(self.record.journal_pending()) + self.spool.depth()
+        return len(self.control.journal_pending()) + self.spool.depth()
 
     def pending_threads(self) -> list[str]:
         return sorted({e.thread_id for e in self.pending() if e.thread_id is not None})
 
     def mark_repaired(self, ids: Iterable[int]) -> int:
-        return self.record.journal_claim(list(ids), by=self.replica)
+        return self.control.journal_claim(list(ids), by=self.replica)
 
     # -- shipping ---------------------------------------------------------------------------
 
@@ -98,16 +98,16 @@ class FleetJournal:
         with self._lock:  # one shipment at a time, so an entry is never sent twice by us
             while entries := self.spool.oldest(BATCH):
                 try:
-                    self.record.journal_add(entries, self.replica)
+                    self.control.journal_add(entries, self.replica)
                 except RecordUnavailable as exc:
                     if self._away_since is None:
                         self._away_since = time.time()
-                        log.warning("journal_spooling", control=self.record.where, error=str(exc),
+                        log.warning("journal_spooling", control=self.control.where, error=str(exc),
                                     spooled=self.spool.depth())
                     return False
                 self.spool.forget(e.id for e in entries if e.id is not None)
             if self._away_since is not None:
-                log.info("journal_shipped", control=self.record.where, outage_seconds=round(time.time() - self._away_since, 3))
+                log.info("journal_shipped", control=self.control.where, outage_seconds=round(time.time() - self._away_since, 3))
                 self._away_since = None
             return True
 
@@ -129,7 +129,7 @@ class FleetJournal:
         self._stop.set()
         self._wake.set()
         self.spool.close()
-        self.record.close()
+        self.control.close()
 
 
 _open_journals: weakref.WeakSet[FleetJournal] = weakref.WeakSet()
