@@ -8,9 +8,10 @@ import sys
 from typing import Any
 
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_throttle_arguments, pair_of, parse_shard, settings_for, throttle_from,
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
+    parse_shard, settings_for, throttle_from,
 )
-from dualsaver.stores.serde import add_serde_arguments, serde_from_name
+from dualsaver.stores.serde import serde_from_name
 
 EXAMPLES = """\
 examples:
@@ -69,9 +70,7 @@ def register(subparsers: Any) -> None:
         ),
         epilog=EXAMPLES,
     )
-    p.add_argument("--old", required=True, metavar="URL", help="the store being left")
-    p.add_argument("--new", required=True, metavar="URL", help="the store being moved to")
-    add_serde_arguments(p)
+    add_store_arguments(p)
     p.add_argument("--workers", type=positive, default=1, metavar="N", help="threads copied at once")
     p.add_argument("--shard", type=parse_shard, metavar="I/N", help="only shard I (0-based) of N")
     mode = p.add_mutually_exclusive_group()
@@ -130,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from dualsaver.redact import scrub
 
     try:
+        name_stores(args)
         serdes = {"old": serde_from_name(args.old_serde), "new": serde_from_name(args.new_serde)}
     except ValueError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)

@@ -6,16 +6,15 @@ Exit codes: 0 clean, 1 divergent, 2 could not check (bad URL, store unreachable)
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
-# the serde options are shared with `backfill` and `repair` (re-exported here for them)
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_throttle_arguments, pair_of, parse_shard, settings_for, throttle_from,
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
+    parse_shard, settings_for, throttle_from,
 )
-from dualsaver.stores.serde import SERDES, add_serde_arguments, serde_from_name  # noqa: F401
+from dualsaver.stores.serde import serde_from_name
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
 
@@ -80,17 +79,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_store_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--old", default=os.environ.get("DUALSAVER_OLD_URL"), metavar="URL",
-        help="URL of the store being left (default $DUALSAVER_OLD_URL)",
-    )
-    p.add_argument(
-        "--new", default=os.environ.get("DUALSAVER_NEW_URL"), metavar="URL",
-        help="URL of the store being moved to (default $DUALSAVER_NEW_URL)",
-    )
-    add_serde_arguments(p)
-
 
 def primary_of(phase_name: str | None) -> str:
     """The store written first in the phase: old until reads switch, then new."""
@@ -104,8 +92,7 @@ def primary_of(phase_name: str | None) -> str:
 def primary_for_run(args: argparse.Namespace) -> str:
     """The phase's primary, once both stores are named. ValueError, carrying the line to
     print, when the command cannot run (InvalidPhaseError is one)."""
-    if not args.old or not args.new:
-        raise ValueError("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL)")
+    name_stores(args)
     return primary_of(args.phase)
 
 

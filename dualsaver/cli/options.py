@@ -64,6 +64,30 @@ def add_control_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_store_arguments(p: argparse.ArgumentParser) -> None:
+    """--old / --new / --config and the serializer options: the pair a job runs on."""
+    from dualsaver.stores.serde import add_serde_arguments
+
+    p.add_argument("--old", metavar="URL", help="URL of the store being left (default: [stores] old in the settings"
+                   " file, else $DUALSAVER_OLD_URL)")
+    p.add_argument("--new", metavar="URL", help="URL of the store being moved to (default: [stores] new in the"
+                   " settings file, else $DUALSAVER_NEW_URL)")
+    p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
+    add_serde_arguments(p)
+
+
+def name_stores(args: argparse.Namespace) -> None:
+    """Fill --old / --new left out from the settings in force; ValueError, carrying the line to
+    print, when either is still unknown. URLs from the environment or a file keep passwords
+    off the command line (and out of `ps`)."""
+    if not (args.old and args.new):
+        s = settings_for(args)
+        args.old, args.new = args.old or s.old_url, args.new or s.new_url
+    if not (args.old and args.new):
+        raise ValueError("both --old and --new are needed (or $DUALSAVER_OLD_URL / $DUALSAVER_NEW_URL,"
+                         " or [stores] in the settings file)")
+
+
 def settings_for(args: argparse.Namespace) -> Any:
     """The settings in force (--config, else $DUALSAVER_SETTINGS), with --control (or its
     older name --record) in place of the control store they name."""

@@ -6,15 +6,17 @@ divergent or failed, 2 could not run (bad URL, unreadable report, missing journa
 
 from __future__ import annotations
 
-from dualsaver.cli.options import add_command, add_control_argument, add_throttle_arguments, settings_for, throttle_from
-
 import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from dualsaver.cli.check import add_store_arguments, primary_for_run, serde_from_name
+from dualsaver.cli.check import primary_for_run
+from dualsaver.cli.options import (
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, settings_for, throttle_from,
+)
+from dualsaver.stores.serde import serde_from_name
 
 EPILOG = """\
 examples:

@@ -210,9 +210,10 @@ def evidence(
     b = store.get_status(BACKFILL)  # the newest, whatever it covered: for the messages
     r, c = store.get_status(REVERSE_BACKFILL), store.get_status(CHECK)
     backfill_at, backfill_ok, backfill_full = (b["finished_at"], bool(b["ok"]), bool(b.get("full", True))) if b else (None, False, True)
-    if backfills and backfills[0][0].get("finished_at", 0) >= (b or {}).get("finished_at", 0) - 1e-6:
-        run = backfills[0]
-        backfill_at = max(v["finished_at"] for v in run)
+    newest_whole = max((v.get("finished_at", 0) for v in backfills[0]), default=0) if backfills else None
+    if newest_whole is not None and newest_whole >= (b or {}).get("finished_at", 0) - 1e-6:
+        run = backfills[0]  # the newest outcome is part of a whole run (its last shard, say)
+        backfill_at = newest_whole
         backfill_ok, backfill_full = all(v["ok"] for v in run), True
         pair = pair or run[0].get("pair")
     ours = [run for run in checks if pair is None or all(v.get("pair") in (None, pair) for v in run)]

@@ -1,0 +1,58 @@
+"""The read-switch guard's reading of recorded outcomes: shards recorded in any order, by any
+number of jobs, make a whole run once all are in, and not before (hypothesis)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dualsaver.control.evidence import LocalStatusFile, evidence, record_backfill, record_check, scope
+from dualsaver.control.settings import Settings
+
+PAIR = {"old": "a", "new": "b"}
+
+
+def _backfill(finished_at: float, failed: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(finished_at=finished_at, started_at=finished_at - 1, failed=failed, threads=1,
+                           threads_resumed=0, checkpoints=1, writes=0, skipped=0, unreadable=0, exact=True,
+                           elapsed_s=1.0, dry_run=False)
+
+
+def _report(clean: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(clean=clean, divergences=[] if clean else [object()], summary={"duration_seconds": 0})
+
+
+@given(
+    count=st.integers(min_value=1, max_value=5),
+    order=st.randoms(use_true_random=False),
+    missing=st.booleans(),
+    failed_shard=st.one_of(st.none(), st.integers(min_value=0, max_value=4)),
+)
+def test_a_sharded_backfill_counts_as_whole_once_every_shard_is_in(tmp_path_factory, count, order, missing, failed_shard):
+    settings = Settings(status_file=str(tmp_path_factory.mktemp("status") / "status.json"))
+    shards = list(range(count))
+    order.shuffle(shards)
+    recorded = shards[:-1] if missing else shards
+    for at, i in enumerate(recorded, start=1):
+        failed = 1 if i == failed_shard else 0
+        record_backfill(_backfill(1000.0 + at, failed), scope=scope((i, count)), pair=PAIR, settings=settings)
+    store = LocalStatusFile(settings.status_file)
+    e = evidence(store, entered_at=None)
+    if not recorded:
+        assert e.backfill_at is None
+        return
+    whole = not missing
+    assert e.backfill_full is whole
+    assert e.backfill_at == 1000.0 + len(recorded)  # the newest shard's end
+    if whole:
+        assert e.backfill_ok is (failed_shard is None or failed_shard >= count)
+
+    # A clean check after it counts only when it too is whole.
+    for i in range(count):
+        record_check(_report(), scope=scope((i, count)), pair=PAIR, settings=settings)
+        e = evidence(store, entered_at=None)
+        assert e.check_full is (i == count - 1)
+        assert (e.check_shards is None) is (i == count - 1)
+    assert e.check_clean and not e.check_other_pair
