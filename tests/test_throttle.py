@@ -4,6 +4,7 @@ the limits follow the throttle file while a job runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -15,10 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dualsaver import backfill, check
-from dualsaver.control.throttle import BACKOFF, Limits, Throttle, ThrottleFile
+from dualsaver.control.record import open_phase_record
+from dualsaver.control.throttle import BACKOFF, FleetThrottle, Limits, Throttle, ThrottleFile
+from dualsaver.embedded import EmbeddedRedis
 from dualsaver.stores import native_for, open_saver
 
 from .backfill_support import run_threads
+from .ops_support import eventually, run_cli
 
 
 class FakeClock:
@@ -118,3 +122,47 @@ def test_max_load_backs_off_while_a_lock_slows_the_target(tmp_path: Path, pg_url
         assert not result.failed and result.threads == 4
         assert reasons and all("p95 store latency" in r for r in reasons)
         assert result.throttled_s >= BACKOFF
+
+
+def test_fleet_limits_reach_jobs_started_anywhere(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    old_url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    with open_saver(old_url) as old:
+        run_threads(old, [f"t{n}" for n in range(4)], turns=1)
+        total = sum(1 for t in native_for(old).thread_ids() for _ in native_for(old).read_thread(t))
+    rate = total / 1.5
+
+    def dualsaver(pod: str, *args: str):
+        (tmp_path / pod).mkdir(exist_ok=True)
+        return run_cli(*args, "--control", redis_url, cwd=tmp_path / pod)
+
+    set_ = dualsaver("operator", "throttle", "--max-rate", str(rate))
+    assert set_.returncode == 0 and "control store" in set_.stdout, set_.stderr
+    shown = json.loads(dualsaver("elsewhere", "throttle", "--show").stdout)
+    assert shown["limits"] == {"max_rate": rate, "max_load_ms": None}
+
+    done = dualsaver("job", "backfill", "--old", old_url, "--new", pg_url, "--json", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["checkpoints"] == total and result["throttled_s"] > 0
+    assert result["elapsed_s"] >= total / rate  # the fleet's cap, the job given none of its own
+
+    cleared = dualsaver("operator", "throttle", "--clear")
+    assert cleared.returncode == 0 and "cleared" in cleared.stdout
+    assert json.loads(dualsaver("elsewhere", "throttle", "--show").stdout)["limits"] is None
+
+
+def test_fleet_limits_are_kept_while_the_control_store_is_away(tmp_path: Path) -> None:
+    with EmbeddedRedis(appendonly=True, data_dir=tmp_path / "control") as server:
+        record = open_phase_record(server.url, timeout=0.5)
+        FleetThrottle(record).write(Limits(max_rate=7))
+        fleet = FleetThrottle(record)
+        assert fleet.current() == Limits(max_rate=7)
+        server.stop()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # background reads fail meanwhile
+            assert fleet.current() == Limits(max_rate=7)
+            time.sleep(0.1)
+        server.start()
+        FleetThrottle(record).clear()
+        eventually(lambda: fleet.current() == Limits(), "the cleared limits are read")
+        record.close()

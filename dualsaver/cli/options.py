@@ -50,9 +50,19 @@ def add_throttle_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def throttle_from(args: argparse.Namespace) -> Any:
+    """The job's throttle: its own limits, changed by `dualsaver throttle` through the
+    control store when the job has one, else through the throttle file."""
     from dualsaver.control.throttle import throttle_for
 
-    return throttle_for(args.max_rate, args.max_load, args.throttle_file)
+    return throttle_for(args.max_rate, args.max_load, args.throttle_file, record=control_record(args))
+
+
+def control_record(args: argparse.Namespace) -> Any:
+    """The control store named by --control, the settings or the environment; None without one."""
+    from dualsaver.control.record import open_phase_record
+
+    s = settings_for(args)
+    return open_phase_record(s.record_url, name=s.record_name) if s.record_url else None
 
 
 def add_control_argument(p: argparse.ArgumentParser) -> None:

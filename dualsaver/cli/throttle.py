@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import asdict
 from typing import Any
 
-from dualsaver.cli.options import add_command, positive_number
+from dualsaver.cli.options import add_command, add_control_argument, control_record, positive_number
 
 EPILOG = """\
 examples:
-  # slow every running job on this machine to 200 checkpoints a second
+  # slow every running job to 200 checkpoints a second
   dualsaver throttle --max-rate 200
 
   # back off while the stores' p95 latency is above 250 ms
@@ -20,10 +22,12 @@ examples:
   dualsaver throttle --show
   dualsaver throttle --clear
 
-Running jobs look at the throttle file at most once a second and follow only changes made
-after they started; their progress line says when and why they wait. The file is
-.dualsaver/throttle.json (or --throttle-file, or $DUALSAVER_THROTTLE_FILE): give the jobs
-the same one.
+With a control store (--control, [control] url in the settings, $DUALSAVER_CONTROL_URL) the
+limits are kept there and every job of the fleet that has it follows them, jobs started
+later included, until --clear. Without one they go to a file on this machine,
+.dualsaver/throttle.json (or --throttle-file, or $DUALSAVER_THROTTLE_FILE), which jobs follow
+only for changes made after they started. Jobs look at most once a second; their progress
+line says when and why they wait.
 """
 
 
@@ -39,22 +43,32 @@ def register(subparsers: Any) -> None:
     p.add_argument("--clear", action="store_true", help="remove the limits set here")
     p.add_argument("--show", action="store_true", help="print the limits set here (JSON)")
     p.add_argument("--throttle-file", metavar="PATH", help="the throttle file (default .dualsaver/throttle.json)")
+    p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
+    add_control_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualsaver.control.throttle import Limits, ThrottleFile
+    from dualsaver.control.throttle import FleetThrottle, Limits, ThrottleFile
+    from dualsaver.errors import describe_error
 
-    file = ThrottleFile(args.throttle_file)
-    if args.clear:
-        print(f"throttle: {'cleared' if file.clear() else 'nothing was set'} ({file.path})")
-        return 0
-    if args.max_rate is None and args.max_load is None:
-        file.started = 0.0  # show whatever is there, however old
-        shown = file.current() if file.path.exists() else None
-        print(json.dumps({"file": str(file.path), "limits": shown.__dict__ if shown else None}))
-        return 0
-    limits = Limits(args.max_rate, args.max_load)
-    file.write(limits)
-    print(f"throttle: {limits.describe()} ({file.path}); running jobs follow within a second")
+    record = control_record(args)
+    source = FleetThrottle(record) if record is not None else ThrottleFile(args.throttle_file)
+    try:
+        if args.clear:
+            print(f"throttle: {'cleared' if source.clear() else 'nothing was set'} ({source.where})")
+            return 0
+        if args.max_rate is None and args.max_load is None:
+            shown = source.stored()
+            print(json.dumps({"where": source.where, "limits": asdict(shown) if shown else None}))
+            return 0
+        limits = Limits(args.max_rate, args.max_load)
+        source.write(limits)
+    except Exception as exc:  # one line, never a traceback, never a password
+        print(f"dualsaver throttle: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if record is not None:
+            record.close()
+    print(f"throttle: {limits.describe()} ({source.where}); running jobs follow within a second")
     return 0

@@ -10,8 +10,9 @@
 
 The decisions are pure (`Throttle.after`, `Throttle.observe`); the caller sleeps (a plan
 yields `Call("clock", "sleep", ...)`). The limits can change while a job runs: a
-`LimitsSource` is asked again at most once a second (`ThrottleFile` reads
-`.dualsaver/throttle.json`, which `dualsaver throttle` writes).
+`LimitsSource` is asked again at most once a second: `ThrottleFile` reads
+`.dualsaver/throttle.json` on one machine, `FleetThrottle` the control store, for every job
+of the fleet (both written by `dualsaver throttle`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import structlog
+
+from dualsaver.errors import describe_error
 from dualsaver.observability import telemetry
+
+log = structlog.get_logger("dualsaver.throttle")
 
 DEFAULT_FILE = ".dualsaver/throttle.json"
 ENV_FILE = "DUALSAVER_THROTTLE_FILE"
@@ -124,6 +130,7 @@ class ThrottleFile:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, own: Limits = Limits()) -> None:
         self.path = Path(path or os.environ.get(ENV_FILE) or DEFAULT_FILE)
+        self.where = f"file {self.path}"
         self.own = own
         self.started = time.time()
 
@@ -131,10 +138,17 @@ class ThrottleFile:
         try:
             if self.path.stat().st_mtime < self.started:
                 return self.own
-            data = json.loads(self.path.read_text())
-            return Limits(max_rate=data.get("max_rate"), max_load_ms=data.get("max_load_ms"))
-        except (OSError, ValueError, AttributeError):
+        except OSError:
             return self.own
+        return self.stored() or self.own
+
+    def stored(self) -> Limits | None:
+        """What the file says, however old (None: no file)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return Limits(max_rate=data.get("max_rate"), max_load_ms=data.get("max_load_ms"))
 
     def write(self, limits: Limits) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +164,55 @@ class ThrottleFile:
         return True
 
 
-def throttle_for(max_rate: float | None, max_load_ms: float | None, path: str | None = None) -> Throttle:
-    """The throttle of a CLI job: its own limits, changeable through the throttle file."""
+class FleetThrottle:
+    """Limits set for every job of the fleet, kept in the control store (`record`, a
+    `PhaseRecord`) until cleared: a shard that starts later, on another node, follows them
+    too. Read in the background, so a slow or absent control store never holds a job up
+    (it keeps the limits it knew)."""
+
+    KEY = "throttle"
+
+    def __init__(self, record: Any, own: Limits = Limits()) -> None:
+        self.record = record
+        self.own = own
+        self.where = f"control store {record.where}"
+        self._limits = own
+        self._reading = threading.Lock()
+        self._reading.acquire()
+        self._read()  # the first look is made before the job starts, the next ones behind it
+
+    def current(self) -> Limits:
+        if self._reading.acquire(blocking=False):
+            threading.Thread(target=self._read, name="dualsaver-throttle", daemon=True).start()
+        return self._limits
+
+    def _read(self) -> None:
+        try:
+            self._limits = self.stored() or self.own
+        except Exception as exc:  # the control store away: keep what we knew
+            log.debug("throttle_not_read", where=self.where, error=describe_error(exc))
+        finally:
+            self._reading.release()
+
+    def stored(self) -> Limits | None:
+        value = self.record.get_status(self.KEY)
+        if not value or value.get("cleared"):
+            return None
+        return Limits(max_rate=value.get("max_rate"), max_load_ms=value.get("max_load_ms"))
+
+    def write(self, limits: Limits) -> None:
+        self.record.put_status(self.KEY, {**asdict(limits), "set_at": time.time()})
+
+    def clear(self) -> bool:
+        had = self.stored() is not None
+        self.record.put_status(self.KEY, {"cleared": True, "set_at": time.time()})
+        return had
+
+
+def throttle_for(
+    max_rate: float | None, max_load_ms: float | None, path: str | None = None, *, record: Any = None
+) -> Throttle:
+    """The throttle of a CLI job: its own limits, changeable through the control store's
+    (`record`, when the job has one) or else the throttle file."""
     own = Limits(max_rate, max_load_ms)
-    return Throttle(own, source=ThrottleFile(path, own))
+    return Throttle(own, source=FleetThrottle(record, own) if record is not None else ThrottleFile(path, own))
