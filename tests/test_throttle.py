@@ -139,6 +139,8 @@ def test_fleet_limits_reach_jobs_started_anywhere(tmp_path: Path, pg_url: str, r
     assert set_.returncode == 0 and "control store" in set_.stdout, set_.stderr
     shown = json.loads(dualsaver("elsewhere", "throttle", "--show").stdout)
     assert shown["limits"] == {"max_rate": rate, "max_load_ms": None}
+    status = dualsaver("elsewhere", "status")
+    assert f"throttle: max rate {rate:g}/s for every job" in status.stdout, status.stdout
 
     done = dualsaver("job", "backfill", "--old", old_url, "--new", pg_url, "--json", "--no-progress")
     assert done.returncode == 0, done.stderr

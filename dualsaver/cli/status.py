@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dualsaver.cli.options import add_command
-
 import argparse
 import json
 import os
 import sqlite3
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from dualsaver.cli.options import add_command
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_CANNOT = 0, 1, 2
 
@@ -178,6 +179,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     from dualsaver.control import settings as settings_module
     from dualsaver.control.sources import phase_source
     from dualsaver.control.record import open_phase_record
+    from dualsaver.control.throttle import FleetThrottle
     from dualsaver.errors import RecordUnavailable
     from dualsaver.redact import redact
 
@@ -215,6 +217,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
                 fleet_journal={"depth": len(pending := record.journal_pending()),
                                "new": sum(e.store == "new" for e in pending),
                                "threads": len({e.thread_id for e in pending})},
+                throttle=asdict(limits) if (limits := FleetThrottle(record).stored()) else None,
             )
             status_store = record
         except RecordUnavailable as exc:
@@ -292,6 +295,8 @@ def _age(seconds: float) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
+    from dualsaver.control.throttle import Limits
+
     lines = []
     ph = doc["phase"]
     lines.append(f"phase:    {ph['phase'] or 'UNKNOWN'}  (from {ph['origin']})")
@@ -309,6 +314,9 @@ def render(doc: dict[str, Any]) -> str:
             fj = rec["fleet_journal"]
             tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`" if fj["depth"] else ""
             lines.append(f"fleet journal: {fj['depth']} entr(ies) waiting{tail}")
+            if rec.get("throttle"):
+                limits = Limits(**rec["throttle"]).describe()
+                lines.append(f"throttle: {limits} for every job (`dualsaver throttle --clear` lifts it)")
             for sh in rec["shards"]:
                 left = "" if sh["remaining"] is None else f", {sh['remaining']} left"
                 eta = f", ETA {sh['eta_seconds']:.0f}s" if sh["eta_seconds"] else ""
