@@ -30,7 +30,7 @@ KINDS = {(d["kind"], d["metadata"]["name"]): d for d in DOCS}
 JOBS = [d for d in DOCS if d["kind"] == "Job"]
 PODS = [d["spec"]["template"]["spec"] for d in DOCS if d["kind"] in ("Job", "Deployment")]
 SETTINGS_TEXT = KINDS[("ConfigMap", "dualsaver-settings")]["data"]["dualsaver.toml"]
-SECRET_KEYS = set(KINDS[("Secret", "dualsaver-passwords")]["stringData"])
+SECRET = KINDS[("Secret", "dualsaver-urls")]["stringData"]
 INDEX = "$(JOB_COMPLETION_INDEX)"
 REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -85,19 +85,23 @@ def test_every_pod_reads_the_settings_and_the_passwords(pod):
     settings_dir, file_name = env[settings_module.ENV_SETTINGS].rsplit("/", 1)
     config_map = KINDS[("ConfigMap", mounts[settings_dir]["configMap"]["name"])]
     assert file_name in config_map["data"]
-    assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["dualsaver-passwords"]
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["dualsaver-urls"]
     for volume in volumes.values():
         if claim := volume.get("persistentVolumeClaim"):
             assert ("PersistentVolumeClaim", claim["claimName"]) in KINDS
 
 
-def test_the_settings_load_strictly_with_the_secrets_passwords():
-    named = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", SETTINGS_TEXT))
-    assert named == SECRET_KEYS
-    loaded = settings_module.parse(tomllib.loads(SETTINGS_TEXT), "configmap", {k: "pw" for k in SECRET_KEYS})
-    assert loaded.old_url and loaded.new_url and loaded.record_url and loaded.phase is None
+def test_the_settings_and_the_secret_together_name_everything(tmp_path):
+    # The URLs (passwords inside) come only from the Secret, as the variables the code reads.
+    assert set(SECRET) == {settings_module.ENV_OLD_URL, settings_module.ENV_NEW_URL, settings_module.ENV_CONTROL}
+    assert "://" not in SETTINGS_TEXT
+    (tmp_path / "dualsaver.toml").write_text(SETTINGS_TEXT)
+    loaded = settings_module.current(tmp_path / "dualsaver.toml", environ=SECRET)
+    assert (loaded.old_url, loaded.new_url, loaded.record_url) == (
+        SECRET["DUALSAVER_OLD_URL"], SECRET["DUALSAVER_NEW_URL"], SECRET["DUALSAVER_CONTROL_URL"])
+    assert loaded.phase is None  # every pod follows the phase record
     present = {f"{s}.{k}" for s, table in tomllib.loads(SETTINGS_TEXT).items() for k in table}
-    assert settings_module.keys_read() - present == {"migration.phase"}  # the record decides
+    assert settings_module.keys_read() - present == {"migration.phase", "stores.old", "stores.new", "control.url"}
 
 
 @pytest.mark.slow
@@ -105,12 +109,11 @@ def test_the_jobs_commands_migrate_for_real(tmp_path, pg_url_factory, redis_url)
     old_url, control_url = pg_url_factory(), pg_url_factory()
     with open_saver(old_url) as old:
         run_threads(old, [f"t{i:02d}" for i in range(16)], turns=2)
-    # The ConfigMap's file, its URLs pointed at this test's servers.
-    text = SETTINGS_TEXT
-    for key, url in (("old", old_url), ("new", redis_url), ("url", control_url)):
-        text = re.sub(rf'^{key} = ".*"$', f'{key} = "{url}"', text, count=1, flags=re.M)
-    (tmp_path / "dualsaver.toml").write_text(text)
-    env = cli_env(DUALSAVER_SETTINGS=str(tmp_path / "dualsaver.toml"))
+    # The ConfigMap's file as it is; the Secret's variables naming this test's servers.
+    (tmp_path / "dualsaver.toml").write_text(SETTINGS_TEXT)
+    urls = {"DUALSAVER_OLD_URL": old_url, "DUALSAVER_NEW_URL": redis_url, "DUALSAVER_CONTROL_URL": control_url}
+    assert set(urls) == set(SECRET)
+    env = cli_env(DUALSAVER_SETTINGS=str(tmp_path / "dualsaver.toml"), **urls)
     reports = tmp_path / "reports"
     reports.mkdir()
 

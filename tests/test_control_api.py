@@ -1,0 +1,88 @@
+"""The control store's fleet API on each backend (PostgreSQL, Redis, Redis Cluster): the
+journal (added by many replicas, each entry claimed once however many repairs race), a
+backfill job's finished threads, status by prefix, and a fresh store opened by many at once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dualsaver.control.journal import JournalEntry
+from dualsaver.control.record import open_phase_record
+
+
+@pytest.fixture(params=["postgres", "redis", "redis-cluster"])
+def control_url(request) -> str:
+    fixture = {"postgres": "pg_url", "redis": "redis_url", "redis-cluster": "redis_cluster_url"}[request.param]
+    return request.getfixturevalue(fixture)
+
+
+def _entry(thread: str, operation: str = "put", store: str = "new") -> JournalEntry:
+    return JournalEntry(phase="backfill", store=store, operation=operation, thread_id=thread,
+                        checkpoint_ns="", checkpoint_id=f"c-{thread}", task_id=None, error="StoreDown: refused")
+
+
+def test_each_entry_is_claimed_once_however_many_repairs_race(control_url):
+    replicas = [open_phase_record(control_url) for _ in range(4)]  # first use by all at once
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: replicas[i].journal_add([_entry(f"r{i}-t{n}") for n in range(25)], f"r{i}"),
+                          range(4)))
+        pending = replicas[0].journal_pending()
+        assert len(pending) == 100 and len({e.id for e in pending}) == 100
+        assert [e.id for e in pending] == sorted(e.id for e in pending)  # in the order they arrived
+        assert {e.thread_id for e in pending} == {f"r{i}-t{n}" for i in range(4) for n in range(25)}
+
+        ids = [e.id for e in pending]
+        start = threading.Barrier(4)
+
+        def repair(k: int) -> int:  # overlapping halves, rotated: every id wanted by two repairs
+            start.wait()
+            return replicas[k].journal_claim(ids[k * 25:] + ids[:k * 25][:25], by=f"repair-{k}")
+
+        with ThreadPoolExecutor(4) as pool:
+            claimed = list(pool.map(repair, range(4)))
+        assert sum(claimed) == 100
+        assert replicas[1].journal_pending() == []
+        assert replicas[2].journal_claim(ids, by="late") == 0
+    finally:
+        for r in replicas:
+            r.close()
+
+
+def test_a_missed_delete_is_known_until_repaired(control_url):
+    with open_phase_record(control_url) as record:
+        record.journal_add([_entry("gone", "delete_thread", store="old"), _entry("kept")], "r1")
+        assert record.journal_missed_delete("old", "gone")
+        assert not record.journal_missed_delete("new", "gone") and not record.journal_missed_delete("old", "kept")
+        (delete,) = [e for e in record.journal_pending() if e.operation == "delete_thread"]
+        assert record.journal_claim([delete.id], by="repair") == 1
+        assert not record.journal_missed_delete("old", "gone")
+
+
+def test_a_jobs_finished_threads_and_restart(control_url):
+    with open_phase_record(control_url) as record, open_phase_record(control_url) as elsewhere:
+        record.job_begin("job-a", {"shard": "0/2", "old": "o", "new": "n"}, restart=False)
+        record.done_add("job-a", ["t1", "t2"])
+        record.job_update("job-a", {"threads_done": 2, "total": 5})
+        # another machine sees it, and a second job of the same store is apart
+        assert elsewhere.done_filter("job-a", ["t1", "t3", "t2"]) == {"t1", "t2"}
+        assert elsewhere.done_count("job-a") == 2 and elsewhere.done_count("job-b") == 0
+        (job,) = [j for j in elsewhere.jobs() if j["job"] == "job-a"]
+        assert (job["shard"], job["threads_done"], job["total"]) == ("0/2", 2, 5)
+        elsewhere.job_begin("job-a", {"shard": "0/2", "old": "o", "new": "n"}, restart=False)  # a resume
+        assert record.done_count("job-a") == 2
+        elsewhere.job_begin("job-a", {"shard": "0/2", "old": "o", "new": "n"}, restart=True)
+        assert record.done_count("job-a") == 0 and record.done_filter("job-a", ["t1"]) == set()
+
+
+def test_status_by_prefix(control_url):
+    with open_phase_record(control_url) as record:
+        for key in ("check/0of2", "check/1of2", "check", "backfill/all"):
+            record.put_status(key, {"key": key})
+        assert set(record.list_status("check/")) == {"check/0of2", "check/1of2"}
+        assert record.get_status("check") == {"key": "check"}
+        with open_phase_record(control_url, name="another-migration") as other:
+            assert other.list_status("check/") == {} and other.journal_pending() == []
