@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualsaver.migrate import BATCH_CHECKPOINTS, backfill, passthrough  # noqa: E402
+from dualsaver.migrate import BATCH_CHECKPOINTS, backfill, read_options  # noqa: E402
 from dualsaver.embedded import EmbeddedPostgres  # noqa: E402
 from dualsaver.stores import native_for, open_saver  # noqa: E402
 from tests.backfill_support import run_threads  # noqa: E402
@@ -130,8 +130,8 @@ def write_floor(source_url: str, target_url: str) -> float:
     through the same statements. A pipelined backfill cannot beat max(read, this)."""
     with open_saver(source_url) as src, open_saver(target_url) as dst:
         store, target = native_for(src), native_for(dst)
-        encoded = passthrough(store, target)
-        items = [i for t in store.thread_ids() for i in store.read_thread(t, encoded=encoded)]
+        options = read_options(store, target)
+        items = [i for t in store.thread_ids() for i in store.read_thread(t, **options)]
         step = BATCH_CHECKPOINTS
         prepared = [target.prepare_write(items[i : i + step]) for i in range(0, len(items), step)]
         t0 = time.perf_counter()

@@ -11,7 +11,9 @@ and repair.
 
 from dualsaver.migrate._backfill import BackfillResult, Job, Progress, abackfill, backfill
 from dualsaver.migrate._copy import acopy_thread, acopy_threads, copy_thread, copy_threads
-from dualsaver.migrate._flow import APPROXIMATE_NOTE, BATCH_CHECKPOINTS, BATCH_WRITES, CopyResult, passthrough
+from dualsaver.migrate._flow import (
+    APPROXIMATE_NOTE, BATCH_CHECKPOINTS, BATCH_WRITES, CopyResult, passthrough, read_options,
+)
 from dualsaver.migrate.progress import BackfillState, job_key
 from dualsaver.migrate._repair import (
     RepairOutcome,
@@ -48,6 +50,7 @@ __all__ = [
     "job_key",
     "other",
     "passthrough",
+    "read_options",
     "repair",
     "repairs_for_threads",
     "repairs_from_journal",

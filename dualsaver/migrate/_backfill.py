@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from dualsaver import sansio
 from dualsaver.migrate._copy import read_batches, write_batch
-from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, passthrough, prepare
+from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, prepare, read_options
 from dualsaver.control.throttle import Throttle
 from dualsaver.control.sources import replica_name
 from dualsaver.migrate.progress import open_progress
@@ -150,7 +150,7 @@ class Job:
         if not resume and not dry_run:
             self.state.restart()
         self.throttle = throttle
-        self.flow = Flow(encoded=passthrough(source, target), on_finished=self.threads_finished, throttle=throttle)
+        self.flow = Flow(read_options=read_options(source, target), on_finished=self.threads_finished, throttle=throttle)
         self._lock = threading.Lock()
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._counted = 0  # checkpoints already added to the backfill metric

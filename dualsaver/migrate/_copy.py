@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from dualsaver import sansio
-from dualsaver.migrate._flow import Batch, CopyResult, Flow, collector, copy_result, dry_count, passthrough, prepare
+from dualsaver.migrate._flow import Batch, CopyResult, Flow, collector, copy_result, dry_count, prepare, read_options
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import is_outage
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
@@ -35,8 +35,7 @@ def _read_thread(flow: Flow, thread_id: str) -> Plan[None]:
     flow.begin(thread_id)
     started = time.perf_counter()
     try:
-        options = {"encoded": True} if flow.encoded else {}
-        rows = yield Call("source", "read_thread", (thread_id,), options, stream=True)
+        rows = yield Call("source", "read_thread", (thread_id,), flow.read_options, stream=True)
         while (item := (yield Next(rows))) is not END:
             if batch := flow.take(item):
                 seconds = time.perf_counter() - started
@@ -107,13 +106,14 @@ def _parts(batch: Batch) -> list[list[StoredCheckpoint]]:
 
 
 def copy_plan(
-    target: Any, thread_ids: list[str], dry_run: bool, *, encoded: bool = False, throttle: Throttle | None = None
+    target: Any, thread_ids: list[str], dry_run: bool, *, options: dict[str, bool] | None = None,
+    throttle: Throttle | None = None,
 ) -> Plan[CopyResult]:
     """Copy these threads one batch after another. `target` is the target store itself,
-    which encodes each batch (`prepare_write`) before it is written; `encoded` reads stored
-    bytes to pass through (see `passthrough`)."""
+    which encodes each batch (`prepare_write`) before it is written; `options` say how the
+    source is read (`read_options`: what stored bytes pass through)."""
     result = CopyResult(thread_ids[0], thread_ids=list(thread_ids))
-    flow = Flow(encoded=encoded, on_finished=collector(result), throttle=throttle)
+    flow = Flow(read_options=options, on_finished=collector(result), throttle=throttle)
 
     def write(batch: Batch) -> Plan[None]:
         return write_batch(flow, prepare(target, batch, dry_run), dry_run, target)
@@ -132,7 +132,7 @@ def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = Fal
 def copy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
     """Copy several threads, reading and writing in turn (no worker threads)."""
     source_store, target_store = native_for(source), native_for(target)
-    plan = copy_plan(target_store, thread_ids, dry_run, encoded=passthrough(source_store, target_store))
+    plan = copy_plan(target_store, thread_ids, dry_run, options=read_options(source_store, target_store))
     return sansio.run(plan, Targets(source=source_store, target=target_store))
 
 
@@ -144,6 +144,6 @@ async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: boo
 async def acopy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
     """The async form of `copy_threads`."""
     source_store, target_store = anative_for(source), anative_for(target)
-    plan = copy_plan(target_store, thread_ids, dry_run, encoded=passthrough(source_store, target_store))
+    plan = copy_plan(target_store, thread_ids, dry_run, options=read_options(source_store, target_store))
     return await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))
 

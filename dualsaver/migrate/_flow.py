@@ -57,6 +57,18 @@ def passthrough(source: Any, target: Any) -> bool:
     return key is not None and key == getattr(target, "serde_key", None)
 
 
+def read_options(source: Any, target: Any) -> dict[str, bool]:
+    """How the source is read for this target: stored bytes kept where they may pass
+    through (writes; channel values too, from a store of whole checkpoints into one that
+    keeps each value apart, see `dualsaver.stores._spans`)."""
+    if not passthrough(source, target):
+        return {}
+    options = {"encoded": True}
+    if getattr(source, "gives_stored_values", False) and getattr(target, "takes_stored_values", False):
+        options["stored_values"] = True
+    return options
+
+
 
 @dataclass
 class Batch:
@@ -92,8 +104,11 @@ class Flow:
     step finished, so their progress is recorded in one commit). So a thread is reported done
     only once all of its rows are committed, whatever order writers finish in."""
 
-    def __init__(self, *, encoded: bool = False, on_finished: Finished | None = None, throttle: Throttle | None = None) -> None:
-        self.encoded = encoded  # read stored bytes, for a target with the same serializer
+    def __init__(
+        self, *, read_options: dict[str, bool] | None = None, on_finished: Finished | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.read_options = read_options or {}  # how the source is read (see `read_options`)
         self.on_finished = on_finished
         self.throttle = throttle  # paces the writes (see dualsaver.control.throttle)
         self.checkpoints = self.writes = self.skipped = self.read = self.unreadable = 0

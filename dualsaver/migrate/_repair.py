@@ -43,7 +43,7 @@ from dualsaver.control.journal import JournalEntry
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
 from dualsaver.migrate._copy import copy_plan
-from dualsaver.migrate._flow import CopyResult, passthrough
+from dualsaver.migrate._flow import CopyResult, read_options
 from dualsaver.sansio import AsyncTargets, Call, Plan, Targets
 from dualsaver.stores import anative_for, native_for
 
@@ -202,8 +202,8 @@ def _repair_plan(
             if repair_.action == "replace" and not dry_run:
                 yield Call("target", "delete_thread", (repair_.thread_id,))
                 outcome.deleted = True
-            encoded = passthrough(source, target)
-            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, encoded=encoded, throttle=throttle)
+            options = read_options(source, target)
+            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, options=options, throttle=throttle)
         except Exception as exc:  # one thread's failure must not stop the rest
             outcome.error = describe_error(exc)
         result.outcomes.append(outcome)

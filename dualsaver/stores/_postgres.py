@@ -32,8 +32,8 @@ from psycopg.types.json import Jsonb
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, typed_value,
-    unreadable,
+    NOT_DECODED, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, check_typed, checked, load_typed,
+    typed_value, unreadable,
 )
 
 THREADS_FIRST = (
@@ -132,7 +132,11 @@ def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     inline: dict[str, Any] = {}
     blobs: dict[str, Any] = {}
     for k, v in values.items():
-        if isinstance(v, _DeltaSnapshot):
+        if isinstance(v, StoredValue):  # bytes passed through; decided when they were split
+            blobs[k] = v
+            if v.snapshot:
+                inline[k] = True
+        elif isinstance(v, _DeltaSnapshot):
             blobs[k] = v
             inline[k] = True  # the marker put leaves for a snapshot
         elif v is None or isinstance(v, (str, int, float, bool)):
@@ -145,6 +149,8 @@ def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
+    takes_stored_values = True  # channel values as blobs: see dualsaver.stores._spans
+
     def __init__(self, saver: Any) -> None:
         super().__init__(saver)
         self._first_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _ORDER
@@ -153,7 +159,7 @@ class PostgresPlans(SqlPlans):
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
-    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False, stored_values: bool = False) -> Plan[None]:
         encoding = self.serde_key if encoded else None
         after: tuple[str, str] | None = None
         while True:
@@ -237,7 +243,7 @@ class PostgresPlans(SqlPlans):
                 if (t, ns, channel, version) in seen_blobs:
                     continue
                 seen_blobs.add((t, ns, channel, version))
-                blob_rows.append((t, ns, channel, version, *dumps(value)))
+                blob_rows.append((t, ns, channel, version, *(value.typed if type(value) is StoredValue else dumps(value))))
             for w in item.writes:  # the stored idx, not a recount
                 value = typed_value(item, w, serde, key)
                 write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, *value))

@@ -54,7 +54,7 @@ class SqlPlans:
     def _thread_ids_plan(self) -> Plan[None]:
         raise NotImplementedError
 
-    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False, stored_values: bool = False) -> Plan[None]:
         raise NotImplementedError
 
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
@@ -109,8 +109,8 @@ class SyncSqlStore(SqlPlans):
     def thread_ids(self) -> Iterator[str]:
         return stream(self._thread_ids_plan(), self._io)
 
-    def read_thread(self, thread_id: str, *, encoded: bool = False) -> Iterator[ThreadItem]:
-        return stream(self._read_thread_plan(thread_id, encoded), self._io)
+    def read_thread(self, thread_id: str, *, encoded: bool = False, stored_values: bool = False) -> Iterator[ThreadItem]:
+        return stream(self._read_thread_plan(thread_id, encoded, stored_values), self._io)
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(self._keys_plan(thread_id), self._io)
@@ -142,8 +142,10 @@ class AsyncSqlStore(SqlPlans):
     def athread_ids(self) -> AsyncIterator[str]:
         return astream(self._thread_ids_plan(), self._io)
 
-    def aread_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
-        return astream(self._read_thread_plan(thread_id, encoded), self._io)
+    def aread_thread(
+        self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
+    ) -> AsyncIterator[ThreadItem]:
+        return astream(self._read_thread_plan(thread_id, encoded, stored_values), self._io)
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(self._keys_plan(thread_id), self._io)

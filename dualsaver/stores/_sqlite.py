@@ -8,6 +8,7 @@ already in the store (live traffic) is ever overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -17,9 +18,10 @@ from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
 
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
+from dualsaver.stores._spans import split_checkpoint
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, typed_value,
-    unreadable,
+    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, loads_json,
+    typed_value, unreadable,
 )
 
 THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id LIMIT ?"
@@ -63,9 +65,12 @@ class SqlitePlans(SqlPlans):
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
-    def _read_thread_plan(self, thread_id: str, encoded: bool = False) -> Plan[None]:
+    gives_stored_values = True  # whole checkpoints: see dualsaver.stores._spans
+
+    def _read_thread_plan(self, thread_id: str, encoded: bool = False, stored_values: bool = False) -> Plan[None]:
         writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True))
         encoding = self.serde_key if encoded else None
+        split = stored_values and encoding is not None and encoding[0] == "jsonplus"
         after: tuple[str, str] | None = None
         while True:
             if after is None:
@@ -79,14 +84,17 @@ class SqlitePlans(SqlPlans):
             by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
             for w in writes:
                 by_key[(w[0], w[1])].append(w)
-            yield Emit([self.decode(thread_id, r, by_key.get((r[0], r[1]), ()), encoding) for r in rows])
+            yield Emit([self.decode(thread_id, r, by_key.get((r[0], r[1]), ()), encoding, split) for r in rows])
             if len(rows) < CHECKPOINT_PAGE:
                 return
             after = last
 
-    def decode(self, thread_id: str, row: Any, writes: Iterable[Any], encoding: Any = None) -> ThreadItem:
+    def decode(
+        self, thread_id: str, row: Any, writes: Iterable[Any], encoding: Any = None, split: bool = False
+    ) -> ThreadItem:
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
-        stored bytes and are not decoded (the backfill passes them through)."""
+        stored bytes and are not decoded (the backfill passes them through); with `split`,
+        so do the channel values a target stores apart (`split_checkpoint`)."""
         ns, checkpoint_id, parent, type_, blob, metadata = row
         key = self.serde_key
         try:
@@ -101,10 +109,13 @@ class SqlitePlans(SqlPlans):
                     for _, _, task_id, task_path, idx, channel, t, v in writes
                 ]
             decoded.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
-            checkpoint, metadata = checked(
-                load_typed(self.serde, key, (type_, blob), "the checkpoint"),
-                json.loads(metadata) if metadata is not None else {},
-            )
+            stored = None
+            if split and type_ == "msgpack":
+                with contextlib.suppress(ValueError):  # decoded whole below, which says what is wrong
+                    stored = split_checkpoint(blob, self.serde)
+            if stored is None:
+                stored = load_typed(self.serde, key, (type_, blob), "the checkpoint")
+            checkpoint, metadata = checked(stored, loads_json(metadata) if metadata is not None else {})
             return StoredCheckpoint(
                 thread_id=thread_id,
                 checkpoint_ns=ns,

@@ -1,0 +1,82 @@
+"""A checkpoint stored whole (SQLite keeps one msgpack document per checkpoint) split into
+its channel values' own bytes, for a target that stores each value apart (PostgreSQL's
+blobs) with the same serializer: the values pass through as bytes instead of being decoded
+and encoded again.
+
+msgpack is compositional: a value inside a document is encoded exactly as it would be on its
+own. So the document is decoded once with an extension hook that builds nothing (each
+extension stays its code and payload, `RawExt`), and each value that goes to a blob is packed
+again from that, byte for byte what `JsonPlusSerializer.dumps_typed` wrote for it, at C speed
+(no Pydantic model, no `Send` is rebuilt). What the target stores inline (None, str, int,
+float, bool, by `isinstance`, as `PostgresSaver.put` decides) and the checkpoint's other
+fields are decoded for real; so is any value whose type cannot be told from its bytes (a
+lone extension that may rebuild a `str` or `int` subclass, such as an enum).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ormsgpack
+
+from dualsaver.stores.native import JSONPLUS_EXT_CODES, StoredValue
+
+OPTIONS = ormsgpack.OPT_NON_STR_KEYS  # as JsonPlusSerializer packs and unpacks
+EXT_DELTA_SNAPSHOT = 7  # langgraph.checkpoint.serde.jsonplus.EXT_DELTA_SNAPSHOT
+# Extensions that never rebuild a str/int/float/bool: Pydantic v1 and v2 models, numpy arrays.
+EXT_NEVER_INLINE = frozenset({4, 5, 6})
+
+
+class RawExt:
+    """An extension left undecoded: its code and payload."""
+
+    __slots__ = ("code", "data")
+
+    def __init__(self, code: int, data: bytes) -> None:
+        self.code, self.data = code, data
+
+
+def _keep(code: int, data: bytes) -> RawExt:
+    if code not in JSONPLUS_EXT_CODES:  # as `check_typed` refuses them
+        raise ValueError(f"unknown msgpack extension {code}")
+    return RawExt(code, data)
+
+
+def _pack(obj: Any) -> ormsgpack.Ext:
+    if isinstance(obj, RawExt):
+        return ormsgpack.Ext(obj.code, obj.data)
+    raise TypeError(f"cannot pack {type(obj).__name__}")
+
+
+def _has_ext(value: Any) -> bool:
+    if isinstance(value, RawExt):
+        return True
+    if isinstance(value, dict):
+        return any(_has_ext(k) or _has_ext(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_ext(v) for v in value)
+    return False
+
+
+def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
+    """The checkpoint in `data` (msgpack written by `serde`), its channel values as
+    `StoredValue` where they go to blobs. Raises ValueError on bytes that do not decode."""
+    document = ormsgpack.unpackb(data, ext_hook=_keep, option=OPTIONS)
+    if not isinstance(document, dict):
+        return document  # not a checkpoint: the caller's checks say so
+    values = document.get("channel_values")
+    if any(_has_ext(v) for k, v in document.items() if k != "channel_values") or not isinstance(values, dict):
+        return serde.loads_typed(("msgpack", data))  # e.g. pending_sends of a v1 checkpoint: decode all
+    document["channel_values"] = {channel: _channel_value(value, serde) for channel, value in values.items()}
+    return document
+
+
+def _channel_value(value: Any, serde: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool, bytes)):
+        return value  # decoded already (bytes become a "bytes" blob, as put writes them)
+    if isinstance(value, RawExt):
+        if value.code == EXT_DELTA_SNAPSHOT:
+            return StoredValue(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)), snapshot=True)
+        if value.code not in EXT_NEVER_INLINE:  # an enum, a datetime...: decide on the real value
+            return serde.loads_typed(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)))
+    return StoredValue(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)))

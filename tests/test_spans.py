@@ -1,0 +1,88 @@
+"""A checkpoint split into its channel values' stored bytes (`dualsaver.stores._spans`) is
+what decoding it and encoding each value again gives: the same inline values, the same blob
+bytes, the same DeltaChannel snapshot markers (hypothesis, over the kinds of values LangGraph
+keeps in channels)."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from langgraph.types import Send
+
+from dualsaver.stores._postgres import split_channel_values
+from dualsaver.stores._spans import split_checkpoint
+from dualsaver.stores.native import StoredValue
+
+SERDE = JsonPlusSerializer()
+
+
+class Color(str, enum.Enum):  # a str subclass: PostgreSQL's put keeps it inline
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    BIG = 3
+
+
+primitives = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False), st.text(max_size=20),
+)
+leaves = st.one_of(
+    primitives,
+    st.binary(max_size=20),
+    st.sampled_from([Color.RED, Size.BIG]),
+    st.datetimes(timezones=st.none()),
+    st.uuids(),
+    st.builds(HumanMessage, content=st.text(max_size=20)),
+    st.builds(AIMessage, content=st.text(max_size=20)),
+    st.builds(Send, st.sampled_from(["node", "other"]), st.dictionaries(st.text(max_size=5), primitives, max_size=3)),
+)
+values = st.recursive(
+    leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=10,
+)
+channel_values = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    st.one_of(values, st.builds(_DeltaSnapshot, st.lists(st.text(max_size=5), max_size=3))),
+    max_size=6,
+)
+
+
+def _blobs(blobs: dict) -> dict:
+    return {k: v.typed if isinstance(v, StoredValue) else SERDE.dumps_typed(v) for k, v in blobs.items()}
+
+
+@given(channel_values)
+def test_split_bytes_are_what_encoding_each_value_writes(values_) -> None:
+    checkpoint = {**empty_checkpoint(), "channel_values": values_}
+    data = SERDE.dumps_typed(checkpoint)[1]
+    split = split_checkpoint(data, SERDE)
+    decoded = SERDE.loads_typed(("msgpack", data))
+    assert {k: v for k, v in split.items() if k != "channel_values"} == {
+        k: v for k, v in decoded.items() if k != "channel_values"
+    }
+    inline, blobs = split_channel_values(split["channel_values"])
+    inline_full, blobs_full = split_channel_values(decoded["channel_values"])
+    assert inline == inline_full
+    assert _blobs(blobs) == _blobs(blobs_full)
+    for k, v in blobs.items():  # and the bytes decode to the value itself
+        assert SERDE.loads_typed(_blobs({k: v})[k]) == decoded["channel_values"][k]
+
+
+def test_what_cannot_be_split_is_decoded_or_refused() -> None:
+    sends = {**empty_checkpoint(), "pending_sends": [Send("node", {"x": 1})], "channel_values": {"a": [1]}}
+    data = SERDE.dumps_typed(sends)[1]
+    assert split_checkpoint(data, SERDE) == SERDE.loads_typed(("msgpack", data))  # a v1 checkpoint: all decoded
+    with pytest.raises(ValueError):
+        split_checkpoint(data[:-3], SERDE)  # truncated
+    import ormsgpack
+
+    with pytest.raises(ValueError):  # the reader then decodes it whole, whose failure names the extension
+        split_checkpoint(ormsgpack.packb({"channel_values": {"a": ormsgpack.Ext(42, b"x")}}), SERDE)
