@@ -12,6 +12,8 @@
     ├── SecondaryWriteError (RuntimeError)  strict mode: the secondary refused a write the
     │                                       primary accepted (it is journaled first)
     ├── SecondaryTimeout (TimeoutError)     the secondary did not answer within the bound
+    ├── NotReplicated (TimeoutError)        a Redis write with `wait=N` reached fewer than N
+    │                                       replicas in time (not acknowledged; may survive)
     ├── WriteAbandoned (RuntimeError)       a queued secondary write that will not run: its saver
     │                                       or its event loop closed first (it is journaled)
     ├── CopyFailed (RuntimeError)           copying a thread did not complete (a lazy copy)
@@ -75,6 +77,13 @@ class SecondaryWriteError(DualSaverError, RuntimeError):
 
 class SecondaryTimeout(DualSaverError, TimeoutError):
     """A secondary store did not answer within the bound."""
+
+
+class NotReplicated(DualSaverError, TimeoutError):
+    """A Redis write made with ``wait=N`` reached fewer than N replicas within its timeout.
+
+    The write is not acknowledged: it is on the master and may or may not survive a
+    failover, so the caller must treat it as failed (and may retry it: puts are idempotent)."""
 
 
 class WriteAbandoned(DualSaverError, RuntimeError):
