@@ -112,6 +112,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _json(reply: Any) -> Any:
+    """A JSON reply as Python (redis-py may have parsed it already)."""
+    return orjson.loads(reply) if isinstance(reply, (bytes, str)) else reply
+
+
 def _unbytes(value: Any) -> Any:
     """The saver's ``{"__bytes__": base64}`` markers (bytes inside a checkpoint) as bytes."""
     if isinstance(value, dict):
@@ -280,13 +285,13 @@ def _documents(layout: Layout, index: str, prefix: str, thread_id: str) -> Plan[
         keys = yield from _scan(layout.scan_pattern(prefix, thread_id))
         for page in chunks(keys, SEARCH_PAGE):
             docs = yield command("JSON.MGET", *page, "$")
-            found += [(k, orjson.loads(d)[0]) for k, d in zip(page, docs) if d is not None]
+            found += [(k, _json(d)[0]) for k, d in zip(page, docs) if d is not None]
     else:
         offset, query = 0, layout.thread_query(thread_id)
         while True:
             reply = yield command("FT.SEARCH", index, query, "LIMIT", offset, SEARCH_PAGE, "DIALECT", 2)
             total, rows = _search_rows(reply)
-            found += [(key, orjson.loads(fields["$"])) for key, fields in rows if "$" in fields]
+            found += [(key, _json(fields["$"])) for key, fields in rows if "$" in fields]
             offset += SEARCH_PAGE
             if offset >= total or not rows:
                 break
