@@ -67,7 +67,7 @@ def public_history(saver: Any, thread_ids: list[str]) -> dict[Key, tuple]:
     writes as a sorted list, since savers order them differently."""
     out: dict[Key, tuple] = {}
     for thread_id in thread_ids:
-        for tup in saver.list({"configurable": {"thread_id": thread_id}}):
+        for tup in list(saver.list({"configurable": {"thread_id": thread_id}})):  # SqliteSaver locks while listing
             conf = tup.config["configurable"]
             if conf["thread_id"] != thread_id:
                 continue  # the official saver's tag search ignores case
