@@ -91,18 +91,3 @@ async def test_async_graph_runs_in_every_phase_official_to_postgres(tmp_path, la
         if phase is not Phase.DECOMMISSION:
             assert await saver.aflush(timeout=30)
             assert (await acheck(old, new)).clean
-
-
-async def test_async_interrupt_resumes_across_every_forward_step(tmp_path, langgraph_redis_url):
-    async with async_saver("sqlite", tmp=tmp_path) as old, aopen_saver(langgraph_redis_url) as new:
-        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
-        app = build_agent(saver)
-        topics = ["a", "b", "c", "d"]
-        for phase, topic in zip(PHASES, topics):
-            saver.phase = phase
-            await app.ainvoke({"topic": topic}, config("walk"))
-            if phase is not Phase.DECOMMISSION:
-                saver.phase = PHASES[PHASES.index(phase) + 1]
-            await app.ainvoke(Command(resume=True), config("walk"))
-        state = await app.aget_state(config("walk"))
-        assert state.values["results"] == expected_results(*topics)
