@@ -26,37 +26,16 @@ from tests.graphs import build_agent, config, run_turn
 from tests.langgraph_redis_support import plain_client
 
 LEDGER = '''
-"""A saver dualsaver has never heard of: an in-memory saver behind its public API only."""
+"""The application's own saver module: a saver dualsaver has no adapter for."""
 import contextlib
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
+from tests.backfill_support import OpaqueSaver
 
 EVENTS = []
-SHARED = InMemorySaver()
 
 
-class LedgerSaver(BaseCheckpointSaver):
-    def __init__(self):
-        super().__init__()
-        self.inner = SHARED
-
-    def get_tuple(self, config):
-        return self.inner.get_tuple(config)
-
-    def list(self, config, **kwargs):
-        return self.inner.list(config, **kwargs)
-
-    def put(self, config, checkpoint, metadata, new_versions):
-        return self.inner.put(config, checkpoint, metadata, new_versions)
-
-    def put_writes(self, config, writes, task_id, task_path=""):
-        self.inner.put_writes(config, writes, task_id, task_path)
-
+class LedgerSaver(OpaqueSaver):
     def delete_thread(self, thread_id):
         self.inner.delete_thread(thread_id)
-
-    def get_next_version(self, current, channel):
-        return self.inner.get_next_version(current, channel)
 
 
 @contextlib.contextmanager
