@@ -194,7 +194,8 @@ class Layout:
         try:
             stored = dict(doc["checkpoint"])
             stored.pop("type", None)  # the saver's storage tag, not part of the checkpoint
-            stored.pop("pending_sends", None)  # always [] when stored; derived on reads
+            if isinstance(stored.get("v"), int) and stored["v"] >= 4:
+                stored.pop("pending_sends", None)  # not in format v4: the saver adds [] to all
             metadata = doc.get("metadata") or "{}"
             parent = doc.get("parent_checkpoint_id") or None
             decoded = [self.decode_write(w) for w in writes]
