@@ -18,6 +18,9 @@ URL forms (the stores helper's `open_saver(url)` calls these):
 - ``redis+cluster://[[username]:password@]host:port,host:port,...``  a Redis Cluster: any
   reachable subset of its nodes; the rest are discovered (database 0 only)
 - ``rediss+cluster://...``                            a cluster over TLS
+- ``redis+sentinel://[[username]:password@]host:26379,host:26380/SERVICE[/db]``  the master
+  of SERVICE, found through these sentinels (and found again after a failover); the
+  password serves the sentinels and the master (``rediss+sentinel://``: TLS)
 
 Percent-encode special characters in the username and password. Query parameters, also
 accepted as keyword arguments (which win):
@@ -29,6 +32,9 @@ accepted as keyword arguments (which win):
                  Use one TTL for every saver on a prefix.
 - ``pool_size``  maximum connections (per node on a cluster); standalone pools block when
                  all are busy (default 50)
+- ``wait``       replicas that must hold a put / put_writes before it returns (``WAIT``
+                 in the same pipeline); fewer within ``wait_timeout`` seconds (default 1)
+                 raises ``NotReplicated``: not acknowledged. Not on a cluster.
 - ``socket_timeout``, ``socket_connect_timeout``, ``client_name``, ``ssl_cert_reqs``,
   ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``: passed to
   redis-py.
