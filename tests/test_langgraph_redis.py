@@ -19,7 +19,7 @@ from langgraph.checkpoint.redis import RedisSaver
 from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 from langgraph.types import Send
 
-from dualsaver import StoreURLError, abackfill, acheck, backfill, check
+from dualsaver import NotReplicated, StoreURLError, abackfill, acheck, backfill, check
 from dualsaver.checker.canonical import canonical
 from dualsaver.embedded import EmbeddedRedisStack
 from dualsaver.redis import open_redis_saver
@@ -279,3 +279,32 @@ def test_corrupted_documents_are_reported_unreadable_and_the_rest_is_copied(
         assert {t for t, _ in unreadable} == {"bad-checkpoint", "bad-write", "bad-metadata"} and len(unreadable) == 3
         assert not [d for d in report.divergences if d.thread_id == "good"]
         assert native_for(target).checkpoint_keys("good") == native_for(source).checkpoint_keys("good")
+
+
+# ----------------------------------------------------------------------------- wait, status
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+langgraph"])
+def test_wait_refuses_a_write_no_replica_holds(redis_stack: EmbeddedRedisStack, scheme: str) -> None:
+    """A server with no replica cannot acknowledge wait=1: the put raises, not returns."""
+    redis_stack.flushall()
+    with open_saver(redis_stack.url_for(scheme) + "?wait=1&wait_timeout=0.05") as saver:
+        with pytest.raises(NotReplicated, match="0 of 1 replica"):
+            saver.put(*_put_args("t"))
+    with pytest.raises(StoreURLError, match="not a cluster"):
+        parse_redis_url("redis+cluster://a:1,b:2?wait=1")
+    target = parse_redis_url("redis+sentinel://:pw@a,b:26380/svc?prefix=p")
+    assert (target.sentinel, target.hosts, target.db, target.saver) == ("svc", [("a", 26379), ("b", 26380)], 0, {"prefix": "p"})
+
+
+def test_status_probes_the_new_stores(redis_stack: EmbeddedRedisStack, redis_url: str) -> None:
+    from dualsaver.cli.status import probe_store
+
+    redis_stack.flushall()
+    probe = probe_store(redis_stack.langgraph_url)
+    assert probe["reachable"] and probe["kind"] == "langgraph-redis" and redis_stack.password not in str(probe)
+    assert "RediSearch" in probe["detail"]
+    missing = probe_store(redis_url.replace("redis://", "redis+langgraph://"))  # no modules there
+    assert missing["reachable"] is False and "ReJSON" in missing["detail"]
+    assert probe_store("python:tests.factory_savers:official")["reachable"] is True
+    assert probe_store("python:tests.factory_savers:nothing")["reachable"] is False
