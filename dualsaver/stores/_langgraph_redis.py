@@ -69,6 +69,9 @@ GROUP_PAGE = 1000  # thread ids per FT.AGGREGATE cursor read
 WRITE_BATCH = 100  # checkpoints per pipeline of copy scripts
 DELETE_CHUNK = 500  # keys per DEL
 TAG_SEPARATOR = ","  # the saver's tag fields keep RediSearch's default separator
+# RediSearch's default query timeout (500 ms) answers with *partial* results when it runs
+# out (ON_TIMEOUT return): a reader that must see every document asks for none.
+NO_TIMEOUT = ("TIMEOUT", 0)
 
 # KEYS: checkpoint, latest pointer, write registry, then one key per write.
 # ARGV: checkpoint JSON, expire-at (epoch ms, 0: never), then (write JSON, score) pairs.
@@ -290,7 +293,7 @@ def _documents(layout: Layout, index: str, prefix: str, thread_id: str) -> Plan[
     else:
         offset, query = 0, layout.thread_query(thread_id)
         while True:
-            reply = yield command("FT.SEARCH", index, query, "LIMIT", offset, SEARCH_PAGE, "DIALECT", 2)
+            reply = yield command("FT.SEARCH", index, query, "LIMIT", offset, SEARCH_PAGE, *NO_TIMEOUT, "DIALECT", 2)
             total, rows = _search_rows(reply)
             found += [(key, _json(fields["$"])) for key, fields in rows if "$" in fields]
             offset += SEARCH_PAGE
@@ -313,7 +316,7 @@ def plan_thread_ids(layout: Layout) -> Plan[None]:
     ids: set[str] = set()
     reply, cursor = yield command(
         "FT.AGGREGATE", layout.checkpoint_index, "*", "GROUPBY", 1, "@thread_id",
-        "WITHCURSOR", "COUNT", GROUP_PAGE, "DIALECT", 2,
+        "WITHCURSOR", "COUNT", GROUP_PAGE, *NO_TIMEOUT, "DIALECT", 2,
     )
     while True:
         for row in reply[1:]:
