@@ -177,7 +177,10 @@ def _histories(draw: st.DrawFn) -> list[StoredCheckpoint]:
                 for i, ch in enumerate(channels_)
             ]
         writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
-        metadata = {"source": "loop", "step": n, "parents": {}, "note": draw(st.text(max_size=5))}
+        # LangGraph's savers drop NUL characters from metadata strings (get_checkpoint_metadata),
+        # and the official saver drops them from its metadata JSON: none reach a store.
+        note = draw(st.text(st.characters(blacklist_characters="\x00"), max_size=5))
+        metadata = {"source": "loop", "step": n, "parents": {}, "note": note}
         items.append(StoredCheckpoint(thread_id, ns, checkpoint_id, draw(st.none() | st.just("1f0-parent")), checkpoint, metadata, tuple(writes)))
     return list({i.key: i for i in items}.values())
 
