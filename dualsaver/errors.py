@@ -14,6 +14,8 @@
     ├── SecondaryTimeout (TimeoutError)     the secondary did not answer within the bound
     ├── CircuitOpen (ConnectionError)       the secondary failed recently: calls skip it for a
     │                                       cool-down (each is journaled)
+    ├── NotReplicated (TimeoutError)        a Redis write with `wait=N` reached fewer than N
+    │                                       replicas in time (not acknowledged; may survive)
     ├── WriteAbandoned (RuntimeError)       a queued secondary write that will not run: its saver
     │                                       or its event loop closed first (it is journaled)
     ├── UnreadableRow (ValueError)          a stored row that is not what LangGraph wrote (not a
@@ -83,6 +85,13 @@ class SecondaryTimeout(DualSaverError, TimeoutError):
 
 class CircuitOpen(DualSaverError, ConnectionError):
     """The secondary failed recently; its circuit breaker skips it for a cool-down."""
+
+
+class NotReplicated(DualSaverError, TimeoutError):
+    """A Redis write made with ``wait=N`` reached fewer than N replicas within its timeout.
+
+    The write is not acknowledged: it is on the master and may or may not survive a
+    failover, so the caller must treat it as failed (and may retry it: puts are idempotent)."""
 
 
 class WriteAbandoned(DualSaverError, RuntimeError):

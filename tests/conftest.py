@@ -10,6 +10,13 @@ A session-scoped server starts only when the first test that needs it runs, so
 - ``redis_cluster``      the 3-master EmbeddedRedisCluster (session).
 - ``redis_cluster_url``  ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``, after
                          FLUSHALL on every master.
+- ``redis_stack``        an EmbeddedRedisStack (session): Redis 8 + RedisJSON + RediSearch,
+                         password auth.
+- ``langgraph_redis_url`` ``redis+langgraph://`` URL of it (the official saver), after FLUSHALL
+                         (which drops its search indexes too).
+- ``langgraph_redis_url_b`` the same on a second such server, for two official stores at once
+                         (the saver's write registry keys ignore its prefix: two stores on one
+                         server would share them).
 - ``sqlite_path``        ``tmp_path / "store.sqlite"`` (not created).
 - ``pg_url_factory``     ``pg_url_factory() -> url`` of another fresh database on each call
                          (e.g. one per hypothesis example); all are dropped after the test.
@@ -31,7 +38,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster
+from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, EmbeddedRedisStack
 
 settings.register_profile("dualsaver", deadline=None, print_blob=True)
 settings.register_profile("ci", parent=settings.get_profile("dualsaver"), derandomize=True)
@@ -94,6 +101,30 @@ def redis_cluster() -> Iterator[EmbeddedRedisCluster]:
 def redis_cluster_url(redis_cluster: EmbeddedRedisCluster) -> str:
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_stack() -> Iterator[EmbeddedRedisStack]:
+    with EmbeddedRedisStack(password="stack-secret") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_stack_b() -> Iterator[EmbeddedRedisStack]:
+    with EmbeddedRedisStack(password="stack-secret-b") as server:
+        yield server
+
+
+@pytest.fixture
+def langgraph_redis_url(redis_stack: EmbeddedRedisStack) -> str:
+    redis_stack.flushall()
+    return redis_stack.langgraph_url
+
+
+@pytest.fixture
+def langgraph_redis_url_b(redis_stack_b: EmbeddedRedisStack) -> str:
+    redis_stack_b.flushall()
+    return redis_stack_b.langgraph_url
 
 
 @pytest.fixture

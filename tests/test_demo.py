@@ -1,5 +1,6 @@
 """`dualsaver demo` end to end, as a user runs it: the installed console script in a
-subprocess, for both targets (embedded PostgreSQL, embedded Redis)."""
+subprocess, for every target (embedded PostgreSQL, embedded Redis, and the official LangGraph
+Redis saver on an embedded Redis 8 with RedisJSON and RediSearch)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("new", ["postgres", "redis"])
+@pytest.mark.parametrize("new", ["postgres", "redis", "langgraph-redis"])
 def test_demo_walks_every_phase_and_ends_clean(tmp_path: Path, new: str) -> None:
     workdir = tmp_path / "demo"
-    args = ["demo", "--dir", str(workdir)] + (["--new", "redis"] if new == "redis" else [])
+    args = ["demo", "--dir", str(workdir)] + (["--new", new] if new != "postgres" else [])
     run = dualsaver(*args)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
@@ -70,7 +71,7 @@ def test_help_names_the_workflow_and_the_examples() -> None:
     demo = dualsaver("demo", "--help", timeout=60)
     assert demo.returncode == 0
     assert "examples:" in demo.stdout and "dualsaver demo --new redis" in demo.stdout
-    assert "every phase" in demo.stdout and "{postgres,redis}" in demo.stdout
+    assert "every phase" in demo.stdout and "{postgres,redis,langgraph-redis}" in demo.stdout
 
 
 def _module(*args: str) -> subprocess.CompletedProcess[str]:

@@ -36,6 +36,15 @@ _PLAIN_METADATA_KEYS = frozenset({"source", "step", "parents"})
 _HANDLED_CHECKPOINT_KEYS = frozenset({"channel_values", "channel_versions", "versions_seen"})
 
 
+def _saver_artefact(key: str, value: Any, checkpoint: Mapping[str, Any]) -> bool:
+    """Keys the official Redis saver adds to each checkpoint it hands back and LangGraph
+    never reads: its storage tag (``"type": "json"``), and from format v4 on
+    ``pending_sends`` (derived from the parent's TASKS writes, compared as writes)."""
+    if key == "type":
+        return value in ("json", "msgpack")
+    return key == "pending_sends" and isinstance(checkpoint.get("v"), int) and checkpoint["v"] >= 4
+
+
 
 # --------------------------------------------------------------------------- fingerprints
 
@@ -84,7 +93,7 @@ def _fingerprint(item: StoredCheckpoint, capture: bool) -> Fingerprint:
             values[f"channel_values.{channel}"] = canonical(value)
     other = {}
     for key, value in cp.items():
-        if key in _HANDLED_CHECKPOINT_KEYS:
+        if key in _HANDLED_CHECKPOINT_KEYS or _saver_artefact(key, value, cp):
             continue
         shown = canonical(value) if key in _PLAIN_CHECKPOINT_KEYS else None
         other[key] = (digest(value), shown)

@@ -12,6 +12,12 @@ notion of "the same value": two decoded objects are equal when their canonical f
   fixed msgpack configuration (C speed: the check digests every value of both stores), and
   falls back to hashing `canonical(value)` for what msgpack cannot encode. Equal content
   gives equal digests; the two routes are never mixed for one value.
+- Both compare by meaning (`meaning(value)`): an object's serialized form is the object. The
+  official Redis saver hands back LangChain objects as their ``{"lc": 1, "type":
+  "constructor", ...}`` envelopes and `Send` packets as ``{"__send__": True, "node": ...,
+  "arg": ...}`` where other savers hand back the objects; both forms canonicalize and digest
+  alike. (A digest looks for the forms in the packed bytes first, so values without them
+  pay nothing.)
 
 Reports show digests, never values, unless the operator asks (`--show-values`).
 """
@@ -61,7 +67,7 @@ def type_name(obj: Any) -> str:
 
 def canonical(value: Any) -> Any:
     """A JSON-able, deterministic form of `value` (see the module docstring)."""
-    return _canon(value, set())
+    return _canon(meaning(value), set())
 
 
 def canonical_json(value: Any) -> str:
@@ -188,6 +194,56 @@ def _sort_key(canon: Any) -> str:
     return json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# --------------------------------------------------------------------------- meaning
+
+_SERIALIZED_MARKERS = (b"constructor", b"__send__")  # in the packed bytes of such forms
+
+
+def meaning(value: Any) -> Any:
+    """`value` with every serialized form of an object replaced by the object: a LangChain
+    constructor envelope (lc 1 or 2) by what it constructs (LangGraph's own reviver, its
+    allow-list applies; one it refuses stays a dict), a ``__send__`` dict by a `Send`."""
+    return _revive(value, set())
+
+
+def _revive(value: Any, active: set[int]) -> Any:
+    kind = type(value)
+    if kind not in (dict, list, tuple) or id(value) in active:
+        return value
+    active.add(id(value))
+    try:
+        if kind is dict:
+            return _object_of({k: _revive(v, active) for k, v in value.items()})
+        return kind(_revive(v, active) for v in value)
+    finally:
+        active.discard(id(value))
+
+
+def _object_of(form: dict[Any, Any]) -> Any:
+    if form.get("__send__") is True and len(form) == 3 and "node" in form and "arg" in form:
+        from langgraph.types import Send
+
+        return Send(node=form["node"], arg=form["arg"])
+    if form.get("lc") in (1, 2) and form.get("type") == "constructor":
+        try:
+            revived = _reviver()(form)
+        except Exception:  # noqa: BLE001 - not an object this process may build: a dict
+            return form
+        return form if revived is None else revived
+    return form
+
+
+_revivers: list[Any] = []
+
+
+def _reviver() -> Any:
+    if not _revivers:
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+        _revivers.append(JsonPlusSerializer()._reviver)
+    return _revivers[0]
+
+
 # --------------------------------------------------------------------------- digests
 
 
@@ -195,6 +251,8 @@ def digest(value: Any) -> str:
     """Short content digest of a decoded value: equal content, equal digest."""
     try:
         data = b"m" + ormsgpack.packb(value, default=_pack_default, option=_PACK_OPTIONS)
+        if any(marker in data for marker in _SERIALIZED_MARKERS):
+            data = b"m" + ormsgpack.packb(meaning(value), default=_pack_default, option=_PACK_OPTIONS)
     except Exception:  # noqa: BLE001 - anything msgpack refuses goes the slow, total route
         data = b"j" + canonical_json(value).encode("utf-8", "surrogatepass")
     return short_hash(data)

@@ -10,7 +10,10 @@ from pathlib import Path
 EPILOG = """\
 examples:
   dualsaver demo                     SQLite -> embedded PostgreSQL
-  dualsaver demo --new redis         SQLite -> embedded Redis
+  dualsaver demo --new redis         SQLite -> embedded Redis (dualsaver's Redis saver)
+  dualsaver demo --new langgraph-redis
+                                     SQLite -> embedded Redis 8 with RedisJSON and
+                                     RediSearch (the official LangGraph Redis saver)
   dualsaver demo --dir /tmp/ds-demo  keep the stores and reports somewhere else
 
 Nothing to set up: the demo starts its own PostgreSQL (or Redis) from the binaries that
@@ -26,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Walk a real LangGraph app's memory through every phase of a migration.",
         epilog=EPILOG,
     )
-    parser.add_argument("--new", choices=("postgres", "redis"), default="postgres",
+    parser.add_argument("--new", choices=("postgres", "redis", "langgraph-redis"), default="postgres",
                         help="the store to migrate to (default: postgres)")
     parser.add_argument("--dir", type=Path, default=Path("dualsaver-demo"),
                         help="work dir for the stores and reports (default: ./dualsaver-demo)")

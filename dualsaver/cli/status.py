@@ -117,11 +117,49 @@ def _probe_redis(spec: Any) -> tuple[bool, str]:
     return True, "cluster answers PING" if target.cluster else "answers PING"
 
 
+def _probe_langgraph_redis(spec: Any) -> tuple[bool, str]:
+    from dualsaver.redis.url import parse_redis_url, sync_client
+
+    target = parse_redis_url(spec.url, socket_timeout=5, socket_connect_timeout=5)
+    target.client["protocol"] = 2
+    client = sync_client(target)
+    try:
+        client.ping()
+        modules = {_text(m[m.index(b"name") + 1]) for m in client.execute_command("MODULE", "LIST")}
+        indexes = {_text(n) for n in client.execute_command("FT._LIST")} if "search" in modules else set()
+    finally:
+        client.close()
+    missing = sorted({"ReJSON", "search"} - modules)
+    if missing:
+        return False, f"answers PING, but lacks the module(s) {', '.join(missing)} the official saver needs"
+    present = target.saver.get("checkpoint_prefix", "checkpoint") in indexes
+    return True, "RedisJSON and RediSearch loaded; " + ("checkpoint index present" if present else "no checkpoint index yet")
+
+
+def _probe_factory(spec: Any) -> tuple[bool, str]:
+    import importlib
+
+    module, _, name = spec.target.partition(":")
+    found = callable(getattr(importlib.import_module(module), name, None))
+    return found, "factory importable (not called)" if found else f"{module} has no callable {name!r}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _probe_memory(spec: Any) -> tuple[bool, str]:
     return True, "in-memory store (this process only)"
 
 
-_PROBES = {"sqlite": _probe_sqlite, "postgres": _probe_postgres, "redis": _probe_redis, "memory": _probe_memory}
+_PROBES = {
+    "sqlite": _probe_sqlite,
+    "postgres": _probe_postgres,
+    "redis": _probe_redis,
+    "langgraph-redis": _probe_langgraph_redis,
+    "python": _probe_factory,
+    "memory": _probe_memory,
+}
 
 
 def journal_depth(path: str | None) -> dict[str, Any]:

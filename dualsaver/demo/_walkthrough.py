@@ -1,7 +1,8 @@
 """`dualsaver demo`: a full migration on embedded stores, narrated step by step.
 
 Old is an SQLite file; new is an embedded PostgreSQL the demo starts itself (or an
-embedded Redis with `--new redis`). A real LangGraph support agent keeps talking while
+embedded Redis with `--new redis`, or the official LangGraph Redis saver on an embedded
+Redis 8 with RedisJSON and RediSearch with `--new langgraph-redis`). A real LangGraph support agent keeps talking while
 the migration walks its phases: shadow-write, backfill + check, read-switch, decommission.
 """
 
@@ -62,6 +63,11 @@ def _new_store(kind: str, workdir: Path, narrator: Narrator) -> Iterator[tuple[A
 
         server: Any = EmbeddedRedis(appendonly=True, data_dir=workdir / "redis")
         label = "Redis (embedded, started by the demo)"
+    elif kind == "langgraph-redis":
+        from dualsaver.embedded import EmbeddedRedisStack
+
+        server = EmbeddedRedisStack(appendonly=True, data_dir=workdir / "redis-stack")
+        label = "the official LangGraph Redis saver on Redis 8 + RedisJSON + RediSearch (embedded)"
     else:
         from dualsaver.embedded import EmbeddedPostgres
 
@@ -69,7 +75,8 @@ def _new_store(kind: str, workdir: Path, narrator: Narrator) -> Iterator[tuple[A
         label = "PostgreSQL (embedded, started by the demo)"
     started = time.perf_counter()
     with server:
-        url = server.url if kind == "redis" else server.create_database("dualsaver_demo")
+        urls = {"redis": lambda: server.url, "langgraph-redis": lambda: server.langgraph_url}
+        url = urls.get(kind, lambda: server.create_database("dualsaver_demo"))()
         narrator.say(f"new: {label} at {redact(url)} ({time.perf_counter() - started:.1f}s to start)")
         with open_saver(url) as saver:
             yield saver, url

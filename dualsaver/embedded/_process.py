@@ -241,6 +241,13 @@ class Server:
             _live.discard(self)
         return self.start()
 
+    def kill(self) -> None:
+        """Crash the server (SIGKILL for Redis): what a failover test does to a master.
+        Its files stay until `stop()`."""
+        self._halt(crash=True)
+        with _live_lock:
+            _live.discard(self)
+
     def _halt_quietly(self) -> None:
         try:
             self._halt(crash=False)

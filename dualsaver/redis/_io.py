@@ -10,6 +10,7 @@ client. The async client sends a cluster batch as concurrent single calls instea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from dualsaver.redis._lua import SCRIPTS
@@ -30,11 +31,15 @@ def require_binary(client: Any) -> None:
 
 
 class _Client:
-    def __init__(self, client: Any, cluster: bool) -> None:
-        require_binary(client)
+    """`scripts`: name -> Lua source (the checkpointer's by default). A caller that reads
+    replies as text or bytes alike may pass `binary=False` to accept a decoding client."""
+
+    def __init__(self, client: Any, cluster: bool, scripts: Mapping[str, str] = SCRIPTS, *, binary: bool = True) -> None:
+        if binary:
+            require_binary(client)
         self.client = client
         self.cluster = cluster
-        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self.scripts = {name: client.register_script(src) for name, src in scripts.items()}
 
 
 class RedisIo(_Client):

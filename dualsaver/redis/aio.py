@@ -19,7 +19,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from dualsaver.redis._io import AsyncRedisIo
 from dualsaver.redis.base import BaseRedisSaver
-from dualsaver.redis.url import CONNECT_ERRORS, async_client, connection_error, parse_redis_url
+from dualsaver.redis.url import aconnected, for_own_saver, parse_redis_url
 from dualsaver.sansio import AsyncTargets, arun, astream
 
 
@@ -30,11 +30,13 @@ class AsyncRedisSaver(BaseRedisSaver):
     graph.invoke does from a worker thread), like AsyncPostgresSaver's."""
 
     def __init__(
-        self, client: Any, *, serde: SerializerProtocol | None = None, prefix: str = "dualsaver", ttl: float | None = None
+        self, client: Any, *, serde: SerializerProtocol | None = None, prefix: str = "dualsaver",
+        ttl: float | None = None, wait: int = 0, wait_timeout: float = 1.0,
     ) -> None:
         from redis.asyncio.cluster import RedisCluster
 
-        super().__init__(serde=serde, prefix=prefix, ttl=ttl, cluster=isinstance(client, RedisCluster))
+        super().__init__(serde=serde, prefix=prefix, ttl=ttl, cluster=isinstance(client, RedisCluster),
+                         wait=wait, wait_timeout=wait_timeout)
         self.client = client
         self._io = AsyncTargets(redis=AsyncRedisIo(client, self.cluster))
         try:
@@ -117,18 +119,6 @@ async def aopen_redis_saver(
     url: str, *, serde: SerializerProtocol | None = None, **options: Any
 ) -> AsyncIterator[AsyncRedisSaver]:
     """Open an `AsyncRedisSaver` from a URL (forms in the module docstring)."""
-    target = parse_redis_url(url, **options)
-    client = None
-    try:
-        client = async_client(target)
-        await client.ping()
-    except CONNECT_ERRORS as err:
-        if client is not None:
-            await client.aclose()
-        raise connection_error(target, err) from None
-    try:
-        yield AsyncRedisSaver(client, serde=serde, **target.saver)
-    finally:
-        await client.aclose()
-        if not target.cluster:
-            await client.connection_pool.disconnect()
+    target = for_own_saver(parse_redis_url(url, **options))
+    async with aconnected(target) as client:
+        yield AsyncRedisSaver(client, serde=serde, wait=target.wait, wait_timeout=target.wait_timeout, **target.saver)

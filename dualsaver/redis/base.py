@@ -57,7 +57,7 @@ from dualsaver.redis.codec import (
     member,
     split_member,
 )
-from dualsaver.redis.ops import PAGE, chunks, command, pairs, script
+from dualsaver.redis.ops import PAGE, chunks, command, pairs, pipeline, replicated, script
 from dualsaver.sansio import Call, Emit, Plan
 
 try:  # DeltaChannel is beta; older langgraph-checkpoint releases lack it
@@ -102,12 +102,18 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         prefix: str = "dualsaver",
         ttl: float | None = None,
         cluster: bool = False,
+        wait: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         super().__init__(serde=serde)
         if not prefix or any(c in prefix for c in "{}"):
             raise ValueError("prefix must be non-empty and contain no '{' or '}'")
         if ttl is not None and ttl <= 0:
             raise ValueError("ttl must be a positive number of seconds")
+        if wait and cluster:
+            raise ValueError("wait is for a master with replicas, not a Redis Cluster")
+        self.wait = wait
+        self._wait_ms = max(1, int(wait_timeout * 1000))
         self.prefix = prefix
         self.ttl = ttl
         self.cluster = cluster
@@ -147,6 +153,15 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
             for pair in group:
                 args.extend(pair)
         return script("write", self._script_keys(thread_id), tuple(args))
+
+    def _acknowledged(self, call: Call) -> Plan:
+        """Run a write; with `wait`, in one pipeline with WAIT on the same connection, so it
+        returns only once `wait` replicas hold it (else `NotReplicated`: not acknowledged)."""
+        if not self.wait:
+            return (yield call)
+        reply, replicas = yield pipeline([call, command("WAIT", self.wait, self._wait_ms)])
+        replicated(replicas, self.wait, self._wait_ms)
+        return reply
 
     # -- decoding -----------------------------------------------------------------------
 
@@ -214,12 +229,14 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
             metadata=self.serde.dumps_typed(md),
         )
         yield from self._index_first(thread_id)
-        yield self._write(
-            thread_id,
-            cp_mode="set",
-            w_mode="put",
-            checkpoints=[(member(ns, checkpoint_id), record.encode())],
-            blobs=blobs,
+        yield from self._acknowledged(
+            self._write(
+                thread_id,
+                cp_mode="set",
+                w_mode="put",
+                checkpoints=[(member(ns, checkpoint_id), record.encode())],
+                blobs=blobs,
+            )
         )
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
 
@@ -238,11 +255,13 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
             for idx, (ch, v) in enumerate(writes)
         ]
         if entries:
-            yield self._write(
-                str(conf["thread_id"]),
-                cp_mode="set",
-                w_mode="put",
-                writes=[(member(ns, checkpoint_id), encode_writes(entries))],
+            yield from self._acknowledged(
+                self._write(
+                    str(conf["thread_id"]),
+                    cp_mode="set",
+                    w_mode="put",
+                    writes=[(member(ns, checkpoint_id), encode_writes(entries))],
+                )
             )
 
     def _plan_get_tuple(self, config: RunnableConfig) -> Plan:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from dualsaver.errors import NotReplicated
 from dualsaver.sansio import Call
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
@@ -47,3 +48,10 @@ def pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
 def chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(seq), size):
         yield seq[start : start + size]
+
+
+def replicated(acknowledged: Any, wait: int, wait_ms: int) -> None:
+    """Accept a write whose WAIT reply says `wait` replicas hold it; else `NotReplicated`
+    (the write is not acknowledged: it may or may not survive a failover)."""
+    if int(acknowledged) < wait:
+        raise NotReplicated(f"the write reached {int(acknowledged)} of {wait} replica(s) within {wait_ms} ms")

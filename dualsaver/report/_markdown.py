@@ -41,6 +41,10 @@ def to_markdown(report: DivergenceReport) -> str:
             f" {recheck.get('cleared_threads', 0)} cleared by re-reading"
             f" ({recheck.get('rounds', 0)} round(s))"
         )
+    inexact = [side for side in ("old", "new") if (s.get("exact") or {}).get(side) is False]
+    if inexact:
+        lines.append(f"- precision: {' and '.join(inexact)} store read through the public API: write"
+                     " task paths and indexes not compared (a copy through it may reorder parallel writes)")
     for warning in s.get("warnings") or []:
         lines.append(f"- warning: {_md(warning)}")
     counts = s.get("counts") or report.counts()

@@ -2,15 +2,18 @@
 
 - `open_saver(url)` / `aopen_saver(url)`: context managers yielding a ready saver (tables set
   up) for ``sqlite:///``, ``postgresql://`` / ``postgres://``, ``redis://`` / ``rediss://`` /
-  ``redis+cluster://`` (dualsaver's Redis saver) and ``memory://`` (tests). Anything that goes
-  wrong while opening raises `StoreURLError` with one line naming the redacted URL.
+  ``redis+cluster://`` / ``redis+sentinel://`` (dualsaver's Redis saver),
+  ``redis+langgraph://`` (the official langgraph-checkpoint-redis saver),
+  ``python:module:factory`` (any saver a factory makes) and ``memory://`` (tests). Anything
+  that goes wrong while opening raises `StoreURLError` with one line naming the redacted URL.
 - `native_for(saver)` / `anative_for(saver)`: the `NativeStore` / `AsyncNativeStore` that
   reads and writes a saver's rows below the public API (`native.py` has the contract); the
   public-API fallback (``exact=False``) for savers without a native adapter.
 - `store_identity(saver)`: a stable, password-free name for the store behind a saver.
 
-The adapters are internal (`_sqlite`, `_postgres`, `_memory`, `_redis`, `_public`), each a
-set of plans over one backend's schema with a sync and an async shell (`_sql`).
+The adapters are internal (`_sqlite`, `_postgres`, `_memory`, `_redis`, `_langgraph_redis`,
+`_public`), each a set of plans over one backend's schema with a sync and an async shell
+(`_sql`); `_factory` and `_langgraph_redis_saver` open savers from URLs.
 """
 
 from dualsaver.errors import StoreUnreachable, StoreURLError

@@ -85,6 +85,15 @@ def _table() -> tuple[tuple[type, Factory | None, Factory | None], ...]:
         rows += [(PostgresSaver, PostgresNativeStore, None), (AsyncPostgresSaver, None, AsyncPostgresNativeStore)]
     except ImportError:
         pass
+    try:  # the official langgraph-checkpoint-redis savers (not ShallowRedisSaver: its own layout)
+        from langgraph.checkpoint.redis import AsyncRedisSaver as OfficialAsync
+        from langgraph.checkpoint.redis import RedisSaver as Official
+
+        from dualsaver.stores._langgraph_redis import LangGraphRedisNativeStore
+
+        rows += [(Official, LangGraphRedisNativeStore, None), (OfficialAsync, None, LangGraphRedisNativeStore)]
+    except ImportError:
+        pass
     from dualsaver.redis import AsyncRedisSaver, RedisSaver
     from dualsaver.stores._redis import RedisNativeStore
 

@@ -69,6 +69,14 @@ def _open_plan(spec: StoreURL, serde: Any, pool_size: int, must_exist: bool) -> 
         return _memory_saver(spec, serde)
     if spec.kind == "redis":
         return (yield Call("open", "redis", (spec.url, serde)))
+    if spec.kind == "python":
+        return (yield Call("open", "factory", (spec.target, serde, not must_exist)))
+    if spec.kind == "langgraph-redis":
+        saver = yield Call("open", "langgraph_redis", (spec.url, serde))
+        if must_exist and not (yield Call("open", "has_index", (saver,))):
+            raise _no_tables(spec)
+        yield Call("open", "setup", (saver,))  # indexes if absent; the write-key registry
+        return saver
     if spec.kind == "sqlite":
         conn = yield Call("open", "sqlite_connect", (_sqlite_file(spec, must_exist),))
         if must_exist and (yield Call("open", "first_row", (conn, _SQLITE_HAS_TABLES))) is None:
@@ -150,6 +158,21 @@ class Opener:
 
         return self.stack.enter_context(open_redis_saver(url, **_serde_kwargs(serde)))
 
+    def langgraph_redis(self, url: str, serde: Any) -> Any:
+        from dualsaver.stores._langgraph_redis_saver import open_langgraph_redis_saver
+
+        return self.stack.enter_context(open_langgraph_redis_saver(url, serde=serde))
+
+    def has_index(self, saver: Any) -> bool:
+        from dualsaver.stores._langgraph_redis_saver import has_index
+
+        return has_index(saver)
+
+    def factory(self, target: str, serde: Any, setup: bool) -> Any:
+        from dualsaver.stores._factory import open_factory_saver
+
+        return self.stack.enter_context(open_factory_saver(target, serde=serde, setup=setup))
+
     def sqlite_connect(self, path: str) -> Any:
         conn = sqlite3.connect(path, check_same_thread=False)
         self.stack.callback(conn.close)
@@ -204,6 +227,21 @@ class AsyncOpener:
         from dualsaver.redis import aopen_redis_saver
 
         return await self.stack.enter_async_context(aopen_redis_saver(url, **_serde_kwargs(serde)))
+
+    async def alanggraph_redis(self, url: str, serde: Any) -> Any:
+        from dualsaver.stores._langgraph_redis_saver import aopen_langgraph_redis_saver
+
+        return await self.stack.enter_async_context(aopen_langgraph_redis_saver(url, serde=serde))
+
+    async def ahas_index(self, saver: Any) -> bool:
+        from dualsaver.stores._langgraph_redis_saver import ahas_index
+
+        return await ahas_index(saver)
+
+    async def afactory(self, target: str, serde: Any, setup: bool) -> Any:
+        from dualsaver.stores._factory import aopen_factory_saver
+
+        return await self.stack.enter_async_context(aopen_factory_saver(target, serde=serde, setup=setup))
 
     async def asqlite_connect(self, path: str) -> Any:
         import aiosqlite

@@ -89,6 +89,8 @@ class StoredCheckpoint:
     writes: tuple[StoredWrite, ...]  # in writes_sort_key order: (task_path, task_id, idx)
     # `serde_key` of the serializer that wrote the `typed` bytes of this record (None: none)
     encoding: Any = field(default=None, compare=False, repr=False)
+    # when the source store will expire it (epoch seconds; a per-key TTL), None: never
+    expires_at: float | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -5,7 +5,12 @@ Accepted forms::
     sqlite:///relative/path.sqlite     sqlite:////absolute/path.sqlite     sqlite:///:memory:
     postgresql://user:password@host:5432/dbname?sslmode=disable          (also postgres://)
     redis://[:password@]host:6379/0    rediss://...    redis+cluster://host1:p1,host2:p2
+    redis+sentinel://[:password@]host:26379,host:26380/SERVICE/0   (dualsaver's Redis saver)
+    redis+langgraph://[:password@]host:6379/0   the official langgraph-checkpoint-redis saver
+                         (also rediss+langgraph://, redis+sentinel+langgraph://.../SERVICE/0)
     memory://            a fresh InMemorySaver        memory://name   one shared per process
+    python:package.module:factory   whatever saver factory() returns (or enters, when it
+                         returns a context manager); copied through the public API
 
 A URL never reaches a message, a log line or a report unredacted: `dualsaver.redact` replaces
 the password (in the authority part and in a `password=` query parameter) with ``***``.
@@ -24,14 +29,17 @@ __all__ = ["StoreURL", "StoreURLError", "parse_store_url", "password_of", "redac
 
 SQLITE_SCHEMES = ("sqlite",)
 POSTGRES_SCHEMES = ("postgresql", "postgres")
-REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+LANGGRAPH_REDIS_SCHEMES = tuple(f"{s}+langgraph" for s in ("redis", "rediss", "redis+sentinel", "rediss+sentinel"))
 MEMORY_SCHEMES = ("memory",)
+FACTORY_PREFIX = "python:"
 
 KINDS = {
     **{s: "sqlite" for s in SQLITE_SCHEMES},
     **{s: "postgres" for s in POSTGRES_SCHEMES},
     **{s: "redis" for s in REDIS_SCHEMES},
     **{s: "memory" for s in MEMORY_SCHEMES},
+    **{s: "langgraph-redis" for s in LANGGRAPH_REDIS_SCHEMES},
 }
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,7 @@ class StoreURL:
 
     url: str
     scheme: str
-    kind: str  # sqlite | postgres | redis | memory
+    kind: str  # sqlite | postgres | redis | langgraph-redis | memory | python
     target: str
 
     @property
@@ -56,10 +64,12 @@ def parse_store_url(url: str) -> StoreURL:
     if not isinstance(url, str) or not url.strip():
         raise StoreURLError("empty store URL; expected e.g. sqlite:///path or postgresql://...")
     url = url.strip()
+    if url.startswith(FACTORY_PREFIX):
+        return StoreURL(url, "python", "python", _factory_target(url))
     if "://" not in url:
         raise StoreURLError(
             f"not a store URL: {redact(url)} (expected scheme://..., e.g. sqlite:///path.sqlite,"
-            " postgresql://user@host/db, redis://host:6379, memory://)"
+            " postgresql://user@host/db, redis://host:6379, memory://, python:pkg.module:factory)"
         )
     scheme = url.split("://", 1)[0].lower()
     kind = KINDS.get(scheme)
@@ -85,6 +95,13 @@ def parse_store_url(url: str) -> StoreURL:
     if not rest or rest.startswith("/"):
         raise StoreURLError(f"bad Redis URL {redact(url)}: no host")
     return StoreURL(url, scheme, kind, url)
+
+
+def _factory_target(url: str) -> str:
+    module, colon, name = url[len(FACTORY_PREFIX) :].partition(":")
+    if not (colon and module and name.isidentifier() and all(p.isidentifier() for p in module.split("."))):
+        raise StoreURLError(f"bad factory URL {redact(url)}: use python:package.module:factory")
+    return f"{module}:{name}"
 
 
 def _sqlite_path(url: str, rest: str) -> str:
