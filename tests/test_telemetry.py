@@ -111,7 +111,8 @@ def test_metrics_count_operations_by_store_and_outcome_and_secondary_failures(sp
         }
 
     before = snapshot()
-    with DualSaver(old, new, "backfill", journal=tmp_path / "j.sqlite") as saver:
+    # without the breaker, so that each put reaches the broken store
+    with DualSaver(old, new, "backfill", journal=tmp_path / "j.sqlite", circuit_cool_down=None) as saver:
         put_marker(saver, "t1", "a")
         put_marker(saver, "t2", "b")
         assert saver.journal.depth() == 2
