@@ -1,7 +1,8 @@
-"""A checkpoint split into its channel values' stored bytes (`dualsaver.stores._spans`) is
-what decoding it and encoding each value again gives: the same inline values, the same blob
-bytes, the same DeltaChannel snapshot markers (hypothesis, over the kinds of values LangGraph
-keeps in channels)."""
+"""The backfill's fast paths give what the slow ones give (hypothesis). A checkpoint split
+into its channel values' stored bytes (`dualsaver.stores._spans`) is what decoding it and
+encoding each value again gives: the same inline values, the same blob bytes, the same
+DeltaChannel snapshot markers, over the kinds of values LangGraph keeps in channels; and
+metadata is kept as it is only where put would store it unchanged."""
 
 from __future__ import annotations
 
@@ -86,3 +87,17 @@ def test_what_cannot_be_split_is_decoded_or_refused() -> None:
 
     with pytest.raises(ValueError):  # the reader then decodes it whole, whose failure names the extension
         split_checkpoint(ormsgpack.packb({"channel_values": {"a": ormsgpack.Ext(42, b"x")}}), SERDE)
+
+
+@given(st.dictionaries(
+    st.sampled_from(["source", "step", "writes", "parents", "run_id", "note"]),
+    st.one_of(primitives, st.text(alphabet="ab\x00", max_size=5), st.sampled_from([Color.RED]), st.dictionaries(st.text(max_size=3), primitives)),
+))
+def test_metadata_kept_as_it_is_only_when_put_would_store_it_so(metadata) -> None:
+    from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
+
+    from dualsaver.stores._postgres import serializable_metadata
+
+    expected = get_serializable_checkpoint_metadata({}, dict(metadata))
+    got = serializable_metadata(metadata)
+    assert got == expected and [type(v) for v in got.values()] == [type(v) for v in expected.values()]

@@ -48,14 +48,10 @@ def _pack(obj: Any) -> ormsgpack.Ext:
     raise TypeError(f"cannot pack {type(obj).__name__}")
 
 
-def _has_ext(value: Any) -> bool:
-    if isinstance(value, RawExt):
-        return True
-    if isinstance(value, dict):
-        return any(_has_ext(k) or _has_ext(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_ext(v) for v in value)
-    return False
+# The fields LangGraph keeps in a checkpoint beside its channel values, which hold strings,
+# numbers and dicts of them only. Any other (a v1 checkpoint's `pending_sends` of `Send`s)
+# may hold extensions, and the checkpoint is then decoded whole.
+PLAIN_FIELDS = frozenset({"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"})
 
 
 def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
@@ -65,8 +61,8 @@ def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
     if not isinstance(document, dict):
         return document  # not a checkpoint: the caller's checks say so
     values = document.get("channel_values")
-    if any(_has_ext(v) for k, v in document.items() if k != "channel_values") or not isinstance(values, dict):
-        return serde.loads_typed(("msgpack", data))  # e.g. pending_sends of a v1 checkpoint: decode all
+    if not PLAIN_FIELDS.issuperset(document) or not isinstance(values, dict):
+        return serde.loads_typed(("msgpack", data))
     document["channel_values"] = {channel: _channel_value(value, serde) for channel, value in values.items()}
     return document
 
