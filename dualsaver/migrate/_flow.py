@@ -13,8 +13,8 @@ from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
 from dualsaver.stores.native import StoredCheckpoint, ThreadItem, Unreadable
 
-BATCH_CHECKPOINTS = 250  # checkpoints per target transaction (small enough to overlap well)
-BATCH_WRITES = 2500  # ...or fewer, when they carry many writes
+BATCH_CHECKPOINTS = 1000  # checkpoints per target transaction: fewer commits (each waits on a WAL flush)
+BATCH_WRITES = 10_000  # ...or fewer, when they carry many writes
 MAX_FAILURES_KEPT = 100  # failed threads, and bad rows, named in a result (all are counted)
 UNREADABLE = "unreadable row(s)"
 
