@@ -31,10 +31,11 @@ from dualsaver.errors import (
     WriteAbandoned,
 )
 from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
-from dualsaver.saver import DualSaver
+from dualsaver.saver import DualSaver, TieredSaver
 from dualsaver.stores import aopen_saver, open_saver
 
 __all__ = [
+    "TieredSaver",
     "CheckError",
     "ConcurrentChange",
     "CopyFailed",

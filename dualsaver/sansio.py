@@ -13,6 +13,9 @@ A plan is a generator. It decides, and yields *effects* for what it needs done:
 - `Next(iterator)`: the next item of such an iterator (or of any iterator the plan holds),
   or `END` when it is exhausted.
 - `Emit(items)`: hand items to whoever iterates the plan (`stream` / `astream`).
+- `Both(first, second)`: run two plans at once; what comes back is a pair of `Outcome`s
+  (each a value or the exception its plan raised). The async driver gathers them; the sync
+  one runs them one after the other unless its executor has threads to spare (`both`).
 
 What the plan returns is what `run` / `arun` return. Targets are resolved by an *executor*:
 `Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs; every
@@ -61,6 +64,27 @@ class Emit:
     items: tuple[Any, ...] | list[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Both:
+    """Run the plans `first` and `second` at once; their `Outcome`s come back, as a pair."""
+
+    first: Generator[Any, Any, Any]
+    second: Generator[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one plan of a `Both` came to: its value, or the exception it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class _End:
     __slots__ = ()
 
@@ -70,7 +94,7 @@ class _End:
 
 END: Any = _End()  # what Next sends back once the iterator is exhausted
 
-Effect = Call | Next | Emit
+Effect = Call | Next | Emit | Both
 Plan = Generator[Effect, Any, R]
 
 
@@ -118,7 +142,19 @@ class Targets:
             return self.open(effect) if effect.stream else self.call(effect)
         if type(effect) is Next:
             return next(effect.iterator, END)
+        if type(effect) is Both:
+            return self.both(effect)
         raise TypeError(f"not an effect this executor performs: {effect!r}")
+
+    def both(self, effect: Both) -> tuple[Outcome, Outcome]:
+        """One after the other here; an executor with a thread pool overrides this."""
+        return self.outcome(effect.first), self.outcome(effect.second)
+
+    def outcome(self, plan: Plan[Any]) -> Outcome:
+        try:
+            return Outcome(run(plan, self))
+        except Exception as exc:
+            return Outcome(error=exc)
 
     def call(self, call: Call) -> Any:
         return getattr(self.targets[call.target], call.method)(*call.args, **call.kwargs)
@@ -139,7 +175,16 @@ class AsyncTargets:
         if type(effect) is Next:
             items = effect.iterator
             return await anext(items, END) if hasattr(items, "__anext__") else next(items, END)
+        if type(effect) is Both:
+            first, second = await asyncio.gather(self.outcome(effect.first), self.outcome(effect.second))
+            return first, second
         raise TypeError(f"not an effect this executor performs: {effect!r}")
+
+    async def outcome(self, plan: Plan[Any]) -> Outcome:
+        try:
+            return Outcome(await arun(plan, self))
+        except Exception as exc:
+            return Outcome(error=exc)
 
     async def call(self, call: Call) -> Any:
         return await getattr(self.targets[call.target], "a" + call.method)(*call.args, **call.kwargs)

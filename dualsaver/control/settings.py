@@ -72,6 +72,8 @@ class Settings:
     record_url: str | None = field(default=None, repr=False)
     record_name: str = "default"
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    hot_ttl: float | None = None  # TieredSaver: seconds a thread stays hot after its last write
+    hot_timeout: float | None = 1.0  # TieredSaver: seconds a hot-store call may take
     path: str | None = None  # the file these came from
 
     @property
@@ -95,6 +97,13 @@ class Settings:
             kwargs["shadow_read_rate"] = self.shadow_read_rate
         return kwargs
 
+    def tiered_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `TieredSaver(durable, hot, **settings.tiered_kwargs())`."""
+        return {
+            "hot_ttl": self.hot_ttl, "hot_timeout": self.hot_timeout, "circuit_cool_down": self.circuit_cool_down,
+            "journal": self.journal, "control": self.record_url,
+        }
+
 
 # section -> key -> (Settings field, type check)
 SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
@@ -117,6 +126,10 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "url": ("record_url", (str,)),
         "name": ("record_name", (str,)),
         "poll_interval": ("poll_interval", (int, float)),
+    },
+    "tiered": {
+        "hot_ttl": ("hot_ttl", (int, float)),
+        "hot_timeout": ("hot_timeout", (int, float)),
     },
 }
 ALIASES = {"phase_record": "control"}  # older section names, still read
@@ -181,6 +194,10 @@ def _validate(s: Settings, source: str) -> None:
         object.__setattr__(s, "circuit_cool_down", None)  # documented: 0 never skips
     if s.secondary_timeout is not None and s.secondary_timeout <= 0:
         object.__setattr__(s, "secondary_timeout", None)  # documented: <= 0 waits forever
+    if s.hot_ttl is not None and s.hot_ttl <= 0:
+        raise SettingsError(f"{source}: tiered.hot_ttl must be a positive number of seconds")
+    if s.hot_timeout is not None and s.hot_timeout <= 0:
+        object.__setattr__(s, "hot_timeout", None)  # as secondary_timeout: <= 0 waits forever
 
 
 def load(path: str | os.PathLike[str], environ: Any = None) -> Settings:

@@ -81,6 +81,9 @@ backfill_checkpoints = meter.create_counter(
 backfill_threads = meter.create_counter(
     "dualsaver.backfill.threads", unit="{thread}", description="Threads finished by the backfill"
 )
+tier_events = meter.create_counter(
+    "dualsaver.tier.events", description="tiered reads (hit, miss, stale) and warm-ups (warmed, warm_failed)"
+)
 circuit_transitions = meter.create_counter(
     "dualsaver.secondary.circuit", unit="{transition}", description="Circuit breaker transitions, by new state"
 )

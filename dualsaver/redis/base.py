@@ -108,17 +108,22 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         if not prefix or any(c in prefix for c in "{}"):
             raise ValueError("prefix must be non-empty and contain no '{' or '}'")
-        if ttl is not None and ttl <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
         if wait and cluster:
             raise ValueError("wait is for a master with replicas, not a Redis Cluster")
         self.wait = wait
         self._wait_ms = max(1, int(wait_timeout * 1000))
         self.prefix = prefix
-        self.ttl = ttl
         self.cluster = cluster
-        self._ttl_ms = int(ttl * 1000) if ttl else 0
+        self.set_ttl(ttl)
         self._index_keys = (f"{{{prefix}}}:threads", f"{{{prefix}}}:threads:exp")
+
+    def set_ttl(self, ttl: float | None) -> None:
+        """Seconds a thread's keys live after its last write (None: forever); applies to
+        the writes that follow."""
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        self.ttl = ttl
+        self._ttl_ms = int(ttl * 1000) if ttl else 0
 
     # -- key layout ---------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The live composite saver: `DualSaver(old, new)` is a `BaseCheckpointSaver` that writes to
 both stores and reads from the phase's read store.
 
-- `routing`: the per-phase routing table (pure data);
+- `routing`: the per-phase routing table and the tiered route (pure data);
+- `_tiered`: `TieredSaver(durable, hot)`, the tiered route made permanent; `_tier_plans`: its
+  reads, checked against the durable store so they are never stale;
 - `_plans`: every operation written once, as a plan; `_shells`: the sync and async shells
   that run them; `_recorder`: counting, logging and journaling what a store missed;
 - `_writebehind`: the background queue of shadow-write; `_capabilities`: extended methods
@@ -10,6 +12,7 @@ both stores and reads from the phase's read store.
 """
 
 from dualsaver.saver._dual import DualSaver
-from dualsaver.saver.routing import ROUTES, Role, Route, route_for
+from dualsaver.saver._tiered import TieredSaver
+from dualsaver.saver.routing import ROUTES, TIERED, Mode, Role, Route, route_for
 
-__all__ = ["DualSaver", "ROUTES", "Role", "Route", "route_for"]
+__all__ = ["DualSaver", "TieredSaver", "ROUTES", "TIERED", "Mode", "Role", "Route", "route_for"]

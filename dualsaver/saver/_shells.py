@@ -79,6 +79,7 @@ class SyncShell(_Shell):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._side: concurrent.futures.ThreadPoolExecutor | None = None  # the first plan of a `Both`
         self.queue = SyncWriteBehind(self._write_behind, self._abandoned_item, self.exit_timeout)
 
     def run(self, plan: sansio.Plan[Any], op: Operation) -> Any:
@@ -102,6 +103,21 @@ class SyncShell(_Shell):
                 return future.result(timeout=self.timeout)
             except concurrent.futures.TimeoutError:
                 raise _timed_out(self.timeout) from None
+
+    def both(self, effect: sansio.Both, io: _SyncIo) -> tuple[sansio.Outcome, sansio.Outcome]:
+        """The two plans at once: the first on a side thread (its own pool, so that its
+        bounded calls never wait for a thread held by this), the second here."""
+        if self._side is None:
+            self._side = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dualsaver-both")
+        context = telemetry.capture()
+
+        def first() -> sansio.Outcome:
+            with telemetry.continued(context):
+                return io.outcome(effect.first)
+
+        pending = self._side.submit(first)
+        second = io.outcome(effect.second)
+        return pending.result(), second
 
     # -- the target "behind" -------------------------------------------------------------
 
@@ -127,9 +143,10 @@ class SyncShell(_Shell):
 
     def close(self) -> None:
         self.queue.close(self.exit_timeout)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._side):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._side = None
 
 
 class AsyncShell(_Shell):
@@ -194,6 +211,9 @@ class _SyncIo(sansio.Targets):
 
     def open(self, call: sansio.Call) -> Iterator[Any]:
         return telemetry.streamed(super().open(call), self.span, call.target, self.op.phase)
+
+    def both(self, effect: sansio.Both) -> tuple[sansio.Outcome, sansio.Outcome]:
+        return self.shell.both(effect, self)
 
 
 class _AsyncIo(sansio.AsyncTargets):

@@ -1,4 +1,5 @@
-"""The routing table: which store answers reads, which is written first, which gets a copy.
+"""The routing table: which store answers reads, which is written first, which gets a copy,
+per migration phase, and for the tiered mode.
 
 Pure data, no I/O. `_plans.py` turns a route into the steps of one operation.
 """
@@ -6,6 +7,7 @@ Pure data, no I/O. `_plans.py` turns a route into the steps of one operation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
 from dualsaver.control.phase import Phase
@@ -13,9 +15,18 @@ from dualsaver.control.phase import Phase
 Role = Literal["old", "new"]
 
 
+class Mode(str, Enum):
+    """A permanent routing that is not a migration phase (it never moves)."""
+
+    TIERED = "tiered"  # TieredSaver: "old" is the durable store, "new" the hot one
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    phase: Phase
+    phase: Phase | Mode
     read: Role  # answers get_tuple / list
     fallback: Role | None  # where a read miss looks next (and what is lazily copied from)
     primary: Role  # written first; its failure fails the call
@@ -33,6 +44,11 @@ ROUTES: dict[Phase, Route] = {
     Phase.READ_SWITCH: Route(Phase.READ_SWITCH, "new", "old", "new", "old"),
     Phase.DECOMMISSION: Route(Phase.DECOMMISSION, "new", None, "new", None),
 }
+
+
+# Tiered: writes reach the durable store first (its failure fails the call), then the hot
+# one; reads ask the hot store and check its answer against the durable one (_tier_plans).
+TIERED = Route(Mode.TIERED, "new", "old", "old", "new")
 
 
 def route_for(phase: Phase) -> Route:

@@ -47,6 +47,11 @@ THREADS_NEXT = (
 _ORDER = ' ORDER BY checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C" LIMIT %s'
 _AFTER = ' AND (checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C") > (%s, %s)'
 KEYS_SQL = "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = %s"
+_LATEST = (
+    "SELECT c.checkpoint_id, (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = c.thread_id"
+    " AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id) AS writes"
+    " FROM checkpoints c WHERE c.thread_id = %s AND c.checkpoint_ns = %s"
+)
 INSERT_CHECKPOINT_SQL = """
     INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
     VALUES (%s, %s, %s, %s, %s, %s)
@@ -164,6 +169,8 @@ class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
     takes_stored_values = True  # channel values as blobs: see dualsaver.stores._spans
+    LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
+    CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
 
     def __init__(self, saver: Any) -> None:
         super().__init__(saver)

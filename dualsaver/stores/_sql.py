@@ -60,6 +60,22 @@ class SqlPlans:
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
         raise NotImplementedError
 
+    LATEST_SQL: str  # (thread, ns) -> the newest checkpoint id and its write count
+    CHECKPOINT_SQL: str  # (thread, ns, id) -> the same for one checkpoint
+
+    def _latest_plan(self, thread_id: str, ns: str, checkpoint_id: str | None = None) -> Plan[tuple[str, int] | None]:
+        """The newest checkpoint of (thread, namespace), or the one named, as (id, how many
+        pending writes it has); None when there is none. One index lookup: what a tiered
+        read checks the hot store's answer against."""
+        if checkpoint_id is None:
+            rows = yield select(self.LATEST_SQL, (thread_id, ns))
+        else:
+            rows = yield select(self.CHECKPOINT_SQL, (thread_id, ns, checkpoint_id))
+        if not rows:
+            return None
+        found, writes = rows[0].values() if isinstance(rows[0], dict) else rows[0]
+        return str(found), int(writes)
+
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         raise NotImplementedError
 
@@ -115,6 +131,9 @@ class SyncSqlStore(SqlPlans):
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(self._keys_plan(thread_id), self._io)
 
+    def latest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> tuple[str, int] | None:
+        return run(self._latest_plan(thread_id, ns, checkpoint_id), self._io)
+
     def write_prepared(self, statements: Statements) -> tuple[int, int]:
         return run(self._insert_plan(statements), self._io)
 
@@ -149,6 +168,9 @@ class AsyncSqlStore(SqlPlans):
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(self._keys_plan(thread_id), self._io)
+
+    async def alatest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> tuple[str, int] | None:
+        return await arun(self._latest_plan(thread_id, ns, checkpoint_id), self._io)
 
     async def awrite_prepared(self, statements: Statements) -> tuple[int, int]:
         return await arun(self._insert_plan(statements), self._io)

@@ -49,6 +49,11 @@ def writes_range_sql(has_task_path: bool) -> str:
 
 
 KEYS_SQL = "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = ?"
+_LATEST = (
+    "SELECT c.checkpoint_id, (SELECT count(*) FROM writes w WHERE w.thread_id = c.thread_id"
+    " AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id)"
+    " FROM checkpoints c WHERE c.thread_id = ? AND c.checkpoint_ns = ?"
+)
 INSERT_CHECKPOINT_SQL = (
     "INSERT OR IGNORE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
     " parent_checkpoint_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -66,6 +71,8 @@ class SqlitePlans(SqlPlans):
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
     gives_stored_values = True  # whole checkpoints: see dualsaver.stores._spans
+    LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
+    CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = ?"
 
     def _read_thread_plan(self, thread_id: str, encoded: bool = False, stored_values: bool = False) -> Plan[None]:
         writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True))

@@ -1,0 +1,84 @@
+"""The reads of a `TieredSaver`, as plans (its writes are `_plans.write` on the tiered route).
+
+Never stale: every `get_tuple` asks, at the same time (`Both`), the hot store for its answer
+and the durable store for the newest checkpoint of the thread (or the one named) and how many
+pending writes it has, one index lookup (target "probe"). The hot answer is returned only
+when it is that checkpoint with that many writes. Otherwise the durable store answers, and
+the hot one is warmed with what `get_tuple` needs (the checkpoint and its writes, not the
+thread's history). So whatever the hot store lost or missed (a failed write, a restart
+with or without its data, a TTL that expired mid-conversation, a delete it did not get,
+another replica's newer write), a read costs a durable read instead of returning the past.
+History (`list`, DeltaChannel history) always comes from the durable store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dualsaver.sansio import Both, Call, Plan, relay
+from dualsaver.saver._plans import Context, guarded, settled, thread_of
+
+
+def _one(call: Call) -> Plan[Any]:
+    return (yield call)
+
+
+def answer_key(found: Any) -> tuple[str, int]:
+    """What a `get_tuple` answer is checked by: its checkpoint id and its number of writes."""
+    return str(found.config["configurable"]["checkpoint_id"]), len(found.pending_writes or ())
+
+
+def get_tuple(ctx: Context, config: Any) -> Plan[Any]:
+    thread_id = thread_of(config)
+    if thread_id is None:
+        return (yield Call("old", "get_tuple", (config,)))
+    conf = config["configurable"]
+    hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,), bounded=True))
+    probe = _one(Call("probe", "newest", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id"))))
+    hot, newest = yield Both(hot_read, probe)
+    truth = newest.get()  # the durable store is the truth: its failure fails the read
+    answer = hot.value if hot.error is None else None
+    if truth is None:  # nothing acknowledged (a hot copy would be of a deleted thread)
+        yield Call("tiers", "count", ("miss" if answer is None else "stale",))
+        return None
+    if answer is not None and answer_key(answer) == truth.key:
+        yield Call("tiers", "count", ("hit",))
+        return answer
+    yield Call("tiers", "count", ("miss" if answer is None else "stale",))
+    found = truth.found if truth.found is not None else (yield Call("old", "get_tuple", (config,)))
+    if found is not None:
+        yield from warm(ctx, found)
+    return found
+
+
+def warm(ctx: Context, found: Any) -> Plan[None]:
+    """Write one durable answer into the hot store, as put and put_writes would have; a
+    failure is counted, never raised (the read has its answer)."""
+    conf = found.config["configurable"]
+    target = {"configurable": {"thread_id": conf["thread_id"], "checkpoint_ns": conf.get("checkpoint_ns", "")}}
+    if found.parent_config:
+        target["configurable"]["checkpoint_id"] = found.parent_config["configurable"]["checkpoint_id"]
+    versions = dict(found.checkpoint.get("channel_versions") or {})
+    by_task: dict[str, list[tuple[str, Any]]] = {}
+    for task_id, channel, value in found.pending_writes or ():
+        by_task.setdefault(task_id, []).append((channel, value))
+    try:
+        stored = yield from guarded(
+            ctx.breakers, Call("new", "put", (target, found.checkpoint, found.metadata, versions), bounded=True)
+        )
+        for task_id, writes in by_task.items():
+            yield from guarded(ctx.breakers, Call("new", "put_writes", (stored, writes, task_id, ""), bounded=True))
+    except Exception:
+        yield Call("tiers", "count", ("warm_failed",))
+        return
+    yield Call("tiers", "count", ("warmed",))
+
+
+def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan[int]:
+    yield from settled(ctx)
+    return (yield from relay("old", "list", config, **kwargs))
+
+
+def delta_history(ctx: Context, config: Any, channels: Any) -> Plan[Any]:
+    return (yield Call("old", "get_delta_channel_history", (), {"config": config, "channels": channels}))

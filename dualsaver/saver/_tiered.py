@@ -1,0 +1,278 @@
+"""TieredSaver: a hot store (Redis) answers reads, a durable one (PostgreSQL) keeps everything.
+
+Not a second implementation: the tiered route of the routing table (`routing.TIERED`: the
+durable store in the "old" role, the hot one in the "new" role), `_plans.write` for every
+write and `_tier_plans` for the reads, run by the same shells as `DualSaver`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+
+from dualsaver.control import settings
+from dualsaver.control.journal import Journal
+from dualsaver.control.sources import replica_name
+from dualsaver.observability import telemetry
+from dualsaver.redis.base import BaseRedisSaver
+from dualsaver.saver import _plans as plans
+from dualsaver.saver import _tier_plans as tier_plans
+from dualsaver.saver._breaker import Breaker
+from dualsaver.saver._recorder import Recorder
+from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
+from dualsaver.saver._versions import next_version
+from dualsaver.saver.routing import TIERED
+from dualsaver.stores import anative_for, native_for
+
+
+class TierCounters:
+    """The target "tiers": reads (hit, miss, stale) and warm-ups (warmed, warm_failed)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def count(self, event: str) -> None:
+        self.counts[event] += 1
+        telemetry.tier_events.add(1, {"event": event})
+
+    async def acount(self, event: str) -> None:
+        self.count(event)
+
+
+class Newest:
+    """What the durable store holds for a read: the checkpoint's (id, number of writes), and
+    its whole answer when the probe had to ask for it."""
+
+    __slots__ = ("key", "found")
+
+    def __init__(self, key: tuple[str, int], found: Any = None) -> None:
+        self.key, self.found = key, found
+
+
+class DurableProbe:
+    """The target "probe": one index lookup in the durable store where its native adapter
+    has one (PostgreSQL, SQLite), else the store's own `get_tuple`."""
+
+    def __init__(self, durable: BaseCheckpointSaver) -> None:
+        self.durable = durable
+        self._native: Any = None
+        self._anative: Any = None
+
+    def newest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Newest | None:
+        if self._native is None:
+            self._native = native_for(self.durable)
+        if not hasattr(self._native, "latest"):
+            return _whole(self.durable.get_tuple(config))
+        key = self._native.latest(thread_id, ns, checkpoint_id)
+        return None if key is None else Newest(key)
+
+    async def anewest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Newest | None:
+        if self._anative is None:
+            self._anative = anative_for(self.durable)
+        if not hasattr(self._anative, "alatest"):
+            return _whole(await self.durable.aget_tuple(config))
+        key = await self._anative.alatest(thread_id, ns, checkpoint_id)
+        return None if key is None else Newest(key)
+
+
+def _whole(found: Any) -> Newest | None:
+    return None if found is None else Newest(tier_plans.answer_key(found), found)
+
+
+class TieredSaver(BaseCheckpointSaver):
+    """Reads from a hot store, never stale; keeps everything in a durable one.
+
+    Args:
+        durable: the store of record (PostgreSQL): written first, its failure fails the call;
+            answers history (`list`, DeltaChannel history) and every read the hot store
+            cannot answer as fresh.
+        hot: the fast store (Redis): written second, within `hot_timeout`; its failures are
+            counted, logged and journaled (store "new" in the journal), and open its
+            circuit breaker for `circuit_cool_down` seconds.
+        hot_ttl: seconds a thread stays in the hot store after its last write (dualsaver's
+            Redis savers); None keeps the hot saver's own setting.
+        journal / control: as for `DualSaver`.
+
+    Every `get_tuple` is checked against the durable store's newest checkpoint id and write
+    count, read at the same time as the hot answer (see `_tier_plans`): a read never returns
+    a checkpoint older than the newest one acknowledged. `stats` counts hits, misses, stale
+    answers and warm-ups (also the OpenTelemetry counter `dualsaver.tier.events`).
+    """
+
+    def __init__(
+        self,
+        durable: BaseCheckpointSaver,
+        hot: BaseCheckpointSaver,
+        *,
+        hot_ttl: float | None = None,
+        hot_timeout: float | None = 1.0,
+        circuit_cool_down: float | None = 5.0,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        control: str | None = None,
+    ) -> None:
+        super().__init__(serde=durable.serde)
+        if hot_ttl is not None:
+            if not isinstance(hot, BaseRedisSaver):
+                raise ValueError("hot_ttl needs dualsaver's Redis saver as the hot store; set the TTL on yours")
+            hot.set_ttl(hot_ttl)
+        self.durable, self.hot = durable, hot
+        self.hot_timeout = hot_timeout
+        loaded = settings.current()
+        self.recorder = Recorder(journal, control=control or loaded.control_url, control_name=loaded.record_name,
+                                 replica=replica_name())
+        self.breakers = {"old": Breaker(None), "new": Breaker(circuit_cool_down)}
+        self.tiers = TierCounters()
+        self._shells()
+
+    def _shells(self) -> None:
+        stores = {"old": self.durable, "new": self.hot}
+        extra = {"probe": DurableProbe(self.durable), "tiers": self.tiers}
+        self._sync = SyncShell(stores, self.recorder, self.hot_timeout, self.breakers)
+        self._async = AsyncShell(stores, self.recorder, self.hot_timeout, self.breakers)
+        self._sync.targets.update(extra)
+        self._async.targets.update(extra)
+
+    @classmethod
+    def from_settings(
+        cls, durable: BaseCheckpointSaver, hot: BaseCheckpointSaver, path: Any = None, **overrides: Any
+    ) -> TieredSaver:
+        """A TieredSaver configured by the settings file's [tiered] section (and the
+        journal and control store it names); keyword arguments win."""
+        loaded = settings.current(path)
+        return cls(durable, hot, **{**loaded.tiered_kwargs(), **overrides})
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self.tiers.counts)
+
+    @property
+    def journal(self) -> Journal:
+        return self.recorder.journal
+
+    @property
+    def secondary_failures(self) -> Counter[str]:
+        return self.recorder.secondary_failures
+
+    def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
+        ctx = plans.Context(TIERED, breakers=self.breakers)
+        if thread_id is None:
+            thread_id = plans.thread_of(config)
+        return ctx, Operation(name, TIERED.phase.value, None if thread_id is None else str(thread_id))
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        ctx, op = self._begin("get_tuple", config)
+        return self._sync.run(tier_plans.get_tuple(ctx, config), op)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        ctx, op = self._begin("get_tuple", config)
+        return await self._async.run(tier_plans.get_tuple(ctx, config), op)
+
+    def list(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        ctx, op = self._begin("list", config)
+        return self._sync.stream(tier_plans.list_(ctx, config, {"filter": filter, "before": before, "limit": limit}), op)
+
+    async def alist(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        ctx, op = self._begin("list", config)
+        options = {"filter": filter, "before": before, "limit": limit}
+        async for item in self._async.stream(tier_plans.list_(ctx, config, options), op):
+            yield item
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        ctx, op = self._begin("get_delta_channel_history", config)
+        return self._sync.run(tier_plans.delta_history(ctx, config, channels), op)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        ctx, op = self._begin("get_delta_channel_history", config)
+        return await self._async.run(tier_plans.delta_history(ctx, config, channels), op)
+
+    # --- writes: durable first, then hot (the tiered route) ----------------------------
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        ctx, op = self._begin("put", config)
+        return self._sync.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                   new_versions: ChannelVersions) -> RunnableConfig:
+        ctx, op = self._begin("put", config)
+        return await self._async.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
+        ctx, op = self._begin("put_writes", config)
+        self._sync.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                          task_path: str = "") -> None:
+        ctx, op = self._begin("put_writes", config)
+        await self._async.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
+
+    def delete_thread(self, thread_id: str) -> None:
+        ctx, op = self._begin("delete_thread", thread_id=thread_id)
+        self._sync.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        ctx, op = self._begin("delete_thread", thread_id=thread_id)
+        await self._async.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
+
+    # --- versions, allowlist, lifecycle -------------------------------------------------
+
+    def get_next_version(self, current: Any, channel: None = None) -> Any:
+        return next_version(current, self.durable, self.hot)
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> TieredSaver:
+        durable, hot = self.durable.with_allowlist(extra_allowlist), self.hot.with_allowlist(extra_allowlist)
+        if durable is self.durable and hot is self.hot:
+            return self
+        clone = copy.copy(self)
+        clone.durable, clone.hot, clone.serde = durable, hot, durable.serde
+        clone._shells()
+        return clone
+
+    def close(self) -> None:
+        self._sync.close()
+        self.recorder.close()
+
+    async def aclose(self) -> None:
+        await self._async.aclose()
+        self.close()
+
+    def __enter__(self) -> TieredSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TieredSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"TieredSaver(durable={type(self.durable).__name__}, hot={type(self.hot).__name__})"

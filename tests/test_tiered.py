@@ -1,0 +1,166 @@
+"""TieredSaver: Redis answers reads, a durable store keeps everything, and no read is stale.
+
+Real SQLite or PostgreSQL (durable) and real Redis (hot). A hypothesis state machine runs
+puts, writes, reads, hot failures, hot flushes, TTL expiry, deletes and a second replica's
+writes against a model of what was acknowledged; a real graph is interrupted, Redis is
+killed and restarted empty, and the conversation resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import redis
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.types import Command
+
+from dualsaver import TieredSaver
+from dualsaver.embedded import EmbeddedRedis
+from dualsaver.stores import open_saver
+from tests.backfill_support import build_graph
+from tests.faulty import Faulty
+
+THREADS = ["t0", "t1", "t2"]
+
+
+def _put(saver, thread_id: str, parent: str | None, n: int) -> str:
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"n": n, "log": [f"{thread_id}-{n}"]}
+    checkpoint["channel_versions"] = {"n": n + 1, "log": n + 1}
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    if parent is not None:
+        config["configurable"]["checkpoint_id"] = parent
+    stored = saver.put(config, checkpoint, {"source": "loop", "step": n}, {"n": n + 1, "log": n + 1})
+    return stored["configurable"]["checkpoint_id"]
+
+
+class Tiers(RuleBasedStateMachine):
+    """What was acknowledged (the model) against what a read returns."""
+
+    new_durable: object  # () -> the URL of a fresh, empty durable store
+    redis_url: str
+    tmp: object
+
+    def __init__(self) -> None:
+        super().__init__()
+        redis.Redis.from_url(self.redis_url).flushall()
+        self.stack = []
+        self.durable = self._open(type(self).new_durable())
+        self.hot = Faulty(self._open(self.redis_url))
+        self.other_hot = self._open(self.redis_url)
+        journal = self.tmp / f"journal-{next(RUNS)}.sqlite"
+        self.saver = TieredSaver(self.durable, self.hot, circuit_cool_down=None, journal=journal)
+        self.replica = TieredSaver(self.durable, self.other_hot, circuit_cool_down=None, journal=journal)
+        self.latest: dict[str, str] = {}  # thread -> newest acknowledged checkpoint id
+        self.writes: dict[str, int] = {}  # thread -> acknowledged writes on that checkpoint
+        self.steps = itertools.count()
+
+    def _open(self, url: str):
+        context = open_saver(url)
+        self.stack.append(context)
+        return context.__enter__()
+
+    def teardown(self) -> None:
+        self.saver.close()
+        self.replica.close()
+        for context in reversed(self.stack):
+            context.__exit__(None, None, None)
+
+    @rule(thread=st.sampled_from(THREADS), by_replica=st.booleans())
+    def put(self, thread: str, by_replica: bool) -> None:
+        saver = self.replica if by_replica else self.saver
+        self.latest[thread] = _put(saver, thread, self.latest.get(thread), next(self.steps))
+        self.writes[thread] = 0
+
+    @rule(thread=st.sampled_from(THREADS), count=st.integers(1, 3))
+    def put_writes(self, thread: str, count: int) -> None:
+        if thread not in self.latest:
+            return
+        config = {"configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": self.latest[thread]}}
+        self.saver.put_writes(config, [("log", f"w{i}") for i in range(count)], f"task-{next(self.steps)}")
+        self.writes[thread] += count
+
+    @rule(mode=st.sampled_from([None, "raise"]))
+    def hot_store(self, mode: str | None) -> None:
+        self.hot.mode = mode  # "raise": every hot write of this replica fails until healed
+
+    @rule()
+    def hot_flush(self) -> None:
+        redis.Redis.from_url(self.redis_url).flushall()  # a restart that lost everything
+
+    @rule(thread=st.sampled_from(THREADS))
+    def ttl_expiry(self, thread: str) -> None:
+        client = redis.Redis.from_url(self.redis_url)
+        for key in client.scan_iter(match=f"*{thread}*"):
+            client.delete(key)
+
+    @rule(thread=st.sampled_from(THREADS))
+    def delete(self, thread: str) -> None:
+        self.saver.delete_thread(thread)
+        self.latest.pop(thread, None)
+        self.writes.pop(thread, None)
+
+    @invariant()
+    def no_read_is_stale(self) -> None:
+        for thread in THREADS:
+            for saver in (self.saver, self.replica):
+                found = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+                if thread not in self.latest:
+                    assert found is None, (thread, found)
+                    continue
+                assert found is not None, f"acknowledged thread {thread} lost"
+                assert found.config["configurable"]["checkpoint_id"] == self.latest[thread]
+                assert len(found.pending_writes) == self.writes[thread]
+
+
+RUNS = itertools.count()
+
+
+@pytest.mark.parametrize("durable", ["sqlite", "postgres"])
+def test_no_stale_read_and_nothing_acknowledged_lost(durable, tmp_path, redis_url, request) -> None:
+    if durable == "sqlite":
+        Tiers.new_durable = lambda: f"sqlite:///{tmp_path / f'durable-{next(RUNS)}.sqlite'}"
+    else:
+        Tiers.new_durable = request.getfixturevalue("pg_url_factory")
+    Tiers.redis_url, Tiers.tmp = redis_url, tmp_path
+    run_state_machine_as_test(Tiers, settings=settings(max_examples=50, stateful_step_count=20))
+
+
+def test_the_hot_store_answers_when_it_is_fresh(tmp_path, redis_url) -> None:
+    with open_saver(f"sqlite:///{tmp_path / 'd.sqlite'}") as durable, open_saver(redis_url) as hot:
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite") as saver:
+            graph = build_graph(saver)
+            config = {"configurable": {"thread_id": "chat"}}
+            graph.invoke({"turn": 0}, config)
+            graph.invoke(Command(resume="yes"), config)
+            assert graph.get_state(config).values["answer"] == "yes"
+            assert saver.stats.get("hit", 0) >= 2 and saver.stats.get("stale", 0) == 0
+            assert [t.checkpoint["id"] for t in saver.list(config)] == [t.checkpoint["id"] for t in durable.list(config)]
+
+
+def test_an_interrupted_conversation_resumes_across_a_redis_crash(tmp_path) -> None:
+    with EmbeddedRedis() as server, open_saver(f"sqlite:///{tmp_path / 'd.sqlite'}") as durable:
+        with open_saver(server.url) as hot, TieredSaver(durable, hot, journal=tmp_path / "j.sqlite",
+                                                        circuit_cool_down=None) as saver:
+            graph = build_graph(saver)
+            config = {"configurable": {"thread_id": "chat"}}
+            graph.invoke({"turn": 0}, config)  # stops at the interrupt
+            assert graph.get_state(config).next == ("ask",)
+            server.restart(crash=True)  # SIGKILL; no AOF: it comes back empty
+            graph.invoke(Command(resume="after the crash"), config)
+            state = graph.get_state(config)
+            assert state.values["answer"] == "after the crash" and state.next == ()
+            assert state.values["log"][:1] == ["prep-0"] and "asked" in state.values["log"]
+            assert saver.stats["miss"] >= 1 and saver.stats["warmed"] >= 1
+            expected = [t.checkpoint["id"] for t in durable.list(config)]
+            assert [t.checkpoint["id"] for t in saver.list(config)] == expected
+
+
+def test_hot_ttl_needs_a_hot_store_with_a_ttl(tmp_path) -> None:
+    with open_saver(f"sqlite:///{tmp_path / 'd.sqlite'}") as durable, open_saver("memory://") as other:
+        with pytest.raises(ValueError, match="hot_ttl"):
+            TieredSaver(durable, other, hot_ttl=60)
