@@ -66,10 +66,13 @@ class Emit:
 
 @dataclass(frozen=True, slots=True)
 class Both:
-    """Run the plans `first` and `second` at once; their `Outcome`s come back, as a pair."""
+    """Run the plans `first` and `second` at once; their `Outcome`s come back, as a pair.
+    `bounded`: the executor may stop waiting for `first` (a secondary store) after its time
+    bound; its outcome is then a `TimeoutError`, and `second` still counts."""
 
     first: Generator[Any, Any, Any]
     second: Generator[Any, Any, Any]
+    bounded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +179,23 @@ class AsyncTargets:
             items = effect.iterator
             return await anext(items, END) if hasattr(items, "__anext__") else next(items, END)
         if type(effect) is Both:
-            first, second = await asyncio.gather(self.outcome(effect.first), self.outcome(effect.second))
-            return first, second
+            return await self.both(effect)
         raise TypeError(f"not an effect this executor performs: {effect!r}")
+
+    async def both(self, effect: Both, timeout: float | None = None) -> tuple[Outcome, Outcome]:
+        """Both plans gathered; with a `timeout`, a bounded `first` gives up after it."""
+        first: Any = self.outcome(effect.first)
+        if effect.bounded and timeout is not None:
+            first = self._bounded(first, timeout)
+        one, two = await asyncio.gather(first, self.outcome(effect.second))
+        return one, two
+
+    @staticmethod
+    async def _bounded(outcome: Any, timeout: float) -> Outcome:
+        try:
+            return await asyncio.wait_for(outcome, timeout)
+        except asyncio.TimeoutError as exc:
+            return Outcome(error=exc)
 
     async def outcome(self, plan: Plan[Any]) -> Outcome:
         try:

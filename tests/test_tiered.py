@@ -136,7 +136,9 @@ def test_the_hot_store_answers_when_it_is_fresh(tmp_path, redis_url) -> None:
             graph = build_graph(saver)
             config = {"configurable": {"thread_id": "chat"}}
             graph.invoke({"turn": 0}, config)
+            saver.flush()  # the hot copies are written behind, in the user's think time
             graph.invoke(Command(resume="yes"), config)
+            saver.flush()
             assert graph.get_state(config).values["answer"] == "yes"
             assert saver.stats.get("hit", 0) >= 2 and saver.stats.get("stale", 0) == 0
             assert [t.checkpoint["id"] for t in saver.list(config)] == [t.checkpoint["id"] for t in durable.list(config)]

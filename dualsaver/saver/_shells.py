@@ -117,7 +117,12 @@ class SyncShell(_Shell):
 
         pending = self._side.submit(first)
         second = io.outcome(effect.second)
-        return pending.result(), second
+        if not effect.bounded or self.timeout is None:
+            return pending.result(), second
+        try:
+            return pending.result(timeout=self.timeout), second
+        except concurrent.futures.TimeoutError:
+            return sansio.Outcome(error=_timed_out(self.timeout)), second
 
     # -- the target "behind" -------------------------------------------------------------
 
@@ -233,3 +238,9 @@ class _AsyncIo(sansio.AsyncTargets):
 
     def open(self, call: sansio.Call) -> AsyncIterator[Any]:
         return telemetry.astreamed(super().open(call), self.span, call.target, self.op.phase)
+
+    async def both(self, effect: sansio.Both, timeout: float | None = None) -> tuple[sansio.Outcome, sansio.Outcome]:
+        first, second = await super().both(effect, self.shell.timeout)
+        if isinstance(first.error, asyncio.TimeoutError):
+            first = sansio.Outcome(error=_timed_out(self.shell.timeout))
+        return first, second

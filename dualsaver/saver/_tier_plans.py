@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dualsaver.errors import SecondaryTimeout
 from dualsaver.sansio import Both, Call, Plan, relay
 from dualsaver.saver._plans import Context, guarded, settled, thread_of
 
@@ -34,10 +35,13 @@ def get_tuple(ctx: Context, config: Any) -> Plan[Any]:
     if thread_id is None:
         return (yield Call("old", "get_tuple", (config,)))
     conf = config["configurable"]
-    hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,), bounded=True))
+    # The hot read is bounded as a whole (one thread hop in the sync shell, not two).
+    hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,)))
     probe = _one(Call("probe", "newest", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id"))))
-    hot, newest = yield Both(hot_read, probe)
+    hot, newest = yield Both(hot_read, probe, bounded=True)
     truth = newest.get()  # the durable store is the truth: its failure fails the read
+    if isinstance(hot.error, SecondaryTimeout):
+        ctx.breakers["new"].failed()  # it did not answer in time: skip it for a while
     answer = hot.value if hot.error is None else None
     if truth is None:  # nothing acknowledged (a hot copy would be of a deleted thread)
         yield Call("tiers", "count", ("miss" if answer is None else "stale",))

@@ -104,6 +104,11 @@ class TieredSaver(BaseCheckpointSaver):
             circuit breaker for `circuit_cool_down` seconds.
         hot_ttl: seconds a thread stays in the hot store after its last write (dualsaver's
             Redis savers); None keeps the hot saver's own setting.
+        write_behind: on by default: the hot copy of each put and put_writes is written in
+            the background, in order, in the application's pauses (as `DualSaver`'s
+            shadow-write does), so a turn waits for the durable store only. A read that
+            comes before the hot copy landed finds it stale and is answered by the durable
+            store. Deletes are always synchronous. `flush()` waits for the queue.
         journal / control: as for `DualSaver`.
 
     Every `get_tuple` is checked against the durable store's newest checkpoint id and write
@@ -119,6 +124,7 @@ class TieredSaver(BaseCheckpointSaver):
         *,
         hot_ttl: float | None = None,
         hot_timeout: float | None = 1.0,
+        write_behind: bool = True,
         circuit_cool_down: float | None = 5.0,
         journal: Journal | str | os.PathLike[str] | None = None,
         control: str | None = None,
@@ -130,6 +136,7 @@ class TieredSaver(BaseCheckpointSaver):
             hot.set_ttl(hot_ttl)
         self.durable, self.hot = durable, hot
         self.hot_timeout = hot_timeout
+        self.write_behind = write_behind
         loaded = settings.current()
         self.recorder = Recorder(journal, control=control or loaded.control_url, control_name=loaded.record_name,
                                  replica=replica_name())
@@ -167,7 +174,7 @@ class TieredSaver(BaseCheckpointSaver):
         return self.recorder.secondary_failures
 
     def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
-        ctx = plans.Context(TIERED, breakers=self.breakers)
+        ctx = plans.Context(TIERED, write_behind=self.write_behind, breakers=self.breakers)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, TIERED.phase.value, None if thread_id is None else str(thread_id))
@@ -253,6 +260,13 @@ class TieredSaver(BaseCheckpointSaver):
         clone.durable, clone.hot, clone.serde = durable, hot, durable.serde
         clone._shells()
         return clone
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued hot writes have landed; False on timeout."""
+        return self._sync.queue.drain(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        return await self._async.queue.adrain(timeout)
 
     def close(self) -> None:
         self._sync.close()
