@@ -166,3 +166,28 @@ def test_hot_ttl_needs_a_hot_store_with_a_ttl(tmp_path) -> None:
     with open_saver(f"sqlite:///{tmp_path / 'd.sqlite'}") as durable, open_saver("memory://") as other:
         with pytest.raises(ValueError, match="hot_ttl"):
             TieredSaver(durable, other, hot_ttl=60)
+
+
+def test_check_between_the_tiers_reports_only_real_divergences(tmp_path, redis_url) -> None:
+    from tests.ops_support import cli_env, run_cli
+
+    durable_url = f"sqlite:///{tmp_path / 'd.sqlite'}"
+    with open_saver(durable_url) as durable, open_saver(redis_url) as hot:
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite") as saver:
+            parents = {t: _put(saver, t, None, 0) for t in THREADS}
+            for t in THREADS:
+                _put(saver, t, parents[t], 1)
+        hot.delete_thread("t1")  # expired: the hot store legitimately holds less
+
+        def tiers() -> tuple[int, str]:
+            done = run_cli("check", "--old", durable_url, "--new", redis_url, "--tiered", "--quiet", env=cli_env(),
+                           cwd=tmp_path)
+            return done.returncode, done.stdout
+
+        code, out = tiers()
+        assert code == 0 and "Tiers agree: yes" in out, out
+        only_durable = int(out.rsplit("(", 1)[1].split()[0])
+        assert only_durable >= 1  # t1, which the check saw and did not call a divergence
+        durable.delete_thread("t2")  # deleted where it counts; the hot store still holds it
+        code, out = tiers()
+        assert code == 1 and "missing_in_old" in out, out

@@ -100,3 +100,13 @@ class DivergenceReport:
     @classmethod
     def from_json(cls, text: str) -> DivergenceReport:
         return cls.from_dict(json.loads(text))
+
+    def between_tiers(self) -> DivergenceReport:
+        """This report read as a check of a TieredSaver's durable store ("old") against its
+        hot one ("new"): the hot store legitimately holds less (threads and checkpoints it
+        never held, or that expired), so what is missing there is not a divergence; what
+        it holds must match, and what it holds that the durable store lacks is one."""
+        kept = [d for d in self.divergences if d.kind != MISSING_IN_NEW]
+        summary = {**self.summary, "tiered": True, "not_hot": len(self.divergences) - len(kept)}
+        summary["counts"] = dict(DivergenceReport(not kept, kept, {}).counts())
+        return DivergenceReport(clean=not kept, divergences=kept, summary=summary)

@@ -73,6 +73,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="report first-pass divergences without re-reading them (not under live traffic)",
     )
+    p.add_argument(
+        "--tiered",
+        action="store_true",
+        help="--old is a TieredSaver's durable store and --new its hot one: what the hot store does not"
+        " hold is not a divergence (nothing is recorded for the read-switch guard)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     add_throttle_arguments(p)
     add_control_argument(p)
@@ -175,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         cause = exc.__cause__ or exc
         detail = f"{exc}: {' '.join(str(cause).split())}"
         return fail(scrub(scrub(detail, args.old), args.new))
+    if args.tiered:
+        report = report.between_tiers()
     try:
         write_reports(
             report, json_path=args.report, markdown_path=args.markdown, html_path=args.html
@@ -183,13 +191,16 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}")
     from dualsaver.control.evidence import record_check, scope
 
-    # the evidence `dualsaver phase set read-switch` asks for
-    record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args))
+    if not args.tiered:  # the evidence `dualsaver phase set read-switch` asks for
+        record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args))
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
     threads = len(report.affected_threads())
-    verdict = "yes" if report.clean else "no"
     tail = "" if report.clean else f": {len(report.divergences)} divergence(s) in {threads} thread(s) ({counts})"
-    print(f"Safe to switch reads: {verdict}{tail}")
+    if args.tiered:
+        print(f"Tiers agree: {'yes' if report.clean else 'no'}{tail}"
+              f" ({report.summary['not_hot']} checkpoint(s) or thread(s) only in the durable store)")
+    else:
+        print(f"Safe to switch reads: {'yes' if report.clean else 'no'}{tail}")
     for path in (args.report, args.markdown, args.html):
         if path:
             print(f"  report: {path}")
