@@ -192,3 +192,22 @@ def test_check_between_the_tiers_reports_only_real_divergences(tmp_path, redis_u
         durable.delete_thread("t2")  # deleted where it counts; the hot store still holds it
         code, out = tiers()
         assert code == 1 and "missing_in_old" in out, out
+
+
+def test_status_shows_the_fleets_tier_counters(tmp_path, redis_url, pg_url) -> None:
+    from tests.ops_support import cli_env, run_cli
+
+    with open_saver(f"sqlite:///{tmp_path / 'd.sqlite'}") as durable, open_saver(redis_url) as hot:
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", control=pg_url, write_behind=False) as saver:
+            first = _put(saver, "t0", None, 0)
+            for _ in range(3):
+                saver.get_tuple({"configurable": {"thread_id": "t0", "checkpoint_ns": ""}})
+            hot.delete_thread("t0")
+            saver.get_tuple({"configurable": {"thread_id": "t0", "checkpoint_ns": ""}})
+            assert saver.stats == {"hit": 3, "miss": 1, "warmed": 1} and first
+    shown = run_cli("status", "--control", pg_url, "--json", env=cli_env(), cwd=tmp_path)
+    import json
+
+    tiered = json.loads(shown.stdout)["record"]["tiered"]
+    assert tiered["replicas"] == 1 and tiered["counts"] == {"hit": 3, "miss": 1, "warmed": 1}
+    assert tiered["hit_rate"] == 0.75

@@ -256,6 +256,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
                                "new": sum(e.store == "new" for e in pending),
                                "threads": len({e.thread_id for e in pending})},
                 throttle=asdict(limits) if (limits := FleetThrottle(record).stored()) else None,
+                tiered=tiered_view(record.list_status("tiered/"), now),
             )
             status_store = record
         except RecordUnavailable as exc:
@@ -313,6 +314,22 @@ def shard_view(job: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def tiered_view(reports: dict[str, dict[str, Any]], now: float) -> dict[str, Any] | None:
+    """TieredSaver replicas' counters, summed (None: no replica reported any)."""
+    if not reports:
+        return None
+    totals: dict[str, int] = {}
+    for value in reports.values():
+        for key, n in value.items():
+            if key != "at":
+                totals[key] = totals.get(key, 0) + int(n)
+    reads = sum(totals.get(k, 0) for k in ("hit", "miss", "stale"))
+    return {
+        "replicas": len(reports), "counts": totals, "hit_rate": round(totals.get("hit", 0) / reads, 3) if reads else None,
+        "newest_report_age_seconds": round(now - max(v.get("at", 0) for v in reports.values()), 1),
+    }
+
+
 def healthy(doc: dict[str, Any]) -> bool:
     stores_ok = all(v.get("reachable") is not False for v in doc["stores"].values())
     record_ok = doc["record"] is None or doc["record"].get("reachable", False)
@@ -352,6 +369,11 @@ def render(doc: dict[str, Any]) -> str:
             fj = rec["fleet_journal"]
             tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`" if fj["depth"] else ""
             lines.append(f"fleet journal: {fj['depth']} entr(ies) waiting{tail}")
+            if tiered := rec.get("tiered"):
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(tiered["counts"].items()))
+                rate = f", hit rate {tiered['hit_rate']:.1%}" if tiered["hit_rate"] is not None else ""
+                lines.append(f"tiered:   {tiered['replicas']} replica(s) reporting: {counts}{rate}"
+                             f" (newest report {_age(tiered['newest_report_age_seconds'])})")
             if rec.get("throttle"):
                 limits = Limits(**rec["throttle"]).describe()
                 lines.append(f"throttle: {limits} for every job (`dualsaver throttle --clear` lifts it)")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+import structlog
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
     ChannelVersions,
@@ -25,7 +28,9 @@ from langgraph.checkpoint.base import (
 
 from dualsaver.control import settings
 from dualsaver.control.journal import Journal
+from dualsaver.control.record import open_phase_record
 from dualsaver.control.sources import replica_name
+from dualsaver.errors import describe_error
 from dualsaver.observability import telemetry
 from dualsaver.redis.base import BaseRedisSaver
 from dualsaver.saver import _plans as plans
@@ -37,16 +42,44 @@ from dualsaver.saver._versions import next_version
 from dualsaver.saver.routing import TIERED
 from dualsaver.stores import anative_for, native_for
 
+log = structlog.get_logger("dualsaver")
+
+
+PUBLISH_EVERY = 30.0  # seconds between two reports of a replica's counters to the control store
+
 
 class TierCounters:
-    """The target "tiers": reads (hit, miss, stale) and warm-ups (warmed, warm_failed)."""
+    """The target "tiers": reads (hit, miss, stale) and warm-ups (warmed, warm_failed).
+    With a control store, this replica's totals are put there (status key `tiered/<replica>`)
+    every `PUBLISH_EVERY` seconds, in the background, and on close: `dualsaver status` sums them."""
 
-    def __init__(self) -> None:
+    def __init__(self, control: str | None = None, name: str = "default", replica: str = "") -> None:
         self.counts: Counter[str] = Counter()
+        self._control, self._name, self.replica = control, name, replica
+        self._published = time.monotonic()
+        self._publishing = threading.Lock()
 
     def count(self, event: str) -> None:
         self.counts[event] += 1
         telemetry.tier_events.add(1, {"event": event})
+        if self._control and time.monotonic() - self._published > PUBLISH_EVERY and self._publishing.acquire(False):
+            self._published = time.monotonic()
+            threading.Thread(target=self.publish, name="dualsaver-tiers", daemon=True).start()
+
+    def publish(self, *, held: bool = True) -> None:
+        """Put this replica's totals in the control store; never raises (they are counters)."""
+        try:
+            with open_phase_record(self._control, name=self._name) as record:
+                record.put_status(f"tiered/{self.replica}", {**self.counts, "at": time.time()})
+        except Exception as exc:
+            log.debug("tier_counters_not_published", error=describe_error(exc))
+        finally:
+            if held:
+                self._publishing.release()
+
+    def close(self) -> None:
+        if self._control:
+            self.publish(held=False)
 
     async def acount(self, event: str) -> None:
         self.count(event)
@@ -138,10 +171,10 @@ class TieredSaver(BaseCheckpointSaver):
         self.hot_timeout = hot_timeout
         self.write_behind = write_behind
         loaded = settings.current()
-        self.recorder = Recorder(journal, control=control or loaded.control_url, control_name=loaded.record_name,
-                                 replica=replica_name())
+        control, replica = control or loaded.control_url, replica_name()
+        self.recorder = Recorder(journal, control=control, control_name=loaded.record_name, replica=replica)
         self.breakers = {"old": Breaker(None), "new": Breaker(circuit_cool_down)}
-        self.tiers = TierCounters()
+        self.tiers = TierCounters(control, loaded.record_name, replica)
         self._shells()
 
     def _shells(self) -> None:
@@ -271,6 +304,7 @@ class TieredSaver(BaseCheckpointSaver):
     def close(self) -> None:
         self._sync.close()
         self.recorder.close()
+        self.tiers.close()
 
     async def aclose(self) -> None:
         await self._async.aclose()
