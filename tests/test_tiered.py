@@ -211,3 +211,30 @@ def test_status_shows_the_fleets_tier_counters(tmp_path, redis_url, pg_url) -> N
     tiered = json.loads(shown.stdout)["record"]["tiered"]
     assert tiered["replicas"] == 1 and tiered["counts"] == {"hit": 3, "miss": 1, "warmed": 1}
     assert tiered["hit_rate"] == 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("durable", ["sqlite", "postgres"])
+async def test_the_conformance_suite_passes(durable, tmp_path, redis_url, request) -> None:
+    from langgraph.checkpoint.conformance import checkpointer_test, validate
+
+    from dualsaver.redis import aopen_redis_saver
+    from tests.savers import async_saver, truncate_postgres
+
+    pg_url = request.getfixturevalue("pg_url") if durable == "postgres" else None
+
+    @checkpointer_test(name=f"TieredSaver[{durable}, redis]")
+    async def factory():
+        if pg_url:
+            await truncate_postgres(pg_url)
+        redis.Redis.from_url(redis_url).flushall()
+        async with async_saver(durable, pg_url=pg_url, tmp=tmp_path) as durable_saver:
+            async with aopen_redis_saver(redis_url, prefix="tiered") as hot:
+                async with TieredSaver(durable_saver, hot, journal=tmp_path / "journal.sqlite") as saver:
+                    yield saver
+
+    report = await validate(factory)
+    failures = {cap: r.failures for cap, r in report.results.items() if r.detected and not r.passed}
+    assert not failures, failures
+    assert report.passed_all_base()
+    assert all(report.results[c].tests_passed > 0 for c in ("put", "put_writes", "get_tuple", "list", "delete_thread"))
