@@ -12,18 +12,12 @@ import copy
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection
 from typing import Any
 
 import structlog
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
 )
 
 from dualsaver.control import settings
@@ -33,6 +27,7 @@ from dualsaver.control.sources import StaticPhase, phase_source, replica_name
 from dualsaver.saver import _plans as plans
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
+from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._versions import next_version
@@ -41,7 +36,7 @@ from dualsaver.saver.routing import Role, route_for
 log = structlog.get_logger("dualsaver")
 
 
-class DualSaver(BaseCheckpointSaver):
+class DualSaver(CompositeSaver):
     """Writes to old and new, reads from the phase's read store.
 
     Args:
@@ -174,14 +169,6 @@ class DualSaver(BaseCheckpointSaver):
         return self.old if role == "old" else self.new
 
     @property
-    def journal(self) -> Journal:
-        return self.recorder.journal
-
-    @property
-    def secondary_failures(self) -> Counter[str]:
-        return self.recorder.secondary_failures
-
-    @property
     def shadow_mismatches(self) -> Counter[str]:
         return self.recorder.shadow_mismatches
 
@@ -194,75 +181,6 @@ class DualSaver(BaseCheckpointSaver):
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))
-
-    # --- reads --------------------------------------------------------------------------
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        ctx, op = self._begin("get_tuple", config)
-        return self._sync.run(plans.get_tuple(ctx, config), op)
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        ctx, op = self._begin("get_tuple", config)
-        return await self._async.run(plans.get_tuple(ctx, config), op)
-
-    def list(
-        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None, limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        ctx, op = self._begin("list", config)
-        options = {"filter": filter, "before": before, "limit": limit}
-        return self._sync.stream(plans.list_(ctx, config, options), op)
-
-    async def alist(
-        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None, limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        ctx, op = self._begin("list", config)
-        options = {"filter": filter, "before": before, "limit": limit}
-        async for item in self._async.stream(plans.list_(ctx, config, options), op):
-            yield item
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        ctx, op = self._begin("get_delta_channel_history", config)
-        return self._sync.run(plans.delta_history(ctx, config, channels), op)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        ctx, op = self._begin("get_delta_channel_history", config)
-        return await self._async.run(plans.delta_history(ctx, config, channels), op)
-
-    # --- writes -------------------------------------------------------------------------
-
-    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-            new_versions: ChannelVersions) -> RunnableConfig:
-        ctx, op = self._begin("put", config)
-        return self._sync.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-                   new_versions: ChannelVersions) -> RunnableConfig:
-        ctx, op = self._begin("put", config)
-        return await self._async.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
-
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
-                   task_path: str = "") -> None:
-        ctx, op = self._begin("put_writes", config)
-        self._sync.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
-                          task_path: str = "") -> None:
-        ctx, op = self._begin("put_writes", config)
-        await self._async.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
-
-    def delete_thread(self, thread_id: str) -> None:
-        ctx, op = self._begin("delete_thread", thread_id=thread_id)
-        self._sync.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        ctx, op = self._begin("delete_thread", thread_id=thread_id)
-        await self._async.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
 
     # --- versions, allowlist, lifecycle -------------------------------------------------
 
@@ -283,44 +201,13 @@ class DualSaver(BaseCheckpointSaver):
         clone._shells()
         return clone
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until secondary writes queued in shadow-write have landed; False on timeout."""
-        return self._sync.queue.drain(timeout)
-
-    async def aflush(self, timeout: float | None = None) -> bool:
-        return await self._async.queue.adrain(timeout)
-
     def _close_phase_source(self) -> None:
         """Stop a polling source this saver created (one passed in belongs to the caller)."""
         if self._owns_phase_source and hasattr(self.phase_source, "close"):
             self.phase_source.close()
 
-    def close(self) -> None:
-        """Land (within the secondary timeout) or journal the writes queued by sync calls,
-        stop the worker threads and a phase poller this saver started, and close the
-        journal; the wrapped savers stay open. Writes queued by async calls are closed by
-        `aclose()` (or `async with`), which needs the event loop."""
+    def _release(self) -> None:
         self._close_phase_source()
-        self._sync.close()
-        self.recorder.close()
-
-    async def aclose(self) -> None:
-        """`close()`, after landing (within the secondary timeout) or journaling the writes
-        queued by async calls."""
-        await self._async.aclose()
-        self.close()
-
-    def __enter__(self) -> DualSaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> DualSaver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"DualSaver(old={type(self.old).__name__}, new={type(self.new).__name__}, phase={self.phase.value!r})"

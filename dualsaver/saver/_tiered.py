@@ -12,18 +12,12 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 import structlog
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
 )
 
 from dualsaver.control import settings
@@ -36,6 +30,7 @@ from dualsaver.redis.base import BaseRedisSaver
 from dualsaver.saver import _plans as plans
 from dualsaver.saver import _tier_plans as tier_plans
 from dualsaver.saver._breaker import Breaker
+from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._versions import next_version
@@ -125,7 +120,7 @@ def _whole(found: Any) -> Newest | None:
     return None if found is None else Newest(tier_plans.answer_key(found), found)
 
 
-class TieredSaver(BaseCheckpointSaver):
+class TieredSaver(CompositeSaver):
     """Reads from a hot store, never stale; keeps everything in a durable one.
 
     Args:
@@ -149,6 +144,8 @@ class TieredSaver(BaseCheckpointSaver):
     a checkpoint older than the newest one acknowledged. `stats` counts hits, misses, stale
     answers and warm-ups (also the OpenTelemetry counter `dualsaver.tier.events`).
     """
+
+    _reads = tier_plans  # checked against the durable store; history from it
 
     def __init__(
         self,
@@ -198,87 +195,11 @@ class TieredSaver(BaseCheckpointSaver):
     def stats(self) -> dict[str, int]:
         return dict(self.tiers.counts)
 
-    @property
-    def journal(self) -> Journal:
-        return self.recorder.journal
-
-    @property
-    def secondary_failures(self) -> Counter[str]:
-        return self.recorder.secondary_failures
-
     def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
         ctx = plans.Context(TIERED, write_behind=self.write_behind, breakers=self.breakers)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, TIERED.phase.value, None if thread_id is None else str(thread_id))
-
-    # --- reads --------------------------------------------------------------------------
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        ctx, op = self._begin("get_tuple", config)
-        return self._sync.run(tier_plans.get_tuple(ctx, config), op)
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        ctx, op = self._begin("get_tuple", config)
-        return await self._async.run(tier_plans.get_tuple(ctx, config), op)
-
-    def list(
-        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None, limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        ctx, op = self._begin("list", config)
-        return self._sync.stream(tier_plans.list_(ctx, config, {"filter": filter, "before": before, "limit": limit}), op)
-
-    async def alist(
-        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None, limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        ctx, op = self._begin("list", config)
-        options = {"filter": filter, "before": before, "limit": limit}
-        async for item in self._async.stream(tier_plans.list_(ctx, config, options), op):
-            yield item
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        ctx, op = self._begin("get_delta_channel_history", config)
-        return self._sync.run(tier_plans.delta_history(ctx, config, channels), op)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        ctx, op = self._begin("get_delta_channel_history", config)
-        return await self._async.run(tier_plans.delta_history(ctx, config, channels), op)
-
-    # --- writes: durable first, then hot (the tiered route) ----------------------------
-
-    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-            new_versions: ChannelVersions) -> RunnableConfig:
-        ctx, op = self._begin("put", config)
-        return self._sync.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-                   new_versions: ChannelVersions) -> RunnableConfig:
-        ctx, op = self._begin("put", config)
-        return await self._async.run(plans.put(ctx, config, checkpoint, metadata, new_versions), op)
-
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
-                   task_path: str = "") -> None:
-        ctx, op = self._begin("put_writes", config)
-        self._sync.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
-                          task_path: str = "") -> None:
-        ctx, op = self._begin("put_writes", config)
-        await self._async.run(plans.put_writes(ctx, config, writes, task_id, task_path), op)
-
-    def delete_thread(self, thread_id: str) -> None:
-        ctx, op = self._begin("delete_thread", thread_id=thread_id)
-        self._sync.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        ctx, op = self._begin("delete_thread", thread_id=thread_id)
-        await self._async.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
 
     # --- versions, allowlist, lifecycle -------------------------------------------------
 
@@ -294,33 +215,8 @@ class TieredSaver(BaseCheckpointSaver):
         clone._shells()
         return clone
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until queued hot writes have landed; False on timeout."""
-        return self._sync.queue.drain(timeout)
-
-    async def aflush(self, timeout: float | None = None) -> bool:
-        return await self._async.queue.adrain(timeout)
-
-    def close(self) -> None:
-        self._sync.close()
-        self.recorder.close()
+    def _release(self) -> None:
         self.tiers.close()
-
-    async def aclose(self) -> None:
-        await self._async.aclose()
-        self.close()
-
-    def __enter__(self) -> TieredSaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> TieredSaver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"TieredSaver(durable={type(self.durable).__name__}, hot={type(self.hot).__name__})"
