@@ -91,7 +91,10 @@ def test_what_cannot_be_split_is_decoded_or_refused() -> None:
 
 @given(st.dictionaries(
     st.sampled_from(["source", "step", "writes", "parents", "run_id", "note"]),
-    st.one_of(primitives, st.text(alphabet="ab\x00", max_size=5), st.sampled_from([Color.RED]), st.dictionaries(st.text(max_size=3), primitives)),
+    st.one_of(
+        primitives, st.text(alphabet="ab\x00", max_size=5), st.sampled_from([Color.RED]),
+        st.dictionaries(st.text(max_size=3), primitives),
+    ),
 ))
 def test_metadata_kept_as_it_is_only_when_put_would_store_it_so(metadata) -> None:
     from langgraph.checkpoint.base import get_serializable_checkpoint_metadata

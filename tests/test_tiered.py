@@ -142,7 +142,8 @@ def test_the_hot_store_answers_when_it_is_fresh(tmp_path, redis_url) -> None:
             saver.flush()
             assert graph.get_state(config).values["answer"] == "yes"
             assert saver.stats.get("hit", 0) >= 2 and saver.stats.get("stale", 0) == 0
-            assert [t.checkpoint["id"] for t in saver.list(config)] == [t.checkpoint["id"] for t in durable.list(config)]
+            ids = [t.checkpoint["id"] for t in durable.list(config)]
+            assert [t.checkpoint["id"] for t in saver.list(config)] == ids
 
 
 def test_an_interrupted_conversation_resumes_across_a_redis_crash(tmp_path) -> None:

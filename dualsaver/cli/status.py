@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--control", "--record", dest="record", metavar="URL",
                    help="the fleet's control store (default: settings, $DUALSAVER_CONTROL_URL)")
     p.add_argument("--journal", metavar="PATH", help="the journal file (default: settings, $DUALSAVER_JOURNAL)")
-    p.add_argument("--backfill-state", metavar="PATH", help="the backfill progress file (default .dualsaver/backfill.sqlite)")
+    p.add_argument("--backfill-state", metavar="PATH",
+                   help="the backfill progress file (default .dualsaver/backfill.sqlite)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
     p.set_defaults(func=run)
 
@@ -325,7 +326,8 @@ def tiered_view(reports: dict[str, dict[str, Any]], now: float) -> dict[str, Any
                 totals[key] = totals.get(key, 0) + int(n)
     reads = sum(totals.get(k, 0) for k in ("hit", "miss", "stale"))
     return {
-        "replicas": len(reports), "counts": totals, "hit_rate": round(totals.get("hit", 0) / reads, 3) if reads else None,
+        "replicas": len(reports), "counts": totals,
+        "hit_rate": round(totals.get("hit", 0) / reads, 3) if reads else None,
         "newest_report_age_seconds": round(now - max(v.get("at", 0) for v in reports.values()), 1),
     }
 
@@ -367,7 +369,9 @@ def render(doc: dict[str, Any]) -> str:
                 lines.append(f"          {r['replica']}: {r['phase']}, heartbeat {_age(r['age_seconds'])} ({state}),"
                              f" {r.get('journal_depth', 0)} journal entr(ies) not shipped")
             fj = rec["fleet_journal"]
-            tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`" if fj["depth"] else ""
+            tail = ""
+            if fj["depth"]:
+                tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`"
             lines.append(f"fleet journal: {fj['depth']} entr(ies) waiting{tail}")
             if tiered := rec.get("tiered"):
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(tiered["counts"].items()))

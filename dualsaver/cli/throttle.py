@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
     )
     p.add_argument("--max-rate", type=positive_number, metavar="N", help="at most N checkpoints a second")
-    p.add_argument("--max-load", type=positive_number, metavar="MS", help="back off while the p95 store latency is above MS")
+    p.add_argument("--max-load", type=positive_number, metavar="MS",
+                   help="back off while the p95 store latency is above MS")
     p.add_argument("--clear", action="store_true", help="remove the limits set here")
     p.add_argument("--show", action="store_true", help="print the limits set here (JSON)")
     p.add_argument("--throttle-file", metavar="PATH", help="the throttle file (default .dualsaver/throttle.json)")

@@ -209,7 +209,9 @@ def evidence(
     checks = _whole_runs(store.list_status(f"{CHECK}/"))
     b = store.get_status(BACKFILL)  # the newest, whatever it covered: for the messages
     r, c = store.get_status(REVERSE_BACKFILL), store.get_status(CHECK)
-    backfill_at, backfill_ok, backfill_full = (b["finished_at"], bool(b["ok"]), bool(b.get("full", True))) if b else (None, False, True)
+    backfill_at, backfill_ok, backfill_full = (None, False, True)
+    if b:
+        backfill_at, backfill_ok, backfill_full = b["finished_at"], bool(b["ok"]), bool(b.get("full", True))
     newest_whole = max((v.get("finished_at", 0) for v in backfills[0]), default=0) if backfills else None
     if newest_whole is not None and newest_whole >= (b or {}).get("finished_at", 0) - 1e-6:
         run = backfills[0]  # the newest outcome is part of a whole run (its last shard, say)
@@ -231,7 +233,8 @@ def evidence(
         check_clean=all(v["clean"] for v in check) if check else bool(c and c["clean"]),
         check_full=check is not None or c is None,
         check_divergences=sum(v["divergences"] for v in check) if check else (int(c["divergences"]) if c else 0),
-        check_other_pair=bool(checks) and not ours and check is None and c is not None and c.get("scope", "all") == "all",
+        check_other_pair=bool(checks) and not ours and check is None and c is not None
+        and c.get("scope", "all") == "all",
         check_shards=None if check else _shards_in(store.list_status(f"{CHECK}/")),
         unrepaired_new=unrepaired_new,
         entered_at=entered_at,

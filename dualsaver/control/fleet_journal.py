@@ -107,7 +107,8 @@ class FleetJournal:
                     return False
                 self.spool.forget(e.id for e in entries if e.id is not None)
             if self._away_since is not None:
-                log.info("journal_shipped", control=self.control.where, outage_seconds=round(time.time() - self._away_since, 3))
+                outage = round(time.time() - self._away_since, 3)
+                log.info("journal_shipped", control=self.control.where, outage_seconds=outage)
                 self._away_since = None
             return True
 

@@ -47,7 +47,10 @@ class Limits:
     max_load_ms: float | None = None  # p95 store-call latency above which the job backs off
 
     def describe(self) -> str:
-        parts = [f"max rate {self.max_rate:g}/s" if self.max_rate else "", f"max load {self.max_load_ms:g} ms" if self.max_load_ms else ""]
+        parts = [
+            f"max rate {self.max_rate:g}/s" if self.max_rate else "",
+            f"max load {self.max_load_ms:g} ms" if self.max_load_ms else "",
+        ]
         return ", ".join(p for p in parts if p) or "unthrottled"
 
 

@@ -152,7 +152,8 @@ class Job:
         if not resume and not dry_run:
             self.state.restart()
         self.throttle = throttle
-        self.flow = Flow(read_options=read_options(source, target), on_finished=self.threads_finished, throttle=throttle)
+        options = read_options(source, target)
+        self.flow = Flow(read_options=options, on_finished=self.threads_finished, throttle=throttle)
         self._lock = threading.Lock()
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._counted = 0  # checkpoints already added to the backfill metric

@@ -188,7 +188,8 @@ class AsyncShell(_Shell):
         return await self.queue.adrain(self.timeout)
 
     async def _write_behind(self, job: Behind) -> None:
-        await sansio.arun(write_behind(job, self.breakers), _AsyncIo(self, Operation(job.operation, job.phase.value, None)))
+        io = _AsyncIo(self, Operation(job.operation, job.phase.value, None))
+        await sansio.arun(write_behind(job, self.breakers), io)
 
     # -- the target "copier" -------------------------------------------------------------
 

@@ -141,7 +141,8 @@ def json_dumps(value: Any) -> bytes | str:
 def serializable_metadata(metadata: Any) -> Any:
     """`get_serializable_checkpoint_metadata({}, metadata)`, as put stores it; the same dict
     when it already is (no "writes" key, no NUL in a top-level string: most of them)."""
-    if "writes" in metadata or any(isinstance(v, str) and (type(v) is not str or "\x00" in v) for v in metadata.values()):
+    changed = any(isinstance(v, str) and (type(v) is not str or "\x00" in v) for v in metadata.values())
+    if changed or "writes" in metadata:
         return get_serializable_checkpoint_metadata({}, metadata)
     return metadata
 
@@ -265,7 +266,8 @@ class PostgresPlans(SqlPlans):
                 if (t, ns, channel, version) in seen_blobs:
                     continue
                 seen_blobs.add((t, ns, channel, version))
-                blob_rows.append((t, ns, channel, version, *(value.typed if type(value) is StoredValue else dumps(value))))
+                typed = value.typed if type(value) is StoredValue else dumps(value)
+                blob_rows.append((t, ns, channel, version, *typed))
             for w in item.writes:  # the stored idx, not a recount
                 value = typed_value(item, w, serde, key)
                 write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, *value))

@@ -125,7 +125,9 @@ class SyncSqlStore(SqlPlans):
     def thread_ids(self) -> Iterator[str]:
         return stream(self._thread_ids_plan(), self._io)
 
-    def read_thread(self, thread_id: str, *, encoded: bool = False, stored_values: bool = False) -> Iterator[ThreadItem]:
+    def read_thread(
+        self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
+    ) -> Iterator[ThreadItem]:
         return stream(self._read_thread_plan(thread_id, encoded, stored_values), self._io)
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
