@@ -16,9 +16,7 @@ from collections.abc import Collection
 from typing import Any
 
 import structlog
-from langgraph.checkpoint.base import (
-    BaseCheckpointSaver,
-)
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from dualsaver.control import settings
 from dualsaver.control.journal import Journal
