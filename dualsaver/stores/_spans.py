@@ -49,9 +49,19 @@ def _pack(obj: Any) -> ormsgpack.Ext:
 
 
 # The fields LangGraph keeps in a checkpoint beside its channel values, which hold strings,
-# numbers and dicts of them only. Any other (a v1 checkpoint's `pending_sends` of `Send`s)
-# may hold extensions, and the checkpoint is then decoded whole.
+# numbers and dicts of them only. Any other (`pending_sends`, of `Send`s before v4 and empty
+# since) is decoded for real where it holds an extension, and then the whole checkpoint is.
 PLAIN_FIELDS = frozenset({"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"})
+
+
+def _has_ext(value: Any) -> bool:
+    if isinstance(value, RawExt):
+        return True
+    if isinstance(value, dict):
+        return any(_has_ext(k) or _has_ext(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_ext(v) for v in value)
+    return False
 
 
 def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
@@ -61,7 +71,8 @@ def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
     if not isinstance(document, dict):
         return document  # not a checkpoint: the caller's checks say so
     values = document.get("channel_values")
-    if not PLAIN_FIELDS.issuperset(document) or not isinstance(values, dict):
+    others = (v for k, v in document.items() if k not in PLAIN_FIELDS)
+    if not isinstance(values, dict) or any(_has_ext(v) for v in others):
         return serde.loads_typed(("msgpack", data))
     document["channel_values"] = {channel: _channel_value(value, serde) for channel, value in values.items()}
     return document
