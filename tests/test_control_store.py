@@ -9,6 +9,7 @@ the control store. Every job is the real `dualsaver` command in its own process.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def test_replicas_starting_at_once_journal_to_the_control_store(tmp_path, pg_url
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * replicas, [err[-3000:] for _, err in outputs]
-    ran = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    ran = [json.loads(re.search(r'\{"threads".*\}', out)[0]) for out, _ in outputs]  # among the log lines
     assert all(r["missed"] > 0 for r in ran)
 
     with open_phase_record(control_url) as control:

@@ -117,6 +117,8 @@ class FleetJournal:
             self._wake.wait(RETRY if self._away_since is not None else None)
             self._wake.clear()
             time.sleep(SHIP_EVERY)  # let a burst of misses gather into one shipment
+            if self._stop.is_set():
+                return  # closing ships what is left, then closes the spool
             try:
                 self.ship()
             except Exception as exc:  # never let the shipper die silently
@@ -129,6 +131,8 @@ class FleetJournal:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         self._stop.set()
         self._wake.set()
+        if self._shipper is not None:
+            self._shipper.join(timeout=SHIP_EVERY + 1.0)  # not inside a shipment when the spool closes
         self.spool.close()
         self.control.close()
 
