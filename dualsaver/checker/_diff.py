@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
 
-from langgraph.checkpoint.base import writes_sort_key
 
 from dualsaver.checker.canonical import canonical, digest
 from dualsaver.checker.findings import (
@@ -29,7 +28,7 @@ from dualsaver.checker.findings import (
     Divergence,
 )
 from dualsaver.errors import describe_error
-from dualsaver.stores.native import StoredCheckpoint, Unreadable
+from dualsaver.stores.native import StoredCheckpoint, Unreadable, in_write_order
 
 _PLAIN_CHECKPOINT_KEYS = frozenset({"v", "id", "ts", "updated_channels"})
 _PLAIN_METADATA_KEYS = frozenset({"source", "step", "parents"})
@@ -106,7 +105,7 @@ def _fingerprint(item: StoredCheckpoint, capture: bool) -> Fingerprint:
         if values is not None:
             values[f"metadata.{key}"] = canonical(value)
     writes = []
-    ordered = sorted(item.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+    ordered = in_write_order(item.writes)  # a record built by hand may hold them in any order
     for n, w in enumerate(ordered):
         writes.append((w.task_id, w.task_path, w.idx, w.channel, digest(w.value)))
         if values is not None:

@@ -49,7 +49,6 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from langgraph.checkpoint.base import writes_sort_key
 from langgraph.checkpoint.redis.key_registry import CheckpointKeyRegistry
 from langgraph.checkpoint.redis.util import (
     from_storage_safe_id,
@@ -62,7 +61,7 @@ from redisvl.query.filter import Tag
 from dualsaver.redis import AsyncRedisIo, RedisIo
 from dualsaver.redis.ops import chunks, command, pipeline, script
 from dualsaver.sansio import AsyncTargets, Emit, Plan, Targets, arun, astream, run, stream
-from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, unreadable
+from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, in_write_order, unreadable
 
 SEARCH_PAGE = 500  # documents per FT.SEARCH round trip
 GROUP_PAGE = 1000  # thread ids per FT.AGGREGATE cursor read
@@ -202,7 +201,6 @@ class Layout:
             metadata = doc.get("metadata") or "{}"
             parent = doc.get("parent_checkpoint_id") or None
             decoded = [self.decode_write(w) for w in writes]
-            decoded.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
             return StoredCheckpoint(
                 thread_id=thread_id,
                 checkpoint_ns=ns,
@@ -210,7 +208,7 @@ class Layout:
                 parent_checkpoint_id=from_storage_safe_id(parent) if parent else None,
                 checkpoint=self.revive(stored),
                 metadata=self.revive(orjson.loads(metadata) if isinstance(metadata, str) else metadata),
-                writes=tuple(decoded),
+                writes=in_write_order(decoded),
                 expires_at=expires_at,
             )
         except Exception as exc:  # a document that does not load is reported, never a crash

@@ -12,11 +12,11 @@ import functools
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
+from langgraph.checkpoint.base import get_checkpoint_metadata
 
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, typed_value,
-    unreadable,
+    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, in_write_order, load_typed,
+    typed_value, unreadable,
 )
 from dualsaver.stores.serde import serde_key
 
@@ -70,7 +70,6 @@ class MemoryNativeStore:
                     StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, check_typed(tuple(value), encoding))
                     for (task_id, idx), (_, channel, value, task_path) in stored.items()
                 ]
-            writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
             return StoredCheckpoint(
                 thread_id=thread_id,
                 checkpoint_ns=ns,
@@ -78,7 +77,7 @@ class MemoryNativeStore:
                 parent_checkpoint_id=parent or None,
                 checkpoint=checkpoint,
                 metadata=metadata,
-                writes=tuple(writes),
+                writes=in_write_order(writes),
                 encoding=encoding,
             )
         except Exception as exc:

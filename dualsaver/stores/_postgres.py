@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.checkpoint.base import get_serializable_checkpoint_metadata, writes_sort_key
+from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 import orjson
 from psycopg.errors import UniqueViolation
@@ -33,8 +33,8 @@ from psycopg.types.string import BytesBinaryDumper
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, check_typed, checked, load_typed,
-    typed_value, unreadable,
+    NOT_DECODED, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, check_typed, checked, in_write_order,
+    load_typed, typed_value, unreadable,
 )
 
 THREADS_FIRST = (
@@ -221,7 +221,6 @@ class PostgresPlans(SqlPlans):
                 )
                 for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
             ]
-            writes.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
             return StoredCheckpoint(
                 thread_id=thread_id,
                 checkpoint_ns=ns,
@@ -229,7 +228,7 @@ class PostgresPlans(SqlPlans):
                 parent_checkpoint_id=row["parent_checkpoint_id"] or None,
                 checkpoint=checkpoint,  # type: ignore[arg-type]
                 metadata=metadata,
-                writes=tuple(writes),
+                writes=in_write_order(writes),
                 encoding=encoding,
             )
         except Exception as exc:  # reported, never a crash

@@ -14,14 +14,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from langgraph.checkpoint.base import get_checkpoint_metadata, writes_sort_key
+from langgraph.checkpoint.base import get_checkpoint_metadata
 
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores._spans import split_checkpoint
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, load_typed, loads_json,
-    typed_value, unreadable,
+    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, in_write_order, load_typed,
+    loads_json, typed_value, unreadable,
 )
 
 THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id LIMIT ?"
@@ -115,7 +115,6 @@ class SqlitePlans(SqlPlans):
                     StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, check_typed((t, v), encoding))
                     for _, _, task_id, task_path, idx, channel, t, v in writes
                 ]
-            decoded.sort(key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
             stored = None
             if split and type_ == "msgpack":
                 with contextlib.suppress(ValueError):  # decoded whole below, which says what is wrong
@@ -130,7 +129,7 @@ class SqlitePlans(SqlPlans):
                 parent_checkpoint_id=parent or None,
                 checkpoint=checkpoint,
                 metadata=metadata,
-                writes=tuple(decoded),
+                writes=in_write_order(decoded),
                 encoding=encoding,
             )
         except Exception as exc:  # a row that does not load is reported, never a crash

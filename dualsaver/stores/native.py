@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import orjson
 import ormsgpack
-from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, writes_sort_key
 
 from dualsaver.errors import UnreadableRow, describe_error
 
@@ -67,6 +67,12 @@ class StoredWrite:
     typed: tuple[str, bytes] | None = field(default=None, compare=False, repr=False)
 
 
+def in_write_order(writes: Iterable[StoredWrite]) -> tuple[StoredWrite, ...]:
+    """Writes in the order a `StoredCheckpoint` keeps them: LangGraph's `writes_sort_key`
+    (task path, task id, idx), whatever order the store returned them in."""
+    return tuple(sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx)))
+
+
 @dataclass(frozen=True, slots=True)
 class StoredValue:
     """A channel value as its serializer wrote it, not decoded (see the module docstring);
@@ -86,7 +92,7 @@ class StoredCheckpoint:
     parent_checkpoint_id: str | None
     checkpoint: Checkpoint  # decoded; channel_values as the store keeps them for this id
     metadata: CheckpointMetadata
-    writes: tuple[StoredWrite, ...]  # in writes_sort_key order: (task_path, task_id, idx)
+    writes: tuple[StoredWrite, ...]  # in writes_sort_key order: see `in_write_order`
     # `serde_key` of the serializer that wrote the `typed` bytes of this record (None: none)
     encoding: Any = field(default=None, compare=False, repr=False)
     # when the source store will expire it (epoch seconds; a per-key TTL), None: never
