@@ -4,8 +4,9 @@ operation as a plan on the route the subclass's `_begin` gives (reads from the s
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -29,6 +30,7 @@ class CompositeSaver(BaseCheckpointSaver):
     _sync: SyncShell
     _async: AsyncShell
     _reads: Any = plans  # the module whose get_tuple / list_ / delta_history plans answer reads
+    _wrapped: tuple[str, str] = ("old", "new")  # the attributes holding the two savers, "old" role first
 
     def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
         """The context a plan runs in, read once at the start of the call."""
@@ -36,6 +38,23 @@ class CompositeSaver(BaseCheckpointSaver):
 
     def _release(self) -> None:
         """What a subclass stops or hands over on close (after the shells and the journal)."""
+
+    def _shells(self) -> None:
+        """Build the sync and async shells over the wrapped savers."""
+        raise NotImplementedError
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Any:
+        """A shallow clone whose wrapped savers both carry the derived msgpack allowlist."""
+        current = [getattr(self, name) for name in self._wrapped]
+        derived = [saver.with_allowlist(extra_allowlist) for saver in current]
+        if all(d is c for d, c in zip(derived, current)):
+            return self
+        clone = copy.copy(self)
+        for name, saver in zip(self._wrapped, derived):
+            setattr(clone, name, saver)
+        clone.serde = derived[0].serde
+        clone._shells()
+        return clone
 
     @property
     def journal(self) -> Journal:

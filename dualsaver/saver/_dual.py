@@ -8,11 +8,9 @@ twin differ only in `await`.
 
 from __future__ import annotations
 
-import copy
 import os
 import random
 from collections import Counter
-from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -187,17 +185,6 @@ class DualSaver(CompositeSaver):
         primary = self.store(route.primary)
         other = self.old if primary is self.new else self.new
         return next_version(current, primary, other)
-
-    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> DualSaver:
-        """A shallow clone whose wrapped savers both carry the derived msgpack allowlist."""
-        old = self.old.with_allowlist(extra_allowlist)
-        new = self.new.with_allowlist(extra_allowlist)
-        if old is self.old and new is self.new:
-            return self
-        clone = copy.copy(self)
-        clone.old, clone.new, clone.serde = old, new, old.serde
-        clone._shells()
-        return clone
 
     def _close_phase_source(self) -> None:
         """Stop a polling source this saver created (one passed in belongs to the caller)."""

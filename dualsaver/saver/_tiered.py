@@ -7,12 +7,10 @@ write and `_tier_plans` for the reads, run by the same shells as `DualSaver`.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -144,6 +142,7 @@ class TieredSaver(CompositeSaver):
     """
 
     _reads = tier_plans  # checked against the durable store; history from it
+    _wrapped = ("durable", "hot")
 
     def __init__(
         self,
@@ -203,15 +202,6 @@ class TieredSaver(CompositeSaver):
 
     def get_next_version(self, current: Any, channel: None = None) -> Any:
         return next_version(current, self.durable, self.hot)
-
-    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> TieredSaver:
-        durable, hot = self.durable.with_allowlist(extra_allowlist), self.hot.with_allowlist(extra_allowlist)
-        if durable is self.durable and hot is self.hot:
-            return self
-        clone = copy.copy(self)
-        clone.durable, clone.hot, clone.serde = durable, hot, durable.serde
-        clone._shells()
-        return clone
 
     def _release(self) -> None:
         self.tiers.close()
