@@ -157,7 +157,7 @@ def test_fleet_limits_are_kept_while_the_control_store_is_away(tmp_path: Path) -
     with EmbeddedRedis(appendonly=True, data_dir=tmp_path / "control") as server:
         record = open_phase_record(server.url, timeout=0.5)
         FleetThrottle(record).write(Limits(max_rate=7))
-        fleet = FleetThrottle(record)
+        fleet = FleetThrottle(record).started()  # as a job's throttle begins
         assert fleet.current() == Limits(max_rate=7)
         server.stop()
         deadline = time.monotonic() + 2.0

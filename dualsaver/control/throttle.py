@@ -181,8 +181,12 @@ class FleetThrottle:
         self.where = f"control store {record.where}"
         self._limits = own
         self._reading = threading.Lock()
+
+    def started(self) -> FleetThrottle:
+        """Take the first look now, before the job starts (the next ones go behind it)."""
         self._reading.acquire()
-        self._read()  # the first look is made before the job starts, the next ones behind it
+        self._read()
+        return self
 
     def current(self) -> Limits:
         if self._reading.acquire(blocking=False):
@@ -218,4 +222,5 @@ def throttle_for(
     """The throttle of a CLI job: its own limits, changeable through the control store's
     (`record`, when the job has one) or else the throttle file."""
     own = Limits(max_rate, max_load_ms)
-    return Throttle(own, source=FleetThrottle(record, own) if record is not None else ThrottleFile(path, own))
+    source = FleetThrottle(record, own).started() if record is not None else ThrottleFile(path, own)
+    return Throttle(own, source=source)
