@@ -136,16 +136,22 @@ def populate(saver: Any, kinds: dict[str, str]) -> None:
     run_threads(saver, threads, turns=2)
 
 
-# --------------------------------------------------------------------------- the cases
-
-
-def test_sqlite_source_into_postgres(tmp_path: Path, pg_url: str) -> None:
-    kinds = {**KINDS, "target_refuses": "cannot be written to the target"}
+def sqlite_with_bad_rows(tmp_path: Path, kinds: dict[str, str]) -> Path:
+    """An SQLite store of healthy threads and one thread per bad kind in `kinds`."""
     path = tmp_path / "old.sqlite"
     with open_saver(f"sqlite:///{path}") as saver:
         populate(saver, kinds)
     for kind in kinds:
         plant_sqlite(path, kind)
+    return path
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def test_sqlite_source_into_postgres(tmp_path: Path, pg_url: str) -> None:
+    kinds = {**KINDS, "target_refuses": "cannot be written to the target"}
+    path = sqlite_with_bad_rows(tmp_path, kinds)
     with open_saver(f"sqlite:///{path}", must_exist=True) as source, open_saver(pg_url) as target:
         run_and_rerun(source, target, tmp_path / "state.sqlite", kinds)
 
@@ -169,11 +175,7 @@ def test_redis_source_into_postgres(tmp_path: Path, redis_url: str, pg_url: str)
 
 async def test_async_backfill_isolates_bad_rows_too(tmp_path: Path, pg_url: str) -> None:
     kinds = {**KINDS, "target_refuses": "cannot be written to the target"}
-    path = tmp_path / "old.sqlite"
-    with open_saver(f"sqlite:///{path}") as saver:
-        populate(saver, kinds)
-    for kind in kinds:
-        plant_sqlite(path, kind)
+    path = sqlite_with_bad_rows(tmp_path, kinds)
     async with aopen_saver(f"sqlite:///{path}", must_exist=True) as source, aopen_saver(pg_url) as target:
         result = await abackfill(source, target, state_path=tmp_path / "state.sqlite", workers=2)
     assert_reported(result, kinds)
@@ -182,11 +184,7 @@ async def test_async_backfill_isolates_bad_rows_too(tmp_path: Path, pg_url: str)
 
 
 def test_check_names_the_bad_rows_and_repair_leaves_them_to_a_person(tmp_path: Path, pg_url: str) -> None:
-    path = tmp_path / "old.sqlite"
-    with open_saver(f"sqlite:///{path}") as saver:
-        populate(saver, KINDS)
-    for kind in KINDS:
-        plant_sqlite(path, kind)
+    path = sqlite_with_bad_rows(tmp_path, KINDS)
     with open_saver(f"sqlite:///{path}", must_exist=True) as source, open_saver(pg_url) as target:
         backfill(source, target, state_path=tmp_path / "state.sqlite")
         report = check(source, target)

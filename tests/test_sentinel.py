@@ -24,21 +24,22 @@ from dualsaver import DualSaver, Journal, NotReplicated, Phase, check, repair, r
 from dualsaver.embedded import EmbeddedSentinel
 from dualsaver.stores import open_saver
 from tests.graphs import build_agent, config, run_turn
+from tests.ops_support import eventually
 from tests.savers import put_marker
 
 pytestmark = pytest.mark.slow
 
 
 def _until(what: str, ready: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    """`eventually`, where the store may still raise while it fails over."""
+
+    def quietly() -> Any:
         try:
-            if ready():
-                return
+            return ready()
         except Exception:  # noqa: BLE001 - the store is still failing over
-            pass
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.1)
+            return False
+
+    eventually(quietly, what, timeout=timeout, every=0.1)
 
 
 class Traffic:
