@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_redis import Timed, naive_copy, percentile
+from bench_redis import Timed, latency_arguments, naive_copy, print_ratios
 
 from dualsaver.checker import check
 from dualsaver.demo.app import QUESTIONS, build_support_agent, say
@@ -66,15 +66,11 @@ def _latency(args: argparse.Namespace, durable: bool) -> tuple[Any, list[str]]:
             assert counts["official"] == counts["plain"], counts
             print(f"{args.turns} turns on {len(threads)} threads per saver, {counts['plain']} checkpoints each"
                   f" ({'durable' if durable else 'no fsync'}), Redis 8 + RedisJSON + RediSearch")
-            print(f"{'latency (ms)':<22}{'official p50':>13}{'p99':>8}{'plain p50':>11}{'p99':>8}{'ratio p50':>11}{'p99':>7}")
-            rows = [
+            print_ratios(("official", "plain"), [
                 ("put (graph)", timed["official"].samples["put"], timed["plain"].samples["put"]),
                 ("get_tuple (graph)", timed["official"].samples["get_tuple"], timed["plain"].samples["get_tuple"]),
                 ("get_tuple (sweep)", sweep["official"], sweep["plain"]),
-            ]
-            for label, o, p in rows:
-                op50, op99, pp50, pp99 = percentile(o, 0.5), percentile(o, 0.99), percentile(p, 0.5), percentile(p, 0.99)
-                print(f"{label:<22}{op50:>13.3f}{op99:>8.3f}{pp50:>11.3f}{pp99:>8.3f}{op50 / pp50:>10.2f}x{op99 / pp99:>6.2f}x")
+            ])
             return counts["plain"], threads
 
 
@@ -104,11 +100,7 @@ def _backfill(tmp: Path, args: argparse.Namespace, durable: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=120, help="graph turns per saver")
-    parser.add_argument("--reads", type=int, default=600, help="get_tuple sweep size per saver")
-    parser.add_argument("--fast", action="store_true", help="no fsync")
-    args = parser.parse_args()
+    args = latency_arguments(__doc__, 120, 600, "saver")
     durable = not args.fast
     _latency(args, durable)
     with tempfile.TemporaryDirectory() as tmp:

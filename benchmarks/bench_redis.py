@@ -32,6 +32,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
 from dualsaver.redis import RedisSaver, open_redis_saver
+from dualsaver.stores import native_for
 
 PG_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -39,6 +40,24 @@ PG_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency_arguments(doc: str | None, turns: int, reads: int, per: str) -> argparse.Namespace:
+    """The options every latency benchmark here takes: graph turns and reads per `per`, --fast."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=turns, help=f"graph turns per {per}")
+    parser.add_argument("--reads", type=int, default=reads, help=f"get_tuple sweep size per {per}")
+    parser.add_argument("--fast", action="store_true", help="no fsync on either store")
+    return parser.parse_args()
+
+
+def print_ratios(names: tuple[str, str], rows: Sequence[tuple[str, Sequence[float], Sequence[float]]]) -> None:
+    """p50 and p99 of two stores' latency samples side by side, and their ratios (first / second)."""
+    a, b = names
+    print(f"{'latency (ms)':<28}{a + ' p50':>14}{'p99':>8}{b + ' p50':>14}{'p99':>8}{'ratio p50':>11}{'p99':>7}")
+    for label, first, second in rows:
+        p50a, p99a, p50b, p99b = (percentile(s, q) for s in (first, second) for q in (0.5, 0.99))
+        print(f"{label:<28}{p50a:>14.3f}{p99a:>8.3f}{p50b:>14.3f}{p99b:>8.3f}{p50a / p50b:>10.2f}x{p99a / p99b:>6.2f}x")
 
 
 class Timed(BaseCheckpointSaver):
@@ -113,11 +132,7 @@ def naive_copy(source: BaseCheckpointSaver, target: BaseCheckpointSaver, threads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=200, help="graph turns per store")
-    parser.add_argument("--reads", type=int, default=1000, help="get_tuple sweep size per store")
-    parser.add_argument("--fast", action="store_true", help="no fsync on either store")
-    args = parser.parse_args()
+    args = latency_arguments(__doc__, 200, 1000, "store")
     durable = not args.fast
 
     with (
@@ -163,7 +178,7 @@ def main() -> None:
                     sweep[name].append((time.perf_counter() - began) * 1000)
 
             count = pg_count(pg_saver)
-            redis_count = sum(len(redis_saver.native_store().checkpoint_keys(t)) for t in threads)
+            redis_count = sum(len(native_for(redis_saver).checkpoint_keys(t)) for t in threads)
             assert redis_count == count, (redis_count, count)
             per_cp = {
                 "redis": (redis_bytes(redis_saver) - base["redis"]) / count,
@@ -172,15 +187,11 @@ def main() -> None:
 
             print(f"{args.turns} turns on {len(threads)} threads per store, {count} checkpoints each "
                   f"({'durable' if durable else 'no fsync'}; graph phase {graph_s:.1f}s)")
-            print(f"{'latency (ms)':<28}{'redis p50':>10}{'p99':>8}{'pg p50':>9}{'p99':>8}{'ratio p50':>11}{'p99':>7}")
-            rows = [
+            print_ratios(("redis", "pg"), [
                 ("put (graph)", timed["redis"].samples["put"], timed["postgres"].samples["put"]),
                 ("get_tuple (graph)", timed["redis"].samples["get_tuple"], timed["postgres"].samples["get_tuple"]),
                 ("get_tuple (sweep)", sweep["redis"], sweep["postgres"]),
-            ]
-            for label, r, p in rows:
-                rp50, rp99, pp50, pp99 = percentile(r, 0.5), percentile(r, 0.99), percentile(p, 0.5), percentile(p, 0.99)
-                print(f"{label:<28}{rp50:>10.3f}{rp99:>8.3f}{pp50:>9.3f}{pp99:>8.3f}{rp50 / pp50:>10.2f}x{rp99 / pp99:>6.2f}x")
+            ])
             print(f"memory per checkpoint: redis {per_cp['redis']:.0f} B, postgres {per_cp['postgres']:.0f} B, "
                   f"ratio {per_cp['redis'] / per_cp['postgres']:.2f}x")
 

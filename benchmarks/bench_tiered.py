@@ -19,7 +19,6 @@ neither (--fast).
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import tempfile
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from langgraph.checkpoint.postgres import PostgresSaver  # noqa: E402
 
-from bench_redis import Timed, percentile  # noqa: E402
+from bench_redis import Timed, latency_arguments, percentile  # noqa: E402
 from dualsaver import TieredSaver  # noqa: E402
 from dualsaver.demo.app import QUESTIONS, build_support_agent, say  # noqa: E402
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
@@ -39,11 +38,7 @@ from dualsaver.redis import open_redis_saver  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=200, help="graph turns per checkpointer")
-    parser.add_argument("--reads", type=int, default=1000, help="latest-checkpoint reads per checkpointer")
-    parser.add_argument("--fast", action="store_true", help="no fsync on either store")
-    args = parser.parse_args()
+    args = latency_arguments(__doc__, 200, 1000, "checkpointer")
     durable = not args.fast
     with (
         tempfile.TemporaryDirectory() as tmp,
