@@ -100,14 +100,18 @@ def name_stores(args: argparse.Namespace) -> None:
 
 def settings_for(args: argparse.Namespace) -> Any:
     """The settings in force (--config, else $DUALSAVER_SETTINGS), with --control (or its
-    older name --record) in place of the control store they name."""
+    older name --record) in place of the control store they name. Read once per command
+    (the stores, the throttle and the evidence all ask)."""
     from dataclasses import replace
 
     from dualsaver.control import settings
 
+    if (known := getattr(args, "_settings", None)) is not None:
+        return known
     loaded = settings.current(getattr(args, "config", None))
     control = getattr(args, "control", None) or getattr(args, "record", None)
-    return replace(loaded, record_url=control) if control else loaded
+    args._settings = replace(loaded, record_url=control) if control else loaded
+    return args._settings
 
 
 def pair_of(old_saver: Any, new_saver: Any) -> dict[str, str]:
