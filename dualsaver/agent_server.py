@@ -1,0 +1,1 @@
+"""Factories for LangGraph Agent Server's langgraph.json (`checkpointer`, `store`)."""

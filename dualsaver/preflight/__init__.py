@@ -1,0 +1,1 @@
+"""Preflight: what a target store cannot hold faithfully, named before anything is copied."""
