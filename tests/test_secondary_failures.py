@@ -25,6 +25,7 @@ def _record_admissions(breaker: Breaker) -> list[str]:
     """The breaker's state at each call it let through (a probe would be half-open)."""
     admitted: list[str] = []
     allow = breaker.allow
+    lock = threading.Lock()
 
     def recording() -> bool:
         with lock:  # the state read and the decision as one step, against other callers
@@ -34,7 +35,6 @@ def _record_admissions(breaker: Breaker) -> list[str]:
                 admitted.append(state)
             return allowed
 
-    lock = threading.Lock()
     breaker.allow = recording  # type: ignore[method-assign]
     return admitted
 
@@ -52,7 +52,7 @@ def test_raising_secondary_is_journaled_not_raised(tmp_path, phase):
         assert final["results"] == expected_results("alpha")
         assert saver.flush(timeout=30)  # shadow-write writes new behind the caller's back
         rows = _journal_rows(tmp_path / "j.sqlite")
-        assert rows and {r.store for r in rows} == {"old" if secondary is old else "new"}
+        assert rows and {r.store for r in rows} == {role}
         assert {r.operation for r in rows} == {"put", "put_writes"}
         # The first miss opens the secondary's circuit: the rest are journaled without a try.
         # Calls already admitted while it was closed (parallel branches write at the same
