@@ -255,8 +255,11 @@ def run_set(args: argparse.Namespace) -> int:
                 return _wait(record, target, args.wait)
             refusal = None
             try:
-                facts = _evidence(record, state, settings, verify_pair=target is Phase.READ_SWITCH)
-                guard_transition(current, target, facts)
+                # The move itself is judged first, from the record alone: only a move the rules
+                # allow opens the configured stores, to check that the evidence is about them.
+                guard_transition(current, target, _evidence(record, state, settings))
+                if target is Phase.READ_SWITCH:
+                    guard_transition(current, target, _evidence(record, state, settings, verify_pair=True))
                 behind = lagging(record, current) if state is not None else []
                 if behind:
                     names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])

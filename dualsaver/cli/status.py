@@ -74,12 +74,36 @@ def probe_store(url: str | None) -> dict[str, Any]:
     try:
         spec = parse_store_url(url)
         out["kind"] = spec.kind
+        if missing := _missing_driver(spec.kind):  # the server may answer; dualsaver could not open it
+            out["reachable"], out["detail"] = False, f"cannot be opened here: {missing}"
+            return out
         out["reachable"], out["detail"] = _PROBES[spec.kind](spec)
     except StoreURLError as exc:
         out["reachable"], out["detail"] = False, str(exc)
     except Exception as exc:
         out["reachable"], out["detail"] = False, scrub(describe_error(exc), url)
     return out
+
+
+# The module each kind of store is opened with (the probes themselves need less).
+_DRIVERS = {
+    "sqlite": ("langgraph.checkpoint.sqlite",), "postgres": ("langgraph.checkpoint.postgres", "psycopg"),
+    "redis": ("redis",), "langgraph-redis": ("langgraph.checkpoint.redis",),
+}
+
+
+def _missing_driver(kind: str) -> str | None:
+    """The install hint for the first driver of `kind` that does not import, or None."""
+    import importlib
+
+    from dualsaver.errors import install_hint
+
+    for module in _DRIVERS.get(kind, ()):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            return install_hint(exc.name)
+    return None
 
 
 def _probe_sqlite(spec: Any) -> tuple[bool, str]:

@@ -4,6 +4,7 @@ and the interface each backend implements (`_record_postgres`, `_record_redis`).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import socket
 import threading
@@ -70,7 +71,10 @@ def who() -> str:
     explicit = os.environ.get("DUALSAVER_OPERATOR")
     if explicit:
         return explicit
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    try:  # $LOGNAME, $USER, ... then the password database: containers often set no $USER
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name (an arbitrary uid in a container)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return f"{user}@{socket.gethostname()}"
 
 
