@@ -172,3 +172,5 @@ def test_a_factory_module_in_the_current_directory_is_found(tmp_path):
     result = run_clean("check", "--old", "python:my_savers:make", "--new", "memory://other", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Safe to switch reads: yes" in result.stdout
+    # read through its public API, the comparison is approximate, and the check says so
+    assert "comparison is APPROXIMATE (old read through the public API" in result.stderr.splitlines()[-1]

@@ -308,6 +308,8 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
         except RecordUnavailable:
             value = None
         if value is not None:
+            if key != "check":
+                value = with_its_shards(value, status_store.list_status(f"{kind}/"))
             value = {**value, "age_seconds": round(now - value["finished_at"], 1)}
         doc[key] = value
     if status_store is not None:
@@ -317,6 +319,21 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     )
     doc["backfill_progress"] = backfill_progress(args.backfill_state)
     return doc
+
+
+def with_its_shards(value: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The newest backfill outcome as status shows it: one shard's (`scope` IofN) summed with
+    the other shards of its run when all are in, so two finished shards of 2 read as complete,
+    not as the last one's part; `shards` says how many are in."""
+    scope = str(value.get("scope", "all"))
+    if "of" not in scope:
+        return value
+    count = int(scope.split("of")[1])
+    parts = [v for k, v in outcomes.items() if k.endswith(f"of{count}")]
+    summed = {field: sum(int(p.get(field) or 0) for p in parts) for field in ("threads", "checkpoints", "failed")}
+    if len(parts) < count:
+        return {**value, "shards": f"{len(parts)} of {count}"}
+    return {**value, **summed, "ok": all(p.get("ok") for p in parts), "full": True, "shards": f"{count} of {count}"}
 
 
 STALE_AFTER = 60.0  # seconds without a heartbeat after which a running shard is called stale
@@ -435,7 +452,7 @@ def render(doc: dict[str, Any]) -> str:
         verdict = "complete" if b["ok"] and b.get("full", True) else ("partial" if b["ok"] else f"{b['failed']} thread(s) FAILED")
         lines.append(
             f"{title + ':':<9} {verdict}; {b['threads']} thread(s) copied, {b['checkpoints']} checkpoint(s)"
-            f" added; finished {_age(b['age_seconds'])}"
+            f" added" + (f" by {b['shards']} shards" if b.get("shards") else "") + f"; finished {_age(b['age_seconds'])}"
         )
     for job in doc["backfill_progress"]:
         if job["running"]:
