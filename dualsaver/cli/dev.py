@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
 
 def exports(new_url: str, control_url: str) -> list[str]:
     """The lines to paste: the store to migrate to, and the control store a fleet would share."""
-    return [f"export DUALSAVER_NEW_URL={shlex.quote(new_url)}", f"export DUALSAVER_CONTROL_URL={shlex.quote(control_url)}"]
+    return [f"export DUALSAVER_NEW_URL={shlex.quote(new_url)}",
+            f"export DUALSAVER_CONTROL_URL={shlex.quote(control_url)}"]
 
 
 def run(args: argparse.Namespace) -> int:

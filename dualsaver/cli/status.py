@@ -124,7 +124,8 @@ def _probe_postgres(spec: Any) -> tuple[bool, str]:
     import psycopg
 
     with psycopg.connect(spec.target, connect_timeout=5, autocommit=True) as conn:
-        present = conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()[0]
+        row = conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()
+        present = bool(row and row[0])
         version = conn.info.server_version
     tables = "checkpoint tables present" if present else "no checkpoint tables yet"
     return True, f"PostgreSQL {version // 10000}; {tables}"
@@ -158,7 +159,8 @@ def _probe_langgraph_redis(spec: Any) -> tuple[bool, str]:
     if missing:
         return False, f"answers PING, but lacks the module(s) {', '.join(missing)} the official saver needs"
     present = target.saver.get("checkpoint_prefix", "checkpoint") in indexes
-    return True, "RedisJSON and RediSearch loaded; " + ("checkpoint index present" if present else "no checkpoint index yet")
+    index = "checkpoint index present" if present else "no checkpoint index yet"
+    return True, f"RedisJSON and RediSearch loaded; {index}"
 
 
 def _probe_factory(spec: Any) -> tuple[bool, str]:
@@ -449,10 +451,13 @@ def render(doc: dict[str, Any]) -> str:
             if key == "backfill":
                 lines.append("backfill: none recorded")
             continue
-        verdict = "complete" if b["ok"] and b.get("full", True) else ("partial" if b["ok"] else f"{b['failed']} thread(s) FAILED")
+        failed = f"{b['failed']} thread(s) FAILED"
+        verdict = "complete" if b["ok"] and b.get("full", True) else ("partial" if b["ok"] else failed)
+        shards = f" by {b['shards']} shards" if b.get("shards") else ""
         lines.append(
             f"{title + ':':<9} {verdict}; {b['threads']} thread(s) copied, {b['checkpoints']} checkpoint(s)"
-            f" added" + (f" by {b['shards']} shards" if b.get("shards") else "") + f"; finished {_age(b['age_seconds'])}"
+            f" added{shards}"
+            f"; finished {_age(b['age_seconds'])}"
         )
     for job in doc["backfill_progress"]:
         if job["running"]:

@@ -111,7 +111,7 @@ class PhaseRecord(ABC):
         """(errors meaning nothing was ever written, so there is no record yet; errors meaning
         the store is unreachable; errors meaning it refused the request)."""
 
-    def _prepare(self, client: Any) -> None:
+    def _prepare(self, client: Any) -> None:  # noqa: B027 - a hook: most stores need nothing
         """Before the first use of a connection: create or migrate what the store needs."""
 
     def _run(self, fn: Any) -> Any:

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -62,7 +62,7 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return redact_text(str(value))
 
 
-def redact_secrets(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """structlog processor: mask every secret in the event (run after format_exc_info)."""
     return redact_value(event_dict)
 

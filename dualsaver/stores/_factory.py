@@ -39,7 +39,7 @@ def load_factory(target: str) -> Any:
     module_name, _, name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - an import error names the module, nothing secret
+    except Exception as exc:
         where = (" (looked on sys.path; the dualsaver command adds the current directory, elsewhere set"
                  " PYTHONPATH)" if isinstance(exc, ModuleNotFoundError) else "")
         raise StoreURLError(

@@ -135,7 +135,7 @@ def _no_tables(spec: StoreURL) -> StoreURLError:
 def _pg_kwargs(spec: StoreURL) -> dict[str, Any]:
     from psycopg.rows import dict_row
 
-    kwargs: dict[str, Any] = dict(autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     if "connect_timeout" not in spec.url:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT
     return kwargs
