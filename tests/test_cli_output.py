@@ -45,6 +45,7 @@ def checkpoints_in(path: Path) -> int:
         return conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_status_after_every_shard_finished_says_complete(seeded, tmp_path):
     work = copy_of(seeded, tmp_path)
     for shard in ("0/2", "1/2"):
@@ -66,6 +67,7 @@ def test_status_after_one_shard_of_two_says_partial(seeded, tmp_path):
     assert re.search(r"backfill: partial; \d+ thread\(s\) copied, \d+ checkpoint\(s\) added by 1 of 2 shards", text)
 
 
+@pytest.mark.slow
 def test_check_totals_next_step_and_one_row_for_a_thread_missing_whole(seeded, tmp_path):
     work = copy_of(seeded, tmp_path)
     assert dualsaver("backfill", "--old", "sqlite:///old.sqlite", "--new", "sqlite:///new.sqlite", cwd=work).returncode == 0

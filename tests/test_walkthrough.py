@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## A migration, step by step"
 
@@ -49,6 +51,7 @@ def port_open(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_the_step_by_step_section_runs_as_written(tmp_path):
     dev_block, steps = section_blocks()
     assert dev_block == ["dualsaver dev"]

@@ -262,10 +262,6 @@ def short_hash(data: bytes) -> str:
     return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()[:DIGEST_HEX_CHARS]
 
 
-def digest_text(text: str) -> str:
-    return short_hash(text.encode("utf-8", "surrogatepass"))
-
-
 def _pack(value: Any) -> bytes:
     return ormsgpack.packb(value, default=_pack_default, option=_PACK_OPTIONS)
 

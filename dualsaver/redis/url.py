@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, unquote
 from dualsaver.errors import StoreUnreachable, StoreURLError, describe_error
 from dualsaver.redact import redact
 
-TOPOLOGIES = ("cluster", "sentinel")
 SCHEMES = tuple(
     f"{base}{topology}{flavour}"
     for base in ("redis", "rediss")
