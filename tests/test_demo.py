@@ -4,6 +4,7 @@ Redis saver on an embedded Redis 8 with RedisJSON and RediSearch)."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -53,6 +54,11 @@ def test_demo_walks_every_phase_and_ends_clean(tmp_path: Path, new: str) -> None
     # the reports were written and tell the same story, without a password either
     reports = {name: (workdir / name).read_text() for name in ("report.json", "report.md", "report.html")}
     assert '"clean": true' in reports["report.json"]
+    # the incident's divergent report is kept beside the clean one, with the next step
+    incident = json.loads((workdir / "incident-report.json").read_text())
+    assert not incident["clean"] and {d["kind"] for d in incident["divergences"]} == {"missing_in_new"}
+    assert "dualsaver repair --report" in (workdir / "incident-report.md").read_text()
+    reports.update({name: (workdir / name).read_text() for name in ("incident-report.md", "incident-report.html")})
     for text in [output, *reports.values()]:
         assert not PASSWORD_IN_URL.search(text), PASSWORD_IN_URL.search(text).group(0)
     if new == "postgres":  # the embedded server has a password: it is shown redacted

@@ -78,7 +78,7 @@ def fingerprint(item: StoredCheckpoint | Unreadable, capture_values: bool = Fals
         return Broken(item.error)
     try:
         return _fingerprint(item, capture_values)
-    except Exception as exc:  # noqa: BLE001 - a hostile value must not stop the check
+    except Exception as exc:
         return Broken(f"cannot digest: {describe_error(exc)}")
 
 
@@ -226,6 +226,7 @@ def _diff_checkpoint(
             )
         ]
     if new is None:
+        assert old is not None, "a checkpoint absent from both stores is not compared"
         return [make(MISSING_IN_NEW, _presence_detail("old", old))]
     if old is None:
         return [make(MISSING_IN_OLD, _presence_detail("new", new))]
@@ -328,6 +329,9 @@ def _writes_detail(
     comparison falls back to each task's writes in order: (task_id, channel, value digest).
     """
     exact = old_exact and new_exact
+    a: list[tuple[Any, ...]]
+    b: list[tuple[Any, ...]]
+    keys: tuple[str, ...]
     if exact:
         a, b = list(old.writes), list(new.writes)
         keys = ("task_id", "task_path", "idx", "channel", "value")

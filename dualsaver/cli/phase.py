@@ -59,7 +59,8 @@ def phase_arg(text: str) -> Any:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", "--record", dest="record", metavar="URL",
                    help="the fleet's control store holding the phase record (postgresql://... or redis://...)")
-    p.add_argument("--name", metavar="NAME", help="the migration's name in the record (default: settings, else 'default')")
+    p.add_argument("--name", metavar="NAME",
+        help="the migration's name in the record (default: settings, else 'default')")
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
 
 
@@ -88,14 +89,20 @@ def register(subparsers: Any) -> None:
         help="move the fleet to PHASE, if the rules allow it",
         epilog=EPILOG,
     )
-    setp.add_argument("phase", type=phase_arg, metavar="PHASE", help="shadow-write | backfill | read-switch | decommission")
+    setp.add_argument("phase", type=phase_arg, metavar="PHASE",
+        help="shadow-write | backfill | read-switch | decommission")
     _common(setp)
     setp.add_argument("--force", action="store_true", help="override a refusing guard (recorded and logged loudly)")
     setp.add_argument("--reason", default="", metavar="TEXT", help="why: kept in the history")
     setp.add_argument("--by", metavar="WHO", help="who is changing it (default $DUALSAVER_OPERATOR, else user@host)")
-    setp.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="then wait until every live replica reports the new phase")
+    setp.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+        help="then wait until every live replica reports the new phase")
     setp.set_defaults(func=run_set)
-    p.set_defaults(func=lambda args: (p.print_help(), EXIT_CANNOT)[1])
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return EXIT_CANNOT
+
+    p.set_defaults(func=usage)
 
 
 def fail(code: int, message: str) -> int:
@@ -217,9 +224,11 @@ def run_show(args: argparse.Namespace) -> int:
         for t in history:
             forced = " [forced]" if t.forced else ""
             why = f": {t.reason}" if t.reason else ""
-            print(f"  {_when(t.changed_at)}  {t.from_phase or '(none)'} -> {t.to_phase}  by {t.changed_by}{forced}{why}")
+            moved = f"{t.from_phase or '(none)'} -> {t.to_phase}"
+            print(f"  {_when(t.changed_at)}  {moved}  by {t.changed_by}{forced}{why}")
     live = [r for r in replicas if r.alive(now)]
-    print(f"replicas: {len(live)} live" + (f", {len(replicas) - len(live)} silent" if len(replicas) > len(live) else ""))
+    silent = len(replicas) - len(live)
+    print(f"replicas: {len(live)} live" + (f", {silent} silent" if silent else ""))
     for r in replicas:
         state_text = "live" if r.alive(now) else "silent"
         print(f"  {r.replica}  {r.phase}  seen {now - r.seen_at:.1f}s ago ({state_text})")
@@ -255,8 +264,11 @@ def run_set(args: argparse.Namespace) -> int:
                 return _wait(record, target, args.wait)
             refusal = None
             try:
-                facts = _evidence(record, state, settings, verify_pair=target is Phase.READ_SWITCH)
-                guard_transition(current, target, facts)
+                # The move itself is judged first, from the record alone: only a move the rules
+                # allow opens the configured stores, to check that the evidence is about them.
+                guard_transition(current, target, _evidence(record, state, settings))
+                if target is Phase.READ_SWITCH:
+                    guard_transition(current, target, _evidence(record, state, settings, verify_pair=True))
                 behind = lagging(record, current) if state is not None else []
                 if behind:
                     names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
@@ -267,7 +279,8 @@ def run_set(args: argparse.Namespace) -> int:
             except TransitionError as exc:
                 refusal = str(exc)
             if refusal and not args.force:
-                return fail(EXIT_REFUSED, f"refused: {refusal}\n(--force overrides; a forced change is recorded in the history and logged)")
+                return fail(EXIT_REFUSED,
+                    f"refused: {refusal}\n(--force overrides; a forced change is recorded in the history and logged)")
             if refusal:
                 log.warning(
                     "phase_transition_forced",
@@ -278,7 +291,8 @@ def run_set(args: argparse.Namespace) -> int:
                     reason=args.reason,
                     record=record.where,
                 )
-                print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}", file=sys.stderr)
+                print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}",
+                    file=sys.stderr)
             new = record.set_phase(
                 target,
                 expected_version=state.version if state else 0,
@@ -326,5 +340,6 @@ def _wait(record: Any, target: Any, seconds: float) -> int:
             if behind is None:
                 return fail(EXIT_WAIT, f"gave up waiting: {last_error}")
             names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
-            return fail(EXIT_WAIT, f"gave up waiting after {seconds:g}s: {len(behind)} replica(s) still elsewhere: {names}")
+            return fail(EXIT_WAIT,
+                f"gave up waiting after {seconds:g}s: {len(behind)} replica(s) still elsewhere: {names}")
         time.sleep(0.2)

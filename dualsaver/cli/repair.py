@@ -148,12 +148,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"
                       + (" ..." if len(thread.reasons) > 3 else ""))
             options = {"dry_run": args.dry_run, "source_side": source, "throttle": throttle_from(args)}
-            result = repair(source_saver, target_saver, repairs=repairs, **options)  # type: ignore
+            result = repair(source_saver, target_saver, repairs=repairs, **options)
             print(result.summary())
             if args.dry_run:
                 return 0
             if journal is not None:
-                marked = entries_to_mark(entries, result.repaired_threads, target)  # type: ignore[arg-type]
+                marked = entries_to_mark(entries, result.repaired_threads, target)
                 print(f"journal: {journal.mark_repaired(marked)} entr(ies) marked repaired")
             if args.no_verify:
                 return 0 if result.ok else 1

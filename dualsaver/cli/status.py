@@ -74,12 +74,36 @@ def probe_store(url: str | None) -> dict[str, Any]:
     try:
         spec = parse_store_url(url)
         out["kind"] = spec.kind
+        if missing := _missing_driver(spec.kind):  # the server may answer; dualsaver could not open it
+            out["reachable"], out["detail"] = False, f"cannot be opened here: {missing}"
+            return out
         out["reachable"], out["detail"] = _PROBES[spec.kind](spec)
     except StoreURLError as exc:
         out["reachable"], out["detail"] = False, str(exc)
     except Exception as exc:
         out["reachable"], out["detail"] = False, scrub(describe_error(exc), url)
     return out
+
+
+# The module each kind of store is opened with (the probes themselves need less).
+_DRIVERS = {
+    "sqlite": ("langgraph.checkpoint.sqlite",), "postgres": ("langgraph.checkpoint.postgres", "psycopg"),
+    "redis": ("redis",), "langgraph-redis": ("langgraph.checkpoint.redis",),
+}
+
+
+def _missing_driver(kind: str) -> str | None:
+    """The install hint for the first driver of `kind` that does not import, or None."""
+    import importlib
+
+    from dualsaver.errors import install_hint
+
+    for module in _DRIVERS.get(kind, ()):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            return install_hint(exc.name)
+    return None
 
 
 def _probe_sqlite(spec: Any) -> tuple[bool, str]:
@@ -100,7 +124,8 @@ def _probe_postgres(spec: Any) -> tuple[bool, str]:
     import psycopg
 
     with psycopg.connect(spec.target, connect_timeout=5, autocommit=True) as conn:
-        present = conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()[0]
+        row = conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()
+        present = bool(row and row[0])
         version = conn.info.server_version
     tables = "checkpoint tables present" if present else "no checkpoint tables yet"
     return True, f"PostgreSQL {version // 10000}; {tables}"
@@ -134,7 +159,8 @@ def _probe_langgraph_redis(spec: Any) -> tuple[bool, str]:
     if missing:
         return False, f"answers PING, but lacks the module(s) {', '.join(missing)} the official saver needs"
     present = target.saver.get("checkpoint_prefix", "checkpoint") in indexes
-    return True, "RedisJSON and RediSearch loaded; " + ("checkpoint index present" if present else "no checkpoint index yet")
+    index = "checkpoint index present" if present else "no checkpoint index yet"
+    return True, f"RedisJSON and RediSearch loaded; {index}"
 
 
 def _probe_factory(spec: Any) -> tuple[bool, str]:
@@ -284,6 +310,8 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
         except RecordUnavailable:
             value = None
         if value is not None:
+            if key != "check":
+                value = with_its_shards(value, status_store.list_status(f"{kind}/"))
             value = {**value, "age_seconds": round(now - value["finished_at"], 1)}
         doc[key] = value
     if status_store is not None:
@@ -293,6 +321,21 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     )
     doc["backfill_progress"] = backfill_progress(args.backfill_state)
     return doc
+
+
+def with_its_shards(value: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The newest backfill outcome as status shows it: one shard's (`scope` IofN) summed with
+    the other shards of its run when all are in, so two finished shards of 2 read as complete,
+    not as the last one's part; `shards` says how many are in."""
+    scope = str(value.get("scope", "all"))
+    if "of" not in scope:
+        return value
+    count = int(scope.split("of")[1])
+    parts = [v for k, v in outcomes.items() if k.endswith(f"of{count}")]
+    summed = {field: sum(int(p.get(field) or 0) for p in parts) for field in ("threads", "checkpoints", "failed")}
+    if len(parts) < count:
+        return {**value, "shards": f"{len(parts)} of {count}"}
+    return {**value, **summed, "ok": all(p.get("ok") for p in parts), "full": True, "shards": f"{count} of {count}"}
 
 
 STALE_AFTER = 60.0  # seconds without a heartbeat after which a running shard is called stale
@@ -408,10 +451,13 @@ def render(doc: dict[str, Any]) -> str:
             if key == "backfill":
                 lines.append("backfill: none recorded")
             continue
-        verdict = "complete" if b["ok"] and b.get("full", True) else ("partial" if b["ok"] else f"{b['failed']} thread(s) FAILED")
+        failed = f"{b['failed']} thread(s) FAILED"
+        verdict = "complete" if b["ok"] and b.get("full", True) else ("partial" if b["ok"] else failed)
+        shards = f" by {b['shards']} shards" if b.get("shards") else ""
         lines.append(
             f"{title + ':':<9} {verdict}; {b['threads']} thread(s) copied, {b['checkpoints']} checkpoint(s)"
-            f" added; finished {_age(b['age_seconds'])}"
+            f" added{shards}"
+            f"; finished {_age(b['age_seconds'])}"
         )
     for job in doc["backfill_progress"]:
         if job["running"]:

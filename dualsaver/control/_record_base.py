@@ -4,6 +4,7 @@ and the interface each backend implements (`_record_postgres`, `_record_redis`).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import socket
 import threading
@@ -70,7 +71,10 @@ def who() -> str:
     explicit = os.environ.get("DUALSAVER_OPERATOR")
     if explicit:
         return explicit
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    try:  # $LOGNAME, $USER, ... then the password database: containers often set no $USER
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name (an arbitrary uid in a container)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return f"{user}@{socket.gethostname()}"
 
 
@@ -107,7 +111,7 @@ class PhaseRecord(ABC):
         """(errors meaning nothing was ever written, so there is no record yet; errors meaning
         the store is unreachable; errors meaning it refused the request)."""
 
-    def _prepare(self, client: Any) -> None:
+    def _prepare(self, client: Any) -> None:  # noqa: B027 - a hook: most stores need nothing
         """Before the first use of a connection: create or migrate what the store needs."""
 
     def _run(self, fn: Any) -> Any:

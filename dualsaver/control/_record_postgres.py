@@ -245,7 +245,7 @@ class PostgresPhaseRecord(PhaseRecord):
         rows = self._run(lambda conn: conn.execute(
             "SELECT kind, value FROM dualsaver_status WHERE name = %s AND starts_with(kind, %s)", (self.name, prefix)
         ).fetchall())
-        return {kind: value for kind, value in rows or ()}
+        return dict(rows or ())
 
     # -- the fleet's journal -------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class PostgresPhaseRecord(PhaseRecord):
             f"SELECT id, ts, {_ENTRY_COLUMNS} FROM dualsaver_journal"
             " WHERE name = %s AND repaired_at IS NULL ORDER BY id", (self.name,)
         ).fetchall())
-        return [JournalEntry(*r[2:], id=r[0], ts=r[1]) for r in rows or ()]
+        return [JournalEntry.from_row(r) for r in rows or ()]
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         row = self._run(lambda conn: conn.execute(

@@ -133,7 +133,8 @@ class RedisPhaseRecord(PhaseRecord):
         if not raw:
             return None
         h = {k.decode(): v.decode() for k, v in raw.items()}
-        return _state(h["phase"], h["version"], h["changed_at"], h["changed_by"], h.get("reason"), h.get("forced") == "1")
+        return _state(h["phase"], h["version"], h["changed_at"], h["changed_by"], h.get("reason"),
+            h.get("forced") == "1")
 
     def set_phase(
         self, phase: Phase, *, expected_version: int, by: str, reason: str = "", forced: bool = False
@@ -151,7 +152,7 @@ class RedisPhaseRecord(PhaseRecord):
         }
         current = self.read()
         entry["from_phase"] = previous = current.phase.value if current else None
-        if current is not None and current.version != expected_version or (
+        if (current is not None and current.version != expected_version) or (
             current is None and expected_version != 0
         ):
             raise ConcurrentChange(
@@ -188,7 +189,8 @@ class RedisPhaseRecord(PhaseRecord):
         seen = []
         for key, value in raw.items():
             v = json.loads(value)
-            seen.append(ReplicaSeen(_text(key), v["phase"], float(v["seen_at"]), float(v["interval"]), v.get("depth", 0)))
+            seen.append(ReplicaSeen(_text(key), v["phase"], float(v["seen_at"]), float(v["interval"]),
+                                    v.get("depth", 0)))
         return sorted(seen, key=lambda s: s.replica)
 
     def put_status(self, kind: str, value: dict[str, Any]) -> None:
@@ -243,7 +245,8 @@ class RedisPhaseRecord(PhaseRecord):
             if restart:
                 r.delete(self._done_prefix + job)
             now = time.time()
-            r.hset(self.keys["jobs"], job, json.dumps({"meta": meta, "counters": {}, "started_at": now, "updated_at": now}))
+            r.hset(self.keys["jobs"], job, json.dumps({"meta": meta, "counters": {}, "started_at": now,
+                "updated_at": now}))
 
         self._run(fn)
 

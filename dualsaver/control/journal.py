@@ -11,9 +11,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PATH = ".dualsaver/journal.sqlite"
 ENV_PATH = "DUALSAVER_JOURNAL"
@@ -50,6 +51,12 @@ class JournalEntry:
     error: str  # exception type and message
     id: int | None = None
     ts: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> JournalEntry:
+        """From a stored row: (id, ts, then the fields from `phase` to `error`)."""
+        phase, store, operation, thread_id, checkpoint_ns, checkpoint_id, task_id, error = row[2:10]
+        return cls(phase, store, operation, thread_id, checkpoint_ns, checkpoint_id, task_id, error, row[0], row[1])
 
 
 def journal_path(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -112,7 +119,7 @@ class Journal:
                 " FROM journal WHERE repaired_at IS NULL ORDER BY id LIMIT ?", (-1 if limit is None else limit,)
             ).fetchall()
         for row in rows:
-            yield JournalEntry(*row[2:], id=row[0], ts=row[1])
+            yield JournalEntry.from_row(row)
 
     def depth(self) -> int:
         """How many entries wait for repair."""

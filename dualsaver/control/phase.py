@@ -42,7 +42,7 @@ class Phase(str, Enum):
         raise InvalidPhaseError(f"unknown phase {value!r}; valid phases are: {valid}")
 
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # type: ignore[override]  # shadows str.index: a Phase's place in ORDER
         return list(Phase).index(self)
 
     @property

@@ -167,7 +167,7 @@ def parse(data: dict[str, Any], source: str = "<settings>", environ: Any = None)
                     f"{source}: unknown key {section}.{key} (known: {', '.join(known)})"
                 )
             name, types = known[key]
-            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                 wanted = " or ".join(t.__name__ for t in types)
                 raise SettingsError(f"{source}: {section}.{key} must be {wanted}")
             if isinstance(value, str):

@@ -33,7 +33,8 @@ log = structlog.get_logger("dualsaver.phase_record")
 class PhaseSource(Protocol):
     """Where a DualSaver reads its phase at the start of every operation."""
 
-    origin: str
+    @property
+    def origin(self) -> str: ...
 
     def current(self) -> Phase: ...
 
@@ -98,8 +99,9 @@ def resolve_phase(argument: Any = None, *, settings: Any = None) -> tuple[Phase,
     try:
         return source.current(), source.origin
     finally:
-        if source is not argument and callable(getattr(source, "close", None)):
-            source.close()
+        close = getattr(source, "close", None)
+        if source is not argument and callable(close):
+            close()
 
 
 class PollingPhaseSource:

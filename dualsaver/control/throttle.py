@@ -106,7 +106,7 @@ class Throttle:
             delay = max(delay, 0.0)
             if delay:
                 self.throttled_s += delay
-                telemetry.throttled.add(delay, {"reason": "load" if self.reason.startswith("p95") else "rate"})
+                telemetry.throttled.add(delay, {"reason": "load" if (self.reason or "").startswith("p95") else "rate"})
             return delay
 
     def _p95(self, now: float) -> float | None:

@@ -128,6 +128,9 @@ def run_demo(*, new_kind: str = "postgres", workdir: Path, conversations: int = 
         verdict = "yes" if report.clean else "no"
         found = f"{len(report.divergences)} divergence(s): {', '.join(kinds)}"
         n.say(f"check: safe to switch reads: {verdict}; found {found}")
+        divergent = {key: path.with_name(f"incident-{path.name}") for key, path in paths.items()}
+        write_reports(report, **divergent)  # kept: what a report with findings looks like
+        n.say(f"that report, kept for a look: {divergent['html_path']}")
         repaired = repair(old, new, repairs=repairs_from_report(report, source="old"))
         n.say(f"repair copied {len(repaired.outcomes)} thread(s) again from old, the source of truth in this phase")
         report = check(old, new)

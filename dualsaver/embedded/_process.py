@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from dualsaver.errors import EmbeddedServerError  # its message ends with the server's log tail
 
@@ -206,7 +206,7 @@ class Server:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self):
         if self.running:

@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from ._process import (
@@ -147,7 +148,7 @@ class EmbeddedPostgres(Server):
         self._keep_files = data_dir is not None
         self._base: Path | None = None
         self.data_dir: Path | None = Path(data_dir).resolve() if data_dir is not None else None
-        self._admin = None
+        self._admin: Any = None  # a psycopg connection, opened on first use
         self._admin_lock = threading.Lock()
         self.bin_dir: Path | None = None
 
@@ -167,6 +168,17 @@ class EmbeddedPostgres(Server):
     def url(self) -> str:
         """URL of the ``postgres`` database (contains the password: never log it)."""
         return self.url_for("postgres")
+
+    @property
+    def _data(self) -> Path:
+        """The data directory of a server being started or running."""
+        assert self.data_dir is not None, "no data directory before start()"
+        return self.data_dir
+
+    @property
+    def _bins(self) -> Path:
+        assert self.bin_dir is not None, "no binaries found before start()"
+        return self.bin_dir
 
     @property
     def log_path(self) -> Path | None:
@@ -244,11 +256,11 @@ class EmbeddedPostgres(Server):
                 raise
 
     def _initdb(self, ids: tuple[int, int] | None) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._data.mkdir(parents=True, exist_ok=True)
         if ids is not None:
-            _open_path_for_others(self.data_dir.parent)
-            os.chown(self.data_dir, *ids)
-        self.data_dir.chmod(0o700)
+            _open_path_for_others(self._data.parent)
+            os.chown(self._data, *ids)
+        self._data.chmod(0o700)
         fd, pwfile = tempfile.mkstemp(prefix="dualsaver-pw-")
         try:
             with os.fdopen(fd, "w") as f:
@@ -256,8 +268,8 @@ class EmbeddedPostgres(Server):
             if ids is not None:
                 os.chown(pwfile, *ids)
             args = [
-                str(self.bin_dir / "initdb"),
-                "-D", str(self.data_dir),
+                str(self._bins / "initdb"),
+                "-D", str(self._data),
                 "-U", self.user,
                 f"--pwfile={pwfile}",
                 "--auth-host=scram-sha-256",
@@ -271,7 +283,7 @@ class EmbeddedPostgres(Server):
                 args,
                 capture_output=True,
                 text=True,
-                cwd=self.data_dir.parent,
+                cwd=self._data.parent,
                 env=self._env(),
                 **self._user_kwargs(ids),
             )
@@ -296,10 +308,10 @@ class EmbeddedPostgres(Server):
         return settings
 
     def _spawn(self, ids: tuple[int, int] | None) -> None:
-        args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        args = [str(self._bins / "postgres"), "-D", str(self._data)]
         for key, value in self._server_settings().items():
             args += ["-c", f"{key}={value}"]
-        log_path = self.log_path
+        log_path = self._data / "server.log"
         with open(log_path, "ab") as log_file:
             if ids is not None:
                 os.fchown(log_file.fileno(), *ids)
@@ -308,7 +320,7 @@ class EmbeddedPostgres(Server):
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
+                cwd=self._data,
                 env=self._env(),
                 start_new_session=True,  # a Ctrl-C in the terminal must not reach the server
                 preexec_fn=die_with_parent(signal.SIGINT),
@@ -325,7 +337,7 @@ class EmbeddedPostgres(Server):
 
     def _accepting(self) -> bool:
         # postmaster.pid's 8th line turns to "ready" once connections are accepted.
-        pid_file = self.data_dir / "postmaster.pid"
+        pid_file = self._data / "postmaster.pid"
         try:
             lines = pid_file.read_text().splitlines()
         except FileNotFoundError:

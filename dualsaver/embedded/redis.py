@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from ._process import (
@@ -160,24 +160,26 @@ class _RedisProcess(Server):
                 raise
 
     def _spawn(self, binary: str) -> None:
+        assert self.data_dir is not None, "_launch makes the directory first"
+        data_dir = self.data_dir
         conf = {
             "bind": LOCALHOST,
             "port": str(self.port),
             "protected-mode": "no",
             "daemonize": "no",
-            "dir": str(self.data_dir),
+            "dir": str(data_dir),
             "logfile": '""',  # stdout, redirected to redis.log
             "save": '""',
             **self.config,
         }
         if self.password is not None:
             conf["requirepass"] = '"' + self.password.replace('"', '\\"') + '"'
-        conf_path = self.data_dir / "redis.conf"
+        conf_path = data_dir / "redis.conf"
         # 0600 from the first byte: the file may hold the password.
         fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("".join(_conf_lines(conf)))
-        with open(self.log_path, "ab") as log_file:
+        with open(data_dir / "redis.log", "ab") as log_file:
             self._proc = subprocess.Popen(
                 [binary, str(conf_path), *self.extra_args],
                 stdin=subprocess.DEVNULL,
@@ -248,7 +250,7 @@ class EmbeddedRedis(_RedisProcess):
         password: str | None = None,
         start_timeout: float = 30.0,
     ) -> None:
-        config = {"appendonly": "yes" if appendonly else "no"}
+        config: dict[str, str | list[str]] = {"appendonly": "yes" if appendonly else "no"}
         if appendonly:
             config["appendfsync"] = appendfsync
         super().__init__(port, data_dir, config, password, start_timeout)

@@ -111,7 +111,8 @@ class EmbeddedSentinel:
                 f"parallel-syncs {self.service} 1",
             ]
             if self.password is not None:
-                monitor += [f"auth-pass {self.service} {_quoted(self.password)}", f"sentinel-pass {_quoted(self.password)}"]
+                monitor += [f"auth-pass {self.service} {_quoted(self.password)}",
+                    f"sentinel-pass {_quoted(self.password)}"]
             for _ in range(sentinels):
                 sentinel = _SentinelProcess(None, None, {"sentinel": list(monitor)}, self.password, self.start_timeout)
                 self.sentinels.append(sentinel)
@@ -168,7 +169,7 @@ class EmbeddedSentinel:
 
     def _master_port(self, sentinel: _SentinelProcess | None = None) -> int:
         ask = sentinel or next(s for s in self.sentinels if s.running)
-        host, port = ask.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        _host, port = ask.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
         return int(port)
 
     def _role(self, port: int) -> str | None:

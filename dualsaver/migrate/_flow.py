@@ -46,9 +46,6 @@ class CopyResult:
     def ok(self) -> bool:
         return self.error is None and self.unreadable == 0
 
-    def failed_threads(self) -> list[str]:
-        return [t for t in self.thread_ids or [self.thread_id] if t in self.bad_threads]
-
 
 def passthrough(source: Any, target: Any) -> bool:
     """True when stored bytes may be copied unchanged: both adapters know their serializer

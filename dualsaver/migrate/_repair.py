@@ -154,9 +154,8 @@ def repairs_from_report(report: DivergenceReport, source: Side = "old") -> list[
                 )
                 continue
             replace.add(d.thread_id)
-        elif d.kind in (MISSING_IN_NEW, MISSING_IN_OLD):  # rows only the target holds
-            replace.add(d.thread_id)
-        elif d.kind in (CHECKPOINT_MISMATCH, METADATA_MISMATCH, WRITES_MISMATCH):
+        elif d.kind in (MISSING_IN_NEW, MISSING_IN_OLD, CHECKPOINT_MISMATCH, METADATA_MISMATCH, WRITES_MISMATCH):
+            # rows only the target holds
             replace.add(d.thread_id)
         else:
             replace.add(d.thread_id)  # an unknown kind: be thorough
@@ -206,7 +205,8 @@ def _repair_plan(
                 yield Call("target", "delete_thread", (repair_.thread_id,))
                 outcome.deleted = True
             options = read_options(source, target)
-            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, options=options, throttle=throttle)
+            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, options=options,
+                throttle=throttle)
         except Exception as exc:  # one thread's failure must not stop the rest
             outcome.error = describe_error(exc)
         result.outcomes.append(outcome)
@@ -214,7 +214,8 @@ def _repair_plan(
 
 def _new_result(source_side: Side, dry_run: bool, source: Any, target: Any) -> RepairResult:
     result = RepairResult(source_side, other(source_side), dry_run, exact=bool(source.exact and target.exact))
-    result.notes += [APPROXIMATE_NOTE.format(side=f"the {side}") for side, store in (("source", source), ("target", target))
+    result.notes += [APPROXIMATE_NOTE.format(side=f"the {side}")
+                     for side, store in (("source", source), ("target", target))
                      if not store.exact]
     return result
 

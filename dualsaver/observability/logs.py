@@ -10,7 +10,8 @@ by ``***``, in nested values and formatted tracebacks too. Standard-library log 
 
 The library's own log calls already carry `thread_id` and `phase`; nothing is bound here.
 Environment: `DUALSAVER_LOG_FORMAT` (json | console), `DUALSAVER_LOG_LEVEL` (default info),
-`DUALSAVER_LOG_FILE` (also append JSON lines to this file).
+`DUALSAVER_LOG_FILE` (also append JSON lines to this file). The info lines of chatty
+third-party libraries (`CHATTY_LOGGERS`: the official Redis saver, RedisVL) show at debug only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -31,6 +32,9 @@ _SECRET_KEY = re.compile(
     r"(?i)(password|passwd|^pass$|^pwd$|secret|token|api[_-]?key|credential|authorization)"
 )
 _HANDLER_MARK = "_dualsaver_handler"
+# Libraries that log routine events at info ("Index already exists", which client they
+# chose): below warning they reach the log only at debug, so a command's stderr stays its own.
+CHATTY_LOGGERS = ("langgraph.checkpoint.redis", "langgraph.store.redis", "redisvl", "[RedisVL]", "RedisVL")
 
 
 def is_secret_key(key: Any) -> bool:
@@ -58,7 +62,7 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return redact_text(str(value))
 
 
-def redact_secrets(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """structlog processor: mask every secret in the event (run after format_exc_info)."""
     return redact_value(event_dict)
 
@@ -132,3 +136,5 @@ def configure_logging(
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
     root.setLevel(numeric)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))

@@ -101,14 +101,15 @@ def _span_processors(names: list[str], env: Mapping[str, str]) -> tuple[list[Any
         SimpleSpanProcessor,
     )
 
-    processors, used = [], []
+    processors: list[Any] = []
+    used: list[str] = []
     for name in names:
         exporter = _otlp("traces", env) if name == "otlp" else None
         if exporter is not None:
             processors.append(BatchSpanProcessor(exporter))
             used.append("otlp")
         elif name in ("otlp", "console"):
-            processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=_Stderr())))
+            processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=_Stderr())))  # type: ignore[arg-type]
             used.append("console")
         else:
             log.warning("unknown_otel_exporter", signal="traces", exporter=name)
@@ -124,7 +125,7 @@ def _metric_readers(names: list[str], env: Mapping[str, str]) -> tuple[list[Any]
         if exporter is not None:
             used.append("otlp")
         elif name in ("otlp", "console"):
-            exporter = ConsoleMetricExporter(out=_Stderr())
+            exporter = ConsoleMetricExporter(out=_Stderr())  # type: ignore[arg-type]  # a file-like proxy
             used.append("console")
         else:
             log.warning("unknown_otel_exporter", signal="metrics", exporter=name)

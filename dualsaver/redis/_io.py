@@ -34,7 +34,8 @@ class _Client:
     """`scripts`: name -> Lua source (the checkpointer's by default). A caller that reads
     replies as text or bytes alike may pass `binary=False` to accept a decoding client."""
 
-    def __init__(self, client: Any, cluster: bool, scripts: Mapping[str, str] = SCRIPTS, *, binary: bool = True) -> None:
+    def __init__(self, client: Any, cluster: bool, scripts: Mapping[str, str] = SCRIPTS, *,
+        binary: bool = True) -> None:
         if binary:
             require_binary(client)
         self.client = client

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -94,6 +94,8 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
     asked to, even ancestors a DeltaChannel still replays; `copy_thread` copies the whole
     parent chain, so delta state stays reconstructible on the copy.
     """
+
+    _io: Any  # the targets its plans run against: sync (RedisSaver) or async (AsyncRedisSaver)
 
     def __init__(
         self,
@@ -187,8 +189,8 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         checkpoint = self.serde.loads_typed(record.checkpoint)
         if not isinstance(checkpoint, Mapping):  # garbage can decode to a number
             raise UnreadableRow(f"checkpoint is not a mapping but {type(checkpoint).__name__}")
-        checkpoint = {**checkpoint, "channel_values": self._values(record, blobs)}
-        return ns, checkpoint_id, record, checkpoint, decode_writes(raw_writes)
+        whole = cast("Checkpoint", {**checkpoint, "channel_values": self._values(record, blobs)})
+        return ns, checkpoint_id, record, whole, decode_writes(raw_writes)
 
     def _tuple(self, thread_id: str, item: Sequence[Any]) -> CheckpointTuple:
         ns, checkpoint_id, record, checkpoint, writes = self._decode(item)

@@ -11,7 +11,7 @@ Errors are one line and never contain the password: the URL is shown redacted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, unquote
 from dualsaver.errors import StoreUnreachable, StoreURLError, describe_error
 from dualsaver.redact import redact
 
-TOPOLOGIES = ("cluster", "sentinel")
 SCHEMES = tuple(
     f"{base}{topology}{flavour}"
     for base in ("redis", "rediss")
@@ -29,8 +28,8 @@ SCHEMES = tuple(
 )
 SENTINEL_PORT = 26379
 # Options of each saver; the official one's TTL is its own ``ttl`` dict (minutes).
-SAVER_OPTIONS = {"prefix": str, "ttl": float}
-LANGGRAPH_OPTIONS = {
+SAVER_OPTIONS: dict[str, Callable[[str], Any]] = {"prefix": str, "ttl": float}
+LANGGRAPH_OPTIONS: dict[str, Callable[[str], Any]] = {
     "default_ttl": float,
     "refresh_on_read": lambda v: _bool(v),
     "checkpoint_prefix": str,
@@ -80,7 +79,8 @@ def parse_redis_url(url: str, **overrides: Any) -> RedisTarget:
     if not sep or scheme not in SCHEMES:
         raise bad("scheme must be redis or rediss, then +cluster or +sentinel, then +langgraph")
     parts = scheme.split("+")
-    tls, cluster, sentinel, langgraph = parts[0] == "rediss", "cluster" in parts, "sentinel" in parts, "langgraph" in parts
+    tls = parts[0] == "rediss"
+    cluster, sentinel, langgraph = "cluster" in parts, "sentinel" in parts, "langgraph" in parts
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     userinfo, at, hostlist = netloc.rpartition("@")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dualsaver.checker.findings import DivergenceReport
@@ -62,3 +63,54 @@ def by_thread(report: DivergenceReport) -> dict[str, list]:
     for d in report.divergences:
         grouped.setdefault(d.thread_id, []).append(d)
     return grouped
+
+
+NEXT_STEP = (
+    "next: `dualsaver repair --report REPORT.json` (this check's JSON report) copies the affected"
+    " threads again from the phase's source of truth; then run `dualsaver check` again"
+)
+MISSING_KINDS = ("missing_in_new", "missing_in_old")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a report lists for people: one divergence, or a run of checkpoints missing from
+    one store (`count` of them, from `first` to `last`, over `namespaces` namespaces)."""
+
+    first: Any
+    count: int = 1
+    last: str = ""
+    namespaces: tuple[str, ...] = ()
+
+    @property
+    def checkpoints(self) -> str:
+        if self.count == 1:
+            return self.first.checkpoint_id or "(whole thread)"
+        return f"{self.count} checkpoints, {self.first.checkpoint_id} .. {self.last}"
+
+    @property
+    def namespace(self) -> str:
+        if len(self.namespaces) > 1:
+            return f"{len(self.namespaces)} namespaces"
+        return self.first.checkpoint_ns or "(root)"
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        """The divergence's detail worth a line (of a run: only what all its rows share)."""
+        keep = {k: v for k, v in self.first.detail.items() if k != "fields" and v is not None}
+        return keep if self.count == 1 else {k: v for k, v in keep.items() if k == "present_in"}
+
+
+def collapsed(items: list) -> list[Entry]:
+    """A thread's divergences as people read them: checkpoints missing from one store, in a
+    row, are one entry with their count (a thread missing whole is one line, not one per
+    checkpoint); the JSON lists each."""
+    out: list[Entry] = []
+    for d in items:
+        run = out[-1] if out else None
+        if run is not None and d.kind in MISSING_KINDS and run.first.kind == d.kind:
+            spaces = run.namespaces + (() if d.checkpoint_ns in run.namespaces else (d.checkpoint_ns,))
+            out[-1] = Entry(run.first, run.count + 1, d.checkpoint_id, spaces)
+        else:
+            out.append(Entry(d, 1, d.checkpoint_id, (d.checkpoint_ns,)))
+    return out

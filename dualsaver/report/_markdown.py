@@ -7,7 +7,8 @@ from typing import Any
 
 from dualsaver.checker.findings import KINDS, DivergenceReport
 from dualsaver.report._common import (
-    KIND_HELP, KIND_TITLES, MAX_LISTED, by_thread, scope_note, show_cell, show_value, verdict,
+    KIND_HELP, KIND_TITLES, MAX_LISTED, NEXT_STEP, by_thread, collapsed, scope_note, show_cell, show_value,
+    verdict,
 )
 
 
@@ -55,6 +56,7 @@ def to_markdown(report: DivergenceReport) -> str:
         return "\n".join(lines) + "\n"
 
     grouped = by_thread(report)
+    lines += ["", f"**{_md(NEXT_STEP)}**"]
     lines += ["", "## Affected threads", "", "| thread | divergences | kinds |", "|---|---:|---|"]
     for thread_id, items in grouped.items():
         kinds = sorted({d.kind for d in items}, key=KINDS.index)
@@ -63,17 +65,18 @@ def to_markdown(report: DivergenceReport) -> str:
     if not s.get("values_shown"):
         lines += ["Values are shown as digests (`sha256:` + 16 hex digits); run the check"
                   " with `--show-values` to see them.", ""]
-    for n, d in enumerate(report.divergences):
+    entries = [entry for items in grouped.values() for entry in collapsed(items)]
+    for n, entry in enumerate(entries):
         if n == MAX_LISTED:
-            lines.append(f"... and {len(report.divergences) - MAX_LISTED} more (see the JSON).")
+            lines.append(f"... and {len(entries) - MAX_LISTED} more (see the JSON).")
             break
+        d = entry.first
         lines.append(
             f"### {KIND_TITLES.get(d.kind, d.kind)}: thread `{_md(d.thread_id)}`,"
-            f" ns `{_md(d.checkpoint_ns) or '(root)'}`, checkpoint `{_md(d.checkpoint_id)}`"
+            f" ns `{_md(entry.namespace)}`, checkpoint `{_md(entry.checkpoints)}`"
         )
         lines.append("")
-        notes = {k: v for k, v in d.detail.items() if k not in ("fields",) and v is not None}
-        for key, value in notes.items():
+        for key, value in entry.notes.items():
             lines.append(f"- {key}: {_md(show_cell(value))}")
         fields = d.detail.get("fields") or []
         if fields:

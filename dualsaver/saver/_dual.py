@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -112,7 +112,7 @@ class DualSaver(CompositeSaver):
         self.new = new
         # The argument, $DUALSAVER_PHASE, the settings file, or the fleet's shared record.
         self.phase_source: Any = phase_source(phase)
-        self._owns_phase_source = self.phase_source is not phase
+        self._owns_phase_source = self.phase_source is not cast(Any, phase)  # a source passed in is the caller's
         self.canary_percent = canary_percent
         self.shadow_read_rate = shadow_read_rate
         self.strict = strict
@@ -124,7 +124,7 @@ class DualSaver(CompositeSaver):
                                  replica=replica)
         if hasattr(self.phase_source, "journal_depth"):  # the fleet sees this replica's unshipped entries
             self.phase_source.journal_depth = self.recorder.unshipped
-        self.breakers = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
+        self.breakers: dict[Role, Breaker] = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
         self._shells()
 
     def _shells(self) -> None:

@@ -22,7 +22,7 @@ import copy
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
@@ -32,7 +32,7 @@ from dualsaver.sansio import Call, Plan, relay
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._recorder import Mismatch, Missed, Tombstone
 from dualsaver.saver._shadow import differing_fields, in_canary
-from dualsaver.saver.routing import Role, Route
+from dualsaver.saver.routing import Mode, Role, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,10 @@ class Behind:
     call: Call
     operation: str
     where: Mapping[str, Any]
-    phase: Phase
+    phase: Phase | Mode
 
     def missed(self, error: BaseException) -> Missed:
-        return Missed(self.call.target, self.operation, self.where, error, self.phase)  # type: ignore[arg-type]
+        return Missed(cast(Role, self.call.target), self.operation, self.where, error, self.phase)
 
 
 _fallback_serde = JsonPlusSerializer()
@@ -273,8 +273,8 @@ def list_(ctx: Context, config: Any, kwargs: Mapping[str, Any]) -> Plan[int]:
     thread_id = thread_of(config)
     read, fallback = ctx.reads(thread_id)
     count = yield from relay(read, "list", config, **kwargs)
-    missing = count == 0 and fallback is not None and thread_id is not None
-    if missing and (yield from _may_fall_back(fallback, thread_id)):
+    if count == 0 and fallback is not None and thread_id is not None \
+            and (yield from _may_fall_back(fallback, thread_id)):
         count = yield from relay(fallback, "list", config, **kwargs)
         if count:
             yield from _lazy_copy(ctx, fallback, read, thread_id)

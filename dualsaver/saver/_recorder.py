@@ -24,7 +24,7 @@ from dualsaver.control.record import open_phase_record
 from dualsaver.control.phase import Phase
 from dualsaver.errors import describe_error
 from dualsaver.observability import telemetry
-from dualsaver.saver.routing import Role
+from dualsaver.saver.routing import Mode, Role
 
 log = structlog.get_logger("dualsaver")
 
@@ -37,7 +37,7 @@ class Missed:
     operation: str
     where: Mapping[str, Any]  # thread_id, checkpoint_ns, checkpoint_id, task_id
     error: BaseException
-    phase: Phase  # the call's, which a background write may outlive
+    phase: Phase | Mode  # the call's, which a background write may outlive
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Tombstone:
     role: Role  # the retired store
     operation: str
     thread_id: str
-    phase: Phase
+    phase: Phase | Mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class Mismatch:
 
     where: Mapping[str, Any]
     fields: tuple[str, ...]
-    phase: Phase
+    phase: Phase | Mode
     error: BaseException | None = None
 
 
@@ -74,7 +74,8 @@ class Recorder:
         self, journal: Journal | str | os.PathLike[str] | None = None, *, control: str | None = None,
         control_name: str = "default", replica: str = "",
     ) -> None:
-        self._journal_arg = journal
+        self._journal_path = None if isinstance(journal, Journal) else journal
+        self._owns_journal = not isinstance(journal, Journal)  # one passed in belongs to the caller
         self._control, self._control_name, self.replica = control, control_name, replica
         self._journal: Any = journal if isinstance(journal, Journal) else None
         if self._journal is not None:
@@ -88,7 +89,7 @@ class Recorder:
         """The `Journal` (or `FleetJournal`) entries go to, opened on first use."""
         with self._lock:
             if self._journal is None:
-                spool = Journal(self._journal_arg)
+                spool = Journal(self._journal_path)
                 if self._control:
                     record = open_phase_record(self._control, name=self._control_name)
                     self._journal = FleetJournal(record, spool, self.replica)
@@ -144,11 +145,12 @@ class Recorder:
         """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
         does not fall back to such a copy. A journal that was never written (not open, no
         file) holds nothing: it is not created just to be asked."""
-        if self._journal is None and not self._control and not journal_exists(self._journal_arg):
+        if self._journal is None and not self._control and not journal_exists(self._journal_path):
             return False
         return self.journal.missed_delete(role, thread_id)
 
-    def _journal_entry(self, phase: Phase, store: str, operation: str, at: Mapping[str, Any], error: str) -> None:
+    def _journal_entry(self, phase: Phase | Mode, store: str, operation: str, at: Mapping[str, Any],
+        error: str) -> None:
         self.journal.record(
             JournalEntry(
                 phase=str(phase), store=store, operation=operation, thread_id=at.get("thread_id"),
@@ -159,7 +161,7 @@ class Recorder:
 
     def close(self) -> None:
         """Close a journal this recorder opened (one passed in belongs to the caller)."""
-        if self._journal is not None and not isinstance(self._journal_arg, Journal):
+        if self._journal is not None and self._owns_journal:
             self._journal.close()
             self._journal = None
 

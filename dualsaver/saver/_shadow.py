@@ -23,7 +23,8 @@ def differing_fields(old: CheckpointTuple | None, new: CheckpointTuple | None) -
         return ["checkpoint_id"]
     old_values, new_values = old.checkpoint["channel_values"], new.checkpoint["channel_values"]
     for channel in sorted(set(old_values) | set(new_values)):
-        if channel not in old_values or channel not in new_values or digest(old_values[channel]) != digest(new_values[channel]):
+        one_side = channel not in old_values or channel not in new_values
+        if one_side or digest(old_values[channel]) != digest(new_values[channel]):
             fields.append(f"channel_values.{channel}")
     for key in ("channel_versions", "versions_seen"):
         if digest(old.checkpoint.get(key)) != digest(new.checkpoint.get(key)):

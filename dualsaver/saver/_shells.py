@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from dualsaver import sansio
 from dualsaver.errors import CopyFailed, SecondaryTimeout
@@ -68,7 +68,8 @@ class _Shell:
         self.breakers = breakers
         self.timeout = timeout
         self.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
-        self.targets = {**stores, "recorder": recorder, "behind": self, "copier": self}
+        self.targets: dict[str, Any] = {role: store for role, store in stores.items()}  # noqa: C416 - str keys
+        self.targets.update(recorder=recorder, behind=self, copier=self)
 
     def _abandoned(self, job: Behind, why: BaseException) -> None:
         """A queued write that will not run is journaled as missed."""
@@ -92,7 +93,7 @@ class SyncShell(_Shell):
             yield from sansio.stream(plan, _SyncIo(self, op, span))
 
     def store_call(self, call: sansio.Call, phase: str) -> Any:
-        fn = getattr(self.stores[call.target], call.method)
+        fn = getattr(self.stores[cast(Role, call.target)], call.method)
         with telemetry.store_span(call.target, call.method, phase):
             if not call.bounded or self.timeout is None:
                 return fn(*call.args, **call.kwargs)
@@ -169,7 +170,7 @@ class AsyncShell(_Shell):
                 yield item
 
     async def astore_call(self, call: sansio.Call, phase: str) -> Any:
-        pending = getattr(self.stores[call.target], "a" + call.method)(*call.args, **call.kwargs)
+        pending = getattr(self.stores[cast(Role, call.target)], "a" + call.method)(*call.args, **call.kwargs)
         with telemetry.store_span(call.target, call.method, phase):
             if not call.bounded or self.timeout is None:
                 return await pending

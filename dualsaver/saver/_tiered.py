@@ -30,7 +30,7 @@ from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._versions import next_version
-from dualsaver.saver.routing import TIERED
+from dualsaver.saver.routing import TIERED, Role
 from dualsaver.stores import anative_for, native_for
 
 log = structlog.get_logger("dualsaver")
@@ -59,6 +59,8 @@ class TierCounters:
 
     def publish(self, *, held: bool = True) -> None:
         """Put this replica's totals in the control store; never raises (they are counters)."""
+        if self._control is None:  # no control store: nothing to publish to
+            return
         try:
             with open_phase_record(self._control, name=self._name) as record:
                 record.put_status(f"tiered/{self.replica}", {**self.counts, "at": time.time()})
@@ -80,7 +82,7 @@ class Newest:
     """What the durable store holds for a read: the checkpoint's (id, number of writes), and
     its whole answer when the probe had to ask for it."""
 
-    __slots__ = ("key", "found")
+    __slots__ = ("found", "key")
 
     def __init__(self, key: tuple[str, int], found: Any = None) -> None:
         self.key, self.found = key, found
@@ -167,7 +169,7 @@ class TieredSaver(CompositeSaver):
         loaded = settings.current()
         control, replica = control or loaded.control_url, replica_name()
         self.recorder = Recorder(journal, control=control, control_name=loaded.record_name, replica=replica)
-        self.breakers = {"old": Breaker(None), "new": Breaker(circuit_cool_down)}
+        self.breakers: dict[Role, Breaker] = {"old": Breaker(None), "new": Breaker(circuit_cool_down)}
         self.tiers = TierCounters(control, loaded.record_name, replica)
         self._shells()
 

@@ -42,7 +42,10 @@ def _adapter(saver: Any, *, asynchronous: bool) -> Any:
                 if sync_factory is None:
                     raise TypeError(f"{type(saver).__name__} is an async saver: use anative_for()")
                 return sync_factory(saver)
-            return async_factory(saver) if async_factory is not None else ThreadedStore(sync_factory(saver))
+            if async_factory is not None:
+                return async_factory(saver)
+            assert sync_factory is not None, "an adapter has a sync factory, an async one, or both"
+            return ThreadedStore(sync_factory(saver))
     from dualsaver.stores._public import PublicNativeStore
 
     return PublicNativeStore(saver)

@@ -39,8 +39,12 @@ def load_factory(target: str) -> Any:
     module_name, _, name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - an import error names the module, nothing secret
-        raise StoreURLError(f"cannot open python:{target}: cannot import {module_name} ({describe_error(exc)})") from None
+    except Exception as exc:
+        where = (" (looked on sys.path; the dualsaver command adds the current directory, elsewhere set"
+                 " PYTHONPATH)" if isinstance(exc, ModuleNotFoundError) else "")
+        raise StoreURLError(
+            f"cannot open python:{target}: cannot import {module_name} ({describe_error(exc)}){where}"
+        ) from None
     factory = getattr(module, name, None)
     if not callable(factory):
         raise StoreURLError(f"cannot open python:{target}: {module_name} has no callable {name!r}")

@@ -137,7 +137,7 @@ def _epoch_ms(checkpoint_id: str, checkpoint: Any) -> float:
         from ulid import ULID
 
         return float(ULID.from_str(checkpoint_id).timestamp)
-    except Exception:  # noqa: BLE001 - LangGraph ids are UUIDs, not ULIDs
+    except Exception:
         pass
     try:
         return dt.datetime.fromisoformat(str(checkpoint["ts"])).timestamp() * 1000
@@ -190,7 +190,8 @@ class Layout:
         Interrupts, sets, bytes), by the saver's own serializer."""
         return self.serde._revive_if_needed(_unbytes(value))
 
-    def decode(self, thread_id: str, doc: dict[str, Any], writes: Sequence[dict[str, Any]], expires_at: float | None) -> ThreadItem:
+    def decode(self, thread_id: str, doc: dict[str, Any], writes: Sequence[dict[str, Any]],
+        expires_at: float | None) -> ThreadItem:
         ns = from_storage_safe_str(str(doc.get("checkpoint_ns", "")))
         checkpoint_id = from_storage_safe_id(str(doc.get("checkpoint_id", "")))
         try:
@@ -216,7 +217,8 @@ class Layout:
 
     def decode_write(self, doc: dict[str, Any]) -> StoredWrite:
         value = self.serde.loads_typed((doc["type"], self.saver._decode_blob(doc["blob"])))
-        return StoredWrite(str(doc["task_id"]), str(doc.get("task_path") or ""), int(doc["idx"]), str(doc["channel"]), value)
+        return StoredWrite(str(doc["task_id"]), str(doc.get("task_path") or ""), int(doc["idx"]),
+            str(doc["channel"]), value)
 
     # -- records -> documents -----------------------------------------------------------
 

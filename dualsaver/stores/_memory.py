@@ -52,7 +52,8 @@ class MemoryNativeStore:
         saver = self.saver
         try:
             typed_checkpoint, typed_metadata, parent = saved
-            checkpoint, metadata = checked(self.serde.loads_typed(typed_checkpoint), self.serde.loads_typed(typed_metadata))
+            checkpoint, metadata = checked(self.serde.loads_typed(typed_checkpoint),
+                self.serde.loads_typed(typed_metadata))
             checkpoint = {
                 **checkpoint,
                 "channel_values": saver._load_blobs(
@@ -67,7 +68,8 @@ class MemoryNativeStore:
                 ]
             else:  # the stored bytes travel; decoded only if a target needs it
                 writes = [
-                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, check_typed(tuple(value), encoding))
+                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED,
+                                check_typed(tuple(value), encoding))
                     for (task_id, idx), (_, channel, value, task_path) in stored.items()
                 ]
             return StoredCheckpoint(
@@ -101,7 +103,7 @@ class MemoryNativeStore:
         added_checkpoints = added_writes = 0
         for item in items:
             t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
-            copy = dict(item.checkpoint)
+            copy: dict[str, Any] = dict(item.checkpoint)
             values = dict(copy.pop("channel_values", None) or {})
             for channel, version in (copy.get("channel_versions") or {}).items():
                 key = (t, ns, channel, version)

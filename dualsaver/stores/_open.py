@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextma
 from pathlib import Path
 from typing import Any
 
-from dualsaver.errors import StoreUnreachable, StoreURLError, describe_error, is_outage
+from dualsaver.errors import MissingExtra, StoreUnreachable, StoreURLError, describe_error, install_hint, is_outage
 from dualsaver.redact import password_of
 from dualsaver.sansio import AsyncTargets, Call, Plan, Targets, arun, run
 from dualsaver.stores.urls import StoreURL, parse_store_url
@@ -60,8 +60,20 @@ async def aopen_saver(
 def _failure(spec: StoreURL, exc: BaseException) -> StoreURLError:
     if isinstance(exc, StoreURLError):
         return exc
+    if isinstance(exc, ModuleNotFoundError):  # a driver of an extra that is not installed
+        return MissingExtra(f"cannot open {spec.redacted}: {install_hint(exc.name)}")
+    if spec.kind == "langgraph-redis" and _UNKNOWN_MODULE_COMMAND in str(exc):
+        return StoreURLError(
+            f"cannot open {spec.redacted}: this Redis lacks RediSearch/RedisJSON, which the official"
+            " LangGraph Redis saver needs (Redis 8, or Redis Stack); for a Redis without modules use"
+            " redis://, dualsaver's own Redis saver"
+        )
     kind = StoreUnreachable if is_outage(exc) else StoreURLError
     return kind(f"cannot open {spec.redacted}: {describe_error(exc, secrets=[password_of(spec.url)])}")
+
+
+# What a Redis without RediSearch (FT.*) or RedisJSON (JSON.*) answers the official saver.
+_UNKNOWN_MODULE_COMMAND = "unknown command"
 
 
 def _open_plan(spec: StoreURL, serde: Any, pool_size: int, must_exist: bool) -> Plan[Any]:
@@ -123,7 +135,7 @@ def _no_tables(spec: StoreURL) -> StoreURLError:
 def _pg_kwargs(spec: StoreURL) -> dict[str, Any]:
     from psycopg.rows import dict_row
 
-    kwargs: dict[str, Any] = dict(autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     if "connect_timeout" not in spec.url:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT
     return kwargs

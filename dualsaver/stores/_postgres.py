@@ -17,7 +17,7 @@ collation.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -174,7 +174,7 @@ class PostgresPlans(SqlPlans):
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
 
     def __init__(self, saver: Any) -> None:
-        super().__init__(saver)
+        super().__init__(saver)  # type: ignore[call-arg]  # cooperative: next in the MRO is a SqlStore shell
         self._first_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _ORDER
         self._next_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _AFTER + _ORDER
 
@@ -253,7 +253,7 @@ class PostgresPlans(SqlPlans):
         seen_blobs: set[tuple[str, str, str, str]] = set()
         for item in items:
             t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
-            copy = dict(item.checkpoint)
+            copy: dict[str, Any] = dict(item.checkpoint)
             inline, blob_values = split_channel_values(dict(copy.get("channel_values") or {}))
             copy["channel_values"] = inline
             versions = copy.get("channel_versions") or {}
@@ -283,7 +283,7 @@ class PostgresPlans(SqlPlans):
         # checkpoints last: a visible checkpoint row has its blobs and writes
         return ((COPY_BLOBS, blob_rows), (COPY_WRITES, write_rows), (COPY_CHECKPOINTS, checkpoint_rows))
 
-    def _insert_rows_plan(self, bulk: CopyInsert, rows: list[tuple]) -> Plan[int]:
+    def _insert_rows_plan(self, bulk: CopyInsert, rows: Sequence[Sequence[Any]]) -> Plan[int]:
         """Insert-if-absent into one table, inside the batch's transaction; returns the rows
         added (see the comment on CopyInsert). Runs against the target "cursor"."""
         if not rows:

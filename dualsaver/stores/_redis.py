@@ -60,7 +60,7 @@ def plan_checkpoint_keys(saver: BaseRedisSaver, thread_id: str) -> Plan:
 def _write_op(saver: BaseRedisSaver, item: StoredCheckpoint) -> Call:
     """One checkpoint, its blobs and writes, inserted if absent (re-encoded with our serde)."""
     ns = item.checkpoint_ns
-    stored = dict(item.checkpoint)
+    stored: dict[str, Any] = dict(item.checkpoint)
     values = stored.pop("channel_values", None) or {}
     versions = item.checkpoint.get("channel_versions", {})
     record = Record(

@@ -22,7 +22,7 @@ from dualsaver.stores.serde import serde_key
 THREAD_PAGE = 1000  # thread ids per keyset page
 CHECKPOINT_PAGE = 200  # checkpoints per page when reading one thread
 
-Statements = tuple[tuple[Any, list[Sequence[Any]]], ...]  # (statement, rows) pairs
+Statements = tuple[tuple[Any, Sequence[Sequence[Any]]], ...]  # (statement, rows) pairs
 
 
 def select(sql: str, params: Sequence[Any]) -> Call:

@@ -35,11 +35,11 @@ MEMORY_SCHEMES = ("memory",)
 FACTORY_PREFIX = "python:"
 
 KINDS = {
-    **{s: "sqlite" for s in SQLITE_SCHEMES},
-    **{s: "postgres" for s in POSTGRES_SCHEMES},
-    **{s: "redis" for s in REDIS_SCHEMES},
-    **{s: "memory" for s in MEMORY_SCHEMES},
-    **{s: "langgraph-redis" for s in LANGGRAPH_REDIS_SCHEMES},
+    **dict.fromkeys(SQLITE_SCHEMES, "sqlite"),
+    **dict.fromkeys(POSTGRES_SCHEMES, "postgres"),
+    **dict.fromkeys(REDIS_SCHEMES, "redis"),
+    **dict.fromkeys(MEMORY_SCHEMES, "memory"),
+    **dict.fromkeys(LANGGRAPH_REDIS_SCHEMES, "langgraph-redis"),
 }
 
 @dataclass(frozen=True, slots=True)
