@@ -6,6 +6,7 @@ end up alike after each one."""
 from __future__ import annotations
 
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import DetectedCapabilities
 
@@ -96,3 +97,75 @@ async def test_a_pair_without_any_override_still_offers_every_async_capability(t
     async with aopen_saver(f"sqlite:///{tmp_path}/a.sqlite") as lite, aopen_saver(pg_url) as pg:
         detected = {c.value for c in DetectedCapabilities.from_instance(DualSaver(lite, pg, journal=":memory:")).detected}
     assert EXTENDED <= detected
+
+
+def _put_args(saver, thread_id: str, run_id: str, parent: str | None, ns: str = ""):
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"messages": [f"{thread_id}:{run_id}"]}
+    checkpoint["channel_versions"] = {"messages": saver.get_next_version(None, None)}
+    conf = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if parent:
+        conf["checkpoint_id"] = parent
+    metadata = {"source": "loop", "step": 1, "run_id": run_id}
+    return {"configurable": conf}, checkpoint, metadata, checkpoint["channel_versions"]
+
+
+async def _history(saver, thread_id: str) -> list:
+    from dualsaver.stores import anative_for
+
+    return [(i.checkpoint_ns, i.checkpoint_id, i.metadata.get("run_id"), i.writes)
+            async for i in anative_for(saver).aread_thread(thread_id)]
+
+
+async def _runs(saver, thread_id: str) -> set:
+    return {run for _, _, run, _ in await _history(saver, thread_id)}
+
+
+async def test_each_capability_leaves_both_stores_alike(tmp_path, pg_url):
+    """SQLite (none of the three) -> PostgreSQL (prune only): a rollback's run is gone from
+    both, a copy is in both, a prune leaves the same newest checkpoint in both."""
+    async with aopen_saver(f"sqlite:///{tmp_path}/old.sqlite") as old, aopen_saver(pg_url) as new:
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", write_behind=False)
+        parent = None
+        for run_id in ("run-1", "run-1", "run-2"):
+            config = await saver.aput(*_put_args(saver, "t", run_id, parent))
+            await saver.aput_writes(config, [("messages", run_id)], "task-1")
+            parent = config["configurable"]["checkpoint_id"]
+        await saver.adelete_for_runs(["run-2"])
+        assert await _runs(old, "t") == await _runs(new, "t") == {"run-1"}
+        assert (await saver.aget_tuple({"configurable": {"thread_id": "t"}})).metadata["run_id"] == "run-1"
+        await saver.acopy_thread("t", "t-copy")
+        assert await _history(old, "t-copy") == await _history(new, "t-copy") == await _history(old, "t")
+        await saver.aprune(["t"], strategy="keep_latest")
+        assert await _history(old, "t") == await _history(new, "t")
+        assert len(await _history(new, "t")) == 1
+        await saver.aprune(["t-copy"], strategy="delete")
+        assert await _history(old, "t-copy") == await _history(new, "t-copy") == []
+        await saver.aclose()
+
+
+async def test_a_secondary_that_misses_a_capability_is_journaled_per_thread_and_repaired(tmp_path, pg_url):
+    """The secondary's connection is gone: the call still succeeds on the primary, one journal
+    entry names the thread the run touched, and repair from the journal makes new like old."""
+    from dualsaver.control.journal import Journal
+    from dualsaver.migrate import arepair
+    from dualsaver.migrate._repair import repairs_from_journal
+
+    journal = Journal(tmp_path / "j.sqlite")
+    async with aopen_saver(f"sqlite:///{tmp_path}/old.sqlite") as old:
+        async with aopen_saver(pg_url) as new:
+            saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=journal, write_behind=False, circuit_cool_down=None)
+            parent = None
+            for run_id in ("run-1", "run-2"):
+                parent = (await saver.aput(*_put_args(saver, "t", run_id, parent)))["configurable"]["checkpoint_id"]
+            await new.conn.close()  # a real outage of the secondary's connection
+            await saver.adelete_for_runs(["run-2"])
+        assert await _runs(old, "t") == {"run-1"}
+        missed = [e for e in journal.pending() if e.operation == "delete_for_runs"]
+        assert [(e.store, e.thread_id) for e in missed] == [("new", "t")]
+        async with aopen_saver(pg_url) as new:
+            assert await _runs(new, "t") == {"run-1", "run-2"}
+            result = await arepair(old, new, repairs=repairs_from_journal(journal.pending()))
+            assert result.ok
+            assert await _history(new, "t") == await _history(old, "t")
+        await saver.aclose()
