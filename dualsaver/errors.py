@@ -22,7 +22,9 @@
     │                                       mapping, an unknown type tag, truncated msgpack)
     ├── CopyFailed (RuntimeError)           copying a thread did not complete (a lazy copy)
     ├── CheckError (RuntimeError)           the check could not reach a verdict (a store went away)
-    └── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
+    ├── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
+    └── ServerStartError (RuntimeError)     the Agent Server factory cannot build its saver (a
+                                            missing URL, a bad phase, a store that will not open)
 
 Each class also derives from the built-in exception its callers would expect (a bad phase
 name is a `ValueError`, a timeout a `TimeoutError`), so generic handlers keep working.
@@ -113,6 +115,11 @@ class CheckError(DualSaverError, RuntimeError):
 
 class EmbeddedServerError(DualSaverError, RuntimeError):
     """An embedded server failed to start, or to stop."""
+
+
+class ServerStartError(DualSaverError, RuntimeError):
+    """LangGraph Agent Server's factory (`dualsaver.agent_server`) cannot build its saver; the
+    message is one line naming what is wrong (URLs redacted), and the server does not start."""
 
 
 # Driver exceptions that mean "the store cannot be reached", by class name so this module
