@@ -15,21 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest.importorskip("langgraph_api")
-from langgraph.checkpoint.postgres import PostgresSaver  # noqa: E402
-from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
-from langgraph_sdk import get_client  # noqa: E402
+from langgraph_sdk import get_client
 
-from dualsaver import Phase  # noqa: E402
-from dualsaver.control.record import open_phase_record  # noqa: E402
+from dualsaver import Phase
+from dualsaver.control.record import open_phase_record
+from dualsaver.stores import open_saver
 
 APP = Path(__file__).parent / "agent_server_app"
 REPO = Path(__file__).parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # a capability the server found missing, an error or worse, a traceback
-BAD_LINE = re.compile(r"Custom checkpointer missing|Traceback|\[\s*(error|critical|warning)\s*\]|^ERROR", re.I)
+BAD_LINE = re.compile(r"Custom checkpointer missing|Traceback|\[\s*(error|critical|warning)\s*\]|^ERROR", re.IGNORECASE)
 pytestmark = pytest.mark.slow
 
 
@@ -61,7 +61,7 @@ class Server:
             try:
                 await self.client.assistants.search()
                 return
-            except Exception:
+            except (httpx.HTTPError, OSError):  # not listening yet
                 await asyncio.sleep(0.5)
         raise AssertionError(f"langgraph dev did not start:\n{self.text()}")
 
@@ -97,16 +97,56 @@ def _checkpoints(saver, thread_id: str) -> list[tuple[str, str, object]]:
     )
 
 
-def _alike(sqlite_path: Path, pg_url: str, threads: list[str]) -> dict[str, list]:
-    """Both stores through the official savers: the same checkpoints for every thread."""
-    with SqliteSaver.from_conn_string(str(sqlite_path)) as old, PostgresSaver.from_conn_string(pg_url) as new:
-        seen = {t: _checkpoints(old, t) for t in threads}
-        assert seen == {t: _checkpoints(new, t) for t in threads}
-    return seen
+def _read_both(urls: tuple[str, str], threads: list[str]) -> tuple[dict, dict]:
+    with open_saver(urls[0]) as first, open_saver(urls[1]) as second:
+        return {t: _checkpoints(first, t) for t in threads}, {t: _checkpoints(second, t) for t in threads}
 
 
-async def _wait(client, thread_id: str, run_id: str) -> None:
-    await client.runs.join(thread_id, run_id)
+async def _alike(urls: tuple[str, str], threads: list[str], settle: float = 0.0) -> dict[str, list]:
+    """Both stores through their savers (the official ones for SQLite and PostgreSQL): the
+    same checkpoints for every thread. `settle`: seconds a write-behind copy may still take."""
+    deadline = time.monotonic() + settle
+    while True:
+        first, second = _read_both(urls, threads)
+        if first == second or time.monotonic() >= deadline:
+            assert first == second
+            return first
+        await asyncio.sleep(0.2)
+
+
+async def _conversation(client, urls: tuple[str, str], settle: float = 0.0) -> str:
+    """Chat, interrupt and resume, a rollback, copy, delete and prune; the stores compared
+    after each step. Returns the conversation's thread."""
+    thread = (await client.threads.create())["thread_id"]
+    for text in ("hello", "again"):
+        await client.runs.wait(thread, "chat", input={"messages": [text]})
+    state = await client.threads.get_state(thread)
+    assert state["values"]["messages"] == ["hello", "echo:hello", "again", "echo:again"]
+    assert (await _alike(urls, [thread], settle))[thread]
+    # interrupt and resume
+    await client.runs.wait(thread, "chat", input={"messages": ["ask"]})
+    assert (await client.threads.get_state(thread))["interrupts"]
+    await client.runs.wait(thread, "chat", command={"resume": "blue"})
+    assert (await client.threads.get_state(thread))["values"]["messages"][-1] == "answer:blue"
+    await _alike(urls, [thread], settle)
+    # a run rolled back by the next one: its checkpoints leave both stores
+    slow = await client.runs.create(thread, "chat", input={"messages": ["slow"]})
+    await asyncio.sleep(1.5)
+    second = await client.runs.create(thread, "chat", input={"messages": ["fast"]}, multitask_strategy="rollback")
+    await client.runs.join(thread, second["run_id"])
+    runs = {run for _, _, run in (await _alike(urls, [thread], settle))[thread]}
+    assert slow["run_id"] not in runs and second["run_id"] in runs
+    assert (await client.threads.get_state(thread))["values"]["messages"][-1] == "echo:fast"
+    # copy, delete, prune (the in-memory runtime prunes by deleting)
+    copy = (await client.threads.copy(thread))["thread_id"]
+    assert (await _alike(urls, [copy], settle))[copy]
+    await client.threads.delete(copy)
+    assert await _alike(urls, [copy], settle) == {copy: []}
+    other = (await client.threads.create())["thread_id"]
+    await client.runs.wait(other, "chat", input={"messages": ["bye"]})
+    await client.threads.prune([other], strategy="delete")
+    assert await _alike(urls, [other], settle) == {other: []}
+    return thread
 
 
 async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
@@ -125,47 +165,19 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
     try:
         await server.ready()
         client = server.client
-        # chat turns
-        thread = (await client.threads.create())["thread_id"]
-        for text in ("hello", "again"):
-            await client.runs.wait(thread, "chat", input={"messages": [text]})
-        state = await client.threads.get_state(thread)
-        assert state["values"]["messages"] == ["hello", "echo:hello", "again", "echo:again"]
-        _alike(sqlite_path, pg_url, [thread])
-        # interrupt and resume
-        await client.runs.wait(thread, "chat", input={"messages": ["ask"]})
-        assert (await client.threads.get_state(thread))["interrupts"]
-        await client.runs.wait(thread, "chat", command={"resume": "blue"})
-        assert (await client.threads.get_state(thread))["values"]["messages"][-1] == "answer:blue"
-        _alike(sqlite_path, pg_url, [thread])
-        # a run rolled back by the next one: its checkpoints leave both stores
-        slow = await client.runs.create(thread, "chat", input={"messages": ["slow"]})
-        await asyncio.sleep(1.5)
-        second = await client.runs.create(thread, "chat", input={"messages": ["fast"]}, multitask_strategy="rollback")
-        await _wait(client, thread, second["run_id"])
-        seen = _alike(sqlite_path, pg_url, [thread])[thread]
-        runs = {run for _, _, run in seen}
-        assert slow["run_id"] not in runs and second["run_id"] in runs
-        assert (await client.threads.get_state(thread))["values"]["messages"][-1] == "echo:fast"
-        # copy, delete, prune (the in-memory runtime prunes by deleting)
-        copy = (await client.threads.copy(thread))["thread_id"]
-        assert _alike(sqlite_path, pg_url, [copy])[copy]
-        await client.threads.delete(copy)
-        assert _alike(sqlite_path, pg_url, [copy]) == {copy: []}
-        other = (await client.threads.create())["thread_id"]
-        await client.runs.wait(other, "chat", input={"messages": ["bye"]})
-        await client.threads.prune([other], strategy="delete")
-        assert _alike(sqlite_path, pg_url, [other]) == {other: []}
+        urls = (f"sqlite:///{sqlite_path}", pg_url)
+        thread = await _conversation(client, urls)
         # the phase moves through the control store while the server runs
         state = record.read()
         record.set_phase(Phase.BACKFILL, expected_version=state.version, by="test")
         await asyncio.sleep(1)
         await client.runs.wait(thread, "chat", input={"messages": ["in backfill"]})
-        _alike(sqlite_path, pg_url, [thread])
+        await _alike(urls, [thread])
     finally:
         server.stop()
     log = server.text()
     assert "agent_server_checkpointer" in log and "phase=shadow-write" in log
+    assert "phase_changed" in log and "phase=backfill" in log
     assert "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in log
     assert not server.bad_lines(), server.bad_lines()
     # a restart in read-switch: new answers, the conversation is whole
@@ -177,8 +189,25 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
         await server.client.runs.wait(thread, "chat", input={"messages": ["after restart"]})
         messages = (await server.client.threads.get_state(thread))["values"]["messages"]
         assert messages[-2:] == ["after restart", "echo:after restart"] and "echo:hello" in messages
-        _alike(sqlite_path, pg_url, [thread])
+        await _alike(urls, [thread])
     finally:
         server.stop()
     assert "phase=read-switch" in server.text()
+    assert not server.bad_lines(), server.bad_lines()
+
+
+async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
+    """[tiered] enabled: PostgreSQL keeps everything, Redis answers; every step lands in both
+    (the hot copy written behind, so compared once it settled)."""
+    _app(tmp_path)
+    settings = tmp_path / "dualsaver.toml"
+    settings.write_text(f'[tiered]\nenabled = true\nhot_timeout = 2.0\n[migration]\njournal = "{tmp_path}/j.sqlite"\n')
+    env = {"DUALSAVER_SETTINGS": str(settings), "DUALSAVER_DURABLE_URL": pg_url, "DUALSAVER_HOT_URL": redis_url}
+    server = Server(tmp_path, env)
+    try:
+        await server.ready()
+        await _conversation(server.client, (pg_url, redis_url), settle=5.0)
+    finally:
+        server.stop()
+    assert "agent_server_checkpointer" in server.text() and "TieredSaver" in server.text()
     assert not server.bad_lines(), server.bad_lines()
