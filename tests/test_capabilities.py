@@ -169,3 +169,24 @@ async def test_a_secondary_that_misses_a_capability_is_journaled_per_thread_and_
             assert result.ok
             assert await _history(new, "t") == await _history(old, "t")
         await saver.aclose()
+
+
+def test_the_sync_forms_over_sync_savers(tmp_path, pg_url):
+    """SqliteSaver and PostgresSaver (sync): the same plans, run blocking."""
+    from dualsaver.stores import open_saver
+
+    def history(saver, thread_id):
+        return sorted((t.config["configurable"]["checkpoint_id"], t.metadata.get("run_id"))
+                      for t in saver.list({"configurable": {"thread_id": thread_id}}))
+
+    with open_saver(f"sqlite:///{tmp_path}/old.sqlite") as old, open_saver(pg_url) as new:
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", write_behind=False)
+        parent = None
+        for run_id in ("run-1", "run-2", "run-3"):
+            parent = saver.put(*_put_args(saver, "t", run_id, parent))["configurable"]["checkpoint_id"]
+        saver.delete_for_runs(["run-3"])
+        saver.copy_thread("t", "t2")
+        saver.prune(["t"])
+        assert history(old, "t") == history(new, "t") and [r for _, r in history(new, "t")] == ["run-2"]
+        assert history(old, "t2") == history(new, "t2") and [r for _, r in history(new, "t2")] == ["run-1", "run-2"]
+        saver.close()
