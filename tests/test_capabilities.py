@@ -6,12 +6,14 @@ end up alike after each one."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import DetectedCapabilities
 
 from dualsaver import DualSaver, Phase, TieredSaver
-from dualsaver.stores import aopen_saver
+from dualsaver.stores import aopen_saver, native_for
 from tests.savers import truncate_postgres
 
 EXTENDED = {"delete_for_runs", "copy_thread", "prune"}
@@ -190,3 +192,54 @@ def test_the_sync_forms_over_sync_savers(tmp_path, pg_url):
         assert history(old, "t") == history(new, "t") and [r for _, r in history(new, "t")] == ["run-2"]
         assert history(old, "t2") == history(new, "t2") and [r for _, r in history(new, "t2")] == ["run-1", "run-2"]
         saver.close()
+
+
+_RUNS = ["run-a", "run-b", "run-c"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(st.tuples(st.sampled_from(["t1", "t2"]), st.sampled_from(["", "child"]), st.sampled_from(_RUNS)),
+                     min_size=1, max_size=12),
+    operation=st.one_of(
+        st.tuples(st.just("delete_for_runs"), st.lists(st.sampled_from([*_RUNS, "run-x"]), max_size=3)),
+        st.tuples(st.just("prune"), st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3, unique=True)),
+    ),
+)
+def test_capabilities_match_a_model_in_both_stores(history, operation):
+    """Any history of checkpoints (threads, namespaces, runs), then delete_for_runs or prune
+    (keep_latest): SQLite (through its native store) and memory hold exactly what the model
+    says is left, the same in both."""
+    import sqlite3
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    old = SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))
+    old.setup()
+    new = InMemorySaver()
+    saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=":memory:", write_behind=False)
+    model = []  # (thread, ns, checkpoint id, run)
+    parents: dict[tuple[str, str], str] = {}
+    for thread_id, ns, run_id in history:
+        config = saver.put(*_put_args(saver, thread_id, run_id, parents.get((thread_id, ns)), ns))
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        parents[(thread_id, ns)] = checkpoint_id
+        model.append((thread_id, ns, checkpoint_id, run_id))
+    kind, names = operation
+    if kind == "delete_for_runs":
+        saver.delete_for_runs(names)
+        model = [m for m in model if m[3] not in names]
+    else:
+        saver.prune(names, strategy="keep_latest")
+        newest = {}
+        for thread_id, ns, checkpoint_id, _ in model:
+            newest[(thread_id, ns)] = max(newest.get((thread_id, ns), ""), checkpoint_id)
+        model = [m for m in model if m[0] not in names or newest[(m[0], m[1])] == m[2]]
+    for store in (old, new):
+        held = sorted(
+            (t, i.checkpoint_ns, i.checkpoint_id, i.metadata["run_id"])
+            for t in ("t1", "t2") for i in native_for(store).read_thread(t)
+        )
+        assert held == sorted(model)
+    saver.close()
