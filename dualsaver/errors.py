@@ -23,7 +23,9 @@
     │                                       mapping, an unknown type tag, truncated msgpack)
     ├── CopyFailed (RuntimeError)           copying a thread did not complete (a lazy copy)
     ├── CheckError (RuntimeError)           the check could not reach a verdict (a store went away)
-    └── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
+    ├── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
+    └── ServerStartError (RuntimeError)     the Agent Server factory cannot build its saver (a
+                                            missing URL, a bad phase, a store that will not open)
 
 Each class also derives from the built-in exception its callers would expect (a bad phase
 name is a `ValueError`, a timeout a `TimeoutError`), so generic handlers keep working.
@@ -143,6 +145,11 @@ def install_hint(module: str | None) -> str:
     if best is None:
         return f"missing module {name!r}: pip install it (or pip install 'dualsaver[all]')"
     return f"missing module {name!r}: pip install 'dualsaver[{_EXTRAS[best]}]'"
+
+
+class ServerStartError(DualSaverError, RuntimeError):
+    """LangGraph Agent Server's factory (`dualsaver.agent_server`) cannot build its saver; the
+    message is one line naming what is wrong (URLs redacted), and the server does not start."""
 
 
 # Driver exceptions that mean "the store cannot be reached", by class name so this module

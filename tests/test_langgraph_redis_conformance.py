@@ -10,6 +10,11 @@ a phase where the official saver answers reads, or takes the writes whose failur
 the caller, it can only fail what the official saver fails alone. Those tests are measured
 here on the bare saver first (not written down), and the DualSaver must fail nothing else;
 in phases where the other store both reads and is primary it must fail nothing at all.
+
+The bare saver has no `copy_thread`, so the suite cannot measure it alone; the DualSaver's
+(through the native store) copies both namespaces, but when the official saver answers
+reads, the test's `list(checkpoint_ns="")` counts both of them: that one test is the `list`
+defect above, seen through `copy_thread`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dualsaver.saver.routing import route_for
 from dualsaver.stores import aopen_saver
 from tests.savers import async_saver, truncate_postgres
 
+# what the official saver's `list` fails, seen through a capability it lacks on its own
+LIST_SEEN_THROUGH = {"copy_thread": {"test_copy_thread_preserves_namespaces"}}
 PAIRS = [("sqlite", "official"), ("official", "postgres"), ("official", "redis")]
 
 
@@ -91,7 +98,10 @@ async def test_conformance_with_the_official_saver_in_every_phase(request, tmp_p
     if official_side not in (route.read, route.primary):
         assert not failures, failures
     else:
-        extra = {cap: names - official_alone.get(cap, set()) for cap, names in failures.items()}
+        allowed = dict(official_alone)
+        if official_side == route.read and official_alone.get("list"):
+            allowed = {**allowed, **LIST_SEEN_THROUGH}
+        extra = {cap: names - allowed.get(cap, set()) for cap, names in failures.items()}
         assert not any(extra.values()), extra
     assert report.passed_all_base() or official_side in (route.read, route.primary)
     assert all(report.results[c].tests_passed > 0 for c in ("put", "put_writes", "get_tuple", "list", "delete_thread"))

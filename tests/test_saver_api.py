@@ -53,8 +53,8 @@ def test_sync_and_async_capabilities_are_judged_apart(tmp_path, pg_url):
     with PostgresSaver.from_conn_string(pg_url) as pg:
         pg.setup()
         saver = DualSaver(pg, pg, journal=tmp_path / "j.sqlite")
-        # The sync PostgresSaver prunes but has no async aprune: so does the pair.
-        assert "prune" in type(saver).__dict__ and "aprune" not in type(saver).__dict__
+        # A sync saver's native store also runs in worker threads: both forms are offered.
+        assert "prune" in type(saver).__dict__ and "aprune" in type(saver).__dict__
         run_turn(build_agent(saver), "t", "alpha")
         saver.prune(["t"], strategy="delete")
         assert pg.get_tuple({"configurable": {"thread_id": "t"}}) is None
@@ -72,3 +72,14 @@ def test_from_settings_applies_the_file_and_lets_arguments_win(tmp_path, monkeyp
     assert (saver.strict, saver.secondary_timeout, saver.canary_percent, saver.shadow_read_rate) == (True, 0.5, 25, 0.1)
     pinned = DualSaver.from_settings(InMemorySaver(), InMemorySaver(), settings, strict=False, phase="backfill")
     assert pinned.strict is False and pinned.phase is Phase.BACKFILL
+
+
+async def test_an_async_saver_offers_only_the_async_capabilities(tmp_path):
+    """An async saver has no sync native store: the pair has aprune but no prune of its own."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "a.sqlite")) as lite:
+        saver = DualSaver(lite, lite, journal=tmp_path / "j.sqlite")
+        names = type(saver).__dict__
+        assert {"adelete_for_runs", "acopy_thread", "aprune"} <= set(names)
+        assert not {"delete_for_runs", "copy_thread", "prune"} & set(names)

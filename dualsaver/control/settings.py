@@ -20,6 +20,13 @@
     name = "default"                # several migrations can share one control store
     poll_interval = 2.0             # seconds between two reads of the phase
 
+    [tiered]                        # TieredSaver (a permanent mode, not a migration)
+    enabled = false                 # true: LangGraph Agent Server's factory builds a TieredSaver
+    durable = "postgresql://..."    # the store of record ($DUALSAVER_DURABLE_URL)
+    hot = "redis://..."             # the fast store ($DUALSAVER_HOT_URL)
+    hot_ttl = 3600
+    hot_timeout = 1.0
+
 `[phase_record]` (url, name, poll_interval) is the older name of `[control]` and still read.
 
 The file is found through `--config PATH` on the command line or `$DUALSAVER_SETTINGS`;
@@ -50,6 +57,8 @@ ENV_CONTROL = "DUALSAVER_CONTROL_URL"  # the control store's URL without a setti
 ENV_RECORD = "DUALSAVER_PHASE_RECORD"  # its older name, still read
 ENV_OLD_URL = "DUALSAVER_OLD_URL"
 ENV_NEW_URL = "DUALSAVER_NEW_URL"
+ENV_DURABLE_URL = "DUALSAVER_DURABLE_URL"  # TieredSaver's stores, without a settings file
+ENV_HOT_URL = "DUALSAVER_HOT_URL"
 DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_STATUS_FILE = ".dualsaver/status.json"
 
@@ -74,6 +83,9 @@ class Settings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     hot_ttl: float | None = None  # TieredSaver: seconds a thread stays hot after its last write
     hot_timeout: float | None = 1.0  # TieredSaver: seconds a hot-store call may take
+    tiered: bool = False  # the Agent Server factory builds a TieredSaver(durable, hot)
+    durable_url: str | None = field(default=None, repr=False)
+    hot_url: str | None = field(default=None, repr=False)
     path: str | None = None  # the file these came from
 
     @property
@@ -130,6 +142,9 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "tiered": {
         "hot_ttl": ("hot_ttl", (int, float)),
         "hot_timeout": ("hot_timeout", (int, float)),
+        "enabled": ("tiered", (bool,)),
+        "durable": ("durable_url", (str,)),
+        "hot": ("hot_url", (str,)),
     },
 }
 ALIASES = {"phase_record": "control"}  # older section names, still read
@@ -226,6 +241,8 @@ def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> 
         "record_url": env.get(ENV_CONTROL) or env.get(ENV_RECORD),
         "old_url": env.get(ENV_OLD_URL),
         "new_url": env.get(ENV_NEW_URL),
+        "durable_url": env.get(ENV_DURABLE_URL),
+        "hot_url": env.get(ENV_HOT_URL),
     }
     missing = {k: v for k, v in fill.items() if v and getattr(settings, k) is None}
     if missing:

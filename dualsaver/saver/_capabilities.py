@@ -1,9 +1,16 @@
-"""Extended capabilities, present on a DualSaver only when both wrapped savers have them.
+"""Extended capabilities (`delete_for_runs`, `copy_thread`, `prune`, sync and async) of the
+composite savers, present whenever both wrapped savers can do them: with their own method, or
+through their native store (`dualsaver.stores.Capable`), so that they never depend on what
+the old saver happened to implement.
 
-The conformance suite (and LangGraph tooling) detects a capability by whether a class
-overrides the method, so a DualSaver over a pair that cannot prune must not even have a
-`prune` method of its own. Each wrapping pair gets a subclass with exactly the mixins the
-pair supports.
+The conformance suite (and LangGraph Agent Server) detects a capability by whether a class
+overrides the method, so a composite over a pair that cannot prune must not even have a
+`prune` method of its own: each wrapping pair gets a subclass with exactly the methods the
+pair supports (sync and async judged apart: an async saver has no sync native store).
+
+Each capability is one plan on the phase's route, as every write: the primary first, then
+the secondary (within its bound, through its breaker); a secondary failure is journaled once
+per thread it touched, so that `repair --journal` replaces those threads from the primary.
 """
 
 from __future__ import annotations
@@ -12,50 +19,88 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
-
+from dualsaver.errors import SecondaryWriteError, describe_error
+from dualsaver.sansio import Call, Plan
 from dualsaver.saver import _plans as plans
+from dualsaver.saver._recorder import Missed
+from dualsaver.stores import CAPABILITIES, offers_capability
 
-EXTENDED = ("delete_for_runs", "copy_thread", "prune")
+EXTENDED = CAPABILITIES
+METHODS = frozenset(name for c in CAPABILITIES for name in (c, "a" + c)) | {"run_threads", "arun_threads"}
 
 
-def supports(saver: BaseCheckpointSaver, name: str) -> bool:
-    """Whether `saver`'s class overrides `name` (how the conformance suite detects it)."""
-    return getattr(type(saver), name, None) is not getattr(BaseCheckpointSaver, name)
+def capability_write(
+    ctx: plans.Context, operation: str, args: tuple, kwargs: dict[str, Any], threads: Sequence[str]
+) -> Plan[None]:
+    """Primary first, then the secondary; never behind (after every write queued before)."""
+    yield Call("behind", "drain")
+    yield Call(ctx.route.primary, operation, args, kwargs)
+    secondary = ctx.route.secondary
+    if secondary is None:
+        yield from plans._tombstones(ctx, operation, args, {})
+        return
+    try:
+        yield from plans.guarded(ctx.breakers, Call(secondary, operation, args, kwargs, bounded=True))
+    except Exception as exc:
+        for thread_id in threads or [None]:
+            missed = Missed(secondary, operation, {"thread_id": thread_id}, exc, ctx.route.phase)
+            yield Call("recorder", "missed", (missed,))
+        if ctx.strict:
+            raise SecondaryWriteError(
+                f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
+                f" ({secondary}) failed: {describe_error(exc)}"
+            ) from exc
+
+
+def delete_for_runs(ctx: plans.Context, run_ids: Sequence[str]) -> Plan[None]:
+    runs = [str(r) for r in run_ids]
+    if not runs:
+        return
+    # the threads the runs touched, read before they go, for the journal
+    threads = yield Call(ctx.route.primary, "run_threads", (runs,))
+    yield from capability_write(ctx, "delete_for_runs", (runs,), {}, threads)
+
+
+def copy_thread(ctx: plans.Context, source_thread_id: str, target_thread_id: str) -> Plan[None]:
+    args = (str(source_thread_id), str(target_thread_id))
+    yield from capability_write(ctx, "copy_thread", args, {}, [str(target_thread_id)])
+
+
+def prune(ctx: plans.Context, thread_ids: Sequence[str], strategy: str) -> Plan[None]:
+    if isinstance(thread_ids, str):
+        raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
+    threads = [str(t) for t in thread_ids]
+    yield from capability_write(ctx, "prune", (threads,), {"strategy": strategy}, threads)
 
 
 class DeleteForRuns:
     def delete_for_runs(self: Any, run_ids: Sequence[str]) -> None:
         ctx, op = self._begin("delete_for_runs")
-        self._sync.run(plans.write(ctx, "delete_for_runs", (list(run_ids),)), op)
+        self._sync.run(delete_for_runs(ctx, run_ids), op)
 
     async def adelete_for_runs(self: Any, run_ids: Sequence[str]) -> None:
         ctx, op = self._begin("delete_for_runs")
-        await self._async.run(plans.write(ctx, "delete_for_runs", (list(run_ids),)), op)
+        await self._async.run(delete_for_runs(ctx, run_ids), op)
 
 
 class CopyThread:
     def copy_thread(self: Any, source_thread_id: str, target_thread_id: str) -> None:
         ctx, op = self._begin("copy_thread", thread_id=target_thread_id)
-        at = {"thread_id": str(target_thread_id)}
-        self._sync.run(plans.write(ctx, "copy_thread", (source_thread_id, target_thread_id), at=at), op)
+        self._sync.run(copy_thread(ctx, source_thread_id, target_thread_id), op)
 
     async def acopy_thread(self: Any, source_thread_id: str, target_thread_id: str) -> None:
         ctx, op = self._begin("copy_thread", thread_id=target_thread_id)
-        at = {"thread_id": str(target_thread_id)}
-        await self._async.run(plans.write(ctx, "copy_thread", (source_thread_id, target_thread_id), at=at), op)
+        await self._async.run(copy_thread(ctx, source_thread_id, target_thread_id), op)
 
 
 class Prune:
     def prune(self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         ctx, op = self._begin("prune")
-        self._sync.run(plans.write(ctx, "prune", (list(thread_ids),), {"strategy": strategy}), op)
+        self._sync.run(prune(ctx, thread_ids, strategy), op)
 
-    async def aprune(
-        self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
-    ) -> None:
+    async def aprune(self: Any, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         ctx, op = self._begin("prune")
-        await self._async.run(plans.write(ctx, "prune", (list(thread_ids),), {"strategy": strategy}), op)
+        await self._async.run(prune(ctx, thread_ids, strategy), op)
 
 
 MIXINS = {"delete_for_runs": DeleteForRuns, "copy_thread": CopyThread, "prune": Prune}
@@ -63,8 +108,7 @@ MIXINS = {"delete_for_runs": DeleteForRuns, "copy_thread": CopyThread, "prune": 
 
 @cache
 def _derived(base: type, methods: frozenset[str]) -> type:
-    """A subclass of `base` carrying exactly `methods` (sync and async forms judged apart:
-    the sync PostgresSaver has `prune` but no `aprune`, an async saver the reverse)."""
+    """A subclass of `base` carrying exactly `methods`."""
     if not methods:
         return base
     namespace: dict[str, object] = {"__module__": base.__module__, "_capabilities_fixed": True}
@@ -76,8 +120,9 @@ def _derived(base: type, methods: frozenset[str]) -> type:
     return type(f"{base.__name__}[{label}]", (base,), namespace)
 
 
-def class_with_capabilities(base: type, old: BaseCheckpointSaver, new: BaseCheckpointSaver) -> type:
+def class_with_capabilities(base: type, first: Any, second: Any) -> type:
+    """`base`, or its subclass with the capabilities both wrapped savers can do."""
     if base.__dict__.get("_capabilities_fixed"):
         return base  # already a derived class
     names = (name for c in EXTENDED for name in (c, "a" + c))
-    return _derived(base, frozenset(n for n in names if supports(old, n) and supports(new, n)))
+    return _derived(base, frozenset(n for n in names if offers_capability(first, n) and offers_capability(second, n)))

@@ -74,8 +74,9 @@ class DualSaver(CompositeSaver):
     `phase` may also be a phase source: any object with `current() -> Phase` and an
     `origin` string, asked at the start of every operation (a fleet's shared record).
 
-    Extended capabilities (`delete_for_runs`, `copy_thread`, `prune`) are present on the
-    instance only when both wrapped savers implement them.
+    Extended capabilities (`delete_for_runs`, `copy_thread`, `prune`) are present whenever
+    both wrapped savers can do them, themselves or through their native store (SQLite,
+    PostgreSQL, memory, both Redis layouts): see `_capabilities`.
 
     In decommission old receives nothing; each `delete_thread` and `prune` of that phase
     is journaled as a tombstone for old, so a rollback (reverse backfill, then repair from

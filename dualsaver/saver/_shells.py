@@ -25,10 +25,12 @@ from dualsaver.errors import CopyFailed, SecondaryTimeout
 from dualsaver.migrate import acopy_thread, copy_thread
 from dualsaver.observability import telemetry
 from dualsaver.saver._breaker import Breaker
+from dualsaver.saver._capabilities import METHODS as CAPABILITY_METHODS
 from dualsaver.saver._plans import Behind, write_behind
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._writebehind import AsyncWriteBehind, SyncWriteBehind
 from dualsaver.saver.routing import Role
+from dualsaver.stores import Capable
 
 ROLES = ("old", "new")
 EXIT_TIMEOUT = 30.0  # seconds an exiting process waits for write-behind when calls are unbounded
@@ -70,6 +72,12 @@ class _Shell:
         self.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
         self.targets: dict[str, Any] = {role: store for role, store in stores.items()}  # noqa: C416 - str keys
         self.targets.update(recorder=recorder, behind=self, copier=self)
+        # the extended capabilities: the saver's own, or done through its native store
+        self.capable = {role: Capable(saver) for role, saver in stores.items()}
+
+    def owner(self, call: sansio.Call) -> Any:
+        """What carries out a store call: the saver, or its `Capable` for a capability."""
+        return (self.capable if call.method in CAPABILITY_METHODS else self.stores)[cast(Role, call.target)]
 
     def _abandoned(self, job: Behind, why: BaseException) -> None:
         """A queued write that will not run is journaled as missed."""
@@ -93,7 +101,7 @@ class SyncShell(_Shell):
             yield from sansio.stream(plan, _SyncIo(self, op, span))
 
     def store_call(self, call: sansio.Call, phase: str) -> Any:
-        fn = getattr(self.stores[cast(Role, call.target)], call.method)
+        fn = getattr(self.owner(call), call.method)
         with telemetry.store_span(call.target, call.method, phase):
             if not call.bounded or self.timeout is None:
                 return fn(*call.args, **call.kwargs)
@@ -170,7 +178,7 @@ class AsyncShell(_Shell):
                 yield item
 
     async def astore_call(self, call: sansio.Call, phase: str) -> Any:
-        pending = getattr(self.stores[cast(Role, call.target)], "a" + call.method)(*call.args, **call.kwargs)
+        pending = getattr(self.owner(call), "a" + call.method)(*call.args, **call.kwargs)
         with telemetry.store_span(call.target, call.method, phase):
             if not call.bounded or self.timeout is None:
                 return await pending

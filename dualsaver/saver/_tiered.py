@@ -26,6 +26,7 @@ from dualsaver.redis.base import BaseRedisSaver
 from dualsaver.saver import _plans as plans
 from dualsaver.saver import _tier_plans as tier_plans
 from dualsaver.saver._breaker import Breaker
+from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
@@ -145,6 +146,12 @@ class TieredSaver(CompositeSaver):
 
     _reads = tier_plans  # checked against the durable store; history from it
     _wrapped = ("durable", "hot")
+
+    def __new__(cls, durable: Any = None, hot: Any = None, *args: Any, **kwargs: Any) -> TieredSaver:
+        # copy.copy() calls __new__ with no arguments: keep the class it already has.
+        if durable is None or hot is None:
+            return super().__new__(cls)
+        return super().__new__(class_with_capabilities(cls, durable, hot))
 
     def __init__(
         self,

@@ -9,6 +9,9 @@
 - `native_for(saver)` / `anative_for(saver)`: the `NativeStore` / `AsyncNativeStore` that
   reads and writes a saver's rows below the public API (`native.py` has the contract); the
   public-API fallback (``exact=False``) for savers without a native adapter.
+- `Capable(saver)` / `offers_capability(saver, name)`: a saver's extended capabilities
+  (`delete_for_runs`, `copy_thread`, `prune` and their async forms), its own or done through
+  its native store (`_capabilities`).
 - `store_identity(saver)`: a stable, password-free name for the store behind a saver.
 
 The adapters are internal (`_sqlite`, `_postgres`, `_memory`, `_redis`, `_langgraph_redis`,
@@ -19,6 +22,7 @@ The adapters are internal (`_sqlite`, `_postgres`, `_memory`, `_redis`, `_langgr
 from dualsaver.errors import StoreUnreachable, StoreURLError
 from dualsaver.redact import redact
 from dualsaver.stores._adapters import ThreadedStore, anative_for, native_for
+from dualsaver.stores._capabilities import CAPABILITIES, Capable, offers_capability
 from dualsaver.stores._open import aopen_saver, open_saver
 from dualsaver.stores.identity import store_fingerprint, store_identity
 from dualsaver.stores.native import (
@@ -32,7 +36,9 @@ from dualsaver.stores.native import (
 )
 
 __all__ = [
+    "CAPABILITIES",
     "AsyncNativeStore",
+    "Capable",
     "NativeStore",
     "StoreURLError",
     "StoreUnreachable",
@@ -44,6 +50,7 @@ __all__ = [
     "aopen_saver",
     "in_shard",
     "native_for",
+    "offers_capability",
     "open_saver",
     "redact",
     "shard_of",

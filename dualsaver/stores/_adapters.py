@@ -143,3 +143,9 @@ class ThreadedStore:
 
     async def adelete_thread(self, thread_id: str) -> None:
         await asyncio.to_thread(self.store.delete_thread, thread_id)
+
+    async def arun_checkpoints(self, run_ids: Any) -> dict[str, list[tuple[str, str]]]:
+        return await asyncio.to_thread(self.store.run_checkpoints, run_ids)  # type: ignore[attr-defined]
+
+    async def adelete_checkpoints(self, thread_id: str, keys: Any) -> None:
+        await asyncio.to_thread(self.store.delete_checkpoints, thread_id, keys)  # type: ignore[attr-defined]

@@ -291,15 +291,21 @@ def _documents(layout: Layout, index: str, prefix: str, thread_id: str) -> Plan[
             docs = yield command("JSON.MGET", *page, "$")
             found += [(k, _json(d)[0]) for k, d in zip(page, docs) if d is not None]
     else:
-        offset, query = 0, layout.thread_query(thread_id)
-        while True:
-            reply = yield command("FT.SEARCH", index, query, "LIMIT", offset, SEARCH_PAGE, *NO_TIMEOUT, "DIALECT", 2)
-            total, rows = _search_rows(reply)
-            found += [(key, _json(fields["$"])) for key, fields in rows if "$" in fields]
-            offset += SEARCH_PAGE
-            if offset >= total or not rows:
-                break
+        found = yield from _search(index, layout.thread_query(thread_id))
     return [(key, doc) for key, doc in found if layout.owns(doc, thread_id)]
+
+
+def _search(index: str, query: str) -> Plan[list[tuple[str, dict]]]:
+    """Every document of `index` matching `query`: (key, document), a page at a time."""
+    found: list[tuple[str, dict]] = []
+    offset = 0
+    while True:
+        reply = yield command("FT.SEARCH", index, query, "LIMIT", offset, SEARCH_PAGE, *NO_TIMEOUT, "DIALECT", 2)
+        total, rows = _search_rows(reply)
+        found += [(_text(key), _json(fields["$"])) for key, fields in rows if "$" in fields]
+        offset += SEARCH_PAGE
+        if offset >= total or not rows:
+            return found
 
 
 def _scan(pattern: str) -> Plan[list[str]]:
@@ -384,6 +390,48 @@ def plan_delete_thread(layout: Layout, thread_id: str) -> Plan[None]:
         yield command("DEL", *chunk)
 
 
+def _doc_key(doc: dict[str, Any]) -> tuple[str, str]:
+    """A document's (namespace, checkpoint id) as the application wrote them."""
+    ns = from_storage_safe_str(str(doc.get("checkpoint_ns", "")))
+    return ns, from_storage_safe_id(str(doc.get("checkpoint_id", "")))
+
+
+def plan_run_checkpoints(layout: Layout, run_ids: Sequence[str]) -> Plan[dict[str, list[tuple[str, str]]]]:
+    """(namespace, id) of each checkpoint of these runs, by thread: the index's run_id tag."""
+    if not run_ids:
+        return {}
+    query = str(Tag("run_id") == [to_storage_safe_id(r) for r in run_ids])
+    found: dict[str, list[tuple[str, str]]] = {}
+    for _, doc in (yield from _search(layout.checkpoint_index, query)):
+        if from_storage_safe_id(str(doc.get("run_id", ""))) in run_ids:  # a tag match is not exact
+            thread_id = from_storage_safe_id(str(doc.get("thread_id", "")))
+            found.setdefault(thread_id, []).append(_doc_key(doc))
+    return found
+
+
+def plan_delete_checkpoints(layout: Layout, thread_id: str, keys: Sequence[tuple[str, str]]) -> Plan[None]:
+    """The checkpoints named, their writes and write registries; a namespace's latest pointer
+    that named one of them is moved to the newest checkpoint left (or removed), as `put`
+    would have left it."""
+    saver, doomed = layout.saver, set(keys)
+    checkpoints = yield from _documents(layout, layout.checkpoint_index, layout.checkpoint_index, thread_id)
+    writes = yield from _documents(layout, layout.writes_index, layout.writes_index, thread_id)
+    gone = {key for key, doc in checkpoints if _doc_key(doc) in doomed}
+    deleted = gone | {key for key, doc in writes if _doc_key(doc) in doomed}
+    deleted |= {layout.registry_key(thread_id, ns, cid) for ns, cid in doomed}
+    for chunk in chunks(sorted(deleted), DELETE_CHUNK):
+        yield command("DEL", *chunk)
+    newest: dict[str, tuple[str, str]] = {}  # ns -> (checkpoint id, key) of the newest left
+    for key, doc in checkpoints:
+        ns, cid = _doc_key(doc)
+        if key not in gone and (ns not in newest or cid > newest[ns][0]):
+            newest[ns] = (cid, key)
+    for ns in sorted({ns for ns, _ in doomed}):
+        pointer = saver._make_redis_checkpoint_latest_key(thread_id, ns)
+        if _text((yield command("GET", pointer)) or "") in gone:
+            yield command("SET", pointer, newest[ns][1], "KEEPTTL") if ns in newest else command("DEL", pointer)
+
+
 # --------------------------------------------------------------------------- shells
 
 
@@ -442,3 +490,15 @@ class LangGraphRedisNativeStore:
 
     async def adelete_thread(self, thread_id: str) -> None:
         await arun(plan_delete_thread(self.layout, thread_id), self._io)
+
+    def run_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        return run(plan_run_checkpoints(self.layout, list(run_ids)), self._io)
+
+    def delete_checkpoints(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        run(plan_delete_checkpoints(self.layout, thread_id, keys), self._io)
+
+    async def arun_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        return await arun(plan_run_checkpoints(self.layout, list(run_ids)), self._io)
+
+    async def adelete_checkpoints(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        await arun(plan_delete_checkpoints(self.layout, thread_id, keys), self._io)

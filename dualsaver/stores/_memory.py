@@ -8,8 +8,9 @@ through the serde) and inserted only where absent. No I/O, so the async form jus
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata
@@ -126,6 +127,45 @@ class MemoryNativeStore:
                 )
                 added_checkpoints += 1
         return added_checkpoints, added_writes
+
+    # -- the extended capabilities' primitives (see `dualsaver.stores._capabilities`) -----
+
+    def run_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        runs, found = set(run_ids), {}
+        for thread_id, spaces in list(self.saver.storage.items()):
+            for ns, ids in list(spaces.items()):
+                for cid, (_, typed_metadata, _) in list(ids.items()):
+                    with contextlib.suppress(Exception):  # an unreadable row belongs to no run we know
+                        run_id = (self.serde.loads_typed(typed_metadata) or {}).get("run_id")
+                        if run_id is not None and str(run_id) in runs:
+                            found.setdefault(thread_id, []).append((ns, cid))
+        return found
+
+    def delete_checkpoints(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        """The checkpoints named, their writes, and the blobs only they referenced."""
+        saver, spaces = self.saver, self.saver.storage.get(thread_id) or {}
+        dropped: dict[str, set[tuple[str, Any]]] = {}  # ns -> (channel, version) of what was deleted
+        for ns, cid in set(keys):
+            saved = spaces.get(ns, {}).pop(cid, None)
+            saver.writes.pop((thread_id, ns, cid), None)
+            if saved is not None:
+                dropped.setdefault(ns, set()).update(self._versions(saved))
+        for ns, versions in dropped.items():
+            kept = {pair for saved in list(spaces.get(ns, {}).values()) for pair in self._versions(saved)}
+            for channel, version in versions - kept:
+                saver.blobs.pop((thread_id, ns, channel, version), None)
+
+    def _versions(self, saved: Any) -> set[tuple[str, Any]]:
+        try:
+            return set((self.serde.loads_typed(saved[0]).get("channel_versions") or {}).items())
+        except Exception:  # an unreadable row: its blobs stay
+            return set()
+
+    async def arun_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        return self.run_checkpoints(run_ids)
+
+    async def adelete_checkpoints(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        self.delete_checkpoints(thread_id, keys)
 
     # -- the async forms: nothing waits, so they run inline --------------------------------
 

@@ -173,6 +173,26 @@ class PostgresPlans(SqlPlans):
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
 
+    RUNS_SQL = (
+        "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)"
+    )
+    DELETE_SQLS = (
+        # the blobs only the deleted checkpoints of the thread referenced (versions are unique)
+        (
+            "DELETE FROM checkpoint_blobs b USING checkpoints d,"
+            " jsonb_each_text(d.checkpoint -> 'channel_versions') v(channel, version)"
+            " WHERE d.thread_id = %s AND d.checkpoint_ns = %s AND d.checkpoint_id = %s"
+            " AND b.thread_id = d.thread_id AND b.checkpoint_ns = d.checkpoint_ns"
+            " AND b.channel = v.channel AND b.version = v.version"
+            " AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = d.thread_id"
+            " AND c.checkpoint_ns = d.checkpoint_ns AND c.checkpoint_id <> ALL(%s)"
+            " AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
+            True,
+        ),
+        ("DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s", False),
+        ("DELETE FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s", False),
+    )
+
     def __init__(self, saver: Any) -> None:
         super().__init__(saver)  # type: ignore[call-arg]  # cooperative: next in the MRO is a SqlStore shell
         self._first_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _ORDER
@@ -377,6 +397,10 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
             io = Targets(cursor=Cursor(cur))
             return [run(self._insert_rows_plan(bulk, rows), io) for bulk, rows in statements]
 
+    def remove(self, statements: Statements) -> list[int]:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            return [Cursor(cur).executemany(sql, rows) for sql, rows in statements]
+
 
 class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
     """Async shell over an `AsyncPostgresSaver`'s connection (its lock) or pool."""
@@ -402,3 +426,7 @@ class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
         async with self._connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
             io = AsyncTargets(cursor=AsyncCursor(cur))
             return [await arun(self._insert_rows_plan(bulk, rows), io) for bulk, rows in statements]
+
+    async def aremove(self, statements: Statements) -> list[int]:
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            return [await AsyncCursor(cur).aexecutemany(sql, rows) for sql, rows in statements]

@@ -35,6 +35,11 @@ def insert(statements: Statements) -> Call:
     return Call("db", "execute", (statements,))
 
 
+def remove(statements: Statements) -> Call:
+    """Run plain statements (each with its rows of parameters) in one transaction."""
+    return Call("db", "remove", (statements,))
+
+
 class SqlPlans:
     """The native-store contract as plans; a backend provides the SQL and the encoding.
 
@@ -78,6 +83,35 @@ class SqlPlans:
 
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         raise NotImplementedError
+
+    # -- the extended capabilities' primitives (see `dualsaver.stores._capabilities`) -----
+
+    RUNS_SQL: str  # run ids (one parameter) -> (thread, ns, id) of their checkpoints
+    # (statement, whether it also takes every id deleted in the thread), each run per checkpoint
+    # with (thread, ns, id[, ids]), in this order
+    DELETE_SQLS: tuple[tuple[str, bool], ...]
+
+    def _run_checkpoints_plan(self, run_ids: Sequence[str]) -> Plan[dict[str, list[tuple[str, str]]]]:
+        rows = yield select(self.RUNS_SQL, (self.runs_param(run_ids),))
+        found: dict[str, list[tuple[str, str]]] = {}
+        for row in rows:
+            thread_id, ns, checkpoint_id = row.values() if isinstance(row, dict) else row
+            found.setdefault(str(thread_id), []).append((str(ns), str(checkpoint_id)))
+        return found
+
+    def runs_param(self, run_ids: Sequence[str]) -> Any:
+        return list(run_ids)
+
+    def _delete_checkpoints_plan(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> Plan[None]:
+        """The checkpoints named, their writes (and what only they referenced), in one transaction."""
+        if not keys:
+            return
+        ids = self.ids_param([cid for _, cid in keys])
+        rows = [(thread_id, ns, cid) for ns, cid in keys]
+        yield remove(tuple((sql, [(*r, ids) for r in rows] if with_ids else rows) for sql, with_ids in self.DELETE_SQLS))
+
+    def ids_param(self, ids: list[str]) -> Any:
+        return ids
 
     def prepare_write(self, items: Iterable[StoredCheckpoint]) -> Statements:
         """Encode a batch now (CPU only); `write_prepared` sends it later. The backfill
@@ -145,6 +179,15 @@ class SyncSqlStore(SqlPlans):
     def delete_thread(self, thread_id: str) -> None:
         self.saver.delete_thread(thread_id)
 
+    def remove(self, statements: Statements) -> list[int]:
+        raise NotImplementedError
+
+    def run_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        return run(self._run_checkpoints_plan(run_ids), self._io)
+
+    def delete_checkpoints(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        run(self._delete_checkpoints_plan(thread_id, keys), self._io)
+
 
 class AsyncSqlStore(SqlPlans):
     """The async shell: `aquery` and `aexecute` await; the rest is the plans'."""
@@ -182,3 +225,12 @@ class AsyncSqlStore(SqlPlans):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)
+
+    async def aremove(self, statements: Statements) -> list[int]:
+        raise NotImplementedError
+
+    async def arun_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        return await arun(self._run_checkpoints_plan(run_ids), self._io)
+
+    async def adelete_checkpoints(self, thread_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        await arun(self._delete_checkpoints_plan(thread_id, keys), self._io)

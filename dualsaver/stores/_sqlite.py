@@ -67,6 +67,19 @@ INSERT_WRITE_SQL = (
 class SqlitePlans(SqlPlans):
     """SQL and (de)serialization for the SQLite schema; no I/O."""
 
+    # metadata as the saver's own `list(filter=...)` reads it; run ids as one JSON array
+    RUNS_SQL = (
+        "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints"
+        " WHERE json_extract(CAST(metadata AS TEXT), '$.run_id') IN (SELECT value FROM json_each(?))"
+    )
+    DELETE_SQLS = (
+        ("DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?", False),
+        ("DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?", False),
+    )
+
+    def runs_param(self, run_ids: Any) -> Any:
+        return json.dumps(list(run_ids))
+
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
@@ -182,6 +195,8 @@ class SqliteNativeStore(SqlitePlans, SyncSqlStore):
                     cur.close()
             return counts
 
+    remove = execute  # plain statements run the same way
+
 
 class AsyncSqliteNativeStore(SqlitePlans, AsyncSqlStore):
     """Async shell over an `AsyncSqliteSaver`'s aiosqlite connection, under its lock."""
@@ -206,3 +221,5 @@ class AsyncSqliteNativeStore(SqlitePlans, AsyncSqlStore):
                 await saver.conn.rollback()
                 raise
             return counts
+
+    aremove = aexecute
