@@ -40,7 +40,9 @@ _KIND_BY_MODULE = {  # the module of a saver or of its native store -> the targe
 
 def target_kind(target: Any) -> str:
     """`postgres`, `redis` (dualsaver's), `langgraph-redis` (the official saver), `sqlite`,
-    `memory`, or `other`, for a saver or a native store."""
+    `memory`, or `other`, for a saver or a native store (a kind given as text is returned)."""
+    if isinstance(target, str):
+        return target
     for obj in (target, getattr(target, "store", None), getattr(target, "saver", None)):
         module = type(obj).__module__ if obj is not None else ""
         for prefix, kind in _KIND_BY_MODULE.items():

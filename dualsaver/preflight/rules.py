@@ -8,7 +8,7 @@ source. The measurements behind the official Redis saver's rules (langgraph-chec
 0.5.2 on Redis 8) are re-run by `tests/test_preflight_upstream.py` against the bare saver, so a
 rule that upstream fixes fails its test and can be dropped.
 
-``python -m dualsaver.preflight.rules --markdown`` prints the table the README shows.
+``python -m dualsaver.preflight --markdown`` prints the table the README shows.
 """
 
 from __future__ import annotations
@@ -153,11 +153,8 @@ def markdown_table() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args not in ([], ["--markdown"]):
-        print("usage: python -m dualsaver.preflight.rules [--markdown]", file=sys.stderr)
+        print("usage: python -m dualsaver.preflight [--markdown]", file=sys.stderr)
         return 2
     sys.stdout.write(markdown_table())
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
