@@ -57,11 +57,11 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("langgraph-redis.case-fold", CASE_FOLD, (LANGGRAPH_REDIS,),
          "thread ids that differ only in ASCII letter case",
-         "its tag search ignores case: list() of one returns the other's checkpoints, delete_thread() deletes both",
+         "its tag search ignores case: list() of `alice` returns `Alice`'s checkpoints too",
          "`Alice` / `alice`", silent=True, collision=True),
     Rule("langgraph-redis.space-fold", SPACE_FOLD, (LANGGRAPH_REDIS,),
          "thread ids equal once each whitespace character is a space",
-         "its tag search splits on whitespace: the two ids are one thread to list() and delete_thread()",
+         "its tag search reads whitespace as a space: list() of `a\\nb` returns `a b`'s checkpoints",
          "`a\\nb` / `a b`", silent=True, collision=True),
     Rule("langgraph-redis.search-syntax", SEARCH_SYNTAX, (LANGGRAPH_REDIS,),
          "a thread id its tag search cannot find or fails on: `_` alone, a control character, `,`, a backtick,"
