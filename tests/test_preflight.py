@@ -162,3 +162,17 @@ def test_backfill_api_refuses_into_postgres_when_asked(tmp_path: Path, pg_url: s
     # accepted, but PostgreSQL cannot store a NUL in text at all: the row is refused loudly
     assert [f["thread_id"] for f in result.lossy] == ["nul\x00id"] and result.failed == 1
     assert [r["thread_id"] for r in result.bad_rows] == ["nul\x00id"]
+
+
+async def test_async_backfill_scans_the_official_saver_by_default(tmp_path: Path, langgraph_redis_url: str) -> None:
+    from dualsaver import abackfill
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    with open_saver(url) as saver:
+        for thread_id in ("Alice", "alice", "user-1"):
+            put(saver, thread_id)
+    async with aopen_saver(url) as src, aopen_saver(langgraph_redis_url) as dst:
+        with pytest.raises(PreflightRefused, match="case-fold"):
+            await abackfill(src, dst, state_path=tmp_path / "p.sqlite")
+        result = await abackfill(src, dst, state_path=tmp_path / "p.sqlite", allow_lossy="case-fold")
+    assert sorted(f["thread_id"] for f in result.lossy) == ["Alice", "alice"] and result.checkpoints == 3
