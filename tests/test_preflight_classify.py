@@ -141,7 +141,8 @@ def test_the_rule_table_is_data_that_renders() -> None:
 def test_the_writers_name_rules_that_exist() -> None:
     from dualsaver.stores import _langgraph_redis, _postgres
 
-    for rule in (_postgres.PG_NON_FINITE, _postgres.PG_NUL, _langgraph_redis.LG_NON_FINITE, _langgraph_redis.LG_NUL):
+    for rule in (_postgres.PG_NON_FINITE, _postgres.PG_NUL, _langgraph_redis.LG_NON_FINITE, _langgraph_redis.LG_NUL,
+                 _langgraph_redis.LG_SEARCH):
         assert rule in BY_ID
 
 

@@ -120,3 +120,21 @@ def test_redis_msgpack_holds_non_finite_exactly(tmp_path: Path, redis_url: str) 
     assert result.failed == 0
     copied = metadata_in(redis_url)
     assert math.isnan(copied["nan-meta"]["score"]) and copied["inf-meta"]["nested"]["lo"] == -INF
+
+
+def test_official_redis_target_refuses_threads_its_search_cannot_find(tmp_path: Path, langgraph_redis_url: str) -> None:
+    """Without the scan, a thread it could never list again is a named bad row (backfill and
+    repair alike), unless search-syntax is accepted."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    lost = ["_", "a,b", "nul\x00id"]
+    with open_saver(url) as saver:
+        for thread_id in [*lost, "fine"]:
+            put(saver, thread_id)
+    with open_saver(url) as src, open_saver(langgraph_redis_url) as dst:
+        result = backfill(src, dst, state_path=tmp_path / "p.sqlite", preflight=False)
+        assert sorted(r["thread_id"] for r in result.bad_rows) == sorted(lost)
+        assert all("langgraph-redis.search-syntax" in r["error"] for r in result.bad_rows)
+        fixed = repair(src, dst, thread_ids=["_"])
+        assert not fixed.ok and "langgraph-redis.search-syntax" in fixed.outcomes[0].copy.bad_rows[0]["error"]
+        accepted = backfill(src, dst, state_path=tmp_path / "p.sqlite", preflight=False, allow_lossy="search-syntax")
+        assert accepted.failed == 0 and accepted.checkpoints == len(lost)

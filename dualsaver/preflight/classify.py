@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dualsaver.preflight.rules import INT_MAX, INT_MIN
+from dualsaver.stores.faithful import search_breaks
+
+__all__ = ["ValueFacts", "case_fold", "has_nul", "may_join", "search_breaks", "space_fold", "storage_key",
+           "value_facts"]
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"  # the official saver's stand-in for an empty id
 EMPTY_NS = "__empty__"  # ... and for an empty namespace
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s")
-_SEARCH_SPECIAL = frozenset({"_"})  # ids that alone are a syntax error to the tag query
 
 
 def case_fold(thread_id: str) -> str:
@@ -38,18 +40,6 @@ _ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("
 def space_fold(thread_id: str) -> str:
     """The id with each whitespace character a space."""
     return _WHITESPACE.sub(" ", thread_id)
-
-
-def search_breaks(thread_id: str) -> bool:
-    """Whether the tag search cannot find this id, or raises on it (measured on Redis 8)."""
-    return (
-        thread_id in _SEARCH_SPECIAL
-        or _CONTROL.search(thread_id) is not None
-        or "," in thread_id
-        or "`" in thread_id
-        or thread_id[:1] == " "
-        or thread_id[-1:] == " "
-    )
 
 
 def storage_id(value: str) -> str:

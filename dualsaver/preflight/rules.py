@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dualsaver.stores.faithful import NON_FINITE, NUL  # the classes the writers refuse themselves
+from dualsaver.stores.faithful import NON_FINITE, NUL, SEARCH_SYNTAX  # the classes the writers refuse themselves
 
 POSTGRES, REDIS, LANGGRAPH_REDIS = "postgres", "redis", "langgraph-redis"
 TARGET_KINDS = (POSTGRES, REDIS, LANGGRAPH_REDIS)  # kinds with rules; sqlite and memory hold everything
@@ -35,7 +35,7 @@ REDIS_VALUE_MAX_BYTES = 512 * 2**20  # Redis: a string or document past 512 MB i
 POSTGRES_FIELD_MAX_BYTES = 2**30  # PostgreSQL: a field (text, bytea, jsonb) past 1 GB is refused
 
 # Rule classes (what --allow-lossy accepts)
-CASE_FOLD, SPACE_FOLD, SEARCH_SYNTAX, KEY_JOIN = "case-fold", "space-fold", "search-syntax", "key-join"
+CASE_FOLD, SPACE_FOLD, KEY_JOIN = "case-fold", "space-fold", "key-join"
 EMPTY_ID, EMPTY_NS = "empty-id", "empty-ns"
 BIG_INT, DEEP_NESTING, SIZE = "big-int", "deep-nesting", "size"
 CLASSES = (CASE_FOLD, SPACE_FOLD, SEARCH_SYNTAX, KEY_JOIN, EMPTY_ID, EMPTY_NS, NUL, NON_FINITE, BIG_INT,

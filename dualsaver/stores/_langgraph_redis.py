@@ -61,11 +61,13 @@ from redisvl.query.filter import Tag
 from dualsaver.redis import AsyncRedisIo, RedisIo
 from dualsaver.redis.ops import chunks, command, pipeline, script
 from dualsaver.sansio import AsyncTargets, Emit, Plan, Targets, arun, astream, run, stream
-from dualsaver.stores.faithful import NON_FINITE, NUL, refuse
+from dualsaver.errors import LossyValue
+from dualsaver.stores.faithful import NON_FINITE, NUL, SEARCH_SYNTAX, refuse, search_breaks
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, in_write_order, unreadable
 
 LG_NON_FINITE = "langgraph-redis.json-non-finite"  # the preflight's rule ids (dualsaver.preflight.rules)
 LG_NUL = "langgraph-redis.json-nul"
+LG_SEARCH = "langgraph-redis.search-syntax"
 SEARCH_PAGE = 500  # documents per FT.SEARCH round trip
 GROUP_PAGE = 1000  # thread ids per FT.AGGREGATE cursor read
 WRITE_BATCH = 100  # checkpoints per pipeline of copy scripts
@@ -281,9 +283,13 @@ class Layout:
 
 
 def refuse_lossy(item: StoredCheckpoint, allowed: Collection[str]) -> None:
-    """`LossyValue` for what the saver would store changed: NaN and Infinity (orjson writes
-    null) in the metadata or the channel values, a NUL in a metadata string (stripped)."""
+    """`LossyValue` for what the saver would store changed or lose: a thread id its search
+    cannot find (a NUL is one), NaN and Infinity (orjson writes null) in the metadata or the
+    channel values, a NUL in a metadata string (stripped)."""
     target = "the official Redis saver's JSON"
+    if SEARCH_SYNTAX not in allowed and search_breaks(item.thread_id):
+        raise LossyValue(f"thread id {item.thread_id!r}: the official Redis saver's tag search cannot find it",
+                         rule=LG_SEARCH, rule_class=SEARCH_SYNTAX)
     refuse(item.metadata, NON_FINITE, "metadata", LG_NON_FINITE, target, allowed)
     refuse(item.metadata, NUL, "metadata", LG_NUL, target, allowed)
     refuse(item.checkpoint.get("channel_values"), NON_FINITE, "channel values", LG_NON_FINITE, target, allowed)

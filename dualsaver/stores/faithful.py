@@ -14,6 +14,7 @@ the serializer that encodes it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -21,6 +22,22 @@ from dualsaver.errors import LossyValue
 
 NON_FINITE = "non-finite"  # rule class: NaN, Infinity, -Infinity
 NUL = "nul"  # rule class: a NUL character
+SEARCH_SYNTAX = "search-syntax"  # rule class: an id the official Redis saver's tag search cannot find
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def search_breaks(thread_id: str) -> bool:
+    """Whether the official Redis saver's tag search cannot find this thread id, or raises on
+    it (measured on Redis 8: `_` alone, a control character, the tag separator `,`, a
+    backtick, a leading or trailing space)."""
+    return (
+        thread_id == "_"
+        or _CONTROL.search(thread_id) is not None
+        or "," in thread_id
+        or "`" in thread_id
+        or thread_id[:1] == " "
+        or thread_id[-1:] == " "
+    )
 
 
 def first_path(value: Any, hit: Callable[[Any], bool], path: str = "$") -> str | None:
