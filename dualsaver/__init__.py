@@ -4,10 +4,11 @@
 
     graph = builder.compile(checkpointer=DualSaver(old, new))   # the one code change
     backfill(old, new)                                          # copy the history new lacks
+    preflight(old, new).findings                                # what new cannot hold faithfully
     report = check(old, new)                                    # do the stores agree?
     repair(old, new, repairs=repairs_from_report(report))       # copy again what differs
 
-Every callable has an async twin (`abackfill`, `acheck`, `arepair`, `aopen_saver`). Every
+Every callable has an async twin (`abackfill`, `apreflight`, `acheck`, `arepair`, `aopen_saver`). Every
 exception is a `DualSaverError` (the tree is drawn in `dualsaver.errors`).
 """
 
@@ -23,7 +24,9 @@ from dualsaver.errors import (
     ServerStartError,
     InvalidPhaseError,
     MissingExtra,
+    LossyValue,
     NotReplicated,
+    PreflightRefused,
     RecordUnavailable,
     SecondaryTimeout,
     SecondaryWriteError,
@@ -35,6 +38,7 @@ from dualsaver.errors import (
     WriteAbandoned,
 )
 from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
+from dualsaver.preflight import PreflightReport, apreflight, preflight
 from dualsaver.saver import DualSaver, TieredSaver
 from dualsaver.stores import aopen_saver, open_saver
 
@@ -53,8 +57,11 @@ __all__ = [
     "MissingExtra",
     "Journal",
     "JournalEntry",
+    "LossyValue",
     "NotReplicated",
     "Phase",
+    "PreflightRefused",
+    "PreflightReport",
     "RecordUnavailable",
     "SecondaryTimeout",
     "SecondaryWriteError",
@@ -67,10 +74,12 @@ __all__ = [
     "abackfill",
     "acheck",
     "aopen_saver",
+    "apreflight",
     "arepair",
     "backfill",
     "check",
     "open_saver",
+    "preflight",
     "repair",
     "repairs_from_journal",
     "repairs_from_report",

@@ -21,6 +21,10 @@
     │                                       or its event loop closed first (it is journaled)
     ├── UnreadableRow (ValueError)          a stored row that is not what LangGraph wrote (not a
     │                                       mapping, an unknown type tag, truncated msgpack)
+    ├── LossyValue (ValueError)             a value or id the target cannot hold exactly (NaN in a
+    │                                       JSON column, a NUL its writer strips); names the rule
+    ├── PreflightRefused (ValueError)       the backfill's preflight found what the target cannot
+    │                                       hold, in classes not allowed (carries the report)
     ├── CopyFailed (RuntimeError)           copying a thread did not complete (a lazy copy)
     ├── CheckError (RuntimeError)           the check could not reach a verdict (a store went away)
     ├── EmbeddedServerError (RuntimeError)  an embedded server would not start or stop
@@ -110,6 +114,27 @@ class WriteAbandoned(DualSaverError, RuntimeError):
 class UnreadableRow(DualSaverError, ValueError):
     """A stored row that does not decode to what LangGraph wrote; it is reported as
     `unreadable` with its thread, namespace and checkpoint id, and never copied."""
+
+
+class LossyValue(DualSaverError, ValueError):
+    """A value or id the target store cannot hold exactly: refused, never converted quietly.
+    `rule` is the preflight rule id that names it (`dualsaver.preflight.rules`), `rule_class`
+    the class `--allow-lossy` accepts it by."""
+
+    def __init__(self, message: str, *, rule: str, rule_class: str) -> None:
+        super().__init__(f"{message} [rule {rule}; accept with --allow-lossy {rule_class}]")
+        self.rule = rule
+        self.rule_class = rule_class
+
+
+class PreflightRefused(DualSaverError, ValueError):
+    """The backfill's preflight found threads the target cannot hold faithfully, in rule
+    classes `allow_lossy` does not accept; nothing was copied. `report` is the
+    `dualsaver.preflight.PreflightReport`."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class CopyFailed(DualSaverError, RuntimeError):

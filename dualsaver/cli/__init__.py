@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Order here is the order `dualsaver --help` lists them: the operator's workflow.
-COMMAND_MODULES = ("dev", "seed", "demo", "backfill", "check", "repair", "throttle", "phase", "status")
+COMMAND_MODULES = ("dev", "seed", "demo", "preflight", "backfill", "check", "repair", "throttle", "phase", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from dualsaver.cli.options import (
     add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
     parse_shard, settings_for, throttle_from,
 )
+from dualsaver.preflight.rules import parse_classes
 from dualsaver.stores.serde import serde_from_name
 
 EXAMPLES = """\
@@ -39,12 +40,16 @@ are copied unchanged instead of being decoded and re-encoded.
 Killed or interrupted, the same command resumes where it stopped (progress is kept in
 .dualsaver/backfill.sqlite, per pair of stores and shard).
 
+Before copying, the source is scanned for what the target cannot hold faithfully (as
+`dualsaver preflight` does); anything found stops the backfill, listed, unless
+--allow-lossy names its classes (then the result names every thread it changed).
+
 A bad row (a checkpoint that is not a mapping, an unknown type tag, truncated msgpack, a
 row the target refuses) is reported as unreadable with its thread, namespace and checkpoint
 id; the rest of its thread is copied, every other thread too, and the thread is reported
 failed on every run until the row is fixed or the thread repaired.
 
-exit status: 0 done, 1 partial (threads failed or rows unreadable: listed in the summary;
+exit status: 0 done, 1 refused by the preflight, or partial (threads failed or rows unreadable: listed in the summary;
 run again to retry them), 2 could not run.
 """
 
@@ -82,6 +87,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--state", metavar="PATH", help="progress file (default .dualsaver/backfill.sqlite)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-lossy", metavar="CLASS[,CLASS]",
+                   help="accept what the preflight finds in these rule classes (the result names what changed);"
+                   " see `dualsaver preflight --rules`")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the scan before the copy (rows the target cannot hold are still refused one by one)")
     add_throttle_arguments(p)
     add_control_argument(p)
     p.set_defaults(func=run)
@@ -125,12 +135,13 @@ class TqdmProgress:
 def run(args: argparse.Namespace) -> int:
     from dualsaver.migrate import backfill
     from dualsaver.stores import StoreURLError, open_saver, redact
-    from dualsaver.errors import describe_error
+    from dualsaver.errors import PreflightRefused, describe_error
     from dualsaver.redact import scrub
 
     try:
         name_stores(args)
         serdes = {"old": serde_from_name(args.old_serde), "new": serde_from_name(args.new_serde)}
+        parse_classes(args.allow_lossy)
     except ValueError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2
@@ -159,12 +170,19 @@ def run(args: argparse.Namespace) -> int:
                 throttle=throttle,
                 control=settings.control_url,
                 control_name=settings.record_name,
+                preflight=not args.no_preflight,
+                allow_lossy=args.allow_lossy,
             )
             savers = {source: source_saver, target: target_saver}
             pair = pair_of(savers["old"], savers["new"])
     except StoreURLError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2
+    except PreflightRefused as exc:
+        print(f"dualsaver backfill: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"refused": True, "preflight": exc.report.to_dict()}))  # type: ignore[attr-defined]
+        return 1
     except KeyboardInterrupt:
         print("\ndualsaver backfill: interrupted; progress is saved, run again to resume", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -201,11 +202,32 @@ def journal_depth(path: str | None) -> dict[str, Any]:
         threads = conn.execute(
             "SELECT COUNT(DISTINCT thread_id) FROM journal WHERE repaired_at IS NULL"
         ).fetchone()[0]
+        held = conn.execute(
+            "SELECT thread_id, error FROM journal WHERE repaired_at IS NULL AND error LIKE 'LossyValue:%'"
+        ).fetchall()
     except sqlite3.Error as exc:
         return {"path": chosen, "depth": None, "exists": True, "error": str(exc)}
     finally:
         conn.close()
-    return {"path": chosen, "depth": int(depth), "threads": int(threads), "exists": True}
+    return {"path": chosen, "depth": int(depth), "threads": int(threads), "exists": True, "lossy": lossy_view(held)}
+
+
+def lossy_view(entries: list[tuple[str | None, str]]) -> dict[str, Any]:
+    """Writes held back because the store cannot hold them faithfully (journaled as
+    `LossyValue`, see dualsaver.preflight.live): entries, threads, and the rules named."""
+    rules: dict[str, int] = {}
+    for _, error in entries:
+        if found := re.search(r"\[rule ([^;\]]+)", error or ""):
+            rules[found.group(1)] = rules.get(found.group(1), 0) + 1
+    return {"entries": len(entries), "threads": len({t for t, _ in entries}), "rules": rules}
+
+
+def lossy_line(lossy: dict[str, Any] | None) -> list[str]:
+    if not lossy or not lossy["entries"]:
+        return []
+    rules = ", ".join(f"{rule} {n}" for rule, n in sorted(lossy["rules"].items()))
+    return [f"          {lossy['entries']} write(s) in {lossy['threads']} thread(s) held back: the store cannot"
+            f" hold them faithfully ({rules}); reads cannot switch until they are repaired"]
 
 
 def backfill_progress(path: str | None) -> list[dict[str, Any]]:
@@ -281,6 +303,8 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
                 shards=[shard_view(job, now) for job in record.jobs()],
                 fleet_journal={"depth": len(pending := record.journal_pending()),
                                "new": sum(e.store == "new" for e in pending),
+                               "lossy": lossy_view([(e.thread_id, e.error) for e in pending
+                                                    if (e.error or "").startswith("LossyValue:")]),
                                "threads": len({e.thread_id for e in pending})},
                 throttle=asdict(limits) if (limits := FleetThrottle(record).stored()) else None,
                 tiered=tiered_view(record.list_status("tiered/"), now),
@@ -416,6 +440,7 @@ def render(doc: dict[str, Any]) -> str:
             if fj["depth"]:
                 tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`"
             lines.append(f"fleet journal: {fj['depth']} entr(ies) waiting{tail}")
+            lines += lossy_line(fj.get("lossy"))
             if tiered := rec.get("tiered"):
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(tiered["counts"].items()))
                 rate = f", hit rate {tiered['hit_rate']:.1%}" if tiered["hit_rate"] is not None else ""
@@ -445,6 +470,7 @@ def render(doc: dict[str, Any]) -> str:
     else:
         tail = f" in {j['threads']} thread(s); run `dualsaver repair`" if j["depth"] else ""
         lines.append(f"journal:  {j['path']}: {j['depth']} entr{'y' if j['depth'] == 1 else 'ies'} waiting{tail}")
+        lines += lossy_line(j.get("lossy"))
     for key, title in (("backfill", "backfill"), ("reverse_backfill", "reverse backfill")):
         b = doc[key]
         if b is None:

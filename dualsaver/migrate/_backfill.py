@@ -36,12 +36,13 @@ import gc
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from dualsaver import sansio
 from dualsaver.migrate._copy import read_batches, write_batch
+from dualsaver.migrate._lossy import agate, allow, gate
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, prepare, read_options
 from dualsaver.control.throttle import Throttle
 from dualsaver.control.sources import replica_name
@@ -76,6 +77,9 @@ class BackfillResult:
     notes: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (thread id, error)
     bad_rows: list[dict[str, str]] = field(default_factory=list)  # thread, namespace, checkpoint id, error
+    # what the preflight found and `allow_lossy` accepted: the copy changed these (see `_lossy`)
+    lossy: list[dict[str, Any]] = field(default_factory=list)  # rule, class, thread, namespace, checkpoint id, what
+    allowed_lossy: list[str] = field(default_factory=list)
     throttled_s: float = 0.0  # seconds the writers waited for the throttle (summed over writers)
     elapsed_s: float = 0.0
     read_s: float = 0.0  # time reading (and decoding) the source
@@ -101,6 +105,12 @@ class BackfillResult:
         if self.throttled_s:
             lines.append(f"throttled for {self.throttled_s:.1f}s (summed over writers)")
         lines += self.notes
+        if self.lossy:
+            lines.append(f"changed (accepted with --allow-lossy {','.join(self.allowed_lossy)}):"
+                         f" {len(self.lossy)} finding(s)")
+        lines += [f"changed: {f['rule']}: thread {f['thread_id']!r}"
+                  + (f", ns {f['checkpoint_ns']!r}, checkpoint {f['checkpoint_id']}" if f["checkpoint_id"] else "")
+                  + (f": {f['what']}" if f["what"] else "") for f in self.lossy[:10]]
         lines += [f"failed: {t}: {e}" for t, e in self.failures[:10]]
         lines += [
             f"unreadable: thread {r['thread_id']}, ns {r['checkpoint_ns'] or '(root)'}, checkpoint"
@@ -263,7 +273,8 @@ def backfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
-    control: str | None = None, control_name: str = "default",
+    control: str | None = None, control_name: str = "default", preflight: bool | None = None,
+    allow_lossy: Collection[str] | str | None = None,
 ) -> BackfillResult:
     """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
 
@@ -272,11 +283,18 @@ def backfill(
     writes nothing and counts what would be added. `old_name`/`new_name` name the stores in
     the progress record (default: derived from the savers, passwords redacted). With a
     `control` store URL, progress goes there (a shard re-run elsewhere resumes), else to
-    `state_path` (`.dualsaver/backfill.sqlite`)."""
+    `state_path` (`.dualsaver/backfill.sqlite`). `preflight` and `allow_lossy` (rule classes):
+    what the target cannot hold faithfully is refused before anything is copied
+    (`PreflightRefused`) unless accepted; see `dualsaver.migrate._lossy`."""
     source, target = native_for(old), native_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
+    allowed = allow(target, allow_lossy)
+    thread_ids = list(thread_ids) if thread_ids is not None else None
+    lossy = gate(source, target, preflight=preflight, allowed=allowed, shard=shard, thread_ids=thread_ids,
+                 throttle=throttle, names=names)
     job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
               progress=progress, state_path=state_path, throttle=throttle, control=control, control_name=control_name)
+    job.result.lossy, job.result.allowed_lossy = lossy, sorted(allowed)
     io = Targets(source=source, target=target)
     try:
         if progress is not None:
@@ -293,13 +311,19 @@ async def abackfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
-    control: str | None = None, control_name: str = "default",
+    control: str | None = None, control_name: str = "default", preflight: bool | None = None,
+    allow_lossy: Collection[str] | str | None = None,
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
     source, target = anative_for(old), anative_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
+    allowed = allow(target, allow_lossy)
+    thread_ids = list(thread_ids) if thread_ids is not None else None
+    lossy = await agate(source, target, preflight=preflight, allowed=allowed, shard=shard, thread_ids=thread_ids,
+                        throttle=throttle, names=names)
     job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
               progress=progress, state_path=state_path, throttle=throttle, control=control, control_name=control_name)
+    job.result.lossy, job.result.allowed_lossy = lossy, sorted(allowed)
     io = AsyncTargets(source=source, target=target)
     try:
         if progress is not None:

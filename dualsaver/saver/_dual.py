@@ -20,6 +20,8 @@ from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
 from dualsaver.control.sources import StaticPhase, phase_source, replica_name
+from dualsaver.preflight import target_kind
+from dualsaver.preflight.live import write_refusal
 from dualsaver.saver import _plans as plans
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
@@ -126,6 +128,7 @@ class DualSaver(CompositeSaver):
         if hasattr(self.phase_source, "journal_depth"):  # the fleet sees this replica's unshipped entries
             self.phase_source.journal_depth = self.recorder.unshipped
         self.breakers: dict[Role, Breaker] = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
+        self._kinds = {"old": target_kind(old), "new": target_kind(new)}  # what each can hold (preflight.live)
         self._shells()
 
     def _shells(self) -> None:
@@ -162,6 +165,9 @@ class DualSaver(CompositeSaver):
     def phase_origin(self) -> str:
         return str(getattr(self.phase_source, "origin", "phase source"))
 
+    def _judge(self, role: Role, operation: str, args: tuple) -> BaseException | None:
+        return write_refusal(self._kinds[role], operation, args)
+
     def store(self, role: Role) -> BaseCheckpointSaver:
         return self.old if role == "old" else self.new
 
@@ -174,7 +180,8 @@ class DualSaver(CompositeSaver):
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
         behind = self.write_behind and phase is Phase.SHADOW_WRITE
-        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind, self.breakers)
+        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind, self.breakers,
+                            self._judge)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))

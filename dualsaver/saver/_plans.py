@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -45,6 +45,8 @@ class Context:
     shadow_read: bool = False  # this call is sampled for a shadow read of new
     write_behind: bool = False  # the secondary is written in the background (see _writebehind)
     breakers: Mapping[Role, Breaker] = field(default_factory=lambda: {"old": Breaker(None), "new": Breaker(None)})
+    # why a store cannot hold a write faithfully (a LossyValue naming the rule), or None
+    judge: Callable[[Role, str, tuple], BaseException | None] | None = None
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
@@ -119,13 +121,18 @@ def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, 
     try:
         yield from guarded(ctx.breakers, call)
     except Exception as exc:
-        missed = Missed(call.target, operation, at, exc, ctx.route.phase)  # type: ignore[arg-type]
-        yield Call("recorder", "missed", (missed,))
-        if ctx.strict:
-            raise SecondaryWriteError(
-                f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
-                f" ({call.target}) failed: {describe_error(exc)}"
-            ) from exc
+        yield from _missed(ctx, operation, call, at, exc)
+
+
+def _missed(ctx: Context, operation: str, call: Call, at: Mapping[str, Any], exc: Exception) -> Plan[None]:
+    """Journal a secondary write that did not land (strict: raise after)."""
+    missed = Missed(call.target, operation, at, exc, ctx.route.phase)  # type: ignore[arg-type]
+    yield Call("recorder", "missed", (missed,))
+    if ctx.strict:
+        raise SecondaryWriteError(
+            f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
+            f" ({call.target}) failed: {describe_error(exc)}"
+        ) from exc
 
 
 def guarded(breakers: Mapping[Role, Breaker], call: Call) -> Plan[Any]:
@@ -180,8 +187,11 @@ def write(
         yield Call("behind", "drain")
     result = yield Call(ctx.route.primary, operation, args, kwargs)
     secondary = ctx.route.secondary
+    refusal = ctx.judge(secondary, operation, args) if ctx.judge is not None and secondary is not None else None
     if secondary is None:
         yield from _tombstones(ctx, operation, args, at)
+    elif refusal is not None:  # the secondary would change it quietly: held back, journaled with its rule
+        yield from _missed(ctx, operation, Call(secondary, operation, args, kwargs), at, refusal)  # type: ignore[arg-type]
     elif behind:
         # Unbounded in the background: the queue bounds the caller instead (_writebehind)
         job = Behind(Call(secondary, operation, args, kwargs), operation, at, ctx.route.phase)

@@ -44,7 +44,7 @@ import datetime as dt
 import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -61,8 +61,13 @@ from redisvl.query.filter import Tag
 from dualsaver.redis import AsyncRedisIo, RedisIo
 from dualsaver.redis.ops import chunks, command, pipeline, script
 from dualsaver.sansio import AsyncTargets, Emit, Plan, Targets, arun, astream, run, stream
+from dualsaver.errors import LossyValue
+from dualsaver.stores.faithful import NON_FINITE, NUL, SEARCH_SYNTAX, refuse, search_breaks
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, in_write_order, unreadable
 
+LG_NON_FINITE = "langgraph-redis.json-non-finite"  # the preflight's rule ids (dualsaver.preflight.rules)
+LG_NUL = "langgraph-redis.json-nul"
+LG_SEARCH = "langgraph-redis.search-syntax"
 SEARCH_PAGE = 500  # documents per FT.SEARCH round trip
 GROUP_PAGE = 1000  # thread ids per FT.AGGREGATE cursor read
 WRITE_BATCH = 100  # checkpoints per pipeline of copy scripts
@@ -279,6 +284,19 @@ class Layout:
         return script("copy", keys, args)
 
 
+def refuse_lossy(item: StoredCheckpoint, allowed: Collection[str]) -> None:
+    """`LossyValue` for what the saver would store changed or lose: a thread id its search
+    cannot find (a NUL is one), NaN and Infinity (orjson writes null) in the metadata or the
+    channel values, a NUL in a metadata string (stripped)."""
+    target = "the official Redis saver's JSON"
+    if SEARCH_SYNTAX not in allowed and search_breaks(item.thread_id):
+        raise LossyValue(f"thread id {item.thread_id!r}: the official Redis saver's tag search cannot find it",
+                         rule=LG_SEARCH, rule_class=SEARCH_SYNTAX)
+    refuse(item.metadata, NON_FINITE, "metadata", LG_NON_FINITE, target, allowed)
+    refuse(item.metadata, NUL, "metadata", LG_NUL, target, allowed)
+    refuse(item.checkpoint.get("channel_values"), NON_FINITE, "channel values", LG_NON_FINITE, target, allowed)
+
+
 # --------------------------------------------------------------------------- plans
 
 
@@ -452,8 +470,15 @@ class LangGraphRedisNativeStore:
         else:
             self._io = Targets(redis=RedisIo(saver._redis, False, SCRIPTS, binary=False))
 
+    allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
+
     def prepare_write(self, items: Iterable[StoredCheckpoint]) -> list[StoredCheckpoint]:
-        return list(items)  # encoded per checkpoint as the script calls are built
+        """The items, each checked for what the saver's JSON would change (encoded per
+        checkpoint as the script calls are built)."""
+        items = list(items)
+        for item in items:
+            refuse_lossy(item, self.allow_lossy)
+        return items
 
     def thread_ids(self) -> Iterator[str]:
         return stream(plan_thread_ids(self.layout), self._io)

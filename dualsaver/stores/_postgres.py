@@ -17,7 +17,7 @@ collation.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +31,15 @@ from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
+from dualsaver.stores.faithful import NON_FINITE, NUL, refuse
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores.native import (
     NOT_DECODED, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, check_typed, checked, in_write_order,
     load_typed, typed_value, unreadable,
 )
 
+PG_NON_FINITE = "postgres.json-non-finite"  # the preflight's rule ids (dualsaver.preflight.rules)
+PG_NUL = "postgres.nul"
 THREADS_FIRST = (
     'SELECT DISTINCT thread_id COLLATE "C" AS thread_id FROM checkpoints ORDER BY 1 LIMIT %s'
 )
@@ -131,18 +134,36 @@ def _small_sql(saver: Any, op: CopyInsert) -> str:
 def json_dumps(value: Any) -> bytes | str:
     """JSON for a JSONB column: orjson (several times faster than `json.dumps`, which the
     saver uses; JSONB stores the same value either way), else `json.dumps` for what orjson
-    refuses (integers beyond 64 bits)."""
+    refuses (integers beyond 64 bits). orjson writes NaN and Infinity as null: see `jsonb`."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
         return json.dumps(value)
 
 
-def serializable_metadata(metadata: Any) -> Any:
+def _as_is(data: bytes | str) -> bytes | str:
+    return data
+
+
+def jsonb(value: Any, what: str, allowed: Collection[str] = ()) -> Jsonb:
+    """`value` for a JSONB column, encoded now (so a refusal fails the batch's encoding, not its
+    transaction). NaN and Infinity, which JSONB cannot hold and orjson would write as null, are
+    refused (`LossyValue`) unless that class is allowed; the walk runs only when the encoded
+    text holds a null (or came from `json.dumps`), so ordinary rows cost a substring search."""
+    data = json_dumps(value)
+    if isinstance(data, str) or b"null" in data:
+        refuse(value, NON_FINITE, what, PG_NON_FINITE, "PostgreSQL's JSONB", allowed)
+    return Jsonb(data, dumps=_as_is)
+
+
+def serializable_metadata(metadata: Any, allowed: Collection[str] = ()) -> Any:
     """`get_serializable_checkpoint_metadata({}, metadata)`, as put stores it; the same dict
-    when it already is (no "writes" key, no NUL in a top-level string: most of them)."""
+    when it already is (no "writes" key, no NUL in a top-level string: most of them). The
+    saver strips a NUL from a top-level string: refused here (`LossyValue`) unless allowed."""
     changed = any(isinstance(v, str) and (type(v) is not str or "\x00" in v) for v in metadata.values())
     if changed or "writes" in metadata:
+        top = {k: v for k, v in metadata.items() if isinstance(v, str)}
+        refuse(top, NUL, "metadata", PG_NUL, "PostgresSaver's metadata encoding", allowed)
         return get_serializable_checkpoint_metadata({}, metadata)
     return metadata
 
@@ -170,6 +191,7 @@ class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
     takes_stored_values = True  # channel values as blobs: see dualsaver.stores._spans
+    allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
 
@@ -265,7 +287,7 @@ class PostgresPlans(SqlPlans):
         mostly repeat their parent's versions: each key is encoded once per batch, its first
         occurrence in (ns, checkpoint id) order, the row `ON CONFLICT DO NOTHING` keeps anyway.
         """
-        serde, key = self.serde, self.serde_key
+        serde, key, allowed = self.serde, self.serde_key, self.allow_lossy
         dumps = serde.dumps_typed
         blob_rows: list[tuple] = []
         write_rows: list[tuple] = []
@@ -296,8 +318,8 @@ class PostgresPlans(SqlPlans):
                     ns,
                     cid,
                     item.parent_checkpoint_id,
-                    Jsonb(copy, dumps=json_dumps),
-                    Jsonb(serializable_metadata(item.metadata), dumps=json_dumps),
+                    jsonb(copy, "checkpoint", allowed),
+                    jsonb(serializable_metadata(item.metadata, allowed), "metadata", allowed),
                 )
             )
         # checkpoints last: a visible checkpoint row has its blobs and writes

@@ -1,0 +1,78 @@
+"""What a writer checks before it converts anything: values its store cannot hold exactly.
+
+Some targets change a value on the way in instead of refusing it: orjson (the PostgreSQL
+writer's JSON, the official Redis saver's) writes NaN and Infinity as ``null``, and the
+official Redis saver and `PostgresSaver`'s metadata helper strip NUL characters. A writer
+calls `refuse` first, so such a row is refused and named
+(a `LossyValue`, reported as a bad row) unless the operator accepted that rule class
+(`--allow-lossy`). The rule ids are the preflight's (`dualsaver.preflight.rules`).
+
+The walks follow dicts, lists and tuples (what JSON holds); an application object is left to
+the serializer that encodes it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Collection
+from typing import Any
+
+from dualsaver.errors import LossyValue
+
+NON_FINITE = "non-finite"  # rule class: NaN, Infinity, -Infinity
+NUL = "nul"  # rule class: a NUL character
+SEARCH_SYNTAX = "search-syntax"  # rule class: an id the official Redis saver's tag search cannot find
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def search_breaks(thread_id: str) -> bool:
+    """Whether the official Redis saver's tag search cannot find this thread id, or raises on
+    it (measured on Redis 8: `_` alone, a control character, the tag separator `,`, a
+    backtick, a leading or trailing space)."""
+    return (
+        thread_id == "_"
+        or _CONTROL.search(thread_id) is not None
+        or "," in thread_id
+        or "`" in thread_id
+        or thread_id[:1] == " "
+        or thread_id[-1:] == " "
+    )
+
+
+def first_path(value: Any, hit: Callable[[Any], bool], path: str = "$") -> str | None:
+    """The JSON path of the first leaf of `value` where `hit` is true, else None."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in reversed(node.items()))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(node))))
+        elif hit(node):
+            return at
+    return None
+
+
+def is_non_finite(node: Any) -> bool:
+    return isinstance(node, float) and not math.isfinite(node)
+
+
+def has_nul(node: Any) -> bool:
+    return isinstance(node, str) and "\x00" in node
+
+
+_WHAT = {  # rule class -> (the leaf that is lost, what it is, what the target does with it)
+    NON_FINITE: (is_non_finite, "NaN or Infinity", "would store it as null"),
+    NUL: (has_nul, "a NUL character", "would strip it"),
+}
+
+
+def refuse(value: Any, rule_class: str, what: str, rule: str, target: str, allowed: Collection[str] = ()) -> None:
+    """Raise `LossyValue` when `value` holds a leaf of `rule_class` (NON_FINITE or NUL) that
+    `target` would change, unless the class is allowed."""
+    if rule_class in allowed:
+        return
+    hit, name, fate = _WHAT[rule_class]
+    if (at := first_path(value, hit)) is not None:
+        raise LossyValue(f"{what} holds {name} at {at}: {target} {fate}", rule=rule, rule_class=rule_class)
