@@ -3,15 +3,20 @@
 It is a small SQLite file (stdlib, crash-safe, shared safely by processes on one host).
 Every entry names the thread, namespace, checkpoint id, operation and store that missed a
 write; repair copies those threads again and marks the entries repaired.
+
+An entry about a long-term store item (a `DualStore` write) has no thread: its operation is
+`store.put` or `store.delete`, `checkpoint_ns` holds the item's namespace as a JSON list and
+`checkpoint_id` its key (`item_entry_fields` / `item_of`, the one place that knows this).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +55,25 @@ class JournalEntry:
     error: str  # exception type and message
     id: int | None = None
     ts: float | None = None
+
+
+ITEM_OPERATIONS = frozenset({"store.put", "store.delete"})
+
+
+def item_entry_fields(namespace: Sequence[str], key: str) -> dict[str, str | None]:
+    """Where an entry about the item (namespace, key) says it happened (no new columns)."""
+    return {"thread_id": None, "checkpoint_ns": json.dumps(list(namespace)), "checkpoint_id": str(key)}
+
+
+def is_item_entry(entry: JournalEntry) -> bool:
+    return entry.operation in ITEM_OPERATIONS
+
+
+def item_of(entry: JournalEntry) -> tuple[tuple[str, ...], str]:
+    """The (namespace, key) an item entry names."""
+    if not is_item_entry(entry) or entry.checkpoint_ns is None or entry.checkpoint_id is None:
+        raise ValueError(f"not a store item entry: {entry.operation} {entry.thread_id!r}")
+    return tuple(json.loads(entry.checkpoint_ns)), entry.checkpoint_id
 
 
 def journal_path(path: str | os.PathLike[str] | None = None) -> Path | None:

@@ -48,7 +48,7 @@ class Tombstone:
 
     role: Role  # the retired store
     operation: str
-    thread_id: str
+    where: Mapping[str, Any]  # the thread, or the item (`control.journal.item_entry_fields`)
     phase: Phase
 
 
@@ -102,8 +102,12 @@ class Recorder:
         journal = self._journal
         return journal.unshipped() if isinstance(journal, FleetJournal) else 0
 
-    def missed(self, missed: Missed) -> None:
-        """Count, log and journal a write a store missed."""
+    def missed(self, *misses: Missed) -> None:
+        """Count, log and journal writes a store missed (a store's batch misses several)."""
+        for missed in misses:
+            self._missed(missed)
+
+    def _missed(self, missed: Missed) -> None:
         at, error = missed.where, describe_error(missed.error)
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
@@ -121,10 +125,11 @@ class Recorder:
 
     def tombstone(self, tombstone: Tombstone) -> None:
         """Journal a delete the retired store did not receive, for a rollback to apply."""
+        at = tombstone.where
         log.info("tombstone_journaled", store=tombstone.role, operation=tombstone.operation,
-                 phase=str(tombstone.phase), thread_id=tombstone.thread_id)
+                 phase=str(tombstone.phase), thread_id=at.get("thread_id"), checkpoint_ns=at.get("checkpoint_ns"),
+                 checkpoint_id=at.get("checkpoint_id"))
         error = "not applied: the store is retired; a rollback applies it (repair from the journal)"
-        at = {"thread_id": tombstone.thread_id}
         self._journal_entry(tombstone.phase, tombstone.role, tombstone.operation, at, error)
 
     def mismatch(self, mismatch: Mismatch) -> None:
@@ -165,8 +170,8 @@ class Recorder:
 
     # -- the async forms: the same work, inline ---------------------------------------------
 
-    async def amissed(self, missed: Missed) -> None:
-        self.missed(missed)
+    async def amissed(self, *misses: Missed) -> None:
+        self.missed(*misses)
 
     async def atombstone(self, tombstone: Tombstone) -> None:
         self.tombstone(tombstone)

@@ -61,18 +61,20 @@ class _Shell:
     """What both shells hold: the targets of the plans, the time bounds, the breakers."""
 
     def __init__(
-        self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None, breakers: Mapping[Role, Breaker]
+        self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None, breakers: Mapping[Role, Breaker],
+        copier: Any = None,
     ) -> None:
         self.stores = stores
         self.recorder = recorder
         self.breakers = breakers
         self.timeout = timeout
         self.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
-        self.targets = {**stores, "recorder": recorder, "behind": self, "copier": self}
+        # The lazy copy: threads by default (this shell's copy_thread); a DualStore's items by its own copier.
+        self.targets = {**stores, "recorder": recorder, "behind": self, "copier": copier or self}
 
     def _abandoned(self, job: Behind, why: BaseException) -> None:
         """A queued write that will not run is journaled as missed."""
-        self.recorder.missed(job.missed(why))
+        self.recorder.missed(*job.missed(why))
 
 
 class SyncShell(_Shell):
@@ -128,7 +130,7 @@ class SyncShell(_Shell):
 
     def submit(self, job: Behind) -> None:
         if not self.queue.submit((job, telemetry.capture()), self.timeout):
-            self.recorder.missed(job.missed(_queue_full(self.timeout)))
+            self.recorder.missed(*job.missed(_queue_full(self.timeout)))
 
     def drain(self) -> bool:
         return self.queue.drain(self.timeout)
@@ -182,7 +184,7 @@ class AsyncShell(_Shell):
 
     async def asubmit(self, job: Behind) -> None:
         if not await self.queue.asubmit(job, self.timeout):
-            self.recorder.missed(job.missed(_queue_full(self.timeout)))
+            self.recorder.missed(*job.missed(_queue_full(self.timeout)))
 
     async def adrain(self) -> bool:
         return await self.queue.adrain(self.timeout)
