@@ -31,7 +31,7 @@ from dualsaver.errors import (
     WriteAbandoned,
 )
 from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
-from dualsaver.saver import DualSaver, TieredSaver
+from dualsaver.saver import DualSaver, DualStore, TieredSaver
 from dualsaver.stores import aopen_saver, open_saver
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "CopyFailed",
     "DivergenceReport",
     "DualSaver",
+    "DualStore",
     "DualSaverError",
     "EmbeddedServerError",
     "InvalidPhaseError",

@@ -157,6 +157,18 @@ class Journal:
             ).fetchone()
         return row is not None
 
+    def missed_item_delete(self, store: str, namespace: Sequence[str], key: str) -> bool:
+        """Whether `store` missed a delete of this long-term store item that no repair has
+        redone yet."""
+        at = item_entry_fields(namespace, key)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM journal WHERE repaired_at IS NULL AND checkpoint_ns = ? AND checkpoint_id = ?"
+                " AND store = ? AND operation = 'store.delete' LIMIT 1",
+                (at["checkpoint_ns"], at["checkpoint_id"], store),
+            ).fetchone()
+        return row is not None
+
     def pending_threads(self) -> list[str]:
         """Distinct thread ids with entries waiting for repair."""
         with self._lock:

@@ -147,11 +147,21 @@ class Recorder:
 
     def missed_delete(self, role: Role, thread_id: str) -> bool:
         """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
-        does not fall back to such a copy. A journal that was never written (not open, no
-        file) holds nothing: it is not created just to be asked."""
-        if self._journal is None and not self._control and not journal_exists(self._journal_arg):
+        does not fall back to such a copy."""
+        if not self._journal_written():
             return False
         return self.journal.missed_delete(role, thread_id)
+
+    def missed_item_delete(self, role: Role, namespace: tuple[str, ...], key: str) -> bool:
+        """The same for a long-term store item: a DualStore's read-switch does not fall back to it."""
+        if not self._journal_written():
+            return False
+        return self.journal.missed_item_delete(role, namespace, key)
+
+    def _journal_written(self) -> bool:
+        """A journal that was never written (not open, no file) holds nothing: it is not
+        created just to be asked."""
+        return self._journal is not None or bool(self._control) or journal_exists(self._journal_arg)
 
     def _journal_entry(self, phase: Phase, store: str, operation: str, at: Mapping[str, Any], error: str) -> None:
         self.journal.record(
@@ -181,3 +191,6 @@ class Recorder:
 
     async def amissed_delete(self, role: Role, thread_id: str) -> bool:
         return self.missed_delete(role, thread_id)
+
+    async def amissed_item_delete(self, role: Role, namespace: tuple[str, ...], key: str) -> bool:
+        return self.missed_item_delete(role, namespace, key)
