@@ -124,7 +124,8 @@ class DualStoreMachine(RuleBasedStateMachine):
           offset=st.integers(0, 3))
     def semantic_search(self, prefix, query, limit, offset) -> None:
         # The model pads a page with items that have no vector (score None); SQL stores do not.
-        expected = [i for i in self.model.search(prefix, query=query, limit=limit, offset=offset) if i.score is not None]
+        answer = self.model.search(prefix, query=query, limit=limit, offset=offset)
+        expected = [i for i in answer if i.score is not None]
         found = self.dual.search(prefix, query=query, limit=limit, offset=offset)
         assert len(found) == len(expected), (found, expected)
         for got, want in zip(sorted(found, key=lambda i: -i.score), expected):
