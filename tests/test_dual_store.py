@@ -155,3 +155,22 @@ async def test_async_batches_through_every_phase(tmp_path, pg_url):
             results = await store.abatch([PutOp(("docs",), "d", {"text": "t"})])
             assert results == [None] and (await new.aget(("docs",), "d")).value == {"text": "t"}
         assert not store.secondary_failures
+
+
+def test_from_settings_reads_what_the_saver_reads(tmp_path):
+    path = tmp_path / "dualsaver.toml"
+    path.write_text(
+        '[migration]\nphase = "backfill"\nstrict = true\nsecondary_timeout = 2.5\nwrite_behind = false\n'
+        f'circuit_cool_down = 7.0\njournal = "{tmp_path / "j.sqlite"}"\ncanary_percent = 10\n'
+    )
+    with sync_saver("memory") as s_old, sync_saver("memory") as s_new, \
+            sync_store("memory") as old, sync_store("memory") as new:
+        saver = DualSaver.from_settings(s_old, s_new, path)
+        store = DualStore.from_settings(old, new, path, secondary_timeout=1.0)  # an argument wins
+        assert store.phase is saver.phase is Phase.BACKFILL
+        assert (store.strict, store.write_behind, store.secondary_timeout) == (True, False, 1.0)
+        assert store.breakers["new"].cool_down == 7.0
+        store.put(("docs",), "d", {"text": "x"})
+        assert new.get(("docs",), "d").value == {"text": "x"}  # written at once: no write-behind
+        store.close()
+        saver.close()
