@@ -174,3 +174,22 @@ def test_from_settings_reads_what_the_saver_reads(tmp_path):
         assert new.get(("docs",), "d").value == {"text": "x"}  # written at once: no write-behind
         store.close()
         saver.close()
+
+
+def test_to_the_official_redis_store(tmp_path, redis_stack):
+    redis_stack.flushall()
+    with sync_store("sqlite", tmp=tmp_path) as old, sync_store("redis", redis_url=redis_stack.url_for("redis")) as new:
+        store = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        written = {}
+        for phase in [Phase.SHADOW_WRITE, Phase.BACKFILL, Phase.READ_SWITCH]:
+            store.phase = phase
+            ns = ("users", phase.value)
+            store.put(ns, "profile", {"text": f"likes {phase.value}", "n": 1}, ttl=30.0)
+            written[(ns, "profile")] = {"text": f"likes {phase.value}", "n": 1}
+            assert store.get(ns, "profile").value == written[(ns, "profile")]
+            (best,) = store.search(("users",), query=f"likes {phase.value}", limit=1)
+            assert (tuple(best.namespace), best.value) == (ns, written[(ns, "profile")])
+        assert store.flush(timeout=30)
+        assert contents(new) == written == contents(old)
+        assert not store.secondary_failures
+        store.close()
