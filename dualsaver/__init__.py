@@ -39,7 +39,7 @@ from dualsaver.errors import (
 )
 from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
 from dualsaver.preflight import PreflightReport, apreflight, preflight
-from dualsaver.saver import DualSaver, TieredSaver
+from dualsaver.saver import DualSaver, DualStore, TieredSaver
 from dualsaver.stores import aopen_saver, open_saver
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "CopyFailed",
     "DivergenceReport",
     "DualSaver",
+    "DualStore",
     "DualSaverError",
     "EmbeddedServerError",
     "ServerStartError",

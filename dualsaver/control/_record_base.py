@@ -193,6 +193,10 @@ class PhaseRecord(ABC):
         """Whether `store` missed a delete of this thread that no repair has redone."""
 
     @abstractmethod
+    def journal_missed_item_delete(self, store: str, namespace: Sequence[str], key: str) -> bool:
+        """Whether `store` missed a delete of this long-term store item that no repair has redone."""
+
+    @abstractmethod
     def journal_claim(self, ids: Sequence[int], by: str) -> int:
         """Mark these entries repaired; an entry is claimed once, whoever else tries at the
         same time. Returns how many this call claimed."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dualsaver.control._record_base import DEFAULT_TIMEOUT, PhaseRecord, PhaseState, ReplicaSeen, Transition, _state
-from dualsaver.control.journal import JournalEntry
+from dualsaver.control.journal import JournalEntry, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange
 
@@ -267,6 +267,15 @@ class PostgresPhaseRecord(PhaseRecord):
         row = self._run(lambda conn: conn.execute(
             "SELECT 1 FROM dualsaver_journal WHERE name = %s AND repaired_at IS NULL AND thread_id = %s"
             " AND store = %s AND operation = 'delete_thread' LIMIT 1", (self.name, thread_id, store)
+        ).fetchone())
+        return row is not None
+
+    def journal_missed_item_delete(self, store: str, namespace: Sequence[str], key: str) -> bool:
+        at = item_entry_fields(namespace, key)
+        row = self._run(lambda conn: conn.execute(
+            "SELECT 1 FROM dualsaver_journal WHERE name = %s AND repaired_at IS NULL AND checkpoint_ns = %s"
+            " AND checkpoint_id = %s AND store = %s AND operation = 'store.delete' LIMIT 1",
+            (self.name, at["checkpoint_ns"], at["checkpoint_id"], store),
         ).fetchone())
         return row is not None
 

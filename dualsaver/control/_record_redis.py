@@ -5,7 +5,8 @@ the layout's version is claimed atomically in `...:schema` (SET NX).
     dualsaver:{name}:phase / :history / :replicas / :status   the phase record
     dualsaver:{name}:journal        hash  id -> entry (JSON);  :journal:seq  the last id
     dualsaver:{name}:journal:open   zset  ids not repaired yet (score: id)
-    dualsaver:{name}:journal:deletes hash "store NUL thread" -> deletes not repaired yet
+    dualsaver:{name}:journal:deletes hash "store NUL thread" (or "store NUL item NUL ns NUL key")
+                                     -> deletes not repaired yet
     dualsaver:{name}:jobs           hash  job -> meta, counters, started_at, updated_at (JSON)
     dualsaver:{name}:done:<job>     set   threads the job finished
 """
@@ -28,7 +29,7 @@ from dualsaver.control._record_base import (
     _state,
     _text,
 )
-from dualsaver.control.journal import JournalEntry
+from dualsaver.control.journal import JournalEntry, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange, RecordUnavailable
 
@@ -48,7 +49,21 @@ SCHEMA_VERSION = 2
 
 # Journal entries get ids from one counter; an open entry sits in a sorted set; a delete
 # also counts in a hash, so "did this store miss a delete of this thread" is one HGET.
-_JOURNAL_ADD = """
+# The field of `...:journal:deletes` a delete entry counts under: "store NUL thread", or for a
+# long-term store item "store NUL item NUL namespace-json NUL key" (journal.item_entry_fields).
+_DELETED_KEY = """
+local function deleted_key(entry)
+  if entry['operation'] == 'delete_thread' and entry['thread_id'] then
+    return entry['store'] .. '\\0' .. entry['thread_id']
+  end
+  if entry['operation'] == 'store.delete' then
+    return entry['store'] .. '\\0item\\0' .. entry['checkpoint_ns'] .. '\\0' .. entry['checkpoint_id']
+  end
+  return nil
+end
+"""
+
+_JOURNAL_ADD = _DELETED_KEY + """
 local first = redis.call('INCRBY', KEYS[2], #ARGV) - #ARGV
 for i, raw in ipairs(ARGV) do
   local id = first + i
@@ -56,15 +71,16 @@ for i, raw in ipairs(ARGV) do
   entry['id'] = id
   redis.call('HSET', KEYS[1], id, cjson.encode(entry))
   redis.call('ZADD', KEYS[3], id, id)
-  if entry['operation'] == 'delete_thread' and entry['thread_id'] then
-    redis.call('HINCRBY', KEYS[4], entry['store'] .. '\\0' .. entry['thread_id'], 1)
+  local deleted = deleted_key(entry)
+  if deleted then
+    redis.call('HINCRBY', KEYS[4], deleted, 1)
   end
 end
 return first
 """
 
 # A claim removes the id from the open set: ZREM answers 1 to one caller only.
-_JOURNAL_CLAIM = """
+_JOURNAL_CLAIM = _DELETED_KEY + """
 local claimed = 0
 for i = 2, #ARGV do
   if redis.call('ZREM', KEYS[3], ARGV[i]) == 1 then
@@ -72,8 +88,9 @@ for i = 2, #ARGV do
     local entry = cjson.decode(redis.call('HGET', KEYS[1], ARGV[i]))
     entry['repaired_at'] = tonumber(ARGV[1])
     redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
-    if entry['operation'] == 'delete_thread' and entry['thread_id'] then
-      redis.call('HINCRBY', KEYS[4], entry['store'] .. '\\0' .. entry['thread_id'], -1)
+    local deleted = deleted_key(entry)
+    if deleted then
+      redis.call('HINCRBY', KEYS[4], deleted, -1)
     end
   end
 end
@@ -227,6 +244,12 @@ class RedisPhaseRecord(PhaseRecord):
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         count = self._run(lambda r: r.hget(self.keys["deletes"], f"{store}\0{thread_id}"))
+        return bool(count and int(count) > 0)
+
+    def journal_missed_item_delete(self, store: str, namespace: Sequence[str], key: str) -> bool:
+        at = item_entry_fields(namespace, key)
+        field = f"{store}\0item\0{at['checkpoint_ns']}\0{at['checkpoint_id']}"
+        count = self._run(lambda r: r.hget(self.keys["deletes"], field))
         return bool(count and int(count) > 0)
 
     def journal_claim(self, ids: Sequence[int], by: str) -> int:

@@ -18,7 +18,7 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -67,6 +67,15 @@ class FleetJournal:
             return True
         try:
             return self.control.journal_missed_delete(store, thread_id)
+        except RecordUnavailable:
+            return False
+
+    def missed_item_delete(self, store: str, namespace: Sequence[str], key: str) -> bool:
+        """The same for a long-term store item (a DualStore's read-switch fallback)."""
+        if self.spool.missed_item_delete(store, namespace, key):
+            return True
+        try:
+            return self.control.journal_missed_item_delete(store, namespace, key)
         except RecordUnavailable:
             return False
 

@@ -3,10 +3,15 @@
 It is a small SQLite file (stdlib, crash-safe, shared safely by processes on one host).
 Every entry names the thread, namespace, checkpoint id, operation and store that missed a
 write; repair copies those threads again and marks the entries repaired.
+
+An entry about a long-term store item (a `DualStore` write) has no thread: its operation is
+`store.put` or `store.delete`, `checkpoint_ns` holds the item's namespace as a JSON list and
+`checkpoint_id` its key (`item_entry_fields` / `item_of`, the one place that knows this).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -57,6 +62,25 @@ class JournalEntry:
         """From a stored row: (id, ts, then the fields from `phase` to `error`)."""
         phase, store, operation, thread_id, checkpoint_ns, checkpoint_id, task_id, error = row[2:10]
         return cls(phase, store, operation, thread_id, checkpoint_ns, checkpoint_id, task_id, error, row[0], row[1])
+
+
+ITEM_OPERATIONS = frozenset({"store.put", "store.delete"})
+
+
+def item_entry_fields(namespace: Sequence[str], key: str) -> dict[str, str | None]:
+    """Where an entry about the item (namespace, key) says it happened (no new columns)."""
+    return {"thread_id": None, "checkpoint_ns": json.dumps(list(namespace)), "checkpoint_id": str(key)}
+
+
+def is_item_entry(entry: JournalEntry) -> bool:
+    return entry.operation in ITEM_OPERATIONS
+
+
+def item_of(entry: JournalEntry) -> tuple[tuple[str, ...], str]:
+    """The (namespace, key) an item entry names."""
+    if not is_item_entry(entry) or entry.checkpoint_ns is None or entry.checkpoint_id is None:
+        raise ValueError(f"not a store item entry: {entry.operation} {entry.thread_id!r}")
+    return tuple(json.loads(entry.checkpoint_ns)), entry.checkpoint_id
 
 
 def journal_path(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -137,6 +161,18 @@ class Journal:
                 "SELECT 1 FROM journal WHERE repaired_at IS NULL AND thread_id = ? AND store = ?"
                 " AND operation = 'delete_thread' LIMIT 1",
                 (thread_id, store),
+            ).fetchone()
+        return row is not None
+
+    def missed_item_delete(self, store: str, namespace: Sequence[str], key: str) -> bool:
+        """Whether `store` missed a delete of this long-term store item that no repair has
+        redone yet."""
+        at = item_entry_fields(namespace, key)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM journal WHERE repaired_at IS NULL AND checkpoint_ns = ? AND checkpoint_id = ?"
+                " AND store = ? AND operation = 'store.delete' LIMIT 1",
+                (at["checkpoint_ns"], at["checkpoint_id"], store),
             ).fetchone()
         return row is not None
 

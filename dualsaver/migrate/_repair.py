@@ -39,7 +39,7 @@ from dualsaver.checker.findings import (
     WRITES_MISMATCH,
     DivergenceReport,
 )
-from dualsaver.control.journal import JournalEntry
+from dualsaver.control.journal import JournalEntry, is_item_entry
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
 from dualsaver.migrate._copy import copy_plan
@@ -168,13 +168,14 @@ def repairs_from_report(report: DivergenceReport, source: Side = "old") -> list[
 
 
 def repairs_from_journal(entries: Iterable[JournalEntry], source: Side = "old") -> list[ThreadRepair]:
-    """One `ThreadRepair` per thread with pending journal entries against the target."""
+    """One `ThreadRepair` per thread with pending journal entries against the target (entries
+    about store items are not threads': they are skipped here)."""
     target = other(source)
     reasons: dict[str, list[str]] = {}
     replace: set[str] = set()
     for e in entries:
-        if e.thread_id is None or e.store != target:
-            continue
+        if e.thread_id is None or e.store != target or is_item_entry(e):
+            continue  # store items have their own repair (dualsaver.items)
         reasons.setdefault(e.thread_id, []).append(f"{e.store} missed {e.operation}")
         if e.operation in _REPLACING_OPERATIONS:
             replace.add(e.thread_id)

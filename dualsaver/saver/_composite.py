@@ -1,11 +1,10 @@
 """What `DualSaver` and `TieredSaver` share: two savers behind the sync and async shells, every
 operation as a plan on the route the subclass's `_begin` gives (reads from the subclass's
-`_reads` plans), the journal, flushing and closing."""
+`_reads` plans); the journal, flushing and closing come from `StorePair`."""
 
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,28 +18,17 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
-from dualsaver.control.journal import Journal
 from dualsaver.saver import _plans as plans
-from dualsaver.saver._recorder import Recorder
-from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
+from dualsaver.saver._pair import StorePair
+from dualsaver.saver._shells import Operation
 
 
-class CompositeSaver(BaseCheckpointSaver):
-    recorder: Recorder
-    _sync: SyncShell
-    _async: AsyncShell
+class CompositeSaver(StorePair, BaseCheckpointSaver):
     _reads: Any = plans  # the module whose get_tuple / list_ / delta_history plans answer reads
     _wrapped: tuple[str, str] = ("old", "new")  # the attributes holding the two savers, "old" role first
 
     def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
         """The context a plan runs in, read once at the start of the call."""
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        """What a subclass stops or hands over on close (after the shells and the journal)."""
-
-    def _shells(self) -> None:
-        """Build the sync and async shells over the wrapped savers."""
         raise NotImplementedError
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Any:
@@ -55,14 +43,6 @@ class CompositeSaver(BaseCheckpointSaver):
         clone.serde = derived[0].serde
         clone._shells()
         return clone
-
-    @property
-    def journal(self) -> Journal:
-        return self.recorder.journal
-
-    @property
-    def secondary_failures(self) -> Counter[str]:
-        return self.recorder.secondary_failures
 
     # --- reads --------------------------------------------------------------------------
 
@@ -132,39 +112,3 @@ class CompositeSaver(BaseCheckpointSaver):
     async def adelete_thread(self, thread_id: str) -> None:
         ctx, op = self._begin("delete_thread", thread_id=thread_id)
         await self._async.run(plans.write(ctx, "delete_thread", (thread_id,), at={"thread_id": str(thread_id)}), op)
-
-    # --- lifecycle ----------------------------------------------------------------------
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until secondary writes queued behind have landed; False on timeout."""
-        return self._sync.queue.drain(timeout)
-
-    async def aflush(self, timeout: float | None = None) -> bool:
-        return await self._async.queue.adrain(timeout)
-
-    def close(self) -> None:
-        """Land (within the secondary timeout) or journal the writes queued by sync calls,
-        stop the worker threads, close the journal, then what the subclass started; the
-        wrapped savers stay open. Writes queued by async calls are closed by `aclose()` (or
-        `async with`), which needs the event loop."""
-        self._sync.close()
-        self.recorder.close()
-        self._release()
-
-    async def aclose(self) -> None:
-        """`close()`, after landing (within the secondary timeout) or journaling the writes
-        queued by async calls."""
-        await self._async.aclose()
-        self.close()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

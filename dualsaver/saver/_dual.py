@@ -13,28 +13,23 @@ import random
 from collections import Counter
 from typing import Any, cast
 
-import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
-from dualsaver.control.sources import StaticPhase, phase_source, replica_name
 from dualsaver.preflight import target_kind
 from dualsaver.preflight.live import write_refusal
 from dualsaver.saver import _plans as plans
-from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
-from dualsaver.saver._recorder import Recorder
+from dualsaver.saver._pair import PhasedPair
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._versions import next_version
 from dualsaver.saver.routing import Role, route_for
 
-log = structlog.get_logger("dualsaver")
 
-
-class DualSaver(CompositeSaver):
+class DualSaver(PhasedPair, CompositeSaver):
     """Writes to old and new, reads from the phase's read store.
 
     Args:
@@ -111,25 +106,11 @@ class DualSaver(CompositeSaver):
             raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
         if not 0 <= shadow_read_rate <= 1:
             raise ValueError(f"shadow_read_rate must be between 0 and 1, got {shadow_read_rate}")
-        self.old = old
-        self.new = new
-        # The argument, $DUALSAVER_PHASE, the settings file, or the fleet's shared record.
-        self.phase_source: Any = phase_source(phase)
-        self._owns_phase_source = self.phase_source is not cast(Any, phase)  # a source passed in is the caller's
         self.canary_percent = canary_percent
         self.shadow_read_rate = shadow_read_rate
-        self.strict = strict
-        self.write_behind = write_behind
-        self.secondary_timeout = secondary_timeout
-        loaded = settings.current()
-        replica = getattr(self.phase_source, "replica_id", None) or replica_name()
-        self.recorder = Recorder(journal, control=control or loaded.control_url, control_name=loaded.record_name,
-                                 replica=replica)
-        if hasattr(self.phase_source, "journal_depth"):  # the fleet sees this replica's unshipped entries
-            self.phase_source.journal_depth = self.recorder.unshipped
-        self.breakers: dict[Role, Breaker] = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
         self._kinds = {"old": target_kind(old), "new": target_kind(new)}  # what each can hold (preflight.live)
-        self._shells()
+        self._pair(old, new, phase, strict=strict, secondary_timeout=secondary_timeout, journal=journal,
+                   write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)
 
     def _shells(self) -> None:
         stores = {"old": self.old, "new": self.new}
@@ -142,34 +123,13 @@ class DualSaver(CompositeSaver):
     ) -> DualSaver:
         """A DualSaver configured by the settings file (`path`, else `$DUALSAVER_SETTINGS`):
         strict, secondary timeout, journal, canary and shadow-read rate; keyword arguments win."""
-        loaded = settings.current(path)
-        kwargs = {**loaded.saver_kwargs(), **overrides}
-        phase = kwargs.pop("phase", None)
-        if phase is None:
-            phase = phase_source(None, settings=loaded)
-        return cls(old, new, phase, **kwargs)
+        return cls._from_settings(old, new, path, settings.current(path).saver_kwargs(), overrides)
 
     # --- phase, stores and what went wrong ----------------------------------------------
 
     @property
-    def phase(self) -> Phase:
-        return self.phase_source.current()
-
-    @phase.setter
-    def phase(self, value: Phase | str) -> None:
-        self._close_phase_source()
-        self.phase_source, self._owns_phase_source = StaticPhase(value, "set at runtime"), True
-        log.info("phase_changed", phase=str(self.phase))
-
-    @property
-    def phase_origin(self) -> str:
-        return str(getattr(self.phase_source, "origin", "phase source"))
-
     def _judge(self, role: Role, operation: str, args: tuple) -> BaseException | None:
         return write_refusal(self._kinds[role], operation, args)
-
-    def store(self, role: Role) -> BaseCheckpointSaver:
-        return self.old if role == "old" else self.new
 
     @property
     def shadow_mismatches(self) -> Counter[str]:
@@ -179,9 +139,7 @@ class DualSaver(CompositeSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
-        behind = self.write_behind and phase is Phase.SHADOW_WRITE
-        ctx = plans.Context(route_for(phase), self.strict, self.canary_percent, shadow, behind, self.breakers,
-                            self._judge)
+        ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))
@@ -193,14 +151,6 @@ class DualSaver(CompositeSaver):
         primary = self.store(route.primary)
         other = self.old if primary is self.new else self.new
         return next_version(current, primary, other)
-
-    def _close_phase_source(self) -> None:
-        """Stop a polling source this saver created (one passed in belongs to the caller)."""
-        if self._owns_phase_source and hasattr(self.phase_source, "close"):
-            self.phase_source.close()
-
-    def _release(self) -> None:
-        self._close_phase_source()
 
     def __repr__(self) -> str:
         return f"DualSaver(old={type(self.old).__name__}, new={type(self.new).__name__}, phase={self.phase.value!r})"

@@ -57,6 +57,18 @@ class Context:
         return route.read, route.fallback
 
 
+# What one lost write leaves in the journal: (operation, where). A saver's write names one
+# thread; a store's batch names each item it puts or deletes.
+Mark = tuple[str, Mapping[str, Any]]
+# Deletes the retired store does not receive in decommission: journaled as tombstones.
+_TOMBSTONED = frozenset({"delete_thread", "prune", "store.delete"})
+
+
+def missed(target: str, marks: tuple[Mark, ...], error: BaseException, phase: Phase | Mode) -> tuple[Missed, ...]:
+    """The journal entries of a write that `target` did not take."""
+    return tuple(Missed(target, operation, at, error, phase) for operation, at in marks)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class Behind:
     """A secondary write to run in the background, after every earlier one of this saver,
@@ -64,11 +76,11 @@ class Behind:
 
     call: Call
     operation: str
-    where: Mapping[str, Any]
+    marks: tuple[Mark, ...]
     phase: Phase | Mode
 
-    def missed(self, error: BaseException) -> Missed:
-        return Missed(cast(Role, self.call.target), self.operation, self.where, error, self.phase)
+    def missed(self, error: BaseException) -> tuple[Missed, ...]:
+        return missed(self.call.target, self.marks, error, self.phase)
 
 
 _fallback_serde = JsonPlusSerializer()
@@ -117,17 +129,16 @@ def thread_of(config: Mapping[str, Any] | None) -> str | None:
 # --------------------------------------------------------------------------- writes
 
 
-def _write_secondary(ctx: Context, operation: str, call: Call, at: Mapping[str, Any]) -> Plan[None]:
+def _write_secondary(ctx: Context, operation: str, call: Call, marks: tuple[Mark, ...]) -> Plan[None]:
     try:
         yield from guarded(ctx.breakers, call)
     except Exception as exc:
-        yield from _missed(ctx, operation, call, at, exc)
+        yield from _missed(ctx, operation, call, marks, exc)
 
 
-def _missed(ctx: Context, operation: str, call: Call, at: Mapping[str, Any], exc: Exception) -> Plan[None]:
+def _missed(ctx: Context, operation: str, call: Call, marks: tuple[Mark, ...], exc: BaseException) -> Plan[None]:
     """Journal a secondary write that did not land (strict: raise after)."""
-    missed = Missed(call.target, operation, at, exc, ctx.route.phase)  # type: ignore[arg-type]
-    yield Call("recorder", "missed", (missed,))
+    yield Call("recorder", "missed", missed(call.target, marks, exc, ctx.route.phase))
     if ctx.strict:
         raise SecondaryWriteError(
             f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
@@ -155,7 +166,7 @@ def write_behind(job: Behind, breakers: Mapping[Role, Breaker]) -> Plan[None]:
     try:
         yield from guarded(breakers, job.call)
     except Exception as exc:
-        yield Call("recorder", "missed", (job.missed(exc),))
+        yield Call("recorder", "missed", job.missed(exc))
 
 
 def settled(ctx: Context) -> Plan[None]:
@@ -174,14 +185,17 @@ def write(
     at: Mapping[str, Any] | None = None,
     *,
     hot: bool = False,
+    marks: tuple[Mark, ...] | None = None,
 ) -> Plan[Any]:
     """Primary first; the secondary only after the primary accepted.
 
-    `hot` writes (put and put_writes, several per super-step) may go behind in
-    shadow-write; deletes, copies and prunes always reach both stores before the call
-    returns, after every write queued before them."""
+    `hot` writes (put and put_writes, several per super-step; a store's batch) may go
+    behind in shadow-write; deletes, copies and prunes always reach both stores before the
+    call returns, after every write queued before them. `marks`: what a lost write leaves
+    in the journal; by default one entry, `operation` at `at`."""
     kwargs = kwargs or {}
-    at = at or {}
+    if marks is None:
+        marks = ((operation, at or {}),)
     behind = hot and ctx.write_behind and not ctx.strict
     if not behind:
         yield Call("behind", "drain")
@@ -189,30 +203,28 @@ def write(
     secondary = ctx.route.secondary
     refusal = ctx.judge(secondary, operation, args) if ctx.judge is not None and secondary is not None else None
     if secondary is None:
-        yield from _tombstones(ctx, operation, args, at)
+        yield from _tombstones(ctx, operation, args, marks)
     elif refusal is not None:  # the secondary would change it quietly: held back, journaled with its rule
-        yield from _missed(ctx, operation, Call(secondary, operation, args, kwargs), at, refusal)  # type: ignore[arg-type]
+        yield from _missed(ctx, operation, Call(secondary, operation, args, kwargs), marks, refusal)
     elif behind:
         # Unbounded in the background: the queue bounds the caller instead (_writebehind)
-        job = Behind(Call(secondary, operation, args, kwargs), operation, at, ctx.route.phase)
+        job = Behind(Call(secondary, operation, args, kwargs), operation, marks, ctx.route.phase)
         yield Call("behind", "submit", (job,))
     else:
-        yield from _write_secondary(ctx, operation, Call(secondary, operation, args, kwargs, bounded=True), at)
+        yield from _write_secondary(ctx, operation, Call(secondary, operation, args, kwargs, bounded=True), marks)
     return result
 
 
-def _tombstones(ctx: Context, operation: str, args: tuple, at: Mapping[str, Any]) -> Plan[None]:
-    """The threads a delete removed from the only store written: deletes of whole threads
-    and prunes name them (delete_for_runs names runs, which a thread repair cannot redo)."""
+def _tombstones(ctx: Context, operation: str, args: tuple, marks: tuple[Mark, ...]) -> Plan[None]:
+    """What a delete removed from the only store written: whole threads (delete_thread,
+    prune) and items (a store's deletes). delete_for_runs names runs, which a thread repair
+    cannot redo."""
     retired: Role = "old" if ctx.route.primary == "new" else "new"
-    if operation == "delete_thread":
-        threads = [str(at["thread_id"])]
-    elif operation == "prune":
-        threads = [str(t) for t in args[0]]
-    else:
-        return
-    for thread_id in threads:
-        yield Call("recorder", "tombstone", (Tombstone(retired, operation, thread_id, ctx.route.phase),))
+    if operation == "prune":
+        marks = tuple((operation, {"thread_id": str(t)}) for t in args[0])
+    for name, at in marks:
+        if name in _TOMBSTONED:
+            yield Call("recorder", "tombstone", (Tombstone(retired, name, at, ctx.route.phase),))
 
 
 def put(ctx: Context, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Plan[Any]:

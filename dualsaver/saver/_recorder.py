@@ -48,7 +48,7 @@ class Tombstone:
 
     role: Role  # the retired store
     operation: str
-    thread_id: str
+    where: Mapping[str, Any]  # the thread, or the item (`control.journal.item_entry_fields`)
     phase: Phase | Mode
 
 
@@ -103,8 +103,12 @@ class Recorder:
         journal = self._journal
         return journal.unshipped() if isinstance(journal, FleetJournal) else 0
 
-    def missed(self, missed: Missed) -> None:
-        """Count, log and journal a write a store missed."""
+    def missed(self, *misses: Missed) -> None:
+        """Count, log and journal writes a store missed (a store's batch misses several)."""
+        for missed in misses:
+            self._missed(missed)
+
+    def _missed(self, missed: Missed) -> None:
         at, error = missed.where, describe_error(missed.error)
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
@@ -122,10 +126,11 @@ class Recorder:
 
     def tombstone(self, tombstone: Tombstone) -> None:
         """Journal a delete the retired store did not receive, for a rollback to apply."""
+        at = tombstone.where
         log.info("tombstone_journaled", store=tombstone.role, operation=tombstone.operation,
-                 phase=str(tombstone.phase), thread_id=tombstone.thread_id)
+                 phase=str(tombstone.phase), thread_id=at.get("thread_id"), checkpoint_ns=at.get("checkpoint_ns"),
+                 checkpoint_id=at.get("checkpoint_id"))
         error = "not applied: the store is retired; a rollback applies it (repair from the journal)"
-        at = {"thread_id": tombstone.thread_id}
         self._journal_entry(tombstone.phase, tombstone.role, tombstone.operation, at, error)
 
     def mismatch(self, mismatch: Mismatch) -> None:
@@ -143,14 +148,23 @@ class Recorder:
 
     def missed_delete(self, role: Role, thread_id: str) -> bool:
         """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
-        does not fall back to such a copy. A journal that was never written (not open, no
-        file) holds nothing: it is not created just to be asked."""
-        if self._journal is None and not self._control and not journal_exists(self._journal_path):
+        does not fall back to such a copy."""
+        if not self._journal_written():
             return False
         return self.journal.missed_delete(role, thread_id)
 
-    def _journal_entry(self, phase: Phase | Mode, store: str, operation: str, at: Mapping[str, Any],
-        error: str) -> None:
+    def missed_item_delete(self, role: Role, namespace: tuple[str, ...], key: str) -> bool:
+        """The same for a long-term store item: a DualStore's read-switch does not fall back to it."""
+        if not self._journal_written():
+            return False
+        return self.journal.missed_item_delete(role, namespace, key)
+
+    def _journal_written(self) -> bool:
+        """A journal that was never written (not open, no file) holds nothing: it is not
+        created just to be asked."""
+        return self._journal is not None or bool(self._control) or journal_exists(self._journal_arg)
+
+    def _journal_entry(self, phase: Phase | Mode, store: str, operation: str, at: Mapping[str, Any], error: str) -> None:
         self.journal.record(
             JournalEntry(
                 phase=str(phase), store=store, operation=operation, thread_id=at.get("thread_id"),
@@ -167,8 +181,8 @@ class Recorder:
 
     # -- the async forms: the same work, inline ---------------------------------------------
 
-    async def amissed(self, missed: Missed) -> None:
-        self.missed(missed)
+    async def amissed(self, *misses: Missed) -> None:
+        self.missed(*misses)
 
     async def atombstone(self, tombstone: Tombstone) -> None:
         self.tombstone(tombstone)
@@ -178,3 +192,6 @@ class Recorder:
 
     async def amissed_delete(self, role: Role, thread_id: str) -> bool:
         return self.missed_delete(role, thread_id)
+
+    async def amissed_item_delete(self, role: Role, namespace: tuple[str, ...], key: str) -> bool:
+        return self.missed_item_delete(role, namespace, key)

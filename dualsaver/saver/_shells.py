@@ -63,7 +63,8 @@ class _Shell:
     """What both shells hold: the targets of the plans, the time bounds, the breakers."""
 
     def __init__(
-        self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None, breakers: Mapping[Role, Breaker]
+        self, stores: Mapping[Role, Any], recorder: Recorder, timeout: float | None, breakers: Mapping[Role, Breaker],
+        copier: Any = None,
     ) -> None:
         self.stores = stores
         self.recorder = recorder
@@ -71,7 +72,8 @@ class _Shell:
         self.timeout = timeout
         self.exit_timeout = timeout if timeout is not None else EXIT_TIMEOUT
         self.targets: dict[str, Any] = {role: store for role, store in stores.items()}  # noqa: C416 - str keys
-        self.targets.update(recorder=recorder, behind=self, copier=self)
+        # The lazy copy: threads by default (this shell's copy_thread); a DualStore's items by its own copier.
+        self.targets.update(recorder=recorder, behind=self, copier=copier or self)
         # the extended capabilities: the saver's own, or done through its native store
         self.capable = {role: Capable(saver) for role, saver in stores.items()}
 
@@ -81,7 +83,7 @@ class _Shell:
 
     def _abandoned(self, job: Behind, why: BaseException) -> None:
         """A queued write that will not run is journaled as missed."""
-        self.recorder.missed(job.missed(why))
+        self.recorder.missed(*job.missed(why))
 
 
 class SyncShell(_Shell):
@@ -137,7 +139,7 @@ class SyncShell(_Shell):
 
     def submit(self, job: Behind) -> None:
         if not self.queue.submit((job, telemetry.capture()), self.timeout):
-            self.recorder.missed(job.missed(_queue_full(self.timeout)))
+            self.recorder.missed(*job.missed(_queue_full(self.timeout)))
 
     def drain(self) -> bool:
         return self.queue.drain(self.timeout)
@@ -191,7 +193,7 @@ class AsyncShell(_Shell):
 
     async def asubmit(self, job: Behind) -> None:
         if not await self.queue.asubmit(job, self.timeout):
-            self.recorder.missed(job.missed(_queue_full(self.timeout)))
+            self.recorder.missed(*job.missed(_queue_full(self.timeout)))
 
     async def adrain(self) -> bool:
         return await self.queue.adrain(self.timeout)

@@ -1,0 +1,111 @@
+"""DualStore: LangGraph's long-term store (`BaseStore`) migrated like the checkpointer beside it.
+
+`graph.compile(checkpointer=DualSaver(...), store=DualStore(old_store, new_store, phase=...))`.
+Not a second implementation: the same routing table, phase sources, recorder and journal,
+circuit breakers, write-behind and sync/async shells as `DualSaver` (`_pair`, `_plans`,
+`_shells`); only the plan of a batch is its own (`_store_plans`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from langgraph.store.base import BaseStore, TTLConfig
+
+from dualsaver.control import settings
+from dualsaver.control.journal import Journal
+from dualsaver.control.phase import Phase
+from dualsaver.saver import _store_plans as store_plans
+from dualsaver.saver._item_copy import PublicApiItemCopier
+from dualsaver.saver._pair import PhasedPair
+from dualsaver.saver._plans import Context
+from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
+from dualsaver.saver.routing import route_for
+
+# The settings a DualStore takes from the file (the saver's others, canary and shadow
+# reads, are about threads).
+_STORE_SETTINGS = ("strict", "secondary_timeout", "journal", "write_behind", "circuit_cool_down", "control")
+
+
+class DualStore(PhasedPair, BaseStore):
+    """Writes to the old and the new long-term store, reads from the phase's read store.
+
+    Args:
+        old: the store being left (`SqliteStore`, `PostgresStore`, `RedisStore`, ...).
+        new: the store being moved to.
+        phase: as for `DualSaver`: a `Phase`, its name, or a phase source; None:
+            `$DUALSAVER_PHASE`, else the settings file, else the fleet's shared phase record,
+            else `shadow-write`. Pass the checkpointer's source, `phase=dual_saver.phase_source`,
+            and the two halves of the application's memory read one phase at every moment
+            (set a phase on that source or the record, not with `dual_saver.phase = ...`,
+            which gives the saver a source of its own).
+        strict, secondary_timeout, journal, write_behind, circuit_cool_down, control: as for
+            `DualSaver`.
+
+    A batch goes, run by run in op order, to the read store (gets, searches, namespace
+    listings) and to the primary then the secondary (puts and deletes), so a get after a put
+    of the same key in one batch sees it. In read-switch a get that new misses is asked of
+    old, and the item is copied into new; `search` and `list_namespaces` are answered by the
+    read store alone (run the store backfill before read-switch). A secondary failure is
+    journaled per item (`store.put` / `store.delete`, see `control.journal.item_of`); in
+    decommission each delete is journaled as a tombstone for old. In shadow-write the
+    secondary's copy of each batch of writes goes behind (write-behind), as for DualSaver:
+    `flush()` / `aflush()` wait for it, `close()` / `aclose()` / `async with` land or journal it.
+
+    Both stores should carry the same index configuration (dims, fields) and TTL settings:
+    each embeds the items it is given through its own.
+    """
+
+    def __init__(
+        self,
+        old: BaseStore,
+        new: BaseStore,
+        phase: Phase | str | Any | None = None,
+        *,
+        strict: bool = False,
+        secondary_timeout: float | None = 5.0,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        write_behind: bool = True,
+        circuit_cool_down: float | None = 5.0,
+        control: str | None = None,
+    ) -> None:
+        self.supports_ttl = bool(old.supports_ttl and new.supports_ttl)
+        self._pair(old, new, phase, strict=strict, secondary_timeout=secondary_timeout, journal=journal,
+                   write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)
+
+    def _shells(self) -> None:
+        stores = {"old": self.old, "new": self.new}
+        # The lazy copy of items; the lead wires it to dualsaver.items (exact timestamps, TTL, vectors).
+        copier = PublicApiItemCopier(stores)
+        self._sync = SyncShell(stores, self.recorder, self.secondary_timeout, self.breakers, copier)
+        self._async = AsyncShell(stores, self.recorder, self.secondary_timeout, self.breakers, copier)
+
+    @classmethod
+    def from_settings(cls, old: BaseStore, new: BaseStore, path: Any = None, **overrides: Any) -> DualStore:
+        """A DualStore configured by the settings file DualSaver reads (`path`, else
+        `$DUALSAVER_SETTINGS`); keyword arguments win."""
+        kwargs = settings.current(path).saver_kwargs()
+        return cls._from_settings(old, new, path, {k: kwargs[k] for k in _STORE_SETTINGS if k in kwargs}, overrides)
+
+    @property  # type: ignore[override]
+    def ttl_config(self) -> TTLConfig | None:
+        """The primary's (it is also the read store): BaseStore's `get` / `put` take their
+        default refresh and TTL from it."""
+        return self.store(route_for(self.phase).primary).ttl_config
+
+    def _begin(self) -> tuple[Context, Operation]:
+        """The context a plan runs in: the phase is read once, at the start of the call."""
+        phase = self.phase
+        return self._context(phase), Operation("store.batch", phase.value, None)
+
+    def batch(self, ops: Any) -> list[Any]:
+        ctx, op = self._begin()
+        return self._sync.run(store_plans.batch(ctx, list(ops)), op)
+
+    async def abatch(self, ops: Any) -> list[Any]:
+        ctx, op = self._begin()
+        return await self._async.run(store_plans.batch(ctx, list(ops)), op)
+
+    def __repr__(self) -> str:
+        return f"DualStore(old={type(self.old).__name__}, new={type(self.new).__name__}, phase={self.phase.value!r})"

@@ -1,0 +1,106 @@
+"""Every `DualStore` batch written once, as a plan (see `dualsaver.sansio` and `_plans`).
+
+A batch of the long-term store mixes reads (`GetOp`, `SearchOp`, `ListNamespacesOp`) and
+writes (`PutOp`; a `None` value deletes). The plan cuts it into runs of consecutive reads
+and consecutive writes and sends each run in op order, so a read that follows a write of
+the same key in one batch sees it, and each result lands at its op's position:
+
+- a run of writes is one `_plans.write` of the run (primary first, then the secondary, or
+  behind it in shadow-write); a lost write journals one entry per item it named;
+- a run of reads goes to the read store; in read-switch each `GetOp` that new missed is
+  asked of old, and what old has is copied into new (target "copier": `copy_items`).
+  `search` and `list_namespaces` are answered by the read store only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.store.base import GetOp, Item, PutOp
+
+from dualsaver.control.journal import item_entry_fields
+from dualsaver.sansio import Call, Plan
+from dualsaver.saver._plans import Context, Mark, missed, settled, snapshot, write
+from dualsaver.saver.routing import Role
+
+ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
+
+
+def item_mark(op: PutOp) -> Mark:
+    """What the journal says when a store misses this put (or delete)."""
+    operation = "store.delete" if op.value is None else "store.put"
+    return operation, item_entry_fields(op.namespace, op.key)
+
+
+def runs(ops: Sequence[Any]) -> list[tuple[bool, list[int]]]:
+    """The positions of `ops` in runs of consecutive writes (True) or reads (False)."""
+    found: list[tuple[bool, list[int]]] = []
+    for i, op in enumerate(ops):
+        writes = isinstance(op, PutOp)
+        if found and found[-1][0] == writes:
+            found[-1][1].append(i)
+        else:
+            found.append((writes, [i]))
+    return found
+
+
+def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
+    results: list[Any] = [None] * len(ops)  # a put's result is None
+    for writes, positions in runs(ops):
+        chunk = [ops[i] for i in positions]
+        if writes:
+            yield from put_items(ctx, chunk)
+            continue
+        found = yield from read_items(ctx, chunk)
+        for i, answer in zip(positions, found):
+            results[i] = answer
+    return results
+
+
+def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
+    # Both stores get the values as they were at call time, even if the caller mutates them.
+    puts = snapshot(puts)
+    yield from write(ctx, "batch", (puts,), marks=tuple(item_mark(op) for op in puts), hot=True)
+
+
+def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
+    yield from settled(ctx)
+    read, fallback = ctx.reads(None)
+    found = list((yield Call(read, "batch", (ops,))))
+    if fallback is None:
+        return found
+    misses = [i for i, op in enumerate(ops) if isinstance(op, GetOp) and found[i] is None]
+    if misses:
+        yield from _fall_back(ctx, ops, found, misses, read, fallback)
+    return found
+
+
+def _fall_back(ctx: Context, ops: list[Any], found: list[Any], misses: list[int], read: Role,
+               fallback: Role) -> Plan[None]:
+    """Ask the fallback store for the gets the read store missed (one batch), answer with
+    what it has, and copy that into the read store. An item the fallback missed a delete
+    of stays missing: the application deleted it."""
+    asked = []
+    for i in misses:
+        if not (yield Call("recorder", "missed_item_delete", (fallback, ops[i].namespace, ops[i].key))):
+            asked.append(i)
+    if not asked:
+        return
+    answers = yield Call(fallback, "batch", ([ops[i] for i in asked],))
+    copied: list[ItemKey] = []
+    for i, item in zip(asked, answers):
+        if isinstance(item, Item):
+            found[i] = item
+            copied.append((item.namespace, item.key))
+    if copied:
+        yield from _lazy_copy(ctx, fallback, read, copied)
+
+
+def _lazy_copy(ctx: Context, source: Role, target: Role, keys: list[ItemKey]) -> Plan[None]:
+    """Bring items the read store missed over from the fallback; never fails the read."""
+    try:
+        yield Call("copier", "copy_items", (source, target, keys))
+    except Exception as exc:
+        marks = tuple(("store.put", item_entry_fields(ns, key)) for ns, key in keys)
+        yield Call("recorder", "missed", missed(target, marks, exc, ctx.route.phase))
