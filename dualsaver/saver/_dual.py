@@ -127,7 +127,6 @@ class DualSaver(PhasedPair, CompositeSaver):
 
     # --- phase, stores and what went wrong ----------------------------------------------
 
-    @property
     def _judge(self, role: Role, operation: str, args: tuple) -> BaseException | None:
         return write_refusal(self._kinds[role], operation, args)
 

@@ -162,7 +162,7 @@ class Recorder:
     def _journal_written(self) -> bool:
         """A journal that was never written (not open, no file) holds nothing: it is not
         created just to be asked."""
-        return self._journal is not None or bool(self._control) or journal_exists(self._journal_arg)
+        return self._journal is not None or bool(self._control) or journal_exists(self._journal_path)
 
     def _journal_entry(self, phase: Phase | Mode, store: str, operation: str, at: Mapping[str, Any], error: str) -> None:
         self.journal.record(
