@@ -14,6 +14,7 @@ from dualsaver.items._adapters import aitems_for, items_for
 from dualsaver.items._backfill import (
     ItemBackfillResult, abackfill_items, acopy_items, backfill_items, copy_items,
 )
+from dualsaver.items._check import ItemCheck, acheck_items, check_items
 from dualsaver.items.record import BadItem, IndexInfo, Selection, StoredItem
 
 __all__ = [
@@ -22,10 +23,13 @@ __all__ = [
     "ItemBackfillResult",
     "Selection",
     "StoredItem",
+    "ItemCheck",
     "abackfill_items",
+    "acheck_items",
     "acopy_items",
     "aitems_for",
     "backfill_items",
+    "check_items",
     "copy_items",
     "items_for",
 ]

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from dualsaver.errors import describe_error
-from dualsaver.items.record import BadItem, IndexInfo, ItemKey, Namespace, StoredItem, ns_text, ns_tuple
+from dualsaver.items.record import (
+    BadItem, IndexInfo, ItemKey, Namespace, StoredItem, from_micros, ns_text, ns_tuple, to_micros,
+)
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
 
 PAGE = 500
@@ -35,10 +36,6 @@ def _json(raw: Any) -> Any:
         return None
     found = json.loads(raw) if isinstance(raw, str) else raw
     return found[0] if isinstance(found, list) and found else (None if found == [] else found)
-
-
-def _micros(at: datetime) -> int:
-    return round(at.timestamp() * 1_000_000)
 
 
 class RedisItemPlans:
@@ -101,9 +98,8 @@ class RedisItemPlans:
             expires = int(expiry) if expiry is not None else -1
             return StoredItem(
                 namespace, doc["key"], value,
-                datetime.fromtimestamp(doc["created_at"] / 1_000_000, timezone.utc),
-                datetime.fromtimestamp(doc["updated_at"] / 1_000_000, timezone.utc),
-                datetime.fromtimestamp(expires / 1000, timezone.utc) if expires > 0 else None,
+                from_micros(doc["created_at"]), from_micros(doc["updated_at"]),
+                from_micros(expires * 1000) if expires > 0 else None,
                 doc.get("ttl_minutes"), vectors,
             )
         except Exception as exc:
@@ -155,8 +151,8 @@ class RedisItemPlans:
 
     def _doc(self, item: StoredItem) -> dict[str, Any]:
         doc = {"prefix": self._escape(ns_text(item.namespace)), "key": item.key,
-               "value": self.store._serialize_value(item.value), "created_at": _micros(item.created_at),
-               "updated_at": _micros(item.updated_at)}
+               "value": self.store._serialize_value(item.value), "created_at": to_micros(item.created_at),
+               "updated_at": to_micros(item.updated_at)}
         if item.ttl_minutes is not None:
             doc["ttl_minutes"] = item.ttl_minutes
         if item.expires_at is not None:
@@ -168,8 +164,8 @@ class RedisItemPlans:
             return None
         name, vector = next(iter(item.vectors.items()))  # the layout holds one vector per item
         return {"prefix": self._escape(ns_text(item.namespace)), "key": item.key, "field_name": name,
-                "embedding": [float(x) for x in vector], "created_at": _micros(item.created_at),
-                "updated_at": _micros(item.updated_at)}
+                "embedding": [float(x) for x in vector], "created_at": to_micros(item.created_at),
+                "updated_at": to_micros(item.updated_at)}
 
 
 def _hits(reply: Any) -> list[tuple[str, str, str]]:

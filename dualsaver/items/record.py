@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dualsaver.stores import in_shard
@@ -53,6 +53,19 @@ def utc(value: Any) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def from_micros(micros: int | float) -> datetime:
+    """Microseconds since the epoch, exactly (a float division may be off by one)."""
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
+def to_micros(at: datetime) -> int:
+    return (at - EPOCH) // MICROSECOND
 
 
 def sql_time(value: datetime | None) -> str | None:

@@ -14,6 +14,7 @@ from dualsaver.checker.findings import KINDS, DivergenceReport
 from dualsaver.report._common import (
     KIND_HELP,
     KIND_TITLES,
+    kinds_shown,
     MAX_LISTED,
     by_thread,
     scope_note,
@@ -138,7 +139,7 @@ def _counts(report: DivergenceReport) -> list[str]:
         '<h2>Divergences by kind</h2><table id="counts">',
         "<tr><th>kind</th><th>count</th><th>meaning</th></tr>",
     ]
-    for kind in KINDS:
+    for kind in kinds_shown(report):
         c = int(counts.get(kind, 0))
         out.append(
             f'<tr class="{"zero" if not c else "hit"}"><td><span class="kind k-{kind}">'

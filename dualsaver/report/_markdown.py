@@ -7,7 +7,7 @@ from typing import Any
 
 from dualsaver.checker.findings import KINDS, DivergenceReport
 from dualsaver.report._common import (
-    KIND_HELP, KIND_TITLES, MAX_LISTED, by_thread, scope_note, show_cell, show_value, verdict,
+    KIND_HELP, KIND_TITLES, MAX_LISTED, by_thread, kinds_shown, scope_note, show_cell, show_value, verdict,
 )
 
 
@@ -34,6 +34,9 @@ def to_markdown(report: DivergenceReport) -> str:
         f" ({s.get('checkpoints_old', 0)} in old, {s.get('checkpoints_new', 0)} in new)",
         f"- finished: {s.get('finished_at', '?')} in {s.get('duration_seconds', '?')} s",
     ]
+    if items := s.get("items"):
+        lines.append(f"- store items compared: {items.get('compared', 0)} ({items.get('old', 0)} in old,"
+                     f" {items.get('new', 0)} in new)")
     recheck = s.get("recheck") or {}
     if recheck.get("enabled"):
         lines.append(
@@ -49,7 +52,7 @@ def to_markdown(report: DivergenceReport) -> str:
         lines.append(f"- warning: {_md(warning)}")
     counts = s.get("counts") or report.counts()
     lines += ["", "## Divergences by kind", "", "| kind | count | meaning |", "|---|---:|---|"]
-    lines += [f"| {KIND_TITLES[k]} | {counts.get(k, 0)} | {KIND_HELP[k]} |" for k in KINDS]
+    lines += [f"| {KIND_TITLES[k]} | {counts.get(k, 0)} | {KIND_HELP[k]} |" for k in kinds_shown(report)]
     if report.clean:
         lines += ["", "No divergence: every compared checkpoint is identical in both stores."]
         return "\n".join(lines) + "\n"
