@@ -15,6 +15,14 @@
     old = "sqlite:///checkpoints.sqlite"
     new = "postgresql://dualsaver:${DUALSAVER_PG_PASSWORD}@localhost:5432/dualsaver"
 
+    store_old = "sqlite:///store.sqlite"      # the long-term store (BaseStore), when it moves too
+    store_new = "postgresql://..."
+
+    [store.index]                   # the stores' semantic index (both sides, unless told apart)
+    dims = 1536
+    fields = ["text"]
+    embed = "openai:text-embedding-3-small"   # or python:package.module:function
+
     [control]                       # the fleet's control store (PostgreSQL or Redis)
     url = "redis://localhost:6379/0"   # phase record, journal, backfill progress, evidence
     name = "default"                # several migrations can share one control store
@@ -50,6 +58,9 @@ ENV_CONTROL = "DUALSAVER_CONTROL_URL"  # the control store's URL without a setti
 ENV_RECORD = "DUALSAVER_PHASE_RECORD"  # its older name, still read
 ENV_OLD_URL = "DUALSAVER_OLD_URL"
 ENV_NEW_URL = "DUALSAVER_NEW_URL"
+ENV_STORE_OLD_URL = "DUALSAVER_STORE_OLD_URL"
+ENV_STORE_NEW_URL = "DUALSAVER_STORE_NEW_URL"
+INDEX_KEYS = {"dims": (int,), "fields": (list,), "embed": (str,), "distance_type": (str,)}
 DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_STATUS_FILE = ".dualsaver/status.json"
 
@@ -74,6 +85,9 @@ class Settings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     hot_ttl: float | None = None  # TieredSaver: seconds a thread stays hot after its last write
     hot_timeout: float | None = 1.0  # TieredSaver: seconds a hot-store call may take
+    store_old_url: str | None = field(default=None, repr=False)  # the long-term store being left
+    store_new_url: str | None = field(default=None, repr=False)
+    store_index: dict[str, Any] | None = None  # [store.index]: dims, fields, embed, distance_type
     path: str | None = None  # the file these came from
 
     @property
@@ -121,6 +135,11 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "stores": {
         "old": ("old_url", (str,)),
         "new": ("new_url", (str,)),
+        "store_old": ("store_old_url", (str,)),
+        "store_new": ("store_new_url", (str,)),
+    },
+    "store": {
+        "index": ("store_index", (dict,)),
     },
     "control": {
         "url": ("record_url", (str,)),
@@ -194,6 +213,12 @@ def _validate(s: Settings, source: str) -> None:
         object.__setattr__(s, "circuit_cool_down", None)  # documented: 0 never skips
     if s.secondary_timeout is not None and s.secondary_timeout <= 0:
         object.__setattr__(s, "secondary_timeout", None)  # documented: <= 0 waits forever
+    for key, value in (s.store_index or {}).items():
+        if key not in INDEX_KEYS or not isinstance(value, INDEX_KEYS[key]) or isinstance(value, bool):
+            raise SettingsError(f"{source}: store.index.{key}: unknown key or wrong type"
+                                f" (known: {', '.join(INDEX_KEYS)})")
+    if s.store_index is not None and "dims" not in s.store_index:
+        raise SettingsError(f"{source}: store.index needs dims")
     if s.hot_ttl is not None and s.hot_ttl <= 0:
         raise SettingsError(f"{source}: tiered.hot_ttl must be a positive number of seconds")
     if s.hot_timeout is not None and s.hot_timeout <= 0:
@@ -226,6 +251,8 @@ def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> 
         "record_url": env.get(ENV_CONTROL) or env.get(ENV_RECORD),
         "old_url": env.get(ENV_OLD_URL),
         "new_url": env.get(ENV_NEW_URL),
+        "store_old_url": env.get(ENV_STORE_OLD_URL),
+        "store_new_url": env.get(ENV_STORE_NEW_URL),
     }
     missing = {k: v for k, v in fill.items() if v and getattr(settings, k) is None}
     if missing:

@@ -14,6 +14,7 @@ from dualsaver.items._adapters import aitems_for, items_for
 from dualsaver.items._backfill import (
     ItemBackfillResult, abackfill_items, acopy_items, backfill_items, copy_items,
 )
+from dualsaver.items._open import aopen_item_store, index_config, open_item_store
 from dualsaver.items._check import ItemCheck, acheck_items, check_items
 from dualsaver.items.record import BadItem, IndexInfo, Selection, StoredItem
 
@@ -28,6 +29,9 @@ __all__ = [
     "acheck_items",
     "acopy_items",
     "aitems_for",
+    "aopen_item_store",
+    "index_config",
+    "open_item_store",
     "backfill_items",
     "check_items",
     "copy_items",

@@ -1,0 +1,150 @@
+"""Opening a long-term store (`BaseStore`) from a URL, with its index configuration.
+
+The URL forms are the checkpointers' (`stores.urls`): ``sqlite:///path``, ``postgresql://``,
+``redis+langgraph://`` (the official Redis store; RedisJSON and RediSearch), ``memory://``
+(``memory://name``: one per process). `index` is LangGraph's index configuration (dims,
+fields, distance_type), its ``embed`` either a callable, ``python:package.module:function``
+or LangGraph's provider string (``openai:text-embedding-3-small``). The store's tables or
+indexes are set up; the store is closed on exit."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from dualsaver.errors import StoreURLError, describe_error
+from dualsaver.redact import password_of
+from dualsaver.stores.urls import StoreURL, parse_store_url
+
+_memory_stores: dict[str, Any] = {}
+
+
+def index_config(index: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """LangGraph's index configuration from settings: ``embed`` resolved when it names a
+    Python function."""
+    if not index:
+        return None
+    config = dict(index)
+    embed = config.get("embed")
+    if isinstance(embed, str) and embed.startswith("python:"):
+        module, _, name = embed[len("python:") :].partition(":")
+        try:
+            config["embed"] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise StoreURLError(f"store.index.embed {embed}: {describe_error(exc)}") from None
+    return config
+
+
+def _sqlite_connect(path: str) -> Any:
+    try:  # the stdlib module may be built without extension loading, which sqlite-vec needs
+        import pysqlite3 as sqlite3
+    except ImportError:
+        import sqlite3
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+
+def _redis_url(spec: StoreURL) -> str:
+    return spec.url.replace("+langgraph", "", 1)
+
+
+def _refused(spec: StoreURL, exc: BaseException) -> StoreURLError:
+    return StoreURLError(f"cannot open the store {spec.redacted}: {describe_error(exc, secrets=[password_of(spec.url)])}")
+
+
+def _memory(spec: StoreURL, index: Any) -> Any:
+    from langgraph.store.memory import InMemoryStore
+
+    if not spec.target:
+        return InMemoryStore(index=index)
+    return _memory_stores.setdefault(spec.target, InMemoryStore(index=index))
+
+
+@contextmanager
+def open_item_store(url: str, *, index: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """A ready sync store for `url` (see the module docstring)."""
+    spec, config = parse_store_url(url), index_config(index)
+    try:
+        with _opened(spec, config) as store:
+            store.dualsaver_url = spec.url  # its name in progress records (redacted there)
+            yield store
+    except StoreURLError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "__module__", "").startswith("dualsaver"):
+            raise
+        raise _refused(spec, exc) from None
+
+
+@contextmanager
+def _opened(spec: StoreURL, config: Any) -> Iterator[Any]:
+    if spec.kind == "memory":
+        yield _memory(spec, config)
+    elif spec.kind == "sqlite":
+        from langgraph.store.sqlite import SqliteStore
+
+        conn = _sqlite_connect(spec.target)
+        try:
+            store = SqliteStore(conn, index=config)
+            store.setup()
+            yield store
+        finally:
+            conn.close()
+    elif spec.kind == "postgres":
+        from langgraph.store.postgres import PostgresStore
+
+        with PostgresStore.from_conn_string(spec.url, index=config) as store:
+            store.setup()
+            yield store
+    elif spec.kind == "langgraph-redis":
+        from langgraph.store.redis import RedisStore
+
+        with RedisStore.from_conn_string(_redis_url(spec), index=config) as store:
+            store.setup()
+            yield store
+    else:
+        raise StoreURLError(f"no long-term store for {spec.redacted}: use sqlite:///, postgresql://,"
+                            " redis+langgraph:// or memory://")
+
+
+@asynccontextmanager
+async def aopen_item_store(url: str, *, index: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
+    """A ready async store for `url`; SQLite with an index stays the sync store (aiosqlite
+    cannot load sqlite-vec here), which the async adapters run in worker threads."""
+    spec, config = parse_store_url(url), index_config(index)
+    try:
+        async with _aopened(spec, config) as store:
+            store.dualsaver_url = spec.url
+            yield store
+    except StoreURLError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "__module__", "").startswith("dualsaver"):
+            raise
+        raise _refused(spec, exc) from None
+
+
+@asynccontextmanager
+async def _aopened(spec: StoreURL, config: Any) -> AsyncIterator[Any]:
+    if spec.kind == "postgres":
+        from langgraph.store.postgres import AsyncPostgresStore
+
+        async with AsyncPostgresStore.from_conn_string(spec.url, index=config) as store:
+            await store.setup()
+            yield store
+    elif spec.kind == "langgraph-redis":
+        from langgraph.store.redis import AsyncRedisStore
+
+        async with AsyncRedisStore.from_conn_string(_redis_url(spec), index=config) as store:
+            await store.setup()
+            yield store
+    elif spec.kind == "sqlite" and config is None:
+        from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+        async with AsyncSqliteStore.from_conn_string(spec.target) as store:
+            await store.setup()
+            yield store
+    else:
+        with _opened(spec, config) as store:
+            yield store
