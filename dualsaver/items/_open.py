@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 from dualsaver.errors import StoreURLError, describe_error
+from dualsaver.items.identity import named
 from dualsaver.redact import password_of
 from dualsaver.stores.urls import StoreURL, parse_store_url
 
@@ -27,6 +28,8 @@ def index_config(index: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not index:
         return None
     config = dict(index)
+    if "fields" in config:  # SqliteStore reads the fields to embed from `text_fields`
+        config.setdefault("text_fields", config["fields"])
     embed = config.get("embed")
     if isinstance(embed, str) and embed.startswith("python:"):
         module, _, name = embed[len("python:") :].partition(":")
@@ -65,16 +68,15 @@ def _memory(spec: StoreURL, index: Any) -> Any:
 def open_item_store(url: str, *, index: Mapping[str, Any] | None = None) -> Iterator[Any]:
     """A ready sync store for `url` (see the module docstring)."""
     spec, config = parse_store_url(url), index_config(index)
-    try:
-        with _opened(spec, config) as store:
-            store.dualsaver_url = spec.url  # its name in progress records (redacted there)
-            yield store
-    except StoreURLError:
-        raise
-    except Exception as exc:
-        if getattr(exc, "__module__", "").startswith("dualsaver"):
+    with ExitStack() as stack:
+        try:
+            store = stack.enter_context(_opened(spec, config))
+        except StoreURLError:
             raise
-        raise _refused(spec, exc) from None
+        except Exception as exc:
+            raise _refused(spec, exc) from None
+        stack.enter_context(named(store, spec.url))  # its name in progress records (redacted there)
+        yield store
 
 
 @contextmanager
@@ -113,16 +115,15 @@ async def aopen_item_store(url: str, *, index: Mapping[str, Any] | None = None) 
     """A ready async store for `url`; SQLite with an index stays the sync store (aiosqlite
     cannot load sqlite-vec here), which the async adapters run in worker threads."""
     spec, config = parse_store_url(url), index_config(index)
-    try:
-        async with _aopened(spec, config) as store:
-            store.dualsaver_url = spec.url
-            yield store
-    except StoreURLError:
-        raise
-    except Exception as exc:
-        if getattr(exc, "__module__", "").startswith("dualsaver"):
+    async with AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(_aopened(spec, config))
+        except StoreURLError:
             raise
-        raise _refused(spec, exc) from None
+        except Exception as exc:
+            raise _refused(spec, exc) from None
+        stack.enter_context(named(store, spec.url))
+        yield store
 
 
 @asynccontextmanager

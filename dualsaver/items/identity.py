@@ -3,15 +3,29 @@ progress is keyed by, so a re-run against the same stores resumes)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dualsaver.redact import redact
 
+_urls: dict[int, str] = {}  # id(store) -> the URL it was opened from, while it is open
+
+
+@contextmanager
+def named(store: Any, url: str) -> Iterator[None]:
+    """Name `store` by `url` while it is open (some stores take no attributes)."""
+    _urls[id(store)] = url
+    try:
+        yield
+    finally:
+        _urls.pop(id(store), None)
+
 
 def item_store_name(store: Any) -> str:
     store = getattr(store, "store", store)  # an adapter names its store
-    if (named := getattr(store, "dualsaver_url", None)) is not None:
-        return redact(named)
+    if (url := _urls.get(id(store))) is not None:
+        return redact(url)
     kind = type(store).__name__
     conn = getattr(store, "conn", None)
     try:

@@ -127,7 +127,9 @@ class IndexInfo:
     def of(cls, config: Mapping[str, Any] | None) -> IndexInfo | None:
         if not config:
             return None
-        fields = config.get("fields") or ["$"]
+        tokenized = config.get("__tokenized_fields")  # what the store really embeds (SQLite's
+        # reads `text_fields`, not `fields`)
+        fields = [path for path, _ in tokenized] if tokenized else (config.get("fields") or ["$"])
         if isinstance(fields, str):
             fields = [fields]
         return cls(int(config["dims"]), tuple(fields))
