@@ -62,19 +62,20 @@ def plant(store: Any, count: int = 40, ttl: bool = True) -> None:
     time.sleep(0.01)
     for i in range(0, count, 6):  # updated: updated_at later than created_at (where kept)
         ns = ("users", f"u{i % 4}") if i % 5 else ("users", f"u{i % 4}", "facts")
-        got = store.get(ns, f"k{i:03d}")
-        store.put(ns, f"k{i:03d}", {**got.value, "n": -i}, **({"ttl": 60 + i} if ttl and i % 3 == 0 else {}))
+        text = " ".join([f"item{i}"] + [WORDS[(i * k + k) % len(WORDS)] for k in (1, 3, 7)][: 1 + i % 3])
+        store.put(ns, f"k{i:03d}", {"text": text, "n": -i, "tags": [i % 2, {"deep": i}]}, **({"ttl": 60 + i} if ttl and i % 3 == 0 else {}))
 
 
 def official_items(store: Any) -> dict[tuple[tuple[str, ...], str], tuple[Any, Any, Any]]:
-    """Every item as the official store itself answers `get`: value and both times (UTC)."""
+    """Every item as the official store itself answers `search`: value and both times (UTC).
+    (Not `get`: the official RedisStore's `get` misses in a namespace of two labels or more,
+    an upstream bug its `search` does not share; and the namespaces come from the adapter,
+    as its `list_namespaces` looks at the first ten documents only.)"""
     found = {}
-    for namespace in store.list_namespaces(limit=1000):
+    for namespace in sorted({ns for ns, _ in native(store)}):
         for item in store.search(namespace, limit=1000):
-            if tuple(item.namespace) != tuple(namespace):
-                continue
-            got = store.get(namespace, item.key, refresh_ttl=False)
-            found[(tuple(namespace), item.key)] = (got.value, utc(got.created_at), utc(got.updated_at))
+            if tuple(item.namespace) == tuple(namespace):
+                found[(tuple(namespace), item.key)] = (item.value, utc(item.created_at), utc(item.updated_at))
     return found
 
 
