@@ -113,7 +113,8 @@ def _opened(spec: StoreURL, config: Any) -> Iterator[Any]:
 @asynccontextmanager
 async def aopen_item_store(url: str, *, index: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
     """A ready async store for `url`; SQLite with an index stays the sync store (aiosqlite
-    cannot load sqlite-vec here), which the async adapters run in worker threads."""
+    cannot load sqlite-vec here), as Redis does where `AsyncRedisStore` cannot be built: the
+    async adapters run those in worker threads."""
     spec, config = parse_store_url(url), index_config(index)
     async with AsyncExitStack() as stack:
         try:
@@ -126,6 +127,21 @@ async def aopen_item_store(url: str, *, index: Mapping[str, Any] | None = None) 
         yield store
 
 
+def _async_redis_works() -> bool:
+    """Whether `AsyncRedisStore` can be built here: with some redisvl releases its
+    constructor hands its async client to a sync `SearchIndex` and fails (the sync store,
+    run in worker threads, serves then)."""
+    from langgraph.store.redis import AsyncRedisStore
+
+    try:
+        AsyncRedisStore(redis_url="redis://127.0.0.1:1")
+    except TypeError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
 @asynccontextmanager
 async def _aopened(spec: StoreURL, config: Any) -> AsyncIterator[Any]:
     if spec.kind == "postgres":
@@ -134,7 +150,7 @@ async def _aopened(spec: StoreURL, config: Any) -> AsyncIterator[Any]:
         async with AsyncPostgresStore.from_conn_string(spec.url, index=config) as store:
             await store.setup()
             yield store
-    elif spec.kind == "langgraph-redis":
+    elif spec.kind == "langgraph-redis" and _async_redis_works():
         from langgraph.store.redis import AsyncRedisStore
 
         async with AsyncRedisStore.from_conn_string(_redis_url(spec), index=config) as store:
