@@ -86,6 +86,13 @@ class ItemCheck:
     def _found(kind: str, here: ItemKey, **detail: Any) -> Divergence:
         return Divergence(kind, "", journal_ns(here[0]), here[1], detail)
 
+    def named_plan(self, keys: Sequence[ItemKey]) -> Plan[DivergenceReport]:
+        """Compare only these items, read afresh (the re-check after a repair)."""
+        started = time.perf_counter()
+        self.counts["compared"] = len(keys)
+        found = yield from self._confirm({tuple_key(k): [] for k in keys})
+        return self._report(found, time.perf_counter() - started)
+
     def check_plan(self) -> Plan[DivergenceReport]:
         started = time.perf_counter()
         old = yield Call("old", "items", (self.selection.prefix,), stream=True)
@@ -157,6 +164,10 @@ class ItemCheck:
         return report
 
 
+def tuple_key(key: Any) -> ItemKey:
+    return (tuple(key[0]), key[1])
+
+
 def _ttl_fields(old: StoredItem, new: StoredItem) -> list[dict[str, Any]]:
     fields = []
     a, b = old.expires_at, new.expires_at
@@ -173,17 +184,21 @@ def _dims(vectors: dict[str, list[float]] | None, name: str) -> str | None:
 
 
 def check_items(old: Any, new: Any, *, prefix: Sequence[str] = (), shard: tuple[int, int] | None = None,
-                throttle: Throttle | None = None, recheck: bool = True, show_values: bool = False) -> DivergenceReport:
-    """Diff the items of two stores (or item adapters); see the module docstring."""
+                throttle: Throttle | None = None, recheck: bool = True, show_values: bool = False,
+                keys: Sequence[ItemKey] | None = None) -> DivergenceReport:
+    """Diff the items of two stores (or item adapters); see the module docstring. With
+    `keys`, only those items are compared."""
     check = ItemCheck(items_for(old), items_for(new), selection=Selection(tuple(prefix), shard), throttle=throttle,
                       recheck=recheck, show_values=show_values)
-    return run(check.check_plan(), Targets(old=check.old, new=check.new))
+    plan = check.check_plan() if keys is None else check.named_plan(keys)
+    return run(plan, Targets(old=check.old, new=check.new))
 
 
 async def acheck_items(old: Any, new: Any, *, prefix: Sequence[str] = (), shard: tuple[int, int] | None = None,
-                       throttle: Throttle | None = None, recheck: bool = True,
-                       show_values: bool = False) -> DivergenceReport:
+                       throttle: Throttle | None = None, recheck: bool = True, show_values: bool = False,
+                       keys: Sequence[ItemKey] | None = None) -> DivergenceReport:
     """The async form of `check_items`."""
     check = ItemCheck(aitems_for(old), aitems_for(new), selection=Selection(tuple(prefix), shard),
                       throttle=throttle, recheck=recheck, show_values=show_values)
-    return await arun(check.check_plan(), AsyncTargets(old=check.old, new=check.new))
+    plan = check.check_plan() if keys is None else check.named_plan(keys)
+    return await arun(plan, AsyncTargets(old=check.old, new=check.new))
