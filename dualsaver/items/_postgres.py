@@ -18,8 +18,8 @@ from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlan
 from dualsaver.items.record import ItemKey, StoredItem, ns_text
 
 _SOURCE = """src AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
-                         %s::timestamptz[], %s::float8[])
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[],
+                         %b::timestamptz[], %b::float8[])
         AS t(prefix, key, value, created_at, updated_at, expires_at, ttl_minutes))"""
 _INSERT = """ins AS (
     INSERT INTO store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
@@ -31,10 +31,10 @@ _UPDATE = ("UPDATE SET value = EXCLUDED.value, created_at = EXCLUDED.created_at,
 _VECTORS = """vec AS (
     INSERT INTO store_vectors (prefix, key, field_name, embedding, created_at, updated_at)
     SELECT v.prefix, v.key, v.field_name, v.embedding::{kind}, v.created_at, v.updated_at
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
         AS v(prefix, key, field_name, embedding, created_at, updated_at)
     JOIN ins USING (prefix, key)
-    RETURNING 1)"""
+    RETURNING 1)"""  # %b: the arrays go binary, with no text quoting to do
 _DROP = "DELETE FROM store WHERE (prefix, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 
 
