@@ -4,6 +4,7 @@ alone and beside the checkpoints' pair; the read-switch guard asks for the store
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,11 @@ def test_backfill_check_and_repair_of_the_store_alone_end_to_end(tmp_path, pg_ur
     kinds = {d["kind"] for d in json.loads((tmp_path / "r.json").read_text())["divergences"]}
     assert kinds >= {"item_missing_in_new", "item_value_mismatch"}
     assert "store item missing in new" in (tmp_path / "r.md").read_text()
+
+    status = dualsaver("status", *base, "--json")
+    doc = json.loads(status.stdout)
+    assert (doc["store_backfill"]["items"], doc["store_check"]["clean"]) == (0, False)  # the last run of each
+    assert re.search(r"store check: \d+ DIVERGENCE\(S\)", dualsaver("status", *base).stdout)
 
     fixed = dualsaver("repair", *base, "--report", str(tmp_path / "r.json"))
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
