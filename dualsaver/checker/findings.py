@@ -40,8 +40,8 @@ KINDS = (
     METADATA_MISMATCH,
     WRITES_MISMATCH,
     UNREADABLE,
-    *ITEM_KINDS,
 )
+ALL_KINDS = KINDS + ITEM_KINDS
 SIDES = ("old", "new")
 MAX_FIELDS_LISTED = 25  # per divergence; the count of the rest is kept
 
@@ -90,7 +90,9 @@ class DivergenceReport:
     summary: dict[str, Any]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(KINDS, 0)
+        counts = dict.fromkeys(KINDS, 0)  # the item kinds count in when a check compared items
+        if "items" in self.summary:
+            counts.update(dict.fromkeys(ITEM_KINDS, 0))
         for d in self.divergences:
             counts[d.kind] = counts.get(d.kind, 0) + 1
         return counts

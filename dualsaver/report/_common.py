@@ -44,11 +44,11 @@ MAX_LISTED = 500  # divergences shown per page; the JSON keeps them all
 
 def kinds_shown(report: DivergenceReport) -> list[str]:
     """Every checkpoint kind; the store's item kinds when the check compared items."""
-    from dualsaver.checker.findings import ITEM_KINDS, KINDS
+    from dualsaver.checker.findings import ALL_KINDS, ITEM_KINDS
 
     counts = report.summary.get("counts") or report.counts()
     items = "items" in report.summary or any(counts.get(k) for k in ITEM_KINDS)
-    return [k for k in KINDS if items or k not in ITEM_KINDS]
+    return [k for k in ALL_KINDS if items or k not in ITEM_KINDS]
 
 
 def verdict(report: DivergenceReport) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualsaver.checker.findings import KINDS, DivergenceReport
+from dualsaver.checker.findings import ALL_KINDS, DivergenceReport
 from dualsaver.report._common import (
     KIND_HELP, KIND_TITLES, MAX_LISTED, by_thread, kinds_shown, scope_note, show_cell, show_value, verdict,
 )
@@ -60,7 +60,7 @@ def to_markdown(report: DivergenceReport) -> str:
     grouped = by_thread(report)
     lines += ["", "## Affected threads", "", "| thread | divergences | kinds |", "|---|---:|---|"]
     for thread_id, items in grouped.items():
-        kinds = sorted({d.kind for d in items}, key=KINDS.index)
+        kinds = sorted({d.kind for d in items}, key=ALL_KINDS.index)
         lines.append(f"| `{_md(thread_id)}` | {len(items)} | {', '.join(kinds)} |")
     lines += ["", "## Details", ""]
     if not s.get("values_shown"):
