@@ -105,3 +105,17 @@ def test_the_async_backfill_and_check_over_the_async_stores(kind, pg_url, reques
     assert name.startswith("Async") or kind == "redis"  # see aopen_item_store
     assert (first.items, again.items, again.skipped) == (40, 0, 40)
     assert report.clean, [d.to_dict() for d in report.divergences]
+
+
+def test_shards_and_a_prefix_split_the_work_without_overlap(tmp_path):
+    with open_item_store(f"sqlite:///{tmp_path}/old.sqlite", index=INDEX) as old, \
+            open_item_store(f"sqlite:///{tmp_path}/new.sqlite", index=INDEX) as new:
+        _fill(old, namespaces=9, per=4)
+        under = backfill_items(old, new, prefix=("org", "n03"), state_path=tmp_path / "p.sqlite")
+        assert (under.items, under.namespaces) == (4, 1)
+        halves = [backfill_items(old, new, shard=(i, 2), state_path=tmp_path / "p.sqlite") for i in (0, 1)]
+        assert sum(h.items for h in halves) == 36 - 4 and sum(h.skipped for h in halves) == 4
+        assert all(h.namespaces for h in halves)  # the hash spreads nine namespaces over both
+        assert check_items(old, new).clean
+        assert check_items(old, new, shard=(0, 2)).summary["items"]["compared"] == halves[0].items + (
+            4 if halves[0].skipped else 0)
