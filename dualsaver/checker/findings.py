@@ -1,5 +1,5 @@
-"""What the check finds: the six kinds of divergence, one `Divergence`, and the
-`DivergenceReport` a check returns (JSON in and out, so a report can be re-read and repaired
+"""What the check finds: the six kinds of divergence between checkpoints and the seven between
+the long-term store's items, one `Divergence`, and the `DivergenceReport` a check returns (JSON in and out, so a report can be re-read and repaired
 from later). No I/O and no store access here."""
 
 from __future__ import annotations
@@ -15,6 +15,24 @@ CHECKPOINT_MISMATCH = "checkpoint_mismatch"
 METADATA_MISMATCH = "metadata_mismatch"
 WRITES_MISMATCH = "writes_mismatch"
 UNREADABLE = "unreadable"
+# The store's items: named as the journal names them (thread_id empty, checkpoint_ns the
+# namespace as a JSON list, checkpoint_id the key).
+ITEM_MISSING_IN_NEW = "item_missing_in_new"
+ITEM_MISSING_IN_OLD = "item_missing_in_old"
+ITEM_VALUE_MISMATCH = "item_value_mismatch"
+ITEM_TIMESTAMP_MISMATCH = "item_timestamp_mismatch"
+ITEM_TTL_MISMATCH = "item_ttl_mismatch"
+ITEM_VECTOR_MISMATCH = "item_vector_mismatch"
+ITEM_UNREADABLE = "item_unreadable"
+ITEM_KINDS = (
+    ITEM_MISSING_IN_NEW,
+    ITEM_MISSING_IN_OLD,
+    ITEM_VALUE_MISMATCH,
+    ITEM_TIMESTAMP_MISMATCH,
+    ITEM_TTL_MISMATCH,
+    ITEM_VECTOR_MISMATCH,
+    ITEM_UNREADABLE,
+)
 KINDS = (
     MISSING_IN_NEW,
     MISSING_IN_OLD,
@@ -23,6 +41,7 @@ KINDS = (
     WRITES_MISMATCH,
     UNREADABLE,
 )
+ALL_KINDS = KINDS + ITEM_KINDS
 SIDES = ("old", "new")
 MAX_FIELDS_LISTED = 25  # per divergence; the count of the rest is kept
 
@@ -71,13 +90,25 @@ class DivergenceReport:
     summary: dict[str, Any]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(KINDS, 0)
+        counts = dict.fromkeys(KINDS, 0)  # the item kinds count in when a check compared items
+        if "items" in self.summary:
+            counts.update(dict.fromkeys(ITEM_KINDS, 0))
         for d in self.divergences:
             counts[d.kind] = counts.get(d.kind, 0) + 1
         return counts
 
     def affected_threads(self) -> list[str]:
-        return sorted({d.thread_id for d in self.divergences})
+        return sorted({d.thread_id for d in self.divergences if d.kind not in ITEM_KINDS})
+
+    def affected_items(self) -> list[tuple[tuple[str, ...], str]]:
+        """(namespace, key) of every item a divergence names."""
+        found = {(tuple(json.loads(d.checkpoint_ns)), d.checkpoint_id) for d in self.divergences if d.kind in ITEM_KINDS}
+        return sorted(found)
+
+    def part(self, items: bool) -> DivergenceReport:
+        """The items' findings (or the checkpoints'), as a report of their own."""
+        kept = [d for d in self.divergences if (d.kind in ITEM_KINDS) == items]
+        return DivergenceReport(clean=not kept, divergences=kept, summary=dict(self.summary))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from dualsaver.cli.options import (
     add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
     parse_shard, settings_for, throttle_from,
 )
+from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.preflight.rules import parse_classes
 from dualsaver.stores.serde import serde_from_name
 
@@ -30,6 +31,9 @@ examples:
 
   # rollback after decommission: copy new -> old
   dualsaver backfill --old ... --new ... --reverse
+
+  # the long-term store (BaseStore) too: its items, times, TTLs and vectors, exactly
+  dualsaver backfill --old ... --new ... --store-old sqlite:///store.sqlite --store-new postgresql://app@db/app
 
   # move to an encrypted store (values are decoded and re-encoded; AES key from the env)
   LANGGRAPH_AES_KEY=... dualsaver backfill --old ... --new ... --new-serde encrypted
@@ -94,6 +98,7 @@ def register(subparsers: Any) -> None:
                    help="skip the scan before the copy (rows the target cannot hold are still refused one by one)")
     add_throttle_arguments(p)
     add_control_argument(p)
+    add_store_item_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -133,6 +138,35 @@ class TqdmProgress:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The checkpoints' backfill, the long-term store's, or both (whichever pairs are named)."""
+    from dualsaver.cli import store_items
+
+    try:
+        items = store_items.store_pair(args)
+    except ValueError as exc:
+        print(f"dualsaver backfill: {exc}", file=sys.stderr)
+        return 2
+    code, result = 0, None
+    if items is None or store_items.has_checkpoint_pair(args):
+        code, result = _run_checkpoints(args)
+        if code == 2 or code == 130:
+            return code
+    if items is not None:
+        try:
+            store_code, store_result = store_items.backfill(args, items, throttle_from(args))
+        except Exception as exc:  # one line, never a traceback, never a password
+            from dualsaver.errors import describe_error
+
+            print(f"dualsaver backfill: store: could not run: {describe_error(exc, secrets=items)}", file=sys.stderr)
+            return 2
+        code = max(code, store_code)
+        result = {**(result or {}), "store": store_result}
+    if args.json:
+        print(json.dumps(result, default=str))
+    return code
+
+
+def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     from dualsaver.migrate import backfill
     from dualsaver.stores import StoreURLError, open_saver, redact
     from dualsaver.errors import PreflightRefused, describe_error
@@ -144,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         parse_classes(args.allow_lossy)
     except ValueError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     source, target = ("new", "old") if args.reverse else ("old", "new")
     source_url, target_url = getattr(args, source), getattr(args, target)
     throttle = throttle_from(args)
@@ -177,19 +211,19 @@ def run(args: argparse.Namespace) -> int:
             pair = pair_of(savers["old"], savers["new"])
     except StoreURLError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     except PreflightRefused as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         if args.json:
             print(json.dumps({"refused": True, "preflight": exc.report.to_dict()}))  # type: ignore[attr-defined]
-        return 1
+        return 1, None
     except KeyboardInterrupt:
         print("\ndualsaver backfill: interrupted; progress is saved, run again to resume", file=sys.stderr)
-        return 130
+        return 130, None
     except Exception as exc:  # one line, never a traceback, never a password
         message = scrub(scrub(describe_error(exc), source_url), target_url)
         print(f"dualsaver backfill: could not run: {message}", file=sys.stderr)
-        return 2
+        return 2, None
     finally:
         if progress is not None:
             progress.close()
@@ -198,6 +232,4 @@ def run(args: argparse.Namespace) -> int:
 
     # What `dualsaver phase set read-switch` and `dualsaver status` read back.
     record_backfill(result, reverse=args.reverse, scope=scope(args.shard, args.threads), pair=pair, settings=settings)
-    if args.json:
-        print(json.dumps(result.as_dict()))
-    return 1 if result.failed else 0
+    return (1 if result.failed else 0), result.as_dict()

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.cli.options import (
     add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
     parse_shard, settings_for, throttle_from,
@@ -82,6 +83,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     add_throttle_arguments(p)
     add_control_argument(p)
+    add_store_item_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -137,6 +139,56 @@ def fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The checkpoints' check, the long-term store's, or both, in one report."""
+    from dualsaver.cli import store_items
+
+    try:
+        items = store_items.store_pair(args)
+    except ValueError as exc:
+        return fail(str(exc))
+    if items is None:
+        return _run_checkpoints(args)
+    report = None
+    if store_items.has_checkpoint_pair(args):
+        code = _run_checkpoints(args, report_out := [])
+        if code == EXIT_CANNOT_CHECK:
+            return code
+        report = report_out[0]
+    try:
+        store_report = store_items.check(args, items, throttle_from(args))
+    except Exception as exc:
+        from dualsaver.errors import describe_error
+
+        return fail(f"store: {describe_error(exc, secrets=items)}")
+    store_items.record_check(args, store_report)
+    if report is not None:
+        report.divergences += store_report.divergences
+        report.clean = report.clean and store_report.clean
+        report.summary["items"] = store_report.summary["items"]
+        report.summary["counts"] = report.counts()
+    else:
+        report = store_report
+    return _write_and_tell(args, report, "both halves" if store_items.has_checkpoint_pair(args) else "the store")
+
+
+def _write_and_tell(args: argparse.Namespace, report: Any, what: str) -> int:
+    from dualsaver.report import write_reports
+
+    try:
+        write_reports(report, json_path=args.report, markdown_path=args.markdown, html_path=args.html)
+    except OSError as exc:
+        return fail(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}")
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
+    items = len(report.affected_items())
+    tail = "" if report.clean else f": {len(report.divergences)} divergence(s), {items} store item(s) ({counts})"
+    print(f"Safe to switch reads ({what}): {'yes' if report.clean else 'no'}{tail}")
+    for path in (args.report, args.markdown, args.html):
+        if path:
+            print(f"  report: {path}")
+    return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
+
+
+def _run_checkpoints(args: argparse.Namespace, report_out: list[Any] | None = None) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, open_saver, redact
@@ -185,6 +237,12 @@ def run(args: argparse.Namespace) -> int:
         print(totals_line(report.summary), file=sys.stderr, flush=True)
     if args.tiered:
         report = report.between_tiers()
+    if report_out is not None:  # the store's findings join this report before it is written
+        from dualsaver.control.evidence import record_check, scope
+
+        record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args))
+        report_out.append(report)
+        return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
     try:
         write_reports(
             report, json_path=args.report, markdown_path=args.markdown, html_path=args.html

@@ -16,6 +16,7 @@ from dualsaver.cli.check import primary_for_run
 from dualsaver.cli.options import (
     add_command, add_control_argument, add_store_arguments, add_throttle_arguments, settings_for, throttle_from,
 )
+from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.stores.serde import serde_from_name
 
 EPILOG = """\
@@ -73,6 +74,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the re-check of repaired threads")
     add_throttle_arguments(p)
     add_control_argument(p)
+    add_store_item_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -113,6 +115,51 @@ def _open_journal(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Repair the checkpoints, the long-term store's items, or both (whichever pairs are named)."""
+    from dualsaver.cli import store_items
+
+    try:
+        items = store_items.store_pair(args)
+    except ValueError as exc:
+        return fail(str(exc))
+    code = 0
+    if items is None or store_items.has_checkpoint_pair(args):
+        code = _run_checkpoints(args)
+        if code == 2 or items is None:
+            return code
+    return max(code, _run_store(args, items))
+
+
+def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
+    from dualsaver.checker.findings import DivergenceReport
+    from dualsaver.cli.check import primary_of
+    from dualsaver.errors import describe_error
+
+    try:
+        primary = primary_of(args.phase)
+        source = args.source or primary
+        if source != primary and not args.force and not args.dry_run:
+            return fail(f"the {'new' if source == 'old' else 'old'} store is the primary in this phase; pass --force")
+        report, entries, journal = None, [], None
+        if args.report:
+            report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8")).part(items=True)
+        else:
+            journal = args._journal = _open_journal(args)
+            entries = list(journal.pending())
+    except (OSError, ValueError, KeyError) as exc:
+        return fail(f"{type(exc).__name__}: {exc}")
+    try:
+        from dualsaver.cli import store_items
+
+        return store_items.repair(args, items, source, report, entries)
+    except Exception as exc:
+        return fail(f"store: {describe_error(exc, secrets=items)}")
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def _run_checkpoints(args: argparse.Namespace) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.migrate import other, repair, entries_to_mark
     from dualsaver.stores import StoreURLError, open_saver, redact

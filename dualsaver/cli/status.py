@@ -328,6 +328,8 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
         ("backfill", migration_status.BACKFILL),
         ("reverse_backfill", migration_status.REVERSE_BACKFILL),
         ("check", migration_status.CHECK),
+        ("store_backfill", migration_status.STORE_BACKFILL),  # the long-term store's items
+        ("store_check", migration_status.STORE_CHECK),
     ):
         try:
             value = status_store.get_status(kind) if status_store is not None else None
@@ -500,8 +502,23 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(
             f"check:    {verdict}{scope}; {c['threads_compared']} thread(s) compared; finished {_age(c['age_seconds'])}"
         )
+    lines += _store_lines(doc)
     lines.append(f"outcomes kept in: {doc['status_kept_in']}")
     return "\n".join(lines)
+
+
+def _store_lines(doc: dict[str, Any]) -> list[str]:
+    """The long-term store's backfill and check, when either was recorded."""
+    b, c = doc.get("store_backfill"), doc.get("store_check")
+    lines = []
+    if b is not None:
+        verdict = "complete" if b["ok"] else f"{b['bad']} bad item(s)"
+        lines.append(f"store backfill: {verdict}; {b['items']} item(s) copied, vectors {b['vectors']},"
+                     f" {'exact' if b['exact'] else 'APPROXIMATE'}; finished {_age(b['age_seconds'])}")
+    if c is not None:
+        verdict = "CLEAN" if c["clean"] else f"{c['divergences']} DIVERGENCE(S)"
+        lines.append(f"store check: {verdict}; {c['items_compared']} item(s) compared; finished {_age(c['age_seconds'])}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

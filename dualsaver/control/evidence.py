@@ -39,6 +39,7 @@ log = structlog.get_logger("dualsaver.evidence")
 
 ENV_STATUS = "DUALSAVER_STATUS"
 BACKFILL, REVERSE_BACKFILL, CHECK = "backfill", "reverse_backfill", "check"
+STORE_BACKFILL, STORE_CHECK = "store_backfill", "store_check"  # the long-term store's items
 
 
 class LocalStatusFile:
@@ -169,6 +170,39 @@ def record_check(
     return _record(CHECK, scope, value, settings)
 
 
+def record_store_backfill(result: Any, *, scope: str = "all", settings: Any = None) -> bool:
+    """Record a finished backfill of the long-term store's items (`ItemBackfillResult`)."""
+    if getattr(result, "dry_run", False):
+        return False
+    value = {"finished_at": time.time(), "ok": not result.bad, "full": scope == "all", "items": result.items,
+             "skipped": result.skipped, "bad": result.bad, "exact": result.exact, "vectors": result.vectors}
+    return _record(STORE_BACKFILL, scope, value, settings)
+
+
+def record_store_check(report: Any, *, scope: str = "all", settings: Any = None) -> bool:
+    """Record a finished check of the long-term store's items (their part of a report)."""
+    now = time.time()
+    value = {"finished_at": now, "started_at": now - float(report.summary.get("duration_seconds") or 0),
+             "clean": bool(report.clean), "full": scope == "all", "divergences": len(report.divergences),
+             "items_compared": (report.summary.get("items") or {}).get("compared", 0)}
+    return _record(STORE_CHECK, scope, value, settings)
+
+
+def _store_evidence(store: Any, required: bool) -> dict[str, Any]:
+    """The store half of the evidence: the newest whole backfill and check of its items."""
+    backfills = _whole_runs(store.list_status(f"{STORE_BACKFILL}/"))
+    checks = _whole_runs(store.list_status(f"{STORE_CHECK}/"))
+    facts: dict[str, Any] = {"store_required": required or bool(backfills)}
+    if backfills:
+        facts["store_backfill_at"] = max(v["finished_at"] for v in backfills[0])
+        facts["store_backfill_ok"] = all(v["ok"] for v in backfills[0])
+    if checks:
+        facts["store_check_at"] = min(v["started_at"] for v in checks[0])
+        facts["store_check_clean"] = all(v["clean"] for v in checks[0])
+        facts["store_check_divergences"] = sum(v["divergences"] for v in checks[0])
+    return facts
+
+
 def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
@@ -200,11 +234,13 @@ def _shards_in(outcomes: dict[str, dict[str, Any]]) -> str | None:
 
 
 def evidence(
-    store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None, unrepaired_new: int = 0
+    store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None, unrepaired_new: int = 0,
+    store_pair: bool = False,
 ) -> Evidence:
     """What the guards need, from the recorded outcomes. `pair` holds the fingerprints of
     the configured old and new stores (None: the pair the newest whole backfill ran on);
-    `unrepaired_new` counts journal entries naming new that no repair has settled."""
+    `unrepaired_new` counts journal entries naming new that no repair has settled;
+    `store_pair`: a long-term store pair is configured, so its items need evidence too."""
     backfills = _whole_runs(store.list_status(f"{BACKFILL}/"))
     checks = _whole_runs(store.list_status(f"{CHECK}/"))
     b = store.get_status(BACKFILL)  # the newest, whatever it covered: for the messages
@@ -238,4 +274,5 @@ def evidence(
         check_shards=None if check else _shards_in(store.list_status(f"{CHECK}/")),
         unrepaired_new=unrepaired_new,
         entered_at=entered_at,
+        **_store_evidence(store, store_pair),
     )

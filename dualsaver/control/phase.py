@@ -103,6 +103,14 @@ class Evidence:
     check_shards: str | None = None  # how far an incomplete sharded check got ("2 of 4 shards")
     unrepaired_new: int = 0  # journal entries naming new that no repair settled
     entered_at: float | None = None
+    # The long-term store's items, when a store pair is configured (or was backfilled):
+    # read-switch needs their full backfill and a clean full check after it too.
+    store_required: bool = False
+    store_backfill_at: float | None = None
+    store_backfill_ok: bool = False
+    store_check_at: float | None = None
+    store_check_clean: bool = False
+    store_check_divergences: int = 0
 
 
 def _when(ts: float) -> str:
@@ -163,4 +171,26 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
         raise TransitionError(
             f"cannot switch reads: (d) {e.unrepaired_new} journal entr(ies) name writes new missed"
             " that no repair has settled; run `dualsaver repair --journal`, then check again"
+        )
+    if e.store_required:
+        _guard_store(e)
+
+
+def _guard_store(e: Evidence) -> None:
+    """One application, one phase: the long-term store's items must be as ready as its
+    checkpoints."""
+    if e.store_backfill_at is None or not e.store_backfill_ok:
+        raise TransitionError(
+            "cannot switch reads: (e) the long-term store has no complete backfill recorded;"
+            " run `dualsaver backfill --store-old ... --store-new ...` until it finishes cleanly"
+        )
+    if e.store_check_at is None or e.store_check_at < e.store_backfill_at:
+        raise TransitionError(
+            f"cannot switch reads: (e) no check of the long-term store has started since its backfill"
+            f" finished ({_when(e.store_backfill_at)}); run `dualsaver check --store-old ... --store-new ...`"
+        )
+    if not e.store_check_clean:
+        raise TransitionError(
+            f"cannot switch reads: (e) the last check of the long-term store ({_when(e.store_check_at)}) found"
+            f" {e.store_check_divergences} divergence(s); run `dualsaver repair` with the store URLs, then check again"
         )

@@ -15,6 +15,14 @@
     old = "sqlite:///checkpoints.sqlite"
     new = "postgresql://dualsaver:${DUALSAVER_PG_PASSWORD}@localhost:5432/dualsaver"
 
+    store_old = "sqlite:///store.sqlite"      # the long-term store (BaseStore), when it moves too
+    store_new = "postgresql://..."
+
+    [store.index]                   # the stores' semantic index (both sides, unless told apart)
+    dims = 1536
+    fields = ["text"]
+    embed = "openai:text-embedding-3-small"   # or python:package.module:function
+
     [control]                       # the fleet's control store (PostgreSQL or Redis)
     url = "redis://localhost:6379/0"   # phase record, journal, backfill progress, evidence
     name = "default"                # several migrations can share one control store
@@ -59,6 +67,9 @@ ENV_OLD_URL = "DUALSAVER_OLD_URL"
 ENV_NEW_URL = "DUALSAVER_NEW_URL"
 ENV_DURABLE_URL = "DUALSAVER_DURABLE_URL"  # TieredSaver's stores, without a settings file
 ENV_HOT_URL = "DUALSAVER_HOT_URL"
+ENV_STORE_OLD_URL = "DUALSAVER_STORE_OLD_URL"
+ENV_STORE_NEW_URL = "DUALSAVER_STORE_NEW_URL"
+INDEX_KEYS = {"dims": (int,), "fields": (list,), "embed": (str,), "distance_type": (str,)}
 DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_STATUS_FILE = ".dualsaver/status.json"
 
@@ -86,6 +97,9 @@ class Settings:
     tiered: bool = False  # the Agent Server factory builds a TieredSaver(durable, hot)
     durable_url: str | None = field(default=None, repr=False)
     hot_url: str | None = field(default=None, repr=False)
+    store_old_url: str | None = field(default=None, repr=False)  # the long-term store being left
+    store_new_url: str | None = field(default=None, repr=False)
+    store_index: dict[str, Any] | None = None  # [store.index]: dims, fields, embed, distance_type
     path: str | None = None  # the file these came from
 
     @property
@@ -133,6 +147,11 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "stores": {
         "old": ("old_url", (str,)),
         "new": ("new_url", (str,)),
+        "store_old": ("store_old_url", (str,)),
+        "store_new": ("store_new_url", (str,)),
+    },
+    "store": {
+        "index": ("store_index", (dict,)),
     },
     "control": {
         "url": ("record_url", (str,)),
@@ -209,6 +228,12 @@ def _validate(s: Settings, source: str) -> None:
         object.__setattr__(s, "circuit_cool_down", None)  # documented: 0 never skips
     if s.secondary_timeout is not None and s.secondary_timeout <= 0:
         object.__setattr__(s, "secondary_timeout", None)  # documented: <= 0 waits forever
+    for key, value in (s.store_index or {}).items():
+        if key not in INDEX_KEYS or not isinstance(value, INDEX_KEYS[key]) or isinstance(value, bool):
+            raise SettingsError(f"{source}: store.index.{key}: unknown key or wrong type"
+                                f" (known: {', '.join(INDEX_KEYS)})")
+    if s.store_index is not None and "dims" not in s.store_index:
+        raise SettingsError(f"{source}: store.index needs dims")
     if s.hot_ttl is not None and s.hot_ttl <= 0:
         raise SettingsError(f"{source}: tiered.hot_ttl must be a positive number of seconds")
     if s.hot_timeout is not None and s.hot_timeout <= 0:
@@ -243,6 +268,8 @@ def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> 
         "new_url": env.get(ENV_NEW_URL),
         "durable_url": env.get(ENV_DURABLE_URL),
         "hot_url": env.get(ENV_HOT_URL),
+        "store_old_url": env.get(ENV_STORE_OLD_URL),
+        "store_new_url": env.get(ENV_STORE_NEW_URL),
     }
     missing = {k: v for k, v in fill.items() if v and getattr(settings, k) is None}
     if missing:

@@ -140,7 +140,7 @@ def repairs_from_report(report: DivergenceReport, source: Side = "old") -> list[
     reasons: dict[str, list[str]] = {}
     replace: set[str] = set()
     attention: dict[str, list[str]] = {}
-    for d in report.divergences:
+    for d in report.part(items=False).divergences:  # the store's items: dualsaver.items
         where = f"{d.kind} at {d.checkpoint_ns or '(root)'}/{d.checkpoint_id or '*'}"
         reasons.setdefault(d.thread_id, []).append(where)
         if d.kind == f"missing_in_{target}":

@@ -10,10 +10,11 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from dualsaver.checker.findings import KINDS, DivergenceReport
+from dualsaver.checker.findings import ALL_KINDS, DivergenceReport
 from dualsaver.report._common import (
     KIND_HELP,
     KIND_TITLES,
+    kinds_shown,
     MAX_LISTED,
     NEXT_STEP,
     Entry,
@@ -141,7 +142,7 @@ def _counts(report: DivergenceReport) -> list[str]:
         '<h2>Divergences by kind</h2><table id="counts">',
         "<tr><th>kind</th><th>count</th><th>meaning</th></tr>",
     ]
-    for kind in KINDS:
+    for kind in kinds_shown(report):
         c = int(counts.get(kind, 0))
         out.append(
             f'<tr class="{"zero" if not c else "hit"}"><td><span class="kind k-{kind}">'
@@ -158,7 +159,7 @@ def _threads(report: DivergenceReport, grouped: dict[str, list]) -> list[str]:
         "<tr><th>thread</th><th>divergences</th><th>kinds</th></tr>",
     ]
     for n, (thread_id, items) in enumerate(grouped.items()):
-        kinds = sorted({d.kind for d in items}, key=KINDS.index)
+        kinds = sorted({d.kind for d in items}, key=ALL_KINDS.index)
         badges = " ".join(f'<span class="kind k-{k}">{KIND_TITLES[k]}</span>' for k in kinds)
         out.append(
             f'<tr><td class="mono"><a href="#t{n}">{escape(thread_id)}</a></td>'

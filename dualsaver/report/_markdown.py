@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualsaver.checker.findings import KINDS, DivergenceReport
+from dualsaver.checker.findings import ALL_KINDS, DivergenceReport
 from dualsaver.report._common import (
-    KIND_HELP, KIND_TITLES, MAX_LISTED, NEXT_STEP, by_thread, collapsed, scope_note, show_cell, show_value,
-    verdict,
+    KIND_HELP, KIND_TITLES, MAX_LISTED, NEXT_STEP, by_thread, collapsed, kinds_shown, scope_note, show_cell,
+    show_value, verdict,
 )
 
 
@@ -35,6 +35,9 @@ def to_markdown(report: DivergenceReport) -> str:
         f" ({s.get('checkpoints_old', 0)} in old, {s.get('checkpoints_new', 0)} in new)",
         f"- finished: {s.get('finished_at', '?')} in {s.get('duration_seconds', '?')} s",
     ]
+    if items := s.get("items"):
+        lines.append(f"- store items compared: {items.get('compared', 0)} ({items.get('old', 0)} in old,"
+                     f" {items.get('new', 0)} in new)")
     recheck = s.get("recheck") or {}
     if recheck.get("enabled"):
         lines.append(
@@ -50,7 +53,7 @@ def to_markdown(report: DivergenceReport) -> str:
         lines.append(f"- warning: {_md(warning)}")
     counts = s.get("counts") or report.counts()
     lines += ["", "## Divergences by kind", "", "| kind | count | meaning |", "|---|---:|---|"]
-    lines += [f"| {KIND_TITLES[k]} | {counts.get(k, 0)} | {KIND_HELP[k]} |" for k in KINDS]
+    lines += [f"| {KIND_TITLES[k]} | {counts.get(k, 0)} | {KIND_HELP[k]} |" for k in kinds_shown(report)]
     if report.clean:
         lines += ["", "No divergence: every compared checkpoint is identical in both stores."]
         return "\n".join(lines) + "\n"
@@ -59,7 +62,7 @@ def to_markdown(report: DivergenceReport) -> str:
     lines += ["", f"**{_md(NEXT_STEP)}**"]
     lines += ["", "## Affected threads", "", "| thread | divergences | kinds |", "|---|---:|---|"]
     for thread_id, items in grouped.items():
-        kinds = sorted({d.kind for d in items}, key=KINDS.index)
+        kinds = sorted({d.kind for d in items}, key=ALL_KINDS.index)
         lines.append(f"| `{_md(thread_id)}` | {len(items)} | {', '.join(kinds)} |")
     lines += ["", "## Details", ""]
     if not s.get("values_shown"):

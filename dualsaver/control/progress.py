@@ -1,0 +1,203 @@
+"""A backfill's durable progress record: which threads (or, for the store's items, which
+namespaces) of a job are fully copied.
+
+A small SQLite file (default `.dualsaver/backfill.sqlite`), written in autocommit mode with
+WAL, so a row is on disk when `mark_done` returns and a SIGKILL at any moment loses at most
+the thread being copied, which the next run copies again (inserts are idempotent). A *job*
+is keyed by the identities of both stores (passwords redacted) and the shard, so two shards
+or two migrations never share progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dualsaver.redact import redact
+
+DEFAULT_PATH = ".dualsaver/backfill.sqlite"
+ENV_PATH = "DUALSAVER_BACKFILL_STATE"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job TEXT PRIMARY KEY,
+    old TEXT NOT NULL,
+    new TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS done (
+    job TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    checkpoints INTEGER NOT NULL,
+    writes INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (job, thread_id)
+);
+"""
+
+
+def job_key(old: str, new: str, shard: tuple[int, int] | None) -> str:
+    shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
+    raw = f"{redact(old)}\n{redact(new)}\n{shard_text}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+class BackfillState:
+    """Per-thread completion records for one job; safe to share between worker threads."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        old: str,
+        new: str,
+        shard: tuple[int, int] | None,
+    ) -> None:
+        raw = str(path) if path is not None else os.environ.get(ENV_PATH, DEFAULT_PATH)
+        if raw != ":memory:":
+            Path(raw).parent.mkdir(parents=True, exist_ok=True)
+        self.path = raw
+        self.job = job_key(old, new, shard)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(raw, check_same_thread=False, isolation_level=None, timeout=30)
+        if raw != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+        self._done_before = self.done_count() > 0  # threads an earlier run finished
+        shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
+        self._conn.execute(
+            "INSERT OR IGNORE INTO jobs (job, old, new, shard, started_at) VALUES (?, ?, ?, ?, ?)",
+            (self.job, redact(old), redact(new), shard_text, time.time()),
+        )
+
+    def is_done(self, thread_id: str) -> bool:
+        return bool(self.done_among([thread_id]))
+
+    def done_among(self, thread_ids: Sequence[str]) -> set[str]:
+        """Which of these threads an earlier run finished."""
+        if not self._done_before:
+            return set()  # a fresh job: nothing to look up (each thread is visited once)
+        marks = ",".join("?" * len(thread_ids))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT thread_id FROM done WHERE job = ? AND thread_id IN ({marks})", (self.job, *thread_ids)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def update(self, counters: dict[str, Any]) -> None:
+        """Counters for `dualsaver status` (kept by the control store; a local run shows its
+        threads done)."""
+
+    def done_count(self) -> int:
+        with self._lock:
+            (n,) = self._conn.execute("SELECT COUNT(*) FROM done WHERE job = ?", (self.job,)).fetchone()
+        return int(n)
+
+    def mark_done(self, thread_id: str, checkpoints: int, writes: int) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO done (job, thread_id, checkpoints, writes, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (self.job, thread_id, checkpoints, writes, time.time()),
+            )
+
+    def mark_done_many(self, thread_ids: list[str]) -> None:
+        """Mark several threads done in one transaction (one commit, not one per thread)."""
+        if not thread_ids:
+            return
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO done (job, thread_id, checkpoints, writes, at)"
+                    " VALUES (?, ?, 0, 0, ?)",
+                    [(self.job, t, now) for t in thread_ids],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def restart(self) -> None:
+        """Forget this job's progress (`--restart`)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM done WHERE job = ?", (self.job,))
+            self._done_before = False
+            self._conn.execute(
+                "UPDATE jobs SET started_at = ?, finished_at = NULL, summary = NULL WHERE job = ?",
+                (time.time(), self.job),
+            )
+
+    def finish(self, summary: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE jobs SET finished_at = ?, summary = ? WHERE job = ?",
+                (time.time(), summary, self.job),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class FleetProgress:
+    """A job's progress in the control store, so a shard re-run on another machine resumes
+    where it was, and `dualsaver status` shows every shard. The same interface as
+    `BackfillState`; `record` is the control store (a `PhaseRecord`)."""
+
+    def __init__(self, record: Any, *, old: str, new: str, shard: tuple[int, int] | None, runner: str = "") -> None:
+        self.record = record
+        self.job = job_key(old, new, shard)
+        self.path = f"control store {record.where}"
+        self._meta = {"old": redact(old), "new": redact(new), "shard": f"{shard[0]}/{shard[1]}" if shard else "all",
+                      "runner": runner}
+        self.record.job_begin(self.job, self._meta, restart=False)
+
+    def is_done(self, thread_id: str) -> bool:
+        return bool(self.done_among([thread_id]))
+
+    def done_among(self, thread_ids: Sequence[str]) -> set[str]:
+        return self.record.done_filter(self.job, thread_ids)
+
+    def done_count(self) -> int:
+        return self.record.done_count(self.job)
+
+    def mark_done_many(self, thread_ids: list[str]) -> None:
+        if thread_ids:
+            self.record.done_add(self.job, thread_ids)
+
+    def update(self, counters: dict[str, Any]) -> None:
+        self.record.job_update(self.job, counters)
+
+    def restart(self) -> None:
+        self.record.job_begin(self.job, self._meta, restart=True)
+
+    def finish(self, summary: str) -> None:
+        self.record.job_update(self.job, {"finished_at": time.time(), "summary": summary})
+
+    def close(self) -> None:
+        self.record.close()
+
+
+def open_progress(
+    path: Any, *, old: str, new: str, shard: tuple[int, int] | None, control: str | None = None,
+    control_name: str = "default", runner: str = "",
+) -> BackfillState | FleetProgress:
+    """Where a backfill keeps its progress: the control store when there is one, else the
+    local file (`path`, `$DUALSAVER_BACKFILL_STATE`, `.dualsaver/backfill.sqlite`)."""
+    if control:
+        from dualsaver.control.record import open_phase_record
+
+        return FleetProgress(open_phase_record(control, name=control_name), old=old, new=new, shard=shard,
+                             runner=runner)
+    return BackfillState(path, old=old, new=new, shard=shard)

@@ -1,0 +1,105 @@
+"""Which item adapter serves a store (`items_for` / `aitems_for`): one table, one rule.
+
+Each official store class maps to its sync adapter and its async one; a sync store used
+from async code gets its sync adapter run in worker threads (`ThreadedItems`); a store with
+no entry goes through the public API (`exact` False). An adapter passed in is returned."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from functools import cache
+from itertools import islice
+from typing import Any
+
+Factory = Callable[[Any], Any]
+
+
+def items_for(store: Any) -> Any:
+    """The sync item adapter for `store`."""
+    return _adapter(store, asynchronous=False)
+
+
+def aitems_for(store: Any) -> Any:
+    """The async item adapter for `store`; a sync store's adapter runs in worker threads."""
+    return _adapter(store, asynchronous=True)
+
+
+def _is_adapter(obj: Any) -> bool:
+    return hasattr(obj, "exact") and (hasattr(obj, "write_items") or hasattr(obj, "awrite_items"))
+
+
+def _adapter(store: Any, *, asynchronous: bool) -> Any:
+    if _is_adapter(store):
+        return store if not asynchronous or hasattr(store, "awrite_items") else ThreadedItems(store)
+    for cls, sync_factory, async_factory in _table():
+        if isinstance(store, cls):
+            if not asynchronous:
+                if sync_factory is None:
+                    raise TypeError(f"{type(store).__name__} is an async store: use aitems_for()")
+                return sync_factory(store)
+            return async_factory(store) if async_factory is not None else ThreadedItems(sync_factory(store))
+    from dualsaver.items._public import PublicItems
+
+    return PublicItems(store)
+
+
+@cache
+def _table() -> tuple[tuple[type, Factory | None, Factory | None], ...]:
+    """(store class, sync adapter, async adapter) for each backend installed."""
+    from langgraph.store.memory import InMemoryStore
+
+    from dualsaver.items._memory import MemoryItems
+
+    rows: list[tuple[type, Factory | None, Factory | None]] = [(InMemoryStore, MemoryItems, MemoryItems)]
+    try:
+        from langgraph.store.sqlite import SqliteStore
+        from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+        from dualsaver.items._sqlite import AsyncSqliteItems, SqliteItems
+
+        rows += [(SqliteStore, SqliteItems, None), (AsyncSqliteStore, None, AsyncSqliteItems)]
+    except ImportError:
+        pass
+    try:
+        from langgraph.store.postgres import AsyncPostgresStore, PostgresStore
+
+        from dualsaver.items._postgres import AsyncPostgresItems, PostgresItems
+
+        rows += [(PostgresStore, PostgresItems, None), (AsyncPostgresStore, None, AsyncPostgresItems)]
+    except ImportError:
+        pass
+    try:
+        from langgraph.store.redis import AsyncRedisStore, RedisStore
+
+        from dualsaver.items._redis import AsyncRedisItems, RedisItems
+
+        rows += [(RedisStore, RedisItems, None), (AsyncRedisStore, None, AsyncRedisItems)]
+    except ImportError:
+        pass
+    return tuple(rows)
+
+
+class ThreadedItems:
+    """An async item adapter over a sync one: each blocking call runs in a worker thread."""
+
+    _CHUNK = 256
+
+    def __init__(self, items: Any) -> None:
+        self.sync = items
+        self.exact, self.holds_ttl, self.index = items.exact, items.holds_ttl, items.index
+
+    async def aitems(self, prefix: tuple[str, ...] = ()) -> AsyncIterator[Any]:
+        iterator: Iterator[Any] = self.sync.items(prefix)
+        while chunk := await asyncio.to_thread(lambda: list(islice(iterator, self._CHUNK))):
+            for item in chunk:
+                yield item
+
+    async def aget_items(self, keys: Sequence[Any]) -> dict[Any, Any]:
+        return await asyncio.to_thread(self.sync.get_items, keys)
+
+    async def awrite_items(self, items: Iterable[Any], *, replace: bool = False) -> int:
+        return await asyncio.to_thread(self.sync.write_items, list(items), replace=replace)
+
+    async def adelete_items(self, keys: Sequence[Any]) -> None:
+        await asyncio.to_thread(self.sync.delete_items, keys)

@@ -1,0 +1,312 @@
+"""The items' backfill: copy every item the target lacks, exactly, resumably, beside live traffic.
+
+The source's items stream in (namespace, key) order (see `record`) into batches the target
+inserts if absent, so:
+
+- re-running adds and changes nothing; an item live traffic already wrote is left as it is;
+- a run killed at any point and run again ends with an exact copy: a namespace is recorded
+  done (in the same progress store as the checkpoints' backfill, `control.progress`) only
+  once every batch holding its items committed; an unfinished one is read again;
+- each item keeps its value, `created_at`, `updated_at` and TTL; vectors pass as they are
+  when both stores index the same fields with the same dimensions, else the target embeds
+  (`_vectors`); expired items are not copied;
+- a bad item (a value that is not JSON, or one the target refuses on its own) is reported by
+  namespace and key; its batch is written again item by item, so every other item copies,
+  and its namespace is not marked done (each run reports it until it is repaired).
+
+The decisions are the plans of `ItemJob`; `backfill_items` / `abackfill_items` run them with
+blocking or awaited I/O, and `copy_items` / `acopy_items` copy a few named items the same way
+(the live DualStore's lazy copy, and repair with ``replace=True``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from dualsaver.control.progress import open_progress
+from dualsaver.control.sources import replica_name
+from dualsaver.control.throttle import Throttle
+from dualsaver.errors import describe_error
+from dualsaver.items._adapters import aitems_for, items_for
+from dualsaver.items._vectors import COPIED, NONE, RECOMPUTED, Embedder, vector_mode, with_vectors
+from dualsaver.items.identity import item_store_name
+from dualsaver.items.record import BadItem, ItemKey, Namespace, Selection, StoredItem, journal_ns, ns_text
+from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
+
+BATCH = 500  # items per write
+MAX_BAD_KEPT = 1000
+APPROXIMATE = ("{side} has no native item adapter: copied through the public API, so the items get"
+               " the time of the copy as created_at/updated_at and the target embeds again (APPROXIMATE)")
+
+
+@dataclass
+class ItemBackfillResult:
+    items: int = 0  # items written to the target
+    skipped: int = 0  # items read that the target already held
+    expired: int = 0  # expired source items, not copied
+    bad: int = 0  # items that could not be copied (reported by namespace and key)
+    namespaces: int = 0  # namespaces finished in this run
+    namespaces_resumed: int = 0  # finished in an earlier run, not read again
+    exact: bool = True
+    vectors: str = NONE  # copied | recomputed | none (the target has no index)
+    embeddings_copied: int = 0
+    embeddings_recomputed: int = 0
+    ttl_dropped: int = 0  # items whose expiry the target cannot hold (InMemoryStore)
+    dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
+    bad_items: list[dict[str, Any]] = field(default_factory=list)  # namespace, key, error
+    throttled_s: float = 0.0
+    elapsed_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return (self.items + self.skipped) / self.elapsed_s if self.elapsed_s else 0.0
+
+    def summary(self) -> str:
+        verb = "would copy" if self.dry_run else "copied"
+        lines = [
+            f"{'dry run: ' if self.dry_run else ''}store: {verb} {self.items} item(s), {self.skipped} already present,"
+            f" {self.expired} expired (not copied), {self.bad} bad item(s); {self.namespaces} namespace(s) done,"
+            f" {self.namespaces_resumed} done earlier",
+            f"vectors {self.vectors}: {self.embeddings_copied} embedding(s) copied,"
+            f" {self.embeddings_recomputed} computed again; copy is {'exact' if self.exact else 'APPROXIMATE'};"
+            f" {self.elapsed_s:.2f}s ({self.rate:.0f} items/s)",
+        ]
+        if self.ttl_dropped:
+            lines.append(f"{self.ttl_dropped} item(s) lost their TTL: the target store holds none")
+        if self.throttled_s:
+            lines.append(f"throttled for {self.throttled_s:.1f}s")
+        lines += self.notes
+        lines += [f"bad item: namespace {b['namespace']}, key {b['key']}: {b['error']}" for b in self.bad_items[:10]]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rate": self.rate}
+
+
+class ItemJob:
+    """One run's decisions: which items, what is already done, what goes to the target."""
+
+    def __init__(self, source: Any, target: Any, *, selection: Selection = Selection(), batch: int = BATCH,
+                 dry_run: bool = False, replace: bool = False, throttle: Throttle | None = None,
+                 state: Any = None, on_batch: Any = None) -> None:
+        self.source, self.target = source, target
+        self.selection, self.batch_size = selection, max(1, batch)
+        self.dry_run, self.replace, self.throttle = dry_run, replace, throttle
+        self.state, self.on_batch = state, on_batch
+        self.mode = vector_mode(source, target)
+        self.embedder = Embedder(target.store) if self.mode == RECOMPUTED else None
+        r = self.result = ItemBackfillResult(dry_run=dry_run, vectors=self.mode)
+        r.exact = bool(source.exact and target.exact)
+        for side, store in (("the source", source), ("the target", target)):
+            if not store.exact:
+                r.notes.append(APPROXIMATE.format(side=side))
+        if self.mode == RECOMPUTED:
+            r.notes.append("the stores' indexes differ (fields or dimensions): the target computed the vectors again")
+        self.now = datetime.now(timezone.utc)
+        self._bad_ns: set[Namespace] = set()
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ the backfill
+
+    def backfill_plan(self) -> Plan[ItemBackfillResult]:
+        items = yield Call("source", "items", (self.selection.prefix,), stream=True)
+        batch: list[StoredItem] = []
+        closed: list[Namespace] = []
+        current: Namespace | None = None
+        skipping = True
+        while (item := (yield Next(items))) is not END:
+            if item.namespace != current:
+                if current is not None and not skipping:
+                    closed.append(current)
+                current = item.namespace
+                skipping = not self.selection.covers(current) or self._done_before(current)
+            if skipping:
+                continue
+            if isinstance(item, BadItem):
+                self._bad(item.namespace, item.key, item.error)
+            elif item.expired(self.now):
+                self.result.expired += 1
+            else:
+                batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield from self.flush(batch, closed)
+                batch, closed = [], []
+        if current is not None and not skipping:
+            closed.append(current)
+        yield from self.flush(batch, closed)
+        return self.finish()
+
+    def _done_before(self, namespace: Namespace) -> bool:
+        if self.state is None:
+            return False
+        done = bool(self.state.done_among([journal_ns(namespace)]))
+        self.result.namespaces_resumed += done
+        return done
+
+    def flush(self, batch: list[StoredItem], closed: list[Namespace]) -> Plan[None]:
+        """Write one batch, then record the namespaces it completed."""
+        if batch:
+            yield from self.write(batch)
+        finished = [ns for ns in closed if ns not in self._bad_ns]
+        self.result.namespaces += len(finished)
+        if self.state is not None and not self.dry_run and finished:
+            self.state.mark_done_many([journal_ns(ns) for ns in finished])
+        if self.on_batch is not None:
+            self.on_batch(self.result)
+
+    def write(self, batch: list[StoredItem]) -> Plan[None]:
+        r, bad_before = self.result, self.result.bad
+        prepared, recomputed = yield from with_vectors(batch, self.mode, self.embedder.fields if self.embedder else ())
+        if not self.target.holds_ttl:
+            r.ttl_dropped += sum(1 for i in batch if i.expires_at is not None)
+        if self.dry_run:
+            present = yield Call("target", "get_items", ([i.ident for i in batch],))
+            added = len(batch) - len(present)
+        else:
+            started = time.perf_counter()
+            try:
+                added = yield Call("target", "write_items", (prepared,), {"replace": self.replace})
+            except Exception:  # one item may spoil a batch: find it, copy the rest
+                added = yield from self.one_by_one(prepared)
+            yield from self.pace(time.perf_counter() - started, len(batch))
+        r.items += added
+        r.skipped += len(batch) - added - (r.bad - bad_before)
+        r.embeddings_recomputed += recomputed
+        if self.mode == COPIED:
+            r.embeddings_copied += sum(len(i.vectors or ()) for i in prepared)
+
+    def one_by_one(self, items: list[StoredItem]) -> Plan[int]:
+        added = 0
+        for item in items:
+            try:
+                added += yield Call("target", "write_items", ([item],), {"replace": self.replace})
+            except Exception as exc:
+                self._bad(item.namespace, item.key, describe_error(exc))
+        return added
+
+    def pace(self, seconds: float, count: int) -> Plan[None]:
+        if self.throttle is None:
+            return
+        self.throttle.observe(seconds)
+        if delay := self.throttle.after(count):
+            yield Call("clock", "sleep", (delay,))
+
+    def _bad(self, namespace: Namespace, key: str, error: str) -> None:
+        self._bad_ns.add(namespace)
+        self.result.bad += 1
+        if len(self.result.bad_items) < MAX_BAD_KEPT:
+            self.result.bad_items.append({"namespace": list(namespace), "key": key, "error": error})
+
+    # ------------------------------------------------------------------ a few items
+
+    def copy_plan(self, keys: Sequence[ItemKey], delete_missing: bool = False) -> Plan[ItemBackfillResult]:
+        """Copy the named items (a lazy copy, a repair); with `delete_missing`, an item the
+        source does not hold is deleted from the target."""
+        keys = list(dict.fromkeys((tuple(ns), k) for ns, k in keys))
+        found = yield Call("source", "get_items", (keys,))
+        items = []
+        for ident in keys:
+            item = found.get(ident)
+            if isinstance(item, BadItem):
+                self._bad(item.namespace, item.key, item.error)
+            elif item is not None and not item.expired(self.now):
+                items.append(item)
+        for start in range(0, len(items), self.batch_size):
+            yield from self.write(items[start : start + self.batch_size])
+        gone = [k for k in keys if k not in found or (isinstance(found[k], StoredItem) and found[k].expired(self.now))]
+        if delete_missing and gone and not self.dry_run:
+            yield Call("target", "delete_items", (gone,))
+        return self.finish()
+
+    def finish(self) -> ItemBackfillResult:
+        self.result.throttled_s = self.throttle.throttled_s if self.throttle is not None else 0.0
+        self.result.elapsed_s = time.perf_counter() - self._t0
+        if self.state is not None:
+            if not self.dry_run:
+                self.state.finish(self.result.summary())
+            self.state.close()
+        return self.result
+
+
+def _state(source: Any, target: Any, selection: Selection, *, resume: bool, dry_run: bool, state_path: Any,
+           old_name: str | None, new_name: str | None, control: str | None, control_name: str) -> Any:
+    scope = f" under {ns_text(selection.prefix)}" if selection.prefix else ""
+    old = f"items:{old_name or item_store_name(source)}{scope}"
+    new = f"items:{new_name or item_store_name(target)}"
+    state = open_progress(state_path, old=old, new=new, shard=selection.shard, control=control,
+                          control_name=control_name, runner=replica_name())
+    if not resume and not dry_run:
+        state.restart()
+    return state
+
+
+def _job(source: Any, target: Any, asynchronous: bool, prefix: Sequence[str], shard: tuple[int, int] | None,
+         resume: bool, state_path: Any, old_name: str | None, new_name: str | None, control: str | None,
+         control_name: str, **options: Any) -> tuple[ItemJob, Any]:
+    adapt = aitems_for if asynchronous else items_for
+    src, dst = adapt(source), adapt(target)
+    selection = Selection(tuple(prefix), shard)
+    state = _state(source, target, selection, resume=resume, dry_run=options.get("dry_run", False),
+                   state_path=state_path, old_name=old_name, new_name=new_name, control=control,
+                   control_name=control_name)
+    job = ItemJob(src, dst, selection=selection, state=state, **options)
+    targets = {"source": src, "target": dst, "embed": job.embedder or Embedder(None)}
+    return job, (AsyncTargets if asynchronous else Targets)(**targets)
+
+
+def backfill_items(
+    source: Any, target: Any, *, prefix: Sequence[str] = (), shard: tuple[int, int] | None = None,
+    resume: bool = True, dry_run: bool = False, batch: int = BATCH, throttle: Throttle | None = None,
+    state_path: Any = None, old_name: str | None = None, new_name: str | None = None, control: str | None = None,
+    control_name: str = "default", on_batch: Any = None,
+) -> ItemBackfillResult:
+    """Copy `source`'s items into `target` (stores or item adapters); see the module docstring.
+
+    `prefix` limits the run to a namespace prefix, `shard=(i, n)` to the namespaces whose
+    stable hash falls in shard i of n; `resume=False` forgets earlier progress; `dry_run`
+    writes nothing and counts what would be copied. Progress goes where the checkpoints'
+    backfill keeps its own (`control`, else `state_path`)."""
+    job, io = _job(source, target, False, prefix, shard, resume, state_path, old_name, new_name, control,
+                   control_name, dry_run=dry_run, batch=batch, throttle=throttle, on_batch=on_batch)
+    return run(job.backfill_plan(), io)
+
+
+async def abackfill_items(
+    source: Any, target: Any, *, prefix: Sequence[str] = (), shard: tuple[int, int] | None = None,
+    resume: bool = True, dry_run: bool = False, batch: int = BATCH, throttle: Throttle | None = None,
+    state_path: Any = None, old_name: str | None = None, new_name: str | None = None, control: str | None = None,
+    control_name: str = "default", on_batch: Any = None,
+) -> ItemBackfillResult:
+    """The async form of `backfill_items`: the same plans, awaited."""
+    job, io = _job(source, target, True, prefix, shard, resume, state_path, old_name, new_name, control,
+                   control_name, dry_run=dry_run, batch=batch, throttle=throttle, on_batch=on_batch)
+    return await arun(job.backfill_plan(), io)
+
+
+def _copy_job(source: Any, target: Any, asynchronous: bool, replace: bool) -> tuple[ItemJob, Any]:
+    adapt = aitems_for if asynchronous else items_for
+    src, dst = adapt(source), adapt(target)
+    job = ItemJob(src, dst, replace=replace)
+    targets = {"source": src, "target": dst, "embed": job.embedder or Embedder(None)}
+    return job, (AsyncTargets if asynchronous else Targets)(**targets)
+
+
+def copy_items(source: Any, target: Any, keys: Iterable[ItemKey], *, replace: bool = False,
+               delete_missing: bool = False) -> ItemBackfillResult:
+    """Copy the items named by (namespace, key) from `source` to `target`, exactly: insert if
+    absent, or, with `replace`, overwrite (repair); `delete_missing` deletes from the target
+    what the source does not hold."""
+    job, io = _copy_job(source, target, False, replace)
+    return run(job.copy_plan(list(keys), delete_missing), io)
+
+
+async def acopy_items(source: Any, target: Any, keys: Iterable[ItemKey], *, replace: bool = False,
+                      delete_missing: bool = False) -> ItemBackfillResult:
+    """The async form of `copy_items`."""
+    job, io = _copy_job(source, target, True, replace)
+    return await arun(job.copy_plan(list(keys), delete_missing), io)

@@ -1,0 +1,146 @@
+"""The item store of `PostgresStore` / `AsyncPostgresStore` (langgraph-checkpoint-postgres):
+the `store` table (jsonb values, timestamptz times, `ttl_minutes` an INT) and, with an
+index, `store_vectors` (pgvector's `vector` or `halfvec`).
+
+A batch is written by one statement: the items as arrays (`unnest`), inserted if absent, and
+the vectors of exactly the rows that statement inserted (a data-modifying CTE), so an item
+and its vectors commit together and an item already there keeps its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import orjson
+
+from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlans
+from dualsaver.items.record import ItemKey, StoredItem, ns_text
+
+_SOURCE = """src AS (
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[],
+                         %b::timestamptz[], %b::float8[])
+        AS t(prefix, key, value, created_at, updated_at, expires_at, ttl_minutes))"""
+_INSERT = """ins AS (
+    INSERT INTO store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
+    SELECT prefix, key, value::jsonb, created_at, updated_at, expires_at, ttl_minutes FROM src
+    ON CONFLICT (prefix, key) DO {conflict}
+    RETURNING prefix, key)"""
+_UPDATE = ("UPDATE SET value = EXCLUDED.value, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
+           " expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes")
+_VECTORS = """vec AS (
+    INSERT INTO store_vectors (prefix, key, field_name, embedding, created_at, updated_at)
+    SELECT v.prefix, v.key, v.field_name, v.embedding::{kind}, v.created_at, v.updated_at
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
+        AS v(prefix, key, field_name, embedding, created_at, updated_at)
+    JOIN ins USING (prefix, key)
+    RETURNING 1)"""  # %b: the arrays go binary, with no text quoting to do
+_DROP = "DELETE FROM store WHERE (prefix, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+
+
+class PostgresItemPlans(SqlItemPlans):
+    MARK = "%s"
+    HAS_VECTORS_SQL = "SELECT to_regclass('store_vectors') IS NOT NULL"
+    VECTOR_COLUMNS = "v.field_name, v.embedding::real[]"
+    ITEMS_SQL = ("SELECT s.prefix, s.key, s.value::text, s.created_at, s.updated_at, s.expires_at, s.ttl_minutes,"
+                 ' {vectors} FROM store s {join} {where} ORDER BY s.prefix COLLATE "C", s.key COLLATE "C"')
+
+    @property
+    def vector_kind(self) -> str:
+        config = getattr(self.store, "index_config", None) or {}
+        return (config.get("ann_index_config") or {}).get("vector_type", "vector")
+
+    def _statement(self, items: Sequence[StoredItem], vectors: bool, conflict: str) -> tuple[str, list[Any]]:
+        params: list[Any] = [
+            [ns_text(i.namespace) for i in items], [i.key for i in items],
+            [orjson.dumps(i.value).decode() for i in items], [i.created_at for i in items],
+            [i.updated_at for i in items], [i.expires_at for i in items], [i.ttl_minutes for i in items],
+        ]
+        parts = [_SOURCE, _INSERT.format(conflict=conflict)]
+        if vectors:
+            rows = [(ns_text(i.namespace), i.key, name, _vector_text(v), i.created_at, i.updated_at)
+                    for i in items for name, v in (i.vectors or {}).items()]
+            params += [list(column) for column in zip(*rows)] if rows else [[]] * 6
+            parts.append(_VECTORS.format(kind=self.vector_kind))
+            tail = "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM vec)"
+        else:
+            tail = "SELECT (SELECT count(*) FROM ins), 0"
+        return "WITH " + ",\n".join(parts) + "\n" + tail, params
+
+    def insert_steps(self, items: Sequence[StoredItem], vectors: bool) -> Steps:
+        return [(*self._statement(items, vectors, "NOTHING"), False)]
+
+    def replace_steps(self, items: Sequence[StoredItem], vectors: bool) -> Steps:
+        keys = [[ns_text(i.namespace) for i in items], [i.key for i in items]]
+        return [(_DROP, keys, False), (*self._statement(items, vectors, _UPDATE), False)]
+
+    def delete_steps(self, keys: Sequence[ItemKey]) -> Steps:
+        return [(_DROP, [[ns_text(ns) for ns, _ in keys], [k for _, k in keys]], False)]
+
+    def added(self, results: list[Any]) -> int:
+        return int(results[-1][0][0])
+
+
+def _vector_text(vector: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+class PostgresItems(PostgresItemPlans, SyncSqlItems):
+    """Over a `PostgresStore`: its connection (or one of its pool's)."""
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        conn = self.store.conn
+        if hasattr(conn, "getconn"):  # a pool
+            with conn.connection() as held:
+                yield held
+        else:
+            with self.store.lock:
+                yield conn
+
+    def rows(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
+        from psycopg.rows import tuple_row
+
+        with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            yield from cursor.stream(sql, params)
+
+    def write(self, steps: Steps) -> list[Any]:
+        from psycopg.rows import tuple_row
+
+        results = []
+        with self._connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as cursor:
+            for sql, params, _ in steps:
+                cursor.execute(sql, params)
+                results.append(cursor.fetchall() if cursor.description else cursor.rowcount)
+        return results
+
+
+class AsyncPostgresItems(PostgresItemPlans, AsyncSqlItems):
+    """Over an `AsyncPostgresStore`: its connection (or one of its pool's)."""
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        conn = self.store.conn
+        if hasattr(conn, "getconn"):
+            async with conn.connection() as held:
+                yield held
+        else:
+            async with self.store.lock:
+                yield conn
+
+    async def arows(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Any]:
+        from psycopg.rows import tuple_row
+
+        async with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            async for row in cursor.stream(sql, params):
+                yield row
+
+    async def awrite(self, steps: Steps) -> list[Any]:
+        from psycopg.rows import tuple_row
+
+        results = []
+        async with self._connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as cursor:
+            for sql, params, _ in steps:
+                await cursor.execute(sql, params)
+                results.append(await cursor.fetchall() if cursor.description else cursor.rowcount)
+        return results
