@@ -146,6 +146,7 @@ class ThreadDiff:
     checkpoints_compared: int
     writes_old: int
     writes_new: int
+    by_bytes: bool = False  # decided by comparing stored bytes (`_bytes`), nothing decoded
 
 
 # --------------------------------------------------------------------------- the diff
