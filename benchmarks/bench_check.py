@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +103,25 @@ def peak_mb(fn) -> float:
         tracemalloc.stop()
 
 
+BASELINE = """
+import sys, time
+from dualsaver.checker import check
+from dualsaver.stores import open_saver
+from tests import check_support as cs
+with open_saver(sys.argv[1]) as old, open_saver(sys.argv[2], serde=cs.encrypted_serde() if sys.argv[3] == "different" else None) as new:
+    t0 = time.perf_counter(); assert check(old, new).clean; print(time.perf_counter() - t0)
+"""
+
+
+def baseline(tree: str, old_url: str, new_url: str, pairing: str) -> float:
+    """The check of another source tree (`--baseline`, say a copy of main) on the same stores."""
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE, old_url, new_url, pairing],
+        env={**os.environ, "PYTHONPATH": tree}, cwd=tree, capture_output=True, text=True, check=True,
+    )
+    return float(out.stdout.split()[-1])
+
+
 def startup(old, new) -> float:
     return timed(lambda: check(old, new, thread_ids=["absent-thread"]))
 
@@ -110,6 +131,7 @@ def main() -> int:
     parser.add_argument("--checkpoints", "--sizes", type=int, nargs="+", default=[52000], dest="sizes")
     parser.add_argument("--serde", nargs="+", choices=("same", "different"), default=["same", "different"])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--baseline", help="another source tree whose check runs beside ours (before/after)")
     args = parser.parse_args()
     rows = []
     with EmbeddedPostgres() as pg, tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +140,8 @@ def main() -> int:
                 name = f"bench_check_{n}_{pairing}"
                 url = pg.create_database(name)
                 serde = cs.encrypted_serde() if pairing == "different" else None
-                with open_saver(f"sqlite:///{Path(tmp) / f'{name}.sqlite'}") as old, open_saver(
+                old_url = f"sqlite:///{Path(tmp) / f'{name}.sqlite'}"
+                with open_saver(old_url) as old, open_saver(
                     url, serde=serde
                 ) as new:
                     count = build(old, new, size)
@@ -126,15 +149,17 @@ def main() -> int:
                     assert report.clean, report.to_json()[:2000]
                     threads = report.summary["threads_compared"]
                     by_bytes = report.summary["compared"]["by_bytes"]
-                    times: dict[str, list[float]] = {k: [] for k in ("raw", "read", "decoded", "check", "start")}
+                    times: dict[str, list[float]] = {k: [] for k in ("raw", "read", "decoded", "check", "start", "base")}
                     for _ in range(args.repeat):  # alternate, so drift hits all alike
                         times["raw"].append(timed(lambda: read_raw(old, new)))
                         times["read"].append(timed(lambda: read_both(old, new)))
                         times["decoded"].append(timed(lambda: check(old, new, compare="decoded")))
                         times["check"].append(timed(lambda: check(old, new)))
                         times["start"].append(startup(old, new))
+                        if args.baseline:
+                            times["base"].append(baseline(args.baseline, old_url, url, pairing))
                     mem = peak_mb(lambda: check(old, new))
-                    best = {k: min(v) for k, v in times.items()}
+                    best = {k: min(v) if v else float("nan") for k, v in times.items()}
                     rows.append((pairing, count, threads, by_bytes, best, mem))
                 pg.drop_database(name)
 
@@ -142,7 +167,7 @@ def main() -> int:
     print(f"check vs reading both stores (SQLite vs PostgreSQL), best of {args.repeat}; seconds")
     header = (
         f"{'serde':>9} {'ckpts':>6} {'threads':>7} {'by bytes':>8} {'raw':>6} {'decoded':>7} "
-        f"{'chk dec':>7} {'check':>6} {'start':>5} {'chk/raw':>7} {'chk/read':>8} {'dec/read':>8} {'MB':>5}"
+        f"{'before':>6} {'chk dec':>7} {'check':>6} {'start':>5} {'chk/raw':>7} {'chk/read':>8} {'dec/read':>8} {'MB':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -150,11 +175,11 @@ def main() -> int:
         check_s = b["check"] - b["start"]
         print(
             f"{pairing:>9} {count:>6} {threads:>7} {by_bytes:>8} {b['raw']:>6.2f} {b['read']:>7.2f} "
-            f"{b['decoded'] - b['start']:>7.2f} {check_s:>6.2f} {b['start']:>5.2f} {check_s / b['raw']:>7.2f} "
+            f"{b['base'] - b['start']:>6.2f} {b['decoded'] - b['start']:>7.2f} {check_s:>6.2f} {b['start']:>5.2f} {check_s / b['raw']:>7.2f} "
             f"{check_s / b['read']:>8.2f} {(b['decoded'] - b['start']) / b['read']:>8.2f} {mem:>5.1f}"
         )
     print("\ntargets: same serializer check/raw <= 2; different serializers check/read-decoded <= 1.25")
-    print("(check times exclude the start-up: a check of one absent thread)")
+    print("(check times exclude the start-up: a check of one absent thread; 'before': --baseline's check)")
     return 0
 
 
