@@ -37,8 +37,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
-from dualsaver.checker._bytes import READ_OPTIONS, ByteSide, agreed
 from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
+from dualsaver.checker._bytes import READ_OPTIONS, ByteSide, agreed
 from dualsaver.checker._diff import ThreadDiff, ThreadSide
 from dualsaver.checker.findings import SIDES, DivergenceReport
 from dualsaver.control.throttle import Throttle
