@@ -111,3 +111,20 @@ def test_canonical_is_total():
     for value in (Odd(), loop, object, float("nan"), 2**80, ValueError("boom")):
         json.dumps(canonical(value))
         assert digest(value).startswith("sha256:")
+
+
+_plain_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(alphabet="lc_sendabc"))
+_plain_values = st.recursive(
+    _plain_leaf,
+    lambda inner: st.dictionaries(st.text(alphabet="lc_sendabc", max_size=3) | st.integers(), inner, max_size=4)
+    | st.lists(inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(_plain_values)
+def test_the_plain_fields_shortcut_is_canonical(value):
+    # The diff's shortcut for ids, steps and versions skips canonical's walk: same form exactly.
+    from dualsaver.checker._diff import _plain
+
+    assert json.dumps(_plain(value)) == json.dumps(canonical(value))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dualsaver.checker._bytes import compares_bytes
 from dualsaver.checker._diff import ThreadDiff, ThreadSide, diff_thread
 from dualsaver.checker.findings import KINDS, Divergence, DivergenceReport
 from dualsaver.control.throttle import Throttle
@@ -60,7 +61,12 @@ class CheckRun:
     def of(cls, stores: dict[str, Any], old_desc: str, new_desc: str, **options: Any) -> CheckRun:
         """The bookkeeping of a check over these native stores (`check` and `acheck` alike)."""
         exact = {side: bool(getattr(stores[side], "exact", False)) for side in ("old", "new")}
-        return cls(old_desc=old_desc, new_desc=new_desc, old_exact=exact["old"], new_exact=exact["new"], **options)
+        compare = options.pop("compare", "auto")
+        if compare not in ("auto", "decoded"):
+            raise ValueError("compare must be 'auto' or 'decoded'")
+        run = cls(old_desc=old_desc, new_desc=new_desc, old_exact=exact["old"], new_exact=exact["new"], **options)
+        run.compares_bytes = compare == "auto" and compares_bytes(stores["old"], stores["new"])
+        return run
 
     def __init__(
         self,
@@ -94,6 +100,8 @@ class CheckRun:
         self.workers = max(1, int(workers))
         self.progress = progress
         self.throttle = throttle  # paces the reads (see dualsaver.control.throttle)
+        self.compares_bytes = False  # bytes first where both stores allow it (`_bytes`)
+        self.by_bytes = 0  # threads the scan found clean from their bytes alone
         self.started = time.monotonic()
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.threads = self.checkpoints = 0
@@ -139,6 +147,7 @@ class CheckRun:
         self.totals["checkpoints_new"] += result.checkpoints_new
         self.totals["writes_old"] += result.writes_old
         self.totals["writes_new"] += result.writes_new
+        self.by_bytes += result.by_bytes
         if result.divergences:
             self.suspects[result.thread_id] = {d.identity: d for d in result.divergences}
         self._report_progress("scan", self.threads)
@@ -237,6 +246,10 @@ class CheckRun:
                 "cleared_threads": self.first_pass_suspects - len(self.suspects),
             },
             "values_shown": self.show_values,
+            "compared": {  # threads of the scan: clean from their stored bytes / diffed decoded
+                "by_bytes": self.by_bytes,
+                "decoded": self.threads - self.by_bytes,
+            },
             "throttled_seconds": round(self.throttle.throttled_s, 3) if self.throttle else 0.0,
             "warnings": list(self.warnings),
         }

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import zip_longest
+from math import isfinite
 from typing import Any
-
 
 from dualsaver.checker.canonical import canonical, digest
 from dualsaver.checker.findings import (
@@ -46,6 +46,21 @@ def _saver_artefact(key: str, value: Any, checkpoint: Mapping[str, Any]) -> bool
 
 
 # --------------------------------------------------------------------------- fingerprints
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """`canonical(value)` for the plain fields (ids, steps, versions), without its walk where
+    it would change nothing: exact scalars, and dicts of them (a dict that could be a
+    serialized object, with an "lc" or "__send__" key, takes the walk)."""
+    kind = type(value)
+    if kind in _SCALARS and not (kind is int and abs(value) >= 2**53) and not (kind is float and not isfinite(value)):
+        return value
+    if kind is dict and "lc" not in value and "__send__" not in value and all(type(k) is str for k in value):
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    return canonical(value)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +109,13 @@ def _fingerprint(item: StoredCheckpoint, capture: bool) -> Fingerprint:
     for key, value in cp.items():
         if key in _HANDLED_CHECKPOINT_KEYS or _saver_artefact(key, value, cp):
             continue
-        shown = canonical(value) if key in _PLAIN_CHECKPOINT_KEYS else None
+        shown = _plain(value) if key in _PLAIN_CHECKPOINT_KEYS else None
         other[key] = (digest(value), shown)
         if values is not None:
             values[f"checkpoint.{key}"] = canonical(value)
     metadata = {}
     for key, value in (item.metadata or {}).items():
-        shown = canonical(value) if key in _PLAIN_METADATA_KEYS else None
+        shown = _plain(value) if key in _PLAIN_METADATA_KEYS else None
         metadata[key] = (digest(value), shown)
         if values is not None:
             values[f"metadata.{key}"] = canonical(value)
@@ -113,8 +128,8 @@ def _fingerprint(item: StoredCheckpoint, capture: bool) -> Fingerprint:
     return Fingerprint(
         parent=item.parent_checkpoint_id,
         channel_values=channel_values,
-        channel_versions=canonical(dict(cp.get("channel_versions") or {})),
-        versions_seen=canonical(dict(cp.get("versions_seen") or {})),
+        channel_versions=_plain(dict(cp.get("channel_versions") or {})),
+        versions_seen=_plain(dict(cp.get("versions_seen") or {})),
         other=other,
         metadata=metadata,
         writes=tuple(writes),
@@ -146,6 +161,7 @@ class ThreadDiff:
     checkpoints_compared: int
     writes_old: int
     writes_new: int
+    by_bytes: bool = False  # decided by comparing stored bytes (`_bytes`), nothing decoded
 
 
 # --------------------------------------------------------------------------- the diff

@@ -14,6 +14,10 @@ How it works, and why:
 - **Read order.** The primary (the store written first; `old` until read-switch) is read
   last: whatever the secondary already holds was in the primary before, so in-flight
   shadow writes can only look like "missing in the secondary", never the other way round.
+- **Bytes first.** When both stores use the same serializer configuration, each thread is
+  first compared by the hashes of its stored bytes (`_bytes`), nothing decoded; only a
+  thread whose bytes differ (or that did not read) is read again decoded and diffed by
+  meaning, which alone decides what is reported (values shown are read decoded).
 - **Re-check.** A thread with any divergence is a suspect. After the pass, suspects are read
   again from both stores, immediately and then after short backoffs; a divergence is
   reported only if the same (kind, checkpoint) is found in every round. Writes that landed
@@ -34,6 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
+from dualsaver.checker._bytes import READ_OPTIONS, ByteSide, agreed
 from dualsaver.checker._diff import ThreadDiff, ThreadSide
 from dualsaver.checker.findings import SIDES, DivergenceReport
 from dualsaver.control.throttle import Throttle
@@ -75,13 +80,17 @@ def _head(item: Any) -> str | None:
     return None if item is END else item
 
 
-def _read_side(side: str, thread_id: str, capture: bool, throttle: Throttle | None) -> Plan[ThreadSide]:
-    """One store's view of one thread. A thread that fails to load is reported; a store
-    that cannot be reached stops the check (no verdict without it)."""
-    found = ThreadSide()
+Side = TypeVar("Side", ThreadSide, ByteSide)
+
+
+def _read_side(side: str, thread_id: str, found: Side, capture: bool, throttle: Throttle | None) -> Plan[Side]:
+    """One store's view of one thread, folded into `found` (decoded: `ThreadSide`; as bytes:
+    `ByteSide`). A thread that fails to load is reported; a store that cannot be reached
+    stops the check (no verdict without it)."""
+    options = READ_OPTIONS if isinstance(found, ByteSide) else {}
     started = time.perf_counter()
     try:
-        items = yield Call(side, "read_thread", (thread_id,), stream=True)
+        items = yield Call(side, "read_thread", (thread_id,), options, stream=True)
         while (item := (yield Next(items))) is not END:
             found.add(item, capture)
     except Exception as exc:
@@ -94,10 +103,17 @@ def _read_side(side: str, thread_id: str, capture: bool, throttle: Throttle | No
 
 
 def _read_both(run: CheckRun, thread_id: str, *, capture: bool) -> Plan[ThreadDiff]:
-    sides = {}
-    for side in run.read_order():  # the primary last (see the module docstring)
-        sides[side] = yield from _read_side(side, thread_id, capture, run.throttle)
-    result = run.diff(thread_id, sides)
+    result = None
+    if run.compares_bytes and not capture:  # bytes first; where they differ, by meaning
+        as_bytes = {}
+        for side in run.read_order():  # the primary last (see the module docstring)
+            as_bytes[side] = yield from _read_side(side, thread_id, ByteSide(), False, run.throttle)
+        result = agreed(thread_id, as_bytes["old"], as_bytes["new"])
+    if result is None:
+        sides = {}
+        for side in run.read_order():
+            sides[side] = yield from _read_side(side, thread_id, ThreadSide(), capture, run.throttle)
+        result = run.diff(thread_id, sides)
     if run.throttle is not None and (delay := run.throttle.after(result.checkpoints_compared)):
         yield Call("clock", "sleep", (delay,))
     return result
@@ -111,19 +127,23 @@ def check(
     thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
     show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
     old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
+    compare: Literal["auto", "decoded"] = "auto",
 ) -> DivergenceReport:
     """Diff two stores (savers or `NativeStore`s) and return what persists.
 
     `shard=(i, n)` checks only the threads of shard i of n; `thread_ids` only those threads.
     `primary` is the store written first in the current phase (read last). `backoff` gives
     the delay before each re-check round (its length bounds the rounds). `workers` threads
-    read threads side by side; `throttle` paces them (`dualsaver.control.throttle`). Raises
+    read threads side by side; `throttle` paces them (`dualsaver.control.throttle`).
+    `compare="auto"` compares stored bytes first where both stores use the same serializer
+    configuration (`_bytes`; the verdict is the same), "decoded" always decodes. Raises
     `CheckError` if a store cannot be reached.
     """
     io = Targets(old=native_for(old), new=native_for(new))
     names = (old_name or describe_store(old), new_name or describe_store(new))
     run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
-                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle)
+                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle,
+                      compare=compare)
     with run.outages():
         for r in run.rounds():
             time.sleep(r.delay)
@@ -139,13 +159,15 @@ async def acheck(
     thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
     show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
     old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
+    compare: Literal["auto", "decoded"] = "auto",
 ) -> DivergenceReport:
     """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans,
     `workers` tasks instead of threads."""
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
     names = (old_name or describe_store(old), new_name or describe_store(new))
     run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
-                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle)
+                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle,
+                      compare=compare)
     with run.outages():
         for r in run.rounds():
             await asyncio.sleep(r.delay)

@@ -114,6 +114,7 @@ class ThreadedStore:
         self.exact = store.exact
         if hasattr(store, "serde_key"):  # stored bytes may pass through (see native.py)
             self.serde_key = store.serde_key
+        self.gives_stored_values = getattr(store, "gives_stored_values", False)
 
     async def _stream(self, iterator: Iterator[Any]) -> AsyncIterator[Any]:
         while True:

@@ -187,11 +187,24 @@ def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return inline, blobs
 
 
+def _stored_blobs(rows: Any, inline: dict[str, Any], key: Any) -> dict[str, StoredValue]:
+    """The blobs of one checkpoint as their stored bytes (checked, not decoded); a snapshot is
+    the one blob behind an inline `true` marker (as `put` writes a `_DeltaSnapshot`)."""
+    blobs = {}
+    for channel, tag, blob in rows or ():
+        name, tag = channel.decode(), tag.decode()
+        if tag != "empty":  # as `_load_blobs` skips it
+            typed = check_typed((tag, blob), key, "a channel value")
+            blobs[name] = StoredValue(typed, snapshot=inline.get(name) is True)
+    return blobs
+
+
 class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
     takes_stored_values = True  # channel values as blobs: see dualsaver.stores._spans
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
+    gives_stored_values = True  # and reads them so (the check compares their bytes)
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
 
@@ -233,25 +246,25 @@ class PostgresPlans(SqlPlans):
                 rows = yield select(self._next_page, (thread_id, *after, CHECKPOINT_PAGE))
             if not rows:
                 return
-            yield Emit([self.decode(row, encoding) for row in rows])
+            yield Emit([self.decode(row, encoding, stored_values) for row in rows])
             if len(rows) < CHECKPOINT_PAGE:
                 return
             after = (rows[-1]["checkpoint_ns"], rows[-1]["checkpoint_id"])
 
-    def decode(self, row: dict[str, Any], encoding: Any = None) -> ThreadItem:
+    def decode(self, row: dict[str, Any], encoding: Any = None, stored_values: bool = False) -> ThreadItem:
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
-        stored bytes and are not decoded (the backfill passes them through)."""
+        stored bytes and are not decoded (the backfill passes them through); with
+        `stored_values` too, so do the blobs (`StoredValue`s)."""
         thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
         key = self.serde_key
         try:
             stored, metadata = checked(row["checkpoint"], row["metadata"])
-            checkpoint = {
-                **stored,
-                "channel_values": {
-                    **(stored.get("channel_values") or {}),
-                    **self.saver._load_blobs(row["channel_values"]),
-                },
-            }
+            inline = stored.get("channel_values") or {}
+            if stored_values and encoding is not None:
+                blobs = _stored_blobs(row["channel_values"], inline, encoding)
+            else:
+                blobs = self.saver._load_blobs(row["channel_values"])
+            checkpoint = {**stored, "channel_values": {**inline, **blobs}}
             writes = [
                 StoredWrite(
                     task_id=tid.decode(),

@@ -10,7 +10,12 @@ again from that, byte for byte what `JsonPlusSerializer.dumps_typed` wrote for i
 (no Pydantic model, no `Send` is rebuilt). What the target stores inline (None, str, int,
 float, bool, by `isinstance`, as `PostgresSaver.put` decides) and the checkpoint's other
 fields are decoded for real; so is any value whose type cannot be told from its bytes (a
-lone extension that may rebuild a `str` or `int` subclass, such as an enum).
+lone extension that may rebuild a `str` or `int` subclass, such as an enum), which stays
+decoded only when it is one (a datetime, say, keeps its own bytes).
+
+The check reads both stores this way when they share a serializer configuration: SQLite's
+values split here and PostgreSQL's blobs are the same bytes for the same value
+(`dualsaver.checker._bytes`).
 """
 
 from __future__ import annotations
@@ -84,6 +89,10 @@ def _channel_value(value: Any, serde: Any) -> Any:
     if isinstance(value, RawExt):
         if value.code == EXT_DELTA_SNAPSHOT:
             return StoredValue(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)), snapshot=True)
+        packed = ormsgpack.packb(value, default=_pack, option=OPTIONS)
         if value.code not in EXT_NEVER_INLINE:  # an enum, a datetime...: decide on the real value
-            return serde.loads_typed(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)))
+            decoded = serde.loads_typed(("msgpack", packed))
+            if decoded is None or isinstance(decoded, (str, int, float, bool)):
+                return decoded  # inline in the target (a str or int subclass, an enum)
+        return StoredValue(("msgpack", packed))  # its own bytes, as for a container
     return StoredValue(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)))
