@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from dualsaver.items import items_for, open_item_store
 from dualsaver.items.record import utc
@@ -29,7 +30,7 @@ def embed(texts: list[str]) -> list[list[float]]:
 
 
 INDEX = {"dims": DIMS, "embed": embed, "fields": ["text"], "text_fields": ["text"]}
-WORDS = "apple river stone cloud tiger piano lemon orbit candle forest".split()
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "orbit", "candle", "forest"]
 
 
 @contextmanager

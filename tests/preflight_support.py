@@ -80,7 +80,7 @@ def put(saver: Any, thread_id: str, ns: str = "", metadata: dict | None = None, 
     checkpoint = empty_checkpoint()
     values = values or {}
     checkpoint["channel_values"] = dict(values)
-    checkpoint["channel_versions"] = {k: 1 for k in values}
+    checkpoint["channel_versions"] = dict.fromkeys(values, 1)
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
     saver.put(config, checkpoint, {"source": "input", "step": 1, **(metadata or {})}, checkpoint["channel_versions"])
     return checkpoint["id"]

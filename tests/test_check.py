@@ -315,7 +315,7 @@ def test_native_stores_and_progress(sqlite_path, tmp_path):
 # --------------------------------------------------------------------------- inexact adapters
 
 
-def _row(writes) -> "cs.StoredCheckpoint":
+def _row(writes) -> cs.StoredCheckpoint:
     from dualsaver.stores.native import StoredCheckpoint, StoredWrite
 
     return StoredCheckpoint(

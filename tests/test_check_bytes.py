@@ -95,7 +95,7 @@ def record(thread: str, n: int, values: dict, writes: list, step: int = 0) -> St
     checkpoint_id = f"1ef{n:05d}-0000-6000-8000-000000000000"
     cp.update(
         id=checkpoint_id, ts="2026-01-01T00:00:00+00:00", channel_values=values,
-        channel_versions={k: f"{n:032d}.0.1" for k in values}, versions_seen={"node": {k: n for k in values}},
+        channel_versions=dict.fromkeys(values, f"{n:032d}.0.1"), versions_seen={"node": dict.fromkeys(values, n)},
     )
     parent = f"1ef{n - 1:05d}-0000-6000-8000-000000000000" if n else None
     return StoredCheckpoint(

@@ -99,7 +99,7 @@ def test_cannot_check_exits_2_in_one_line_without_the_password(pg_url, sqlite_pa
     parts = urlsplit(pg_url)
     wrong = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":Wr0ngS3cret@"))
     wrong_url = urlunsplit(wrong)
-    unreachable = urlunsplit(parts._replace(netloc=f"u:Wr0ngS3cret@127.0.0.1:1"))
+    unreachable = urlunsplit(parts._replace(netloc="u:Wr0ngS3cret@127.0.0.1:1"))
     with open_saver(sqlite_url(sqlite_path)):
         pass
     cases = [

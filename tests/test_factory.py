@@ -70,9 +70,8 @@ def test_factory_urls_parse_and_refuse_what_they_cannot_open(ledger_module, monk
         "python:tests.factory_savers:official_async": "open it with aopen_saver",
     }
     for url, reason in cases.items():
-        with pytest.raises(StoreURLError, match=reason):
-            with open_saver(url):
-                pass
+        with pytest.raises(StoreURLError, match=reason), open_saver(url):
+            pass
     with pytest.raises(StoreURLError, match="serializer included"):
         with open_saver("python:ledger_saver:make", serde=object()):
             pass

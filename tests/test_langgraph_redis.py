@@ -26,7 +26,7 @@ from dualsaver.redis import open_redis_saver
 from dualsaver.redis.url import parse_redis_url
 from dualsaver.stores import StoredCheckpoint, StoredWrite, Unreadable, aopen_saver, native_for, open_saver
 from tests.graphs import build_agent, config, run_turn
-from tests.langgraph_redis_support import canonical_item, history, plain_client, raw_keys
+from tests.langgraph_redis_support import canonical_item, plain_client, raw_keys
 from tests.test_redis_migration import make_history
 
 
@@ -72,9 +72,8 @@ async def test_async_open_gives_the_async_saver(langgraph_redis_url: str) -> Non
     ],
 )
 def test_bad_langgraph_urls_fail_in_one_line_without_the_password(url: str, reason: str) -> None:
-    with pytest.raises(StoreURLError) as err:
-        with open_saver(url):
-            pass
+    with pytest.raises(StoreURLError) as err, open_saver(url):
+        pass
     assert reason in str(err.value) and "topsecret" not in str(err.value) and "\n" not in str(err.value)
 
 
@@ -82,12 +81,10 @@ def test_a_source_must_hold_the_index_and_the_serializer_is_the_savers(langgraph
     with pytest.raises(StoreURLError, match="no LangGraph checkpoint"):
         with open_saver(langgraph_redis_url, must_exist=True):
             pass
-    with pytest.raises(StoreURLError, match="its own serializer"):
-        with open_saver(langgraph_redis_url, serde=object()):
-            pass
-    with pytest.raises(StoreURLError, match="official saver"):
-        with open_redis_saver(langgraph_redis_url):
-            pass
+    with pytest.raises(StoreURLError, match="its own serializer"), open_saver(langgraph_redis_url, serde=object()):
+        pass
+    with pytest.raises(StoreURLError, match="official saver"), open_redis_saver(langgraph_redis_url):
+        pass
 
 
 # ----------------------------------------------------------------------------- the writer
@@ -167,7 +164,7 @@ def _histories(draw: st.DrawFn) -> list[StoredCheckpoint]:
         checkpoint_id = f"1f0{n:05d}-0000-6000-8000-{draw(st.integers(0, 10**6)):012d}"
         channels = draw(st.dictionaries(st.sampled_from(["a", "b", "messages"]), _values | _objects, max_size=3))
         checkpoint = {"v": 4, "id": checkpoint_id, "ts": "2026-01-01T00:00:00+00:00", "channel_values": channels,
-                      "channel_versions": {c: f"{1:032}.0.{n}" for c in channels}, "versions_seen": {},
+                      "channel_versions": dict.fromkeys(channels, f"{1:032}.0.{n}"), "versions_seen": {},
                       "updated_channels": sorted(channels)}
         writes = []
         for task in range(draw(st.integers(0, 2))):

@@ -29,7 +29,7 @@ def put(saver: Any, thread_id: str, ns: str = "", *, marker: str = "", metadata:
     if checkpoint_id:
         checkpoint["id"] = checkpoint_id
     checkpoint["channel_values"] = dict(values or {})
-    checkpoint["channel_versions"] = {k: "1" for k in checkpoint["channel_values"]}
+    checkpoint["channel_versions"] = dict.fromkeys(checkpoint["channel_values"], "1")
     meta = {"source": "input", "step": 1, "marker": marker or thread_id, **(metadata or {})}
     saver.put(cfg(thread_id, ns), checkpoint, meta, checkpoint["channel_versions"])
     return checkpoint["id"]

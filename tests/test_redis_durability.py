@@ -18,8 +18,8 @@ CHANNELS = ("a", "b", "c", "d")
 
 def _put(saver, stored, step: int):
     cp = empty_checkpoint()
-    cp["channel_values"] = {c: step for c in CHANNELS}
-    cp["channel_versions"] = {c: step + 1 for c in CHANNELS}
+    cp["channel_values"] = dict.fromkeys(CHANNELS, step)
+    cp["channel_versions"] = dict.fromkeys(CHANNELS, step + 1)
     stored = saver.put(stored, cp, {"step": step}, dict(cp["channel_versions"]))
     saver.put_writes(stored, [("a", step), ("b", step)], f"task-{step}", "~0")
     return stored
@@ -62,7 +62,7 @@ def test_crash_loses_no_acknowledged_checkpoint() -> None:
             for checkpoint_id, step in acknowledged:
                 tup = present.get(checkpoint_id)
                 assert tup is not None, f"acknowledged step {step} lost"
-                assert tup.checkpoint["channel_values"] == {c: step for c in CHANNELS}
+                assert tup.checkpoint["channel_values"] == dict.fromkeys(CHANNELS, step)
                 assert tup.pending_writes == [(f"task-{step}", "a", step), (f"task-{step}", "b", step)]
             for tup in present.values():  # nothing acknowledged or not is half there
                 assert set(tup.checkpoint["channel_values"]) == set(CHANNELS)

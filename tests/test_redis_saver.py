@@ -45,7 +45,7 @@ def saver(url: str):
 def _checkpoint(values: dict[str, Any] | None = None, versions: dict[str, Any] | None = None) -> dict:
     cp = empty_checkpoint()
     cp["channel_values"] = dict(values or {})
-    cp["channel_versions"] = dict(versions or {k: 1 for k in cp["channel_values"]})
+    cp["channel_versions"] = dict(versions or dict.fromkeys(cp["channel_values"], 1))
     return cp
 
 
@@ -221,8 +221,8 @@ def test_readers_never_see_half_a_checkpoint(saver: RedisSaver) -> None:
     stored = _cfg("t")
     try:
         for step in range(150):
-            versions = {c: step + 1 for c in channels}
-            stored = saver.put(stored, _checkpoint({c: step for c in channels}, versions), {}, versions)
+            versions = dict.fromkeys(channels, step + 1)
+            stored = saver.put(stored, _checkpoint(dict.fromkeys(channels, step), versions), {}, versions)
     finally:
         stop.set()
         reader.join()
@@ -266,9 +266,8 @@ def test_bad_urls_raise_one_line_without_the_password(url: str) -> None:
 def test_unreachable_or_refused_server_raises_connection_error(redis_url: str) -> None:
     host_port = redis_url.split("@")[-1].split("/")[0]
     for bad in (f"redis://:wr0ngpass@{host_port}/0", "redis://:wr0ngpass@127.0.0.1:1/0"):
-        with pytest.raises(ConnectionError) as err:
-            with open_redis_saver(bad, socket_connect_timeout=2):
-                pass
+        with pytest.raises(ConnectionError) as err, open_redis_saver(bad, socket_connect_timeout=2):
+            pass
         assert "wr0ngpass" not in str(err.value) and "\n" not in str(err.value)
         assert err.value.__cause__ is None and err.value.__suppress_context__
 

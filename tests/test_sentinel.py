@@ -36,7 +36,7 @@ def _until(what: str, ready: Any, timeout: float = 60.0) -> None:
     def quietly() -> Any:
         try:
             return ready()
-        except Exception:  # noqa: BLE001 - the store is still failing over
+        except Exception:
             return False
 
     eventually(quietly, what, timeout=timeout, every=0.1)
@@ -60,7 +60,7 @@ class Traffic:
                 thread_id = f"{self.prefix}-{n % 5}"
                 try:
                     self.acknowledged[i].append((thread_id, put_marker(saver, thread_id, f"m{n}")))
-                except Exception as exc:  # noqa: BLE001 - counted, judged by the test
+                except Exception as exc:
                     self.errors.append(exc)
             n += 1
             time.sleep(0.01)

@@ -80,9 +80,8 @@ def test_parse_store_url(url: str, kind: str, target: str) -> None:
     ],
 )
 def test_bad_urls_fail_in_one_line_without_the_password(url: str, needle: str) -> None:
-    with pytest.raises(StoreURLError) as info:
-        with open_saver(url):
-            pass
+    with pytest.raises(StoreURLError) as info, open_saver(url):
+        pass
     message = str(info.value)
     assert needle in message and "\n" not in message and "s3cret" not in message
 
@@ -105,17 +104,15 @@ def _closed_port() -> int:
 
 def test_unreachable_and_wrong_password(pg_url: str) -> None:
     unreachable = f"postgresql://u:s3cret@127.0.0.1:{_closed_port()}/db"
-    with pytest.raises(StoreURLError) as info:
-        with open_saver(unreachable):
-            pass
+    with pytest.raises(StoreURLError) as info, open_saver(unreachable):
+        pass
     assert "cannot open postgresql://u:***@127.0.0.1" in str(info.value)
     assert "s3cret" not in str(info.value)
 
     parts = urlsplit(pg_url)
     wrong = pg_url.replace(f":{parts.password}@", ":Wr0ngPassw0rd@")
-    with pytest.raises(StoreURLError) as info:
-        with open_saver(wrong):
-            pass
+    with pytest.raises(StoreURLError) as info, open_saver(wrong):
+        pass
     assert "password authentication failed" in str(info.value)
     assert "Wr0ngPassw0rd" not in str(info.value) and parts.password not in str(info.value)
 

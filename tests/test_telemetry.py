@@ -199,7 +199,7 @@ def test_cli_console_exporter_writes_spans_to_stderr_and_keeps_stdout_clean(tmp_
 class _Collector(http.server.BaseHTTPRequestHandler):
     received: list[tuple[str, bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).received.append((self.path, body))
         self.send_response(200)

@@ -47,7 +47,7 @@ class ItemCheck:
 
     def compare(self, old: Side, new: Side) -> list[Divergence]:
         """The divergences of one (namespace, key): none, or one per kind that differs."""
-        if isinstance(old, StoredItem) and old.expired(self.now) or isinstance(new, StoredItem) and new.expired(self.now):
+        if (isinstance(old, StoredItem) and old.expired(self.now)) or (isinstance(new, StoredItem) and new.expired(self.now)):
             return []
         if old is None and new is None:
             return []

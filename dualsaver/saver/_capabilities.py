@@ -19,10 +19,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from dualsaver.errors import SecondaryWriteError, describe_error
 from dualsaver.sansio import Call, Plan
 from dualsaver.saver import _plans as plans
-from dualsaver.saver._recorder import Missed
 from dualsaver.stores import CAPABILITIES, offers_capability
 
 EXTENDED = CAPABILITIES
@@ -37,19 +35,14 @@ def capability_write(
     yield Call(ctx.route.primary, operation, args, kwargs)
     secondary = ctx.route.secondary
     if secondary is None:
-        yield from plans._tombstones(ctx, operation, args, {})
+        yield from plans._tombstones(ctx, operation, args, ())
         return
+    call = Call(secondary, operation, args, kwargs, bounded=True)
     try:
-        yield from plans.guarded(ctx.breakers, Call(secondary, operation, args, kwargs, bounded=True))
+        yield from plans.guarded(ctx.breakers, call)
     except Exception as exc:
-        for thread_id in threads or [None]:
-            missed = Missed(secondary, operation, {"thread_id": thread_id}, exc, ctx.route.phase)
-            yield Call("recorder", "missed", (missed,))
-        if ctx.strict:
-            raise SecondaryWriteError(
-                f"{operation} reached the primary ({ctx.route.primary}) but the secondary"
-                f" ({secondary}) failed: {describe_error(exc)}"
-            ) from exc
+        marks = tuple((operation, {"thread_id": t}) for t in threads) or ((operation, {"thread_id": None}),)
+        yield from plans._missed(ctx, operation, call, marks, exc)
 
 
 def delete_for_runs(ctx: plans.Context, run_ids: Sequence[str]) -> Plan[None]:
