@@ -422,16 +422,19 @@ async def test_redis_pairs_advertise_what_both_sides_can_do(
             await saver.adelete_for_runs([run_id])
             for side in (a, b):  # gone from both (old never had it in decommission)
                 assert await side.aget_tuple(config(f"src-{phase}")) is None
+        # SqliteSaver has none of them: the pair offers them through SQLite's native store
         mixed = DetectedCapabilities.from_instance(DualSaver(lite, a, journal=":memory:"))
-        assert not extended & {c.value for c in mixed.detected}
+        assert extended <= {c.value for c in mixed.detected}
 
 
 # ----------------------------------------------------------------------------- conformance
 
 BASE = {"put", "put_writes", "get_tuple", "list", "delete_thread"}
+# Every pair offers all three: where a wrapped saver lacks one (AsyncSqliteSaver has none,
+# AsyncPostgresSaver prune only), its native store does it (dualsaver.stores._capabilities).
 EXTENDED_BY_PAIR = {
-    ("sqlite", "redis"): set(),  # AsyncSqliteSaver has none of them
-    ("redis", "postgres"): {"prune"},  # AsyncPostgresSaver has prune only
+    ("sqlite", "redis"): {"delete_for_runs", "copy_thread", "prune"},
+    ("redis", "postgres"): {"delete_for_runs", "copy_thread", "prune"},
     ("redis", "redis-cluster"): {"delete_for_runs", "copy_thread", "prune"},
 }
 PAIRS = list(EXTENDED_BY_PAIR)

@@ -106,8 +106,12 @@ def test_what_cannot_be_split_is_decoded_or_refused() -> None:
 def test_metadata_kept_as_it_is_only_when_put_would_store_it_so(metadata) -> None:
     from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
 
+    from dualsaver.errors import LossyValue
     from dualsaver.stores._postgres import serializable_metadata
 
     expected = get_serializable_checkpoint_metadata({}, dict(metadata))
-    got = serializable_metadata(metadata)
+    if any(isinstance(v, str) and "\x00" in v for v in metadata.values()):  # put would strip it: refused
+        with pytest.raises(LossyValue, match="postgres.nul"):
+            serializable_metadata(metadata)
+    got = serializable_metadata(metadata, allowed=("nul",))  # accepted: exactly what put stores
     assert got == expected and [type(v) for v in got.values()] == [type(v) for v in expected.values()]

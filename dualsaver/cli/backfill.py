@@ -214,9 +214,7 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
         return 2, None
     except PreflightRefused as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"refused": True, "preflight": exc.report.to_dict()}))  # type: ignore[attr-defined]
-        return 1, None
+        return 1, {"refused": True, "preflight": exc.report.to_dict()}  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         print("\ndualsaver backfill: interrupted; progress is saved, run again to resume", file=sys.stderr)
         return 130, None
