@@ -18,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dualsaver",
         description=(
-            "Move a LangGraph application's checkpoints from one checkpointer to another "
-            "with no downtime: shadow-write, backfill, check, switch reads, decommission."
+            "Move a LangGraph application's memory (its checkpoints and its long-term store) "
+            "from one backend to another with no downtime: shadow-write, backfill, check, "
+            "switch reads, decommission."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
