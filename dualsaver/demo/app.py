@@ -1,9 +1,11 @@
 """The demo's LangGraph application: a small support agent with no language model.
 
 Each turn: the user's message is triaged, parallel "lookups" fan out with Send, a
-subgraph drafts the answer, and the reply joins the conversation. Deterministic, so a
-migrated conversation can be compared word for word. Used by `dualsaver demo` and the
-benchmarks.
+subgraph drafts the answer, and the reply joins the conversation. Given a long-term store, the
+agent also remembers each customer across conversations (a profile and one note per turn under
+``("customers", thread_id)``): the other half of its memory, which the demo migrates too.
+Deterministic, so a migrated conversation can be compared word for word. Used by
+`dualsaver demo` and the benchmarks.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_store
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.store.base import BaseStore
 from langgraph.types import Send
 
 
@@ -70,11 +75,17 @@ def _drafting():
     return sub.compile()
 
 
-def _reply(state: Conversation) -> dict[str, Any]:
+def _reply(state: Conversation, config: RunnableConfig) -> dict[str, Any]:
+    store = get_store()
+    if store is not None:  # the long-term memory: what this customer asked about, turn by turn
+        customer = ("customers", str(config["configurable"]["thread_id"]))
+        turn = state.get("turns", 0)
+        store.put(customer, "profile", {"topics": state["topics"], "turns": turn})
+        store.put(customer, f"turn-{turn:03d}", {"asked": str(state["messages"][-1].content)})
     return {"messages": [AIMessage(content=state["draft"])]}
 
 
-def build_support_agent(checkpointer: Any):
+def build_support_agent(checkpointer: Any, store: BaseStore | None = None) -> Any:
     graph = StateGraph(Conversation)
     graph.add_node("triage", _triage)
     graph.add_node("lookup", _lookup)
@@ -85,7 +96,7 @@ def build_support_agent(checkpointer: Any):
     graph.add_edge("lookup", "draft")
     graph.add_edge("draft", "reply")
     graph.add_edge("reply", END)
-    return graph.compile(checkpointer=checkpointer)
+    return graph.compile(checkpointer=checkpointer, store=store)
 
 
 QUESTIONS = [
