@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.cli.options import (
@@ -16,6 +16,9 @@ from dualsaver.cli.options import (
     parse_shard, settings_for, throttle_from,
 )
 from dualsaver.stores.serde import serde_from_name
+
+if TYPE_CHECKING:
+    from dualsaver.checker import DivergenceReport
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
 
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_checkpoints(args)
     report = None
     if store_items.has_checkpoint_pair(args):
-        code = _run_checkpoints(args, report_out := [])
+        report_out: list[DivergenceReport] = []
+        code = _run_checkpoints(args, report_out)
         if code == EXIT_CANNOT_CHECK:
             return code
         report = report_out[0]
@@ -188,7 +192,7 @@ def _write_and_tell(args: argparse.Namespace, report: Any, what: str) -> int:
     return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
 
 
-def _run_checkpoints(args: argparse.Namespace, report_out: list[Any] | None = None) -> int:
+def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport] | None = None) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, open_saver, redact

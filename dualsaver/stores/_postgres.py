@@ -375,7 +375,7 @@ class Cursor:
         self.cur.execute(sql)
         return max(self.cur.rowcount, 0)
 
-    def executemany(self, sql: str, rows: list[tuple]) -> int:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         self.cur.executemany(sql, rows)
         return max(self.cur.rowcount, 0)
 
@@ -396,7 +396,7 @@ class AsyncCursor:
         await self.cur.execute(sql)
         return max(self.cur.rowcount, 0)
 
-    async def aexecutemany(self, sql: str, rows: list[tuple]) -> int:
+    async def aexecutemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         await self.cur.executemany(sql, rows)
         return max(self.cur.rowcount, 0)
 
