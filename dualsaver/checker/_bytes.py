@@ -4,7 +4,7 @@ the bytes they hold, and decode only the threads whose bytes differ.
 Two stores written through one serializer configuration (equal `serde_key`s) hold the same
 bytes for the same value, once each store's layout is undone: SQLite keeps a checkpoint as
 one msgpack document, PostgreSQL its channel values as blobs, and the backfill's splitter
-(`dualsaver.stores._spans`) cuts the document into exactly the blobs PostgreSQL keeps. Read
+(`dualsaver.stores._msgpack_split`) cuts the document into exactly the blobs PostgreSQL keeps. Read
 so (`read_thread(t, encoded=True, stored_values=True)`), a checkpoint is reduced to one hash
 of everything the diff compares: parent, the checkpoint's plain fields, each channel value
 as its stored bytes (or itself where the store keeps it inline), metadata, and each write as

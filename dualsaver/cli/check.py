@@ -19,6 +19,7 @@ from dualsaver.stores.serde import serde_from_name
 
 if TYPE_CHECKING:
     from dualsaver.checker import DivergenceReport
+    from dualsaver.saver.routing import Role
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
 
@@ -91,7 +92,7 @@ def register(subparsers: Any) -> None:
 
 
 
-def primary_of(phase_name: str | None) -> str:
+def primary_of(phase_name: str | None) -> Role:
     """The store written first in the phase: old until reads switch, then new."""
     from dualsaver.control.sources import resolve_phase
     from dualsaver.saver.routing import route_for
@@ -100,7 +101,7 @@ def primary_of(phase_name: str | None) -> str:
     return route_for(phase).primary
 
 
-def primary_for_run(args: argparse.Namespace) -> str:
+def primary_for_run(args: argparse.Namespace) -> Role:
     """The phase's primary, once both stores are named. ValueError, carrying the line to
     print, when the command cannot run (InvalidPhaseError is one)."""
     name_stores(args)
@@ -226,7 +227,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
                 recheck=not args.no_recheck,
                 progress=None if args.quiet else StderrProgress(throttle=throttle),
                 show_values=args.show_values,
-                primary=primary,  # type: ignore[arg-type]
+                primary=primary,
                 old_name=redact(args.old),
                 new_name=redact(args.new),
                 throttle=throttle,

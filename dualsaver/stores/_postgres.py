@@ -202,7 +202,7 @@ def _stored_blobs(rows: Any, inline: dict[str, Any], key: Any) -> dict[str, Stor
 class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
-    takes_stored_values = True  # channel values as blobs: see dualsaver.stores._spans
+    takes_stored_values = True  # channel values as blobs: see dualsaver.stores._msgpack_split
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
     gives_stored_values = True  # and reads them so (the check compares their bytes)
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders

@@ -22,7 +22,7 @@ equality, and plain `read_thread(t)` (the check) decodes everything as before.
 Stored channel values (for the backfill too): an adapter with `gives_stored_values` (it keeps
 whole checkpoints: SQLite), asked with `read_thread(t, encoded=True, stored_values=True)`, leaves
 the channel values a target stores apart as `StoredValue`s (their bytes, see
-`dualsaver.stores._spans`). Only a target with `takes_stored_values` and the same `serde_key`
+`dualsaver.stores._msgpack_split`). Only a target with `takes_stored_values` and the same `serde_key`
 is given such records.
 """
 

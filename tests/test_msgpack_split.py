@@ -1,5 +1,5 @@
 """The backfill's fast paths give what the slow ones give (hypothesis). A checkpoint split
-into its channel values' stored bytes (`dualsaver.stores._spans`) is what decoding it and
+into its channel values' stored bytes (`dualsaver.stores._msgpack_split`) is what decoding it and
 encoding each value again gives: the same inline values, the same blob bytes, the same
 DeltaChannel snapshot markers, over the kinds of values LangGraph keeps in channels; and
 metadata is kept as it is only where put would store it unchanged."""
@@ -18,7 +18,7 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.types import Send
 
 from dualsaver.stores._postgres import split_channel_values
-from dualsaver.stores._spans import split_checkpoint
+from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores.native import StoredValue
 
 SERDE = JsonPlusSerializer()
