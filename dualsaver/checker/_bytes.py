@@ -61,6 +61,7 @@ def _pack_default(value: Any) -> Any:
 
 def byte_print(item: StoredCheckpoint) -> bytes:
     """One hash of what the diff compares of a checkpoint read as bytes."""
+    # read with encoded=True (READ_OPTIONS), every write has its `typed` bytes
     writes = [(w.task_id, w.task_path, w.idx, w.channel, *w.typed) for w in item.writes]  # type: ignore[misc]
     data = ormsgpack.packb(
         (item.parent_checkpoint_id, item.checkpoint, item.metadata, writes),

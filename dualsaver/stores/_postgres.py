@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
+from langgraph.checkpoint.base import Checkpoint, get_serializable_checkpoint_metadata
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 import orjson
 from psycopg.errors import UniqueViolation
@@ -264,7 +264,7 @@ class PostgresPlans(SqlPlans):
                 blobs = _stored_blobs(row["channel_values"], inline, encoding)
             else:
                 blobs = self.saver._load_blobs(row["channel_values"])
-            checkpoint = {**stored, "channel_values": {**inline, **blobs}}
+            checkpoint: Checkpoint = {**stored, "channel_values": {**inline, **blobs}}
             writes = [
                 StoredWrite(
                     task_id=tid.decode(),
@@ -281,7 +281,7 @@ class PostgresPlans(SqlPlans):
                 checkpoint_ns=ns,
                 checkpoint_id=checkpoint_id,
                 parent_checkpoint_id=row["parent_checkpoint_id"] or None,
-                checkpoint=checkpoint,  # type: ignore[arg-type]
+                checkpoint=checkpoint,
                 metadata=metadata,
                 writes=in_write_order(writes),
                 encoding=encoding,

@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import ormsgpack
@@ -121,7 +121,8 @@ def checked(checkpoint: Any, metadata: Any) -> tuple[Checkpoint, CheckpointMetad
         raise UnreadableRow("checkpoint channel_values is not a mapping")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise UnreadableRow(f"metadata is not a mapping but {type(metadata).__name__}")
-    return checkpoint, metadata or {}  # type: ignore[return-value]
+    # the checks above are the TypedDicts' shape, which isinstance cannot narrow to
+    return cast(Checkpoint, checkpoint), cast(CheckpointMetadata, metadata or {})
 
 
 def check_typed(typed: tuple[str, bytes], key: Any, what: str = "a write") -> tuple[str, bytes]:
