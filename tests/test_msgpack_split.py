@@ -106,8 +106,15 @@ def test_what_cannot_be_split_is_decoded_or_refused() -> None:
 def test_metadata_kept_as_it_is_only_when_put_would_store_it_so(metadata) -> None:
     from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
 
+    from dualsaver.errors import LossyValue
     from dualsaver.stores._postgres import serializable_metadata
+    from dualsaver.stores.faithful import NUL
 
     expected = get_serializable_checkpoint_metadata({}, dict(metadata))
-    got = serializable_metadata(metadata)
+    got = serializable_metadata(metadata, allowed={NUL})  # a NUL the saver strips, accepted: as put stores it
     assert got == expected and [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+    if any(isinstance(v, str) and "\x00" in v for v in metadata.values()):  # not accepted: refused, never stripped
+        with pytest.raises(LossyValue):
+            serializable_metadata(metadata)
+    else:
+        assert serializable_metadata(metadata) == expected
