@@ -46,7 +46,8 @@ leaves = st.one_of(
     st.builds(Send, st.sampled_from(["node", "other"]), st.dictionaries(st.text(max_size=5), primitives, max_size=3)),
 )
 values = st.recursive(
-    leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
     max_leaves=10,
 )
 channel_values = st.dictionaries(
