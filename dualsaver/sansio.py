@@ -18,9 +18,10 @@ A plan is a generator. It decides, and yields *effects* for what it needs done:
   one runs them one after the other unless its executor has threads to spare (`both`).
 
 What the plan returns is what `run` / `arun` return. Targets are resolved by an *executor*:
-`Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs; every
-executor also has the target "clock" (`Call("clock", "sleep", (seconds,))` waits). A shell
-that adds spans or time bounds to calls subclasses one and overrides `call` / `open`.
+`Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs, to which
+both add the target "clock" (`Call("clock", "sleep", (seconds,))` waits: the throttled
+backfill, check and preflight). A shell that adds spans or time bounds to calls subclasses
+one, names its own targets and overrides `call` / `open`.
 
 This is the shape of httpx's auth flows and h11, and of psycopg's generators: the sync
 method is one line over a shared plan (``return sansio.run(self._read_plan(), self._io)``),

@@ -194,11 +194,11 @@ class CheckRun:
                 raise CheckError(f"store unreachable during the check: {type(exc).__name__}") from exc
             raise
 
-    def _report_progress(self, phase: str, done: int, round_no: int = 0) -> None:
+    def _report_progress(self, phase: Literal["scan", "recheck"], done: int, round_no: int = 0) -> None:
         if self.progress is not None:
             self.progress(
                 CheckProgress(
-                    phase=phase,  # type: ignore[arg-type]
+                    phase=phase,
                     threads=done,
                     checkpoints=self.checkpoints,
                     suspects=len(self.suspects),
@@ -257,9 +257,11 @@ class CheckRun:
 
 
 def merge_step(a: str | None, b: str | None) -> tuple[str, bool, bool]:
-    """The next id of two ascending streams, and which streams it came from."""
-    if b is None or (a is not None and a < b):
-        return a, True, False  # type: ignore[return-value]
-    if a is None or b < a:
+    """The next id of two ascending streams (None: that stream is exhausted; never both), and
+    which streams it came from."""
+    if a is not None and (b is None or a < b):
+        return a, True, False
+    if b is not None and (a is None or b < a):
         return b, False, True
+    assert a is not None and a == b, "merge_step is not asked once both streams are exhausted"
     return a, True, True

@@ -4,7 +4,7 @@ the bytes they hold, and decode only the threads whose bytes differ.
 Two stores written through one serializer configuration (equal `serde_key`s) hold the same
 bytes for the same value, once each store's layout is undone: SQLite keeps a checkpoint as
 one msgpack document, PostgreSQL its channel values as blobs, and the backfill's splitter
-(`dualsaver.stores._spans`) cuts the document into exactly the blobs PostgreSQL keeps. Read
+(`dualsaver.stores._msgpack_split`) cuts the document into exactly the blobs PostgreSQL keeps. Read
 so (`read_thread(t, encoded=True, stored_values=True)`), a checkpoint is reduced to one hash
 of everything the diff compares: parent, the checkpoint's plain fields, each channel value
 as its stored bytes (or itself where the store keeps it inline), metadata, and each write as
@@ -61,6 +61,7 @@ def _pack_default(value: Any) -> Any:
 
 def byte_print(item: StoredCheckpoint) -> bytes:
     """One hash of what the diff compares of a checkpoint read as bytes."""
+    # read with encoded=True (READ_OPTIONS), every write has its `typed` bytes
     writes = [(w.task_id, w.task_path, w.idx, w.channel, *w.typed) for w in item.writes]  # type: ignore[misc]
     data = ormsgpack.packb(
         (item.parent_checkpoint_id, item.checkpoint, item.metadata, writes),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.cli.options import (
@@ -16,6 +16,10 @@ from dualsaver.cli.options import (
     parse_shard, settings_for, throttle_from,
 )
 from dualsaver.stores.serde import serde_from_name
+
+if TYPE_CHECKING:
+    from dualsaver.checker import DivergenceReport
+    from dualsaver.saver.routing import Role
 
 EXIT_CLEAN, EXIT_DIVERGENT, EXIT_CANNOT_CHECK = 0, 1, 2
 
@@ -88,7 +92,7 @@ def register(subparsers: Any) -> None:
 
 
 
-def primary_of(phase_name: str | None) -> str:
+def primary_of(phase_name: str | None) -> Role:
     """The store written first in the phase: old until reads switch, then new."""
     from dualsaver.control.sources import resolve_phase
     from dualsaver.saver.routing import route_for
@@ -97,7 +101,7 @@ def primary_of(phase_name: str | None) -> str:
     return route_for(phase).primary
 
 
-def primary_for_run(args: argparse.Namespace) -> str:
+def primary_for_run(args: argparse.Namespace) -> Role:
     """The phase's primary, once both stores are named. ValueError, carrying the line to
     print, when the command cannot run (InvalidPhaseError is one)."""
     name_stores(args)
@@ -150,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_checkpoints(args)
     report = None
     if store_items.has_checkpoint_pair(args):
-        code = _run_checkpoints(args, report_out := [])
+        report_out: list[DivergenceReport] = []
+        code = _run_checkpoints(args, report_out)
         if code == EXIT_CANNOT_CHECK:
             return code
         report = report_out[0]
@@ -188,7 +193,7 @@ def _write_and_tell(args: argparse.Namespace, report: Any, what: str) -> int:
     return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
 
 
-def _run_checkpoints(args: argparse.Namespace, report_out: list[Any] | None = None) -> int:
+def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport] | None = None) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, open_saver, redact
@@ -222,7 +227,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[Any] | None = No
                 recheck=not args.no_recheck,
                 progress=None if args.quiet else StderrProgress(throttle=throttle),
                 show_values=args.show_values,
-                primary=primary,  # type: ignore[arg-type]
+                primary=primary,
                 old_name=redact(args.old),
                 new_name=redact(args.new),
                 throttle=throttle,

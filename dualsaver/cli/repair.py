@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualsaver.cli.check import primary_for_run
 from dualsaver.cli.options import (
@@ -18,6 +18,9 @@ from dualsaver.cli.options import (
 )
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.stores.serde import serde_from_name
+
+if TYPE_CHECKING:
+    from dualsaver.saver.routing import Role
 
 EPILOG = """\
 examples:
@@ -83,17 +86,17 @@ def fail(message: str) -> int:
     return 2
 
 
-def _load_repairs(args: argparse.Namespace, source: str) -> tuple[list, Any, list]:
+def _load_repairs(args: argparse.Namespace, source: Role) -> tuple[list, Any, list]:
     """(repairs, journal or None, pending entries)"""
     from dualsaver.checker.findings import DivergenceReport
     from dualsaver.migrate import repairs_from_journal, repairs_from_report
 
     if args.report:
         report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-        return repairs_from_report(report, source), None, []  # type: ignore[arg-type]
+        return repairs_from_report(report, source), None, []
     journal = _open_journal(args)
     entries = list(journal.pending())
-    return repairs_from_journal(entries, source), journal, entries  # type: ignore[arg-type]
+    return repairs_from_journal(entries, source), journal, entries
 
 
 def _open_journal(args: argparse.Namespace) -> Any:
@@ -169,7 +172,7 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(str(exc))
     source = args.source or primary
-    target = other(source)  # type: ignore[arg-type]
+    target = other(source)
     if source != primary and not args.force and not args.dry_run:
         return fail(
             f"the {target} store is the primary in this phase; repairing it under live traffic"
@@ -205,9 +208,11 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
             if args.no_verify:
                 return 0 if result.ok else 1
             stores = {source: source_saver, target: target_saver}
-            names = {"old_name": redact(args.old), "new_name": redact(args.new)}
             threads = [r.thread_id for r in repairs]
-            report = check(stores["old"], stores["new"], thread_ids=threads, primary=primary, **names)  # type: ignore
+            report = check(
+                stores["old"], stores["new"], thread_ids=threads, primary=primary,
+                old_name=redact(args.old), new_name=redact(args.new),
+            )
     except StoreURLError as exc:
         return fail(str(exc))
     except CheckError as exc:

@@ -57,7 +57,7 @@ def passthrough(source: Any, target: Any) -> bool:
 def read_options(source: Any, target: Any) -> dict[str, bool]:
     """How the source is read for this target: stored bytes kept where they may pass
     through (writes; channel values too, from a store of whole checkpoints into one that
-    keeps each value apart, see `dualsaver.stores._spans`)."""
+    keeps each value apart, see `dualsaver.stores._msgpack_split`)."""
     if not passthrough(source, target):
         return {}
     options = {"encoded": True}

@@ -109,6 +109,7 @@ def _span_processors(names: list[str], env: Mapping[str, str]) -> tuple[list[Any
             processors.append(BatchSpanProcessor(exporter))
             used.append("otlp")
         elif name in ("otlp", "console"):
+            # a file-like proxy for sys.stderr, not a TextIO subclass
             processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=_Stderr())))  # type: ignore[arg-type]
             used.append("console")
         else:
@@ -184,7 +185,7 @@ def configure_cli() -> None:
     """What `dualsaver` does first: structlog with redaction, then the OTel SDK."""
     from dualsaver.observability.logs import configure_logging
 
-    configure_logging(stream=_Stderr())  # type: ignore[arg-type]
+    configure_logging(stream=_Stderr())  # type: ignore[arg-type]  # a file-like proxy
     configure_otel()
 
 

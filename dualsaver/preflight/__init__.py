@@ -7,8 +7,8 @@
 
 The source is scanned (ids and values; `shard=(i, n)`, `thread_ids`, a `throttle`, as the
 check) against the rules of the target's kind (`dualsaver.preflight.rules`); the target is
-only asked what it is, never read (a kind given as text, "postgres", will do). Exit codes of ``dualsaver preflight``: 0 clean, 1 findings,
-2 could not run.
+only asked what it is, never read (a kind given as text, "postgres", will do). Exit codes of
+``dualsaver preflight``: 0 clean, 1 findings, 2 could not run.
 
 `dualsaver.preflight` (the attribute of the top package) is the function, as `dualsaver.check`
 is: import this package's modules with ``from dualsaver.preflight import rules``, not

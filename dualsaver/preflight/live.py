@@ -68,7 +68,9 @@ def _values(kind: str, values: Iterable[tuple[str, Any]], what: str) -> LossyVal
             continue
         facts = c.value_facts(value)
         if facts.non_finite is not None:
-            return _refusal("langgraph-redis.json-non-finite", f"{what} {name} holds NaN or Infinity at {facts.non_finite}")
+            return _refusal(
+                "langgraph-redis.json-non-finite", f"{what} {name} holds NaN or Infinity at {facts.non_finite}"
+            )
         if facts.depth > REDISJSON_VALUE_MAX_DEPTH:
             return _refusal("langgraph-redis.deep-nesting", f"{what} {name} nested {facts.depth} deep")
     return None

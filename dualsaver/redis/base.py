@@ -220,6 +220,7 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
         ns = _check_name("checkpoint_ns", conf.get("checkpoint_ns") or "")
         checkpoint_id = _check_name("checkpoint_id", checkpoint["id"])
         stored = checkpoint.copy()
+        # popping a TypedDict's required key: `stored` is a copy stored without its values
         values: dict[str, Any] = stored.pop("channel_values", {})  # type: ignore[misc]
         md = get_serializable_checkpoint_metadata(config, metadata)
         blobs = [

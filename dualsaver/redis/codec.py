@@ -93,7 +93,7 @@ class Record:
             parent=parts[0].decode() or None,
             run_id=parts[1].decode(),
             uses_delta=bool(parts[2]),
-            refs=refs,  # type: ignore[arg-type]
+            refs=refs,  # type: ignore[arg-type]  # pairs: encode joined each (channel, version) with SEP
             checkpoint=(ctype.decode(), cbytes),
             metadata=(mtype.decode(), mbytes),
         )

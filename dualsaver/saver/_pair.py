@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
@@ -118,7 +119,10 @@ class PhasedPair(StorePair):
         phase = kwargs.pop("phase", None)
         if phase is None:
             phase = phase_source(None, settings=loaded)
-        return cls(old, new, phase, **kwargs)
+        # PhasedPair has no constructor of its own (it mixes into BaseCheckpointSaver or BaseStore);
+        # each subclass's takes (old, new, phase, **keyword settings).
+        construct: Callable[..., Any] = cls
+        return construct(old, new, phase, **kwargs)
 
     @property
     def phase(self) -> Phase:

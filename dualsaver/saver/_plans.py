@@ -66,6 +66,7 @@ _TOMBSTONED = frozenset({"delete_thread", "prune", "store.delete"})
 
 def missed(target: str, marks: tuple[Mark, ...], error: BaseException, phase: Phase | Mode) -> tuple[Missed, ...]:
     """The journal entries of a write that `target` did not take."""
+    # `target` is a `Call`'s, typed str by sansio; a secondary write's is always a Role
     return tuple(Missed(target, operation, at, error, phase) for operation, at in marks)  # type: ignore[arg-type]
 
 
@@ -149,7 +150,7 @@ def _missed(ctx: Context, operation: str, call: Call, marks: tuple[Mark, ...], e
 def guarded(breakers: Mapping[Role, Breaker], call: Call) -> Plan[Any]:
     """A secondary call through its store's circuit breaker: refused at once while the
     circuit is open (`CircuitOpen`), else sent, its outcome telling the breaker."""
-    breaker = breakers[call.target]  # type: ignore[index]
+    breaker = breakers[call.target]  # type: ignore[index]  # sansio types a target as str: here a Role
     if not breaker.allow():
         raise breaker.refusal()
     try:

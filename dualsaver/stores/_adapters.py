@@ -145,6 +145,8 @@ class ThreadedStore:
     async def adelete_thread(self, thread_id: str) -> None:
         await asyncio.to_thread(self.store.delete_thread, thread_id)
 
+    # Capability primitives NativeStore does not declare: asked only where the wrapped store has them
+    # (`_NEEDS` in stores._capabilities)
     async def arun_checkpoints(self, run_ids: Any) -> dict[str, list[tuple[str, str]]]:
         return await asyncio.to_thread(self.store.run_checkpoints, run_ids)  # type: ignore[attr-defined]
 

@@ -58,6 +58,7 @@ def _checked(target: str, made: Any) -> Any:
         )
     if getattr(made, "native_store", None) is None:  # a saver's own adapter wins
         public = PublicNativeStore(made)
+        # attached to the factory's saver: what `native_for` asks for first
         made.native_store = made.anative_store = lambda: public  # type: ignore[attr-defined]
     return made
 

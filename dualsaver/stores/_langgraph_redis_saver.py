@@ -54,7 +54,8 @@ def _saver_kwargs(target: RedisTarget) -> dict[str, Any]:
 
 
 class _Fenced:
-    """What a saver opened with ``wait`` adds: the fence after each write."""
+    """What a saver opened with ``wait`` adds: the fence after each write. A mixin: `_redis` and
+    `_checkpoint_prefix` are the official saver's it is mixed into (hence the ignores)."""
 
     wait: int = 0
     wait_ms: int = 1000

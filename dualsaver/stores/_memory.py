@@ -131,7 +131,8 @@ class MemoryNativeStore:
     # -- the extended capabilities' primitives (see `dualsaver.stores._capabilities`) -----
 
     def run_checkpoints(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-        runs, found = set(run_ids), {}
+        runs = set(run_ids)
+        found: dict[str, list[tuple[str, str]]] = {}
         for thread_id, spaces in list(self.saver.storage.items()):
             for ns, ids in list(spaces.items()):
                 for cid, (_, typed_metadata, _) in list(ids.items()):

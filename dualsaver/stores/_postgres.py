@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
+from langgraph.checkpoint.base import Checkpoint, get_serializable_checkpoint_metadata
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 import orjson
 from psycopg.errors import UniqueViolation
@@ -202,7 +202,7 @@ def _stored_blobs(rows: Any, inline: dict[str, Any], key: Any) -> dict[str, Stor
 class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
-    takes_stored_values = True  # channel values as blobs: see dualsaver.stores._spans
+    takes_stored_values = True  # channel values as blobs: see dualsaver.stores._msgpack_split
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
     gives_stored_values = True  # and reads them so (the check compares their bytes)
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
@@ -264,7 +264,7 @@ class PostgresPlans(SqlPlans):
                 blobs = _stored_blobs(row["channel_values"], inline, encoding)
             else:
                 blobs = self.saver._load_blobs(row["channel_values"])
-            checkpoint = {**stored, "channel_values": {**inline, **blobs}}
+            checkpoint: Checkpoint = {**stored, "channel_values": {**inline, **blobs}}
             writes = [
                 StoredWrite(
                     task_id=tid.decode(),
@@ -281,7 +281,7 @@ class PostgresPlans(SqlPlans):
                 checkpoint_ns=ns,
                 checkpoint_id=checkpoint_id,
                 parent_checkpoint_id=row["parent_checkpoint_id"] or None,
-                checkpoint=checkpoint,  # type: ignore[arg-type]
+                checkpoint=checkpoint,
                 metadata=metadata,
                 writes=in_write_order(writes),
                 encoding=encoding,
@@ -375,7 +375,7 @@ class Cursor:
         self.cur.execute(sql)
         return max(self.cur.rowcount, 0)
 
-    def executemany(self, sql: str, rows: list[tuple]) -> int:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         self.cur.executemany(sql, rows)
         return max(self.cur.rowcount, 0)
 
@@ -396,7 +396,7 @@ class AsyncCursor:
         await self.cur.execute(sql)
         return max(self.cur.rowcount, 0)
 
-    async def aexecutemany(self, sql: str, rows: list[tuple]) -> int:
+    async def aexecutemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         await self.cur.executemany(sql, rows)
         return max(self.cur.rowcount, 0)
 

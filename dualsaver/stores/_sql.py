@@ -108,7 +108,9 @@ class SqlPlans:
             return
         ids = self.ids_param([cid for _, cid in keys])
         rows = [(thread_id, ns, cid) for ns, cid in keys]
-        yield remove(tuple((sql, [(*r, ids) for r in rows] if with_ids else rows) for sql, with_ids in self.DELETE_SQLS))
+        yield remove(
+            tuple((sql, [(*r, ids) for r in rows] if with_ids else rows) for sql, with_ids in self.DELETE_SQLS)
+        )
 
     def ids_param(self, ids: list[str]) -> Any:
         return ids

@@ -18,7 +18,7 @@ from langgraph.checkpoint.base import get_checkpoint_metadata
 
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
-from dualsaver.stores._spans import split_checkpoint
+from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores.native import (
     NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, in_write_order, load_typed,
     loads_json, typed_value, unreadable,
@@ -83,7 +83,7 @@ class SqlitePlans(SqlPlans):
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
-    gives_stored_values = True  # whole checkpoints: see dualsaver.stores._spans
+    gives_stored_values = True  # whole checkpoints: see dualsaver.stores._msgpack_split
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = ?"
 

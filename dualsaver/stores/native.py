@@ -22,7 +22,7 @@ equality, and plain `read_thread(t)` (the check) decodes everything as before.
 Stored channel values (for the backfill too): an adapter with `gives_stored_values` (it keeps
 whole checkpoints: SQLite), asked with `read_thread(t, encoded=True, stored_values=True)`, leaves
 the channel values a target stores apart as `StoredValue`s (their bytes, see
-`dualsaver.stores._spans`). Only a target with `takes_stored_values` and the same `serde_key`
+`dualsaver.stores._msgpack_split`). Only a target with `takes_stored_values` and the same `serde_key`
 is given such records.
 """
 
@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import ormsgpack
@@ -121,7 +121,8 @@ def checked(checkpoint: Any, metadata: Any) -> tuple[Checkpoint, CheckpointMetad
         raise UnreadableRow("checkpoint channel_values is not a mapping")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise UnreadableRow(f"metadata is not a mapping but {type(metadata).__name__}")
-    return checkpoint, metadata or {}  # type: ignore[return-value]
+    # the checks above are the TypedDicts' shape, which isinstance cannot narrow to
+    return cast(Checkpoint, checkpoint), cast(CheckpointMetadata, metadata or {})
 
 
 def check_typed(typed: tuple[str, bytes], key: Any, what: str = "a write") -> tuple[str, bytes]:
