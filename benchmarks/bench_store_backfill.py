@@ -1,45 +1,56 @@
-"""The long-term store's backfill, SQLite -> PostgreSQL (pgvector), side by side in one run:
+"""The long-term store's backfill, SQLite -> PostgreSQL (pgvector, HNSW index), side by side in one run:
 
-- **backfill**: `dualsaver.items.backfill_items` (native reader, one insert-if-absent
-  statement per batch of 500 items and their vectors);
+- **backfill**: `dualsaver.items.backfill_items` (native reader read ahead in a worker thread,
+  one insert-if-absent statement per batch of 500 items, vectors as one binary array);
+- **backfill (baseline)**, with ``--baseline DIR``: the same call from another dualsaver tree
+  (``git worktree add DIR <rev>``), run interleaved with this tree's, for before/after figures;
 - **naive loop**: what a hand-written script does through the public API: `search` each
   namespace page by page, `put` each item into the target (which embeds it again and stamps
-  the time of the copy); timed on a sample (`--naive-sample`) and given as items/s;
-- **ingest**: PostgreSQL's own bulk load of the same rows: COPY (binary for `store`, text for
-  `store_vectors`: psycopg has no binary dumper for pgvector's type without the pgvector
-  package) into empty tables. The floor for any copy into PostgreSQL.
+  the time of the copy); timed on a sample (``--naive-sample``) and given as items/s;
+- **ingest**: PostgreSQL's own bulk load of the same rows into empty tables: binary COPY,
+  the vectors in pgvector's binary form. The floor for any copy into PostgreSQL, and so the
+  ceiling of "x the naive loop" (its column ``ingest/naive``).
 
-Half the items carry a vector; `--dims` lists the index dimensions to run (default 8 and 64).
-Targets: backfill >= 20x the naive loop, <= 2x the ingest.
+Each backfill runs in a fresh process (``--worker``) against a fresh database; the rounds
+(``--rounds``) interleave the configurations so drift on a shared machine hits them alike,
+and the table gives each one's median. Half the items carry a vector; ``--dims`` lists the
+index dimensions to run. Targets: backfill >= 20x the naive loop, <= 2x the ingest's time.
 
-    python benchmarks/bench_store_backfill.py               # 100k items
-    python benchmarks/bench_store_backfill.py --items 10000 --dims 32
+    python benchmarks/bench_store_backfill.py                       # 100k items
+    python benchmarks/bench_store_backfill.py --items 20000 --dims 64 --baseline /tmp/before
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, os.environ.get("DUALSAVER_BENCH_TREE", str(ROOT)))
 
 from dualsaver.embedded import EmbeddedPostgres  # noqa: E402
 from dualsaver.items import backfill_items, items_for, open_item_store  # noqa: E402
 from dualsaver.items.record import StoredItem, ns_text  # noqa: E402
 
 
-def embedder(dims: int):
+def embedder(dims: int) -> Any:
     def embed(texts: list[str]) -> list[list[float]]:
         return [[((hash(t) >> (i % 48)) % 1000) / 1000.0 + i for i in range(dims)] for t in texts]
 
     return embed
 
 
-def index_for(dims: int) -> dict:
+def index_for(dims: int) -> dict[str, Any]:
     return {"dims": dims, "embed": embedder(dims), "fields": ["text"], "text_fields": ["text"]}
 
 
@@ -56,13 +67,7 @@ def source_items(n: int, dims: int) -> list[StoredItem]:
     return found
 
 
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-def naive(source, target, sample: int) -> tuple[int, float]:
+def naive(source: Any, target: Any, sample: int) -> tuple[int, float]:
     """The public-API loop over the first namespaces until `sample` items are copied."""
     copied, started = 0, time.perf_counter()
     for namespace in sorted(source.list_namespaces(limit=100_000), key=".".join):
@@ -77,11 +82,25 @@ def naive(source, target, sample: int) -> tuple[int, float]:
     return copied, time.perf_counter() - started
 
 
-def ingest(store, items: list[StoredItem], dims: int) -> None:
-    """COPY the same rows into empty `store` / `store_vectors` tables."""
+def ingest(store: Any, items: list[StoredItem]) -> float:
+    """Binary COPY of the same rows into empty `store` / `store_vectors` tables; seconds."""
     import orjson
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
 
-    with store.conn.cursor() as cur:
+    from psycopg.rows import tuple_row
+
+    started = time.perf_counter()
+    with store.conn.cursor(row_factory=tuple_row) as cur:
+        vector_oid = cur.execute("SELECT 'vector'::regtype::oid").fetchone()[0]
+
+        class VectorDumper(Dumper):  # pgvector's binary form: int16 dims, int16 unused, float4s
+            format, oid = Format.BINARY, vector_oid
+
+            def dump(self, obj: Any) -> bytes:
+                return struct.pack(f">HH{len(obj)}f", len(obj), 0, *obj)
+
+        cur.adapters.register_dumper(type("Vector", (), {}), VectorDumper)
         with cur.copy("COPY store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)"
                       " FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["text", "text", "jsonb", "timestamptz", "timestamptz", "timestamptz", "int4"])
@@ -89,28 +108,53 @@ def ingest(store, items: list[StoredItem], dims: int) -> None:
                 copy.write_row((ns_text(i.namespace), i.key, orjson.dumps(i.value).decode(), i.created_at,
                                 i.updated_at, i.expires_at, int(i.ttl_minutes) if i.ttl_minutes else None))
         with cur.copy("COPY store_vectors (prefix, key, field_name, embedding, created_at, updated_at)"
-                      " FROM STDIN") as copy:
+                      " FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "text", "text", vector_oid, "timestamptz", "timestamptz"])
             for i in items:
                 for name, v in (i.vectors or {}).items():
-                    copy.write_row((ns_text(i.namespace), i.key, name, "[" + ",".join(map(repr, v)) + "]",
-                                    i.created_at, i.updated_at))
+                    copy.write_row((ns_text(i.namespace), i.key, name, v, i.created_at, i.updated_at))
+    return time.perf_counter() - started
 
 
-def measure(pg: EmbeddedPostgres, tmp: Path, n: int, dims: int, sample: int) -> dict:
+def worker(source_url: str, target_url: str, dims: int) -> None:
+    """One backfill in this process (this tree or $DUALSAVER_BENCH_TREE's); prints its figures."""
+    index = index_for(dims)
+    with open_item_store(source_url, index=index) as source, open_item_store(target_url, index=index) as target:
+        result = backfill_items(source, target, state_path=":memory:")
+    assert result.bad == 0, result.summary()
+    print(json.dumps({"items": result.items, "elapsed": result.elapsed_s}))
+
+
+def backfill_in_process(tree: Path, source_url: str, target_url: str, dims: int) -> float:
+    env = {**os.environ, "DUALSAVER_BENCH_TREE": str(tree), "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, __file__, "--worker", source_url, target_url, str(dims)],
+                          env=env, capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["elapsed"])
+
+
+def measure(pg: EmbeddedPostgres, tmp: Path, n: int, dims: int, sample: int, rounds: int,
+            baseline: Path | None) -> dict[str, Any]:
     items = source_items(n, dims)
     index = index_for(dims)
-    with open_item_store(f"sqlite:///{tmp}/source-{dims}.sqlite", index=index) as source:
+    source_url = f"sqlite:///{tmp}/source-{dims}.sqlite"
+    trees = {"after": ROOT, **({"before": baseline} if baseline else {})}
+    times: dict[str, list[float]] = {"ingest": [], **{name: [] for name in trees}}
+    with open_item_store(source_url, index=index) as source:
         items_for(source).write_items(items)
-        with open_item_store(pg.create_database(f"ingest_{dims}"), index=index) as target:
-            t_ingest = timed(lambda: ingest(target, items, dims))
-        with open_item_store(pg.create_database(f"backfill_{dims}"), index=index) as target:
-            result = backfill_items(source, target, state_path=":memory:")
-            assert result.items == n and result.bad == 0, result.summary()
-            t_backfill = result.elapsed_s
+        for r in range(rounds):
+            with open_item_store(pg.create_database(f"ingest_{dims}_{r}"), index=index) as target:
+                times["ingest"].append(ingest(target, items))
+            order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
+            for name, tree in order:
+                url = pg.create_database(f"{name}_{dims}_{r}")
+                with open_item_store(url, index=index):  # the target's tables and indexes, set up
+                    pass
+                times[name].append(backfill_in_process(tree, source_url, url, dims))
         with open_item_store(pg.create_database(f"naive_{dims}"), index=index) as target:
             copied, t_naive = naive(source, target, sample)
-    return {"n": n, "dims": dims, "backfill": n / t_backfill, "naive": copied / t_naive, "ingest": n / t_ingest,
-            "t_backfill": t_backfill, "t_ingest": t_ingest, "naive_sample": copied}
+    row: dict[str, Any] = {"n": n, "dims": dims, "naive": copied / t_naive}
+    row.update({name: statistics.median(found) for name, found in times.items()})
+    return row
 
 
 def main() -> None:
@@ -118,16 +162,28 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--naive-sample", type=int, default=3000, help="items the naive loop copies (it is slow)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another dualsaver tree to compare with (before)")
+    parser.add_argument("--worker", nargs=3, metavar=("SOURCE", "TARGET", "DIMS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     with EmbeddedPostgres() as pg:
-        rows = [measure(pg, tmp, args.items, dims, args.naive_sample) for dims in args.dims]
-    print(f"\n{'items':>8} {'dims':>5} {'backfill/s':>11} {'naive/s':>9} {'ingest/s':>9}"
-          f" {'vs naive':>9} {'ingest time ratio':>18}")
+        rows = [measure(pg, tmp, args.items, dims, args.naive_sample, args.rounds, args.baseline)
+                for dims in args.dims]
+    names = ["after"] + (["before"] if args.baseline else [])
+    print(f"\nmedians of {args.rounds} interleaved rounds; items/s = items / seconds")
+    print(f"{'items':>7} {'dims':>4} {'config':>8} {'seconds':>8} {'items/s':>8} {'x naive':>8} {'/ ingest':>9}")
     for r in rows:
-        print(f"{r['n']:>8} {r['dims']:>5} {r['backfill']:>11.0f} {r['naive']:>9.0f} {r['ingest']:>9.0f}"
-              f" {r['backfill'] / r['naive']:>8.1f}x {r['t_backfill'] / r['t_ingest']:>17.2f}x")
-    print("targets: backfill >= 20x the naive loop; backfill time <= 2x the ingest's")
+        print(f"{r['n']:>7} {r['dims']:>4} {'naive':>8} {'':>8} {r['naive']:>8.0f}")
+        for name in ["ingest", *names]:
+            rate = r["n"] / r[name]
+            print(f"{r['n']:>7} {r['dims']:>4} {name:>8} {r[name]:>8.2f} {rate:>8.0f} {rate / r['naive']:>7.1f}x"
+                  f" {r[name] / r['ingest']:>8.2f}x")
+    print("targets: backfill >= 20x the naive loop; backfill time <= 2x the ingest's."
+          " The ingest's own 'x naive' is the ceiling of any copy into this target.")
 
 
 if __name__ == "__main__":

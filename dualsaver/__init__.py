@@ -8,8 +8,16 @@
     report = check(old, new)                                    # do the stores agree?
     repair(old, new, repairs=repairs_from_report(report))       # copy again what differs
 
-Every callable has an async twin (`abackfill`, `apreflight`, `acheck`, `arepair`, `aopen_saver`). Every
-exception is a `DualSaverError` (the tree is drawn in `dualsaver.errors`).
+The long-term store (LangGraph's `BaseStore`) migrates beside the checkpoints, by the same phase:
+
+    store = DualStore.from_settings(old_store, new_store)        # graph.compile(..., store=store)
+    backfill_items(old_store, new_store)                         # every item, its times, TTL, vectors
+    report = check_items(old_store, new_store)                   # do the items agree?
+    repair_items(old_store, new_store, report.affected_items())  # copy again what differs
+
+Every callable has an async twin (`abackfill`, `apreflight`, `acheck`, `arepair`, `aopen_saver`,
+`abackfill_items`, `acheck_items`, `arepair_items`, `aopen_item_store`). Every exception is a
+`DualSaverError` (the tree is drawn in `dualsaver.errors`).
 """
 
 from dualsaver.checker import DivergenceReport, acheck, check
@@ -36,6 +44,17 @@ from dualsaver.errors import (
     TransitionError,
     UnreadableRow,
     WriteAbandoned,
+)
+from dualsaver.items import (
+    abackfill_items,
+    acheck_items,
+    aopen_item_store,
+    arepair_items,
+    backfill_items,
+    check_items,
+    keys_from_journal,
+    open_item_store,
+    repair_items,
 )
 from dualsaver.migrate import abackfill, arepair, backfill, repair, repairs_from_journal, repairs_from_report
 from dualsaver.preflight import PreflightReport, apreflight, preflight
@@ -73,7 +92,16 @@ __all__ = [
     "UnreadableRow",
     "WriteAbandoned",
     "abackfill",
+    "abackfill_items",
     "acheck",
+    "acheck_items",
+    "aopen_item_store",
+    "arepair_items",
+    "backfill_items",
+    "check_items",
+    "keys_from_journal",
+    "open_item_store",
+    "repair_items",
     "aopen_saver",
     "apreflight",
     "arepair",

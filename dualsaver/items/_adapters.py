@@ -86,7 +86,7 @@ class ThreadedItems:
     _CHUNK = 256
 
     def __init__(self, items: Any) -> None:
-        self.sync = items
+        self.sync, self.store = items, items.store  # its store: the target's embeddings, its name
         self.exact, self.holds_ttl, self.index = items.exact, items.holds_ttl, items.index
 
     async def aitems(self, prefix: tuple[str, ...] = ()) -> AsyncIterator[Any]:

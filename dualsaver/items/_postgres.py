@@ -8,12 +8,14 @@ and its vectors commit together and an item already there keeps its own."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any
 
 import orjson
 
+from dualsaver.items._pgvector import TYPE_OIDS_SQL, VectorArray, dumper
 from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlans
 from dualsaver.items.record import ItemKey, StoredItem, ns_text
 
@@ -30,11 +32,13 @@ _UPDATE = ("UPDATE SET value = EXCLUDED.value, created_at = EXCLUDED.created_at,
            " expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes")
 _VECTORS = """vec AS (
     INSERT INTO store_vectors (prefix, key, field_name, embedding, created_at, updated_at)
-    SELECT v.prefix, v.key, v.field_name, v.embedding::{kind}, v.created_at, v.updated_at
-    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
+    SELECT v.prefix, v.key, v.field_name, v.embedding, v.created_at, v.updated_at
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::{kind}[], %b::timestamptz[], %b::timestamptz[])
         AS v(prefix, key, field_name, embedding, created_at, updated_at)
     JOIN ins USING (prefix, key)
-    RETURNING 1)"""  # %b: the arrays go binary, with no text quoting to do
+    RETURNING 1)"""  # %b: the arrays go binary, with no text quoting to do (the vectors: `_pgvector`)
+ITERSIZE = 1000  # rows per fetch of a read
+_cursors = itertools.count()
 _DROP = "DELETE FROM store WHERE (prefix, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 
 
@@ -44,6 +48,12 @@ class PostgresItemPlans(SqlItemPlans):
     VECTOR_COLUMNS = "v.field_name, v.embedding::real[]"
     ITEMS_SQL = ("SELECT s.prefix, s.key, s.value::text, s.created_at, s.updated_at, s.expires_at, s.ttl_minutes,"
                  ' {vectors} FROM store s {join} {where} ORDER BY s.prefix COLLATE "C", s.key COLLATE "C"')
+
+    @property
+    def vector_oids(self) -> dict[str, tuple[int, int]]:
+        """pgvector type -> (its oid, its array type's oid) in this store's database, as looked up."""
+        found: dict[str, tuple[int, int]] = self.__dict__.setdefault("_vector_oids", {})
+        return found
 
     @property
     def vector_kind(self) -> str:
@@ -58,9 +68,11 @@ class PostgresItemPlans(SqlItemPlans):
         ]
         parts = [_SOURCE, _INSERT.format(conflict=conflict)]
         if vectors:
-            rows = [(ns_text(i.namespace), i.key, name, _vector_text(v), i.created_at, i.updated_at)
+            rows = [(ns_text(i.namespace), i.key, name, v, i.created_at, i.updated_at)
                     for i in items for name, v in (i.vectors or {}).items()]
-            params += [list(column) for column in zip(*rows)] if rows else [[]] * 6
+            columns: list[Any] = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(6)]
+            columns[3] = VectorArray(self.vector_kind, columns[3])
+            params += columns
             parts.append(_VECTORS.format(kind=self.vector_kind))
             tail = "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM vec)"
         else:
@@ -81,8 +93,30 @@ class PostgresItemPlans(SqlItemPlans):
         return int(results[-1][0][0])
 
 
-def _vector_text(vector: Sequence[float]) -> str:
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+def _named_cursor(conn: Any) -> Any:
+    """A server-side cursor read `ITERSIZE` rows per round trip. Not `cursor.stream`: its
+    single-row mode on the store's own connection breaks the official store's next pipelined
+    query there ("unexpected result status from query: SINGLE_TUPLE", psycopg 3.3)."""
+    from psycopg.rows import tuple_row
+
+    cursor = conn.cursor(name=f"dualsaver_items_{next(_cursors)}", row_factory=tuple_row)
+    cursor.itersize = ITERSIZE
+    return cursor
+
+
+def _one_statement(conn: Any, steps: Steps) -> bool:
+    """Whether the steps are one statement on an autocommit connection: a transaction of its
+    own, so BEGIN and COMMIT (two round trips) are spared."""
+    return len(steps) == 1 and bool(conn.autocommit)
+
+
+def _atomic(conn: Any, steps: Steps) -> Any:
+    """The steps' transaction (sync or async: `nullcontext` is both)."""
+    return nullcontext() if _one_statement(conn, steps) else conn.transaction()
+
+
+def _vector_arrays(steps: Steps) -> list[VectorArray]:
+    return [p for _, params, _ in steps for p in params if isinstance(p, VectorArray)]
 
 
 class PostgresItems(PostgresItemPlans, SyncSqlItems):
@@ -99,16 +133,19 @@ class PostgresItems(PostgresItemPlans, SyncSqlItems):
                 yield conn
 
     def rows(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
-        from psycopg.rows import tuple_row
-
-        with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-            yield from cursor.stream(sql, params)
+        with self._connection() as conn, conn.transaction(), _named_cursor(conn) as cursor:
+            cursor.execute(sql, params)
+            yield from cursor
 
     def write(self, steps: Steps) -> list[Any]:
         from psycopg.rows import tuple_row
 
         results = []
-        with self._connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as cursor:
+        with self._connection() as conn, _atomic(conn, steps), conn.cursor(row_factory=tuple_row) as cursor:
+            for array in _vector_arrays(steps):
+                if array.kind not in self.vector_oids:
+                    self.vector_oids[array.kind] = cursor.execute(TYPE_OIDS_SQL, (array.kind,)).fetchone()
+                cursor.adapters.register_dumper(VectorArray, dumper(*self.vector_oids[array.kind]))
             for sql, params, _ in steps:
                 cursor.execute(sql, params)
                 results.append(cursor.fetchall() if cursor.description else cursor.rowcount)
@@ -129,17 +166,21 @@ class AsyncPostgresItems(PostgresItemPlans, AsyncSqlItems):
                 yield conn
 
     async def arows(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Any]:
-        from psycopg.rows import tuple_row
-
-        async with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-            async for row in cursor.stream(sql, params):
+        async with self._connection() as conn, conn.transaction(), _named_cursor(conn) as cursor:
+            await cursor.execute(sql, params)
+            async for row in cursor:
                 yield row
 
     async def awrite(self, steps: Steps) -> list[Any]:
         from psycopg.rows import tuple_row
 
         results = []
-        async with self._connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as cursor:
+        async with self._connection() as conn, _atomic(conn, steps), conn.cursor(row_factory=tuple_row) as cursor:
+            for array in _vector_arrays(steps):
+                if array.kind not in self.vector_oids:
+                    found = await cursor.execute(TYPE_OIDS_SQL, (array.kind,))
+                    self.vector_oids[array.kind] = await found.fetchone()
+                cursor.adapters.register_dumper(VectorArray, dumper(*self.vector_oids[array.kind]))
             for sql, params, _ in steps:
                 await cursor.execute(sql, params)
                 results.append(await cursor.fetchall() if cursor.description else cursor.rowcount)

@@ -64,8 +64,13 @@ class SqlItemPlans:
     VECTOR_COLUMNS = "v.field_name, v.embedding"
 
     def _has_vectors(self) -> Plan[bool]:
+        """Whether the store has its vectors table (asked until it has: a table is not dropped
+        under a running store, so one round trip per batch is saved)."""
+        if self.__dict__.get("_vectors_table"):
+            return True
         found = yield query(self.HAS_VECTORS_SQL, ())
-        return bool(found and found[0][0])
+        self.__dict__["_vectors_table"] = present = bool(found and found[0][0])
+        return present
 
     def _items_plan(self, prefix: Namespace = ()) -> Plan[None]:
         """Emit every item (or `BadItem`) in (prefix, key) order."""

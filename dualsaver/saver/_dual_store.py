@@ -17,7 +17,7 @@ from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
 from dualsaver.saver import _store_plans as store_plans
-from dualsaver.saver._item_copy import PublicApiItemCopier
+from dualsaver.saver._item_copy import ItemCopier
 from dualsaver.saver._pair import PhasedPair
 from dualsaver.saver._plans import Context
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
@@ -47,7 +47,9 @@ class DualStore(PhasedPair, BaseStore):
     listings) and to the primary then the secondary (puts and deletes), so a get after a put
     of the same key in one batch sees it. In read-switch a get that new misses is asked of
     old, and the item is copied into new; `search` and `list_namespaces` are answered by the
-    read store alone (run the store backfill before read-switch). A secondary failure is
+    read store alone (run the store backfill before read-switch). The lazy copy is exact
+    (created_at, updated_at, TTL, vectors kept) when both stores have native item adapters
+    (`lazy_copy_exact`), through the public API otherwise. A secondary failure is
     journaled per item (`store.put` / `store.delete`, see `control.journal.item_of`); in
     decommission each delete is journaled as a tombstone for old. In shadow-write the
     secondary's copy of each batch of writes goes behind (write-behind), as for DualSaver:
@@ -76,8 +78,8 @@ class DualStore(PhasedPair, BaseStore):
 
     def _shells(self) -> None:
         stores = {"old": self.old, "new": self.new}
-        # The lazy copy of items; the lead wires it to dualsaver.items (exact timestamps, TTL, vectors).
-        copier = PublicApiItemCopier(stores)
+        # The lazy copy of items: exact (times, TTL, vectors) where both stores have native adapters.
+        copier = self._copier = ItemCopier(stores)
         self._sync = SyncShell(stores, self.recorder, self.secondary_timeout, self.breakers, copier)
         self._async = AsyncShell(stores, self.recorder, self.secondary_timeout, self.breakers, copier)
 
@@ -87,6 +89,14 @@ class DualStore(PhasedPair, BaseStore):
         `$DUALSAVER_SETTINGS`); keyword arguments win."""
         kwargs = settings.current(path).saver_kwargs()
         return cls._from_settings(old, new, path, {k: kwargs[k] for k in _STORE_SETTINGS if k in kwargs}, overrides)
+
+    @property
+    def lazy_copy_exact(self) -> bool:
+        """Whether read-switch's lazy copy (old -> new) keeps created_at, updated_at, the TTL
+        and the vectors: both stores have native item adapters (`dualsaver.items`). When not,
+        it goes through the public API (approximate; logged once as ``lazy_copy_approximate``).
+        An async-only store (`AsyncPostgresStore`) is copied exactly in async calls."""
+        return self._copier.exact("old", "new") or self._copier.exact("old", "new", asynchronous=True)
 
     @property  # type: ignore[override]
     def ttl_config(self) -> TTLConfig | None:

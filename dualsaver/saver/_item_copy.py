@@ -1,13 +1,18 @@
 """The lazy copy of long-term store items: in read-switch, a `get` that new missed and old
 answered copies the item into new (as `DualSaver` copies a thread).
 
-For now it goes through the public API: the item's value is put into the target unless the
-target holds the key already (insert-if-absent, so a write that landed meanwhile wins),
-indexed by the target's own index configuration, with the target's default TTL. The
-public API shows neither an item's remaining TTL nor the fields it was indexed with, and
-`put` stamps the time of the copy. The lead wires this target to
-`dualsaver.items.copy_items` / `acopy_items` (native readers and writers that keep
-created_at, updated_at, the TTL and the vectors) once that lands.
+Two ways, chosen per pair of stores (target "copier" of the plans in `_store_plans`):
+
+- **exact**, when both stores have a native item adapter (`dualsaver.items`: InMemoryStore,
+  SqliteStore, PostgresStore, RedisStore and their async forms): `copy_items` below the API,
+  so the copy keeps the source's created_at, updated_at, TTL (expiry and minutes) and vectors
+  (copied as they are when both stores index the same fields with the same dimensions);
+- **approximate** otherwise (a store the adapters do not know, a wrapper): the public API. The
+  item's value is put into the target unless the target holds the key already, indexed by the
+  target's own index configuration, with the target's default TTL; `put` stamps the time of
+  the copy. Logged once per DualStore as ``lazy_copy_approximate``.
+
+Both insert if absent, so a write that landed in the target meanwhile wins.
 """
 
 from __future__ import annotations
@@ -15,16 +20,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
 from langgraph.store.base import GetOp, PutOp
 
-from dualsaver import sansio
+from dualsaver import items, sansio
+from dualsaver.errors import CopyFailed
 from dualsaver.sansio import Call, Plan
 from dualsaver.saver.routing import Role
 
+log = structlog.get_logger("dualsaver")
+ItemKeys = Sequence[tuple[tuple[str, ...], str]]
 
-def copy_plan(keys: Sequence[tuple[tuple[str, ...], str]], ttl: float | None) -> Plan[int]:
-    """Copy the items `keys` from target "source" to "target" (absent there only); returns
-    how many it put."""
+
+def copy_plan(keys: ItemKeys, ttl: float | None) -> Plan[int]:
+    """Copy the items `keys` from target "source" to "target" through the public API (absent
+    there only); returns how many it put."""
     gets = [GetOp(tuple(ns), key, refresh_ttl=False) for ns, key in keys]
     found = yield Call("source", "batch", (gets,))
     present = yield Call("target", "batch", (gets,))
@@ -39,16 +49,56 @@ def _default_ttl(store: Any) -> float | None:
     return (getattr(store, "ttl_config", None) or {}).get("default_ttl")
 
 
-class PublicApiItemCopier:
-    """The target "copier" of a DualStore's plans."""
+def _copied(result: items.ItemBackfillResult) -> int:
+    """An exact copy reports a bad item in its result; the plan records it as a miss."""
+    if result.bad:
+        first = result.bad_items[0] if result.bad_items else {}
+        raise CopyFailed(f"{result.bad} item(s) not copied: {first.get('error', 'unknown error')}")
+    return result.items
+
+
+class ItemCopier:
+    """The target "copier" of a DualStore's plans: exact where both stores have native item
+    adapters, through the public API (approximate) where not."""
 
     def __init__(self, stores: Mapping[Role, Any]) -> None:
         self.stores = stores
+        self._adapters: dict[tuple[Role, bool], Any] = {}
+        self._warned = False
 
-    def copy_items(self, source: Role, target: Role, keys: Sequence[tuple[tuple[str, ...], str]]) -> int:
+    def exact(self, source: Role, target: Role, asynchronous: bool = False) -> bool:
+        """Whether a copy from `source` to `target` keeps times, TTL and vectors."""
+        return self._adapter(source, asynchronous) is not None and self._adapter(target, asynchronous) is not None
+
+    def _adapter(self, role: Role, asynchronous: bool) -> Any:
+        """The store's native item adapter, or None when it has none (built once)."""
+        if (role, asynchronous) not in self._adapters:
+            try:
+                adapter = (items.aitems_for if asynchronous else items.items_for)(self.stores[role])
+            except TypeError:  # an async-only store asked for its sync adapter
+                adapter = None
+            self._adapters[role, asynchronous] = adapter if adapter is not None and adapter.exact else None
+        return self._adapters[role, asynchronous]
+
+    def _approximate(self, source: Role, target: Role) -> None:
+        """Say once that this DualStore's lazy copies are approximate."""
+        if not self._warned:
+            self._warned = True
+            log.warning("lazy_copy_approximate", source=source, target=target,
+                        reason="a store without a native item adapter: created_at, updated_at, TTL and"
+                               " vectors are the target's own, not the source's")
+
+    def copy_items(self, source: Role, target: Role, keys: ItemKeys) -> int:
+        if self.exact(source, target):
+            return _copied(items.copy_items(self._adapter(source, False), self._adapter(target, False), keys))
+        self._approximate(source, target)
         io = sansio.Targets(source=self.stores[source], target=self.stores[target])
         return sansio.run(copy_plan(keys, _default_ttl(self.stores[target])), io)
 
-    async def acopy_items(self, source: Role, target: Role, keys: Sequence[tuple[tuple[str, ...], str]]) -> int:
+    async def acopy_items(self, source: Role, target: Role, keys: ItemKeys) -> int:
+        if self.exact(source, target, asynchronous=True):
+            src, dst = self._adapter(source, True), self._adapter(target, True)
+            return _copied(await items.acopy_items(src, dst, keys))
+        self._approximate(source, target)
         io = sansio.AsyncTargets(source=self.stores[source], target=self.stores[target])
         return await sansio.arun(copy_plan(keys, _default_ttl(self.stores[target])), io)
