@@ -17,7 +17,7 @@ from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
 from dualsaver.saver import _store_plans as store_plans
-from dualsaver.saver._item_copy import ItemCopier
+from dualsaver.saver._item_copy import ItemCopier, StoreSide
 from dualsaver.saver._pair import PhasedPair
 from dualsaver.saver._plans import Context
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
@@ -77,11 +77,12 @@ class DualStore(PhasedPair, BaseStore):
                    write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)
 
     def _shells(self) -> None:
-        stores = {"old": self.old, "new": self.new}
         # The lazy copy of items: exact (times, TTL, vectors) where both stores have native adapters.
-        copier = self._copier = ItemCopier(stores)
-        self._sync = SyncShell(stores, self.recorder, self.secondary_timeout, self.breakers, copier)
-        self._async = AsyncShell(stores, self.recorder, self.secondary_timeout, self.breakers, copier)
+        copier = self._copier = ItemCopier({"old": self.old, "new": self.new})
+        # A secondary takes each write as the primary's stored rows of its keys (`StoreSide.mirror`).
+        sides = {role: StoreSide(role, copier) for role in ("old", "new")}
+        self._sync = SyncShell(sides, self.recorder, self.secondary_timeout, self.breakers, copier)
+        self._async = AsyncShell(sides, self.recorder, self.secondary_timeout, self.breakers, copier)
 
     @classmethod
     def from_settings(cls, old: BaseStore, new: BaseStore, path: Any = None, **overrides: Any) -> DualStore:

@@ -57,6 +57,11 @@ def _copied(result: items.ItemBackfillResult) -> int:
     return result.items
 
 
+def _keys(puts: Sequence[PutOp]) -> list[tuple[tuple[str, ...], str]]:
+    """The distinct items a batch of writes names, in first-written order."""
+    return list(dict.fromkeys((tuple(op.namespace), op.key) for op in puts))
+
+
 class ItemCopier:
     """The target "copier" of a DualStore's plans: exact where both stores have native item
     adapters, through the public API (approximate) where not."""
@@ -102,3 +107,46 @@ class ItemCopier:
         self._approximate(source, target)
         io = sansio.AsyncTargets(source=self.stores[source], target=self.stores[target])
         return await sansio.arun(copy_plan(keys, _default_ttl(self.stores[target])), io)
+
+    # --- the secondary's side of a write ---------------------------------------------------
+
+    def mirror(self, target: Role, puts: Sequence[PutOp]) -> int:
+        """How `target`, the secondary, takes a batch of writes the primary (the other store)
+        accepted: the primary's stored rows of those keys, copied exactly (replaced; deleted
+        where the primary no longer holds the key), so both stores hold one created_at,
+        updated_at, TTL and vectors, and a check after shadow-write is clean. Without native
+        adapters on both sides, the writes themselves (each store stamps its own times)."""
+        source: Role = "new" if target == "old" else "old"
+        if self.exact(source, target):
+            src, dst = self._adapter(source, False), self._adapter(target, False)
+            return _copied(items.copy_items(src, dst, _keys(puts), replace=True, delete_missing=True))
+        self.stores[target].batch(puts)
+        return len(puts)
+
+    async def amirror(self, target: Role, puts: Sequence[PutOp]) -> int:
+        source: Role = "new" if target == "old" else "old"
+        if self.exact(source, target, asynchronous=True):
+            src, dst = self._adapter(source, True), self._adapter(target, True)
+            return _copied(await items.acopy_items(src, dst, _keys(puts), replace=True, delete_missing=True))
+        await self.stores[target].abatch(puts)
+        return len(puts)
+
+
+class StoreSide:
+    """One store of a DualStore as its plans see it (targets "old" and "new"): its own
+    `batch`, and `mirror`, the secondary's side of a write (`ItemCopier.mirror`)."""
+
+    def __init__(self, role: Role, copier: ItemCopier) -> None:
+        self.role, self.copier, self.store = role, copier, copier.stores[role]
+
+    def batch(self, ops: Sequence[Any]) -> list[Any]:
+        return self.store.batch(ops)
+
+    async def abatch(self, ops: Sequence[Any]) -> list[Any]:
+        return await self.store.abatch(ops)
+
+    def mirror(self, puts: Sequence[PutOp]) -> int:
+        return self.copier.mirror(self.role, puts)
+
+    async def amirror(self, puts: Sequence[PutOp]) -> int:
+        return await self.copier.amirror(self.role, puts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -187,13 +188,15 @@ def write(
     *,
     hot: bool = False,
     marks: tuple[Mark, ...] | None = None,
+    secondary_operation: str | None = None,
 ) -> Plan[Any]:
     """Primary first; the secondary only after the primary accepted.
 
     `hot` writes (put and put_writes, several per super-step; a store's batch) may go
     behind in shadow-write; deletes, copies and prunes always reach both stores before the
     call returns, after every write queued before them. `marks`: what a lost write leaves
-    in the journal; by default one entry, `operation` at `at`."""
+    in the journal; by default one entry, `operation` at `at`. `secondary_operation`: how
+    the secondary takes it, when not as the same call (a DualStore's `mirror`)."""
     kwargs = kwargs or {}
     if marks is None:
         marks = ((operation, at or {}),)
@@ -202,17 +205,18 @@ def write(
         yield Call("behind", "drain")
     result = yield Call(ctx.route.primary, operation, args, kwargs)
     secondary = ctx.route.secondary
-    refusal = ctx.judge(secondary, operation, args) if ctx.judge is not None and secondary is not None else None
     if secondary is None:
         yield from _tombstones(ctx, operation, args, marks)
-    elif refusal is not None:  # the secondary would change it quietly: held back, journaled with its rule
-        yield from _missed(ctx, operation, Call(secondary, operation, args, kwargs), marks, refusal)
+        return result
+    call = Call(secondary, secondary_operation or operation, args, kwargs)
+    refusal = ctx.judge(secondary, operation, args) if ctx.judge is not None else None
+    if refusal is not None:  # the secondary would change it quietly: held back, journaled with its rule
+        yield from _missed(ctx, operation, call, marks, refusal)
     elif behind:
         # Unbounded in the background: the queue bounds the caller instead (_writebehind)
-        job = Behind(Call(secondary, operation, args, kwargs), operation, marks, ctx.route.phase)
-        yield Call("behind", "submit", (job,))
+        yield Call("behind", "submit", (Behind(call, operation, marks, ctx.route.phase),))
     else:
-        yield from _write_secondary(ctx, operation, Call(secondary, operation, args, kwargs, bounded=True), marks)
+        yield from _write_secondary(ctx, operation, dataclasses.replace(call, bounded=True), marks)
     return result
 
 

@@ -61,7 +61,8 @@ def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
 def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
     # Both stores get the values as they were at call time, even if the caller mutates them.
     puts = snapshot(puts)
-    yield from write(ctx, "batch", (puts,), marks=tuple(item_mark(op) for op in puts), hot=True)
+    yield from write(ctx, "batch", (puts,), marks=tuple(item_mark(op) for op in puts), hot=True,
+                     secondary_operation="mirror")
 
 
 def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:

@@ -1,0 +1,100 @@
+"""The secondary's side of a DualStore write: the primary's stored row of each written key,
+copied below the API (`ItemCopier.mirror`), so that after live traffic in any phase the two
+stores hold one created_at, updated_at, TTL and vector per item and the store check is clean
+without a repair. (Each store stamping its own time, a put through both public APIs leaves
+every item's timestamps apart: SQLite keeps seconds, PostgreSQL microseconds, and SQLite
+resets created_at on every update.) Real stores, read back by the official stores."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dualsaver import DualStore, Phase
+from dualsaver.items import check_items, items_for
+from tests.store_support import FaultyStore, memory_store, sync_store
+
+NS = ("users", "u1")
+
+
+def traffic(store: DualStore, ttl: float | None = 30) -> None:
+    """Puts (indexed and not, with a TTL), an update, a delete."""
+    store.put(NS, "profile", {"text": "likes tea", "n": 1})
+    store.put(NS, "plain", {"n": 2}, index=False)
+    store.put(("users", "u2"), "expiring", {"text": "short lived"}, ttl=ttl)
+    store.put(NS, "profile", {"text": "likes green tea", "n": 2})  # an update: created_at stays old's
+    store.put(NS, "gone", {"n": 3})
+    store.delete(NS, "gone")
+
+
+def assert_identical(old, new) -> None:
+    report = check_items(old, new)
+    assert report.clean, [(d.kind, d.checkpoint_ns, d.checkpoint_id, d.detail) for d in report.divergences]
+    a, b = items_for(old), items_for(new)
+    keys = [(NS, "profile"), (NS, "plain"), (("users", "u2"), "expiring")]
+    left, right = a.get_items(keys), b.get_items(keys)
+    for key in keys:  # the times themselves, not only the check's verdict
+        assert (right[key].created_at, right[key].updated_at) == (left[key].created_at, left[key].updated_at)
+        assert right[key].value == left[key].value
+    assert (NS, "gone") not in a.get_items([(NS, "gone")]) | b.get_items([(NS, "gone")])
+
+
+@pytest.mark.parametrize("phase", [Phase.SHADOW_WRITE, Phase.BACKFILL, Phase.READ_SWITCH])
+def test_live_writes_leave_sqlite_and_postgres_identical(tmp_path, pg_url, phase) -> None:
+    with sync_store("sqlite", tmp=tmp_path) as old, sync_store("postgres", pg_url=pg_url) as new:
+        with DualStore(old, new, phase, journal=tmp_path / "j.sqlite") as store:
+            traffic(store)
+            store.flush(timeout=30)
+            assert not store.secondary_failures
+        assert_identical(old, new)
+        assert new.get(NS, "profile").value["text"] == "likes green tea"  # the official store reads it
+
+
+def test_live_writes_leave_postgres_and_the_official_redis_store_identical(tmp_path, pg_url, redis_stack) -> None:
+    with sync_store("postgres", pg_url=pg_url) as old, \
+            sync_store("redis", redis_url=redis_stack.url_for("redis")) as new:
+        with DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite") as store:
+            traffic(store)
+        assert_identical(old, new)
+        (best,) = new.search(NS, query="likes green tea", limit=1)  # the copied vector is searchable
+        assert best.key == "profile"
+
+
+def test_a_store_without_an_adapter_takes_the_writes_themselves(tmp_path) -> None:
+    """No native adapter on one side: the secondary gets the puts through its API (its own times)."""
+    inner = memory_store()
+    with sync_store("sqlite", tmp=tmp_path) as old:
+        with DualStore(old, FaultyStore(inner), Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite") as store:
+            assert not store.lazy_copy_exact
+            traffic(store, ttl=None)  # InMemoryStore keeps no TTL
+        assert inner.get(NS, "profile").value["text"] == "likes green tea"
+        assert inner.get(NS, "gone") is None
+
+
+KEYS = st.sampled_from([(NS, "a"), (NS, "b"), (("users", "u2"), "a")])
+STEP = st.one_of(
+    st.tuples(st.just("put"), KEYS, st.integers(0, 3)),
+    st.tuples(st.just("delete"), KEYS, st.just(0)),
+    st.tuples(st.just("phase"), st.sampled_from(list(Phase)), st.just(0)),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, max_size=12))
+def test_any_traffic_through_any_phases_leaves_no_divergence(tmp_path, steps) -> None:
+    """Whatever the order of puts, deletes and phase changes (no decommission: old then stops
+    receiving, by design), the two stores end equal, times included."""
+    old, new = memory_store(indexed=False), memory_store(indexed=False)
+    with DualStore(old, new, Phase.SHADOW_WRITE, journal=":memory:") as store:
+        for action, target, n in steps:
+            if action == "phase":
+                store.phase = target if target is not Phase.DECOMMISSION else Phase.READ_SWITCH
+            elif action == "put":
+                store.put(target[0], target[1], {"n": n})
+            else:
+                store.delete(target[0], target[1])
+        store.flush(timeout=30)
+        assert not store.secondary_failures
+    report = check_items(old, new)
+    assert report.clean, [(d.kind, d.checkpoint_id, d.detail) for d in report.divergences]
