@@ -167,7 +167,7 @@ def store_config(environ: Any = None) -> StoreConfig:
     return StoreConfig(loaded, {role: str(url) for role, url in wanted.items()}, loaded.store_index)
 
 
-class ThreadedStore(BaseStore):
+class SyncStoreInThreads(BaseStore):
     """A sync store served to the async server: each batch runs in a worker thread. For
     SQLite with an index, which stays the sync `SqliteStore` (see `items.aopen_item_store`)
     and whose `abatch` is not implemented."""
@@ -227,7 +227,7 @@ async def _open_store(stack: AsyncExitStack, url: str, index: dict[str, Any] | N
         return postgres
     store = await stack.enter_async_context(aopen_item_store(url, index=index))
     if type(store).__name__ == "SqliteStore":  # the sync one (AsyncSqliteStore has its abatch)
-        return ThreadedStore(store)
+        return SyncStoreInThreads(store)
     return store
 
 

@@ -9,7 +9,7 @@ import pytest
 from langgraph.checkpoint.conformance.capabilities import DetectedCapabilities
 
 from dualsaver import DualSaver, Phase, TieredSaver
-from dualsaver.agent_server import ThreadedStore, checkpointer, store
+from dualsaver.agent_server import SyncStoreInThreads, checkpointer, store
 from dualsaver.control.record import open_phase_record
 from dualsaver.errors import ServerStartError
 from dualsaver.items import open_item_store
@@ -88,7 +88,7 @@ async def test_a_store_from_settings_and_environment(env, tmp_path, pg_url, caps
     env.setenv("DUALSAVER_STORE_NEW_URL", pg_url)
     async with store() as dual:
         assert isinstance(dual, DualStore) and dual.phase is Phase.SHADOW_WRITE
-        assert isinstance(dual.old, ThreadedStore)
+        assert isinstance(dual.old, SyncStoreInThreads)
         await dual.aput(("users", "u1"), "likes", {"text": "apple river"})
         await dual.aput(("users", "u1"), "lives", {"text": "stone tiger piano"})
         assert (await dual.aget(("users", "u1"), "likes")).value == {"text": "apple river"}
@@ -149,3 +149,18 @@ async def test_a_store_misconfiguration_fails_start_up_with_one_line(env, tmp_pa
     wanted = {"missing-url": "DUALSAVER_STORE_NEW_URL", "bad-embed": "tests.nowhere", "unreachable": "127.0.0.1"}
     assert wanted[case] in message
     assert caught.value.__cause__ is None
+
+
+async def test_workers_starting_together_set_up_the_stores_once(env, tmp_path, pg_url_factory):
+    """Four workers enter the factory at once over fresh databases: PostgreSQL's migrations
+    (pgvector's index among them) run under the advisory lock, and every worker starts."""
+    env.setenv("DUALSAVER_SETTINGS", _store_settings(tmp_path))
+    env.setenv("DUALSAVER_STORE_OLD_URL", pg_url_factory())
+    env.setenv("DUALSAVER_STORE_NEW_URL", pg_url_factory())
+
+    async def worker(n: int) -> str:
+        async with store() as dual:
+            await dual.aput(("workers",), f"w{n}", {"text": f"worker {n}"})
+            return (await dual.aget(("workers",), f"w{n}")).value["text"]
+
+    assert await asyncio.gather(*(worker(n) for n in range(4))) == [f"worker {n}" for n in range(4)]
