@@ -104,6 +104,13 @@ def _build(config: ServerConfig, savers: dict[str, Any]) -> Any:
     return DualSaver(savers["old"], savers["new"], **config.settings.saver_kwargs())
 
 
+def _open_journal(composite: Any) -> None:
+    """Open the journal (its file, the control store's fleet journal) now, at start-up, not
+    at the first miss in a request: the server refuses blocking calls on its event loop then,
+    and a journal that cannot open fails start-up instead of a write."""
+    _ = composite.recorder.journal
+
+
 def _offered(saver: Any) -> list[str]:
     """The async capabilities the server will find (it looks for the ``a`` methods)."""
     return [c for c in CAPABILITIES if "a" + c in type(saver).__dict__]
@@ -121,6 +128,7 @@ async def checkpointer() -> AsyncIterator[Any]:
         try:
             config = server_config()
             saver = _build(config, await _open_all(stack, config))
+            _open_journal(saver)
         except (DualSaverError, ValueError, OSError) as exc:
             error = _refused(exc)
             log.error("agent_server_checkpointer_failed", error=str(error))
@@ -241,6 +249,7 @@ async def store() -> AsyncIterator[Any]:
             old, new = [await _open_store(stack, config.urls[role], config.index) for role in ("old", "new")]
             overrides = {} if shared is None else {"phase": shared}
             dual = DualStore.from_settings(old, new, config.settings.path, **overrides)
+            _open_journal(dual)
         except Exception as exc:  # the server's boundary: whatever it is, one line and no start
             error = _refused(exc, "store")
             log.error("agent_server_store_failed", error=str(error))

@@ -14,6 +14,8 @@ from dualsaver.control.record import open_phase_record
 from dualsaver.errors import ServerStartError
 from dualsaver.items import open_item_store
 from dualsaver.saver import DualStore
+from langgraph.store.base import PutOp
+from langgraph.store.memory import InMemoryStore
 
 EXTENDED = {"delete_for_runs", "copy_thread", "prune"}
 
@@ -164,3 +166,31 @@ async def test_workers_starting_together_set_up_the_stores_once(env, tmp_path, p
             return (await dual.aget(("workers",), f"w{n}")).value["text"]
 
     assert await asyncio.gather(*(worker(n) for n in range(4))) == [f"worker {n}" for n in range(4)]
+
+
+class _RefusesWrites(InMemoryStore):
+    """A long-term store that answers reads and refuses every write (a full disk)."""
+
+    async def abatch(self, ops):
+        ops = list(ops)
+        if any(isinstance(op, PutOp) for op in ops):
+            raise OSError("no space left on device")
+        return await super().abatch(ops)
+
+
+async def test_journaling_makes_no_blocking_call_on_the_event_loop(env, tmp_path):
+    """`langgraph dev` raises on any blocking call made on its event loop (blockbuster): a
+    secondary miss journaled, and a read-switch fallback asking the journal, go to a worker
+    thread (the journal is SQLite), so the request that met them is answered."""
+    blockbuster_ctx = pytest.importorskip("blockbuster").blockbuster_ctx
+
+    old = InMemoryStore()
+    dual = DualStore(old, _RefusesWrites(), Phase.SHADOW_WRITE, journal=tmp_path / "journal.sqlite",
+                     write_behind=False)
+    with blockbuster_ctx():
+        await dual.aput(("users",), "u1", {"text": "apple"})  # new misses: journaled
+        dual.phase = Phase.READ_SWITCH
+        assert (await dual.aget(("users",), "u1")).value == {"text": "apple"}  # falls back to old
+    assert dual.secondary_failures
+    assert {e.operation for e in dual.journal.pending()} == {"store.put"}
+    await dual.aclose()

@@ -234,7 +234,10 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
     assert "phase_changed" in log and "phase=backfill" in log
     assert "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in log
     assert not server.bad_lines(), server.bad_lines()
-    # a restart in read-switch: new answers, the conversation is whole
+    # a restart in read-switch: new answers, the conversation is whole; a memory the old store
+    # alone holds (written before the migration, not backfilled) is found there and copied
+    with open_item_store(store_urls[0], index=INDEX) as old_store:
+        old_store.put(("memories", "before"), "old-only", {"text": "candle forest"})
     state = record.read()
     record.set_phase(Phase.READ_SWITCH, expected_version=state.version, by="test", forced=True)
     server = Server(tmp_path, env)
@@ -249,7 +252,9 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
         assert await _last_message(client, thread, "recall:lemon candle") == "recalled:lemon orbit"
         assert (await client.store.get_item(["memories", "sdk"], "fav"))["value"] == {"text": "stone tiger piano"}
         await client.store.put_item(["memories", "sdk"], "late", {"text": "forest cloud"})
-        assert len(await _items_alike(store_urls)) == 4
+        found = await client.store.get_item(["memories", "before"], "old-only")
+        assert found["value"] == {"text": "candle forest"}
+        assert len(await _items_alike(store_urls, settle=5.0)) == 5
     finally:
         server.stop()
     assert "phase=read-switch" in server.text()
@@ -277,9 +282,11 @@ async def test_postgres_to_redis_under_langgraph_dev(tmp_path, pg_url, langgraph
     assert not server.bad_lines(), server.bad_lines()
 
 
-async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
+async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url, redis_server):
     """[tiered] enabled: PostgreSQL keeps everything, Redis answers; every step lands in both
-    (the hot copy written behind, so compared once it settled)."""
+    (the hot copy written behind, so compared once it settled). Then a restart with the hot
+    store emptied: the durable one answers, the conversation goes on, and the hot store holds
+    its newest checkpoint again."""
     _app(tmp_path, store=False)
     settings = tmp_path / "dualsaver.toml"
     settings.write_text(f'[tiered]\nenabled = true\nhot_timeout = 2.0\n[migration]\njournal = "{tmp_path}/j.sqlite"\n')
@@ -287,8 +294,26 @@ async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
     server = Server(tmp_path, env)
     try:
         await server.ready()
-        await _conversation(server.client, (pg_url, redis_url), settle=5.0)
+        thread = await _conversation(server.client, (pg_url, redis_url), settle=5.0)
     finally:
         server.stop()
     assert "agent_server_checkpointer" in server.text() and "TieredSaver" in server.text()
+    assert "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in server.text()
+    assert not server.bad_lines(), server.bad_lines()
+    redis_server.flushall()
+    server = Server(tmp_path, env)
+    try:
+        await server.ready()
+        messages = (await server.client.threads.get_state(thread))["values"]["messages"]
+        assert "echo:hello" in messages and messages[-1] == "echo:fast"
+        assert await _last_message(server.client, thread, "after restart") == "echo:after restart"
+        deadline = time.monotonic() + 5.0
+        while True:
+            durable, hot = _read_both((pg_url, redis_url), [thread])
+            if durable[thread][-1] in hot[thread] or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert durable[thread][-1] in hot[thread]
+    finally:
+        server.stop()
     assert not server.bad_lines(), server.bad_lines()
