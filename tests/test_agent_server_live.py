@@ -234,10 +234,12 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
     assert "phase_changed" in log and "phase=backfill" in log
     assert "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in log
     assert not server.bad_lines(), server.bad_lines()
-    # a restart in read-switch: new answers, the conversation is whole; a memory the old store
-    # alone holds (written before the migration, not backfilled) is found there and copied
+    # a restart in read-switch: new answers, the conversation is whole; a memory and a
+    # conversation only the old store holds (not backfilled) are found there and copied
     with open_item_store(store_urls[0], index=INDEX) as old_store:
         old_store.put(("memories", "before"), "old-only", {"text": "candle forest"})
+    with open_saver(pg_url) as new_saver:  # and a conversation new lacks: read, then copied, from old
+        new_saver.delete_thread(thread)
     state = record.read()
     record.set_phase(Phase.READ_SWITCH, expected_version=state.version, by="test", forced=True)
     server = Server(tmp_path, env)
