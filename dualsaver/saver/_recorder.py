@@ -167,7 +167,9 @@ class Recorder:
         created just to be asked."""
         return self._journal is not None or bool(self._control) or journal_exists(self._journal_path)
 
-    def _journal_entry(self, phase: Phase | Mode, store: str, operation: str, at: Mapping[str, Any], error: str) -> None:
+    def _journal_entry(
+        self, phase: Phase | Mode, store: str, operation: str, at: Mapping[str, Any], error: str
+    ) -> None:
         self.journal.record(
             JournalEntry(
                 phase=str(phase), store=store, operation=operation, thread_id=at.get("thread_id"),
