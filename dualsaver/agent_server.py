@@ -208,7 +208,7 @@ async def _setup_lock(url: str) -> AsyncIterator[None]:
     for every open transaction, and a session blocked in pg_advisory_lock is one."""
     from psycopg import AsyncConnection
 
-    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+    async with await AsyncConnection.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
         while not await _locked(conn):
             await asyncio.sleep(LOCK_POLL)
         try:
