@@ -5,15 +5,21 @@ end up alike after each one."""
 
 from __future__ import annotations
 
+import operator
+from typing import Annotated
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.channels import DeltaChannel
 from langgraph.checkpoint.conformance.capabilities import DetectedCapabilities
+from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
 
 from dualsaver import DualSaver, Phase, TieredSaver
-from dualsaver.stores import aopen_saver, native_for
+from dualsaver.stores import aopen_saver, native_for, open_saver
 from tests.savers import truncate_postgres
 
 EXTENDED = {"delete_for_runs", "copy_thread", "prune"}
@@ -97,7 +103,8 @@ async def test_tieredsaver_conformance_for_every_capability(request, tmp_path, h
 async def test_a_pair_without_any_override_still_offers_every_async_capability(tmp_path, pg_url):
     """SQLite implements none of them; the composite offers all three, in async form."""
     async with aopen_saver(f"sqlite:///{tmp_path}/a.sqlite") as lite, aopen_saver(pg_url) as pg:
-        detected = {c.value for c in DetectedCapabilities.from_instance(DualSaver(lite, pg, journal=":memory:")).detected}
+        dual = DualSaver(lite, pg, journal=":memory:")
+        detected = {c.value for c in DetectedCapabilities.from_instance(dual).detected}
     assert detected >= EXTENDED
 
 
@@ -243,3 +250,76 @@ def test_capabilities_match_a_model_in_both_stores(history, operation):
         )
         assert held == sorted(model)
     saver.close()
+
+
+# --------------------------------------------------------------------------- DeltaChannel
+
+
+def _extend(state: list[str], writes: list[list[str]]) -> list[str]:
+    return [*state, *(x for w in writes for x in w)]
+
+
+class DeltaState(TypedDict):  # the list is rebuilt from earlier checkpoints' writes (snapshot every 100)
+    items: Annotated[list[str], DeltaChannel(_extend, snapshot_frequency=100)]
+
+
+class PlainState(TypedDict):
+    items: Annotated[list[str], operator.add]
+
+
+def _delta_graph(saver, delta: bool):
+    def node(state: dict) -> dict:
+        return {"items": [f"seen {len(state['items'])}"]}
+
+    builder = StateGraph(DeltaState if delta else PlainState).add_node("node", node)
+    return builder.add_edge(START, "node").add_edge("node", END).compile(checkpointer=saver)
+
+
+EXPECTED_ITEMS = ["turn 0", "seen 1", "turn 1", "seen 3", "turn 2", "seen 5"]
+
+
+def _three_turns(graph, thread_id: str) -> None:
+    for turn in range(3):
+        graph.invoke({"items": [f"turn {turn}"]}, {"configurable": {"thread_id": thread_id}})
+
+
+def _keys(saver, thread_id: str) -> list:
+    return sorted(native_for(saver).checkpoint_keys(thread_id))
+
+
+def test_keep_latest_refuses_a_thread_a_delta_channel_replays(tmp_path):
+    """Its older checkpoints hold the writes the DeltaChannel replays: keep_latest through the
+    native plans refuses the thread (as PostgresSaver does), before pruning any thread of the
+    call, in both stores; the conversation reads back whole; `delete` and plain threads prune."""
+    with open_saver(f"sqlite:///{tmp_path}/old.sqlite") as old, open_saver(f"memory://delta-{tmp_path.name}") as new:
+        dual = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "journal.sqlite", write_behind=False)
+        delta_graph, plain_graph = _delta_graph(dual, delta=True), _delta_graph(dual, delta=False)
+        _three_turns(delta_graph, "delta")
+        _three_turns(plain_graph, "plain")
+        before = {side: {t: _keys(side, t) for t in ("delta", "plain")} for side in (old, new)}
+        with pytest.raises(NotImplementedError, match=r"DeltaChannel: delta$"):
+            dual.prune(["plain", "delta"], strategy="keep_latest")
+        assert {side: {t: _keys(side, t) for t in ("delta", "plain")} for side in (old, new)} == before
+        assert delta_graph.get_state({"configurable": {"thread_id": "delta"}}).values["items"] == EXPECTED_ITEMS
+        assert not dual.secondary_failures  # refused by the primary: the secondary was not asked
+        dual.prune(["plain"], strategy="keep_latest")
+        assert len(_keys(old, "plain")) == len(_keys(new, "plain")) == 1
+        assert plain_graph.get_state({"configurable": {"thread_id": "plain"}}).values["items"] == EXPECTED_ITEMS
+        dual.prune(["delta"], strategy="delete")
+        assert _keys(old, "delta") == _keys(new, "delta") == []
+
+
+async def test_keep_latest_refuses_a_delta_thread_through_the_async_plans(tmp_path):
+    async with aopen_saver(f"sqlite:///{tmp_path}/durable.sqlite") as durable, \
+            aopen_saver(f"memory://hot-{tmp_path.name}") as hot:
+        tiered = TieredSaver(durable, hot, journal=tmp_path / "journal.sqlite")
+        graph = _delta_graph(tiered, delta=True)
+        for turn in range(3):
+            await graph.ainvoke({"items": [f"turn {turn}"]}, {"configurable": {"thread_id": "delta"}})
+        await tiered.aflush()
+        kept = _keys(hot, "delta")
+        with pytest.raises(NotImplementedError, match="DeltaChannel"):
+            await tiered.aprune(["delta"], strategy="keep_latest")
+        assert _keys(hot, "delta") == kept and len(kept) > 1
+        assert (await graph.aget_state({"configurable": {"thread_id": "delta"}})).values["items"] == EXPECTED_ITEMS
+        await tiered.aclose()

@@ -41,7 +41,8 @@ def capability_write(
     try:
         yield from plans.guarded(ctx.breakers, call)
     except Exception as exc:
-        marks = tuple((operation, {"thread_id": t}) for t in threads) or ((operation, {"thread_id": None}),)
+        marks: tuple[plans.Mark, ...] = tuple((operation, {"thread_id": t}) for t in threads)
+        marks = marks or ((operation, {"thread_id": None}),)
         yield from plans._missed(ctx, operation, call, marks, exc)
 
 

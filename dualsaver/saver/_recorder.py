@@ -3,12 +3,15 @@ disagrees. It counts (in the saver and in OpenTelemetry), logs (structlog) and j
 (durably, for repair), and it never raises into the caller's path.
 
 Plans ask for it through the `sansio` target "recorder" with the records below; the async
-shell awaits the ``a`` forms, which do the same work inline (a journal entry is one local
-SQLite insert, shorter than a hop to a worker thread).
+shell awaits the ``a`` forms, which do the same work in a worker thread: the journal is SQLite
+and maybe the control store (opening it, asking the fleet's journal), blocking calls that an
+event loop must not make (LangGraph Agent Server's `langgraph dev` refuses them). They run
+only when a store missed, a delete was tombstoned or a read-switch read falls back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections import Counter
@@ -181,19 +184,19 @@ class Recorder:
             self._journal.close()
             self._journal = None
 
-    # -- the async forms: the same work, inline ---------------------------------------------
+    # -- the async forms: the same work, in a worker thread (see the module docstring) ------
 
     async def amissed(self, *misses: Missed) -> None:
-        self.missed(*misses)
+        await asyncio.to_thread(self.missed, *misses)
 
     async def atombstone(self, tombstone: Tombstone) -> None:
-        self.tombstone(tombstone)
+        await asyncio.to_thread(self.tombstone, tombstone)
 
     async def amismatch(self, mismatch: Mismatch) -> None:
-        self.mismatch(mismatch)
+        await asyncio.to_thread(self.mismatch, mismatch)
 
     async def amissed_delete(self, role: Role, thread_id: str) -> bool:
-        return self.missed_delete(role, thread_id)
+        return await asyncio.to_thread(self.missed_delete, role, thread_id)
 
     async def amissed_item_delete(self, role: Role, namespace: tuple[str, ...], key: str) -> bool:
-        return self.missed_item_delete(role, namespace, key)
+        return await asyncio.to_thread(self.missed_item_delete, role, namespace, key)

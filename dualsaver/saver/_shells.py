@@ -193,7 +193,7 @@ class AsyncShell(_Shell):
 
     async def asubmit(self, job: Behind) -> None:
         if not await self.queue.asubmit(job, self.timeout):
-            self.recorder.missed(*job.missed(_queue_full(self.timeout)))
+            await self.recorder.amissed(*job.missed(_queue_full(self.timeout)))
 
     async def adrain(self) -> bool:
         return await self.queue.adrain(self.timeout)

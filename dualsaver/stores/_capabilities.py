@@ -29,10 +29,20 @@ from dualsaver.sansio import AsyncTargets, Call, Plan, Targets, arun, gather, ru
 from dualsaver.stores._adapters import ThreadedStore, anative_for, native_for
 from dualsaver.stores.native import StoredCheckpoint, Unreadable
 
+try:  # LangGraph's DeltaChannel snapshot (a beta type; absent before DeltaChannel existed)
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot as DeltaSnapshot
+except ImportError:  # pragma: no cover - older langgraph-checkpoint
+    DeltaSnapshot = None  # type: ignore[assignment,misc]
+
 CAPABILITIES = ("delete_for_runs", "copy_thread", "prune")
 PRUNE_STRATEGIES = ("keep_latest", "delete")  # what the official savers accept
+# the metadata LangGraph writes on the checkpoints of a graph with a DeltaChannel (PostgresSaver
+# looks for the same keys)
+DELTA_METADATA = frozenset({"counters_since_delta_snapshot", "delta_writes_versioned"})
 # the native primitives each capability needs besides those every adapter has
-_NEEDS = {"delete_for_runs": ("run_checkpoints", "delete_checkpoints"), "copy_thread": (), "prune": ("delete_checkpoints",)}
+_NEEDS = {
+    "delete_for_runs": ("run_checkpoints", "delete_checkpoints"), "copy_thread": (), "prune": ("delete_checkpoints",),
+}
 
 
 def overrides(saver: Any, name: str) -> bool:
@@ -64,7 +74,8 @@ def plan_copy_thread(source_thread_id: str, target_thread_id: str) -> Plan[None]
     items = yield from gather("store", "read_thread", str(source_thread_id))
     broken = [i for i in items if isinstance(i, Unreadable)]
     if broken:
-        raise UnreadableRow(f"thread {source_thread_id!r} has {len(broken)} unreadable checkpoint(s): {broken[0].error}")
+        raise UnreadableRow(
+            f"thread {source_thread_id!r} has {len(broken)} unreadable checkpoint(s): {broken[0].error}")
     copies = [dataclasses.replace(i, thread_id=str(target_thread_id)) for i in items if isinstance(i, StoredCheckpoint)]
     if copies:
         yield Call("store", "write_checkpoints", (copies,))
@@ -79,15 +90,46 @@ def latest_per_namespace(keys: set[tuple[str, str]]) -> dict[str, str]:
     return newest
 
 
+def uses_delta_channel(items: Sequence[Any]) -> bool:
+    """Whether a thread's checkpoints come from a graph with a `DeltaChannel`: its value is
+    rebuilt by replaying the writes of the checkpoints before, back to its last snapshot."""
+    for item in items:
+        if not isinstance(item, StoredCheckpoint):
+            continue
+        if DELTA_METADATA.intersection(item.metadata or {}):
+            return True
+        values = (item.checkpoint.get("channel_values") or {}).values()
+        if DeltaSnapshot is not None and any(isinstance(v, DeltaSnapshot) for v in values):
+            return True
+    return False
+
+
+def plan_refuse_delta_threads(thread_ids: Sequence[str]) -> Plan[None]:
+    """keep_latest would delete the checkpoints whose writes a DeltaChannel replays (the thread
+    would read back with that channel's history gone): refuse such threads, before pruning any,
+    with the error PostgresSaver raises, so that both stores of a pair answer alike."""
+    delta = []
+    for thread_id in thread_ids:
+        if uses_delta_channel((yield from gather("store", "read_thread", thread_id))):
+            delta.append(thread_id)
+    if delta:
+        names = ", ".join(sorted(delta))
+        raise NotImplementedError(f"keep_latest can't prune threads that use a DeltaChannel: {names}")
+
+
 def plan_prune(thread_ids: Sequence[str], strategy: str) -> Plan[None]:
     """`delete`: the whole threads. `keep_latest`: the newest checkpoint of each namespace
     and its writes stay; the rest goes. A checkpoint written meanwhile is newer than all
-    those read, so it is never among those deleted."""
+    those read, so it is never among those deleted. A thread of a graph with a DeltaChannel
+    is refused (`plan_refuse_delta_threads`); to tell, keep_latest reads each thread whole."""
     if isinstance(thread_ids, str):
         raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
     if strategy not in PRUNE_STRATEGIES:
         raise ValueError(f"Unknown prune strategy: {strategy!r}")
-    for thread_id in (str(t) for t in thread_ids):
+    threads = [str(t) for t in thread_ids]
+    if strategy == "keep_latest":
+        yield from plan_refuse_delta_threads(threads)
+    for thread_id in threads:
         if strategy == "delete":
             yield Call("store", "delete_thread", (thread_id,))
             continue
