@@ -35,7 +35,7 @@ langgraph.json's own ``store.index`` for a custom store: the index is dualsaver'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +45,7 @@ from langgraph.store.base import BaseStore
 
 from dualsaver.control import settings as settings_module
 from dualsaver.errors import DualSaverError, ServerStartError, describe_error
-from dualsaver.items import aopen_item_store, index_config
+from dualsaver.items import SyncStoreInThreads, aopen_item_store, index_config
 from dualsaver.redact import redact, redact_text
 from dualsaver.saver import DualSaver, DualStore, TieredSaver
 from dualsaver.stores import CAPABILITIES, aopen_saver
@@ -173,27 +173,6 @@ def store_config(environ: Any = None) -> StoreConfig:
     if missing:
         raise ServerStartError(f"no long-term store URL: set {' and '.join(missing)}")
     return StoreConfig(loaded, {role: str(url) for role, url in wanted.items()}, loaded.store_index)
-
-
-class SyncStoreInThreads(BaseStore):
-    """A sync store served to the async server: each batch runs in a worker thread. For
-    SQLite with an index, which stays the sync `SqliteStore` (see `items.aopen_item_store`)
-    and whose `abatch` is not implemented."""
-
-    def __init__(self, store: BaseStore) -> None:
-        self.store = store
-        self.supports_ttl = store.supports_ttl
-        self.ttl_config = store.ttl_config
-        self.index_config = getattr(store, "index_config", None)
-
-    def batch(self, ops: Iterable[Any]) -> list[Any]:
-        return self.store.batch(ops)
-
-    async def abatch(self, ops: Iterable[Any]) -> list[Any]:
-        return await asyncio.to_thread(self.store.batch, list(ops))
-
-    def __repr__(self) -> str:
-        return type(self.store).__name__
 
 
 async def _locked(conn: Any) -> bool:

@@ -14,7 +14,7 @@ from dualsaver.control.record import open_phase_record
 from dualsaver.errors import ServerStartError
 from dualsaver.items import open_item_store
 from dualsaver.saver import DualStore
-from langgraph.store.base import PutOp
+from langgraph.store.base import BaseStore, PutOp
 from langgraph.store.memory import InMemoryStore
 
 EXTENDED = {"delete_for_runs", "copy_thread", "prune"}
@@ -168,14 +168,21 @@ async def test_workers_starting_together_set_up_the_stores_once(env, tmp_path, p
     assert await asyncio.gather(*(worker(n) for n in range(4))) == [f"worker {n}" for n in range(4)]
 
 
-class _RefusesWrites(InMemoryStore):
-    """A long-term store that answers reads and refuses every write (a full disk)."""
+class _RefusesWrites(BaseStore):
+    """A long-term store that answers reads and refuses every write (a full disk). Not an
+    InMemoryStore itself: DualStore would write one below its API (`ItemCopier.mirror`)."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryStore()
+
+    def batch(self, ops):
+        raise NotImplementedError
 
     async def abatch(self, ops):
         ops = list(ops)
         if any(isinstance(op, PutOp) for op in ops):
             raise OSError("no space left on device")
-        return await super().abatch(ops)
+        return await self.inner.abatch(ops)
 
 
 async def test_journaling_makes_no_blocking_call_on_the_event_loop(env, tmp_path):

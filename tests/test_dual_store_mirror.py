@@ -98,3 +98,18 @@ def test_any_traffic_through_any_phases_leaves_no_divergence(tmp_path, steps) ->
         assert not store.secondary_failures
     report = check_items(old, new)
     assert report.clean, [(d.kind, d.checkpoint_id, d.detail) for d in report.divergences]
+
+
+async def test_a_sync_store_served_in_threads_is_still_copied_exactly(tmp_path, pg_url) -> None:
+    """The Agent Server serves an indexed SQLite store through `SyncStoreInThreads`: the item
+    adapters see through it, so its copies keep their times."""
+    from dualsaver.items import SyncStoreInThreads
+
+    with sync_store("sqlite", tmp=tmp_path) as old, sync_store("postgres", pg_url=pg_url) as new:
+        store = DualStore(SyncStoreInThreads(old), new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        assert store.lazy_copy_exact
+        await store.aput(NS, "profile", {"text": "likes tea"})
+        await store.aput(NS, "profile", {"text": "likes green tea"})
+        await store.aclose()
+        report = check_items(old, new)
+        assert report.clean, [(d.kind, d.detail) for d in report.divergences]

@@ -17,11 +17,13 @@ from dualsaver.items._backfill import (
     ItemBackfillResult, abackfill_items, acopy_items, backfill_items, copy_items,
 )
 from dualsaver.items._open import aopen_item_store, index_config, open_item_store
+from dualsaver.items._threaded import SyncStoreInThreads
 from dualsaver.items._repair import arepair_items, item_entries, keys_from_journal, repair_items
 from dualsaver.items._check import ItemCheck, acheck_items, check_items
 from dualsaver.items.record import BadItem, IndexInfo, Selection, StoredItem
 
 __all__ = [
+    "SyncStoreInThreads",
     "BadItem",
     "IndexInfo",
     "ItemBackfillResult",

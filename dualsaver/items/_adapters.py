@@ -12,6 +12,8 @@ from functools import cache
 from itertools import islice
 from typing import Any
 
+from dualsaver.items._threaded import SyncStoreInThreads
+
 Factory = Callable[[Any], Any]
 
 
@@ -30,6 +32,8 @@ def _is_adapter(obj: Any) -> bool:
 
 
 def _adapter(store: Any, *, asynchronous: bool) -> Any:
+    if isinstance(store, SyncStoreInThreads):  # the store it serves in threads has the rows
+        store = store.store
     if _is_adapter(store):
         return store if not asynchronous or hasattr(store, "awrite_items") else ThreadedItems(store)
     for cls, sync_factory, async_factory in _table():
