@@ -152,7 +152,7 @@ def measure(pg: EmbeddedPostgres, tmp: Path, n: int, dims: int, sample: int, rou
                 times[name].append(backfill_in_process(tree, source_url, url, dims))
         with open_item_store(pg.create_database(f"naive_{dims}"), index=index) as target:
             copied, t_naive = naive(source, target, sample)
-    row: dict[str, Any] = {"n": n, "dims": dims, "naive": copied / t_naive}
+    row: dict[str, Any] = {"n": n, "dims": dims, "naive": copied / t_naive, "rounds": times}
     row.update({name: statistics.median(found) for name, found in times.items()})
     return row
 
@@ -180,8 +180,9 @@ def main() -> None:
         print(f"{r['n']:>7} {r['dims']:>4} {'naive':>8} {'':>8} {r['naive']:>8.0f}")
         for name in ["ingest", *names]:
             rate = r["n"] / r[name]
+            rounds = " ".join(f"{t:.2f}" for t in r["rounds"][name])
             print(f"{r['n']:>7} {r['dims']:>4} {name:>8} {r[name]:>8.2f} {rate:>8.0f} {rate / r['naive']:>7.1f}x"
-                  f" {r[name] / r['ingest']:>8.2f}x")
+                  f" {r[name] / r['ingest']:>8.2f}x   rounds: {rounds}")
     print("targets: backfill >= 20x the naive loop; backfill time <= 2x the ingest's."
           " The ingest's own 'x naive' is the ceiling of any copy into this target.")
 

@@ -23,7 +23,9 @@ from dualsaver.checker.findings import (
 from dualsaver.control.throttle import Throttle
 from dualsaver.items._adapters import aitems_for, items_for
 from dualsaver.items.identity import item_store_name
-from dualsaver.items.record import BadItem, ItemKey, Selection, StoredItem, journal_ns, vectors_close, vectors_pass
+from dualsaver.items.record import (
+    EVERYTHING, BadItem, ItemKey, Selection, StoredItem, journal_ns, vectors_close, vectors_pass,
+)
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
 
 EXPIRY_TOLERANCE = timedelta(seconds=1)  # Redis keeps expiries in ms, its documents in s
@@ -36,7 +38,7 @@ Side = StoredItem | BadItem | None
 class ItemCheck:
     """The decisions of one check of items: what to compare and what a difference is."""
 
-    def __init__(self, old: Any, new: Any, *, selection: Selection = Selection(), throttle: Throttle | None = None,
+    def __init__(self, old: Any, new: Any, *, selection: Selection = EVERYTHING, throttle: Throttle | None = None,
                  recheck: bool = True, show_values: bool = False) -> None:
         self.old, self.new = old, new
         self.selection, self.throttle, self.recheck, self.show_values = selection, throttle, recheck, show_values
@@ -47,7 +49,7 @@ class ItemCheck:
 
     def compare(self, old: Side, new: Side) -> list[Divergence]:
         """The divergences of one (namespace, key): none, or one per kind that differs."""
-        if (isinstance(old, StoredItem) and old.expired(self.now)) or (isinstance(new, StoredItem) and new.expired(self.now)):
+        if any(isinstance(side, StoredItem) and side.expired(self.now) for side in (old, new)):
             return []
         if old is None and new is None:
             return []
@@ -169,7 +171,7 @@ def tuple_key(key: Any) -> ItemKey:
 
 
 def _ttl_fields(old: StoredItem, new: StoredItem) -> list[dict[str, Any]]:
-    fields = []
+    fields: list[dict[str, Any]] = []
     a, b = old.expires_at, new.expires_at
     if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > EXPIRY_TOLERANCE):
         fields.append({"field": "expires_at", "old": a.isoformat() if a else None, "new": b.isoformat() if b else None})
