@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dualsaver.items import backfill_items, items_for, open_item_store
+from dualsaver.items import backfill_items, check_items, items_for, open_item_store
 from dualsaver.items.record import StoredItem
 from tests.items_support import DIMS, INDEX, embed
 
@@ -41,6 +41,8 @@ def test_vectors_go_binary_and_come_back_as_written(kind, rel, pg_url_factory):
                 assert copy.vectors["text"] == pytest.approx(item.vectors["text"], rel=rel, abs=1e-3)
         (best,) = pg.search(("docs",), query=WORDS[1] + " 1", limit=1)  # the official store searches them
         assert best.key == "k01"
+        report = check_items(source, pg)  # halfvec's float16 is compared at its own precision
+        assert report.clean, [d.to_dict() for d in report.divergences]
 
 
 def test_the_official_store_still_answers_after_the_adapter_read_its_connection(pg_url):

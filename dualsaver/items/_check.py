@@ -35,6 +35,16 @@ PACE_EVERY = 500  # items compared between two looks at the throttle
 Side = StoredItem | BadItem | None
 
 
+FLOAT_REL = 1e-6  # float32 storage (pgvector's vector, sqlite-vec, RediSearch) of float64 numbers
+HALF_REL = 1e-3  # pgvector's halfvec: float16 keeps 11 significant bits (relative error <= 2**-11)
+
+
+def _half_precision(items: Any) -> bool:
+    """Whether the store keeps its vectors as pgvector's `halfvec`."""
+    config = getattr(getattr(items, "store", None), "index_config", None) or {}
+    return bool((config.get("ann_index_config") or {}).get("vector_type") == "halfvec")
+
+
 class ItemCheck:
     """The decisions of one check of items: what to compare and what a difference is."""
 
@@ -44,6 +54,7 @@ class ItemCheck:
         self.selection, self.throttle, self.recheck, self.show_values = selection, throttle, recheck, show_values
         self.ttl = old.holds_ttl and new.holds_ttl
         self.vectors = vectors_pass(old.index, new.index)
+        self.vector_rel = HALF_REL if any(_half_precision(side) for side in (old, new)) else FLOAT_REL
         self.now = datetime.now(timezone.utc)
         self.counts = {"compared": 0, "old": 0, "new": 0, "suspects": 0, "cleared": 0}
 
@@ -72,7 +83,7 @@ class ItemCheck:
             found.append(self._found(ITEM_TIMESTAMP_MISMATCH, here, fields=times))
         if self.ttl and (ttl := _ttl_fields(old, new)):
             found.append(self._found(ITEM_TTL_MISMATCH, here, fields=ttl))
-        if self.vectors and not vectors_close(old.vectors, new.vectors):
+        if self.vectors and not vectors_close(old.vectors, new.vectors, rel=self.vector_rel):
             fields = sorted(set(old.vectors or ()) | set(new.vectors or ()))
             found.append(self._found(ITEM_VECTOR_MISMATCH, here, fields=[
                 {"field": f, "old": _dims(old.vectors, f), "new": _dims(new.vectors, f)} for f in fields]))
