@@ -1,7 +1,7 @@
 """The long-term store's backfill, SQLite -> PostgreSQL (pgvector, HNSW index), side by side in one run:
 
-- **backfill**: `dualsaver.items.backfill_items` (native reader read ahead in a worker thread,
-  one insert-if-absent statement per batch of 500 items, vectors as one binary array);
+- **backfill**: `dualsaver.items.backfill_items` (native reader, one insert-if-absent statement
+  per batch of 500 items, its vectors as one binary pgvector array);
 - **backfill (baseline)**, with ``--baseline DIR``: the same call from another dualsaver tree
   (``git worktree add DIR <rev>``), run interleaved with this tree's, for before/after figures;
 - **naive loop**: what a hand-written script does through the public API: `search` each
@@ -15,6 +15,11 @@ Each backfill runs in a fresh process (``--worker``) against a fresh database; t
 (``--rounds``) interleave the configurations so drift on a shared machine hits them alike,
 and the table gives each one's median. Half the items carry a vector; ``--dims`` lists the
 index dimensions to run. Targets: backfill >= 20x the naive loop, <= 2x the ingest's time.
+
+Where the time goes (cProfile, 20k items): the target's server, mostly pgvector's HNSW index
+taking each vector (EXPLAIN ANALYZE of one batch of 500: 3 ms for the items, 115 ms for their
+250 vectors); COPY pays the same. Reading the source ahead in a worker thread was tried and
+measured slower here (the GIL, two shared cores).
 
     python benchmarks/bench_store_backfill.py                       # 100k items
     python benchmarks/bench_store_backfill.py --items 20000 --dims 64 --baseline /tmp/before
@@ -152,7 +157,7 @@ def measure(pg: EmbeddedPostgres, tmp: Path, n: int, dims: int, sample: int, rou
                 times[name].append(backfill_in_process(tree, source_url, url, dims))
         with open_item_store(pg.create_database(f"naive_{dims}"), index=index) as target:
             copied, t_naive = naive(source, target, sample)
-    row: dict[str, Any] = {"n": n, "dims": dims, "naive": copied / t_naive}
+    row: dict[str, Any] = {"n": n, "dims": dims, "naive": copied / t_naive, "rounds": times}
     row.update({name: statistics.median(found) for name, found in times.items()})
     return row
 
@@ -180,8 +185,9 @@ def main() -> None:
         print(f"{r['n']:>7} {r['dims']:>4} {'naive':>8} {'':>8} {r['naive']:>8.0f}")
         for name in ["ingest", *names]:
             rate = r["n"] / r[name]
+            rounds = " ".join(f"{t:.2f}" for t in r["rounds"][name])
             print(f"{r['n']:>7} {r['dims']:>4} {name:>8} {r[name]:>8.2f} {rate:>8.0f} {rate / r['naive']:>7.1f}x"
-                  f" {r[name] / r['ingest']:>8.2f}x")
+                  f" {r[name] / r['ingest']:>8.2f}x   rounds: {rounds}")
     print("targets: backfill >= 20x the naive loop; backfill time <= 2x the ingest's."
           " The ingest's own 'x naive' is the ceiling of any copy into this target.")
 

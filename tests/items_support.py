@@ -50,12 +50,15 @@ def store_of(kind: str, servers: dict[str, Any], index: Any = INDEX) -> Iterator
         yield store
 
 
+def _text(i: int) -> str:
+    return " ".join([f"item{i}", *[WORDS[(i * k + k) % len(WORDS)] for k in (1, 3, 7)][: 1 + i % 3]])
+
+
 def plant(store: Any, count: int = 40, ttl: bool = True) -> None:
     """Items over a few namespaces: some embedded, some not, some with a TTL, some updated."""
     for i in range(count):
         ns = ("users", f"u{i % 4}") if i % 5 else ("users", f"u{i % 4}", "facts")
-        text = " ".join([f"item{i}"] + [WORDS[(i * k + k) % len(WORDS)] for k in (1, 3, 7)][: 1 + i % 3])
-        value = {"text": text, "n": i, "tags": [i % 2, {"deep": i}]}
+        value = {"text": _text(i), "n": i, "tags": [i % 2, {"deep": i}]}
         kwargs: dict[str, Any] = {"index": False} if i % 7 == 3 else {}
         if ttl and i % 3 == 0:
             kwargs["ttl"] = 60 + i
@@ -63,8 +66,8 @@ def plant(store: Any, count: int = 40, ttl: bool = True) -> None:
     time.sleep(0.01)
     for i in range(0, count, 6):  # updated: updated_at later than created_at (where kept)
         ns = ("users", f"u{i % 4}") if i % 5 else ("users", f"u{i % 4}", "facts")
-        text = " ".join([f"item{i}"] + [WORDS[(i * k + k) % len(WORDS)] for k in (1, 3, 7)][: 1 + i % 3])
-        store.put(ns, f"k{i:03d}", {"text": text, "n": -i, "tags": [i % 2, {"deep": i}]}, **({"ttl": 60 + i} if ttl and i % 3 == 0 else {}))
+        ttl_kwargs = {"ttl": 60 + i} if ttl and i % 3 == 0 else {}
+        store.put(ns, f"k{i:03d}", {"text": _text(i), "n": -i, "tags": [i % 2, {"deep": i}]}, **ttl_kwargs)
 
 
 def official_items(store: Any) -> dict[tuple[tuple[str, ...], str], tuple[Any, Any, Any]]:

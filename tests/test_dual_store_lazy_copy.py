@@ -85,3 +85,16 @@ def test_a_store_without_an_adapter_is_copied_through_the_public_api(tmp_path, p
         assert copy.value == planted().value
         assert utc(copy.created_at) >= before  # approximate: the time of the copy, not old's
         store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_sync_store_in_async_calls_is_copied_exactly_in_worker_threads(tmp_path, pg_url):
+    async with async_store("sqlite", tmp=tmp_path, indexed=False) as old:
+        with sync_store("postgres", pg_url=pg_url) as new:  # its async methods run the sync ones in threads
+            await aitems_for(old).awrite_items([planted(vectors=False)])
+            async with DualStore(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite") as store:
+                assert (await store.aget(NS, "history")).value == planted().value
+            source = (await aitems_for(old).aget_items([IDENT]))[IDENT]
+            copy = items_for(new).get_items([IDENT])[IDENT]
+            assert_same_item(copy, source)
+            assert copy.vectors is not None  # new embedded it (old has no index) through its threaded adapter

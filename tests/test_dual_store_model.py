@@ -151,7 +151,7 @@ class DualStoreMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             assert self.dual.flush(timeout=30)
-            held = {k: v for k, v in _page(self.model.search((), limit=10_000)).items()}
+            held = dict(_page(self.model.search((), limit=10_000)))
             assert contents(self.new) == held  # new received every write
             if not self.decommissioned:
                 assert contents(self.old) == held  # and old, while it is still written

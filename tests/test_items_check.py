@@ -69,7 +69,8 @@ def test_the_check_names_every_planted_divergence_and_nothing_else(plantings):
         _fill(old)
         assert backfill_items(old, new, state_path=":memory:").items == COUNT
         # the same JSON text in another form is not a divergence
-        new.conn.execute("UPDATE store SET value = ? WHERE key = 'k00'", (json.dumps({"n": 0, "text": "note 0 apple"}),))
+        same = json.dumps({"n": 0, "text": "note 0 apple"})
+        new.conn.execute("UPDATE store SET value = ? WHERE key = 'k00'", (same,))
         for i, kind in plantings.items():
             _plant(kind, i, old, new)
         report = check_items(old, new)

@@ -102,7 +102,7 @@ def test_read_switch_needs_a_clean_store_check_when_a_store_pair_is_configured()
     from dualsaver.control.phase import Evidence, Phase, guard_transition
     from dualsaver.errors import TransitionError
 
-    ready = dict(backfill_at=10.0, backfill_ok=True, check_at=11.0, check_clean=True)
+    ready = {"backfill_at": 10.0, "backfill_ok": True, "check_at": 11.0, "check_clean": True}
     guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, Evidence(**ready))
     for store, words in [
         ({}, "no complete backfill"),

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from dualsaver.control.throttle import Limits, Throttle
-from dualsaver.items import abackfill_items, acheck_items, aopen_item_store, backfill_items, check_items, open_item_store
+from dualsaver.items import (
+    abackfill_items, acheck_items, aopen_item_store, backfill_items, check_items, open_item_store,
+)
 from tests.items_support import INDEX, plant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +30,8 @@ class Stop(Exception):
 def _fill(store, namespaces=12, per=30):
     for n in range(namespaces):
         for k in range(per):
-            store.put(("org", f"n{n:02d}"), f"k{k:02d}", {"text": f"fact {n} {k}", "k": k}, ttl=90 if k % 4 == 0 else None)
+            store.put(("org", f"n{n:02d}"), f"k{k:02d}", {"text": f"fact {n} {k}", "k": k},
+                      ttl=90 if k % 4 == 0 else None)
 
 
 def test_a_backfill_stopped_after_a_batch_resumes_where_it_was(tmp_path):
@@ -62,7 +65,8 @@ def test_a_killed_backfill_run_again_ends_clean(tmp_path):
         "from dualsaver.control.throttle import Limits, Throttle\n"
         "from tests.items_support import INDEX\n"
         f"with open_item_store({old_url!r}, index=INDEX) as o, open_item_store({new_url!r}, index=INDEX) as n:\n"
-        f"    backfill_items(o, n, batch=20, throttle=Throttle(Limits(max_rate=200)), state_path={str(tmp_path / 'p.sqlite')!r})\n"
+        "    backfill_items(o, n, batch=20, throttle=Throttle(Limits(max_rate=200)),"
+        f" state_path={str(tmp_path / 'p.sqlite')!r})\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO)

@@ -14,7 +14,8 @@ from dualsaver.cli.options import settings_for
 
 def add_store_item_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-old", metavar="URL", help="the long-term store (BaseStore) being left: sqlite:///,"
-                   " postgresql://, redis+langgraph://, memory:// (default: stores.store_old, $DUALSAVER_STORE_OLD_URL)")
+                   " postgresql://, redis+langgraph://, memory://"
+                   " (default: stores.store_old, $DUALSAVER_STORE_OLD_URL)")
     p.add_argument("--store-new", metavar="URL", help="the long-term store being moved to (default:"
                    " stores.store_new, $DUALSAVER_STORE_NEW_URL)")
     p.add_argument("--store-prefix", metavar="NS", help="only items under this namespace prefix (dotted: users.alice)")

@@ -42,7 +42,10 @@ def _adapter(store: Any, *, asynchronous: bool) -> Any:
                 if sync_factory is None:
                     raise TypeError(f"{type(store).__name__} is an async store: use aitems_for()")
                 return sync_factory(store)
-            return async_factory(store) if async_factory is not None else ThreadedItems(sync_factory(store))
+            if async_factory is not None:
+                return async_factory(store)
+            assert sync_factory is not None  # every row has one factory or both
+            return ThreadedItems(sync_factory(store))
     from dualsaver.items._public import PublicItems
 
     return PublicItems(store)

@@ -34,7 +34,9 @@ from dualsaver.errors import describe_error
 from dualsaver.items._adapters import aitems_for, items_for
 from dualsaver.items._vectors import COPIED, NONE, RECOMPUTED, Embedder, vector_mode, with_vectors
 from dualsaver.items.identity import item_store_name
-from dualsaver.items.record import BadItem, ItemKey, Namespace, Selection, StoredItem, journal_ns, ns_text
+from dualsaver.items.record import (
+    EVERYTHING, BadItem, ItemKey, Namespace, Selection, StoredItem, journal_ns, ns_text,
+)
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
 
 BATCH = 500  # items per write
@@ -91,7 +93,7 @@ class ItemBackfillResult:
 class ItemJob:
     """One run's decisions: which items, what is already done, what goes to the target."""
 
-    def __init__(self, source: Any, target: Any, *, selection: Selection = Selection(), batch: int = BATCH,
+    def __init__(self, source: Any, target: Any, *, selection: Selection = EVERYTHING, batch: int = BATCH,
                  dry_run: bool = False, replace: bool = False, throttle: Throttle | None = None,
                  state: Any = None, on_batch: Any = None) -> None:
         self.source, self.target = source, target

@@ -23,7 +23,9 @@ from dualsaver.checker.findings import (
 from dualsaver.control.throttle import Throttle
 from dualsaver.items._adapters import aitems_for, items_for
 from dualsaver.items.identity import item_store_name
-from dualsaver.items.record import BadItem, ItemKey, Selection, StoredItem, journal_ns, vectors_close, vectors_pass
+from dualsaver.items.record import (
+    EVERYTHING, BadItem, ItemKey, Selection, StoredItem, journal_ns, vectors_close, vectors_pass,
+)
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
 
 EXPIRY_TOLERANCE = timedelta(seconds=1)  # Redis keeps expiries in ms, its documents in s
@@ -33,21 +35,32 @@ PACE_EVERY = 500  # items compared between two looks at the throttle
 Side = StoredItem | BadItem | None
 
 
+FLOAT_REL = 1e-6  # float32 storage (pgvector's vector, sqlite-vec, RediSearch) of float64 numbers
+HALF_REL = 1e-3  # pgvector's halfvec: float16 keeps 11 significant bits (relative error <= 2**-11)
+
+
+def _half_precision(items: Any) -> bool:
+    """Whether the store keeps its vectors as pgvector's `halfvec`."""
+    config = getattr(getattr(items, "store", None), "index_config", None) or {}
+    return bool((config.get("ann_index_config") or {}).get("vector_type") == "halfvec")
+
+
 class ItemCheck:
     """The decisions of one check of items: what to compare and what a difference is."""
 
-    def __init__(self, old: Any, new: Any, *, selection: Selection = Selection(), throttle: Throttle | None = None,
+    def __init__(self, old: Any, new: Any, *, selection: Selection = EVERYTHING, throttle: Throttle | None = None,
                  recheck: bool = True, show_values: bool = False) -> None:
         self.old, self.new = old, new
         self.selection, self.throttle, self.recheck, self.show_values = selection, throttle, recheck, show_values
         self.ttl = old.holds_ttl and new.holds_ttl
         self.vectors = vectors_pass(old.index, new.index)
+        self.vector_rel = HALF_REL if any(_half_precision(side) for side in (old, new)) else FLOAT_REL
         self.now = datetime.now(timezone.utc)
         self.counts = {"compared": 0, "old": 0, "new": 0, "suspects": 0, "cleared": 0}
 
     def compare(self, old: Side, new: Side) -> list[Divergence]:
         """The divergences of one (namespace, key): none, or one per kind that differs."""
-        if (isinstance(old, StoredItem) and old.expired(self.now)) or (isinstance(new, StoredItem) and new.expired(self.now)):
+        if any(isinstance(side, StoredItem) and side.expired(self.now) for side in (old, new)):
             return []
         if old is None and new is None:
             return []
@@ -70,7 +83,7 @@ class ItemCheck:
             found.append(self._found(ITEM_TIMESTAMP_MISMATCH, here, fields=times))
         if self.ttl and (ttl := _ttl_fields(old, new)):
             found.append(self._found(ITEM_TTL_MISMATCH, here, fields=ttl))
-        if self.vectors and not vectors_close(old.vectors, new.vectors):
+        if self.vectors and not vectors_close(old.vectors, new.vectors, rel=self.vector_rel):
             fields = sorted(set(old.vectors or ()) | set(new.vectors or ()))
             found.append(self._found(ITEM_VECTOR_MISMATCH, here, fields=[
                 {"field": f, "old": _dims(old.vectors, f), "new": _dims(new.vectors, f)} for f in fields]))
@@ -169,7 +182,7 @@ def tuple_key(key: Any) -> ItemKey:
 
 
 def _ttl_fields(old: StoredItem, new: StoredItem) -> list[dict[str, Any]]:
-    fields = []
+    fields: list[dict[str, Any]] = []
     a, b = old.expires_at, new.expires_at
     if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > EXPIRY_TOLERANCE):
         fields.append({"field": "expires_at", "old": a.isoformat() if a else None, "new": b.isoformat() if b else None})

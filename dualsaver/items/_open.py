@@ -53,7 +53,8 @@ def _redis_url(spec: StoreURL) -> str:
 
 
 def _refused(spec: StoreURL, exc: BaseException) -> StoreURLError:
-    return StoreURLError(f"cannot open the store {spec.redacted}: {describe_error(exc, secrets=[password_of(spec.url)])}")
+    why = describe_error(exc, secrets=[password_of(spec.url)])
+    return StoreURLError(f"cannot open the store {spec.redacted}: {why}")
 
 
 def _memory(spec: StoreURL, index: Any) -> Any:
@@ -96,15 +97,15 @@ def _opened(spec: StoreURL, config: Any) -> Iterator[Any]:
     elif spec.kind == "postgres":
         from langgraph.store.postgres import PostgresStore
 
-        with PostgresStore.from_conn_string(spec.url, index=config) as store:
-            store.setup()
-            yield store
+        with PostgresStore.from_conn_string(spec.url, index=config) as pg_store:
+            pg_store.setup()
+            yield pg_store
     elif spec.kind == "langgraph-redis":
         from langgraph.store.redis import RedisStore
 
-        with RedisStore.from_conn_string(_redis_url(spec), index=config) as store:
-            store.setup()
-            yield store
+        with RedisStore.from_conn_string(_redis_url(spec), index=config) as redis_store:
+            redis_store.setup()
+            yield redis_store
     else:
         raise StoreURLError(f"no long-term store for {spec.redacted}: use sqlite:///, postgresql://,"
                             " redis+langgraph:// or memory://")

@@ -169,18 +169,19 @@ class RedisItemPlans:
 
 
 def _hits(reply: Any) -> list[tuple[str, str, str]]:
-    """FT.SEARCH ... RETURN 2 prefix key: (redis key, prefix, key) per document."""
-    hits = []
+    """FT.SEARCH ... RETURN 2 prefix key: (redis key, prefix, key) per document (one without
+    both fields is not an item)."""
+    docs: list[tuple[str, dict[str, Any]]] = []
     if isinstance(reply, dict):  # RESP3
         for doc in reply.get("results", []):
-            fields = {_text(k): _text(v) for k, v in (doc.get("extra_attributes") or {}).items()}
-            hits.append((_text(doc["id"]), fields.get("prefix"), fields.get("key")))
-        return hits
-    for n in range(1, len(reply), 2):
-        pairs = reply[n + 1]
-        fields = {_text(pairs[i]): _text(pairs[i + 1]) for i in range(0, len(pairs), 2)}
-        hits.append((_text(reply[n]), fields.get("prefix"), fields.get("key")))
-    return hits
+            attributes = doc.get("extra_attributes") or {}
+            docs.append((_text(doc["id"]), {_text(k): _text(v) for k, v in attributes.items()}))
+    else:
+        for n in range(1, len(reply), 2):
+            pairs = reply[n + 1]
+            docs.append((_text(reply[n]), {_text(pairs[i]): _text(pairs[i + 1]) for i in range(0, len(pairs), 2)}))
+    return [(key, fields["prefix"], fields["key"]) for key, fields in docs
+            if fields.get("prefix") is not None and fields.get("key") is not None]
 
 
 def _search_args(index: str, query: str) -> tuple[Any, ...]:

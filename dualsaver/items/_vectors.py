@@ -25,7 +25,7 @@ class Embedder:
     """The target store's embeddings, as a plan target ("embed")."""
 
     def __init__(self, store: Any) -> None:
-        self.embeddings = getattr(store, "embeddings", None)
+        self.embeddings: Any = getattr(store, "embeddings", None)
         config = getattr(store, "index_config", None) or {}
         self.fields = config.get("__tokenized_fields") or []
 
@@ -47,7 +47,8 @@ def texts_of(value: dict[str, Any], fields: Sequence[tuple[str, Any]]) -> list[t
     return found
 
 
-def with_vectors(items: list[StoredItem], mode: str, fields: Sequence[tuple[str, Any]]) -> Plan[tuple[list[StoredItem], int]]:
+def with_vectors(items: list[StoredItem], mode: str,
+                 fields: Sequence[tuple[str, Any]]) -> Plan[tuple[list[StoredItem], int]]:
     """The items as the target gets them, and how many vectors were computed again."""
     if mode == COPIED:
         return items, 0

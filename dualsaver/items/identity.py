@@ -29,7 +29,7 @@ def item_store_name(store: Any) -> str:
     kind = type(store).__name__
     conn = getattr(store, "conn", None)
     try:
-        if kind.endswith("SqliteStore") and hasattr(conn, "execute") and kind == "SqliteStore":
+        if kind == "SqliteStore" and conn is not None and hasattr(conn, "execute"):
             return f"sqlite:///{conn.execute('PRAGMA database_list').fetchone()[2]}"
         info = getattr(conn, "info", None)
         if info is not None and hasattr(info, "dsn"):

@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, overload
 
 from dualsaver.stores import in_shard
 
@@ -37,6 +37,14 @@ def journal_ns(namespace: Sequence[str]) -> str:
     import json
 
     return json.dumps(list(namespace))
+
+
+@overload
+def utc(value: None) -> None: ...
+
+
+@overload
+def utc(value: datetime | str | bytes | float) -> datetime: ...
 
 
 def utc(value: Any) -> datetime | None:
@@ -156,6 +164,9 @@ class Selection:
         if namespace[: len(self.prefix)] != self.prefix:
             return False
         return in_shard(ns_text(namespace), self.shard)
+
+
+EVERYTHING = Selection()  # every namespace, no shard
 
 
 def prefix_bounds(prefix: Namespace) -> tuple[str, str, str] | None:

@@ -21,7 +21,7 @@ from dualsaver.saver._item_copy import ItemCopier, StoreSide
 from dualsaver.saver._pair import PhasedPair
 from dualsaver.saver._plans import Context
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
-from dualsaver.saver.routing import route_for
+from dualsaver.saver.routing import Role, route_for
 
 # The settings a DualStore takes from the file (the saver's others, canary and shadow
 # reads, are about threads).
@@ -80,7 +80,7 @@ class DualStore(PhasedPair, BaseStore):
         # The lazy copy of items: exact (times, TTL, vectors) where both stores have native adapters.
         copier = self._copier = ItemCopier({"old": self.old, "new": self.new})
         # A secondary takes each write as the primary's stored rows of its keys (`StoreSide.mirror`).
-        sides = {role: StoreSide(role, copier) for role in ("old", "new")}
+        sides: dict[Role, Any] = {role: StoreSide(role, copier) for role in ("old", "new")}
         self._sync = SyncShell(sides, self.recorder, self.secondary_timeout, self.breakers, copier)
         self._async = AsyncShell(sides, self.recorder, self.secondary_timeout, self.breakers, copier)
 
@@ -99,8 +99,8 @@ class DualStore(PhasedPair, BaseStore):
         An async-only store (`AsyncPostgresStore`) is copied exactly in async calls."""
         return self._copier.exact("old", "new") or self._copier.exact("old", "new", asynchronous=True)
 
-    @property  # type: ignore[override]
-    def ttl_config(self) -> TTLConfig | None:
+    @property
+    def ttl_config(self) -> TTLConfig | None:  # type: ignore[override]
         """The primary's (it is also the read store): BaseStore's `get` / `put` take their
         default refresh and TTL from it."""
         return self.store(route_for(self.phase).primary).ttl_config

@@ -46,6 +46,8 @@ def runs(ops: Sequence[Any]) -> list[tuple[bool, list[int]]]:
 
 
 def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
+    if not any(isinstance(op, PutOp) for op in ops):  # one run of reads (a get, a search): no cutting
+        return (yield from read_items(ctx, list(ops)))
     results: list[Any] = [None] * len(ops)  # a put's result is None
     for writes, positions in runs(ops):
         chunk = [ops[i] for i in positions]
