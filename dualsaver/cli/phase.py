@@ -133,7 +133,7 @@ def _evidence(record: Any, state: Any, settings: Any, *, verify_pair: bool = Fal
 
     return evidence.evidence(
         record, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
-        unrepaired_new=sum(1 for e in record.journal_pending() if e.store == "new"),
+        unrepaired_new=evidence.count_unrepaired_new(record),
         store_pair=bool(getattr(settings, "store_old_url", None) and getattr(settings, "store_new_url", None)),
     )
 
