@@ -140,3 +140,23 @@ def test_backfill_and_check_commands_record_their_outcome(tmp_path, pg_url):
     backfilled, checked = store.get_status("backfill"), store.get_status("check")
     assert backfilled is not None and backfilled["threads"] == 2 and backfilled["ok"]
     assert checked is not None and checked["clean"] and checked["started_at"] >= backfilled["finished_at"]
+
+
+def test_a_journal_files_backlog_read_only_agrees_with_its_entries(tmp_path):
+    """Status reads the journal through `read_backlog` (read only, nothing created); the control
+    store's journal is summed by `Backlog.of` over its entries: both count alike."""
+    from dualsaver.control.journal import Backlog, read_backlog
+
+    path = tmp_path / "journal.sqlite"
+    assert read_backlog(path) is None and not path.exists()
+    _journal_with(path, 3)
+    journal = Journal(path)
+    journal.record(JournalEntry("backfill", "new", "put", "t7", "", "c9", None, "LossyValue: NaN [rule non-finite; x]"))
+    journal.mark_repaired([1])
+    pending = list(journal.pending())
+    journal.close()
+    read, summed = read_backlog(path), Backlog.of(pending)
+    assert read is not None
+    assert (read.depth, read.threads, read.lossy) == (summed.depth, summed.threads, summed.lossy) == (
+        3, 3, [("t7", "LossyValue: NaN [rule non-finite; x]")])
+    assert summed.new == 3

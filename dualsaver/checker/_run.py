@@ -87,7 +87,7 @@ def _read_side(side: str, thread_id: str, found: Side, capture: bool, throttle: 
     """One store's view of one thread, folded into `found` (decoded: `ThreadSide`; as bytes:
     `ByteSide`). A thread that fails to load is reported; a store that cannot be reached
     stops the check (no verdict without it)."""
-    options = READ_OPTIONS if isinstance(found, ByteSide) else {}
+    options: dict[str, Any] = READ_OPTIONS if isinstance(found, ByteSide) else {}
     started = time.perf_counter()
     try:
         items = yield Call(side, "read_thread", (thread_id,), options, stream=True)

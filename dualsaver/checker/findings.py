@@ -1,6 +1,7 @@
 """What the check finds: the six kinds of divergence between checkpoints and the seven between
-the long-term store's items, one `Divergence`, and the `DivergenceReport` a check returns (JSON in and out, so a report can be re-read and repaired
-from later). No I/O and no store access here."""
+the long-term store's items, one `Divergence`, and the `DivergenceReport` a check returns
+(JSON in and out, so a report can be re-read and repaired from later). No I/O and no store
+access here."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ class DivergenceReport:
 
     def affected_items(self) -> list[tuple[tuple[str, ...], str]]:
         """(namespace, key) of every item a divergence names."""
-        found = {(tuple(json.loads(d.checkpoint_ns)), d.checkpoint_id) for d in self.divergences if d.kind in ITEM_KINDS}
+        found = {(tuple(json.loads(d.checkpoint_ns)), d.checkpoint_id)
+                 for d in self.divergences if d.kind in ITEM_KINDS}
         return sorted(found)
 
     def part(self, items: bool) -> DivergenceReport:

@@ -40,6 +40,7 @@ log = structlog.get_logger("dualsaver.evidence")
 ENV_STATUS = "DUALSAVER_STATUS"
 BACKFILL, REVERSE_BACKFILL, CHECK = "backfill", "reverse_backfill", "check"
 STORE_BACKFILL, STORE_CHECK = "store_backfill", "store_check"  # the long-term store's items
+KINDS = (BACKFILL, REVERSE_BACKFILL, CHECK, STORE_BACKFILL, STORE_CHECK)  # every outcome recorded
 
 
 class LocalStatusFile:

@@ -150,6 +150,34 @@ class BackfillState:
             self._conn.close()
 
 
+def recent_jobs(path: str | os.PathLike[str] | None = None, limit: int = 5) -> list[dict[str, Any]]:
+    """The newest `limit` jobs of the progress file (`path`, `$DUALSAVER_BACKFILL_STATE`, the
+    default), read only: stores, shard, start and end, threads done and checkpoints added so
+    far. Nothing when there is no file or it cannot be read."""
+    chosen = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
+    if not Path(chosen).exists():
+        return []
+    conn = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT j.old, j.new, j.shard, j.started_at, j.finished_at,"
+            " (SELECT COUNT(*) FROM done d WHERE d.job = j.job),"
+            " (SELECT COALESCE(SUM(checkpoints), 0) FROM done d WHERE d.job = j.job)"
+            " FROM jobs j ORDER BY j.started_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return [
+        {
+            "old": r[0], "new": r[1], "shard": r[2], "started_at": r[3], "finished_at": r[4],
+            "running": r[4] is None, "threads_done": r[5], "checkpoints_added": r[6],
+        }
+        for r in rows
+    ]
+
+
 class FleetProgress:
     """A job's progress in the control store, so a shard re-run on another machine resumes
     where it was, and `dualsaver status` shows every shard. The same interface as
