@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dualsaver.cli.options import add_command
+from dualsaver.cli.options import add_command, add_control_argument
 
 import argparse
 import json
@@ -16,7 +16,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_CANNOT, EXIT_RACE, EXIT_WAIT = 0, 1, 2, 3, 4
 EPILOG = """\
 examples:
   # where the fleet stands, the transitions so far, and which moves are allowed now
-  dualsaver phase show --record redis://localhost:6379/0
+  dualsaver phase show --control redis://localhost:6379/0
 
   # step forward (replicas follow within their poll interval); wait until they all did
   dualsaver phase set backfill --reason "shadow-write clean for a week" --wait 60
@@ -38,12 +38,12 @@ rules:
   read-switch needs a successful full backfill and a clean full check started after it
   a step is refused while live replicas still report the previous phase (use --wait)
 
-The record is named by --control (or --record), else control.url in the settings file (--config or
-$DUALSAVER_SETTINGS), else $DUALSAVER_PHASE_RECORD. Passwords are never printed.
+The control store is named by --control, else control.url in the settings file (--config or
+$DUALSAVER_SETTINGS), else $DUALSAVER_CONTROL_URL. Passwords are never printed.
 
-exit status: 0 done (or already there), 1 refused by a guard, 2 could not run (no record,
-record unreachable, bad settings), 3 the phase changed meanwhile (look again), 4 --wait
-ran out before every live replica reported the new phase.
+exit status: 0 done (or already there), 1 refused by a guard, 2 could not run (no control
+store, control store unreachable, bad settings), 3 the phase changed meanwhile (look again),
+4 --wait ran out before every live replica reported the new phase.
 """
 
 
@@ -57,10 +57,9 @@ def phase_arg(text: str) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--control", "--record", dest="record", metavar="URL",
-                   help="the fleet's control store holding the phase record (postgresql://... or redis://...)")
+    add_control_argument(p, help="the fleet's control store, holding the phase record (postgresql://..., redis://...)")
     p.add_argument("--name", metavar="NAME",
-        help="the migration's name in the record (default: settings, else 'default')")
+        help="the migration's name in the control store (default: settings, else 'default')")
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
 
 
@@ -69,7 +68,7 @@ def register(subparsers: Any) -> None:
         subparsers,
         "phase",
         help="show or change the fleet's shared phase (guarded transitions)",
-        description="Show or change the phase every replica follows through the shared phase record.",
+        description="Show or change the phase every replica follows through the control store's phase record.",
         epilog=EPILOG,
     )
     sub = p.add_subparsers(dest="phase_command", metavar="show|set")
@@ -111,29 +110,29 @@ def fail(code: int, message: str) -> int:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    """(record, settings), or raises ValueError / RecordUnavailable with a printable message."""
+    """(control store, settings), or raises ValueError / RecordUnavailable with a printable message."""
     from dualsaver.control import settings as settings_module
-    from dualsaver.control.record import open_phase_record
+    from dualsaver.control.record import open_control_store
 
     s = settings_module.current(args.config)
-    url = args.record or s.record_url
+    url = args.control or s.control_url
     if not url:
         raise ValueError(
             "no control store configured: pass --control URL, or set control.url in the"
             f" settings file, or ${settings_module.ENV_CONTROL}"
         )
-    return open_phase_record(url, name=args.name or s.record_name), s
+    return open_control_store(url, name=args.name or s.control_name), s
 
 
-def _evidence(record: Any, state: Any, settings: Any, *, verify_pair: bool = False) -> Any:
+def _evidence(control: Any, state: Any, settings: Any, *, verify_pair: bool = False) -> Any:
     """What the guards need: the recorded outcomes, judged against the configured pair of
     stores (`verify_pair`, when the settings or the environment name it) and the journal's
     open entries."""
     from dualsaver.control import evidence
 
     return evidence.evidence(
-        record, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
-        unrepaired_new=evidence.count_unrepaired_new(record),
+        control, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
+        unrepaired_new=evidence.count_unrepaired_new(control),
         store_pair=bool(getattr(settings, "store_old_url", None) and getattr(settings, "store_new_url", None)),
     )
 
@@ -156,9 +155,9 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def lagging(record: Any, phase: Any) -> list[Any]:
+def lagging(control: Any, phase: Any) -> list[Any]:
     """Live replicas that do not report `phase` yet."""
-    return [r for r in record.replicas() if r.alive() and r.phase != phase.value]
+    return [r for r in control.replicas() if r.alive() and r.phase != phase.value]
 
 
 def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
@@ -184,23 +183,23 @@ def run_show(args: argparse.Namespace) -> int:
     from dualsaver.errors import SettingsError
 
     try:
-        record, _s = _open(args)
+        control, _s = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
     try:
-        with record:
-            state = record.read()
-            history = record.history(args.history)
-            replicas = record.replicas()
+        with control:
+            state = control.read()
+            history = control.history(args.history)
+            replicas = control.replicas()
             current = state.phase if state else Phase.SHADOW_WRITE
-            evidence = _evidence(record, state, _s)
+            evidence = _evidence(control, state, _s)
     except RecordUnavailable as exc:
         return fail(EXIT_CANNOT, str(exc))
     moves = allowed_moves(current, evidence)
     now = time.time()
     doc = {
-        "record": record.where,
-        "name": record.name,
+        "record": control.where,
+        "name": control.name,
         "phase": current.value,
         "set": state is not None,
         "state": state.as_dict() if state else None,
@@ -214,7 +213,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     print(f"phase: {current.value}" + ("" if state else " (never set: the default)"))
-    print(f"record: {record.where} (migration {record.name!r})")
+    print(f"control store: {control.where} (migration {control.name!r})")
     if state:
         forced = " FORCED" if state.forced else ""
         print(f"set: {_when(state.changed_at)} by {state.changed_by}{forced} (version {state.version})")
@@ -253,24 +252,24 @@ def run_set(args: argparse.Namespace) -> int:
     target: Phase = args.phase
     by = args.by or who()
     try:
-        record, settings = _open(args)
+        control, settings = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
-    with record:
+    with control:
         try:
-            state = record.read()
+            state = control.read()
             current = state.phase if state else Phase.SHADOW_WRITE
             if state is not None and target is current:
                 print(f"phase: already {current.value} (version {state.version}); nothing to do")
-                return _wait(record, target, args.wait)
+                return _wait(control, target, args.wait)
             refusal = None
             try:
                 # The move itself is judged first, from the record alone: only a move the rules
                 # allow opens the configured stores, to check that the evidence is about them.
-                guard_transition(current, target, _evidence(record, state, settings))
+                guard_transition(current, target, _evidence(control, state, settings))
                 if target is Phase.READ_SWITCH:
-                    guard_transition(current, target, _evidence(record, state, settings, verify_pair=True))
-                behind = lagging(record, current) if state is not None else []
+                    guard_transition(current, target, _evidence(control, state, settings, verify_pair=True))
+                behind = lagging(control, current) if state is not None else []
                 if behind:
                     names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
                     raise TransitionError(
@@ -290,11 +289,11 @@ def run_set(args: argparse.Namespace) -> int:
                     overridden=refusal,
                     by=by,
                     reason=args.reason,
-                    record=record.where,
+                    record=control.where,
                 )
                 print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}",
                     file=sys.stderr)
-            new = record.set_phase(
+            new = control.set_phase(
                 target,
                 expected_version=state.version if state else 0,
                 by=by,
@@ -313,14 +312,14 @@ def run_set(args: argparse.Namespace) -> int:
             by=by,
             reason=args.reason,
             forced=new.forced,
-            record=record.where,
+            record=control.where,
         )
         was = current.value if state else f"{current.value} (default, never set)"
         print(f"phase: {was} -> {target.value} (version {new.version}, by {by})")
-        return _wait(record, target, args.wait)
+        return _wait(control, target, args.wait)
 
 
-def _wait(record: Any, target: Any, seconds: float) -> int:
+def _wait(control: Any, target: Any, seconds: float) -> int:
     """Wait until every live replica reports `target` (0 seconds: do not wait)."""
     from dualsaver.errors import RecordUnavailable
 
@@ -329,8 +328,8 @@ def _wait(record: Any, target: Any, seconds: float) -> int:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            behind = lagging(record, target)
-            live = [r for r in record.replicas() if r.alive()]
+            behind = lagging(control, target)
+            live = [r for r in control.replicas() if r.alive()]
         except RecordUnavailable as exc:
             behind, live = None, []
             last_error = str(exc)

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from dualsaver.cli.options import add_command
+from dualsaver.cli.options import add_command, add_control_argument
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_CANNOT = 0, 1, 2
 
@@ -28,12 +28,12 @@ examples:
   dualsaver status --old sqlite:///app.sqlite --new postgresql://app@db/app
 
 Shown: the phase in force here and where it came from (argument, $DUALSAVER_PHASE, the
-settings file or the shared phase record), the record's own phase and the replicas that
-follow it, whether each store answers (URLs shown with passwords masked), the journal's
+settings file or the control store's phase record), the control store's own phase and the
+replicas that follow it, whether each store answers (URLs shown with passwords masked), the journal's
 depth (secondary writes waiting for repair), the last backfill and its progress, and the
 last check's verdict and age.
 
-exit status: 0 everything reachable, 1 a store or the phase record is unreachable,
+exit status: 0 everything reachable, 1 a store or the control store is unreachable,
 2 could not run (bad settings file).
 """
 
@@ -49,8 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
     p.add_argument("--old", metavar="URL", help="the store being left (default: settings, $DUALSAVER_OLD_URL)")
     p.add_argument("--new", metavar="URL", help="the store being moved to (default: settings, $DUALSAVER_NEW_URL)")
-    p.add_argument("--control", "--record", dest="record", metavar="URL",
-                   help="the fleet's control store (default: settings, $DUALSAVER_CONTROL_URL)")
+    add_control_argument(p, help="the fleet's control store (default: settings, $DUALSAVER_CONTROL_URL)")
     p.add_argument("--journal", metavar="PATH", help="the journal file (default: settings, $DUALSAVER_JOURNAL)")
     p.add_argument("--backfill-state", metavar="PATH",
                    help="the backfill progress file (default .dualsaver/backfill.sqlite)")
@@ -71,14 +70,14 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     s = settings_for(args)
     doc: dict[str, Any] = {"settings_file": s.path if s.path != "<settings>" else None}
     doc["phase"] = phase_view(s)
-    doc["record"], status_store = control_view(s)
+    doc["record"], status_store = control_view(s)  # "record": the key scripts already read
     doc["stores"] = {"old": probe_store(args.old or s.old_url), "new": probe_store(args.new or s.new_url)}
     doc["journal"] = journal_view(args.journal or s.journal)
-    if status_store is None and not s.record_url:
+    if status_store is None and not s.control_url:
         status_store = migration_status.open_status_store(s)
     doc.update(outcomes_view(status_store))
     doc["status_kept_in"] = (
-        f"phase record {redact(s.record_url)}" if s.record_url else migration_status.open_status_store(s).where
+        f"control store {redact(s.control_url)}" if s.control_url else migration_status.open_status_store(s).where
     )
     doc["backfill_progress"] = recent_jobs(args.backfill_state)
     return doc
@@ -92,7 +91,7 @@ def probe_store(url: str | None) -> dict[str, Any]:
 
 
 def phase_view(settings: Any) -> dict[str, Any]:
-    """The phase in force here and where it came from (`unknown` when the record is away)."""
+    """The phase in force here and where it came from (`unknown` when the control store is away)."""
     from dualsaver.control.sources import phase_source
     from dualsaver.errors import RecordUnavailable
 
@@ -109,44 +108,44 @@ def phase_view(settings: Any) -> dict[str, Any]:
 def control_view(settings: Any) -> tuple[dict[str, Any] | None, Any]:
     """The control store's part of the document (None without one), and the store itself,
     left open to read the outcomes from (None when it is unreachable)."""
-    from dualsaver.control.record import open_phase_record
+    from dualsaver.control.record import open_control_store
     from dualsaver.errors import RecordUnavailable
     from dualsaver.redact import redact
 
-    if not settings.record_url:
+    if not settings.control_url:
         return None, None
-    record = open_phase_record(settings.record_url, name=settings.record_name)
-    view: dict[str, Any] = {"url": redact(settings.record_url), "name": settings.record_name}
+    control = open_control_store(settings.control_url, name=settings.control_name)
+    view: dict[str, Any] = {"url": redact(settings.control_url), "name": settings.control_name}
     try:
-        view.update(reachable=True, **_fleet_view(record, time.time()))
+        view.update(reachable=True, **_fleet_view(control, time.time()))
     except RecordUnavailable as exc:
         view.update(reachable=False, detail=str(exc))
-        record.close()
+        control.close()
         return view, None
-    return view, record
+    return view, control
 
 
-def _fleet_view(record: Any, now: float) -> dict[str, Any]:
+def _fleet_view(control: Any, now: float) -> dict[str, Any]:
     """What the control store says of the fleet: the recorded phase, the replicas, the
     backfill jobs, the shared journal, the throttle and the tiered savers' counters."""
     from dualsaver.control.journal import Backlog
     from dualsaver.control.throttle import FleetThrottle
 
-    state = record.read()
-    replicas = record.replicas()
-    backlog = Backlog.of(record.journal_pending())
-    limits = FleetThrottle(record).stored()
+    state = control.read()
+    replicas = control.replicas()
+    backlog = Backlog.of(control.journal_pending())
+    limits = FleetThrottle(control).stored()
     return {
         "phase": state.phase.value if state else None,
         "state": state.as_dict() if state else None,
         "replicas_live": sum(r.alive(now) for r in replicas),
         "replicas": [{**r.as_dict(), "alive": r.alive(now), "age_seconds": round(now - r.seen_at, 1)}
                      for r in replicas],
-        "shards": [shard_view(job, now) for job in record.jobs()],
+        "shards": [shard_view(job, now) for job in control.jobs()],
         "fleet_journal": {"depth": backlog.depth, "new": backlog.new, "lossy": lossy_view(backlog.lossy),
                           "threads": backlog.threads},
         "throttle": asdict(limits) if limits else None,
-        "tiered": tiered_view(record.list_status("tiered/"), now),
+        "tiered": tiered_view(control.list_status("tiered/"), now),
     }
 
 
@@ -252,8 +251,8 @@ def tiered_view(reports: dict[str, dict[str, Any]], now: float) -> dict[str, Any
 
 def healthy(doc: dict[str, Any]) -> bool:
     stores_ok = all(v.get("reachable") is not False for v in doc["stores"].values())
-    record_ok = doc["record"] is None or doc["record"].get("reachable", False)
-    return stores_ok and record_ok
+    control_ok = doc["record"] is None or doc["record"].get("reachable", False)
+    return stores_ok and control_ok
 
 
 # --------------------------------------------------------------------------- rendering
@@ -289,9 +288,9 @@ def _control_lines(rec: dict[str, Any]) -> list[str]:
     """The control store: its phase and replicas, the fleet's journal, tiered counters, the
     throttle and the backfill jobs (or that it is unreachable)."""
     if not rec.get("reachable"):
-        return [f"record:   {rec['url']}: UNREACHABLE ({rec['detail']})"]
+        return [f"control:  {rec['url']}: UNREACHABLE ({rec['detail']})"]
     recorded = rec["phase"] or "(never set)"
-    lines = [f"record:   {rec['url']} [{rec['name']}]: {recorded}; {rec['replicas_live']} live replica(s)"]
+    lines = [f"control:  {rec['url']} [{rec['name']}]: {recorded}; {rec['replicas_live']} live replica(s)"]
     for r in rec["replicas"]:
         state = "live" if r["alive"] else "silent"
         lines.append(f"          {r['replica']}: {r['phase']}, heartbeat {_age(r['age_seconds'])} ({state}),"

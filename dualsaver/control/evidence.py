@@ -1,7 +1,7 @@
 """Where the last backfill and the last check record their outcome and time.
 
 The read-switch guard (`dualsaver phase set read-switch`) and `dualsaver status` read them.
-They go to the phase record's store when one is configured (so every operator and machine
+They go to the control store when one is configured (so every operator and machine
 sees the same facts), else to a local JSON file (`migration.status_file`,
 `$DUALSAVER_STATUS`, default `.dualsaver/status.json`).
 
@@ -31,7 +31,7 @@ import structlog
 
 from dualsaver.control import settings as settings_module
 from dualsaver.control.phase import Evidence
-from dualsaver.control.record import open_phase_record
+from dualsaver.control.record import open_control_store
 from dualsaver.errors import describe_error
 from dualsaver.redact import redact
 
@@ -85,10 +85,10 @@ class LocalStatusFile:
 
 
 def open_status_store(settings: Any = None) -> Any:
-    """The phase record when one is configured, else the local status file."""
+    """The control store when one is configured, else the local status file."""
     s = settings if settings is not None else settings_module.current()
-    if s.record_url:
-        return open_phase_record(s.record_url, name=s.record_name)
+    if s.control_url:
+        return open_control_store(s.control_url, name=s.control_name)
     path = s.status_file or os.environ.get(ENV_STATUS) or settings_module.DEFAULT_STATUS_FILE
     return LocalStatusFile(path)
 
