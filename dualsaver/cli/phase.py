@@ -177,25 +177,36 @@ def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from dualsaver.control.phase import Phase
-    from dualsaver.control.sources import ENV_VAR
     from dualsaver.errors import RecordUnavailable
     from dualsaver.errors import SettingsError
 
     try:
-        control, _s = _open(args)
+        control, settings = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
     try:
         with control:
-            state = control.read()
-            history = control.history(args.history)
-            replicas = control.replicas()
-            current = state.phase if state else Phase.SHADOW_WRITE
-            evidence = _evidence(control, state, _s)
+            doc, shown = _show_doc(control, settings, args.history)
     except RecordUnavailable as exc:
         return fail(EXIT_CANNOT, str(exc))
-    moves = allowed_moves(current, evidence)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print("\n".join(_show_lines(doc, *shown)))
+    return EXIT_OK
+
+
+def _show_doc(control: Any, settings: Any, history_size: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """What `phase show` says, as JSON (its `record` key is the control store: the name
+    scripts read), and the records it came from (state, history, replicas, now) for the text."""
+    from dualsaver.control.phase import Phase
+    from dualsaver.control.sources import ENV_VAR
+
+    state = control.read()
+    history = control.history(history_size)
+    replicas = control.replicas()
+    current = state.phase if state else Phase.SHADOW_WRITE
+    moves = allowed_moves(current, _evidence(control, state, settings))
     now = time.time()
     doc = {
         "record": control.where,
@@ -209,46 +220,48 @@ def run_show(args: argparse.Namespace) -> int:
         "refused": {p: why for p, why in moves.items() if why is not None},
         "environment_override": os.environ.get(ENV_VAR) or None,
     }
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    print(f"phase: {current.value}" + ("" if state else " (never set: the default)"))
-    print(f"control store: {control.where} (migration {control.name!r})")
+    return doc, (state, history, replicas, now)
+
+
+def _show_lines(doc: dict[str, Any], state: Any, history: list[Any], replicas: list[Any], now: float) -> list[str]:
+    """`phase show` as text: the phase and who set it, the history, the replicas, the moves."""
+    from dualsaver.control.sources import ENV_VAR
+
+    lines = [f"phase: {doc['phase']}" + ("" if state else " (never set: the default)"),
+             f"control store: {doc['record']} (migration {doc['name']!r})"]
     if state:
         forced = " FORCED" if state.forced else ""
-        print(f"set: {_when(state.changed_at)} by {state.changed_by}{forced} (version {state.version})")
-        if state.reason:
-            print(f"reason: {state.reason}")
-    if history:
-        print("history:")
-        for t in history:
-            forced = " [forced]" if t.forced else ""
-            why = f": {t.reason}" if t.reason else ""
-            moved = f"{t.from_phase or '(none)'} -> {t.to_phase}"
-            print(f"  {_when(t.changed_at)}  {moved}  by {t.changed_by}{forced}{why}")
+        lines.append(f"set: {_when(state.changed_at)} by {state.changed_by}{forced} (version {state.version})")
+        lines += [f"reason: {state.reason}"] if state.reason else []
+    lines += ["history:"] if history else []
+    lines += [_transition_line(t) for t in history]
     live = [r for r in replicas if r.alive(now)]
     silent = len(replicas) - len(live)
-    print(f"replicas: {len(live)} live" + (f", {silent} silent" if silent else ""))
+    lines.append(f"replicas: {len(live)} live" + (f", {silent} silent" if silent else ""))
     for r in replicas:
         state_text = "live" if r.alive(now) else "silent"
-        print(f"  {r.replica}  {r.phase}  seen {now - r.seen_at:.1f}s ago ({state_text})")
-    print("allowed now: " + (", ".join(doc["allowed"]) or "none"))
-    for target, why in doc["refused"].items():
-        print(f"  {target}: refused: {why}")
+        lines.append(f"  {r.replica}  {r.phase}  seen {now - r.seen_at:.1f}s ago ({state_text})")
+    lines.append("allowed now: " + (", ".join(doc["allowed"]) or "none"))
+    lines += [f"  {target}: refused: {why}" for target, why in doc["refused"].items()]
     if doc["environment_override"]:
-        print(f"note: ${ENV_VAR}={doc['environment_override']} in this environment pins any process that has it")
-    return EXIT_OK
+        lines.append(f"note: ${ENV_VAR}={doc['environment_override']} in this environment pins any process"
+                     " that has it")
+    return lines
+
+
+def _transition_line(t: Any) -> str:
+    forced = " [forced]" if t.forced else ""
+    why = f": {t.reason}" if t.reason else ""
+    moved = f"{t.from_phase or '(none)'} -> {t.to_phase}"
+    return f"  {_when(t.changed_at)}  {moved}  by {t.changed_by}{forced}{why}"
 
 
 def run_set(args: argparse.Namespace) -> int:
-    import structlog
-
-    from dualsaver.control.phase import Phase, TransitionError, guard_transition
+    from dualsaver.control.phase import Phase
     from dualsaver.control.record import who
     from dualsaver.errors import ConcurrentChange, RecordUnavailable, StoreURLError
     from dualsaver.errors import SettingsError
 
-    log = structlog.get_logger("dualsaver.cli.phase")
     target: Phase = args.phase
     by = args.by or who()
     try:
@@ -262,61 +275,58 @@ def run_set(args: argparse.Namespace) -> int:
             if state is not None and target is current:
                 print(f"phase: already {current.value} (version {state.version}); nothing to do")
                 return _wait(control, target, args.wait)
-            refusal = None
-            try:
-                # The move itself is judged first, from the record alone: only a move the rules
-                # allow opens the configured stores, to check that the evidence is about them.
-                guard_transition(current, target, _evidence(control, state, settings))
-                if target is Phase.READ_SWITCH:
-                    guard_transition(current, target, _evidence(control, state, settings, verify_pair=True))
-                behind = lagging(control, current) if state is not None else []
-                if behind:
-                    names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
-                    raise TransitionError(
-                        f"{len(behind)} live replica(s) have not yet followed the last change to"
-                        f" {current.value}: {names}; wait for them (`phase set {current.value} --wait 60`)"
-                    )
-            except TransitionError as exc:
-                refusal = str(exc)
+            refusal = _refusal(control, state, current, target, settings)
             if refusal and not args.force:
                 return fail(EXIT_REFUSED,
                     f"refused: {refusal}\n(--force overrides; a forced change is recorded in the history and logged)")
             if refusal:
-                log.warning(
-                    "phase_transition_forced",
-                    from_phase=current.value,
-                    to_phase=target.value,
-                    overridden=refusal,
-                    by=by,
-                    reason=args.reason,
-                    record=control.where,
-                )
-                print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}",
-                    file=sys.stderr)
+                _say_forced(control, current, target, refusal, by, args.reason)
             new = control.set_phase(
-                target,
-                expected_version=state.version if state else 0,
-                by=by,
-                reason=args.reason,
+                target, expected_version=state.version if state else 0, by=by, reason=args.reason,
                 forced=bool(refusal),
             )
         except ConcurrentChange as exc:
             return fail(EXIT_RACE, str(exc))
         except (RecordUnavailable, StoreURLError) as exc:  # a store of the configured pair is away
             return fail(EXIT_CANNOT, str(exc))
-        log.info(
-            "phase_set",
-            from_phase=current.value if state else None,
-            to_phase=target.value,
-            version=new.version,
-            by=by,
-            reason=args.reason,
-            forced=new.forced,
-            record=control.where,
-        )
+        _log().info("phase_set", from_phase=current.value if state else None, to_phase=target.value,
+                    version=new.version, by=by, reason=args.reason, forced=new.forced, record=control.where)
         was = current.value if state else f"{current.value} (default, never set)"
         print(f"phase: {was} -> {target.value} (version {new.version}, by {by})")
         return _wait(control, target, args.wait)
+
+
+def _refusal(control: Any, state: Any, current: Any, target: Any, settings: Any) -> str | None:
+    """Why the guard refuses the move now (None: it allows it). The move itself is judged
+    first, from the control store alone: only a move the rules allow opens the configured
+    stores, to check that the evidence is about them; then no live replica may lag behind."""
+    from dualsaver.control.phase import Phase, TransitionError, guard_transition
+
+    try:
+        guard_transition(current, target, _evidence(control, state, settings))
+        if target is Phase.READ_SWITCH:
+            guard_transition(current, target, _evidence(control, state, settings, verify_pair=True))
+    except TransitionError as exc:
+        return str(exc)
+    behind = lagging(control, current) if state is not None else []
+    if not behind:
+        return None
+    names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
+    return (f"{len(behind)} live replica(s) have not yet followed the last change to"
+            f" {current.value}: {names}; wait for them (`phase set {current.value} --wait 60`)")
+
+
+def _say_forced(control: Any, current: Any, target: Any, refusal: str, by: str, reason: str) -> None:
+    """A forced move is logged as a warning and said on stderr (the history records it too)."""
+    _log().warning("phase_transition_forced", from_phase=current.value, to_phase=target.value,
+                   overridden=refusal, by=by, reason=reason, record=control.where)
+    print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}", file=sys.stderr)
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("dualsaver.cli.phase")
 
 
 def _wait(control: Any, target: Any, seconds: float) -> int:
