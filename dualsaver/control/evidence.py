@@ -193,7 +193,11 @@ def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
 
-def _whole_runs(outcomes: dict[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+# A run is the outcomes of one whole pass (one `all` outcome, or every shard of a sharded one).
+Run = list[dict[str, Any]]
+
+
+def _whole_runs(outcomes: dict[str, dict[str, Any]]) -> list[Run]:
     """The runs that cover the whole keyspace: each `all` outcome, and each set of shards
     `0ofN`..`N-1ofN` (the newest outcome of each shard), newest run first."""
     runs = [[v] for k, v in outcomes.items() if k.endswith("/all")]
@@ -217,10 +221,6 @@ def _shards_in(outcomes: dict[str, dict[str, Any]]) -> str | None:
             counts[n] = counts.get(n, 0) + 1
     partial = [(have, n) for n, have in counts.items() if have < n]
     return f"{partial[-1][0]} of {partial[-1][1]} shards" if partial else None
-
-
-# A run is the outcomes of one whole pass (one `all` outcome, or every shard of a sharded one).
-Run = list[dict[str, Any]]
 
 
 def _finished(run: Run) -> float:
