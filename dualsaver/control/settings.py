@@ -45,6 +45,7 @@ out of the file. Unknown sections or keys are refused: a typo must not be silent
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -139,6 +140,7 @@ class Settings:
 _settings_init = Settings.__init__
 
 
+@functools.wraps(_settings_init)  # its signature, for help() and IDEs, stays the dataclass's
 def _init_with_older_names(
     self: Settings, *args: Any, record_url: str | None = None, record_name: str | None = None, **kwargs: Any
 ) -> None:
