@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dualsaver.control.journal import JournalEntry
-from dualsaver.control.record import open_phase_record
+from dualsaver.control.record import open_control_store
 
 
 @pytest.fixture(params=["postgres", "redis", "redis-cluster"])
@@ -25,7 +25,7 @@ def _entry(thread: str, operation: str = "put", store: str = "new") -> JournalEn
 
 
 def test_each_entry_is_claimed_once_however_many_repairs_race(control_url):
-    replicas = [open_phase_record(control_url) for _ in range(4)]  # first use by all at once
+    replicas = [open_control_store(control_url) for _ in range(4)]  # first use by all at once
     try:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: replicas[i].journal_add([_entry(f"r{i}-t{n}") for n in range(25)], f"r{i}"),
@@ -53,7 +53,7 @@ def test_each_entry_is_claimed_once_however_many_repairs_race(control_url):
 
 
 def test_a_missed_delete_is_known_until_repaired(control_url):
-    with open_phase_record(control_url) as record:
+    with open_control_store(control_url) as record:
         record.journal_add([_entry("gone", "delete_thread", store="old"), _entry("kept")], "r1")
         assert record.journal_missed_delete("old", "gone")
         assert not record.journal_missed_delete("new", "gone") and not record.journal_missed_delete("old", "kept")
@@ -63,7 +63,7 @@ def test_a_missed_delete_is_known_until_repaired(control_url):
 
 
 def test_a_jobs_finished_threads_and_restart(control_url):
-    with open_phase_record(control_url) as record, open_phase_record(control_url) as elsewhere:
+    with open_control_store(control_url) as record, open_control_store(control_url) as elsewhere:
         record.job_begin("job-a", {"shard": "0/2", "old": "o", "new": "n"}, restart=False)
         record.done_add("job-a", ["t1", "t2"])
         record.job_update("job-a", {"threads_done": 2, "total": 5})
@@ -79,10 +79,10 @@ def test_a_jobs_finished_threads_and_restart(control_url):
 
 
 def test_status_by_prefix(control_url):
-    with open_phase_record(control_url) as record:
+    with open_control_store(control_url) as record:
         for key in ("check/0of2", "check/1of2", "check", "backfill/all"):
             record.put_status(key, {"key": key})
         assert set(record.list_status("check/")) == {"check/0of2", "check/1of2"}
         assert record.get_status("check") == {"key": "check"}
-        with open_phase_record(control_url, name="another-migration") as other:
+        with open_control_store(control_url, name="another-migration") as other:
             assert other.list_status("check/") == {} and other.journal_pending() == []

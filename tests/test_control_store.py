@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dualsaver import DualSaver, Phase
-from dualsaver.control.record import open_phase_record
+from dualsaver.control.record import open_control_store
 from dualsaver.demo.app import build_support_agent, say
 from dualsaver.embedded import EmbeddedRedis
 from dualsaver.stores import open_saver
@@ -61,7 +61,7 @@ def test_a_killed_shard_resumes_from_another_directory(tmp_path, pg_url, redis_u
         [sys.executable, "-m", "dualsaver.cli", *shard0, "--max-rate", "40"],
         cwd=_pod(tmp_path, "pod-1"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    with open_phase_record(redis_url) as control:
+    with open_control_store(redis_url) as control:
         def some_threads_done() -> bool:
             assert first.poll() is None, first.communicate()[1]
             return any(job.get("threads_done", 0) >= 2 for job in control.jobs())
@@ -158,7 +158,7 @@ def test_replicas_starting_at_once_journal_to_the_control_store(tmp_path, pg_url
     ran = [json.loads(re.search(r'\{"threads".*\}', out)[0]) for out, _ in outputs]  # among the log lines
     assert all(r["missed"] > 0 for r in ran)
 
-    with open_phase_record(control_url) as control:
+    with open_control_store(control_url) as control:
         pending = control.journal_pending()
     # Every replica's misses reached the fleet's journal, from pods that are gone.
     assert len(pending) == sum(r["missed"] for r in ran)
@@ -171,7 +171,7 @@ def test_replicas_starting_at_once_journal_to_the_control_store(tmp_path, pg_url
     assert repaired.returncode == 0, repaired.stderr + repaired.stdout
     checked = run_cli("check", *stores, "--quiet", cwd=tmp_path / "operator", env=operator)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    with open_phase_record(control_url) as control:
+    with open_control_store(control_url) as control:
         assert control.journal_pending() == []
 
 
@@ -191,7 +191,7 @@ def test_no_journal_entry_is_lost_while_the_control_store_is_down(tmp_path, monk
             control.start()
             say(app, "after", "Where is my order?")
             missed = saver.secondary_failures.total()
-        with open_phase_record(control.url) as record:
+        with open_control_store(control.url) as record:
             pending = record.journal_pending()
     assert len(pending) == missed
     assert {e.thread_id for e in pending} == {"before", "during", "after"}

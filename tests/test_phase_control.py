@@ -20,7 +20,7 @@ from dualsaver.checker.findings import Divergence, DivergenceReport
 from dualsaver.embedded import EmbeddedRedis
 from dualsaver.control.phase import Evidence, Phase, TransitionError, guard_transition
 from dualsaver.control.sources import StaticPhase, phase_source, resolve_phase
-from dualsaver.control.record import ConcurrentChange, RecordUnavailable, open_phase_record
+from dualsaver.control.record import ConcurrentChange, RecordUnavailable, open_control_store
 from dualsaver.control.sources import PollingPhaseSource
 from dualsaver.control.settings import Settings
 from tests.ops_support import cli_env, eventually, json_lines, marker_of, put_marker, run_cli
@@ -80,7 +80,7 @@ def record_url(request) -> str:
 
 
 def test_record_history_and_compare_and_set(record_url):
-    with open_phase_record(record_url) as record:
+    with open_control_store(record_url) as record:
         assert record.read() is None and record.history() == []
         first = record.set_phase(Phase.BACKFILL, expected_version=0, by="ana", reason="go")
         assert (first.phase, first.version, first.changed_by) == (Phase.BACKFILL, 1, "ana")
@@ -94,13 +94,13 @@ def test_record_history_and_compare_and_set(record_url):
 
 
 def test_racing_operators_exactly_one_wins(record_url):
-    with open_phase_record(record_url) as record:
+    with open_control_store(record_url) as record:
         record.set_phase(Phase.SHADOW_WRITE, expected_version=0, by="init")
     outcomes: list[str] = []
     barrier = threading.Barrier(6)
 
     def operator(i: int) -> None:
-        with open_phase_record(record_url) as mine:
+        with open_control_store(record_url) as mine:
             barrier.wait()
             try:
                 mine.set_phase(Phase.BACKFILL, expected_version=1, by=f"op{i}")
@@ -114,15 +114,15 @@ def test_racing_operators_exactly_one_wins(record_url):
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["lost"] * 5 + ["won"]
-    with open_phase_record(record_url) as record:
+    with open_control_store(record_url) as record:
         assert record.read().version == 2 and len(record.history()) == 2
 
 
 def test_migration_outcomes_are_kept_in_the_record(record_url):
-    settings = Settings(record_url=record_url)
+    settings = Settings(control_url=record_url)
     result = BackfillResult(threads=4, checkpoints=9, finished_at=time.time())
     assert migration_status.record_backfill(result, settings=settings)
-    with open_phase_record(record_url) as record:
+    with open_control_store(record_url) as record:
         kept = record.get_status(migration_status.BACKFILL)
     assert (kept["ok"], kept["threads"], kept["checkpoints"], kept["full"]) == (True, 4, 9, True)
 
@@ -141,8 +141,8 @@ def _check(divergences: int = 0, shard: str | None = None) -> DivergenceReport:
 
 
 def test_refused_transitions_say_why_and_what_to_do(record_url, tmp_path):
-    env = cli_env(DUALSAVER_PHASE_RECORD=record_url)
-    settings = Settings(record_url=record_url)
+    env = cli_env(DUALSAVER_CONTROL_URL=record_url)
+    settings = Settings(control_url=record_url)
 
     def phase_set(target: str, *extra: str) -> tuple[int, str]:
         done = run_cli("phase", "set", target, *extra, cwd=tmp_path, env=env)
@@ -188,7 +188,7 @@ def test_refused_transitions_say_why_and_what_to_do(record_url, tmp_path):
 
 
 def test_force_overrides_a_guard_loudly_and_is_recorded(record_url, tmp_path):
-    env = cli_env(DUALSAVER_PHASE_RECORD=record_url, DUALSAVER_LOG_FORMAT="json")
+    env = cli_env(DUALSAVER_CONTROL_URL=record_url, DUALSAVER_LOG_FORMAT="json")
     assert run_cli("phase", "set", "backfill", cwd=tmp_path, env=env).returncode == 0
     done = run_cli("phase", "set", "read-switch", "--force", "--reason", "checked by hand", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
@@ -196,7 +196,7 @@ def test_force_overrides_a_guard_loudly_and_is_recorded(record_url, tmp_path):
     forced = [e for e in json_lines(done.stderr) if e.get("event") == "phase_transition_forced"]
     assert len(forced) == 1 and forced[0]["level"] == "warning"
     assert "no backfill has been recorded" in forced[0]["overridden"]
-    with open_phase_record(record_url) as record:
+    with open_control_store(record_url) as record:
         last = record.history()[-1]
         assert (last.to_phase, last.forced, last.reason) == ("read-switch", True, "checked by hand")
 
@@ -208,9 +208,9 @@ def test_no_record_configured_is_a_clear_error(tmp_path):
 
 
 def test_a_step_waits_for_replicas_still_on_the_previous_phase(redis_url, tmp_path):
-    env = cli_env(DUALSAVER_PHASE_RECORD=redis_url)
+    env = cli_env(DUALSAVER_CONTROL_URL=redis_url)
     assert run_cli("phase", "set", "backfill", cwd=tmp_path, env=env).returncode == 0
-    with open_phase_record(redis_url) as record:
+    with open_control_store(redis_url) as record:
         record.heartbeat("laggard:1", Phase.SHADOW_WRITE, interval=60)  # has not followed yet
         done = run_cli("phase", "set", "shadow-write", cwd=tmp_path, env=env)
         assert done.returncode == 1
@@ -226,8 +226,8 @@ def test_a_step_waits_for_replicas_still_on_the_previous_phase(redis_url, tmp_pa
 
 
 def test_polling_source_follows_the_record_and_reports_itself(record_url):
-    with open_phase_record(record_url) as writer:
-        source = PollingPhaseSource(open_phase_record(record_url), interval=0.05)
+    with open_control_store(record_url) as writer:
+        source = PollingPhaseSource(open_control_store(record_url), interval=0.05)
         try:
             assert source.current() is Phase.SHADOW_WRITE and "no phase set yet" in source.origin
             writer.set_phase(Phase.BACKFILL, expected_version=0, by="op")
@@ -246,10 +246,10 @@ def test_polling_source_follows_the_record_and_reports_itself(record_url):
 def test_a_replica_that_loses_the_record_keeps_its_phase_and_says_so_once(tmp_path):
     server = EmbeddedRedis(appendonly=True, data_dir=tmp_path / "redis", password="rec-pw").start()
     try:
-        with open_phase_record(server.url) as writer:
+        with open_control_store(server.url) as writer:
             writer.set_phase(Phase.BACKFILL, expected_version=0, by="op")
         with structlog.testing.capture_logs() as logs:
-            source = PollingPhaseSource(open_phase_record(server.url, timeout=1.0), interval=0.05)
+            source = PollingPhaseSource(open_control_store(server.url, timeout=1.0), interval=0.05)
             try:
                 assert source.current() is Phase.BACKFILL
                 server.stop()  # files kept: the same record comes back on restart
@@ -260,7 +260,7 @@ def test_a_replica_that_loses_the_record_keeps_its_phase_and_says_so_once(tmp_pa
                 assert "UNREACHABLE" in source.origin and "keeping the last known phase" in source.origin
                 server.start()
                 eventually(lambda: source.reachable, "the record is reachable again")
-                with open_phase_record(server.url) as writer:
+                with open_control_store(server.url) as writer:
                     writer.set_phase(Phase.READ_SWITCH, expected_version=1, by="op")
                 eventually(lambda: source.current() is Phase.READ_SWITCH, "the source follows again")
             finally:
@@ -281,9 +281,9 @@ def test_a_replica_cannot_start_on_an_unreachable_record_without_a_fallback(tmp_
     url = server.url
     server.stop()
     with pytest.raises(RecordUnavailable) as err:
-        PollingPhaseSource(open_phase_record(url, timeout=1.0), interval=0.05, start=False)
+        PollingPhaseSource(open_control_store(url, timeout=1.0), interval=0.05, start=False)
     assert "no last known phase" in str(err.value) and "rec-pw" not in str(err.value)
-    source = PollingPhaseSource(open_phase_record(url, timeout=1.0), interval=0.05, start=False, fallback="read-switch")
+    source = PollingPhaseSource(open_control_store(url, timeout=1.0), interval=0.05, start=False, fallback="read-switch")
     assert source.current() is Phase.READ_SWITCH and "UNREACHABLE" in source.origin
     source.close()
 
@@ -295,10 +295,10 @@ def test_precedence_argument_environment_settings_record_default(monkeypatch, tm
     monkeypatch.delenv("DUALSAVER_PHASE", raising=False)
     monkeypatch.delenv("DUALSAVER_SETTINGS", raising=False)
     monkeypatch.delenv("DUALSAVER_PHASE_RECORD", raising=False)
-    with open_phase_record(redis_url) as record:
+    with open_control_store(redis_url) as record:
         record.set_phase(Phase.BACKFILL, expected_version=0, by="op")
-    follows = Settings(record_url=redis_url, path="fleet.toml")
-    pinned = Settings(phase="read-switch", record_url=redis_url, path="pinned.toml")
+    follows = Settings(control_url=redis_url, path="fleet.toml")
+    pinned = Settings(phase="read-switch", control_url=redis_url, path="pinned.toml")
 
     assert resolve_phase(None, settings=Settings()) == (Phase.SHADOW_WRITE, "default")
     phase, origin = resolve_phase(None, settings=follows)
@@ -317,7 +317,7 @@ def test_settings_file_through_the_environment(monkeypatch, tmp_path, redis_url)
     path.write_text('[phase_record]\nurl = "${MY_RECORD}"\npoll_interval = 0.05\n')
     monkeypatch.setenv("MY_RECORD", redis_url)
     monkeypatch.setenv("DUALSAVER_SETTINGS", str(path))
-    with open_phase_record(redis_url) as record:
+    with open_control_store(redis_url) as record:
         record.set_phase(Phase.BACKFILL, expected_version=0, by="op")
     source = phase_source(None)
     try:
@@ -331,12 +331,12 @@ def test_a_dual_saver_follows_the_record_between_operations(tmp_path, redis_url)
     from langgraph.checkpoint.memory import InMemorySaver
 
     old, new = InMemorySaver(), InMemorySaver()
-    source = PollingPhaseSource(open_phase_record(redis_url), interval=0.05)
+    source = PollingPhaseSource(open_control_store(redis_url), interval=0.05)
     saver = DualSaver(old, new, phase=source, journal=tmp_path / "j.sqlite")
     try:
         put_marker(saver, "t1", "first")
         assert marker_of(old.get_tuple({"configurable": {"thread_id": "t1"}})) == "first"
-        with open_phase_record(redis_url) as record:
+        with open_control_store(redis_url) as record:
             for version, phase in enumerate(
                 [Phase.SHADOW_WRITE, Phase.BACKFILL, Phase.READ_SWITCH, Phase.DECOMMISSION]
             ):
@@ -487,7 +487,7 @@ def test_a_dual_saver_without_a_phase_follows_the_record_named_in_the_settings(m
     saver = DualSaver(InMemorySaver(), InMemorySaver(), journal=tmp_path / "j.sqlite")
     try:
         assert saver.phase is Phase.SHADOW_WRITE and saver.phase_origin.startswith("phase record")
-        with open_phase_record(redis_url) as record:
+        with open_control_store(redis_url) as record:
             record.set_phase(Phase.BACKFILL, expected_version=0, by="op")
         eventually(lambda: saver.phase is Phase.BACKFILL, "the saver follows the record", timeout=10)
     finally:

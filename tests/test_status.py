@@ -12,7 +12,7 @@ from dualsaver.checker.findings import DivergenceReport
 from dualsaver.embedded import free_port
 from dualsaver.control.journal import Journal, JournalEntry
 from dualsaver.control.phase import Phase
-from dualsaver.control.record import open_phase_record
+from dualsaver.control.record import open_control_store
 from dualsaver.control.settings import Settings
 from dualsaver.stores import open_saver
 from tests.ops_support import cli_env, put_marker, run_cli
@@ -45,11 +45,12 @@ def test_status_shows_phase_stores_journal_backfill_and_check(tmp_path, pg_url, 
         put_marker(old, "t1", "old")
     _journal_with(tmp_path / "journal.sqlite", 3)
     config = _settings_file(tmp_path, old=old_url, new=pg_url, record=redis_url, journal=tmp_path / "journal.sqlite")
-    with open_phase_record(redis_url) as record:
+    with open_control_store(redis_url) as record:
         record.set_phase(Phase.BACKFILL, expected_version=0, by="ana", reason="go")
         record.heartbeat("replica-a", Phase.BACKFILL, interval=30)
-    settings = Settings(record_url=redis_url)
-    migration_status.record_backfill(BackfillResult(threads=5, checkpoints=12, finished_at=time.time()), settings=settings)
+    settings = Settings(control_url=redis_url)
+    backfilled = BackfillResult(threads=5, checkpoints=12, finished_at=time.time())
+    migration_status.record_backfill(backfilled, settings=settings)
     report = DivergenceReport(clean=True, divergences=[], summary={"duration_seconds": 0.1, "threads_compared": 5})
     migration_status.record_check(report, settings=settings)
 
@@ -140,3 +141,23 @@ def test_backfill_and_check_commands_record_their_outcome(tmp_path, pg_url):
     backfilled, checked = store.get_status("backfill"), store.get_status("check")
     assert backfilled is not None and backfilled["threads"] == 2 and backfilled["ok"]
     assert checked is not None and checked["clean"] and checked["started_at"] >= backfilled["finished_at"]
+
+
+def test_a_journal_files_backlog_read_only_agrees_with_its_entries(tmp_path):
+    """Status reads the journal through `read_backlog` (read only, nothing created); the control
+    store's journal is summed by `Backlog.of` over its entries: both count alike."""
+    from dualsaver.control.journal import Backlog, read_backlog
+
+    path = tmp_path / "journal.sqlite"
+    assert read_backlog(path) is None and not path.exists()
+    _journal_with(path, 3)
+    journal = Journal(path)
+    journal.record(JournalEntry("backfill", "new", "put", "t7", "", "c9", None, "LossyValue: NaN [rule non-finite; x]"))
+    journal.mark_repaired([1])
+    pending = list(journal.pending())
+    journal.close()
+    read, summed = read_backlog(path), Backlog.of(pending)
+    assert read is not None
+    assert (read.depth, read.threads, read.lossy) == (summed.depth, summed.threads, summed.lossy) == (
+        3, 3, [("t7", "LossyValue: NaN [rule non-finite; x]")])
+    assert summed.new == 3

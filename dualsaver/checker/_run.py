@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
 from dualsaver.checker._bytes import READ_OPTIONS, ByteSide, agreed
@@ -47,7 +47,10 @@ from dualsaver import sansio
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, native_for
 
-__all__ = ["CheckProgress", "acheck", "check"]
+if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on Python 3.10
+    from typing_extensions import Unpack
+
+__all__ = ["CheckOptions", "CheckProgress", "acheck", "check"]
 
 DEFAULT_BACKOFF = (0.0, 0.2, 0.5, 1.0)  # seconds before each re-check round
 T = TypeVar("T")
@@ -122,28 +125,56 @@ def _read_both(run: CheckRun, thread_id: str, *, capture: bool) -> Plan[ThreadDi
 # --------------------------------------------------------------------------- the shells
 
 
-def check(
-    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None,
-    thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
-    show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
-    old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
-    compare: Literal["auto", "decoded"] = "auto",
-) -> DivergenceReport:
-    """Diff two stores (savers or `NativeStore`s) and return what persists.
+class CheckOptions(TypedDict, total=False):
+    """How a check runs: the keywords `check` and `acheck` both take (defaults: `_DEFAULTS`).
 
-    `shard=(i, n)` checks only the threads of shard i of n; `thread_ids` only those threads.
-    `primary` is the store written first in the current phase (read last). `backoff` gives
-    the delay before each re-check round (its length bounds the rounds). `workers` threads
-    read threads side by side; `throttle` paces them (`dualsaver.control.throttle`).
-    `compare="auto"` compares stored bytes first where both stores use the same serializer
-    configuration (`_bytes`; the verdict is the same), "decoded" always decodes. Raises
-    `CheckError` if a store cannot be reached.
+    `workers` threads (tasks) read threads side by side; `shard=(i, n)` checks only the threads
+    of shard i of n, `thread_ids` only those threads; `recheck=False` reports first sightings;
+    `progress` is called with a `CheckProgress` now and then; `show_values` puts values in the
+    report (digests otherwise); `primary` is the store written first in the current phase
+    (read last); `backoff` gives the delay before each re-check round (its length bounds the
+    rounds); `old_name` / `new_name` name the stores in the report (derived from them
+    otherwise); `throttle` paces the reads (`dualsaver.control.throttle`); `compare="auto"`
+    compares stored bytes first where both stores use the same serializer configuration
+    (`_bytes`; the verdict is the same), "decoded" always decodes.
     """
+
+    workers: int
+    shard: tuple[int, int] | None
+    thread_ids: Sequence[str] | None
+    recheck: bool
+    progress: ProgressFn | None
+    show_values: bool
+    primary: Literal["old", "new"]
+    backoff: Sequence[float]
+    old_name: str | None
+    new_name: str | None
+    throttle: Throttle | None
+    compare: Literal["auto", "decoded"]
+
+
+_DEFAULTS: CheckOptions = {
+    "workers": 1, "shard": None, "thread_ids": None, "recheck": True, "progress": None, "show_values": False,
+    "primary": "old", "backoff": DEFAULT_BACKOFF, "old_name": None, "new_name": None, "throttle": None,
+    "compare": "auto",
+}
+
+
+def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions) -> CheckRun:
+    """The bookkeeping of one check over these native stores, `check` and `acheck` alike."""
+    unknown = set(options) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"check() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    chosen: dict[str, Any] = {**_DEFAULTS, **options}
+    names = (chosen.pop("old_name") or describe_store(old), chosen.pop("new_name") or describe_store(new))
+    return CheckRun.of(stores, *names, **chosen)
+
+
+def check(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceReport:
+    """Diff two stores (savers or `NativeStore`s) and return what persists; `CheckOptions`
+    says what the keywords do. Raises `CheckError` if a store cannot be reached."""
     io = Targets(old=native_for(old), new=native_for(new))
-    names = (old_name or describe_store(old), new_name or describe_store(new))
-    run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
-                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle,
-                      compare=compare)
+    run = _begin(io.targets, old, new, options)
     with run.outages():
         for r in run.rounds():
             time.sleep(r.delay)
@@ -154,20 +185,11 @@ def check(
     return run.report()
 
 
-async def acheck(
-    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None,
-    thread_ids: Sequence[str] | None = None, recheck: bool = True, progress: ProgressFn | None = None,
-    show_values: bool = False, primary: Literal["old", "new"] = "old", backoff: Sequence[float] = DEFAULT_BACKOFF,
-    old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
-    compare: Literal["auto", "decoded"] = "auto",
-) -> DivergenceReport:
-    """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans,
-    `workers` tasks instead of threads."""
+async def acheck(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceReport:
+    """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans and
+    options, `workers` tasks instead of threads."""
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
-    names = (old_name or describe_store(old), new_name or describe_store(new))
-    run = CheckRun.of(io.targets, *names, shard=shard, thread_ids=thread_ids, recheck=recheck, backoff=backoff,
-                      show_values=show_values, primary=primary, workers=workers, progress=progress, throttle=throttle,
-                      compare=compare)
+    run = _begin(io.targets, old, new, options)
     with run.outages():
         for r in run.rounds():
             await asyncio.sleep(r.delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -54,24 +55,43 @@ def throttle_from(args: argparse.Namespace) -> Any:
     control store when the job has one, else through the throttle file."""
     from dualsaver.control.throttle import throttle_for
 
-    return throttle_for(args.max_rate, args.max_load, args.throttle_file, record=control_record(args))
+    return throttle_for(args.max_rate, args.max_load, args.throttle_file, control=control_store(args))
 
 
-def control_record(args: argparse.Namespace) -> Any:
+def control_store(args: argparse.Namespace) -> Any:
     """The control store named by --control, the settings or the environment; None without one."""
-    from dualsaver.control.record import open_phase_record
+    from dualsaver.control.record import open_control_store
 
     s = settings_for(args)
-    return open_phase_record(s.record_url, name=s.record_name) if s.record_url else None
+    return open_control_store(s.control_url, name=s.control_name) if s.control_url else None
 
 
-def add_control_argument(p: argparse.ArgumentParser) -> None:
-    """--control URL: the fleet's control store (phase record, journal, progress, evidence)."""
-    p.add_argument(
-        "--control", metavar="URL",
-        help="the fleet's control store, postgresql://... or redis://... (default: the settings file,"
-        " $DUALSAVER_CONTROL_URL); without one, progress and evidence stay in local files",
-    )
+CONTROL_HELP = ("the fleet's control store, postgresql://... or redis://... (default: the settings file,"
+                " $DUALSAVER_CONTROL_URL); without one, progress and evidence stay in local files")
+
+
+control_record = control_store  # its older name
+
+
+def add_control_argument(p: argparse.ArgumentParser, help: str = CONTROL_HELP) -> None:
+    """--control URL: the fleet's control store (phase record, journal, progress, evidence);
+    --record URL, its older name, still works (not shown in the help, a note on stderr)."""
+    p.add_argument("--control", metavar="URL", help=help)
+    p.add_argument("--record", dest="control", metavar="URL", action=DeprecatedAlias, new_name="--control",
+                   help=argparse.SUPPRESS)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An option's older name: stores like the new one, and says once on stderr to use that."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new_name: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new_name}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,9 +119,9 @@ def name_stores(args: argparse.Namespace) -> None:
 
 
 def settings_for(args: argparse.Namespace) -> Any:
-    """The settings in force (--config, else $DUALSAVER_SETTINGS), with --control (or its
-    older name --record) in place of the control store they name. Read once per command
-    (the stores, the throttle and the evidence all ask)."""
+    """The settings in force (--config, else $DUALSAVER_SETTINGS), with --control in place of
+    the control store they name. Read once per command (the stores, the throttle and the
+    evidence all ask)."""
     from dataclasses import replace
 
     from dualsaver.control import settings
@@ -109,8 +129,8 @@ def settings_for(args: argparse.Namespace) -> Any:
     if (known := getattr(args, "_settings", None)) is not None:
         return known
     loaded = settings.current(getattr(args, "config", None))
-    control = getattr(args, "control", None) or getattr(args, "record", None)
-    args._settings = replace(loaded, record_url=control) if control else loaded
+    control = getattr(args, "control", None)
+    args._settings = replace(loaded, control_url=control) if control else loaded
     return args._settings
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dualsaver.cli.options import add_command
+from dualsaver.cli.options import add_command, add_control_argument
 
 import argparse
 import json
@@ -16,7 +16,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_CANNOT, EXIT_RACE, EXIT_WAIT = 0, 1, 2, 3, 4
 EPILOG = """\
 examples:
   # where the fleet stands, the transitions so far, and which moves are allowed now
-  dualsaver phase show --record redis://localhost:6379/0
+  dualsaver phase show --control redis://localhost:6379/0
 
   # step forward (replicas follow within their poll interval); wait until they all did
   dualsaver phase set backfill --reason "shadow-write clean for a week" --wait 60
@@ -38,12 +38,12 @@ rules:
   read-switch needs a successful full backfill and a clean full check started after it
   a step is refused while live replicas still report the previous phase (use --wait)
 
-The record is named by --control (or --record), else control.url in the settings file (--config or
-$DUALSAVER_SETTINGS), else $DUALSAVER_PHASE_RECORD. Passwords are never printed.
+The control store is named by --control, else control.url in the settings file (--config or
+$DUALSAVER_SETTINGS), else $DUALSAVER_CONTROL_URL. Passwords are never printed.
 
-exit status: 0 done (or already there), 1 refused by a guard, 2 could not run (no record,
-record unreachable, bad settings), 3 the phase changed meanwhile (look again), 4 --wait
-ran out before every live replica reported the new phase.
+exit status: 0 done (or already there), 1 refused by a guard, 2 could not run (no control
+store, control store unreachable, bad settings), 3 the phase changed meanwhile (look again),
+4 --wait ran out before every live replica reported the new phase.
 """
 
 
@@ -57,10 +57,9 @@ def phase_arg(text: str) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--control", "--record", dest="record", metavar="URL",
-                   help="the fleet's control store holding the phase record (postgresql://... or redis://...)")
+    add_control_argument(p, help="the fleet's control store, holding the phase record (postgresql://..., redis://...)")
     p.add_argument("--name", metavar="NAME",
-        help="the migration's name in the record (default: settings, else 'default')")
+        help="the migration's name in the control store (default: settings, else 'default')")
     p.add_argument("--config", metavar="PATH", help="settings file (default $DUALSAVER_SETTINGS)")
 
 
@@ -69,7 +68,7 @@ def register(subparsers: Any) -> None:
         subparsers,
         "phase",
         help="show or change the fleet's shared phase (guarded transitions)",
-        description="Show or change the phase every replica follows through the shared phase record.",
+        description="Show or change the phase every replica follows through the control store's phase record.",
         epilog=EPILOG,
     )
     sub = p.add_subparsers(dest="phase_command", metavar="show|set")
@@ -111,29 +110,29 @@ def fail(code: int, message: str) -> int:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    """(record, settings), or raises ValueError / RecordUnavailable with a printable message."""
+    """(control store, settings), or raises ValueError / RecordUnavailable with a printable message."""
     from dualsaver.control import settings as settings_module
-    from dualsaver.control.record import open_phase_record
+    from dualsaver.control.record import open_control_store
 
     s = settings_module.current(args.config)
-    url = args.record or s.record_url
+    url = args.control or s.control_url
     if not url:
         raise ValueError(
             "no control store configured: pass --control URL, or set control.url in the"
             f" settings file, or ${settings_module.ENV_CONTROL}"
         )
-    return open_phase_record(url, name=args.name or s.record_name), s
+    return open_control_store(url, name=args.name or s.control_name), s
 
 
-def _evidence(record: Any, state: Any, settings: Any, *, verify_pair: bool = False) -> Any:
+def _evidence(control: Any, state: Any, settings: Any, *, verify_pair: bool = False) -> Any:
     """What the guards need: the recorded outcomes, judged against the configured pair of
     stores (`verify_pair`, when the settings or the environment name it) and the journal's
     open entries."""
     from dualsaver.control import evidence
 
     return evidence.evidence(
-        record, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
-        unrepaired_new=sum(1 for e in record.journal_pending() if e.store == "new"),
+        control, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
+        unrepaired_new=evidence.count_unrepaired_new(control),
         store_pair=bool(getattr(settings, "store_old_url", None) and getattr(settings, "store_new_url", None)),
     )
 
@@ -156,9 +155,9 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def lagging(record: Any, phase: Any) -> list[Any]:
+def lagging(control: Any, phase: Any) -> list[Any]:
     """Live replicas that do not report `phase` yet."""
-    return [r for r in record.replicas() if r.alive() and r.phase != phase.value]
+    return [r for r in control.replicas() if r.alive() and r.phase != phase.value]
 
 
 def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
@@ -178,29 +177,40 @@ def allowed_moves(current: Any, evidence: Any) -> dict[str, str | None]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from dualsaver.control.phase import Phase
-    from dualsaver.control.sources import ENV_VAR
     from dualsaver.errors import RecordUnavailable
     from dualsaver.errors import SettingsError
 
     try:
-        record, _s = _open(args)
+        control, settings = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
     try:
-        with record:
-            state = record.read()
-            history = record.history(args.history)
-            replicas = record.replicas()
-            current = state.phase if state else Phase.SHADOW_WRITE
-            evidence = _evidence(record, state, _s)
+        with control:
+            doc, shown = _show_doc(control, settings, args.history)
     except RecordUnavailable as exc:
         return fail(EXIT_CANNOT, str(exc))
-    moves = allowed_moves(current, evidence)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print("\n".join(_show_lines(doc, *shown)))
+    return EXIT_OK
+
+
+def _show_doc(control: Any, settings: Any, history_size: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """What `phase show` says, as JSON (its `record` key is the control store: the name
+    scripts read), and the records it came from (state, history, replicas, now) for the text."""
+    from dualsaver.control.phase import Phase
+    from dualsaver.control.sources import ENV_VAR
+
+    state = control.read()
+    history = control.history(history_size)
+    replicas = control.replicas()
+    current = state.phase if state else Phase.SHADOW_WRITE
+    moves = allowed_moves(current, _evidence(control, state, settings))
     now = time.time()
     doc = {
-        "record": record.where,
-        "name": record.name,
+        "record": control.where,
+        "name": control.name,
         "phase": current.value,
         "set": state is not None,
         "state": state.as_dict() if state else None,
@@ -210,117 +220,116 @@ def run_show(args: argparse.Namespace) -> int:
         "refused": {p: why for p, why in moves.items() if why is not None},
         "environment_override": os.environ.get(ENV_VAR) or None,
     }
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    print(f"phase: {current.value}" + ("" if state else " (never set: the default)"))
-    print(f"record: {record.where} (migration {record.name!r})")
+    return doc, (state, history, replicas, now)
+
+
+def _show_lines(doc: dict[str, Any], state: Any, history: list[Any], replicas: list[Any], now: float) -> list[str]:
+    """`phase show` as text: the phase and who set it, the history, the replicas, the moves."""
+    from dualsaver.control.sources import ENV_VAR
+
+    lines = [f"phase: {doc['phase']}" + ("" if state else " (never set: the default)"),
+             f"control store: {doc['record']} (migration {doc['name']!r})"]
     if state:
         forced = " FORCED" if state.forced else ""
-        print(f"set: {_when(state.changed_at)} by {state.changed_by}{forced} (version {state.version})")
-        if state.reason:
-            print(f"reason: {state.reason}")
-    if history:
-        print("history:")
-        for t in history:
-            forced = " [forced]" if t.forced else ""
-            why = f": {t.reason}" if t.reason else ""
-            moved = f"{t.from_phase or '(none)'} -> {t.to_phase}"
-            print(f"  {_when(t.changed_at)}  {moved}  by {t.changed_by}{forced}{why}")
+        lines.append(f"set: {_when(state.changed_at)} by {state.changed_by}{forced} (version {state.version})")
+        lines += [f"reason: {state.reason}"] if state.reason else []
+    lines += ["history:"] if history else []
+    lines += [_transition_line(t) for t in history]
     live = [r for r in replicas if r.alive(now)]
     silent = len(replicas) - len(live)
-    print(f"replicas: {len(live)} live" + (f", {silent} silent" if silent else ""))
+    lines.append(f"replicas: {len(live)} live" + (f", {silent} silent" if silent else ""))
     for r in replicas:
         state_text = "live" if r.alive(now) else "silent"
-        print(f"  {r.replica}  {r.phase}  seen {now - r.seen_at:.1f}s ago ({state_text})")
-    print("allowed now: " + (", ".join(doc["allowed"]) or "none"))
-    for target, why in doc["refused"].items():
-        print(f"  {target}: refused: {why}")
+        lines.append(f"  {r.replica}  {r.phase}  seen {now - r.seen_at:.1f}s ago ({state_text})")
+    lines.append("allowed now: " + (", ".join(doc["allowed"]) or "none"))
+    lines += [f"  {target}: refused: {why}" for target, why in doc["refused"].items()]
     if doc["environment_override"]:
-        print(f"note: ${ENV_VAR}={doc['environment_override']} in this environment pins any process that has it")
-    return EXIT_OK
+        lines.append(f"note: ${ENV_VAR}={doc['environment_override']} in this environment pins any process"
+                     " that has it")
+    return lines
+
+
+def _transition_line(t: Any) -> str:
+    forced = " [forced]" if t.forced else ""
+    why = f": {t.reason}" if t.reason else ""
+    moved = f"{t.from_phase or '(none)'} -> {t.to_phase}"
+    return f"  {_when(t.changed_at)}  {moved}  by {t.changed_by}{forced}{why}"
 
 
 def run_set(args: argparse.Namespace) -> int:
-    import structlog
-
-    from dualsaver.control.phase import Phase, TransitionError, guard_transition
+    from dualsaver.control.phase import Phase
     from dualsaver.control.record import who
     from dualsaver.errors import ConcurrentChange, RecordUnavailable, StoreURLError
     from dualsaver.errors import SettingsError
 
-    log = structlog.get_logger("dualsaver.cli.phase")
     target: Phase = args.phase
     by = args.by or who()
     try:
-        record, settings = _open(args)
+        control, settings = _open(args)
     except (ValueError, SettingsError, RecordUnavailable) as exc:
         return fail(EXIT_CANNOT, str(exc))
-    with record:
+    with control:
         try:
-            state = record.read()
+            state = control.read()
             current = state.phase if state else Phase.SHADOW_WRITE
             if state is not None and target is current:
                 print(f"phase: already {current.value} (version {state.version}); nothing to do")
-                return _wait(record, target, args.wait)
-            refusal = None
-            try:
-                # The move itself is judged first, from the record alone: only a move the rules
-                # allow opens the configured stores, to check that the evidence is about them.
-                guard_transition(current, target, _evidence(record, state, settings))
-                if target is Phase.READ_SWITCH:
-                    guard_transition(current, target, _evidence(record, state, settings, verify_pair=True))
-                behind = lagging(record, current) if state is not None else []
-                if behind:
-                    names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
-                    raise TransitionError(
-                        f"{len(behind)} live replica(s) have not yet followed the last change to"
-                        f" {current.value}: {names}; wait for them (`phase set {current.value} --wait 60`)"
-                    )
-            except TransitionError as exc:
-                refusal = str(exc)
+                return _wait(control, target, args.wait)
+            refusal = _refusal(control, state, current, target, settings)
             if refusal and not args.force:
                 return fail(EXIT_REFUSED,
                     f"refused: {refusal}\n(--force overrides; a forced change is recorded in the history and logged)")
             if refusal:
-                log.warning(
-                    "phase_transition_forced",
-                    from_phase=current.value,
-                    to_phase=target.value,
-                    overridden=refusal,
-                    by=by,
-                    reason=args.reason,
-                    record=record.where,
-                )
-                print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}",
-                    file=sys.stderr)
-            new = record.set_phase(
-                target,
-                expected_version=state.version if state else 0,
-                by=by,
-                reason=args.reason,
+                _say_forced(control, current, target, refusal, by, args.reason)
+            new = control.set_phase(
+                target, expected_version=state.version if state else 0, by=by, reason=args.reason,
                 forced=bool(refusal),
             )
         except ConcurrentChange as exc:
             return fail(EXIT_RACE, str(exc))
         except (RecordUnavailable, StoreURLError) as exc:  # a store of the configured pair is away
             return fail(EXIT_CANNOT, str(exc))
-        log.info(
-            "phase_set",
-            from_phase=current.value if state else None,
-            to_phase=target.value,
-            version=new.version,
-            by=by,
-            reason=args.reason,
-            forced=new.forced,
-            record=record.where,
-        )
+        _log().info("phase_set", from_phase=current.value if state else None, to_phase=target.value,
+                    version=new.version, by=by, reason=args.reason, forced=new.forced, record=control.where)
         was = current.value if state else f"{current.value} (default, never set)"
         print(f"phase: {was} -> {target.value} (version {new.version}, by {by})")
-        return _wait(record, target, args.wait)
+        return _wait(control, target, args.wait)
 
 
-def _wait(record: Any, target: Any, seconds: float) -> int:
+def _refusal(control: Any, state: Any, current: Any, target: Any, settings: Any) -> str | None:
+    """Why the guard refuses the move now (None: it allows it). The move itself is judged
+    first, from the control store alone: only a move the rules allow opens the configured
+    stores, to check that the evidence is about them; then no live replica may lag behind."""
+    from dualsaver.control.phase import Phase, TransitionError, guard_transition
+
+    try:
+        guard_transition(current, target, _evidence(control, state, settings))
+        if target is Phase.READ_SWITCH:
+            guard_transition(current, target, _evidence(control, state, settings, verify_pair=True))
+    except TransitionError as exc:
+        return str(exc)
+    behind = lagging(control, current) if state is not None else []
+    if not behind:
+        return None
+    names = ", ".join(f"{r.replica} ({r.phase})" for r in behind[:5])
+    return (f"{len(behind)} live replica(s) have not yet followed the last change to"
+            f" {current.value}: {names}; wait for them (`phase set {current.value} --wait 60`)")
+
+
+def _say_forced(control: Any, current: Any, target: Any, refusal: str, by: str, reason: str) -> None:
+    """A forced move is logged as a warning and said on stderr (the history records it too)."""
+    _log().warning("phase_transition_forced", from_phase=current.value, to_phase=target.value,
+                   overridden=refusal, by=by, reason=reason, record=control.where)
+    print(f"WARNING: forcing {current.value} -> {target.value} against the guard: {refusal}", file=sys.stderr)
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("dualsaver.cli.phase")
+
+
+def _wait(control: Any, target: Any, seconds: float) -> int:
     """Wait until every live replica reports `target` (0 seconds: do not wait)."""
     from dualsaver.errors import RecordUnavailable
 
@@ -329,8 +338,8 @@ def _wait(record: Any, target: Any, seconds: float) -> int:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            behind = lagging(record, target)
-            live = [r for r in record.replicas() if r.alive()]
+            behind = lagging(control, target)
+            live = [r for r in control.replicas() if r.alive()]
         except RecordUnavailable as exc:
             behind, live = None, []
             last_error = str(exc)

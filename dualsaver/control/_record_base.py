@@ -78,7 +78,7 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class PhaseRecord(ABC):
+class ControlStore(ABC):
     """One migration's record (`name`) in one store (`where`, redacted)."""
 
     def __init__(self, url: str, name: str, timeout: float) -> None:
@@ -93,10 +93,10 @@ class PhaseRecord(ABC):
         return describe_error(exc, secrets=[password_of(self._url)])
 
     def unavailable(self, exc: BaseException) -> RecordUnavailable:
-        return RecordUnavailable(f"phase record {self.where} is unreachable: {self.describe(exc)}")
+        return RecordUnavailable(f"control store {self.where} is unreachable: {self.describe(exc)}")
 
     def failed(self, exc: BaseException) -> RecordUnavailable:
-        return RecordUnavailable(f"phase record {self.where} refused the request: {self.describe(exc)}")
+        return RecordUnavailable(f"control store {self.where} refused the request: {self.describe(exc)}")
 
     # -- one connection, reopened after a failure (the backends say how) ----------------
 
@@ -225,7 +225,7 @@ class PhaseRecord(ABC):
     @abstractmethod
     def done_count(self, job: str) -> int: ...
 
-    def __enter__(self) -> PhaseRecord:
+    def __enter__(self) -> ControlStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

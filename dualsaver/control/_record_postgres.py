@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dualsaver.control._record_base import DEFAULT_TIMEOUT, PhaseRecord, PhaseState, ReplicaSeen, Transition, _state
+from dualsaver.control._record_base import DEFAULT_TIMEOUT, ControlStore, PhaseState, ReplicaSeen, Transition, _state
 from dualsaver.control.journal import JournalEntry, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange
@@ -93,7 +93,7 @@ _PG_MIGRATIONS = [
 _ENTRY_COLUMNS = "phase, store, operation, thread_id, checkpoint_ns, checkpoint_id, task_id, error"
 
 
-class PostgresPhaseRecord(PhaseRecord):
+class PostgresControlStore(ControlStore):
     """The record in four small tables; one autocommit connection, reopened after a failure."""
 
     def __init__(self, url: str, name: str = "default", timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from dualsaver.control._record_base import (
     DEFAULT_TIMEOUT,
-    PhaseRecord,
+    ControlStore,
     PhaseState,
     ReplicaSeen,
     Transition,
@@ -98,7 +98,7 @@ return claimed
 """
 
 
-class RedisPhaseRecord(PhaseRecord):
+class RedisControlStore(ControlStore):
     """The record under `dualsaver:{name}:*`: standalone Redis or Redis Cluster."""
 
     def __init__(self, url: str, name: str = "default", timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -130,7 +130,7 @@ class RedisPhaseRecord(PhaseRecord):
         client.set(self.keys["schema"], SCHEMA_VERSION, nx=True)
         found = int(client.get(self.keys["schema"]) or SCHEMA_VERSION)
         if found > SCHEMA_VERSION:
-            raise RecordUnavailable(f"phase record {self.where} has layout {found}, newer than this dualsaver's")
+            raise RecordUnavailable(f"control store {self.where} has layout {found}, newer than this dualsaver's")
 
     def _connect(self) -> Any:
         from dualsaver.redis.url import sync_client

@@ -1,7 +1,7 @@
 """Where the last backfill and the last check record their outcome and time.
 
 The read-switch guard (`dualsaver phase set read-switch`) and `dualsaver status` read them.
-They go to the phase record's store when one is configured (so every operator and machine
+They go to the control store when one is configured (so every operator and machine
 sees the same facts), else to a local JSON file (`migration.status_file`,
 `$DUALSAVER_STATUS`, default `.dualsaver/status.json`).
 
@@ -31,7 +31,7 @@ import structlog
 
 from dualsaver.control import settings as settings_module
 from dualsaver.control.phase import Evidence
-from dualsaver.control.record import open_phase_record
+from dualsaver.control.record import open_control_store
 from dualsaver.errors import describe_error
 from dualsaver.redact import redact
 
@@ -40,6 +40,7 @@ log = structlog.get_logger("dualsaver.evidence")
 ENV_STATUS = "DUALSAVER_STATUS"
 BACKFILL, REVERSE_BACKFILL, CHECK = "backfill", "reverse_backfill", "check"
 STORE_BACKFILL, STORE_CHECK = "store_backfill", "store_check"  # the long-term store's items
+KINDS = (BACKFILL, REVERSE_BACKFILL, CHECK, STORE_BACKFILL, STORE_CHECK)  # every outcome recorded
 
 
 class LocalStatusFile:
@@ -84,10 +85,10 @@ class LocalStatusFile:
 
 
 def open_status_store(settings: Any = None) -> Any:
-    """The phase record when one is configured, else the local status file."""
+    """The control store when one is configured, else the local status file."""
     s = settings if settings is not None else settings_module.current()
-    if s.record_url:
-        return open_phase_record(s.record_url, name=s.record_name)
+    if s.control_url:
+        return open_control_store(s.control_url, name=s.control_name)
     path = s.status_file or os.environ.get(ENV_STATUS) or settings_module.DEFAULT_STATUS_FILE
     return LocalStatusFile(path)
 
@@ -188,26 +189,15 @@ def record_store_check(report: Any, *, scope: str = "all", settings: Any = None)
     return _record(STORE_CHECK, scope, value, settings)
 
 
-def _store_evidence(store: Any, required: bool) -> dict[str, Any]:
-    """The store half of the evidence: the newest whole backfill and check of its items."""
-    backfills = _whole_runs(store.list_status(f"{STORE_BACKFILL}/"))
-    checks = _whole_runs(store.list_status(f"{STORE_CHECK}/"))
-    facts: dict[str, Any] = {"store_required": required or bool(backfills)}
-    if backfills:
-        facts["store_backfill_at"] = max(v["finished_at"] for v in backfills[0])
-        facts["store_backfill_ok"] = all(v["ok"] for v in backfills[0])
-    if checks:
-        facts["store_check_at"] = min(v["started_at"] for v in checks[0])
-        facts["store_check_clean"] = all(v["clean"] for v in checks[0])
-        facts["store_check_divergences"] = sum(v["divergences"] for v in checks[0])
-    return facts
-
-
 def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
 
-def _whole_runs(outcomes: dict[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+# A run is the outcomes of one whole pass (one `all` outcome, or every shard of a sharded one).
+Run = list[dict[str, Any]]
+
+
+def _whole_runs(outcomes: dict[str, dict[str, Any]]) -> list[Run]:
     """The runs that cover the whole keyspace: each `all` outcome, and each set of shards
     `0ofN`..`N-1ofN` (the newest outcome of each shard), newest run first."""
     runs = [[v] for k, v in outcomes.items() if k.endswith("/all")]
@@ -218,7 +208,7 @@ def _whole_runs(outcomes: dict[str, dict[str, Any]]) -> list[list[dict[str, Any]
             i, n = (int(x) for x in part.split("of"))
             shards.setdefault(n, {})[i] = value
     runs += [list(found.values()) for n, found in shards.items() if len(found) == n]
-    return sorted(runs, key=lambda run: -max(v.get("finished_at", 0) for v in run))
+    return sorted(runs, key=lambda run: -_finished(run))
 
 
 def _shards_in(outcomes: dict[str, dict[str, Any]]) -> str | None:
@@ -233,6 +223,109 @@ def _shards_in(outcomes: dict[str, dict[str, Any]]) -> str | None:
     return f"{partial[-1][0]} of {partial[-1][1]} shards" if partial else None
 
 
+def _finished(run: Run) -> float:
+    """When the run's last part ended."""
+    return max(part.get("finished_at", 0) for part in run)
+
+
+def _started(run: Run) -> float:
+    """When the run's first part began: it proves nothing about writes made after that."""
+    return min(part["started_at"] for part in run)
+
+
+def _whole(part: dict[str, Any] | None) -> bool:
+    return part is not None and part.get("scope", "all") == "all"
+
+
+def backfill_evidence(store: Any, pair: dict[str, str] | None) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Is the forward backfill complete, and does it cover the whole store? The newest
+    backfill decides; when it is part of a whole run (the last of its shards, say) the run
+    decides instead, and names the migration's pair of stores when `pair` does not."""
+    newest = store.get_status(BACKFILL)  # whatever it covered: for the messages
+    facts: dict[str, Any] = {"backfill_at": None, "backfill_ok": False, "backfill_full": True}
+    if newest:
+        facts.update(backfill_at=newest["finished_at"], backfill_ok=bool(newest["ok"]),
+                     backfill_full=bool(newest.get("full", True)))
+    runs = _whole_runs(store.list_status(f"{BACKFILL}/"))
+    if runs and _finished(runs[0]) >= (newest or {}).get("finished_at", 0) - 1e-6:
+        facts.update(backfill_at=_finished(runs[0]), backfill_ok=all(v["ok"] for v in runs[0]), backfill_full=True)
+        pair = pair or runs[0][0].get("pair")
+    return facts, pair
+
+
+def reverse_backfill_evidence(store: Any) -> dict[str, Any]:
+    """The newest reverse backfill (new -> old); a partial one counts as none."""
+    newest = store.get_status(REVERSE_BACKFILL)
+    return {
+        "reverse_backfill_at": newest["finished_at"] if newest and newest.get("full", True) else None,
+        "reverse_backfill_ok": bool(newest and newest["ok"]),
+    }
+
+
+def _of_pair(run: Run, pair: dict[str, str] | None) -> bool:
+    """Whether a check run compared the migration's own pair (an unknown pair matches)."""
+    return pair is None or all(part.get("pair") in (None, pair) for part in run)
+
+
+def check_evidence(store: Any, pair: dict[str, str] | None) -> dict[str, Any]:
+    """Is there a clean check of the whole store, of the migration's own pair, and when did it
+    start? The newest whole check of the pair decides (`_deciding_check`); without one, the
+    newest check of any kind, marked as partial or as one of another pair."""
+    newest = store.get_status(CHECK)
+    runs = _whole_runs(store.list_status(f"{CHECK}/"))
+    ours = [run for run in runs if _of_pair(run, pair)]
+    run = _deciding_check(ours, newest)
+    if run is not None:
+        return {"check_at": _started(run), "check_clean": all(v["clean"] for v in run), "check_full": True,
+                "check_divergences": sum(v["divergences"] for v in run), "check_other_pair": False,
+                "check_shards": None}
+    facts = _no_whole_check(newest)
+    facts["check_other_pair"] = bool(runs) and not ours and _whole(newest)
+    facts["check_shards"] = _shards_in(store.list_status(f"{CHECK}/"))
+    return facts
+
+
+def _no_whole_check(newest: dict[str, Any] | None) -> dict[str, Any]:
+    """No whole check decides: the newest check of any kind speaks for the messages, and
+    counts as partial (`check_full`) when there is one."""
+    if newest is None:
+        return {"check_at": None, "check_clean": False, "check_full": True, "check_divergences": 0}
+    return {"check_at": newest["started_at"], "check_clean": bool(newest["clean"]), "check_full": False,
+            "check_divergences": int(newest["divergences"])}
+
+
+def _deciding_check(ours: list[Run], newest: dict[str, Any] | None) -> Run | None:
+    """The newest whole check run of the pair, unless a partial check (one shard, chosen
+    threads) finished after it: then the newest check covered only a part, and none decides."""
+    if not ours:
+        return None
+    if newest is not None and not _whole(newest) and _finished(ours[0]) < newest["finished_at"]:
+        return None
+    return ours[0]
+
+
+def store_evidence(store: Any, required: bool) -> dict[str, Any]:
+    """The long-term store's items, needed when a store pair is configured (`required`) or
+    was ever backfilled: the newest whole backfill of them, and the newest whole check."""
+    backfills = _whole_runs(store.list_status(f"{STORE_BACKFILL}/"))
+    checks = _whole_runs(store.list_status(f"{STORE_CHECK}/"))
+    facts: dict[str, Any] = {"store_required": required or bool(backfills)}
+    if backfills:
+        facts["store_backfill_at"] = _finished(backfills[0])
+        facts["store_backfill_ok"] = all(v["ok"] for v in backfills[0])
+    if checks:
+        facts["store_check_at"] = _started(checks[0])
+        facts["store_check_clean"] = all(v["clean"] for v in checks[0])
+        facts["store_check_divergences"] = sum(v["divergences"] for v in checks[0])
+    return facts
+
+
+def count_unrepaired_new(control_store: Any) -> int:
+    """Journal entries naming writes new missed (lossy live writes held back among them)
+    that no repair has settled: reads must not switch to a store that lacks them."""
+    return sum(1 for entry in control_store.journal_pending() if entry.store == "new")
+
+
 def evidence(
     store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None, unrepaired_new: int = 0,
     store_pair: bool = False,
@@ -241,38 +334,12 @@ def evidence(
     the configured old and new stores (None: the pair the newest whole backfill ran on);
     `unrepaired_new` counts journal entries naming new that no repair has settled;
     `store_pair`: a long-term store pair is configured, so its items need evidence too."""
-    backfills = _whole_runs(store.list_status(f"{BACKFILL}/"))
-    checks = _whole_runs(store.list_status(f"{CHECK}/"))
-    b = store.get_status(BACKFILL)  # the newest, whatever it covered: for the messages
-    r, c = store.get_status(REVERSE_BACKFILL), store.get_status(CHECK)
-    backfill_at, backfill_ok, backfill_full = (None, False, True)
-    if b:
-        backfill_at, backfill_ok, backfill_full = b["finished_at"], bool(b["ok"]), bool(b.get("full", True))
-    newest_whole = max((v.get("finished_at", 0) for v in backfills[0]), default=0) if backfills else None
-    if newest_whole is not None and newest_whole >= (b or {}).get("finished_at", 0) - 1e-6:
-        run = backfills[0]  # the newest outcome is part of a whole run (its last shard, say)
-        backfill_at = newest_whole
-        backfill_ok, backfill_full = all(v["ok"] for v in run), True
-        pair = pair or run[0].get("pair")
-    ours = [run for run in checks if pair is None or all(v.get("pair") in (None, pair) for v in run)]
-    check = ours[0] if ours else None
-    if c is not None and c.get("scope", "all") != "all":  # the newest check covered a part...
-        if check is None or max(v["finished_at"] for v in check) < c["finished_at"]:
-            check = None  # ...and no whole one came after it: say so
+    backfill, pair = backfill_evidence(store, pair)
     return Evidence(
-        backfill_at=backfill_at,
-        backfill_ok=backfill_ok,
-        backfill_full=backfill_full,
-        reverse_backfill_at=r["finished_at"] if r and r.get("full", True) else None,
-        reverse_backfill_ok=bool(r and r["ok"]),
-        check_at=min(v["started_at"] for v in check) if check else (c["started_at"] if c else None),
-        check_clean=all(v["clean"] for v in check) if check else bool(c and c["clean"]),
-        check_full=check is not None or c is None,
-        check_divergences=sum(v["divergences"] for v in check) if check else (int(c["divergences"]) if c else 0),
-        check_other_pair=bool(checks) and not ours and check is None and c is not None
-        and c.get("scope", "all") == "all",
-        check_shards=None if check else _shards_in(store.list_status(f"{CHECK}/")),
+        **backfill,
+        **reverse_backfill_evidence(store),
+        **check_evidence(store, pair),
+        **store_evidence(store, store_pair),
         unrepaired_new=unrepaired_new,
         entered_at=entered_at,
-        **_store_evidence(store, store_pair),
     )

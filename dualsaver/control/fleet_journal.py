@@ -34,7 +34,7 @@ RETRY = 2.0  # seconds between two tries while the control store is away
 
 
 class FleetJournal:
-    """A `Journal`'s interface over the control store (`control`, a `PhaseRecord`), with
+    """A `Journal`'s interface over the control store (`control`, a `ControlStore`), with
     `spool` (a local `Journal`) holding what is not shipped yet."""
 
     def __init__(self, control: Any, spool: Journal, replica: str) -> None:

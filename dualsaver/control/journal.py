@@ -96,6 +96,52 @@ def journal_exists(path: str | os.PathLike[str] | None = None) -> bool:
     return found is not None and found.is_file()
 
 
+# A write held back because the store cannot hold it faithfully is journaled with the error
+# `LossyValue: ... [rule R; ...]` (dualsaver.preflight.live): reads cannot switch until it is repaired.
+LOSSY_PREFIX = "LossyValue:"
+
+
+def is_lossy(entry: JournalEntry) -> bool:
+    return (entry.error or "").startswith(LOSSY_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits for repair in a journal: how many entries, in how many threads, how many
+    name new (None where not counted), and the lossy ones as (thread_id, error)."""
+
+    depth: int
+    threads: int
+    lossy: list[tuple[str | None, str]]
+    new: int | None = None
+
+    @classmethod
+    def of(cls, entries: Sequence[JournalEntry]) -> Backlog:
+        """The backlog of these pending entries (a control store's journal, say)."""
+        return cls(
+            depth=len(entries),
+            threads=len({e.thread_id for e in entries}),
+            lossy=[(e.thread_id, e.error) for e in entries if is_lossy(e)],
+            new=sum(e.store == "new" for e in entries),
+        )
+
+
+def read_backlog(path: str | os.PathLike[str]) -> Backlog | None:
+    """The backlog of the journal file at `path`, read only (nothing is created; None when
+    there is no file); `sqlite3.Error` when the file is not a readable journal."""
+    if not Path(path).exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        pending = "FROM journal WHERE repaired_at IS NULL"
+        (depth,) = conn.execute(f"SELECT COUNT(*) {pending}").fetchone()
+        (threads,) = conn.execute(f"SELECT COUNT(DISTINCT thread_id) {pending}").fetchone()
+        lossy = conn.execute(f"SELECT thread_id, error {pending} AND error LIKE ?", (LOSSY_PREFIX + "%",)).fetchall()
+    finally:
+        conn.close()
+    return Backlog(depth=int(depth), threads=int(threads), lossy=[(t, e) for t, e in lossy])
+
+
 class Journal:
     """Append-only failure journal; thread-safe; one connection per process."""
 

@@ -132,7 +132,16 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
     check_transition(current, target, reverse_backfill_done=reverse_done)
     if not (target is Phase.READ_SWITCH and current is Phase.BACKFILL):
         return
-    e = evidence
+    backfill_at = _require_backfill(evidence)
+    _require_check(evidence, backfill_at)
+    _require_journal_settled(evidence)
+    if evidence.store_required:
+        _guard_store(evidence)
+
+
+def _require_backfill(e: Evidence) -> float:
+    """A forward backfill was recorded, every thread was copied, and it covered the whole
+    store; returns when it finished."""
     if e.backfill_at is None:
         raise TransitionError(
             "cannot switch reads: no backfill has been recorded; run `dualsaver backfill`"
@@ -144,6 +153,12 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
             f"cannot switch reads: the last backfill ({_when(e.backfill_at)}) is not complete"
             f" ({why}); run it again until it finishes cleanly, then `dualsaver check`"
         )
+    return e.backfill_at
+
+
+def _require_check(e: Evidence, backfill_at: float) -> None:
+    """A whole check of the migration's own pair started after the backfill ended (at
+    `backfill_at`), and found nothing."""
     if e.check_other_pair:
         raise TransitionError(
             "cannot switch reads: (a) no whole check compared the migration's own pair of stores"
@@ -156,10 +171,10 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
             f"cannot switch reads: (b) the checks recorded cover only part of the store{shards};"
             " run a full `dualsaver check`, or the missing shards of the sharded one"
         )
-    if e.check_at is None or e.check_at < e.backfill_at:
+    if e.check_at is None or e.check_at < backfill_at:
         raise TransitionError(
             f"cannot switch reads: (c) no check has started since the last backfill finished"
-            f" ({_when(e.backfill_at)}); run `dualsaver check` and repair what it finds"
+            f" ({_when(backfill_at)}); run `dualsaver check` and repair what it finds"
         )
     if not e.check_clean:
         raise TransitionError(
@@ -167,13 +182,15 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
             f" {e.check_divergences} divergence(s); run `dualsaver repair`, then"
             " `dualsaver check` again"
         )
+
+
+def _require_journal_settled(e: Evidence) -> None:
+    """No write new missed (a lossy live write held back among them) waits for repair."""
     if e.unrepaired_new:
         raise TransitionError(
             f"cannot switch reads: (d) {e.unrepaired_new} journal entr(ies) name writes new missed"
             " that no repair has settled; run `dualsaver repair --journal`, then check again"
         )
-    if e.store_required:
-        _guard_store(e)
 
 
 def _guard_store(e: Evidence) -> None:

@@ -150,43 +150,71 @@ class BackfillState:
             self._conn.close()
 
 
+def recent_jobs(path: str | os.PathLike[str] | None = None, limit: int = 5) -> list[dict[str, Any]]:
+    """The newest `limit` jobs of the progress file (`path`, `$DUALSAVER_BACKFILL_STATE`, the
+    default), read only: stores, shard, start and end, threads done and checkpoints added so
+    far. Nothing when there is no file or it cannot be read."""
+    chosen = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
+    if not Path(chosen).exists():
+        return []
+    conn = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT j.old, j.new, j.shard, j.started_at, j.finished_at,"
+            " (SELECT COUNT(*) FROM done d WHERE d.job = j.job),"
+            " (SELECT COALESCE(SUM(checkpoints), 0) FROM done d WHERE d.job = j.job)"
+            " FROM jobs j ORDER BY j.started_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return [
+        {
+            "old": r[0], "new": r[1], "shard": r[2], "started_at": r[3], "finished_at": r[4],
+            "running": r[4] is None, "threads_done": r[5], "checkpoints_added": r[6],
+        }
+        for r in rows
+    ]
+
+
 class FleetProgress:
     """A job's progress in the control store, so a shard re-run on another machine resumes
     where it was, and `dualsaver status` shows every shard. The same interface as
-    `BackfillState`; `record` is the control store (a `PhaseRecord`)."""
+    `BackfillState`; `control` is the control store."""
 
-    def __init__(self, record: Any, *, old: str, new: str, shard: tuple[int, int] | None, runner: str = "") -> None:
-        self.record = record
+    def __init__(self, control: Any, *, old: str, new: str, shard: tuple[int, int] | None, runner: str = "") -> None:
+        self.control = control
         self.job = job_key(old, new, shard)
-        self.path = f"control store {record.where}"
+        self.path = f"control store {control.where}"
         self._meta = {"old": redact(old), "new": redact(new), "shard": f"{shard[0]}/{shard[1]}" if shard else "all",
                       "runner": runner}
-        self.record.job_begin(self.job, self._meta, restart=False)
+        self.control.job_begin(self.job, self._meta, restart=False)
 
     def is_done(self, thread_id: str) -> bool:
         return bool(self.done_among([thread_id]))
 
     def done_among(self, thread_ids: Sequence[str]) -> set[str]:
-        return self.record.done_filter(self.job, thread_ids)
+        return self.control.done_filter(self.job, thread_ids)
 
     def done_count(self) -> int:
-        return self.record.done_count(self.job)
+        return self.control.done_count(self.job)
 
     def mark_done_many(self, thread_ids: list[str]) -> None:
         if thread_ids:
-            self.record.done_add(self.job, thread_ids)
+            self.control.done_add(self.job, thread_ids)
 
     def update(self, counters: dict[str, Any]) -> None:
-        self.record.job_update(self.job, counters)
+        self.control.job_update(self.job, counters)
 
     def restart(self) -> None:
-        self.record.job_begin(self.job, self._meta, restart=True)
+        self.control.job_begin(self.job, self._meta, restart=True)
 
     def finish(self, summary: str) -> None:
-        self.record.job_update(self.job, {"finished_at": time.time(), "summary": summary})
+        self.control.job_update(self.job, {"finished_at": time.time(), "summary": summary})
 
     def close(self) -> None:
-        self.record.close()
+        self.control.close()
 
 
 def open_progress(
@@ -196,8 +224,8 @@ def open_progress(
     """Where a backfill keeps its progress: the control store when there is one, else the
     local file (`path`, `$DUALSAVER_BACKFILL_STATE`, `.dualsaver/backfill.sqlite`)."""
     if control:
-        from dualsaver.control.record import open_phase_record
+        from dualsaver.control.record import open_control_store
 
-        return FleetProgress(open_phase_record(control, name=control_name), old=old, new=new, shard=shard,
+        return FleetProgress(open_control_store(control, name=control_name), old=old, new=new, shard=shard,
                              runner=runner)
     return BackfillState(path, old=old, new=new, shard=shard)

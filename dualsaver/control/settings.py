@@ -1,7 +1,7 @@
 """The settings file: one TOML file a whole fleet can share (`config/dualsaver.toml`).
 
     [migration]
-    phase = "shadow-write"          # optional: omit it to follow the shared phase record
+    phase = "shadow-write"          # optional: omit it to follow the control store's phase record
     strict = false
     secondary_timeout = 5.0         # seconds; 0 or a negative number waits forever
     journal = ".dualsaver/journal.sqlite"
@@ -9,7 +9,7 @@
     shadow_read_rate = 0.0          # shadow-write/backfill: fraction of reads compared with new
     write_behind = true             # shadow-write: new's copy written in the background
     circuit_cool_down = 5.0         # seconds a failed secondary is skipped (0: never skipped)
-    status_file = ".dualsaver/status.json"   # where outcomes go when there is no phase record
+    status_file = ".dualsaver/status.json"   # where outcomes go when there is no control store
 
     [stores]
     old = "sqlite:///checkpoints.sqlite"
@@ -45,10 +45,11 @@ out of the file. Unknown sections or keys are refused: a typo must not be silent
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,8 @@ class Settings:
     status_file: str | None = None
     old_url: str | None = field(default=None, repr=False)
     new_url: str | None = field(default=None, repr=False)
-    record_url: str | None = field(default=None, repr=False)
-    record_name: str = "default"
+    control_url: str | None = field(default=None, repr=False)
+    control_name: str = "default"
     poll_interval: float = DEFAULT_POLL_INTERVAL
     hot_ttl: float | None = None  # TieredSaver: seconds a thread stays hot after its last write
     hot_timeout: float | None = 1.0  # TieredSaver: seconds a hot-store call may take
@@ -103,9 +104,14 @@ class Settings:
     path: str | None = None  # the file these came from
 
     @property
-    def control_url(self) -> str | None:
-        """The control store (`record_url` is its older name)."""
-        return self.record_url
+    def record_url(self) -> str | None:
+        """The older name of `control_url` (deprecated)."""
+        return self.control_url
+
+    @property
+    def record_name(self) -> str:
+        """The older name of `control_name` (deprecated)."""
+        return self.control_name
 
     def saver_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `DualSaver(old, new, **settings.saver_kwargs())`."""
@@ -115,7 +121,7 @@ class Settings:
             "journal": self.journal,
             "write_behind": self.write_behind,
             "circuit_cool_down": self.circuit_cool_down,
-            "control": self.record_url,
+            "control": self.control_url,
         }
         if self.canary_percent is not None:
             kwargs["canary_percent"] = self.canary_percent
@@ -127,8 +133,27 @@ class Settings:
         """Keyword arguments for `TieredSaver(durable, hot, **settings.tiered_kwargs())`."""
         return {
             "hot_ttl": self.hot_ttl, "hot_timeout": self.hot_timeout, "circuit_cool_down": self.circuit_cool_down,
-            "journal": self.journal, "control": self.record_url,
+            "journal": self.journal, "control": self.control_url,
         }
+
+
+_settings_init = Settings.__init__
+
+
+@functools.wraps(_settings_init)  # its signature, for help() and IDEs, stays the dataclass's
+def _init_with_older_names(
+    self: Settings, *args: Any, record_url: str | None = None, record_name: str | None = None, **kwargs: Any
+) -> None:
+    """`Settings(record_url=..., record_name=...)`, the older names of `control_url` and
+    `control_name`, still work (deprecated); given, they win (so `replace` with one does too)."""
+    if record_url is not None:
+        kwargs["control_url"] = record_url
+    if record_name is not None:
+        kwargs["control_name"] = record_name
+    _settings_init(self, *args, **kwargs)
+
+
+Settings.__init__ = _init_with_older_names  # type: ignore[method-assign]
 
 
 # section -> key -> (Settings field, type check)
@@ -154,8 +179,8 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "index": ("store_index", (dict,)),
     },
     "control": {
-        "url": ("record_url", (str,)),
-        "name": ("record_name", (str,)),
+        "url": ("control_url", (str,)),
+        "name": ("control_name", (str,)),
         "poll_interval": ("poll_interval", (int, float)),
     },
     "tiered": {
@@ -256,14 +281,15 @@ def load(path: str | os.PathLike[str], environ: Any = None) -> Settings:
 def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> Settings:
     """The settings in force: `path`, else `$DUALSAVER_SETTINGS`, else defaults.
 
-    Without a file, `$DUALSAVER_PHASE_RECORD`, `$DUALSAVER_OLD_URL` and `$DUALSAVER_NEW_URL`
-    still name the record and the stores; with a file, they fill only what it leaves out.
+    Without a file, `$DUALSAVER_CONTROL_URL` (or its older name `$DUALSAVER_PHASE_RECORD`),
+    `$DUALSAVER_OLD_URL` and `$DUALSAVER_NEW_URL` still name the control store and the stores;
+    with a file, they fill only what it leaves out.
     """
     env = os.environ if environ is None else environ
     chosen = path if path is not None else env.get(ENV_SETTINGS) or None
     settings = load(chosen, env) if chosen is not None else Settings()
     fill = {
-        "record_url": env.get(ENV_CONTROL) or env.get(ENV_RECORD),
+        "control_url": env.get(ENV_CONTROL) or env.get(ENV_RECORD),
         "old_url": env.get(ENV_OLD_URL),
         "new_url": env.get(ENV_NEW_URL),
         "durable_url": env.get(ENV_DURABLE_URL),
@@ -271,14 +297,8 @@ def current(path: str | os.PathLike[str] | None = None, environ: Any = None) -> 
         "store_old_url": env.get(ENV_STORE_OLD_URL),
         "store_new_url": env.get(ENV_STORE_NEW_URL),
     }
-    missing = {k: v for k, v in fill.items() if v and getattr(settings, k) is None}
-    if missing:
-        settings = Settings(**{**_as_dict(settings), **missing})
-    return settings
-
-
-def _as_dict(s: Settings) -> dict[str, Any]:
-    return {f.name: getattr(s, f.name) for f in fields(s)}
+    missing: dict[str, Any] = {k: v for k, v in fill.items() if v and getattr(settings, k) is None}
+    return replace(settings, **missing) if missing else settings
 
 
 def keys_read() -> set[str]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from dualsaver.control.phase import Phase
-from dualsaver.control.record import PhaseRecord, PhaseState, RecordUnavailable, open_phase_record
+from dualsaver.control.record import ControlStore, PhaseState, RecordUnavailable, open_control_store
 from dualsaver.control.settings import current as current_settings
 
 ENV_VAR = "DUALSAVER_PHASE"
@@ -68,8 +68,8 @@ def phase_source(argument: Any = None, *, settings: Any = None, start: bool = Tr
     1. the constructor argument: a `Phase`, its name, or a phase source object;
     2. the `DUALSAVER_PHASE` environment variable;
     3. `migration.phase` in the settings file (`--config` / `$DUALSAVER_SETTINGS`);
-    4. the shared phase record (`phase_record.url` in the settings file, or
-       `$DUALSAVER_PHASE_RECORD`), polled every `phase_record.poll_interval` seconds;
+    4. the phase record in the control store (`control.url` in the settings file, or
+       `$DUALSAVER_CONTROL_URL`), polled every `control.poll_interval` seconds;
     5. `shadow-write`, the first phase.
 
     A local setting (1-3) wins over the record so one replica can be pinned while the fleet
@@ -87,9 +87,9 @@ def phase_source(argument: Any = None, *, settings: Any = None, start: bool = Tr
         settings = current_settings()
     if settings.phase:
         return StaticPhase(settings.phase, f"settings file ({settings.path})")
-    if settings.record_url:
-        record = open_phase_record(settings.record_url, name=settings.record_name)
-        return PollingPhaseSource(record, interval=settings.poll_interval, start=start)
+    if settings.control_url:
+        control = open_control_store(settings.control_url, name=settings.control_name)
+        return PollingPhaseSource(control, interval=settings.poll_interval, start=start)
     return StaticPhase(Phase.SHADOW_WRITE, "default")
 
 
@@ -105,9 +105,9 @@ def resolve_phase(argument: Any = None, *, settings: Any = None) -> tuple[Phase,
 
 
 class PollingPhaseSource:
-    """A phase source that follows a `PhaseRecord`, read every `interval` seconds.
+    """A phase source that follows a `ControlStore`, read every `interval` seconds.
 
-    The first read happens in the constructor: if the record cannot be reached then and no
+    The first read happens in the constructor: if the control store cannot be reached then and no
     `fallback` phase is given, `RecordUnavailable` is raised, because a replica that guesses
     its phase could read from a store the fleet no longer writes. `start=False` makes a
     one-shot source (no thread, no heartbeat) for commands that only look.
@@ -115,14 +115,14 @@ class PollingPhaseSource:
 
     def __init__(
         self,
-        record: PhaseRecord,
+        control: ControlStore,
         interval: float = 2.0,
         *,
         start: bool = True,
         fallback: Phase | str | None = None,
         replica_id: str | None = None,
     ) -> None:
-        self.record = record
+        self.control = control
         self.interval = float(interval)
         self.replica_id = replica_id or replica_name()
         self.journal_depth: Callable[[], int] = lambda: 0  # set by a DualSaver: its unshipped entries
@@ -157,7 +157,7 @@ class PollingPhaseSource:
 
     @property
     def origin(self) -> str:
-        base = f"phase record {self.record.where}"
+        base = f"phase record {self.control.where}"
         if self.unreachable_since is not None:
             since = time.strftime("%H:%M:%S", time.localtime(self.unreachable_since))
             return f"{base} (UNREACHABLE since {since}: keeping the last known phase)"
@@ -168,14 +168,14 @@ class PollingPhaseSource:
     def refresh(self) -> Phase | None:
         """Read the record once now; on failure keep the last known phase."""
         try:
-            state = self.record.read()
+            state = self.control.read()
         except RecordUnavailable as exc:
             self._lost(str(exc))
             return self._phase
         self._found(state)
         if self._heartbeats and self._phase is not None:
             try:
-                self.record.heartbeat(self.replica_id, self._phase, self.interval, self.journal_depth())
+                self.control.heartbeat(self.replica_id, self._phase, self.interval, self.journal_depth())
             except RecordUnavailable as exc:
                 self._lost(str(exc))
         return self._phase
@@ -185,7 +185,7 @@ class PollingPhaseSource:
         if self.unreachable_since is not None:
             log.info(
                 "phase_record_reachable_again",
-                record=self.record.where,
+                record=self.control.where,
                 phase=phase.value,
                 outage_seconds=round(time.time() - self.unreachable_since, 3),
             )
@@ -212,7 +212,7 @@ class PollingPhaseSource:
         if self._phase is not None:
             log.warning(
                 "phase_record_unreachable",
-                record=self.record.where,
+                record=self.control.where,
                 keeping_phase=self._phase.value,
                 error=error,
             )
@@ -222,19 +222,19 @@ class PollingPhaseSource:
             try:
                 self.refresh()
             except Exception as exc:  # never let the poller die silently
-                self._lost(self.record.describe(exc))
+                self._lost(self.control.describe(exc))
 
     def close(self) -> None:
         """Stop polling, forget this replica's heartbeat, close the connection."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.interval + self.record.timeout + 1)
+            self._thread.join(timeout=self.interval + self.control.timeout + 1)
             self._thread = None
             try:
-                self.record.forget_replica(self.replica_id)
+                self.control.forget_replica(self.replica_id)
             except RecordUnavailable:
                 pass
-        self.record.close()
+        self.control.close()
 
     def __enter__(self) -> PollingPhaseSource:
         return self
@@ -243,4 +243,4 @@ class PollingPhaseSource:
         self.close()
 
     def __repr__(self) -> str:
-        return f"PollingPhaseSource({self.record.where!r}, phase={self._phase}, every {self.interval}s)"
+        return f"PollingPhaseSource({self.control.where!r}, phase={self._phase}, every {self.interval}s)"

@@ -168,17 +168,17 @@ class ThrottleFile:
 
 
 class FleetThrottle:
-    """Limits set for every job of the fleet, kept in the control store (`record`, a
-    `PhaseRecord`) until cleared: a shard that starts later, on another node, follows them
-    too. Read in the background, so a slow or absent control store never holds a job up
-    (it keeps the limits it knew)."""
+    """Limits set for every job of the fleet, kept in the control store (`control`) until
+    cleared: a shard that starts later, on another node, follows them too. Read in the
+    background, so a slow or absent control store never holds a job up (it keeps the limits
+    it knew)."""
 
     KEY = "throttle"
 
-    def __init__(self, record: Any, own: Limits = Limits()) -> None:
-        self.record = record
+    def __init__(self, control: Any, own: Limits = Limits()) -> None:
+        self.control = control
         self.own = own
-        self.where = f"control store {record.where}"
+        self.where = f"control store {control.where}"
         self._limits = own
         self._reading = threading.Lock()
 
@@ -202,25 +202,25 @@ class FleetThrottle:
             self._reading.release()
 
     def stored(self) -> Limits | None:
-        value = self.record.get_status(self.KEY)
+        value = self.control.get_status(self.KEY)
         if not value or value.get("cleared"):
             return None
         return Limits(max_rate=value.get("max_rate"), max_load_ms=value.get("max_load_ms"))
 
     def write(self, limits: Limits) -> None:
-        self.record.put_status(self.KEY, {**asdict(limits), "set_at": time.time()})
+        self.control.put_status(self.KEY, {**asdict(limits), "set_at": time.time()})
 
     def clear(self) -> bool:
         had = self.stored() is not None
-        self.record.put_status(self.KEY, {"cleared": True, "set_at": time.time()})
+        self.control.put_status(self.KEY, {"cleared": True, "set_at": time.time()})
         return had
 
 
 def throttle_for(
-    max_rate: float | None, max_load_ms: float | None, path: str | None = None, *, record: Any = None
+    max_rate: float | None, max_load_ms: float | None, path: str | None = None, *, control: Any = None
 ) -> Throttle:
     """The throttle of a CLI job: its own limits, changeable through the control store's
-    (`record`, when the job has one) or else the throttle file."""
+    (`control`, when the job has one) or else the throttle file."""
     own = Limits(max_rate, max_load_ms)
-    source = FleetThrottle(record, own).started() if record is not None else ThrottleFile(path, own)
+    source = FleetThrottle(control, own).started() if control is not None else ThrottleFile(path, own)
     return Throttle(own, source=source)

@@ -13,6 +13,7 @@
   (`delete_for_runs`, `copy_thread`, `prune` and their async forms), its own or done through
   its native store (`_capabilities`).
 - `store_identity(saver)`: a stable, password-free name for the store behind a saver.
+- `probe.probe_store(url)`: whether a store answers and holds checkpoint tables, creating nothing.
 
 The adapters are internal (`_sqlite`, `_postgres`, `_memory`, `_redis`, `_langgraph_redis`,
 `_public`), each a set of plans over one backend's schema with a sync and an async shell
