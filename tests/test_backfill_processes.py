@@ -142,17 +142,21 @@ def test_a_dry_run_in_processes_counts_and_writes_nothing(history, pg_url, tmp_p
     assert snapshot_postgres(pg_url, _serde()) == {}
 
 
-def _children(pid: int) -> set[int]:
-    """The ids of the processes whose parent is `pid` (Linux /proc)."""
-    found = set()
+def _descendants(pid: int) -> set[int]:
+    """The ids of the processes below `pid` (Linux /proc): the copy processes, and the fork
+    server they come from."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry))
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
     return found
 
 
@@ -177,8 +181,8 @@ def test_killed_mid_way_it_stops_and_resumes_without_copying_again(many_threads,
         env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     eventually(lambda: first.poll() is None and state.exists() and _done(state) >= 4, "some threads done", 120)
-    copying = _children(first.pid)
-    assert len(copying) >= 2
+    copying = _descendants(first.pid)
+    assert len(copying) >= 3  # two copy processes and the fork server
     first.send_signal(sig)
     first.communicate(timeout=60)
     eventually(lambda: not any(_alive(p) for p in copying), "the copy processes exit with their parent", 30)

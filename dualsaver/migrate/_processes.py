@@ -12,9 +12,11 @@ parent keeps everything that makes them one job:
   slow shard);
 - the progress display, the tallies and the result, from what the processes report.
 
-Each process is spawned (forking a process with open connections and threads is unsafe),
-opens its own stores from their URLs and runs the same plans and pump as a single-process
-backfill (`_pump`). They start while the parent runs the preflight and counts the threads.
+Each process starts clean (forking the parent, with its open connections and threads, is
+unsafe: they come from a fork server, or are spawned), opens its own stores from their URLs
+and runs the same plans and pump as a single-process backfill (`_pump`). They start while
+the parent runs the preflight and counts the threads. As with any spawned process, the
+caller's main module is run again in each (under `if __name__ == "__main__":` it does nothing).
 A process whose parent dies (SIGKILL, SIGTERM) exits at once, so a killed run leaves nothing
 copying behind it; run again, it resumes from what the parent marked done.
 """
@@ -26,7 +28,7 @@ import os
 import pickle
 import queue
 import threading
-import time
+from multiprocessing.connection import wait
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -80,16 +82,29 @@ def share(limits: Limits | None, processes: int) -> Limits | None:
     return Limits(max_rate=rate, max_load_ms=limits.max_load_ms)
 
 
+def start_context() -> Any:
+    """How the processes start: forked from a fork server that imported dualsaver once (it
+    holds no connection and no thread, so forking it is safe, and each process is ready in
+    milliseconds instead of importing everything again); spawned where there is none."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Each process still runs the caller's main module again (as `spawn` does, unless it ran
+    # with -m): `dualsaver`'s own command imports dualsaver.cli, imported here once.
+    context.set_forkserver_preload([__name__, "dualsaver.cli"])
+    return context
+
+
 class Processes:
     """N spawned copy processes and the two queues between them and the parent: thread ids
     out (`tasks`), reports back (`events`). Entering starts them; leaving stops any left."""
 
     def __init__(self, spec: Spec, processes: int) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = start_context()
         self.tasks: Any = context.Queue(maxsize=2 * processes)
         self.events: Any = context.Queue()
         self.procs = [
-            context.Process(target=_child, args=(spec, i, os.getpid(), self.tasks, self.events),
+            context.Process(target=_child, args=(spec, i, self.tasks, self.events),
                             name=f"dualsaver-backfill-{i}", daemon=True)
             for i in range(processes)
         ]
@@ -191,21 +206,23 @@ class Processes:
 # --------------------------------------------------------------------------- in each process
 
 
-def _child(spec: Spec, index: int, parent: int, tasks: Any, events: Any) -> None:
-    _exit_with(parent)
+def _child(spec: Spec, index: int, tasks: Any, events: Any) -> None:
+    _exit_with_parent()
     try:
         events.put(("result", index, _copy_given(spec, index, tasks, events)))
     except BaseException as exc:
         events.put(("error", index, _portable(exc)))
 
 
-def _exit_with(parent: int) -> None:
+def _exit_with_parent() -> None:
     """Exit as soon as the parent is gone: its progress record is the job's, so nothing this
     process copies after it died would be recorded (it would only be skipped next run)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(POLL)
+        wait([parent.sentinel])  # readable once the parent's end of the pipe closed: it died
         os._exit(3)
 
     threading.Thread(target=watch, name="dualsaver-parent-watch", daemon=True).start()
