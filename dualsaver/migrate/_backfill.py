@@ -82,6 +82,7 @@ class BackfillResult:
     lossy: list[dict[str, Any]] = field(default_factory=list)  # rule, class, thread, namespace, checkpoint id, what
     allowed_lossy: list[str] = field(default_factory=list)
     throttled_s: float = 0.0  # seconds the writers waited for the throttle (summed over writers)
+    processes_cpu_s: float = 0.0  # with processes=N: the CPU seconds the copy processes used, summed
     elapsed_s: float = 0.0
     read_s: float = 0.0  # time reading (and decoding) the source
     write_s: float = 0.0  # summed over writers; overlaps read_s

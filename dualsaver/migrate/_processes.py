@@ -28,6 +28,7 @@ import os
 import pickle
 import queue
 import threading
+import time
 from multiprocessing.connection import wait
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -143,6 +144,7 @@ class Processes:
             setattr(flow, name, sum(r[name] for r in results))
         flow.bad_rows = [row for r in results for row in r["bad_rows"]][:MAX_FAILURES_KEPT]
         job.result.throttled_s = sum(r["throttled_s"] for r in results)
+        job.result.processes_cpu_s = sum(r["cpu_s"] for r in results)
 
     def _feed(self, ids: Iterator[str]) -> None:
         try:
@@ -243,7 +245,8 @@ def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, An
         with fewer_collections():
             pump(flow, Targets(source=source, target=target), target, _given(tasks), spec.workers, spec.dry_run)
         counts = {name: getattr(flow, name) for name in COUNTED}
-        return {**counts, "bad_rows": flow.bad_rows, "throttled_s": throttle.throttled_s if throttle else 0.0}
+        return {**counts, "bad_rows": flow.bad_rows, "throttled_s": throttle.throttled_s if throttle else 0.0,
+                "cpu_s": time.process_time()}
 
 
 def _given(tasks: Any) -> Iterator[str]:
