@@ -18,8 +18,10 @@ Then reads under load, sync and async: --threads threads (or tasks), each readin
 conversation whose state is --state-kib KiB, --load-reads times in each of four ways,
 interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (one indexed
 lookup of the newest checkpoint id and write count), the two in turn, and TieredSaver's
-`get_tuple`, which runs them at once. Target: tiered within 1.25x of the slower of the hot
-read alone and the probe alone (p50).
+`get_tuple`, which runs them at once; beside it "tiered (before)", the same saver with the
+way it overlapped them before (a shared pool of four side threads; an asyncio.gather over
+a wait_for), for a before/after in one run. Target: tiered within 1.25x of the slower of
+the hot read alone and the probe alone (p50).
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
         [--state-kib 176] [--threads 8] [--load-reads 100] [--only-load]
@@ -51,7 +53,7 @@ from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
 from dualsaver.redis import aopen_redis_saver, open_redis_saver
 
-WAYS = ("hot alone", "probe alone", "in turn", "tiered")
+WAYS = ("hot alone", "probe alone", "in turn", "tiered", "tiered (before)")
 
 
 def arguments() -> argparse.Namespace:
@@ -179,7 +181,11 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
             "hot alone": hot.get_tuple, "probe alone": probed,
             "in turn": lambda c: (hot.get_tuple(c), probed(c)), "tiered": tiered.get_tuple,
         }
+        before = TieredSaver(durable, hot, journal=tmp / "journal-before.sqlite")
+        overlap_as_before(before)
+        ways["tiered (before)"] = before.get_tuple
         sync = run_threads(ways, configs, args.load_reads)
+        before.close()
         stats = tiered.stats
         tiered.close()
     asynchronous = asyncio.run(aread_under_load(durable_url, redis_server.url, configs, args.load_reads, tmp))
@@ -194,6 +200,55 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
         slower = max(p50["hot alone"], p50["probe alone"])
         print(f"{label:<16}" + "".join(f"{p50[w]:>12.3f} /{p99[w]:>6.2f}" for w in WAYS)
               + f"{p50['tiered'] / slower:>14.2f}x{'<=1.25x':>8}")
+
+
+def overlap_as_before(saver: TieredSaver) -> None:
+    """Give `saver` the overlap of before this change, for the before/after in one run: the
+    sync hot read on a pool of four threads shared by every caller, the async one gathered
+    with the probe, each wrapped in a task (and the bounded one in a wait_for)."""
+    import concurrent.futures
+    import types
+
+    from dualsaver import sansio
+    from dualsaver.observability import telemetry
+    from dualsaver.saver import _shells
+
+    shell, pool = saver._sync, concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="before-both")
+
+    def both(self: Any, effect: Any, io: Any) -> Any:
+        context = telemetry.capture()
+
+        def first() -> Any:
+            with telemetry.continued(context):
+                return io.outcome(effect.first)
+
+        pending = pool.submit(first)
+        second = io.outcome(effect.second)
+        try:
+            return pending.result(timeout=self.timeout), second
+        except concurrent.futures.TimeoutError:
+            return sansio.Outcome(error=_shells._timed_out(self.timeout)), second
+
+    shell.both = types.MethodType(both, shell)  # type: ignore[method-assign]
+
+    class GatheredIo(_shells._AsyncIo):
+        async def both(self, effect: Any, timeout: float | None = None) -> Any:
+            async def bounded(outcome: Any, seconds: float) -> Any:
+                try:
+                    return await asyncio.wait_for(outcome, seconds)
+                except asyncio.TimeoutError as exc:
+                    return sansio.Outcome(error=exc)
+
+            first = bounded(self.outcome(effect.first), self.shell.timeout)
+            return tuple(await asyncio.gather(first, self.outcome(effect.second)))
+
+    ashell = saver._async
+
+    async def run(plan: Any, op: Any) -> Any:
+        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+            return await sansio.arun(plan, GatheredIo(ashell, op))
+
+    ashell.run = run  # type: ignore[method-assign]
 
 
 def run_threads(ways: dict[str, Callable[[Any], Any]], configs: list[Any], reads: int) -> dict[str, list[float]]:
@@ -239,7 +294,10 @@ async def aread_under_load(
         async def in_turn(config: Any) -> Any:
             return await hot.aget_tuple(config), await probed(config)
 
-        ways = {"hot alone": hot.aget_tuple, "probe alone": probed, "in turn": in_turn, "tiered": tiered.aget_tuple}
+        before = TieredSaver(durable, hot, journal=tmp / "journal-abefore.sqlite")
+        overlap_as_before(before)
+        ways = {"hot alone": hot.aget_tuple, "probe alone": probed, "in turn": in_turn, "tiered": tiered.aget_tuple,
+                "tiered (before)": before.aget_tuple}
         samples: dict[str, list[float]] = {w: [] for w in ways}
 
         async def reader(config: Any, seed: int) -> None:
@@ -252,6 +310,7 @@ async def aread_under_load(
 
         await asyncio.gather(*(reader(c, i) for i, c in enumerate(configs)))
         await tiered.aclose()
+        await before.aclose()
         return samples
 
 
