@@ -215,3 +215,24 @@ def test_bad_input_is_refused_and_says_why(history, pg_url, tmp_path) -> None:
     both = run_cli(*base, "--processes", "2", "--shard", "0/2")
     assert both.returncode == 2 and "cannot be combined" in both.stderr, both.stderr
     assert snapshot_postgres(pg_url, _serde()) == {}  # nothing was copied
+
+
+async def test_into_an_encrypted_store_with_a_key_set_after_the_first_run(history, pg_url_factory, tmp_path,
+                                                                           monkeypatch) -> None:
+    """The serializers cross to the processes by name and the key by the environment as it
+    is when the job starts (the fork server of an earlier job has an older one)."""
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    from dualsaver.migrate import abackfill
+
+    old_url, source = history
+    backfill(old_url, pg_url_factory(), processes=1, state_path=tmp_path / "first.sqlite")  # the server runs
+    monkeypatch.setenv("LANGGRAPH_AES_KEY", "0123456789abcdef0123456789abcdef")
+    new_url = pg_url_factory()
+
+    result = await abackfill(old_url, new_url, processes=2, serdes=("default", "encrypted"),
+                             state_path=tmp_path / "p.sqlite")
+
+    assert result.failed == 0 and result.checkpoints == len(source)
+    encrypted = EncryptedSerializer.from_pycryptodome_aes()
+    assert normalize(snapshot_postgres(new_url, encrypted)) == source

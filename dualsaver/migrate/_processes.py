@@ -32,7 +32,7 @@ import time
 from multiprocessing.connection import wait
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dualsaver import sansio
@@ -63,6 +63,9 @@ class Spec:
     dry_run: bool = False
     allowed: frozenset[str] = frozenset()  # the lossy classes the operator accepted
     limits: Limits | None = None  # each process's share of the job's throttle
+    # The caller's environment when the job started (the serializer's key, settings): a
+    # fork server started earlier in a long-lived process would hand on an older one.
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 def check_processes(processes: Any, shard: tuple[int, int] | None) -> int:
@@ -231,6 +234,8 @@ def _exit_with_parent() -> None:
 
 
 def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, Any]:
+    os.environ.clear()
+    os.environ.update(spec.environ)
     with ExitStack() as stack:
         old = stack.enter_context(open_saver(spec.source_url, must_exist=True, pool_size=spec.workers,
                                              serde=serde_from_name(spec.source_serde)))
