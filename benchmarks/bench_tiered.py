@@ -204,8 +204,9 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
 
 def overlap_as_before(saver: TieredSaver) -> None:
     """Give `saver` the overlap of before this change, for the before/after in one run: the
-    sync hot read on a pool of four threads shared by every caller, the async one gathered
-    with the probe, each wrapped in a task (and the bounded one in a wait_for)."""
+    sync hot read on a pool of four threads shared by every caller while the caller asks
+    the probe whole, the async one gathered with the probe, each wrapped in a task (and the
+    bounded one in a wait_for)."""
     import concurrent.futures
     import types
 
@@ -214,6 +215,12 @@ def overlap_as_before(saver: TieredSaver) -> None:
     from dualsaver.saver import _shells
 
     shell, pool = saver._sync, concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="before-both")
+    probe = shell.targets["probe"]
+
+    class WholeProbe:  # the probe asked whole on the caller's thread, not sent and read later
+        send, settle = probe.newest, staticmethod(lambda found: found)
+
+    shell.targets["probe"] = WholeProbe()
 
     def both(self: Any, effect: Any, io: Any) -> Any:
         context = telemetry.capture()

@@ -53,7 +53,8 @@ class Tiers(RuleBasedStateMachine):
         super().__init__()
         redis.Redis.from_url(self.redis_url).flushall()
         self.stack = []
-        self.durable = self._open(type(self).new_durable())
+        # PostgreSQL over a pool: the probe is sent before the hot read and read after it
+        self.durable = self._open(type(self).new_durable(), pool_size=2)
         self.hot = Faulty(self._open(self.redis_url))
         self.other_hot = self._open(self.redis_url)
         journal = self.tmp / f"journal-{next(RUNS)}.sqlite"
@@ -63,8 +64,8 @@ class Tiers(RuleBasedStateMachine):
         self.writes: dict[str, int] = {}  # thread -> acknowledged writes on that checkpoint
         self.steps = itertools.count()
 
-    def _open(self, url: str):
-        context = open_saver(url)
+    def _open(self, url: str, pool_size: int = 1):
+        context = open_saver(url, pool_size=pool_size)
         self.stack.append(context)
         return context.__enter__()
 
@@ -379,3 +380,28 @@ def test_side_threads_pass_errors_on_and_start_again_after_close() -> None:
     again = side.start(lambda: "new")  # a new thread after close
     assert again.wait(5) and again.value == "new"
     side.close()
+
+
+def test_over_a_postgres_pool_the_probe_is_sent_first_and_read_after(tmp_path, redis_url, pg_url) -> None:
+    """The lookup goes out before the hot read and its answer is read after it, on a pool
+    connection held in between and given back; a thread never seen, a named checkpoint,
+    and a stale hot copy are judged as before."""
+    with open_saver(pg_url, pool_size=2) as durable, open_saver(redis_url) as hot:
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False) as saver:
+            first = _put(saver, "t0", None, 0)
+            newest = _put(saver, "t0", first, 1)
+            probe = saver._sync.targets["probe"]
+            idle = durable.conn.get_stats()["pool_available"]
+            sent = probe.send(_config("t0"), "t0", "", None)
+            assert type(sent).__name__ == "SentLookup"
+            assert durable.conn.get_stats()["pool_available"] == idle - 1  # held until its answer is read
+            assert probe.settle(sent).key == (newest, 0)
+            assert durable.conn.get_stats()["pool_available"] == idle  # given back
+            assert saver.get_tuple(_config("t0")).config["configurable"]["checkpoint_id"] == newest
+            named = {"configurable": {"thread_id": "t0", "checkpoint_ns": "", "checkpoint_id": first}}
+            assert saver.get_tuple(named).config["configurable"]["checkpoint_id"] == first
+            assert saver.get_tuple(_config("never")) is None
+            durable.put_writes({"configurable": {"thread_id": "t0", "checkpoint_ns": "", "checkpoint_id": newest}},
+                               [("log", "behind the hot store's back")], "task-x")
+            found = saver.get_tuple(_config("t0"))  # the hot copy lacks that write: stale, the durable answers
+            assert len(found.pending_writes) == 1 and saver.stats["stale"] == 1
