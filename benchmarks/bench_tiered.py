@@ -20,8 +20,9 @@ interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (on
 lookup of the newest checkpoint id and write count), the two in turn, and TieredSaver's
 `get_tuple`, which runs them at once; beside it "tiered (before)", the same saver with the
 way it overlapped them before (a shared pool of four side threads; an asyncio.gather over
-a wait_for), for a before/after in one run. Target: tiered within 1.25x of the slower of
-the hot read alone and the probe alone (p50).
+a wait_for), for a before/after in one run, and "tiered, unbounded" (hot_timeout=None: the
+sync read needs no side thread, the probe is sent before the hot read and read after).
+Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
         [--state-kib 176] [--threads 8] [--load-reads 100] [--only-load]
@@ -53,7 +54,7 @@ from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
 from dualsaver.redis import aopen_redis_saver, open_redis_saver
 
-WAYS = ("hot alone", "probe alone", "in turn", "tiered", "tiered (before)")
+WAYS = ("hot alone", "probe alone", "in turn", "tiered", "tiered (before)", "tiered, unbounded")
 
 
 def arguments() -> argparse.Namespace:
@@ -184,8 +185,11 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
         before = TieredSaver(durable, hot, journal=tmp / "journal-before.sqlite")
         overlap_as_before(before)
         ways["tiered (before)"] = before.get_tuple
+        unbounded = TieredSaver(durable, hot, journal=tmp / "journal-unbounded.sqlite", hot_timeout=None)
+        ways["tiered, unbounded"] = unbounded.get_tuple
         sync = run_threads(ways, configs, args.load_reads)
         before.close()
+        unbounded.close()
         stats = tiered.stats
         tiered.close()
     asynchronous = asyncio.run(aread_under_load(durable_url, redis_server.url, configs, args.load_reads, tmp))
@@ -193,13 +197,14 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
     print(f"\nreads under load: {n} threads (tasks), each its own conversation of ~{size:.0f} KiB of state,"
           f" {args.load_reads} reads each way, interleaved")
     print(f"tiered reads (sync): {stats}")
-    print(f"{'p50 / p99 (ms)':<16}" + "".join(f"{w:>20}" for w in WAYS) + f"{'tiered/slower':>15}{'target':>8}")
+    print(f"{'p50 / p99 (ms)':<16}" + "".join(f"{w:>20}" for w in WAYS) + f"{'tiered/slower':>15}{'target':>8}"
+          + f"{'unbounded/slower':>18}")
     for label, samples in (("sync", sync), ("async", asynchronous)):
         p50 = {w: percentile(samples[w], 0.5) for w in WAYS}
         p99 = {w: percentile(samples[w], 0.99) for w in WAYS}
         slower = max(p50["hot alone"], p50["probe alone"])
         print(f"{label:<16}" + "".join(f"{p50[w]:>12.3f} /{p99[w]:>6.2f}" for w in WAYS)
-              + f"{p50['tiered'] / slower:>14.2f}x{'<=1.25x':>8}")
+              + f"{p50['tiered'] / slower:>14.2f}x{'<=1.25x':>8}{p50['tiered, unbounded'] / slower:>17.2f}x")
 
 
 def overlap_as_before(saver: TieredSaver) -> None:
@@ -303,8 +308,9 @@ async def aread_under_load(
 
         before = TieredSaver(durable, hot, journal=tmp / "journal-abefore.sqlite")
         overlap_as_before(before)
+        unbounded = TieredSaver(durable, hot, journal=tmp / "journal-aunbounded.sqlite", hot_timeout=None)
         ways = {"hot alone": hot.aget_tuple, "probe alone": probed, "in turn": in_turn, "tiered": tiered.aget_tuple,
-                "tiered (before)": before.aget_tuple}
+                "tiered (before)": before.aget_tuple, "tiered, unbounded": unbounded.aget_tuple}
         samples: dict[str, list[float]] = {w: [] for w in ways}
 
         async def reader(config: Any, seed: int) -> None:
@@ -318,6 +324,7 @@ async def aread_under_load(
         await asyncio.gather(*(reader(c, i) for i, c in enumerate(configs)))
         await tiered.aclose()
         await before.aclose()
+        await unbounded.aclose()
         return samples
 
 

@@ -382,12 +382,16 @@ def test_side_threads_pass_errors_on_and_start_again_after_close() -> None:
     side.close()
 
 
-def test_over_a_postgres_pool_the_probe_is_sent_first_and_read_after(tmp_path, redis_url, pg_url) -> None:
+@pytest.mark.parametrize("hot_timeout", [1.0, None])
+def test_over_a_postgres_pool_the_probe_is_sent_first_and_read_after(tmp_path, redis_url, pg_url,
+                                                                      hot_timeout) -> None:
     """The lookup goes out before the hot read and its answer is read after it, on a pool
     connection held in between and given back; a thread never seen, a named checkpoint,
-    and a stale hot copy are judged as before."""
+    and a stale hot copy are judged as before (with a bound, the hot read on a side
+    thread; without, all on the caller's)."""
     with open_saver(pg_url, pool_size=2) as durable, open_saver(redis_url) as hot:
-        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False) as saver:
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False,
+                         hot_timeout=hot_timeout) as saver:
             first = _put(saver, "t0", None, 0)
             newest = _put(saver, "t0", first, 1)
             probe = saver._sync.targets["probe"]
@@ -405,3 +409,7 @@ def test_over_a_postgres_pool_the_probe_is_sent_first_and_read_after(tmp_path, r
                                [("log", "behind the hot store's back")], "task-x")
             found = saver.get_tuple(_config("t0"))  # the hot copy lacks that write: stale, the durable answers
             assert len(found.pending_writes) == 1 and saver.stats["stale"] == 1
+            misses = saver.stats.get("miss", 0)
+            redis.Redis.from_url(redis_url).flushall()  # the hot store lost everything
+            assert len(saver.get_tuple(_config("t0")).pending_writes) == 1 and saver.stats["miss"] == misses + 1
+            assert not saver._sync._side._all or hot_timeout is not None  # unbounded: no side thread at all
