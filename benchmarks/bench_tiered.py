@@ -21,7 +21,7 @@ lookup of the newest checkpoint id and write count), the two in turn, and Tiered
 `get_tuple`, which runs them at once; beside it "tiered (before)", the same saver with the
 way it overlapped them before (a shared pool of four side threads; an asyncio.gather over
 a wait_for), for a before/after in one run, and "tiered, unbounded" (hot_timeout=None: the
-sync read needs no side thread, the probe is sent before the hot read and read after).
+sync read needs no side thread; the two run in turn).
 Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
@@ -209,9 +209,8 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
 
 def overlap_as_before(saver: TieredSaver) -> None:
     """Give `saver` the overlap of before this change, for the before/after in one run: the
-    sync hot read on a pool of four threads shared by every caller while the caller asks
-    the probe whole, the async one gathered with the probe, each wrapped in a task (and the
-    bounded one in a wait_for)."""
+    sync hot read on a pool of four threads shared by every caller, the async one gathered
+    with the probe, each wrapped in a task (and the bounded one in a wait_for)."""
     import concurrent.futures
     import types
 
@@ -220,12 +219,6 @@ def overlap_as_before(saver: TieredSaver) -> None:
     from dualsaver.saver import _shells
 
     shell, pool = saver._sync, concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="before-both")
-    probe = shell.targets["probe"]
-
-    class WholeProbe:  # the probe asked whole on the caller's thread, not sent and read later
-        send, settle = probe.newest, staticmethod(lambda found: found)
-
-    shell.targets["probe"] = WholeProbe()
 
     def both(self: Any, effect: Any, io: Any) -> Any:
         context = telemetry.capture()

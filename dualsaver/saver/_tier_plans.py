@@ -37,11 +37,9 @@ def get_tuple(ctx: Context, config: Any) -> Plan[Any]:
     conf = config["configurable"]
     # The hot read is bounded as a whole (one thread hop in the sync shell, not two).
     hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,)))
-    probe = _one(Call("probe", "send", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id"))))
+    probe = _one(Call("probe", "newest", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id"))))
     hot, newest = yield Both(hot_read, probe, bounded=True)
-    # The durable store is the truth: its failure fails the read. (The probe may have been
-    # only sent; its answer is read here, after the hot read.)
-    truth = yield Call("probe", "settle", (newest.get(),))
+    truth = newest.get()  # the durable store is the truth: its failure fails the read
     if isinstance(hot.error, SecondaryTimeout):
         ctx.breakers["new"].failed()  # it did not answer in time: skip it for a while
     answer = hot.value if hot.error is None else None

@@ -91,44 +91,12 @@ class Newest:
 
 class DurableProbe:
     """The target "probe": one index lookup in the durable store where its native adapter
-    has one (PostgreSQL, SQLite), else the store's own `get_tuple`.
-
-    `send` / `settle` are the probe of a tiered read, in two halves: over a PostgreSQL pool
-    (sync), `send` only sends the lookup and `settle` reads its answer, which has arrived
-    meanwhile, so the caller's thread has nothing to wait for while the hot read runs on
-    its side thread (they would contend for the GIL: the hot answer's decoding holds it
-    just when the probe's answer comes back). Elsewhere `send` is the whole lookup."""
+    has one (PostgreSQL, SQLite), else the store's own `get_tuple`."""
 
     def __init__(self, durable: BaseCheckpointSaver) -> None:
         self.durable = durable
         self._native: Any = None
         self._anative: Any = None
-        self._pool: Any = False  # the PostgreSQL pool to pipeline over; None: none (False: not looked yet)
-
-    def send(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
-        if self._pool is False:
-            self._pool = pipelining_pool(self.durable)
-        if self._pool is not None:
-            key = (thread_id, ns) if checkpoint_id is None else (thread_id, ns, checkpoint_id)
-            if (sent := SentLookup.send(self._pool, self._latest_sql(checkpoint_id), key)) is not None:
-                return sent
-        return self.newest(config, thread_id, ns, checkpoint_id)
-
-    @staticmethod
-    def settle(sent: Any) -> Newest | None:
-        return sent.receive() if isinstance(sent, SentLookup) else sent
-
-    async def asend(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Newest | None:
-        return await self.anewest(config, thread_id, ns, checkpoint_id)
-
-    @staticmethod
-    async def asettle(found: Newest | None) -> Newest | None:
-        return found
-
-    def _latest_sql(self, checkpoint_id: str | None) -> bytes:
-        if self._native is None:
-            self._native = native_for(self.durable)
-        return numbered(self._native.LATEST_SQL if checkpoint_id is None else self._native.CHECKPOINT_SQL)
 
     def newest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Newest | None:
         if self._native is None:
@@ -145,65 +113,6 @@ class DurableProbe:
             return _whole(await self.durable.aget_tuple(config))
         key = await self._anative.alatest(thread_id, ns, checkpoint_id)
         return None if key is None else Newest(key)
-
-
-def pipelining_pool(durable: Any) -> Any:
-    """The psycopg pool of a PostgreSQL durable saver whose lookups may be pipelined, or None."""
-    try:
-        from psycopg_pool import ConnectionPool
-    except ImportError:
-        return None
-    pool = getattr(durable, "conn", None)
-    store = native_for(durable)
-    return pool if isinstance(pool, ConnectionPool) and hasattr(store, "LATEST_SQL") else None
-
-
-def numbered(sql: str) -> bytes:
-    """psycopg's %s placeholders as the $1, $2... of PostgreSQL's own protocol."""
-    parts = sql.split("%s")
-    return "".join(part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts)).encode()
-
-
-class SentLookup:
-    """A lookup sent on a pool connection whose answer is read later: the query, its
-    parameters and the Sync go out at once, the server answers in full, and the answer
-    waits in the socket. The connection is held until `receive`, which always gives it back."""
-
-    __slots__ = ("conn", "pool")
-
-    def __init__(self, pool: Any, conn: Any) -> None:
-        self.pool, self.conn = pool, conn
-
-    @classmethod
-    def send(cls, pool: Any, sql: bytes, params: tuple[str, ...]) -> SentLookup | None:
-        """Send the lookup; None when this connection cannot take it so (not autocommit:
-        the caller then asks the usual way)."""
-        conn = pool.getconn()
-        try:
-            if not conn.autocommit or conn.pgconn.transaction_status != 0:  # 0: idle
-                pool.putconn(conn)
-                return None
-            conn.pgconn.send_query_params(sql, [p.encode() for p in params])
-        except BaseException:
-            pool.putconn(conn)
-            raise
-        return cls(pool, conn)
-
-    def receive(self) -> Newest | None:
-        from psycopg import errors, pq
-        from psycopg.generators import fetch_many
-
-        try:
-            results = self.conn.wait(fetch_many(self.conn.pgconn))
-        finally:
-            self.pool.putconn(self.conn)
-        found = results[0]
-        if found.status != pq.ExecStatus.TUPLES_OK:
-            raise errors.error_from_result(found, encoding="utf-8")
-        if found.ntuples == 0:
-            return None
-        checkpoint_id, writes = found.get_value(0, 0), found.get_value(0, 1)
-        return Newest((bytes(checkpoint_id or b"").decode(), int(bytes(writes or b"0"))))
 
 
 def _whole(found: Any) -> Newest | None:
