@@ -14,36 +14,77 @@ Targets: tiered reads within 1.2x of Redis alone; invoke within 1.1x of PostgreS
 Both stores are durable (PostgreSQL fsync on; Redis appendonly + appendfsync always), or
 neither (--fast).
 
+Then reads under load, sync and async: --threads threads (or tasks), each reading its own
+conversation whose state is --state-kib KiB, --load-reads times in each of four ways,
+interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (one indexed
+lookup of the newest checkpoint id and write count), the two in turn, and TieredSaver's
+`get_tuple`, which runs them at once; beside it "tiered (before)", the same saver with the
+way it overlapped them before (a shared pool of four side threads; an asyncio.gather over
+a wait_for), for a before/after in one run, and "tiered, unbounded" (hot_timeout=None: the
+sync read needs no side thread; the two run in turn).
+Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
+
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
+        [--state-kib 176] [--threads 8] [--load-reads 100] [--only-load]
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import random
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from langgraph.checkpoint.postgres import PostgresSaver  # noqa: E402
+from langgraph.checkpoint.postgres import PostgresSaver
 
-from bench_redis import Timed, latency_arguments, percentile  # noqa: E402
-from dualsaver import TieredSaver  # noqa: E402
-from dualsaver.demo.app import QUESTIONS, build_support_agent, say  # noqa: E402
-from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
-from dualsaver.redis import open_redis_saver  # noqa: E402
+from bench_redis import Timed, percentile
+from dualsaver import TieredSaver
+from dualsaver.saver._tiered import DurableProbe
+from dualsaver.stores import aopen_saver, open_saver
+from dualsaver.demo.app import QUESTIONS, build_support_agent, say
+from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
+from dualsaver.redis import aopen_redis_saver, open_redis_saver
+
+WAYS = ("hot alone", "probe alone", "in turn", "tiered", "tiered (before)", "tiered, unbounded")
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=200, help="graph turns per checkpointer")
+    parser.add_argument("--reads", type=int, default=1000, help="get_tuple sweep size per checkpointer")
+    parser.add_argument("--fast", action="store_true", help="no fsync on either store")
+    parser.add_argument("--state-kib", type=int, default=176, help="state per conversation in the reads under load")
+    parser.add_argument("--threads", type=int, default=8, help="threads (tasks) reading at once under load")
+    parser.add_argument("--load-reads", type=int, default=100, help="reads per thread and way under load")
+    parser.add_argument("--only-load", action="store_true", help="only the reads under load")
+    return parser.parse_args()
 
 
 def main() -> None:
-    args = latency_arguments(__doc__, 200, 1000, "checkpointer")
+    args = arguments()
     durable = not args.fast
     with (
         tempfile.TemporaryDirectory() as tmp,
         EmbeddedPostgres(durable=durable) as pg,
         EmbeddedRedis(appendonly=durable, appendfsync="always") as redis_server,
+    ):
+        if not args.only_load:
+            graph_turns(args, pg, redis_server, Path(tmp))
+        reads_under_load(args, pg, redis_server, Path(tmp))
+
+
+def graph_turns(args: argparse.Namespace, pg: EmbeddedPostgres, redis_server: EmbeddedRedis, tmp: Path) -> None:
+    durable = not args.fast
+    with (
         PostgresSaver.from_conn_string(pg.create_database("alone")) as pg_alone,
         PostgresSaver.from_conn_string(pg.create_database("tiered")) as pg_durable,
         open_redis_saver(redis_server.url, prefix="alone") as redis_alone,
@@ -51,7 +92,7 @@ def main() -> None:
     ):
         pg_alone.setup()
         pg_durable.setup()
-        tiered = TieredSaver(pg_durable, redis_hot, journal=Path(tmp) / "journal.sqlite")
+        tiered = TieredSaver(pg_durable, redis_hot, journal=tmp / "journal.sqlite")
         savers = {"postgres": pg_alone, "redis": redis_alone, "tiered": tiered}
         timed = {name: Timed(saver) for name, saver in savers.items()}
         apps = {name: build_support_agent(saver) for name, saver in timed.items()}
@@ -94,6 +135,190 @@ def main() -> None:
         line += f"{p50['tiered'] / p50['postgres']:>7.2f}x/{p99['tiered'] / p99['postgres']:.2f}x"
         print(line)
     print("targets: get_tuple within 1.2x of Redis alone; invoke within 1.1x of PostgreSQL alone (p50)")
+
+
+def big_state(kib: int, seed: str) -> dict[str, Any]:
+    """About `kib` KiB of conversation: messages as a chat application keeps them."""
+    text = ("the quick brown fox jumps over the lazy dog " * 6)[:240]
+    return {"messages": [{"role": "user" if i % 2 else "assistant", "content": f"{seed}-{i} {text}", "n": i}
+                         for i in range(max(1, kib * 1024 // 300))]}
+
+
+def seed_threads(saver: Any, threads: int, kib: int) -> list[dict[str, Any]]:
+    """One conversation per thread, written through `saver`: a checkpoint of `kib` KiB and
+    two pending writes. Returns each thread's read config."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    configs = []
+    for t in range(threads):
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = big_state(kib, f"t{t}")
+        checkpoint["channel_versions"] = {"messages": 1}
+        config = {"configurable": {"thread_id": f"load-{t}", "checkpoint_ns": ""}}
+        stored = saver.put(config, checkpoint, {"source": "loop", "step": 1}, {"messages": 1})
+        saver.put_writes(stored, [("messages", "pending"), ("messages", "more")], "task-1")
+        configs.append(config)
+    if hasattr(saver, "flush"):
+        saver.flush()
+    return configs
+
+
+def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_server: EmbeddedRedis, tmp: Path) -> None:
+    durable_url = pg.create_database("load")
+    n = args.threads
+    with (
+        open_saver(durable_url, pool_size=n) as durable,
+        open_redis_saver(redis_server.url, prefix="load") as hot,
+    ):
+        tiered = TieredSaver(durable, hot, journal=tmp / "journal-load.sqlite")
+        configs = seed_threads(tiered, n, args.state_kib)
+        probe = DurableProbe(durable)
+
+        def probed(config: Any) -> Any:
+            conf = config["configurable"]
+            return probe.newest(config, conf["thread_id"], "", None)
+
+        ways: dict[str, Callable[[Any], Any]] = {
+            "hot alone": hot.get_tuple, "probe alone": probed,
+            "in turn": lambda c: (hot.get_tuple(c), probed(c)), "tiered": tiered.get_tuple,
+        }
+        before = TieredSaver(durable, hot, journal=tmp / "journal-before.sqlite")
+        overlap_as_before(before)
+        ways["tiered (before)"] = before.get_tuple
+        unbounded = TieredSaver(durable, hot, journal=tmp / "journal-unbounded.sqlite", hot_timeout=None)
+        ways["tiered, unbounded"] = unbounded.get_tuple
+        sync = run_threads(ways, configs, args.load_reads)
+        before.close()
+        unbounded.close()
+        stats = tiered.stats
+        tiered.close()
+    asynchronous = asyncio.run(aread_under_load(durable_url, redis_server.url, configs, args.load_reads, tmp))
+    size = len(str(big_state(args.state_kib, "t0"))) / 1024
+    print(f"\nreads under load: {n} threads (tasks), each its own conversation of ~{size:.0f} KiB of state,"
+          f" {args.load_reads} reads each way, interleaved")
+    print(f"tiered reads (sync): {stats}")
+    print(f"{'p50 / p99 (ms)':<16}" + "".join(f"{w:>20}" for w in WAYS) + f"{'tiered/slower':>15}{'target':>8}"
+          + f"{'unbounded/slower':>18}")
+    for label, samples in (("sync", sync), ("async", asynchronous)):
+        p50 = {w: percentile(samples[w], 0.5) for w in WAYS}
+        p99 = {w: percentile(samples[w], 0.99) for w in WAYS}
+        slower = max(p50["hot alone"], p50["probe alone"])
+        print(f"{label:<16}" + "".join(f"{p50[w]:>12.3f} /{p99[w]:>6.2f}" for w in WAYS)
+              + f"{p50['tiered'] / slower:>14.2f}x{'<=1.25x':>8}{p50['tiered, unbounded'] / slower:>17.2f}x")
+
+
+def overlap_as_before(saver: TieredSaver) -> None:
+    """Give `saver` the overlap of before this change, for the before/after in one run: the
+    sync hot read on a pool of four threads shared by every caller, the async one gathered
+    with the probe, each wrapped in a task (and the bounded one in a wait_for)."""
+    import concurrent.futures
+    import types
+
+    from dualsaver import sansio
+    from dualsaver.observability import telemetry
+    from dualsaver.saver import _shells
+
+    shell, pool = saver._sync, concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="before-both")
+
+    def both(self: Any, effect: Any, io: Any) -> Any:
+        context = telemetry.capture()
+
+        def first() -> Any:
+            with telemetry.continued(context):
+                return io.outcome(effect.first)
+
+        pending = pool.submit(first)
+        second = io.outcome(effect.second)
+        try:
+            return pending.result(timeout=self.timeout), second
+        except concurrent.futures.TimeoutError:
+            return sansio.Outcome(error=_shells._timed_out(self.timeout)), second
+
+    shell.both = types.MethodType(both, shell)  # type: ignore[method-assign]
+
+    class GatheredIo(_shells._AsyncIo):
+        async def both(self, effect: Any, timeout: float | None = None) -> Any:
+            async def bounded(outcome: Any, seconds: float) -> Any:
+                try:
+                    return await asyncio.wait_for(outcome, seconds)
+                except asyncio.TimeoutError as exc:
+                    return sansio.Outcome(error=exc)
+
+            first = bounded(self.outcome(effect.first), self.shell.timeout)
+            return tuple(await asyncio.gather(first, self.outcome(effect.second)))
+
+    ashell = saver._async
+
+    async def run(plan: Any, op: Any) -> Any:
+        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+            return await sansio.arun(plan, GatheredIo(ashell, op))
+
+    ashell.run = run  # type: ignore[method-assign]
+
+
+def run_threads(ways: dict[str, Callable[[Any], Any]], configs: list[Any], reads: int) -> dict[str, list[float]]:
+    """Each thread reads its own config `reads` times each way, the ways in turn (in a
+    shuffled order each round, so drift hits them alike)."""
+    samples: dict[str, list[float]] = {w: [] for w in ways}
+    lock, start = threading.Lock(), threading.Barrier(len(configs))
+
+    def reader(config: Any, seed: int) -> None:
+        rng, mine = random.Random(seed), {w: [] for w in ways}
+        start.wait()
+        for _ in range(reads):
+            for way in rng.sample(list(ways), len(ways)):
+                began = time.perf_counter()
+                assert ways[way](config) is not None
+                mine[way].append((time.perf_counter() - began) * 1000)
+        with lock:
+            for w, values in mine.items():
+                samples[w] += values
+
+    pool = [threading.Thread(target=reader, args=(c, i)) for i, c in enumerate(configs)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return samples
+
+
+async def aread_under_load(
+    durable_url: str, redis_url: str, configs: list[Any], reads: int, tmp: Path
+) -> dict[str, list[float]]:
+    """The same reads from `len(configs)` tasks of one event loop, through the async API."""
+    async with (
+        aopen_saver(durable_url, pool_size=len(configs)) as durable,
+        aopen_redis_saver(redis_url, prefix="load") as hot,
+    ):
+        tiered = TieredSaver(durable, hot, journal=tmp / "journal-aload.sqlite")
+        probe = DurableProbe(durable)
+
+        async def probed(config: Any) -> Any:
+            return await probe.anewest(config, config["configurable"]["thread_id"], "", None)
+
+        async def in_turn(config: Any) -> Any:
+            return await hot.aget_tuple(config), await probed(config)
+
+        before = TieredSaver(durable, hot, journal=tmp / "journal-abefore.sqlite")
+        overlap_as_before(before)
+        unbounded = TieredSaver(durable, hot, journal=tmp / "journal-aunbounded.sqlite", hot_timeout=None)
+        ways = {"hot alone": hot.aget_tuple, "probe alone": probed, "in turn": in_turn, "tiered": tiered.aget_tuple,
+                "tiered (before)": before.aget_tuple, "tiered, unbounded": unbounded.aget_tuple}
+        samples: dict[str, list[float]] = {w: [] for w in ways}
+
+        async def reader(config: Any, seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(reads):
+                for way in rng.sample(list(ways), len(ways)):
+                    began = time.perf_counter()
+                    assert await ways[way](config) is not None
+                    samples[way].append((time.perf_counter() - began) * 1000)
+
+        await asyncio.gather(*(reader(c, i) for i, c in enumerate(configs)))
+        await tiered.aclose()
+        await before.aclose()
+        await unbounded.aclose()
+        return samples
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ A plan is a generator. It decides, and yields *effects* for what it needs done:
   or `END` when it is exhausted.
 - `Emit(items)`: hand items to whoever iterates the plan (`stream` / `astream`).
 - `Both(first, second)`: run two plans at once; what comes back is a pair of `Outcome`s
-  (each a value or the exception its plan raised). The async driver gathers them; the sync
-  one runs them one after the other unless its executor has threads to spare (`both`).
+  (each a value or the exception its plan raised). The async driver runs the first as a task
+  beside the second; the sync one runs them one after the other unless its executor has
+  threads to spare (`both`).
 
 What the plan returns is what `run` / `arun` return. Targets are resolved by an *executor*:
 `Targets` (blocking) or `AsyncTargets` (awaiting), built from name=object pairs, to which
@@ -184,19 +185,24 @@ class AsyncTargets:
         raise TypeError(f"not an effect this executor performs: {effect!r}")
 
     async def both(self, effect: Both, timeout: float | None = None) -> tuple[Outcome, Outcome]:
-        """Both plans gathered; with a `timeout`, a bounded `first` gives up after it."""
-        first: Any = self.outcome(effect.first)
-        if effect.bounded and timeout is not None:
-            first = self._bounded(first, timeout)
-        one, two = await asyncio.gather(first, self.outcome(effect.second))
-        return one, two
-
-    @staticmethod
-    async def _bounded(outcome: Any, timeout: float) -> Outcome:
+        """`first` as a task, `second` in this one, at once; with a `timeout`, a bounded
+        `first` gives up after it (counted from the start). One task, not the three of a
+        gather over a `wait_for`: each costs a turn of the event loop."""
+        began = time.monotonic()
+        first = asyncio.ensure_future(self.outcome(effect.first))
         try:
-            return await asyncio.wait_for(outcome, timeout)
-        except asyncio.TimeoutError as exc:
-            return Outcome(error=exc)
+            two = await self.outcome(effect.second)
+            if not first.done():
+                left = None if not effect.bounded or timeout is None else timeout - (time.monotonic() - began)
+                await asyncio.wait((first,), timeout=left)
+            late = not first.done()
+        finally:
+            if not first.done():
+                first.cancel()  # out of time, or this task was cancelled: the first goes too
+        if late:
+            return Outcome(error=asyncio.TimeoutError()), two
+        one: Outcome = first.result()
+        return one, two
 
     async def outcome(self, plan: Plan[Any]) -> Outcome:
         try:

@@ -8,8 +8,11 @@ killed and restarted empty, and the conversation resumes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import re
+import threading
 
 import pytest
 import redis
@@ -50,7 +53,7 @@ class Tiers(RuleBasedStateMachine):
         super().__init__()
         redis.Redis.from_url(self.redis_url).flushall()
         self.stack = []
-        self.durable = self._open(type(self).new_durable())
+        self.durable = self._open(type(self).new_durable(), pool_size=2)  # PostgreSQL over a pool
         self.hot = Faulty(self._open(self.redis_url))
         self.other_hot = self._open(self.redis_url)
         journal = self.tmp / f"journal-{next(RUNS)}.sqlite"
@@ -60,8 +63,8 @@ class Tiers(RuleBasedStateMachine):
         self.writes: dict[str, int] = {}  # thread -> acknowledged writes on that checkpoint
         self.steps = itertools.count()
 
-    def _open(self, url: str):
-        context = open_saver(url)
+    def _open(self, url: str, pool_size: int = 1):
+        context = open_saver(url, pool_size=pool_size)
         self.stack.append(context)
         return context.__enter__()
 
@@ -239,3 +242,163 @@ async def test_the_conformance_suite_passes(durable, tmp_path, redis_url, reques
     assert not failures, failures
     assert report.passed_all_base()
     assert all(report.results[c].tests_passed > 0 for c in ("put", "put_writes", "get_tuple", "list", "delete_thread"))
+
+
+# --- the hot read and the durable probe at once -----------------------------------------------
+
+
+class GatedReads:
+    """A real hot saver whose reads wait at a gate: for `release`, or until `parties` reads
+    are in at once (each read waits for the others)."""
+
+    def __init__(self, inner, parties: int = 1) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.hang = False
+        self.barrier = threading.Barrier(parties, timeout=10) if parties > 1 else None
+        self.entered = 0
+        self.arrived: asyncio.Event | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get_tuple(self, config):
+        if self.hang:
+            self.release.wait(timeout=60)
+        if self.barrier is not None:
+            self.barrier.wait()  # BrokenBarrierError (the read fails) if fewer are ever in at once
+        return self.inner.get_tuple(config)
+
+    async def aget_tuple(self, config):
+        if self.hang:
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+        if self.barrier is not None:
+            self.entered += 1
+            if self.entered == self.barrier.parties:
+                self.arrived.set()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+        return await self.inner.aget_tuple(config)
+
+
+def _tiered_with_gate(stack, tmp_path, redis_url, *, parties: int = 1, hot_timeout: float | None = 30.0):
+    durable = stack.enter_context(open_saver(f"sqlite:///{tmp_path / 'd.sqlite'}"))
+    hot = GatedReads(stack.enter_context(open_saver(redis_url)), parties)
+    saver = stack.enter_context(TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False,
+                                            hot_timeout=hot_timeout, circuit_cool_down=60))
+    return saver, hot
+
+
+def _config(thread: str) -> dict:
+    return {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+
+
+def test_every_caller_has_its_hot_read_on_a_thread_of_its_own(tmp_path, redis_url) -> None:
+    """Eight callers at once: each hot read waits until all eight are in, which only
+    happens if none waits for a side thread held by another (a shared pool of four never
+    gets there: its reads fail, and the answers come from the durable store)."""
+    with contextlib.ExitStack() as stack:
+        saver, hot = _tiered_with_gate(stack, tmp_path, redis_url, parties=8)
+        latest = {f"c{i}": _put(saver, f"c{i}", None, i) for i in range(8)}
+        answers: dict[str, str] = {}
+
+        def read(thread: str) -> None:
+            answers[thread] = saver.get_tuple(_config(thread)).config["configurable"]["checkpoint_id"]
+
+        callers = [threading.Thread(target=read, args=(t,)) for t in latest]
+        for c in callers:
+            c.start()
+        for c in callers:
+            c.join()
+        assert answers == latest
+        assert saver.stats == {"hit": 8}
+        hot.barrier = None
+        for _ in range(20):  # one after the other, the same side thread serves them all
+            saver.get_tuple(_config("c0"))
+        assert len(saver._sync._side._all) == 8
+
+
+def test_a_hanging_hot_read_is_bounded_and_the_durable_store_answers(tmp_path, redis_url) -> None:
+    with contextlib.ExitStack() as stack:
+        saver, hot = _tiered_with_gate(stack, tmp_path, redis_url, hot_timeout=0.3)
+        newest = _put(saver, "t0", _put(saver, "t0", None, 0), 1)
+        hot.hang = True
+        found = saver.get_tuple(_config("t0"))
+        assert not hot.release.is_set()  # answered while the hot read still hangs
+        assert found.config["configurable"]["checkpoint_id"] == newest
+        assert saver.stats.get("hit", 0) == 0 and saver.stats["miss"] == 1
+        assert saver.breakers["new"].state == "open"  # it did not answer in time: skipped for a while
+        hot.release.set()
+
+
+async def test_async_reads_overlap_and_a_hanging_one_is_bounded(tmp_path, redis_url) -> None:
+    from dualsaver.stores import aopen_saver
+
+    async with contextlib.AsyncExitStack() as stack:
+        durable = await stack.enter_async_context(aopen_saver(f"sqlite:///{tmp_path / 'd.sqlite'}"))
+        hot = GatedReads(await stack.enter_async_context(aopen_saver(redis_url)), parties=4)
+        hot.arrived = asyncio.Event()
+        saver = TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False, hot_timeout=0.5,
+                            circuit_cool_down=60)
+        stack.push_async_callback(saver.aclose)
+        latest = {}
+        for i in range(4):
+            stored = await saver.aput(_config(f"a{i}"), _checkpoint(i), {"step": i}, {"n": i + 1})
+            latest[f"a{i}"] = stored["configurable"]["checkpoint_id"]
+        found = await asyncio.gather(*(saver.aget_tuple(_config(t)) for t in latest))  # all four in at once
+        assert [f.config["configurable"]["checkpoint_id"] for f in found] == list(latest.values())
+        assert saver.stats == {"hit": 4}
+        hot.barrier, hot.hang = None, True
+        found = await saver.aget_tuple(_config("a0"))
+        assert not hot.release.is_set() and found.config["configurable"]["checkpoint_id"] == latest["a0"]
+        assert saver.stats["miss"] == 1 and saver.breakers["new"].state == "open"
+        hot.release.set()
+
+
+def _checkpoint(n: int):
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"n": n}
+    checkpoint["channel_versions"] = {"n": n + 1}
+    return checkpoint
+
+
+def test_side_threads_pass_errors_on_and_start_again_after_close() -> None:
+    from dualsaver.saver._side import SideThreads
+
+    side = SideThreads("test-side")
+    done = side.start(lambda: 42)
+    assert done.wait(5) and (done.value, done.error) == (42, None)
+    failed = side.start(lambda: 1 / 0)
+    assert failed.wait(5) and isinstance(failed.error, ZeroDivisionError)
+    gate = threading.Event()
+    slow = side.start(lambda: gate.wait(10))
+    assert not slow.wait(0.05)  # still running: the caller stops waiting, the thread does not
+    side.close()
+    gate.set()
+    assert slow.wait(5) and slow.value is True
+    again = side.start(lambda: "new")  # a new thread after close
+    assert again.wait(5) and again.value == "new"
+    side.close()
+
+
+@pytest.mark.parametrize("hot_timeout", [1.0, None])
+def test_reads_with_and_without_a_bound_are_never_stale(tmp_path, redis_url, pg_url, hot_timeout) -> None:
+    """With a bound the hot read runs on a side thread; without, both on the caller's: a
+    thread never seen, a named checkpoint, a stale hot copy and a lost one are judged alike."""
+    with open_saver(pg_url, pool_size=2) as durable, open_saver(redis_url) as hot:
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False,
+                         hot_timeout=hot_timeout) as saver:
+            first = _put(saver, "t0", None, 0)
+            newest = _put(saver, "t0", first, 1)
+            assert saver.get_tuple(_config("t0")).config["configurable"]["checkpoint_id"] == newest
+            named = {"configurable": {"thread_id": "t0", "checkpoint_ns": "", "checkpoint_id": first}}
+            assert saver.get_tuple(named).config["configurable"]["checkpoint_id"] == first
+            assert saver.get_tuple(_config("never")) is None
+            durable.put_writes({"configurable": {"thread_id": "t0", "checkpoint_ns": "", "checkpoint_id": newest}},
+                               [("log", "behind the hot store's back")], "task-x")
+            found = saver.get_tuple(_config("t0"))  # the hot copy lacks that write: stale, the durable answers
+            assert len(found.pending_writes) == 1 and saver.stats["stale"] == 1
+            misses = saver.stats.get("miss", 0)
+            redis.Redis.from_url(redis_url).flushall()  # the hot store lost everything
+            assert len(saver.get_tuple(_config("t0")).pending_writes) == 1 and saver.stats["miss"] == misses + 1
+            assert bool(saver._sync._side._all) == (hot_timeout is not None)  # unbounded: no side thread at all

@@ -23,6 +23,9 @@ examples:
   # four machines share the work (shards 0/4 .. 3/4), two workers each
   dualsaver backfill --old ... --new ... --shard 0/4 --workers 2
 
+  # one machine, every core: the copy in 4 processes, one job (resumes whatever N)
+  dualsaver backfill --old ... --new ... --processes 4
+
   # what would be copied, without writing
   dualsaver backfill --old ... --new ... --dry-run
 
@@ -82,6 +85,9 @@ def register(subparsers: Any) -> None:
     add_store_arguments(p)
     p.add_argument("--workers", type=positive, default=1, metavar="N", help="threads copied at once")
     p.add_argument("--shard", type=parse_shard, metavar="I/N", help="only shard I (0-based) of N")
+    p.add_argument("--processes", type=positive, metavar="N",
+                   help="copy in N processes (one per core): one job, one progress bar, one result;"
+                   " --workers is per process, --max-rate the whole job's; not with --shard")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", default=True, help="continue (default)")
     mode.add_argument("--restart", action="store_true", help="forget earlier progress")
@@ -176,6 +182,9 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
         name_stores(args)
         serdes = {"old": serde_from_name(args.old_serde), "new": serde_from_name(args.new_serde)}
         parse_classes(args.allow_lossy)
+        if args.processes and args.shard:
+            raise ValueError("--processes and --shard cannot be combined: --processes runs every shard of one job"
+                             " itself (run one command per machine with --shard, or one with --processes)")
     except ValueError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2, None
@@ -189,9 +198,10 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
             open_saver(source_url, must_exist=True, pool_size=args.workers, serde=serdes[source]) as source_saver,
             open_saver(target_url, pool_size=args.workers, serde=serdes[target]) as target_saver,
         ):
-            result = backfill(
-                source_saver,
-                target_saver,
+            by_url = {"processes": args.processes, "serdes": (getattr(args, f"{source}_serde"),
+                                                              getattr(args, f"{target}_serde"))}
+            result = backfill(  # with --processes, each process opens the stores from their URLs
+                *((source_url, target_url) if args.processes else (source_saver, target_saver)),
                 workers=args.workers,
                 shard=args.shard,
                 resume=not args.restart,
@@ -206,6 +216,7 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
                 control_name=settings.record_name,
                 preflight=not args.no_preflight,
                 allow_lossy=args.allow_lossy,
+                **(by_url if args.processes else {}),
             )
             savers = {source: source_saver, target: target_saver}
             pair = pair_of(savers["old"], savers["new"])

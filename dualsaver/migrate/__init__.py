@@ -2,7 +2,8 @@
 and repair.
 
 - `backfill(old, new)` / `abackfill`: copy what new lacks, exactly, resumably, beside live
-  traffic (`_backfill`: the job and its pump; `progress`: what is done, on disk);
+  traffic (`_backfill`: the job; `_pump`: its reader and writers; `progress`: what is done,
+  on disk); `processes=N` runs it in N processes as one job (`_processes`);
 - `copy_thread` / `copy_threads` (+ async): the same copy for a few threads, one batch after
   another (the lazy copy of read-switch and repair use it; `_copy` holds the plans);
 - `repair(source, target, repairs=...)` / `arepair`: copy again what a check report or the

@@ -25,31 +25,32 @@ The source's native rows are read thread by thread, in order, and streamed into 
 The decisions are written once: batching and which threads are done in `Flow` (`_flow`),
 reading and writing in the plans of `_copy`, the run (which threads, resume, tallies,
 progress) in `Job`. `backfill` / `abackfill` only run them: one reader and `workers` writers
-with a bounded queue between them, as threads or as tasks.
+with a bounded queue between them, as threads or as tasks (`_pump`); with `processes=N`, in N
+processes under this one job (`_processes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from dualsaver import sansio
-from dualsaver.migrate._copy import read_batches, write_batch
 from dualsaver.migrate._lossy import agate, allow, gate
-from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Batch, Flow, prepare, read_options
+from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options
+from dualsaver.migrate._processes import Processes, Spec, check_processes, share
+from dualsaver.migrate._pump import apump, fewer_collections, pump
 from dualsaver.control.throttle import Throttle
 from dualsaver.control.sources import replica_name
 from dualsaver.migrate.progress import open_progress
 from dualsaver.observability import telemetry
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
-from dualsaver.stores import anative_for, in_shard, native_for, store_identity
+from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
+from dualsaver.stores.serde import serde_from_name
 
 
 class Progress(Protocol):
@@ -81,6 +82,7 @@ class BackfillResult:
     lossy: list[dict[str, Any]] = field(default_factory=list)  # rule, class, thread, namespace, checkpoint id, what
     allowed_lossy: list[str] = field(default_factory=list)
     throttled_s: float = 0.0  # seconds the writers waited for the throttle (summed over writers)
+    processes_cpu_s: float = 0.0  # with processes=N: the CPU seconds the copy processes used, summed
     elapsed_s: float = 0.0
     read_s: float = 0.0  # time reading (and decoding) the source
     write_s: float = 0.0  # summed over writers; overlaps read_s
@@ -240,7 +242,8 @@ class Job:
         r, flow = self.result, self.flow
         r.checkpoints, r.writes, r.skipped, r.unreadable = flow.checkpoints, flow.writes, flow.skipped, flow.unreadable
         r.read_s, r.write_s, r.bad_rows = flow.read_s, flow.write_s, list(flow.bad_rows)
-        r.throttled_s = self.throttle.throttled_s if self.throttle is not None else 0.0
+        if self.throttle is not None:  # with processes, theirs were summed in already
+            r.throttled_s = self.throttle.throttled_s
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.finished_at = time.time()
         if not self.dry_run:
@@ -254,27 +257,13 @@ class Job:
 # --------------------------------------------------------------------------- the shells
 
 
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """CPython's cyclic garbage collector less often while the job runs: each batch builds
-    thousands of small containers, which set off a young-generation collection every 700
-    allocations, some 15% of the backfill's CPU (measured). Cycles are still collected; the
-    thresholds are put back after."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], 100_000), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
-
 def backfill(
     old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
     control: str | None = None, control_name: str = "default", preflight: bool | None = None,
-    allow_lossy: Collection[str] | str | None = None,
+    allow_lossy: Collection[str] | str | None = None, processes: int | None = None,
+    serdes: tuple[str, str] = ("default", "default"),
 ) -> BackfillResult:
     """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
 
@@ -285,7 +274,19 @@ def backfill(
     `control` store URL, progress goes there (a shard re-run elsewhere resumes), else to
     `state_path` (`.dualsaver/backfill.sqlite`). `preflight` and `allow_lossy` (rule classes):
     what the target cannot hold faithfully is refused before anything is copied
-    (`PreflightRefused`) unless accepted; see `dualsaver.migrate._lossy`."""
+    (`PreflightRefused`) unless accepted; see `dualsaver.migrate._lossy`.
+
+    `processes=N` runs the copy in N processes as one job (`dualsaver.migrate._processes`):
+    `old` and `new` are then store URLs, which each process opens with the serializers
+    named in `serdes` ("default" or "encrypted"); `workers` is per process, and a throttle's
+    rate is the whole job's. It cannot be combined with `shard`."""
+    if processes is not None:
+        return _backfill_processes(
+            old, new, processes=check_processes(processes, shard), serdes=serdes, workers=workers, resume=resume,
+            dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path, old_name=old_name,
+            new_name=new_name, throttle=throttle, control=control, control_name=control_name, preflight=preflight,
+            allow_lossy=allow_lossy,
+        )
     source, target = native_for(old), native_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
     allowed = allow(target, allow_lossy)
@@ -301,9 +302,45 @@ def backfill(
             job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
         todo = sansio.stream(job.todo_ids(), io)
         with fewer_collections():
-            _pump(job.flow, io, target, todo, max(1, workers), dry_run)
+            pump(job.flow, io, target, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
+    return result
+
+
+def _backfill_processes(
+    old_url: Any, new_url: Any, *, processes: int, serdes: tuple[str, str], workers: int, resume: bool,
+    dry_run: bool, thread_ids: Iterable[str] | None, progress: Progress | None, state_path: Any,
+    old_name: str | None, new_name: str | None, throttle: Throttle | None, control: str | None, control_name: str,
+    preflight: bool | None, allow_lossy: Collection[str] | str | None,
+) -> BackfillResult:
+    """`backfill` in `processes` processes; this one keeps the job (see `_processes`)."""
+    if not (isinstance(old_url, str) and isinstance(new_url, str)):
+        raise TypeError("backfill with processes takes the stores' URLs, which each process opens")
+    with ExitStack() as stack:
+        old = stack.enter_context(open_saver(old_url, must_exist=True, serde=serde_from_name(serdes[0])))
+        new = stack.enter_context(open_saver(new_url, serde=serde_from_name(serdes[1])))  # set up once, here
+        source, target = native_for(old), native_for(new)
+        names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
+        allowed = allow(target, allow_lossy)
+        ids = list(thread_ids) if thread_ids is not None else None
+        limits = share(throttle.limits if throttle is not None else None, processes)
+        spec = Spec(old_url, new_url, *serdes, workers=max(1, workers), dry_run=dry_run, allowed=allowed,
+                    limits=limits)
+        with Processes(spec, processes) as pool:  # they start while the preflight runs and the threads are counted
+            lossy = gate(source, target, preflight=preflight, allowed=allowed, shard=None, thread_ids=ids,
+                         throttle=throttle, names=names)
+            job = Job(source, target, **names, shard=None, resume=resume, dry_run=dry_run, thread_ids=ids,
+                      progress=progress, state_path=state_path, throttle=None, control=control,
+                      control_name=control_name)
+            job.result.lossy, job.result.allowed_lossy = lossy, sorted(allowed)
+            io = Targets(source=source, target=target)
+            try:
+                if progress is not None:
+                    job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
+                pool.run(job, io)
+            finally:
+                result = job.finish()
     return result
 
 
@@ -312,9 +349,18 @@ async def abackfill(
     dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
     control: str | None = None, control_name: str = "default", preflight: bool | None = None,
-    allow_lossy: Collection[str] | str | None = None,
+    allow_lossy: Collection[str] | str | None = None, processes: int | None = None,
+    serdes: tuple[str, str] = ("default", "default"),
 ) -> BackfillResult:
-    """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks."""
+    """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks. With
+    `processes`, `backfill`'s processes, waited for in a thread (the work is theirs)."""
+    if processes is not None:
+        return await asyncio.to_thread(
+            backfill, old, new, processes=processes, serdes=serdes, workers=workers, shard=shard, resume=resume,
+            dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path, old_name=old_name,
+            new_name=new_name, throttle=throttle, control=control, control_name=control_name, preflight=preflight,
+            allow_lossy=allow_lossy,
+        )
     source, target = anative_for(old), anative_for(new)
     names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
     allowed = allow(target, allow_lossy)
@@ -330,56 +376,7 @@ async def abackfill(
             job.started(sum([1 async for _ in sansio.astream(job.wanted_ids(), io)]))
         todo = sansio.astream(job.todo_ids(), io)
         with fewer_collections():
-            await _apump(job.flow, io, target, todo, max(1, workers), dry_run)
+            await apump(job.flow, io, target, todo, max(1, workers), dry_run)
     finally:
         result = job.finish()
     return result
-
-
-def _pump(flow: Flow, io: Targets, target: Any, thread_ids: Iterator[str], workers: int, dry_run: bool) -> None:
-    """Read in this thread while `workers` threads write; at most `workers + 1` batches wait
-    in between, so memory stays flat whatever the store's size."""
-    batches: queue.Queue[Batch | None] = queue.Queue(maxsize=workers + 1)
-    stop = threading.Event()
-
-    def writer() -> None:
-        while (batch := batches.get()) is not None:
-            if not stop.is_set():
-                sansio.run(write_batch(flow, batch, dry_run, target), io)
-
-    pool = [threading.Thread(target=writer, name=f"backfill-writer-{i}", daemon=True) for i in range(workers)]
-    for w in pool:
-        w.start()
-    try:
-        for batch in sansio.stream(read_batches(flow, thread_ids), io):
-            batches.put(prepare(target, batch, dry_run))
-    except BaseException:
-        stop.set()  # interrupted: abandon what is queued (its threads stay not done)
-        raise
-    finally:
-        for _ in pool:
-            batches.put(None)
-        for w in pool:
-            w.join()
-
-
-async def _apump(
-    flow: Flow, io: AsyncTargets, target: Any, thread_ids: AsyncIterator[str], workers: int, dry_run: bool
-) -> None:
-    """The async form of `_pump`: one reader, `workers` writer tasks, a bounded queue."""
-    batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=workers + 1)
-
-    async def writer() -> None:
-        while (batch := await batches.get()) is not None:
-            await sansio.arun(write_batch(flow, batch, dry_run, target), io)
-
-    pool = [asyncio.create_task(writer()) for _ in range(workers)]
-    try:
-        async for batch in sansio.astream(read_batches(flow, thread_ids), io):
-            await batches.put(prepare(target, batch, dry_run))
-        for _ in pool:
-            await batches.put(None)
-        await asyncio.gather(*pool)
-    finally:
-        for task in pool:
-            task.cancel()  # no-op once they finished; interrupted: what is queued is dropped

@@ -1,0 +1,287 @@
+"""Backfill on every core: one job run as N processes (`backfill(..., processes=N)`).
+
+One GIL is the wall of a single-process copy (decoding the source and encoding the target
+take about twice the CPU the server's ingest does), so the copy runs in N processes, and the
+parent keeps everything that makes them one job:
+
+- the progress record: only the parent reads and writes it, so there is one job (keyed as an
+  unsharded run), resumed by any later run whatever its N; a thread is marked done by the
+  parent once its process reported that every batch holding its rows committed;
+- the work: the parent lists the threads still to copy and hands them out a chunk at a time
+  over one queue, so a process that finishes early takes more (no process idles behind a
+  slow shard);
+- the progress display, the tallies and the result, from what the processes report.
+
+Each process starts clean (forking the parent, with its open connections and threads, is
+unsafe: they come from a fork server, or are spawned), opens its own stores from their URLs
+and runs the same plans and pump as a single-process backfill (`_pump`). They start while
+the parent runs the preflight and counts the threads. As with any spawned process, the
+caller's main module is run again in each (under `if __name__ == "__main__":` it does nothing).
+A process whose parent dies (SIGKILL, SIGTERM) exits at once, so a killed run leaves nothing
+copying behind it; run again, it resumes from what the parent marked done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
+import time
+from multiprocessing.connection import wait
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from dualsaver import sansio
+from dualsaver.control.throttle import Limits, Throttle
+from dualsaver.errors import CopyFailed, describe_error
+from dualsaver.migrate._flow import MAX_FAILURES_KEPT, Flow, read_options
+from dualsaver.migrate._lossy import allow
+from dualsaver.migrate._pump import fewer_collections, pump
+from dualsaver.sansio import Targets
+from dualsaver.stores import native_for, open_saver
+from dualsaver.stores.serde import serde_from_name
+
+CHUNK = 32  # thread ids handed to a process at once: small enough to balance, big enough to be cheap
+POLL = 0.2  # seconds between two looks at the processes (and, in a process, at its parent)
+SILENT_POLLS = 3  # a process that exited is given this many polls for its last report to arrive
+COUNTED = ("checkpoints", "writes", "skipped", "read", "unreadable", "read_s", "write_s")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What each process needs to run its part: everything here crosses a process boundary."""
+
+    source_url: str
+    target_url: str
+    source_serde: str = "default"
+    target_serde: str = "default"
+    workers: int = 1
+    dry_run: bool = False
+    allowed: frozenset[str] = frozenset()  # the lossy classes the operator accepted
+    limits: Limits | None = None  # each process's share of the job's throttle
+    # The caller's environment when the job started (the serializer's key, settings): a
+    # fork server started earlier in a long-lived process would hand on an older one.
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def check_processes(processes: Any, shard: tuple[int, int] | None) -> int:
+    """`processes` as given, or a `ValueError` that says what is wrong."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a whole number >= 1, not {processes!r}")
+    if shard is not None:
+        raise ValueError("processes and shard cannot be combined: processes runs every shard of one job itself"
+                         " (run one command per machine with --shard, or one with --processes)")
+    return processes
+
+
+def share(limits: Limits | None, processes: int) -> Limits | None:
+    """Each process's part of the job's limits: the rate is the whole job's, split evenly."""
+    if limits is None or (limits.max_rate is None and limits.max_load_ms is None):
+        return None
+    rate = limits.max_rate / processes if limits.max_rate else None
+    return Limits(max_rate=rate, max_load_ms=limits.max_load_ms)
+
+
+def start_context() -> Any:
+    """How the processes start: forked from a fork server that imported dualsaver once (it
+    holds no connection and no thread, so forking it is safe, and each process is ready in
+    milliseconds instead of importing everything again); spawned where there is none."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Each process still runs the caller's main module again (as `spawn` does, unless it ran
+    # with -m): `dualsaver`'s own command imports dualsaver.cli, imported here once.
+    context.set_forkserver_preload([__name__, "dualsaver.cli"])
+    return context
+
+
+class Processes:
+    """N spawned copy processes and the two queues between them and the parent: thread ids
+    out (`tasks`), reports back (`events`). Entering starts them; leaving stops any left."""
+
+    def __init__(self, spec: Spec, processes: int) -> None:
+        context = start_context()
+        self.tasks: Any = context.Queue(maxsize=2 * processes)
+        self.events: Any = context.Queue()
+        self.procs = [
+            context.Process(target=_child, args=(spec, i, self.tasks, self.events),
+                            name=f"dualsaver-backfill-{i}", daemon=True)
+            for i in range(processes)
+        ]
+        self._stop = threading.Event()
+        self._feed_error: BaseException | None = None
+
+    def __enter__(self) -> Processes:
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()  # interrupted: what a process had not committed is copied next run
+        for proc in self.procs:
+            proc.join()
+        for q in (self.tasks, self.events):
+            q.cancel_join_thread()  # a report nobody reads must not hold the exit
+            q.close()
+
+    def run(self, job: Any, io: Targets) -> None:
+        """Hand out the job's threads to do, record what the processes finish, and fold their
+        counts into `job.flow` (the job's result is taken from it)."""
+        ids = sansio.stream(job.todo_ids(), io)
+        feeder = threading.Thread(target=self._feed, args=(ids,), name="dualsaver-backfill-feed", daemon=True)
+        feeder.start()
+        try:
+            results = self._collect(job)
+        finally:
+            self._stop.set()
+            feeder.join()
+        flow: Flow = job.flow
+        for name in COUNTED:
+            setattr(flow, name, sum(r[name] for r in results))
+        flow.bad_rows = [row for r in results for row in r["bad_rows"]][:MAX_FAILURES_KEPT]
+        job.result.throttled_s = sum(r["throttled_s"] for r in results)
+        job.result.processes_cpu_s = sum(r["cpu_s"] for r in results)
+
+    def _feed(self, ids: Iterator[str]) -> None:
+        try:
+            chunk: list[str] = []
+            for thread_id in ids:
+                chunk.append(thread_id)
+                if len(chunk) >= CHUNK:
+                    if not self._put(chunk):
+                        return  # stopped: nobody takes more
+                    chunk = []
+            if chunk:
+                self._put(chunk)
+        except BaseException as exc:  # the parent's read of the source or progress failed: the run fails
+            self._feed_error = exc
+        for _ in self.procs:
+            self._put(None)
+
+    def _put(self, chunk: list[str] | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.tasks.put(chunk, timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _collect(self, job: Any) -> list[dict[str, Any]]:
+        pending = dict(enumerate(self.procs))
+        silent = dict.fromkeys(pending, 0)
+        results: list[dict[str, Any]] = []
+        while pending:
+            if self._feed_error is not None:
+                raise self._feed_error
+            try:
+                kind, index, payload = self.events.get(timeout=POLL)
+            except queue.Empty:
+                self._check_exits(pending, silent)
+                continue
+            if kind == "finished":
+                threads, checkpoints, writes = payload
+                job.flow.checkpoints += checkpoints  # what the progress display shows as added
+                job.flow.writes += writes
+                job.threads_finished(threads)
+            elif kind == "result":
+                results.append(payload)
+                del pending[index]
+            else:
+                raise payload
+        return results
+
+    @staticmethod
+    def _check_exits(pending: dict[int, Any], silent: dict[int, int]) -> None:
+        for index, proc in pending.items():
+            if proc.exitcode is not None:
+                silent[index] += 1
+                if silent[index] > SILENT_POLLS:
+                    raise CopyFailed(f"backfill process {index} exited (code {proc.exitcode}) before it"
+                                     " finished; run again to resume")
+
+
+# --------------------------------------------------------------------------- in each process
+
+
+def _child(spec: Spec, index: int, tasks: Any, events: Any) -> None:
+    _exit_with_parent()
+    try:
+        events.put(("result", index, _copy_given(spec, index, tasks, events)))
+    except BaseException as exc:
+        events.put(("error", index, _portable(exc)))
+
+
+def _exit_with_parent() -> None:
+    """Exit as soon as the parent is gone: its progress record is the job's, so nothing this
+    process copies after it died would be recorded (it would only be skipped next run)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # readable once the parent's end of the pipe closed: it died
+        os._exit(3)
+
+    threading.Thread(target=watch, name="dualsaver-parent-watch", daemon=True).start()
+
+
+def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, Any]:
+    os.environ.clear()
+    os.environ.update(spec.environ)
+    with ExitStack() as stack:
+        old = stack.enter_context(open_saver(spec.source_url, must_exist=True, pool_size=spec.workers,
+                                             serde=serde_from_name(spec.source_serde)))
+        new = stack.enter_context(open_saver(spec.target_url, pool_size=spec.workers,
+                                             serde=serde_from_name(spec.target_serde)))
+        source, target = native_for(old), native_for(new)
+        allow(target, spec.allowed)
+        throttle = Throttle(spec.limits) if spec.limits is not None else None
+        reporter = _Reporter(events, index)
+        flow = Flow(read_options=read_options(source, target), on_finished=reporter, throttle=throttle)
+        reporter.flow = flow
+        with fewer_collections():
+            pump(flow, Targets(source=source, target=target), target, _given(tasks), spec.workers, spec.dry_run)
+        counts = {name: getattr(flow, name) for name in COUNTED}
+        return {**counts, "bad_rows": flow.bad_rows, "throttled_s": throttle.throttled_s if throttle else 0.0,
+                "cpu_s": time.process_time()}
+
+
+def _given(tasks: Any) -> Iterator[str]:
+    while (chunk := tasks.get()) is not None:
+        yield from chunk
+
+
+class _Reporter:
+    """Tells the parent which threads finished, with the checkpoints and writes added since
+    the last report (for the progress display; the totals come with the process's result)."""
+
+    def __init__(self, events: Any, index: int) -> None:
+        self.events, self.index = events, index
+        self.flow: Flow | None = None
+        self._sent = (0, 0)
+        self._lock = threading.Lock()
+
+    def __call__(self, threads: list[tuple[str, str | None]]) -> None:
+        assert self.flow is not None
+        with self._lock:
+            now = (self.flow.checkpoints, self.flow.writes)
+            added = (now[0] - self._sent[0], now[1] - self._sent[1])
+            self._sent = now
+            self.events.put(("finished", self.index, (threads, *added)))
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives the trip to the parent, else a `CopyFailed` naming it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return CopyFailed(describe_error(exc))
+    return exc
