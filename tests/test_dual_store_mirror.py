@@ -51,7 +51,9 @@ def test_live_writes_leave_sqlite_and_postgres_identical(tmp_path, pg_url, phase
         assert new.get(NS, "profile").value["text"] == "likes green tea"  # the official store reads it
 
 
-def test_live_writes_leave_postgres_and_the_official_redis_store_identical(tmp_path, pg_url, redis_stack) -> None:
+def test_live_writes_leave_postgres_and_the_official_redis_store_identical(tmp_path, pg_url, langgraph_redis_url,
+                                                                           redis_stack) -> None:
+    # langgraph_redis_url: the server emptied first (the check compares the stores whole)
     with sync_store("postgres", pg_url=pg_url) as old, \
             sync_store("redis", redis_url=redis_stack.url_for("redis")) as new:
         with DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite") as store:

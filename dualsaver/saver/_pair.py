@@ -117,12 +117,17 @@ class PhasedPair(StorePair):
         loaded = settings.current(path)
         kwargs = {**kwargs, **overrides}
         phase = kwargs.pop("phase", None)
-        if phase is None:
+        made_here = phase is None
+        if made_here:
             phase = phase_source(None, settings=loaded)
         # PhasedPair has no constructor of its own (it mixes into BaseCheckpointSaver or BaseStore);
         # each subclass's takes (old, new, phase, **keyword settings).
         construct: Callable[..., Any] = cls
-        return construct(old, new, phase, **kwargs)
+        pair = construct(old, new, phase, **kwargs)
+        # A source made here is the pair's own: closed with it (a polling source would otherwise
+        # keep heartbeating as a live replica after the pair closed).
+        pair._owns_phase_source = pair._owns_phase_source or made_here
+        return pair
 
     @property
     def phase(self) -> Phase:
