@@ -115,3 +115,13 @@ async def test_a_sync_store_served_in_threads_is_still_copied_exactly(tmp_path, 
         await store.aclose()
         report = check_items(old, new)
         assert report.clean, [(d.kind, d.detail) for d in report.divergences]
+
+
+def test_a_clean_store_check_counts_every_item_kind() -> None:
+    """The JSON report's counts name the item kinds (zeros included) when items were compared."""
+    old, new = memory_store(indexed=False), memory_store(indexed=False)
+    old.put(NS, "a", {"n": 1})
+    new.put(NS, "b", {"n": 1})
+    counts = check_items(old, new).summary["counts"]
+    assert counts["item_missing_in_new"] == 1 and counts["item_missing_in_old"] == 1
+    assert counts["item_value_mismatch"] == 0 and "item_ttl_mismatch" in counts

@@ -166,12 +166,12 @@ class ItemCheck:
             "items": dict(self.counts, ttl_compared=self.ttl, vectors_compared=self.vectors),
             "stores": {"old": item_store_name(self.old), "new": item_store_name(self.new)},
             "exact": {"old": self.old.exact, "new": self.new.exact},
-            "counts": report.counts(),
             "recheck": {"enabled": self.recheck, "suspect_threads": self.counts["suspects"],
                         "cleared_threads": self.counts["cleared"], "rounds": 1},
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "duration_seconds": round(seconds, 3),
         }
+        report.summary["counts"] = report.counts()  # after "items": it lists the item kinds, zeros too
         if self.selection.shard:
             report.summary["shard"] = f"{self.selection.shard[0]}/{self.selection.shard[1]}"
         return report
