@@ -139,7 +139,9 @@ def test_backfill_refused_then_accepted_into_the_official_saver(tmp_path: Path, 
     assert main([*args, "--allow-lossy", "case-fold"]) == 1  # non-finite still refused
     capsys.readouterr()
     assert main([*args, "--allow-lossy", "case-fold,non-finite"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    accepted = capsys.readouterr()
+    assert "copy is exact except what --allow-lossy accepted" in accepted.err  # never a bare "exact"
+    result = json.loads(accepted.out.strip().splitlines()[-1])
     assert {(f["thread_id"], f["rule"]) for f in result["lossy"]} == {
         ("Alice", "langgraph-redis.case-fold"), ("alice", "langgraph-redis.case-fold"),
         ("nan-meta", "langgraph-redis.json-non-finite")}

@@ -94,6 +94,11 @@ class BackfillResult:
         """Checkpoints read per second."""
         return (self.checkpoints + self.skipped) / self.elapsed_s if self.elapsed_s else 0.0
 
+    def _fidelity(self) -> str:
+        if not self.exact:
+            return "APPROXIMATE"
+        return "exact except what --allow-lossy accepted (listed below)" if self.lossy else "exact"
+
     def summary(self) -> str:
         verb = "would add" if self.dry_run else "added"
         lines = [
@@ -101,8 +106,7 @@ class BackfillResult:
             f" {self.threads_resumed} already done; {verb} {self.checkpoints} checkpoint(s) and"
             f" {self.writes} write(s); {self.skipped} checkpoint(s) already present;"
             f" {self.failed} thread(s) failed; {self.unreadable} unreadable row(s)",
-            f"{self.elapsed_s:.2f}s ({self.rate:.0f} checkpoints/s); copy is"
-            f" {'exact' if self.exact else 'APPROXIMATE'}",
+            f"{self.elapsed_s:.2f}s ({self.rate:.0f} checkpoints/s); copy is {self._fidelity()}",
         ]
         if self.throttled_s:
             lines.append(f"throttled for {self.throttled_s:.1f}s (summed over writers)")
