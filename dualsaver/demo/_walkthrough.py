@@ -121,8 +121,8 @@ def run_demo(*, new_kind: str = "postgres", workdir: Path, conversations: int = 
         old_store, new_store = stack.enter_context(_long_term_stores(workdir, new_store_url))
         if new_store is None:
             n.say("dualsaver's Redis layout holds checkpoints only: the long-term store stays on SQLite")
-        return _migrate(n, workdir, conversations, new_kind, (old, new), (old_store, new_store))
-    return 1  # not reached: the stack re-raises
+        code = _migrate(n, workdir, conversations, new_kind, (old, new), (old_store, new_store))
+    return code
 
 
 def _migrate(n: Narrator, workdir: Path, conversations: int, new_kind: str, savers: tuple[Any, Any],

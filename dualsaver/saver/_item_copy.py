@@ -26,7 +26,7 @@ from langgraph.store.base import GetOp, PutOp
 from dualsaver import items, sansio
 from dualsaver.errors import CopyFailed
 from dualsaver.sansio import Call, Plan
-from dualsaver.saver.routing import Role
+from dualsaver.saver.routing import Role, other
 
 log = structlog.get_logger("dualsaver")
 ItemKeys = Sequence[tuple[tuple[str, ...], str]]
@@ -116,7 +116,7 @@ class ItemCopier:
         where the primary no longer holds the key), so both stores hold one created_at,
         updated_at, TTL and vectors, and a check after shadow-write is clean. Without native
         adapters on both sides, the writes themselves (each store stamps its own times)."""
-        source: Role = "new" if target == "old" else "old"
+        source = other(target)
         if self.exact(source, target):
             src, dst = self._adapter(source, False), self._adapter(target, False)
             return _copied(items.copy_items(src, dst, _keys(puts), replace=True, delete_missing=True))
@@ -124,7 +124,7 @@ class ItemCopier:
         return len(puts)
 
     async def amirror(self, target: Role, puts: Sequence[PutOp]) -> int:
-        source: Role = "new" if target == "old" else "old"
+        source = other(target)
         if self.exact(source, target, asynchronous=True):
             src, dst = self._adapter(source, True), self._adapter(target, True)
             return _copied(await items.acopy_items(src, dst, _keys(puts), replace=True, delete_missing=True))

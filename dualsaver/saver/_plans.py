@@ -33,7 +33,7 @@ from dualsaver.sansio import Call, Plan, relay
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._recorder import Mismatch, Missed, Tombstone
 from dualsaver.saver._shadow import differing_fields, in_canary
-from dualsaver.saver.routing import Mode, Role, Route
+from dualsaver.saver.routing import Mode, Role, Route, other
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ def _tombstones(ctx: Context, operation: str, args: tuple, marks: tuple[Mark, ..
     """What a delete removed from the only store written: whole threads (delete_thread,
     prune) and items (a store's deletes). delete_for_runs names runs, which a thread repair
     cannot redo."""
-    retired: Role = "old" if ctx.route.primary == "new" else "new"
+    retired = other(ctx.route.primary)
     if operation == "prune":
         marks = tuple((operation, {"thread_id": str(t)}) for t in args[0])
     for name, at in marks:

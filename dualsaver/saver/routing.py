@@ -15,6 +15,11 @@ from dualsaver.control.phase import Phase
 Role = Literal["old", "new"]
 
 
+def other(role: Role) -> Role:
+    """The other store of the pair."""
+    return "new" if role == "old" else "old"
+
+
 class Mode(str, Enum):
     """A permanent routing that is not a migration phase (it never moves)."""
 
