@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on P
 __all__ = ["CheckOptions", "CheckProgress", "acheck", "check"]
 
 DEFAULT_BACKOFF = (0.0, 0.2, 0.5, 1.0)  # seconds before each re-check round
+BATCH = 100  # threads a worker reads at once on the byte path (`read_threads`)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -83,17 +85,14 @@ def _head(item: Any) -> str | None:
     return None if item is END else item
 
 
-Side = TypeVar("Side", ThreadSide, ByteSide)
-
-
-def _read_side(side: str, thread_id: str, found: Side, capture: bool, throttle: Throttle | None) -> Plan[Side]:
-    """One store's view of one thread, folded into `found` (decoded: `ThreadSide`; as bytes:
-    `ByteSide`). A thread that fails to load is reported; a store that cannot be reached
-    stops the check (no verdict without it)."""
-    options: dict[str, Any] = READ_OPTIONS if isinstance(found, ByteSide) else {}
+def _read_side(
+    side: str, thread_id: str, found: ThreadSide, capture: bool, throttle: Throttle | None
+) -> Plan[ThreadSide]:
+    """One store's view of one thread, decoded, folded into `found`. A thread that fails to
+    load is reported; a store that cannot be reached stops the check (no verdict without it)."""
     started = time.perf_counter()
     try:
-        items = yield Call(side, "read_thread", (thread_id,), options, stream=True)
+        items = yield Call(side, "read_thread", (thread_id,), stream=True)
         while (item := (yield Next(items))) is not END:
             found.add(item, capture)
     except Exception as exc:
@@ -105,18 +104,50 @@ def _read_side(side: str, thread_id: str, found: Side, capture: bool, throttle: 
     return found
 
 
-def _read_both(run: CheckRun, thread_id: str, *, capture: bool) -> Plan[ThreadDiff]:
-    result = None
-    if run.compares_bytes and not capture:  # bytes first; where they differ, by meaning
+def _read_many(side: str, thread_ids: list[str], throttle: Throttle | None) -> Plan[dict[str, ByteSide]]:
+    """One store's view of a batch of threads as bytes, read in a round trip or two
+    (`read_threads`); a batch that fails to read leaves every thread to the decoded path."""
+    found = {t: ByteSide() for t in thread_ids}
+    started = time.perf_counter()
+    try:
+        items = yield Call(side, "read_threads", (thread_ids,), READ_OPTIONS, stream=True)
+        while (item := (yield Next(items))) is not END:
+            found[item.thread_id].add(item)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        for one in found.values():
+            one.failed = True
+    if throttle is not None:
+        throttle.observe(time.perf_counter() - started)
+    return found
+
+
+def _read_batch(run: CheckRun, thread_ids: list[str], *, capture: bool) -> Plan[list[ThreadDiff]]:
+    """The diffs of a batch of threads, in order: by their digests first where both stores
+    give them (the whole batch from each store at once), and where those differ, by meaning,
+    one thread at a time."""
+    results: dict[str, ThreadDiff | None] = dict.fromkeys(thread_ids)
+    if run.compares_bytes and not capture:
         as_bytes = {}
         for side in run.read_order():  # the primary last (see the module docstring)
-            as_bytes[side] = yield from _read_side(side, thread_id, ByteSide(), False, run.throttle)
-        result = agreed(thread_id, as_bytes["old"], as_bytes["new"])
-    if result is None:
-        sides = {}
-        for side in run.read_order():
-            sides[side] = yield from _read_side(side, thread_id, ThreadSide(), capture, run.throttle)
-        result = run.diff(thread_id, sides)
+            as_bytes[side] = yield from _read_many(side, thread_ids, run.throttle)
+        for t in thread_ids:
+            results[t] = agreed(t, as_bytes["old"][t], as_bytes["new"][t])
+        agreeing = sum(r.checkpoints_compared for r in results.values() if r is not None)
+        if run.throttle is not None and (delay := run.throttle.after(agreeing)):
+            yield Call("clock", "sleep", (delay,))
+    for t, result in results.items():
+        if result is None:
+            results[t] = yield from _read_decoded(run, t, capture)
+    return [r for r in results.values() if r is not None]
+
+
+def _read_decoded(run: CheckRun, thread_id: str, capture: bool) -> Plan[ThreadDiff]:
+    sides = {}
+    for side in run.read_order():
+        sides[side] = yield from _read_side(side, thread_id, ThreadSide(), capture, run.throttle)
+    result = run.diff(thread_id, sides)
     if run.throttle is not None and (delay := run.throttle.after(result.checkpoints_compared)):
         yield Call("clock", "sleep", (delay,))
     return result
@@ -170,6 +201,24 @@ def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions) ->
     return CheckRun.of(stores, *names, **chosen)
 
 
+def _batches(threads: Iterable[str]) -> Iterator[list[str]]:
+    """Thread ids in batches of `BATCH`, in order."""
+    it = iter(threads)
+    while batch := list(itertools.islice(it, BATCH)):
+        yield batch
+
+
+async def _abatches(threads: AsyncIterator[str]) -> AsyncIterator[list[str]]:
+    batch: list[str] = []
+    async for t in threads:
+        batch.append(t)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def check(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceReport:
     """Diff two stores (savers or `NativeStore`s) and return what persists; `CheckOptions`
     says what the keywords do. Raises `CheckError` if a store cannot be reached."""
@@ -179,9 +228,10 @@ def check(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceRepo
         for r in run.rounds():
             time.sleep(r.delay)
             threads = sansio.stream(_merged_ids(run), io) if r.threads is None else r.threads
-            read = functools.partial(_read_both, run, capture=r.capture)
-            for result in _map_bounded(lambda t: sansio.run(read(t), io), threads, run.workers):  # noqa: B023
-                r.record(result)
+            read = functools.partial(_read_batch, run, capture=r.capture)
+            for results in _map_bounded(lambda b: sansio.run(read(b), io), _batches(threads), run.workers):  # noqa: B023
+                for result in results:
+                    r.record(result)
     return run.report()
 
 
@@ -194,9 +244,11 @@ async def acheck(old: Any, new: Any, **options: Unpack[CheckOptions]) -> Diverge
         for r in run.rounds():
             await asyncio.sleep(r.delay)
             threads = sansio.astream(_merged_ids(run), io) if r.threads is None else _alist(r.threads)
-            read = functools.partial(_read_both, run, capture=r.capture)
-            async for result in _amap_bounded(lambda t: sansio.arun(read(t), io), threads, run.workers):  # noqa: B023
-                r.record(result)
+            read = functools.partial(_read_batch, run, capture=r.capture)
+            batches = _abatches(threads)
+            async for results in _amap_bounded(lambda b: sansio.arun(read(b), io), batches, run.workers):  # noqa: B023
+                for result in results:
+                    r.record(result)
     return run.report()
 
 

@@ -27,15 +27,16 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 import orjson
 from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg.types.string import BytesBinaryDumper
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores.faithful import NON_FINITE, NUL, refuse
-from dualsaver.stores._sql import CHECKPOINT_PAGE, AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
+from dualsaver.stores._prints import printed, with_blobs
+from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, check_typed, checked, in_write_order,
-    load_typed, typed_value, unreadable,
+    NOT_DECODED, Printed, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
+    in_write_order, load_typed, loads_json, typed_value, unreadable,
 )
 
 PG_NON_FINITE = "postgres.json-non-finite"  # the preflight's rule ids (dualsaver.preflight.rules)
@@ -47,8 +48,9 @@ THREADS_NEXT = (
     'SELECT DISTINCT thread_id COLLATE "C" AS thread_id FROM checkpoints'
     ' WHERE thread_id COLLATE "C" > %s ORDER BY 1 LIMIT %s'
 )
-_ORDER = ' ORDER BY checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C" LIMIT %s'
-_AFTER = ' AND (checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C") > (%s, %s)'
+_KEY = 'thread_id COLLATE "C", checkpoint_ns COLLATE "C", checkpoint_id COLLATE "C"'
+_ORDER = f" ORDER BY {_KEY} LIMIT %s"
+_AFTER = f" AND ({_KEY}) > (%s, %s, %s)"
 KEYS_SQL = "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = %s"
 _LATEST = (
     "SELECT c.checkpoint_id, (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = c.thread_id"
@@ -230,26 +232,33 @@ class PostgresPlans(SqlPlans):
 
     def __init__(self, saver: Any) -> None:
         super().__init__(saver)  # type: ignore[call-arg]  # cooperative: next in the MRO is a SqlStore shell
-        self._first_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _ORDER
-        self._next_page = saver.SELECT_SQL + "WHERE thread_id = %s" + _AFTER + _ORDER
+        self._first_page = saver.SELECT_SQL + "WHERE thread_id = ANY(%s)" + _ORDER
+        self._next_page = saver.SELECT_SQL + "WHERE thread_id = ANY(%s)" + _AFTER + _ORDER
 
     def _thread_ids_plan(self) -> Plan[None]:
         return self.keyset_threads(THREADS_FIRST, THREADS_NEXT)
 
-    def _read_thread_plan(self, thread_id: str, encoded: bool = False, stored_values: bool = False) -> Plan[None]:
+    def _read_threads_plan(
+        self, thread_ids: Sequence[str], encoded: bool = False, stored_values: bool = False, prints: bool = False
+    ) -> Plan[None]:
         encoding = self.serde_key if encoded else None
-        after: tuple[str, str] | None = None
+        ids, page = list(thread_ids), self.page_size(thread_ids)
+        after: tuple[str, str, str] | None = None
         while True:
             if after is None:
-                rows = yield select(self._first_page, (thread_id, CHECKPOINT_PAGE))
+                rows = yield select(self._first_page, (ids, page))
             else:
-                rows = yield select(self._next_page, (thread_id, *after, CHECKPOINT_PAGE))
+                rows = yield select(self._next_page, (ids, *after, page))
             if not rows:
                 return
-            yield Emit([self.decode(row, encoding, stored_values) for row in rows])
-            if len(rows) < CHECKPOINT_PAGE:
+            if prints:
+                yield Emit([self.print_row(row) for row in rows])
+            else:
+                yield Emit([self.decode(row, encoding, stored_values) for row in rows])
+            if len(rows) < page:
                 return
-            after = (rows[-1]["checkpoint_ns"], rows[-1]["checkpoint_id"])
+            last = rows[-1]
+            after = (last["thread_id"], last["checkpoint_ns"], last["checkpoint_id"])
 
     def decode(self, row: dict[str, Any], encoding: Any = None, stored_values: bool = False) -> ThreadItem:
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
@@ -288,6 +297,22 @@ class PostgresPlans(SqlPlans):
             )
         except Exception as exc:  # reported, never a crash
             return unreadable(thread_id, ns, checkpoint_id, exc)
+
+    def print_row(self, row: dict[str, Any]) -> Printed | Unreadable:
+        """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`)."""
+        key = (row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
+        try:
+            stored = row["checkpoint"]
+            blobs = ((c.decode(), t.decode(), b) for c, t, b in row["channel_values"] or ())
+            checkpoint = {**stored, "channel_values": with_blobs(stored.get("channel_values") or {}, blobs)}
+            writes = [
+                (tid.decode(), path.decode() if path is not None else "", int(idx), channel.decode(), t.decode(), blob)
+                for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
+            ]
+            parent = row["parent_checkpoint_id"] or None
+            return printed(key, parent, checkpoint, row["metadata"], writes, self.serde_key)
+        except Exception as exc:
+            return unreadable(*key, exc)
 
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
         rows = yield select(KEYS_SQL, (thread_id,))
@@ -424,6 +449,7 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
 
     def query(self, sql: str, params: Any) -> list[Any]:
         with self._connection() as conn, conn.cursor(binary=True, row_factory=dict_row) as cur:
+            set_json_loads(loads_json, cur)  # json.loads read through orjson (`loads_json`)
             cur.execute(sql, params)
             return cur.fetchall()
 
@@ -454,6 +480,7 @@ class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
 
     async def aquery(self, sql: str, params: Any) -> list[Any]:
         async with self._connection() as conn, conn.cursor(binary=True, row_factory=dict_row) as cur:
+            set_json_loads(loads_json, cur)
             await cur.execute(sql, params)
             return await cur.fetchall()
 

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
-from dualsaver.stores.native import StoredCheckpoint, ThreadItem
+from dualsaver.stores.native import Printed, StoredCheckpoint, ThreadItem
 from dualsaver.stores.serde import serde_key
 
 THREAD_PAGE = 1000  # thread ids per keyset page
 CHECKPOINT_PAGE = 200  # checkpoints per page when reading one thread
+MANY_THREADS_PAGE = 1000  # and when reading several (`read_threads`)
 
 Statements = tuple[tuple[Any, Sequence[Sequence[Any]]], ...]  # (statement, rows) pairs
 
@@ -60,7 +61,19 @@ class SqlPlans:
         raise NotImplementedError
 
     def _read_thread_plan(self, thread_id: str, encoded: bool = False, stored_values: bool = False) -> Plan[None]:
+        return self._read_threads_plan((thread_id,), encoded, stored_values)
+
+    def _read_threads_plan(
+        self, thread_ids: Sequence[str], encoded: bool = False, stored_values: bool = False, prints: bool = False
+    ) -> Plan[None]:
+        """Every checkpoint of the threads listed, in (thread, ns, id) order; with `prints`,
+        each as a `Printed` digest of its stored bytes (or `Unreadable`)."""
         raise NotImplementedError
+
+    @staticmethod
+    def page_size(thread_ids: Sequence[str]) -> int:
+        """Checkpoints per page: one thread's page, larger when many threads are read at once."""
+        return CHECKPOINT_PAGE if len(thread_ids) == 1 else MANY_THREADS_PAGE
 
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
         raise NotImplementedError
@@ -166,6 +179,11 @@ class SyncSqlStore(SqlPlans):
     ) -> Iterator[ThreadItem]:
         return stream(self._read_thread_plan(thread_id, encoded, stored_values), self._io)
 
+    def read_threads(
+        self, thread_ids: Sequence[str], *, encoded: bool = False, stored_values: bool = False, prints: bool = False
+    ) -> Iterator[ThreadItem | Printed]:
+        return stream(self._read_threads_plan(thread_ids, encoded, stored_values, prints), self._io)
+
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(self._keys_plan(thread_id), self._io)
 
@@ -212,6 +230,11 @@ class AsyncSqlStore(SqlPlans):
         self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
     ) -> AsyncIterator[ThreadItem]:
         return astream(self._read_thread_plan(thread_id, encoded, stored_values), self._io)
+
+    def aread_threads(
+        self, thread_ids: Sequence[str], *, encoded: bool = False, stored_values: bool = False, prints: bool = False
+    ) -> AsyncIterator[ThreadItem | Printed]:
+        return astream(self._read_threads_plan(thread_ids, encoded, stored_values, prints), self._io)
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(self._keys_plan(thread_id), self._io)

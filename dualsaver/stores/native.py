@@ -155,7 +155,9 @@ def load_typed(serde: Any, key: Any, typed: tuple[str, bytes], what: str = "a wr
         raise
 
 
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# A number of 19 digits or more: where a JSON number can start (so a long run of digits inside
+# a string, such as a zero-padded channel version, does not count; one that does costs speed only)
+_LONG_NUMBER = re.compile(rb"(?:^|[:,\[\s-])[0-9]{19}")
 
 
 def loads_json(data: bytes | str) -> Any:
@@ -204,6 +206,18 @@ class Unreadable:
 
 
 ThreadItem = StoredCheckpoint | Unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class Printed:
+    """A checkpoint read as one digest of what its store holds (`read_threads(ids,
+    prints=True)`, see `dualsaver.stores._prints`): what the check compares first."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    digest: bytes
+    writes: int  # how many pending writes it has
 
 
 def unreadable(thread_id: str, ns: str, checkpoint_id: str, exc: BaseException) -> Unreadable:

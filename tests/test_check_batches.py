@@ -1,0 +1,147 @@
+"""The check reads threads in batches (`read_threads`) and compares digests of stored bytes
+(`Printed`, `dualsaver.stores._prints`): a batch read gives exactly what reading each thread
+gives, across keyset pages that cut through threads, in SQLite and PostgreSQL; the two stores'
+digests agree on equal rows; the check's verdict across batches is the decoded one."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import ormsgpack
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from dualsaver.checker import acheck, check
+from dualsaver.stores import aopen_saver, native_for, open_saver
+from dualsaver.stores.native import Printed, loads_json
+from tests import check_support as cs
+from tests.test_check import identities, sqlite_url
+from tests.test_check_bytes import record, value
+
+SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+# thread ids whose order differs between byte-wise, code-point and locale collations
+thread_ids = st.lists(st.sampled_from(["a", "B", "b", "a-1", "a1", "é", "z", "Ω", "t\U0001f600", "t\uffff"]),
+                      min_size=1, max_size=6, unique=True)
+
+
+@st.composite
+def stores_rows(draw):
+    """Rows of several threads (1-4 checkpoints each, random values and writes)."""
+    rows = []
+    for t in draw(thread_ids):
+        for n in range(draw(st.integers(1, 4))):
+            values = draw(st.dictionaries(st.sampled_from("abc"), value, max_size=3))
+            rows.append(record(t, n, values, draw(st.lists(value, max_size=2))))
+    assume(not any(has_nul(r.checkpoint) for r in rows))  # JSONB cannot hold NUL in text
+    return rows
+
+
+def has_nul(v) -> bool:
+    if isinstance(v, str):
+        return "\x00" in v
+    if isinstance(v, dict):
+        return any(has_nul(k) or has_nul(x) for k, x in v.items())
+    return isinstance(v, list) and any(has_nul(x) for x in v)
+
+
+@settings(SLOW, max_examples=25)
+@given(rows=stores_rows(), page=st.integers(1, 5), asked=st.data())
+def test_a_batch_read_is_each_thread_read_in_turn(pg_url, tmp_path, monkeypatch, rows, page, asked):
+    monkeypatch.setattr("dualsaver.stores._sql.MANY_THREADS_PAGE", page)  # pages cut through threads
+    written = sorted({r.thread_id for r in rows})
+    ids = asked.draw(st.lists(st.sampled_from([*written, "absent"]), min_size=1, unique=True), label="ids")
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "s.sqlite"
+    with open_saver(sqlite_url(path)) as lite, open_saver(pg_url) as pg:
+        for t in written:
+            pg.delete_thread(t)
+        prints, decoded = {}, {}
+        for saver in (lite, pg):
+            store = native_for(saver)
+            store.write_checkpoints(rows)
+            decoded[saver] = [item for t in sorted(ids) for item in store.read_thread(t)]
+            assert list(store.read_threads(ids)) == decoded[saver]
+            prints[saver] = list(store.read_threads(ids, prints=True))
+            assert [(p.thread_id, p.checkpoint_ns, p.checkpoint_id) for p in prints[saver]] == [
+                i.key for i in decoded[saver]
+            ]
+    assert all(type(p) is Printed for p in prints[lite])
+    # Equal records, equal digests, whatever the layout (JSONB may write a number otherwise:
+    # 1e16 comes back an integer, a record that differs, which the check decodes)
+    for a, b, x, y in zip(prints[lite], prints[pg], decoded[lite], decoded[pg]):
+        assert (a == b) == (exactly(x) == exactly(y)), (x, y)
+
+
+def exactly(item) -> str:
+    """A record as sorted JSON: 1 and 1.0 differ, key order does not."""
+    writes = [(w.task_id, w.task_path, w.idx, w.channel, w.value) for w in item.writes]
+    parts = (item.parent_checkpoint_id, item.checkpoint, item.metadata, writes)
+    return json.dumps(parts, sort_keys=True, default=repr)
+
+
+@settings(SLOW, max_examples=40)
+@given(doc=st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False)
+    | st.text(alphabet="0123456789:,[ -x\""),  # digits in strings, where a number may start
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+))
+def test_loads_json_reads_what_json_loads_reads(doc):
+    for text in (json.dumps(doc), json.dumps(doc, indent=1), json.dumps(doc, separators=(",", ":"))):
+        assert repr(loads_json(text)) == repr(json.loads(text))  # repr: 1 and 1.0, inf and nan told apart
+
+
+def test_long_numbers_are_not_read_as_floats():
+    big = 2**70
+    for text in (f"{big}", f"[-{big}]", f'{{"a": {big}}}', f'{{"a":{big}}}', f'[1,\n{big}]'):
+        assert loads_json(text) == json.loads(text) and type(loads_json(text)) is type(json.loads(text))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_verdict_across_batches_is_the_decoded_one(pg_url, sqlite_path, monkeypatch, workers):
+    monkeypatch.setattr("dualsaver.checker._run.BATCH", 2)
+    threads = [f"batch-{i}" for i in range(7)]
+    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(pg_url) as new:
+        cs.populate(old, threads)
+        cs.clone(old, new)
+        cs.rewrite_thread(new, "batch-3", lambda rows: rows[:-1])  # one thread diverges
+        report = check(old, new, backoff=(0,), workers=workers)
+        decoded = check(old, new, backoff=(0,), compare="decoded")
+    assert identities(report) == identities(decoded) and {i[1] for i in identities(report)} == {"batch-3"}
+    assert report.summary["compared"] == {"by_bytes": 6, "decoded": 1}
+    assert report.summary["threads_compared"] == 7
+
+
+async def test_async_check_reads_batches_too(pg_url, sqlite_path, monkeypatch):
+    monkeypatch.setattr("dualsaver.checker._run.BATCH", 3)
+    threads = [f"abatch-{i}" for i in range(5)]
+    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(pg_url) as new:
+        cs.populate(old, threads)
+        cs.clone(old, new)
+        cs.rewrite_thread(new, "abatch-4", lambda rows: rows[:-1])
+    async with aopen_saver(sqlite_url(sqlite_path)) as old, aopen_saver(pg_url) as new:
+        report = await acheck(old, new, workers=2, backoff=(0,))
+    assert {i[1] for i in identities(report)} == {"abatch-4"}
+    assert report.summary["compared"] == {"by_bytes": 4, "decoded": 1}
+
+
+def test_a_set_is_compared_by_its_members_not_their_order():
+    from dualsaver.stores._prints import document, printed
+
+    def doc(name: str, members: list) -> bytes:  # as JsonPlusSerializer writes a set: ext 0, (module, name, members)
+        value = ormsgpack.Ext(0, ormsgpack.packb(["builtins", name, members]))
+        cp = {"v": 4, "id": "c", "channel_versions": {}, "versions_seen": {}, "channel_values": {"tags": value}}
+        return ormsgpack.packb(cp)
+
+    def digest(data: bytes) -> bytes:
+        return printed(("t", "", "c"), None, document(data), {}, [], serde_key=None).digest
+
+    members = ["n1", "plan", "zz", "a", 7]
+    same = digest(doc("set", members))
+    assert digest(doc("set", members[::-1])) == same
+    assert digest(doc("set", members[1:])) != same
+    assert digest(doc("frozenset", members)) != same
+    assert digest(doc("list", members[::-1])) != digest(doc("list", members))  # only sets
