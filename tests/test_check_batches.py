@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from dualsaver.checker import acheck, check
 from dualsaver.stores import aopen_saver, native_for, open_saver
+from dualsaver.stores._sql import SyncSqlStore
 from dualsaver.stores.native import Printed, loads_json
 from tests import check_support as cs
 from tests.test_check import identities, sqlite_url
@@ -101,18 +102,25 @@ def test_long_numbers_are_not_read_as_floats():
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-def test_the_verdict_across_batches_is_the_decoded_one(pg_url, sqlite_path, monkeypatch, workers):
-    monkeypatch.setattr("dualsaver.checker._run.BATCH", 2)
+def test_the_verdict_across_batches_is_the_one_thread_by_thread(pg_url, sqlite_path, monkeypatch, workers):
     threads = [f"batch-{i}" for i in range(7)]
     with open_saver(sqlite_url(sqlite_path)) as old, open_saver(pg_url) as new:
         cs.populate(old, threads)
         cs.clone(old, new)
         cs.rewrite_thread(new, "batch-3", lambda rows: rows[:-1])  # one thread diverges
-        report = check(old, new, backoff=(0,), workers=workers)
-        decoded = check(old, new, backoff=(0,), compare="decoded")
-    assert identities(report) == identities(decoded) and {i[1] for i in identities(report)} == {"batch-3"}
-    assert report.summary["compared"] == {"by_bytes": 6, "decoded": 1}
-    assert report.summary["threads_compared"] == 7
+        with monkeypatch.context() as hidden:  # stores that read one thread at a time
+            hidden.delattr(SyncSqlStore, "read_threads")
+            one_by_one = check(old, new, backoff=(0,))
+        monkeypatch.setattr("dualsaver.checker._run.BATCH", 2)
+        by_bytes = check(old, new, backoff=(0,), workers=workers)
+        decoded = check(old, new, backoff=(0,), workers=workers, compare="decoded")
+    assert {i[1] for i in identities(one_by_one)} == {"batch-3"}
+    assert one_by_one.summary["compared"] == {"by_bytes": 0, "decoded": 7}  # no digests without read_threads
+    assert identities(by_bytes) == identities(decoded) == identities(one_by_one)
+    assert [d.to_dict() for d in decoded.divergences] == [d.to_dict() for d in one_by_one.divergences]
+    assert by_bytes.summary["compared"] == {"by_bytes": 6, "decoded": 1}
+    assert decoded.summary["compared"] == {"by_bytes": 0, "decoded": 7}
+    assert by_bytes.summary["threads_compared"] == decoded.summary["threads_compared"] == 7
 
 
 async def test_async_check_reads_batches_too(pg_url, sqlite_path, monkeypatch):
@@ -129,19 +137,22 @@ async def test_async_check_reads_batches_too(pg_url, sqlite_path, monkeypatch):
 
 
 def test_a_set_is_compared_by_its_members_not_their_order():
-    from dualsaver.stores._prints import document, printed
+    from dualsaver.stores._prints import document, document_values, value_digest
 
-    def doc(name: str, members: list) -> bytes:  # as JsonPlusSerializer writes a set: ext 0, (module, name, members)
-        value = ormsgpack.Ext(0, ormsgpack.packb(["builtins", name, members]))
-        cp = {"v": 4, "id": "c", "channel_versions": {}, "versions_seen": {}, "channel_values": {"tags": value}}
-        return ormsgpack.packb(cp)
+    def value(name: str, members: list) -> dict:  # as JsonPlusSerializer writes a set: ext 0, (module, name, members)
+        return {"tags": ormsgpack.Ext(0, ormsgpack.packb(["builtins", name, members]))}
 
-    def digest(data: bytes) -> bytes:
-        return printed(("t", "", "c"), None, document(data), {}, [], serde_key=None).digest
+    def apart(v: dict):  # PostgreSQL: the value as its own blob
+        return ormsgpack.packb(value_digest("msgpack", ormsgpack.packb(v), None))
+
+    def in_document(v: dict):  # SQLite: the value inside a whole checkpoint's document
+        return ormsgpack.packb(document_values(document(ormsgpack.packb({"channel": v})))["channel"])
 
     members = ["n1", "plan", "zz", "a", 7]
-    same = digest(doc("set", members))
-    assert digest(doc("set", members[::-1])) == same
-    assert digest(doc("set", members[1:])) != same
-    assert digest(doc("frozenset", members)) != same
-    assert digest(doc("list", members[::-1])) != digest(doc("list", members))  # only sets
+    same = apart(value("set", members))
+    assert ormsgpack.packb(value("set", members)) != ormsgpack.packb(value("set", members[::-1]))  # else no proof
+    assert apart(value("set", members[::-1])) == same == in_document(value("set", members[::-1]))
+    assert apart(value("set", members[1:])) != same
+    assert apart(value("frozenset", members)) != same
+    assert apart(value("list", members[::-1])) != apart(value("list", members))  # only sets
+    assert in_document(value("list", members)) == apart(value("list", members))

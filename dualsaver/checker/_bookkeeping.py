@@ -101,6 +101,7 @@ class CheckRun:
         self.progress = progress
         self.throttle = throttle  # paces the reads (see dualsaver.control.throttle)
         self.compares_bytes = False  # bytes first where both stores allow it (`_bytes`)
+        self.reads_many = False  # both stores read several threads at once (`read_threads`)
         self.by_bytes = 0  # threads the scan found clean from their bytes alone
         self.started = time.monotonic()
         self.started_at = dt.datetime.now(dt.timezone.utc)

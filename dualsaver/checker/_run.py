@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on P
 __all__ = ["CheckOptions", "CheckProgress", "acheck", "check"]
 
 DEFAULT_BACKOFF = (0.0, 0.2, 0.5, 1.0)  # seconds before each re-check round
-BATCH = 100  # threads a worker reads at once on the byte path (`read_threads`)
+BATCH = 100  # threads a worker reads at once from a store with `read_threads`
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -104,43 +104,60 @@ def _read_side(
     return found
 
 
-def _read_many(side: str, thread_ids: list[str], throttle: Throttle | None) -> Plan[dict[str, ByteSide]]:
-    """One store's view of a batch of threads as bytes, read in a round trip or two
-    (`read_threads`); a batch that fails to read leaves every thread to the decoded path."""
-    found = {t: ByteSide() for t in thread_ids}
+def _read_many(
+    side: str, thread_ids: list[str], make: type[ByteSide | ThreadSide], throttle: Throttle | None
+) -> Plan[dict[str, ByteSide | ThreadSide] | None]:
+    """One store's view of a batch of threads, read at once (`read_threads`): as digests of
+    their bytes (`ByteSide`) or decoded (`ThreadSide`). None when the batch did not read:
+    each thread is then read on its own, which says which one failed."""
+    found = {t: make() for t in thread_ids}
+    options = READ_OPTIONS if isinstance(found[thread_ids[0]], ByteSide) else {}
     started = time.perf_counter()
     try:
-        items = yield Call(side, "read_threads", (thread_ids,), READ_OPTIONS, stream=True)
+        items = yield Call(side, "read_threads", (thread_ids,), options, stream=True)
         while (item := (yield Next(items))) is not END:
             found[item.thread_id].add(item)
     except Exception as exc:
         if is_outage(exc):
             raise
-        for one in found.values():
-            one.failed = True
-    if throttle is not None:
-        throttle.observe(time.perf_counter() - started)
+        return None
+    finally:
+        if throttle is not None:
+            throttle.observe(time.perf_counter() - started)
     return found
 
 
 def _read_batch(run: CheckRun, thread_ids: list[str], *, capture: bool) -> Plan[list[ThreadDiff]]:
-    """The diffs of a batch of threads, in order: by their digests first where both stores
-    give them (the whole batch from each store at once), and where those differ, by meaning,
-    one thread at a time."""
+    """The diffs of a batch of threads, in order. Where both stores read several threads at
+    once, the batch is read from each in one go (the primary last, see the module docstring):
+    as digests of their bytes where those compare, decoded otherwise. A thread the batch
+    does not settle (its digests differ, or the batch did not read) and a round that captures
+    values are read decoded one thread at a time."""
     results: dict[str, ThreadDiff | None] = dict.fromkeys(thread_ids)
-    if run.compares_bytes and not capture:
-        as_bytes = {}
-        for side in run.read_order():  # the primary last (see the module docstring)
-            as_bytes[side] = yield from _read_many(side, thread_ids, run.throttle)
-        for t in thread_ids:
-            results[t] = agreed(t, as_bytes["old"][t], as_bytes["new"][t])
-        agreeing = sum(r.checkpoints_compared for r in results.values() if r is not None)
-        if run.throttle is not None and (delay := run.throttle.after(agreeing)):
+    if run.reads_many and not capture:
+        make: type[ByteSide | ThreadSide] = ByteSide if run.compares_bytes else ThreadSide
+        sides = {}
+        for side in run.read_order():
+            sides[side] = yield from _read_many(side, thread_ids, make, run.throttle)
+        old, new = sides["old"], sides["new"]
+        if old is not None and new is not None:
+            for t in thread_ids:
+                results[t] = _settle(run, t, old[t], new[t])
+        settled = sum(r.checkpoints_compared for r in results.values() if r is not None)
+        if run.throttle is not None and (delay := run.throttle.after(settled)):
             yield Call("clock", "sleep", (delay,))
     for t, result in results.items():
         if result is None:
             results[t] = yield from _read_decoded(run, t, capture)
     return [r for r in results.values() if r is not None]
+
+
+def _settle(run: CheckRun, thread_id: str, old: Any, new: Any) -> ThreadDiff | None:
+    """A thread's diff from a batch's views: clean where its digests agree (None where they
+    differ: decide it decoded), or the diff of its decoded views."""
+    if isinstance(old, ByteSide) and isinstance(new, ByteSide):
+        return agreed(thread_id, old, new)
+    return run.diff(thread_id, {"old": old, "new": new})
 
 
 def _read_decoded(run: CheckRun, thread_id: str, capture: bool) -> Plan[ThreadDiff]:
@@ -191,14 +208,17 @@ _DEFAULTS: CheckOptions = {
 }
 
 
-def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions) -> CheckRun:
-    """The bookkeeping of one check over these native stores, `check` and `acheck` alike."""
+def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions, read_many: str) -> CheckRun:
+    """The bookkeeping of one check over these native stores, `check` and `acheck` alike;
+    `read_many` names the method that reads several threads at once (`read_threads`)."""
     unknown = set(options) - set(_DEFAULTS)
     if unknown:
         raise TypeError(f"check() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     chosen: dict[str, Any] = {**_DEFAULTS, **options}
     names = (chosen.pop("old_name") or describe_store(old), chosen.pop("new_name") or describe_store(new))
-    return CheckRun.of(stores, *names, **chosen)
+    run = CheckRun.of(stores, *names, **chosen)
+    run.reads_many = all(hasattr(stores[side], read_many) for side in SIDES)
+    return run
 
 
 def _batches(threads: Iterable[str]) -> Iterator[list[str]]:
@@ -223,7 +243,7 @@ def check(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceRepo
     """Diff two stores (savers or `NativeStore`s) and return what persists; `CheckOptions`
     says what the keywords do. Raises `CheckError` if a store cannot be reached."""
     io = Targets(old=native_for(old), new=native_for(new))
-    run = _begin(io.targets, old, new, options)
+    run = _begin(io.targets, old, new, options, "read_threads")
     with run.outages():
         for r in run.rounds():
             time.sleep(r.delay)
@@ -239,7 +259,7 @@ async def acheck(old: Any, new: Any, **options: Unpack[CheckOptions]) -> Diverge
     """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans and
     options, `workers` tasks instead of threads."""
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
-    run = _begin(io.targets, old, new, options)
+    run = _begin(io.targets, old, new, options, "aread_threads")
     with run.outages():
         for r in run.rounds():
             await asyncio.sleep(r.delay)

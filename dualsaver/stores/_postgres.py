@@ -32,7 +32,7 @@ from psycopg.types.string import BytesBinaryDumper
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores.faithful import NON_FINITE, NUL, refuse
-from dualsaver.stores._prints import printed, with_blobs
+from dualsaver.stores._prints import Write, printed, value_digest
 from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores.native import (
     NOT_DECODED, Printed, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
@@ -52,6 +52,27 @@ _KEY = 'thread_id COLLATE "C", checkpoint_ns COLLATE "C", checkpoint_id COLLATE 
 _ORDER = f" ORDER BY {_KEY} LIMIT %s"
 _AFTER = f" AND ({_KEY}) > (%s, %s, %s)"
 KEYS_SQL = "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = %s"
+# The check's digests read the three tables apart (`_read_prints_plan`): each blob once,
+# however many checkpoints name its version, and no correlated subquery per checkpoint.
+_PRINT_CHECKPOINTS = (
+    "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata"
+    " FROM checkpoints WHERE thread_id = ANY(%s)"
+)
+PRINT_CHECKPOINTS_FIRST = _PRINT_CHECKPOINTS + _ORDER
+PRINT_CHECKPOINTS_NEXT = _PRINT_CHECKPOINTS + _AFTER + _ORDER
+# the blobs of the keys given (as four binary arrays: no quoting per element), each by its
+# primary key (LATERAL ... OFFSET 0 keeps the planner from a hash join over the whole table)
+PRINT_BLOBS = (
+    "SELECT k.t AS thread_id, k.ns AS checkpoint_ns, k.c AS channel, k.v AS version, b.type, b.blob"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS k(t, ns, c, v)"
+    " CROSS JOIN LATERAL (SELECT type, blob FROM checkpoint_blobs WHERE thread_id = k.t"
+    " AND checkpoint_ns = k.ns AND channel = k.c AND version = k.v OFFSET 0) b"
+)
+PRINT_WRITES = (
+    "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob"
+    f" FROM checkpoint_writes WHERE thread_id = ANY(%s) AND ({_KEY}) >= (%s, %s, %s) AND ({_KEY}) <= (%s, %s, %s)"
+)
+BLOB_CACHE = 200_000  # blob digests one batch keeps (a thread's versions), then forgets
 _LATEST = (
     "SELECT c.checkpoint_id, (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = c.thread_id"
     " AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id) AS writes"
@@ -201,6 +222,19 @@ def _stored_blobs(rows: Any, inline: dict[str, Any], key: Any) -> dict[str, Stor
     return blobs
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    return (row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
+
+
+def _blob_keys(row: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    """The (thread, ns, channel, version) of each blob a checkpoint row names, as the saver's
+    SELECT joins them (`jsonb_each_text` of its channel_versions)."""
+    checkpoint = row["checkpoint"]
+    versions = (checkpoint.get("channel_versions") if isinstance(checkpoint, dict) else None) or {}
+    for channel, version in versions.items():
+        yield (row["thread_id"], row["checkpoint_ns"], channel, version if isinstance(version, str) else str(version))
+
+
 class PostgresPlans(SqlPlans):
     """SQL and (de)serialization for the PostgreSQL schema; no I/O."""
 
@@ -241,6 +275,11 @@ class PostgresPlans(SqlPlans):
     def _read_threads_plan(
         self, thread_ids: Sequence[str], encoded: bool = False, stored_values: bool = False, prints: bool = False
     ) -> Plan[None]:
+        if prints:
+            return self._read_prints_plan(thread_ids)
+        return self._read_records_plan(thread_ids, encoded, stored_values)
+
+    def _read_records_plan(self, thread_ids: Sequence[str], encoded: bool, stored_values: bool) -> Plan[None]:
         encoding = self.serde_key if encoded else None
         ids, page = list(thread_ids), self.page_size(thread_ids)
         after: tuple[str, str, str] | None = None
@@ -251,14 +290,68 @@ class PostgresPlans(SqlPlans):
                 rows = yield select(self._next_page, (ids, *after, page))
             if not rows:
                 return
-            if prints:
-                yield Emit([self.print_row(row) for row in rows])
-            else:
-                yield Emit([self.decode(row, encoding, stored_values) for row in rows])
+            yield Emit([self.decode(row, encoding, stored_values) for row in rows])
             if len(rows) < page:
                 return
-            last = rows[-1]
-            after = (last["thread_id"], last["checkpoint_ns"], last["checkpoint_id"])
+            after = _key(rows[-1])
+
+    def _read_prints_plan(self, thread_ids: Sequence[str]) -> Plan[None]:
+        """`Printed` digests (`dualsaver.stores._prints`), a page of checkpoints at a time with
+        the blobs they name that are not digested yet and their writes."""
+        ids, page = list(thread_ids), self.page_size(thread_ids)
+        blobs: dict[tuple[str, str, str, str], Any] = {}  # (thread, ns, channel, version) -> digest
+        after: tuple[str, str, str] | None = None
+        while True:
+            if after is None:
+                rows = yield select(PRINT_CHECKPOINTS_FIRST, (ids, page))
+            else:
+                rows = yield select(PRINT_CHECKPOINTS_NEXT, (ids, *after, page))
+            if not rows:
+                return
+            if len(blobs) > BLOB_CACHE:
+                blobs.clear()
+            wanted = {k for row in rows for k in _blob_keys(row)} - blobs.keys()
+            if wanted:
+                columns = [list(c) for c in zip(*wanted)]
+                for b in (yield select(PRINT_BLOBS, columns)):
+                    blobs[(b["thread_id"], b["checkpoint_ns"], b["channel"], b["version"])] = self.blob_digest(b)
+            writes: dict[tuple[str, str, str], list[Write]] = {}
+            for w in (yield select(PRINT_WRITES, (ids, *_key(rows[0]), *_key(rows[-1])))):
+                path = w["task_path"] or ""
+                write = (w["task_id"], path, w["idx"], w["channel"], w["type"], w["blob"])
+                writes.setdefault(_key(w), []).append(write)
+            yield Emit([self.print_row(row, blobs, writes.get(_key(row), ())) for row in rows])
+            if len(rows) < page:
+                return
+            after = _key(rows[-1])
+
+    def blob_digest(self, row: dict[str, Any]) -> Any:
+        """A blob's digest; None for an "empty" blob (the saver skips it); the error for one
+        that does not check (a checkpoint naming it is read decoded)."""
+        if row["type"] == "empty":
+            return None
+        try:
+            return value_digest(row["type"], row["blob"], self.serde_key)
+        except Exception as exc:
+            return exc
+
+    def print_row(self, row: dict[str, Any], blobs: dict[tuple, Any], writes: Iterable[Write]) -> Printed | Unreadable:
+        """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`)."""
+        key = _key(row)
+        try:
+            stored = dict(row["checkpoint"])
+            values = dict(stored.get("channel_values") or {})
+            for blob_key in _blob_keys(row):
+                found = blobs.get(blob_key)
+                if isinstance(found, Exception):
+                    raise found
+                if found is not None:  # wins over an inline `true` (the marker of a delta snapshot)
+                    values[blob_key[2]] = found
+            stored["channel_values"] = values
+            parent = row["parent_checkpoint_id"] or None
+            return printed(key, parent, stored, row["metadata"], writes, self.serde_key)
+        except Exception as exc:
+            return unreadable(*key, exc)
 
     def decode(self, row: dict[str, Any], encoding: Any = None, stored_values: bool = False) -> ThreadItem:
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
@@ -297,22 +390,6 @@ class PostgresPlans(SqlPlans):
             )
         except Exception as exc:  # reported, never a crash
             return unreadable(thread_id, ns, checkpoint_id, exc)
-
-    def print_row(self, row: dict[str, Any]) -> Printed | Unreadable:
-        """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`)."""
-        key = (row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
-        try:
-            stored = row["checkpoint"]
-            blobs = ((c.decode(), t.decode(), b) for c, t, b in row["channel_values"] or ())
-            checkpoint = {**stored, "channel_values": with_blobs(stored.get("channel_values") or {}, blobs)}
-            writes = [
-                (tid.decode(), path.decode() if path is not None else "", int(idx), channel.decode(), t.decode(), blob)
-                for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
-            ]
-            parent = row["parent_checkpoint_id"] or None
-            return printed(key, parent, checkpoint, row["metadata"], writes, self.serde_key)
-        except Exception as exc:
-            return unreadable(*key, exc)
 
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
         rows = yield select(KEYS_SQL, (thread_id,))

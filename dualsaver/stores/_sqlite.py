@@ -19,7 +19,7 @@ from langgraph.checkpoint.base import get_checkpoint_metadata
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores._msgpack_split import split_checkpoint
-from dualsaver.stores._prints import document, printed
+from dualsaver.stores._prints import document, document_values, printed
 from dualsaver.stores.native import (
     NOT_DECODED, Printed, StoredCheckpoint, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
     in_write_order, load_typed, loads_json, typed_value, unreadable,
@@ -164,10 +164,14 @@ class SqlitePlans(SqlPlans):
         try:
             if type_ != "msgpack":
                 raise ValueError(f"a {type_!r} checkpoint is compared decoded")
+            checkpoint = document(blob)
+            if not isinstance(checkpoint, dict):
+                raise ValueError("the checkpoint is not a mapping")
+            checkpoint["channel_values"] = document_values(checkpoint.get("channel_values") or {})
             return printed(
                 (thread_id, ns, checkpoint_id),
                 parent or None,
-                document(blob),
+                checkpoint,
                 loads_json(metadata) if metadata is not None else {},
                 [(w[2], w[3] or "", w[4], w[5], w[6], w[7]) for w in writes],
                 self.serde_key,

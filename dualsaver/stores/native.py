@@ -155,23 +155,38 @@ def load_typed(serde: Any, key: Any, typed: tuple[str, bytes], what: str = "a wr
         raise
 
 
-# A number of 19 digits or more: where a JSON number can start (so a long run of digits inside
-# a string, such as a zero-padded channel version, does not count; one that does costs speed only)
-_LONG_NUMBER = re.compile(rb"(?:^|[:,\[\s-])[0-9]{19}")
+_DIGITS = re.compile(rb"[0-9]{19}")  # a run as long as an integer orjson may read as a float
+_INT64 = 2.0**63
 
 
 def loads_json(data: bytes | str) -> Any:
     """JSON as `json.loads` reads it, through orjson (5x faster) when that gives the same:
-    orjson refuses NaN and Infinity (which `json.dumps` writes) and reads integers beyond
-    64 bits as floats, so those documents go to `json.loads`."""
+    orjson refuses NaN and Infinity (which `json.dumps` writes) and reads an integer beyond 64
+    bits as a float, so a document holding such a float (one its text could have written as
+    a long integer) goes to `json.loads`."""
     if isinstance(data, str):
         data = data.encode()
-    if _LONG_NUMBER.search(data) is None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+    if _DIGITS.search(data) is not None and _has_huge_float(value):
+        return json.loads(data)
+    return value
+
+
+def _has_huge_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and abs(item) >= _INT64:
+            return True
+    return False
 
 
 def _check_ext(code: int, data: bytes) -> None:
