@@ -10,7 +10,8 @@ alternating, best of `--repeat`:
 - **raw rows**: every row of both stores read undecoded by the fastest means each offers
   (SQLite: a plain SELECT of every row of its two tables; PostgreSQL: `COPY ... TO STDOUT
   (FORMAT binary)` of its three tables);
-- **read decoded**: every thread read natively from both stores (`read_thread`, decoded);
+- **read decoded**: every thread read natively from both stores, decoded, a hundred threads a
+  query (`read_threads`; `read_thread` before this round);
 - **check, decoded**: `check(old, new, compare="decoded")`, every value decoded and digested
   (what the check did before it compared bytes);
 - **check**: `dualsaver.check(old, new)` (bytes first where the serializers match);
@@ -64,10 +65,17 @@ def build(old, new, checkpoints: int) -> int:
 
 
 def read_both(old, new) -> int:
+    """Every checkpoint of both stores read decoded, by the fastest means each offers: a
+    hundred threads a query where the store reads several at once (`read_threads`)."""
     n = 0
     for store in (native_for(old), native_for(new)):
-        for t in store.thread_ids():
-            for _ in store.read_thread(t):
+        ids = list(store.thread_ids())
+        for i in range(0, len(ids), 100):
+            batch = ids[i : i + 100]
+            items = store.read_threads(batch) if hasattr(store, "read_threads") else (
+                item for t in batch for item in store.read_thread(t)
+            )
+            for _ in items:
                 n += 1
     return n
 
