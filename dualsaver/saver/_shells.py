@@ -122,15 +122,17 @@ class SyncShell(_Shell):
         by this), the second here. Without a time bound, both here, one after the other: a
         thread hop costs about what it saves under one GIL (measured: bench_tiered)."""
         if not effect.bounded or self.timeout is None:
-            return io.outcome(effect.first), io.outcome(effect.second)
+            return sansio.Targets.both(io, effect)
         context = telemetry.capture()
 
         def first() -> sansio.Outcome:
             with telemetry.continued(context):
                 return io.outcome(effect.first)
 
-        pending = self._side.start(first)
-        second = io.outcome(effect.second)
+        try:
+            pending = self._side.start(first)
+        finally:
+            second = io.outcome(effect.second)  # what it collects is freed, whatever happens
         if pending.wait(self.timeout):
             if pending.error is not None:  # not an Exception (an outcome holds those): pass it on
                 raise pending.error

@@ -35,10 +35,12 @@ def get_tuple(ctx: Context, config: Any) -> Plan[Any]:
     if thread_id is None:
         return (yield Call("old", "get_tuple", (config,)))
     conf = config["configurable"]
+    # The probe is sent first: the durable store looks while the hot one answers, and
+    # collecting its answer after the hot read costs no wait (see DurableProbe).
+    sent = yield Call("probe", "send", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id")))
     # The hot read is bounded as a whole (one thread hop in the sync shell, not two).
     hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,)))
-    probe = _one(Call("probe", "newest", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id"))))
-    hot, newest = yield Both(hot_read, probe, bounded=True)
+    hot, newest = yield Both(hot_read, _one(Call("probe", "collect", (sent,))), bounded=True, collects=True)
     truth = newest.get()  # the durable store is the truth: its failure fails the read
     if isinstance(hot.error, SecondaryTimeout):
         ctx.breakers["new"].failed()  # it did not answer in time: skip it for a while

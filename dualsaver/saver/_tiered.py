@@ -89,9 +89,22 @@ class Newest:
         self.key, self.found = key, found
 
 
+class Later:
+    """A probe not sent ahead (the durable store has no way to): `collect` asks it then."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+
 class DurableProbe:
     """The target "probe": one index lookup in the durable store where its native adapter
-    has one (PostgreSQL, SQLite), else the store's own `get_tuple`."""
+    has one (PostgreSQL, SQLite), else the store's own `get_tuple`.
+
+    `send` asks it without waiting where the adapter can (PostgreSQL over a pool:
+    `ask_latest`), so the durable store looks while the hot one answers; `collect` reads
+    the answer. Elsewhere `send` asks nothing and `collect` does the whole lookup."""
 
     def __init__(self, durable: BaseCheckpointSaver) -> None:
         self.durable = durable
@@ -103,16 +116,42 @@ class DurableProbe:
             self._native = native_for(self.durable)
         if not hasattr(self._native, "latest"):
             return _whole(self.durable.get_tuple(config))
-        key = self._native.latest(thread_id, ns, checkpoint_id)
-        return None if key is None else Newest(key)
+        return _keyed(self._native.latest(thread_id, ns, checkpoint_id))
 
     async def anewest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Newest | None:
         if self._anative is None:
             self._anative = anative_for(self.durable)
         if not hasattr(self._anative, "alatest"):
             return _whole(await self.durable.aget_tuple(config))
-        key = await self._anative.alatest(thread_id, ns, checkpoint_id)
-        return None if key is None else Newest(key)
+        return _keyed(await self._anative.alatest(thread_id, ns, checkpoint_id))
+
+    def send(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        if self._native is None:
+            self._native = native_for(self.durable)
+        ask = getattr(self._native, "ask_latest", None)
+        asked = None if ask is None else ask(thread_id, ns, checkpoint_id)
+        return Later(config, thread_id, ns, checkpoint_id) if asked is None else asked
+
+    async def asend(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        if self._anative is None:
+            self._anative = anative_for(self.durable)
+        ask = getattr(self._anative, "aask_latest", None)
+        asked = None if ask is None else await ask(thread_id, ns, checkpoint_id)
+        return Later(config, thread_id, ns, checkpoint_id) if asked is None else asked
+
+    def collect(self, sent: Any) -> Newest | None:
+        if type(sent) is Later:
+            return self.newest(*sent.args)
+        return _keyed(self._native.answer_latest(sent))
+
+    async def acollect(self, sent: Any) -> Newest | None:
+        if type(sent) is Later:
+            return await self.anewest(*sent.args)
+        return _keyed(await self._anative.aanswer_latest(sent))
+
+
+def _keyed(key: tuple[str, int] | None) -> Newest | None:
+    return None if key is None else Newest(key)
 
 
 def _whole(found: Any) -> Newest | None:
