@@ -200,10 +200,10 @@ class AsyncTargets:
         collects (`Both.collects`), no task: `first` within the bound, then `second`."""
         if effect.collects:
             try:
-                one = await _within(self.outcome(effect.first), timeout if effect.bounded else None)
+                answered = await _within(self.outcome(effect.first), timeout if effect.bounded else None)
             finally:
-                two = await self.outcome(effect.second)
-            return one, two
+                collected = await self.outcome(effect.second)
+            return answered, collected
         began = time.monotonic()
         first = asyncio.ensure_future(self.outcome(effect.first))
         try:
@@ -233,15 +233,22 @@ class AsyncTargets:
         return getattr(self.targets[call.target], "a" + call.method)(*call.args, **call.kwargs)
 
 
+async def bounded(awaitable: Awaitable[R], timeout: float | None) -> R:
+    """`awaitable`'s result; `asyncio.TimeoutError` once it takes longer than `timeout`
+    seconds (None: no bound). On Python 3.11+ a deadline on this task, not a task of its own
+    as `wait_for` makes (a turn of the event loop each)."""
+    if timeout is None:
+        return await awaitable
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
+
+
 async def _within(outcome: Awaitable[Outcome], timeout: float | None) -> Outcome:
     """`outcome`, or a `TimeoutError` one when it takes longer than `timeout` seconds."""
-    if timeout is None:
-        return await outcome
     try:
-        if sys.version_info >= (3, 11):  # a deadline on this task: no task of its own, as wait_for makes
-            async with asyncio.timeout(timeout):
-                return await outcome
-        return await asyncio.wait_for(outcome, timeout)
+        return await bounded(outcome, timeout)
     except asyncio.TimeoutError:
         return Outcome(error=asyncio.TimeoutError())
 

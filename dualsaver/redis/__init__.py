@@ -65,7 +65,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from dualsaver.redis._io import AsyncRedisIo, RedisIo
+from dualsaver.redis._io import AsyncRedisIo, RedisIo, Within
 from dualsaver.redis.aio import AsyncRedisSaver, aopen_redis_saver
 from dualsaver.redis.base import BaseRedisSaver
 from dualsaver.redis.url import connected, for_own_saver, parse_redis_url
@@ -99,6 +99,19 @@ class RedisSaver(BaseRedisSaver):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return run(self._plan_get_tuple(config), self._io)
+
+    @property
+    def bounds_reads(self) -> bool:  # type: ignore[override]  # a class attribute in the base
+        """One server or a sentinel-watched master over a pool: see `RedisIo.script_within`."""
+        return not self.cluster and getattr(self.client, "connection", None) is None
+
+    def get_tuple_within(self, config: RunnableConfig, timeout: float | None) -> CheckpointTuple | None:
+        """`get_tuple`, raising `SecondaryTimeout` when Redis has not begun to answer within
+        `timeout` seconds, on the caller's thread (None: no bound). Bounded only where
+        `bounds_reads` (else it is `get_tuple`)."""
+        if timeout is None or not self.bounds_reads:
+            return self.get_tuple(config)
+        return run(self._plan_get_tuple(config), Targets(redis=Within(self._io.targets["redis"], timeout)))
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:

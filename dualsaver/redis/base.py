@@ -96,6 +96,8 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
     """
 
     _io: Any  # the targets its plans run against: sync (RedisSaver) or async (AsyncRedisSaver)
+    # whether `get_tuple_within` / `aget_tuple_within` keep their time bound (see the savers)
+    bounds_reads = False
 
     def __init__(
         self,

@@ -35,6 +35,9 @@ from dualsaver.stores import Capable
 
 ROLES = ("old", "new")
 EXIT_TIMEOUT = 30.0  # seconds an exiting process waits for write-behind when calls are unbounded
+# A store method named so takes the bound as `timeout` and keeps it itself (a bounded call to
+# it needs no thread): `get_tuple_within` of dualsaver's Redis savers.
+WITHIN = "_within"
 
 
 class Operation:
@@ -106,6 +109,8 @@ class SyncShell(_Shell):
     def store_call(self, call: sansio.Call, phase: str) -> Any:
         fn = getattr(self.owner(call), call.method)
         with telemetry.store_span(call.target, call.method, phase):
+            if call.method.endswith(WITHIN):  # the store bounds it itself, on this thread
+                return fn(*call.args, timeout=self.timeout if call.bounded else None, **call.kwargs)
             if not call.bounded or self.timeout is None:
                 return fn(*call.args, **call.kwargs)
             if self._pool is None:
@@ -184,9 +189,12 @@ class AsyncShell(_Shell):
                 yield item
 
     async def astore_call(self, call: sansio.Call, phase: str) -> Any:
-        pending = getattr(self.owner(call), "a" + call.method)(*call.args, **call.kwargs)
+        kwargs = call.kwargs
+        if call.method.endswith(WITHIN):  # the store bounds it itself
+            kwargs = {**kwargs, "timeout": self.timeout if call.bounded else None}
+        pending = getattr(self.owner(call), "a" + call.method)(*call.args, **kwargs)
         with telemetry.store_span(call.target, call.method, phase):
-            if not call.bounded or self.timeout is None:
+            if not call.bounded or self.timeout is None or call.method.endswith(WITHIN):
                 return await pending
             try:
                 return await asyncio.wait_for(pending, self.timeout)

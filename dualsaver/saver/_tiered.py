@@ -29,6 +29,7 @@ from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
+from dualsaver.saver._tier_plans import Later
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._versions import next_version
 from dualsaver.saver.routing import TIERED, Role
@@ -87,15 +88,6 @@ class Newest:
 
     def __init__(self, key: tuple[str, int], found: Any = None) -> None:
         self.key, self.found = key, found
-
-
-class Later:
-    """A probe not sent ahead (the durable store has no way to): `collect` asks it then."""
-
-    __slots__ = ("args",)
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
 
 
 class DurableProbe:
@@ -210,6 +202,8 @@ class TieredSaver(CompositeSaver):
                 raise ValueError("hot_ttl needs dualsaver's Redis saver as the hot store; set the TTL on yours")
             hot.set_ttl(hot_ttl)
         self.durable, self.hot = durable, hot
+        # dualsaver's own Redis savers bound a read themselves: a sync read needs no side thread
+        self._hot_bounds_reads = isinstance(hot, BaseRedisSaver) and hot.bounds_reads
         self.hot_timeout = hot_timeout
         self.write_behind = write_behind
         loaded = settings.current()
@@ -241,7 +235,8 @@ class TieredSaver(CompositeSaver):
         return dict(self.tiers.counts)
 
     def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
-        ctx = plans.Context(TIERED, write_behind=self.write_behind, breakers=self.breakers)
+        ctx = plans.Context(TIERED, write_behind=self.write_behind, breakers=self.breakers,
+                            hot_bounds_reads=self._hot_bounds_reads)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, TIERED.phase.value, None if thread_id is None else str(thread_id))

@@ -62,11 +62,15 @@ def ask(conn: Any, name: str, sql: str, params: Sequence[Any]) -> PQGen[Asked]:
 def answer(asked: Asked) -> PQGen[list[Row]]:
     """The rows of an asked lookup, as text. A session that lost the statement (a reset
     ran DISCARD ALL) has it prepared once more and asked again."""
-    results = yield from generators.fetch_many(asked.conn.pgconn)
+    pgconn = asked.conn.pgconn
+    # Read what already came in first: libpq calls a connection busy until it does, and
+    # psycopg would then wait for the socket (under asyncio, a turn of the event loop).
+    pgconn.consume_input()
+    results = yield from generators.fetch_many(pgconn)
     if results and results[-1].error_field(pq.DiagnosticField.SQLSTATE) == UNDEFINED_STATEMENT:
         _PREPARED.get(asked.conn, set()).discard(asked.name)
         yield from _send(asked)
-        results = yield from generators.fetch_many(asked.conn.pgconn)
+        results = yield from generators.fetch_many(pgconn)
     return _rows(results, asked.encoding)
 
 
