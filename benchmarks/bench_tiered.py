@@ -18,10 +18,11 @@ Then reads under load, sync and async: --threads threads (or tasks), each readin
 conversation whose state is --state-kib KiB, --load-reads times in each of six ways,
 interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (one prepared
 lookup of the newest checkpoint id and write count over libpq), the two in turn, and
-TieredSaver's `get_tuple` (the probe sent first, collected after the hot read); beside it
-"tiered (before)", the same saver with the probe of before this round (through a cursor,
-run beside the hot read: a side thread, an asyncio task), for a before/after in one run,
-and "tiered, unbounded" (hot_timeout=None: the sync read needs no side thread).
+TieredSaver's `get_tuple` (the probe sent first, collected after the hot read, which Redis
+bounds on the caller's thread); beside it "tiered (before)", the same saver reading as it did
+before this round (the probe through a cursor, beside a hot read bounded by the shell: a side
+thread, an asyncio task), for a before/after in one run, and "tiered, unbounded"
+(hot_timeout=None).
 Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
@@ -228,9 +229,11 @@ class CursorProbe(DurableProbe):
 
 
 def as_before(saver: TieredSaver) -> TieredSaver:
-    """`saver` with the probe of before this round, for a before/after in one run."""
+    """`saver` as it read before this round, for a before/after in one run: the probe
+    through a cursor, beside a hot read bounded by the shell (a side thread; a task)."""
     probe = CursorProbe(saver.durable)
     saver._sync.targets["probe"] = saver._async.targets["probe"] = probe
+    saver._hot_bounds_reads = False
     return saver
 
 
