@@ -217,3 +217,27 @@ def test_the_unanswered_reply_is_never_read_by_the_next_call(pg_url) -> None:
             server.resume()
         for _ in range(5):  # the pool hands its connections round: none carries "one"'s reply
             assert hot.get_tuple_within(second, timeout=5).checkpoint["channel_values"] == {"n": 2}
+
+
+async def test_a_frozen_redis_is_given_up_on_in_async_reads_too(tmp_path, pg_url) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        server = stack.enter_context(EmbeddedRedis())
+        durable = await stack.enter_async_context(aopen_saver(pg_url, pool_size=2))
+        hot = await stack.enter_async_context(aopen_saver(server.url))
+        saver = TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False, hot_timeout=0.3,
+                            circuit_cool_down=60)
+        stack.push_async_callback(saver.aclose)
+        stored = await saver.aput(_config("a0"), _checkpoint(0), {"step": 0}, {"n": 1})
+        newest = stored["configurable"]["checkpoint_id"]
+        server.pause()
+        try:
+            found = await saver.aget_tuple(_config("a0"))  # would wait for ever without the bound
+        finally:
+            server.resume()
+        assert found.config["configurable"]["checkpoint_id"] == newest
+        assert saver.stats == {"miss": 1, "warm_failed": 1} and saver.breakers["new"].state == "open"
+        saver.breakers["new"].succeeded()
+        await hot.client.ping()
+        for _ in range(3):  # the reply that came late is nobody's answer
+            assert (await saver.aget_tuple(_config("a0"))).config["configurable"]["checkpoint_id"] == newest
+        assert saver.stats["hit"] == 3
