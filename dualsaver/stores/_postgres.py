@@ -438,9 +438,10 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
             return conn.wait(pg_lookup(conn, name, sql, params))
 
     def ask_latest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> Asked | None:
-        """`latest`, sent on a pooled connection kept until `answer_latest`; None (ask
-        nothing) when the saver has a single connection: held that long, it would hold up
-        every other call of the saver."""
+        """`latest`, sent on a pooled connection kept until `answer_latest` (a tiered read
+        holds it for the length of its hot read: size the pool to the reads at once); None
+        (ask nothing) when the saver has a single connection: held that long, it would hold
+        up every other call of the saver."""
         from psycopg_pool import ConnectionPool
 
         pool = self.saver.conn
