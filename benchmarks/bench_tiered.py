@@ -18,11 +18,11 @@ Then reads under load, sync and async: --threads threads (or tasks), each readin
 conversation whose state is --state-kib KiB, --load-reads times in each of six ways,
 interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (one prepared
 lookup of the newest checkpoint id and write count over libpq), the two in turn, and
-TieredSaver's `get_tuple` (the probe sent first, collected after the hot read, which Redis
-bounds on the caller's thread); beside it "tiered (before)", the same saver reading as it did
-before this round (the probe through a cursor, beside a hot read bounded by the shell: a side
-thread, an asyncio task), for a before/after in one run, and "tiered, unbounded"
-(hot_timeout=None).
+TieredSaver's `get_tuple` (the probe sent first, collected after the hot read, which the
+Redis saver bounds on the caller's thread: its URL bounds connects too); beside it "tiered
+(before)", the same saver reading as it did before this round (the probe through a cursor,
+beside a hot read bounded by the shell: a side thread, an asyncio task), for a before/after
+in one run, and "tiered, unbounded" (hot_timeout=None).
 Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
@@ -57,6 +57,9 @@ from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
 from dualsaver.redis import aopen_redis_saver, open_redis_saver
 
+# Connects bounded as reads are (<= hot_timeout, 1 s): the Redis saver then bounds a sync read
+# on the caller's thread (RedisSaver.bounds_reads_within), as the README advises for a hot URL.
+HOT_CONNECT_TIMEOUT = 1.0
 WAYS = ("hot alone", "probe alone", "in turn", "tiered", "tiered (before)", "tiered, unbounded")
 
 
@@ -171,7 +174,7 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
     n = args.threads
     with (
         open_saver(durable_url, pool_size=n) as durable,
-        open_redis_saver(redis_server.url, prefix="load") as hot,
+        open_redis_saver(redis_server.url, prefix="load", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as hot,
     ):
         tiered = TieredSaver(durable, hot, journal=tmp / "journal-load.sqlite")
         configs = seed_threads(tiered, n, args.state_kib)
@@ -269,7 +272,7 @@ async def aread_under_load(
     """The same reads from `len(configs)` tasks of one event loop, through the async API."""
     async with (
         aopen_saver(durable_url, pool_size=len(configs)) as durable,
-        aopen_redis_saver(redis_url, prefix="load") as hot,
+        aopen_redis_saver(redis_url, prefix="load", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as hot,
     ):
         tiered = TieredSaver(durable, hot, journal=tmp / "journal-aload.sqlite")
         probe = DurableProbe(durable)

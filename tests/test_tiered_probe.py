@@ -44,6 +44,10 @@ def _put(saver, thread: str, n: int, parent: str | None = None) -> str:
     return stored["configurable"]["checkpoint_id"]
 
 
+def _bounded(url: str, connect_timeout: float | None) -> str:
+    return url if connect_timeout is None else f"{url}?socket_connect_timeout={connect_timeout}"
+
+
 def _kwargs(prepare_threshold: int | None = 0) -> dict:
     return {"autocommit": True, "prepare_threshold": prepare_threshold, "row_factory": dict_row}
 
@@ -174,11 +178,14 @@ async def test_a_cancelled_async_read_gives_the_connection_back(tmp_path, pg_url
         assert saver.stats == {"hit": 1}
 
 
-def test_a_frozen_redis_is_given_up_on_without_a_side_thread(tmp_path, pg_url) -> None:
+@pytest.mark.parametrize("connect_timeout", [0.2, None])
+def test_a_frozen_redis_is_given_up_on(tmp_path, pg_url, connect_timeout) -> None:
+    """With connects bounded too (socket_connect_timeout <= hot_timeout), on the caller's
+    thread; without, a connection made during a read could wait for ever: on a side thread."""
     with (
         EmbeddedRedis() as server,
         _pooled(pg_url) as durable,
-        open_saver(server.url) as hot,
+        open_saver(_bounded(server.url, connect_timeout)) as hot,
         TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False, hot_timeout=0.3,
                     circuit_cool_down=60) as saver,
     ):
@@ -192,7 +199,7 @@ def test_a_frozen_redis_is_given_up_on_without_a_side_thread(tmp_path, pg_url) -
         assert found.config["configurable"]["checkpoint_id"] == newest  # the durable store answered
         assert saver.stats == {"hit": 1, "miss": 1, "warm_failed": 1}  # not warmed while its circuit is open
         assert saver.breakers["new"].state == "open"
-        assert not saver._sync._side._all  # bounded on the caller's thread
+        assert bool(saver._sync._side._all) == (connect_timeout is None)
         assert _available(durable) == 1
         saver.breakers["new"].succeeded()
         hot.client.ping()
@@ -202,7 +209,7 @@ def test_a_frozen_redis_is_given_up_on_without_a_side_thread(tmp_path, pg_url) -
 
 def test_the_unanswered_reply_is_never_read_by_the_next_call(pg_url) -> None:
     """The frozen server answers after the bound: that answer must not become the next one's."""
-    with EmbeddedRedis() as server, open_saver(server.url) as hot:
+    with EmbeddedRedis() as server, open_saver(_bounded(server.url, 0.2)) as hot:
         from dualsaver.errors import SecondaryTimeout
 
         first = {"configurable": {"thread_id": "one", "checkpoint_ns": ""}}
@@ -241,3 +248,16 @@ async def test_a_frozen_redis_is_given_up_on_in_async_reads_too(tmp_path, pg_url
         for _ in range(3):  # the reply that came late is nobody's answer
             assert (await saver.aget_tuple(_config("a0"))).config["configurable"]["checkpoint_id"] == newest
         assert saver.stats["hit"] == 3
+
+
+def test_a_bounded_read_reconnects_and_reloads_its_script_after_a_restart() -> None:
+    """A restart leaves the pool's connection dead and the server without the read script:
+    the bounded read connects again and loads it again, and answers."""
+    with EmbeddedRedis() as server, open_saver(_bounded(server.url, 0.5)) as hot:
+        config = {"configurable": {"thread_id": "one", "checkpoint_ns": ""}}
+        hot.put(config, _checkpoint(1), {"step": 1}, {"n": 2})
+        assert hot.get_tuple_within(config, timeout=5).checkpoint["channel_values"] == {"n": 1}
+        server.restart(crash=True)  # SIGKILL, no AOF: back empty, scripts gone
+        assert hot.get_tuple_within(config, timeout=5) is None
+        hot.put(config, _checkpoint(2), {"step": 2}, {"n": 3})
+        assert hot.get_tuple_within(config, timeout=5).checkpoint["channel_values"] == {"n": 2}

@@ -100,16 +100,20 @@ class RedisSaver(BaseRedisSaver):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return run(self._plan_get_tuple(config), self._io)
 
-    @property
-    def bounds_reads(self) -> bool:  # type: ignore[override]  # a class attribute in the base
-        """One server or a sentinel-watched master over a pool: see `RedisIo.script_within`."""
-        return not self.cluster and getattr(self.client, "connection", None) is None
+    def bounds_reads_within(self, timeout: float | None) -> bool:
+        """One server or a sentinel-watched master over a pool (see `RedisIo.script_within`)
+        whose connections are made within `timeout` (the URL's `socket_connect_timeout`):
+        a read that must connect again cannot wait longer than that."""
+        if timeout is None or self.cluster or getattr(self.client, "connection", None) is not None:
+            return False
+        connect = self.client.connection_pool.connection_kwargs.get("socket_connect_timeout")
+        return connect is not None and connect <= timeout
 
     def get_tuple_within(self, config: RunnableConfig, timeout: float | None) -> CheckpointTuple | None:
         """`get_tuple`, raising `SecondaryTimeout` when Redis has not begun to answer within
         `timeout` seconds, on the caller's thread (None: no bound). Bounded only where
-        `bounds_reads` (else it is `get_tuple`)."""
-        if timeout is None or not self.bounds_reads:
+        `bounds_reads_within(timeout)` (else it is `get_tuple`)."""
+        if timeout is None or not self.bounds_reads_within(timeout):
             return self.get_tuple(config)
         return run(self._plan_get_tuple(config), Targets(redis=Within(self._io.targets["redis"], timeout)))
 

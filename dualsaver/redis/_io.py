@@ -90,7 +90,9 @@ class RedisIo(_Client):
         per-call bound; a thread to bound it costs more than the read it bounds). The reply,
         once begun, is read whole (as the client's socket_timeout allows). A connection found
         dead is replaced once, within the time left; a script the server lost is loaded again.
-        One server or a sentinel-watched master over a pool only (see `RedisSaver.bounds_reads`)."""
+        A connection made anew waits as its connect timeout allows, a full pool as the pool
+        does. One server or a sentinel-watched master over a pool only (see
+        `RedisSaver.bounds_reads_within`)."""
         deadline = time.monotonic() + timeout
         script, pool = self.scripts[name], self.client.connection_pool
         reconnected = loaded = False

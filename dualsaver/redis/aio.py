@@ -48,7 +48,8 @@ class AsyncRedisSaver(BaseRedisSaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await arun(self._plan_get_tuple(config), self._io)
 
-    bounds_reads = True
+    def bounds_reads_within(self, timeout: float | None) -> bool:
+        return timeout is not None  # a deadline on the task: it cancels a connect as well as a read
 
     async def aget_tuple_within(self, config: RunnableConfig, timeout: float | None) -> CheckpointTuple | None:
         """`aget_tuple`, raising `SecondaryTimeout` after `timeout` seconds (None: no bound)."""

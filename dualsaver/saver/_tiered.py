@@ -202,8 +202,9 @@ class TieredSaver(CompositeSaver):
                 raise ValueError("hot_ttl needs dualsaver's Redis saver as the hot store; set the TTL on yours")
             hot.set_ttl(hot_ttl)
         self.durable, self.hot = durable, hot
-        # dualsaver's own Redis savers bound a read themselves: a sync read needs no side thread
-        self._hot_bounds_reads = isinstance(hot, BaseRedisSaver) and hot.bounds_reads
+        # dualsaver's own Redis savers bound a read themselves (sync: with a connect timeout no
+        # longer than hot_timeout in the hot URL): a sync read then needs no side thread
+        self._hot_bounds_reads = isinstance(hot, BaseRedisSaver) and hot.bounds_reads_within(hot_timeout)
         self.hot_timeout = hot_timeout
         self.write_behind = write_behind
         loaded = settings.current()
