@@ -84,7 +84,9 @@ def _send(asked: Asked) -> PQGen[None]:
     if conn.prepare_threshold is None:
         pgconn.send_query_params(numbered(asked.sql), asked.args)
     else:
-        prepared = _PREPARED.setdefault(conn, set())
+        prepared = _PREPARED.get(conn)
+        if prepared is None:
+            prepared = _PREPARED[conn] = set()
         if asked.name not in prepared:
             pgconn.send_prepare(asked.name.encode(), numbered(asked.sql))
             _rows((yield from generators.execute(pgconn)), asked.encoding, pq.ExecStatus.COMMAND_OK)
