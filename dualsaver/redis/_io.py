@@ -17,7 +17,6 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from dualsaver.errors import SecondaryTimeout
-
 from dualsaver.redis._lua import SCRIPTS
 from dualsaver.redis.ops import route_key
 from dualsaver.sansio import Call
@@ -82,7 +81,6 @@ class RedisIo(_Client):
                 # which follows MOVED/ASK and raises a genuine error.
                 results[i] = self._on(calls[i], self.client) if isinstance(reply, Exception) else reply
         return results
-
 
     def script_within(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], timeout: float) -> Any:
         """`script`, raising `SecondaryTimeout` when the server has not begun to answer within

@@ -5,12 +5,12 @@ durable store for the newest checkpoint of the thread (or the one named) and how
 pending writes it has, one index lookup (target "probe"). Where the durable store can, the
 probe is sent first and its answer collected after the hot read (one thread, no wait:
 the lookup ran in the database meanwhile); elsewhere the two run side by side (`Both`).
-The hot answer is returned only
-when it is that checkpoint with that many writes. Otherwise the durable store answers, and
-the hot one is warmed with what `get_tuple` needs (the checkpoint and its writes, not the
-thread's history). So whatever the hot store lost or missed (a failed write, a restart
-with or without its data, a TTL that expired mid-conversation, a delete it did not get,
-another replica's newer write), a read costs a durable read instead of returning the past.
+The hot answer is returned only when it is that checkpoint with that many writes.
+Otherwise the durable store answers, and the hot one is warmed with what `get_tuple` needs
+(the checkpoint and its writes, not the thread's history). So whatever the hot store lost
+or missed (a failed write, a restart with or without its data, a TTL that expired
+mid-conversation, a delete it did not get, another replica's newer write), a read costs a
+durable read instead of returning the past.
 History (`list`, DeltaChannel history) always comes from the durable store.
 """
 

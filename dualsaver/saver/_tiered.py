@@ -29,8 +29,8 @@ from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
-from dualsaver.saver._tier_plans import Later
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
+from dualsaver.saver._tier_plans import Later
 from dualsaver.saver._versions import next_version
 from dualsaver.saver.routing import TIERED, Role
 from dualsaver.stores import anative_for, native_for
