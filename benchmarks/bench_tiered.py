@@ -93,8 +93,8 @@ def graph_turns(args: argparse.Namespace, pg: EmbeddedPostgres, redis_server: Em
     with (
         PostgresSaver.from_conn_string(pg.create_database("alone")) as pg_alone,
         PostgresSaver.from_conn_string(pg.create_database("tiered")) as pg_durable,
-        open_redis_saver(redis_server.url, prefix="alone") as redis_alone,
-        open_redis_saver(redis_server.url, prefix="tiered") as redis_hot,
+        open_redis_saver(redis_server.url, prefix="alone", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as redis_alone,
+        open_redis_saver(redis_server.url, prefix="tiered", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as redis_hot,
     ):
         pg_alone.setup()
         pg_durable.setup()
