@@ -15,13 +15,14 @@ Both stores are durable (PostgreSQL fsync on; Redis appendonly + appendfsync alw
 neither (--fast).
 
 Then reads under load, sync and async: --threads threads (or tasks), each reading its own
-conversation whose state is --state-kib KiB, --load-reads times in each of four ways,
-interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (one indexed
-lookup of the newest checkpoint id and write count), the two in turn, and TieredSaver's
-`get_tuple`, which runs them at once; beside it "tiered (before)", the same saver with the
-way it overlapped them before (a shared pool of four side threads; an asyncio.gather over
-a wait_for), for a before/after in one run, and "tiered, unbounded" (hot_timeout=None: the
-sync read needs no side thread; the two run in turn).
+conversation whose state is --state-kib KiB, --load-reads times in each of six ways,
+interleaved: the hot read alone (Redis `get_tuple`), the durable probe alone (one prepared
+lookup of the newest checkpoint id and write count over libpq), the two in turn, and
+TieredSaver's `get_tuple` (the probe sent first, collected after the hot read, which the
+Redis saver bounds on the caller's thread: its URL bounds connects too); beside it "tiered
+(before)", the same saver reading as it did before this round (the probe through a cursor,
+beside a hot read bounded by the shell: a side thread, an asyncio task), for a before/after
+in one run, and "tiered, unbounded" (hot_timeout=None).
 Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
@@ -48,12 +49,17 @@ from langgraph.checkpoint.postgres import PostgresSaver
 
 from bench_redis import Timed, percentile
 from dualsaver import TieredSaver
-from dualsaver.saver._tiered import DurableProbe
-from dualsaver.stores import aopen_saver, open_saver
+from dualsaver.saver._tier_plans import Later
+from dualsaver.saver._tiered import DurableProbe, _keyed
+from dualsaver.stores import anative_for, aopen_saver, native_for, open_saver
+from dualsaver.stores._sql import latest_key
 from dualsaver.demo.app import QUESTIONS, build_support_agent, say
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
 from dualsaver.redis import aopen_redis_saver, open_redis_saver
 
+# Connects bounded as reads are (<= hot_timeout, 1 s): the Redis saver then bounds a sync read
+# on the caller's thread (RedisSaver.bounds_reads_within), as the README advises for a hot URL.
+HOT_CONNECT_TIMEOUT = 1.0
 WAYS = ("hot alone", "probe alone", "in turn", "tiered", "tiered (before)", "tiered, unbounded")
 
 
@@ -87,8 +93,8 @@ def graph_turns(args: argparse.Namespace, pg: EmbeddedPostgres, redis_server: Em
     with (
         PostgresSaver.from_conn_string(pg.create_database("alone")) as pg_alone,
         PostgresSaver.from_conn_string(pg.create_database("tiered")) as pg_durable,
-        open_redis_saver(redis_server.url, prefix="alone") as redis_alone,
-        open_redis_saver(redis_server.url, prefix="tiered") as redis_hot,
+        open_redis_saver(redis_server.url, prefix="alone", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as redis_alone,
+        open_redis_saver(redis_server.url, prefix="tiered", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as redis_hot,
     ):
         pg_alone.setup()
         pg_durable.setup()
@@ -168,7 +174,7 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
     n = args.threads
     with (
         open_saver(durable_url, pool_size=n) as durable,
-        open_redis_saver(redis_server.url, prefix="load") as hot,
+        open_redis_saver(redis_server.url, prefix="load", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as hot,
     ):
         tiered = TieredSaver(durable, hot, journal=tmp / "journal-load.sqlite")
         configs = seed_threads(tiered, n, args.state_kib)
@@ -182,8 +188,7 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
             "hot alone": hot.get_tuple, "probe alone": probed,
             "in turn": lambda c: (hot.get_tuple(c), probed(c)), "tiered": tiered.get_tuple,
         }
-        before = TieredSaver(durable, hot, journal=tmp / "journal-before.sqlite")
-        overlap_as_before(before)
+        before = as_before(TieredSaver(durable, hot, journal=tmp / "journal-before.sqlite"))
         ways["tiered (before)"] = before.get_tuple
         unbounded = TieredSaver(durable, hot, journal=tmp / "journal-unbounded.sqlite", hot_timeout=None)
         ways["tiered, unbounded"] = unbounded.get_tuple
@@ -207,53 +212,32 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
               + f"{p50['tiered'] / slower:>14.2f}x{'<=1.25x':>8}{p50['tiered, unbounded'] / slower:>17.2f}x")
 
 
-def overlap_as_before(saver: TieredSaver) -> None:
-    """Give `saver` the overlap of before this change, for the before/after in one run: the
-    sync hot read on a pool of four threads shared by every caller, the async one gathered
-    with the probe, each wrapped in a task (and the bounded one in a wait_for)."""
-    import concurrent.futures
-    import types
+class CursorProbe(DurableProbe):
+    """The probe as it was before this round: never sent ahead, its whole lookup through
+    a psycopg cursor (`query`), run beside the hot read (a side thread; an asyncio task)."""
 
-    from dualsaver import sansio
-    from dualsaver.observability import telemetry
-    from dualsaver.saver import _shells
+    def send(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        return Later(config, thread_id, ns, checkpoint_id)
 
-    shell, pool = saver._sync, concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="before-both")
+    async def asend(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        return Later(config, thread_id, ns, checkpoint_id)
 
-    def both(self: Any, effect: Any, io: Any) -> Any:
-        context = telemetry.capture()
+    def newest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        native = native_for(self.durable)
+        return _keyed(latest_key(native.query(*native._latest_query(thread_id, ns, checkpoint_id)[1:])))
 
-        def first() -> Any:
-            with telemetry.continued(context):
-                return io.outcome(effect.first)
+    async def anewest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        native = anative_for(self.durable)
+        return _keyed(latest_key(await native.aquery(*native._latest_query(thread_id, ns, checkpoint_id)[1:])))
 
-        pending = pool.submit(first)
-        second = io.outcome(effect.second)
-        try:
-            return pending.result(timeout=self.timeout), second
-        except concurrent.futures.TimeoutError:
-            return sansio.Outcome(error=_shells._timed_out(self.timeout)), second
 
-    shell.both = types.MethodType(both, shell)  # type: ignore[method-assign]
-
-    class GatheredIo(_shells._AsyncIo):
-        async def both(self, effect: Any, timeout: float | None = None) -> Any:
-            async def bounded(outcome: Any, seconds: float) -> Any:
-                try:
-                    return await asyncio.wait_for(outcome, seconds)
-                except asyncio.TimeoutError as exc:
-                    return sansio.Outcome(error=exc)
-
-            first = bounded(self.outcome(effect.first), self.shell.timeout)
-            return tuple(await asyncio.gather(first, self.outcome(effect.second)))
-
-    ashell = saver._async
-
-    async def run(plan: Any, op: Any) -> Any:
-        with telemetry.operation_span(op.name, op.phase, op.thread_id):
-            return await sansio.arun(plan, GatheredIo(ashell, op))
-
-    ashell.run = run  # type: ignore[method-assign]
+def as_before(saver: TieredSaver) -> TieredSaver:
+    """`saver` as it read before this round, for a before/after in one run: the probe
+    through a cursor, beside a hot read bounded by the shell (a side thread; a task)."""
+    probe = CursorProbe(saver.durable)
+    saver._sync.targets["probe"] = saver._async.targets["probe"] = probe
+    saver._hot_bounds_reads = False
+    return saver
 
 
 def run_threads(ways: dict[str, Callable[[Any], Any]], configs: list[Any], reads: int) -> dict[str, list[float]]:
@@ -288,7 +272,7 @@ async def aread_under_load(
     """The same reads from `len(configs)` tasks of one event loop, through the async API."""
     async with (
         aopen_saver(durable_url, pool_size=len(configs)) as durable,
-        aopen_redis_saver(redis_url, prefix="load") as hot,
+        aopen_redis_saver(redis_url, prefix="load", socket_connect_timeout=HOT_CONNECT_TIMEOUT) as hot,
     ):
         tiered = TieredSaver(durable, hot, journal=tmp / "journal-aload.sqlite")
         probe = DurableProbe(durable)
@@ -299,8 +283,7 @@ async def aread_under_load(
         async def in_turn(config: Any) -> Any:
             return await hot.aget_tuple(config), await probed(config)
 
-        before = TieredSaver(durable, hot, journal=tmp / "journal-abefore.sqlite")
-        overlap_as_before(before)
+        before = as_before(TieredSaver(durable, hot, journal=tmp / "journal-abefore.sqlite"))
         unbounded = TieredSaver(durable, hot, journal=tmp / "journal-aunbounded.sqlite", hot_timeout=None)
         ways = {"hot alone": hot.aget_tuple, "probe alone": probed, "in turn": in_turn, "tiered": tiered.aget_tuple,
                 "tiered (before)": before.aget_tuple, "tiered, unbounded": unbounded.aget_tuple}

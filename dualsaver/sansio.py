@@ -32,8 +32,9 @@ the async one the same with ``await sansio.arun(...)``.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -75,6 +76,10 @@ class Both:
     first: Generator[Any, Any, Any]
     second: Generator[Any, Any, Any]
     bounded: bool = False
+    # `second` only collects an answer asked for before the `Both` (it is on its way): run
+    # after `first`, it loses no time, so an executor on one thread (asyncio) may, sparing
+    # a task. Either way `second` runs, even when `first` raises: it frees what it holds.
+    collects: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +158,11 @@ class Targets:
 
     def both(self, effect: Both) -> tuple[Outcome, Outcome]:
         """One after the other here; an executor with a thread pool overrides this."""
-        return self.outcome(effect.first), self.outcome(effect.second)
+        try:
+            first = self.outcome(effect.first)
+        finally:
+            second = self.outcome(effect.second)
+        return first, second
 
     def outcome(self, plan: Plan[Any]) -> Outcome:
         try:
@@ -187,7 +196,14 @@ class AsyncTargets:
     async def both(self, effect: Both, timeout: float | None = None) -> tuple[Outcome, Outcome]:
         """`first` as a task, `second` in this one, at once; with a `timeout`, a bounded
         `first` gives up after it (counted from the start). One task, not the three of a
-        gather over a `wait_for`: each costs a turn of the event loop."""
+        gather over a `wait_for`: each costs a turn of the event loop. When `second` only
+        collects (`Both.collects`), no task: `first` within the bound, then `second`."""
+        if effect.collects:
+            try:
+                answered = await _within(self.outcome(effect.first), timeout if effect.bounded else None)
+            finally:
+                collected = await self.outcome(effect.second)
+            return answered, collected
         began = time.monotonic()
         first = asyncio.ensure_future(self.outcome(effect.first))
         try:
@@ -215,6 +231,26 @@ class AsyncTargets:
 
     def open(self, call: Call) -> AsyncIterator[Any]:
         return getattr(self.targets[call.target], "a" + call.method)(*call.args, **call.kwargs)
+
+
+async def bounded(awaitable: Awaitable[R], timeout: float | None) -> R:
+    """`awaitable`'s result; `asyncio.TimeoutError` once it takes longer than `timeout`
+    seconds (None: no bound). On Python 3.11+ a deadline on this task, not a task of its own
+    as `wait_for` makes (a turn of the event loop each)."""
+    if timeout is None:
+        return await awaitable
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+async def _within(outcome: Awaitable[Outcome], timeout: float | None) -> Outcome:
+    """`outcome`, or a `TimeoutError` one when it takes longer than `timeout` seconds."""
+    try:
+        return await bounded(outcome, timeout)
+    except asyncio.TimeoutError:
+        return Outcome(error=asyncio.TimeoutError())
 
 
 # --------------------------------------------------------------------------- drivers

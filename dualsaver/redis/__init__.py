@@ -65,7 +65,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from dualsaver.redis._io import AsyncRedisIo, RedisIo
+from dualsaver.redis._io import AsyncRedisIo, RedisIo, Within
 from dualsaver.redis.aio import AsyncRedisSaver, aopen_redis_saver
 from dualsaver.redis.base import BaseRedisSaver
 from dualsaver.redis.url import connected, for_own_saver, parse_redis_url
@@ -99,6 +99,23 @@ class RedisSaver(BaseRedisSaver):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return run(self._plan_get_tuple(config), self._io)
+
+    def bounds_reads_within(self, timeout: float | None) -> bool:
+        """One server or a sentinel-watched master over a pool (see `RedisIo.script_within`)
+        whose connections are made within `timeout` (the URL's `socket_connect_timeout`):
+        a read that must connect again cannot wait longer than that."""
+        if timeout is None or self.cluster or getattr(self.client, "connection", None) is not None:
+            return False
+        connect = self.client.connection_pool.connection_kwargs.get("socket_connect_timeout")
+        return connect is not None and connect <= timeout
+
+    def get_tuple_within(self, config: RunnableConfig, timeout: float | None) -> CheckpointTuple | None:
+        """`get_tuple`, raising `SecondaryTimeout` when Redis has not begun to answer within
+        `timeout` seconds, on the caller's thread (None: no bound). Bounded only where
+        `bounds_reads_within(timeout)` (else it is `get_tuple`)."""
+        if timeout is None or not self.bounds_reads_within(timeout):
+            return self.get_tuple(config)
+        return run(self._plan_get_tuple(config), Targets(redis=Within(self._io.targets["redis"], timeout)))
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:

@@ -20,7 +20,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from dualsaver.redis._io import AsyncRedisIo
 from dualsaver.redis.base import BaseRedisSaver
 from dualsaver.redis.url import aconnected, for_own_saver, parse_redis_url
-from dualsaver.sansio import AsyncTargets, arun, astream
+from dualsaver.errors import SecondaryTimeout
+from dualsaver.sansio import AsyncTargets, arun, astream, bounded
 
 
 class AsyncRedisSaver(BaseRedisSaver):
@@ -46,6 +47,16 @@ class AsyncRedisSaver(BaseRedisSaver):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await arun(self._plan_get_tuple(config), self._io)
+
+    def bounds_reads_within(self, timeout: float | None) -> bool:
+        return timeout is not None  # a deadline on the task: it cancels a connect as well as a read
+
+    async def aget_tuple_within(self, config: RunnableConfig, timeout: float | None) -> CheckpointTuple | None:
+        """`aget_tuple`, raising `SecondaryTimeout` after `timeout` seconds (None: no bound)."""
+        try:
+            return await bounded(self.aget_tuple(config), timeout)
+        except asyncio.TimeoutError:
+            raise SecondaryTimeout(f"no answer within {timeout}s") from None
 
     async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
                     before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
@@ -94,6 +105,9 @@ class AsyncRedisSaver(BaseRedisSaver):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self._bridge(self.aget_tuple(config))
+
+    def get_tuple_within(self, config: RunnableConfig, timeout: float | None) -> CheckpointTuple | None:
+        return self._bridge(self.aget_tuple_within(config, timeout))
 
     def list(self, config: RunnableConfig | None, **options: Any) -> Iterator[CheckpointTuple]:
         async def collect() -> list[CheckpointTuple]:

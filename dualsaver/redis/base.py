@@ -97,6 +97,11 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
 
     _io: Any  # the targets its plans run against: sync (RedisSaver) or async (AsyncRedisSaver)
 
+    def bounds_reads_within(self, timeout: float | None) -> bool:
+        """Whether `get_tuple_within` / `aget_tuple_within` keep a bound of `timeout` seconds
+        themselves, on the caller's thread or task (see the savers)."""
+        return False
+
     def __init__(
         self,
         *,

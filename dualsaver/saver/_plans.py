@@ -48,6 +48,8 @@ class Context:
     breakers: Mapping[Role, Breaker] = field(default_factory=lambda: {"old": Breaker(None), "new": Breaker(None)})
     # why a store cannot hold a write faithfully (a LossyValue naming the rule), or None
     judge: Callable[[Role, str, tuple], BaseException | None] | None = None
+    # tiered: the hot store bounds its own reads (`get_tuple_within`), so none needs a thread
+    hot_bounds_reads: bool = False
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""

@@ -35,6 +35,9 @@ from dualsaver.stores import Capable
 
 ROLES = ("old", "new")
 EXIT_TIMEOUT = 30.0  # seconds an exiting process waits for write-behind when calls are unbounded
+# A store method named so takes the bound as `timeout` and keeps it itself (a bounded call to
+# it needs no thread): `get_tuple_within` of dualsaver's Redis savers.
+WITHIN = "_within"
 
 
 class Operation:
@@ -106,6 +109,8 @@ class SyncShell(_Shell):
     def store_call(self, call: sansio.Call, phase: str) -> Any:
         fn = getattr(self.owner(call), call.method)
         with telemetry.store_span(call.target, call.method, phase):
+            if call.method.endswith(WITHIN):  # the store bounds it itself, on this thread
+                return fn(*call.args, timeout=self.timeout if call.bounded else None, **call.kwargs)
             if not call.bounded or self.timeout is None:
                 return fn(*call.args, **call.kwargs)
             if self._pool is None:
@@ -122,15 +127,17 @@ class SyncShell(_Shell):
         by this), the second here. Without a time bound, both here, one after the other: a
         thread hop costs about what it saves under one GIL (measured: bench_tiered)."""
         if not effect.bounded or self.timeout is None:
-            return io.outcome(effect.first), io.outcome(effect.second)
+            return sansio.Targets.both(io, effect)
         context = telemetry.capture()
 
         def first() -> sansio.Outcome:
             with telemetry.continued(context):
                 return io.outcome(effect.first)
 
-        pending = self._side.start(first)
-        second = io.outcome(effect.second)
+        try:
+            pending = self._side.start(first)
+        finally:
+            second = io.outcome(effect.second)  # what it collects is freed, whatever happens
         if pending.wait(self.timeout):
             if pending.error is not None:  # not an Exception (an outcome holds those): pass it on
                 raise pending.error
@@ -182,9 +189,12 @@ class AsyncShell(_Shell):
                 yield item
 
     async def astore_call(self, call: sansio.Call, phase: str) -> Any:
-        pending = getattr(self.owner(call), "a" + call.method)(*call.args, **call.kwargs)
+        kwargs = call.kwargs
+        if call.method.endswith(WITHIN):  # the store bounds it itself
+            kwargs = {**kwargs, "timeout": self.timeout if call.bounded else None}
+        pending = getattr(self.owner(call), "a" + call.method)(*call.args, **kwargs)
         with telemetry.store_span(call.target, call.method, phase):
-            if not call.bounded or self.timeout is None:
+            if not call.bounded or self.timeout is None or call.method.endswith(WITHIN):
                 return await pending
             try:
                 return await asyncio.wait_for(pending, self.timeout)

@@ -1,13 +1,16 @@
 """The reads of a `TieredSaver`, as plans (its writes are `_plans.write` on the tiered route).
 
-Never stale: every `get_tuple` asks, at the same time (`Both`), the hot store for its answer
-and the durable store for the newest checkpoint of the thread (or the one named) and how many
-pending writes it has, one index lookup (target "probe"). The hot answer is returned only
-when it is that checkpoint with that many writes. Otherwise the durable store answers, and
-the hot one is warmed with what `get_tuple` needs (the checkpoint and its writes, not the
-thread's history). So whatever the hot store lost or missed (a failed write, a restart
-with or without its data, a TTL that expired mid-conversation, a delete it did not get,
-another replica's newer write), a read costs a durable read instead of returning the past.
+Never stale: every `get_tuple` asks, at the same time, the hot store for its answer and the
+durable store for the newest checkpoint of the thread (or the one named) and how many
+pending writes it has, one index lookup (target "probe"). Where the durable store can, the
+probe is sent first and its answer collected after the hot read (one thread, no wait:
+the lookup ran in the database meanwhile); elsewhere the two run side by side (`Both`).
+The hot answer is returned only when it is that checkpoint with that many writes.
+Otherwise the durable store answers, and the hot one is warmed with what `get_tuple` needs
+(the checkpoint and its writes, not the thread's history). So whatever the hot store lost
+or missed (a failed write, a restart with or without its data, a TTL that expired
+mid-conversation, a delete it did not get, another replica's newer write), a read costs a
+durable read instead of returning the past.
 History (`list`, DeltaChannel history) always comes from the durable store.
 """
 
@@ -25,6 +28,16 @@ def _one(call: Call) -> Plan[Any]:
     return (yield call)
 
 
+class Later:
+    """A probe the durable store could not send ahead (see `DurableProbe.send`): its
+    collect asks the whole of it, at the same time as the hot read."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+
 def answer_key(found: Any) -> tuple[str, int]:
     """What a `get_tuple` answer is checked by: its checkpoint id and its number of writes."""
     return str(found.config["configurable"]["checkpoint_id"]), len(found.pending_writes or ())
@@ -35,10 +48,17 @@ def get_tuple(ctx: Context, config: Any) -> Plan[Any]:
     if thread_id is None:
         return (yield Call("old", "get_tuple", (config,)))
     conf = config["configurable"]
-    # The hot read is bounded as a whole (one thread hop in the sync shell, not two).
-    hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,)))
-    probe = _one(Call("probe", "newest", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id"))))
-    hot, newest = yield Both(hot_read, probe, bounded=True)
+    # The probe is sent first: the durable store looks while the hot one answers, and
+    # collecting its answer after the hot read costs no wait (see DurableProbe).
+    sent = yield Call("probe", "send", (config, thread_id, conf.get("checkpoint_ns", ""), conf.get("checkpoint_id")))
+    # The hot read is bounded as a whole: by the hot store itself where it can (a wait on
+    # its socket, no thread), else by the shell (the sync one: one thread hop, not two).
+    if ctx.hot_bounds_reads:
+        hot_read = guarded(ctx.breakers, Call("new", "get_tuple_within", (config,), bounded=True))
+    else:
+        hot_read = guarded(ctx.breakers, Call("new", "get_tuple", (config,)))
+    collect = _one(Call("probe", "collect", (sent,)))
+    hot, newest = yield Both(hot_read, collect, bounded=not ctx.hot_bounds_reads, collects=type(sent) is not Later)
     truth = newest.get()  # the durable store is the truth: its failure fails the read
     if isinstance(hot.error, SecondaryTimeout):
         ctx.breakers["new"].failed()  # it did not answer in time: skip it for a while

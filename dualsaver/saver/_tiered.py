@@ -30,6 +30,7 @@ from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
+from dualsaver.saver._tier_plans import Later
 from dualsaver.saver._versions import next_version
 from dualsaver.saver.routing import TIERED, Role
 from dualsaver.stores import anative_for, native_for
@@ -91,7 +92,11 @@ class Newest:
 
 class DurableProbe:
     """The target "probe": one index lookup in the durable store where its native adapter
-    has one (PostgreSQL, SQLite), else the store's own `get_tuple`."""
+    has one (PostgreSQL, SQLite), else the store's own `get_tuple`.
+
+    `send` asks it without waiting where the adapter can (PostgreSQL over a pool:
+    `ask_latest`), so the durable store looks while the hot one answers; `collect` reads
+    the answer. Elsewhere `send` asks nothing and `collect` does the whole lookup."""
 
     def __init__(self, durable: BaseCheckpointSaver) -> None:
         self.durable = durable
@@ -103,16 +108,42 @@ class DurableProbe:
             self._native = native_for(self.durable)
         if not hasattr(self._native, "latest"):
             return _whole(self.durable.get_tuple(config))
-        key = self._native.latest(thread_id, ns, checkpoint_id)
-        return None if key is None else Newest(key)
+        return _keyed(self._native.latest(thread_id, ns, checkpoint_id))
 
     async def anewest(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Newest | None:
         if self._anative is None:
             self._anative = anative_for(self.durable)
         if not hasattr(self._anative, "alatest"):
             return _whole(await self.durable.aget_tuple(config))
-        key = await self._anative.alatest(thread_id, ns, checkpoint_id)
-        return None if key is None else Newest(key)
+        return _keyed(await self._anative.alatest(thread_id, ns, checkpoint_id))
+
+    def send(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        if self._native is None:
+            self._native = native_for(self.durable)
+        ask = getattr(self._native, "ask_latest", None)
+        asked = None if ask is None else ask(thread_id, ns, checkpoint_id)
+        return Later(config, thread_id, ns, checkpoint_id) if asked is None else asked
+
+    async def asend(self, config: Any, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        if self._anative is None:
+            self._anative = anative_for(self.durable)
+        ask = getattr(self._anative, "aask_latest", None)
+        asked = None if ask is None else await ask(thread_id, ns, checkpoint_id)
+        return Later(config, thread_id, ns, checkpoint_id) if asked is None else asked
+
+    def collect(self, sent: Any) -> Newest | None:
+        if type(sent) is Later:
+            return self.newest(*sent.args)
+        return _keyed(self._native.answer_latest(sent))
+
+    async def acollect(self, sent: Any) -> Newest | None:
+        if type(sent) is Later:
+            return await self.anewest(*sent.args)
+        return _keyed(await self._anative.aanswer_latest(sent))
+
+
+def _keyed(key: tuple[str, int] | None) -> Newest | None:
+    return None if key is None else Newest(key)
 
 
 def _whole(found: Any) -> Newest | None:
@@ -171,6 +202,9 @@ class TieredSaver(CompositeSaver):
                 raise ValueError("hot_ttl needs dualsaver's Redis saver as the hot store; set the TTL on yours")
             hot.set_ttl(hot_ttl)
         self.durable, self.hot = durable, hot
+        # dualsaver's own Redis savers bound a read themselves (sync: with a connect timeout no
+        # longer than hot_timeout in the hot URL): a sync read then needs no side thread
+        self._hot_bounds_reads = isinstance(hot, BaseRedisSaver) and hot.bounds_reads_within(hot_timeout)
         self.hot_timeout = hot_timeout
         self.write_behind = write_behind
         loaded = settings.current()
@@ -202,7 +236,8 @@ class TieredSaver(CompositeSaver):
         return dict(self.tiers.counts)
 
     def _begin(self, name: str, config: Any = None, thread_id: Any = None) -> tuple[plans.Context, Operation]:
-        ctx = plans.Context(TIERED, write_behind=self.write_behind, breakers=self.breakers)
+        ctx = plans.Context(TIERED, write_behind=self.write_behind, breakers=self.breakers,
+                            hot_bounds_reads=self._hot_bounds_reads)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, TIERED.phase.value, None if thread_id is None else str(thread_id))

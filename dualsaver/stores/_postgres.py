@@ -32,8 +32,9 @@ from psycopg.types.string import BytesBinaryDumper
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, run
 from dualsaver.stores.faithful import NON_FINITE, NUL, refuse
+from dualsaver.stores._pg_lookup import Asked, Row, answer as pg_answer, ask as pg_ask, lookup as pg_lookup
 from dualsaver.stores._prints import Write, printed, value_digest
-from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
+from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, latest_key, select
 from dualsaver.stores.native import (
     NOT_DECODED, Printed, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
     in_write_order, load_typed, loads_json, typed_value, unreadable,
@@ -243,6 +244,9 @@ class PostgresPlans(SqlPlans):
     gives_stored_values = True  # and reads them so (the check compares their bytes)
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
+
+    def _lookup(self, name: str, sql: str, params: Sequence[Any]) -> Call:
+        return Call("db", "lookup", (name, sql, params))  # see dualsaver.stores._pg_lookup
 
     RUNS_SQL = (
         "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)"
@@ -530,6 +534,36 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
             cur.execute(sql, params)
             return cur.fetchall()
 
+    def lookup(self, name: str, sql: str, params: Sequence[Any]) -> list[Row]:
+        with self._connection() as conn, conn.lock:
+            return conn.wait(pg_lookup(conn, name, sql, params))
+
+    def ask_latest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> Asked | None:
+        """`latest`, sent on a pooled connection kept until `answer_latest` (a tiered read
+        holds it for the length of its hot read: size the pool to the reads at once); None
+        (ask nothing) when the saver has a single connection: held that long, it would hold
+        up every other call of the saver."""
+        from psycopg_pool import ConnectionPool
+
+        pool = self.saver.conn
+        if not isinstance(pool, ConnectionPool):
+            return None
+        conn = pool.getconn()
+        try:
+            with conn.lock:
+                return conn.wait(pg_ask(conn, *self._latest_query(thread_id, ns, checkpoint_id)))
+        except BaseException:
+            pool.putconn(conn)
+            raise
+
+    def answer_latest(self, asked: Asked) -> tuple[str, int] | None:
+        """What `latest` would have returned for an `ask_latest`; gives the connection back."""
+        try:
+            with asked.conn.lock:
+                return latest_key(asked.conn.wait(pg_answer(asked)))
+        finally:
+            self.saver.conn.putconn(asked.conn)
+
     def execute(self, statements: Statements) -> list[int]:
         with self._connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
             io = Targets(cursor=Cursor(cur))
@@ -560,6 +594,31 @@ class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
             set_json_loads(loads_json, cur)
             await cur.execute(sql, params)
             return await cur.fetchall()
+
+    async def alookup(self, name: str, sql: str, params: Sequence[Any]) -> list[Row]:
+        async with self._connection() as conn, conn.lock:
+            return await conn.wait(pg_lookup(conn, name, sql, params))
+
+    async def aask_latest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> Asked | None:
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = self.saver.conn
+        if not isinstance(pool, AsyncConnectionPool):
+            return None
+        conn = await pool.getconn()
+        try:
+            async with conn.lock:
+                return await conn.wait(pg_ask(conn, *self._latest_query(thread_id, ns, checkpoint_id)))
+        except BaseException:
+            await pool.putconn(conn)
+            raise
+
+    async def aanswer_latest(self, asked: Asked) -> tuple[str, int] | None:
+        try:
+            async with asked.conn.lock:
+                return latest_key(await asked.conn.wait(pg_answer(asked)))
+        finally:
+            await self.saver.conn.putconn(asked.conn)
 
     async def aexecute(self, statements: Statements) -> list[int]:
         async with self._connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:

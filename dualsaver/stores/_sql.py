@@ -41,6 +41,14 @@ def remove(statements: Statements) -> Call:
     return Call("db", "remove", (statements,))
 
 
+def latest_key(rows: Sequence[Any]) -> tuple[str, int] | None:
+    """A latest-checkpoint lookup's rows as (checkpoint id, number of pending writes)."""
+    if not rows:
+        return None
+    found, writes = rows[0].values() if isinstance(rows[0], dict) else rows[0]
+    return str(found), int(writes)
+
+
 class SqlPlans:
     """The native-store contract as plans; a backend provides the SQL and the encoding.
 
@@ -85,14 +93,18 @@ class SqlPlans:
         """The newest checkpoint of (thread, namespace), or the one named, as (id, how many
         pending writes it has); None when there is none. One index lookup: what a tiered
         read checks the hot store's answer against."""
+        return latest_key((yield self._lookup(*self._latest_query(thread_id, ns, checkpoint_id))))
+
+    def _latest_query(self, thread_id: str, ns: str, checkpoint_id: str | None) -> tuple[str, str, tuple[str, ...]]:
+        """The statement name, SQL and parameters of `_latest_plan`'s lookup."""
         if checkpoint_id is None:
-            rows = yield select(self.LATEST_SQL, (thread_id, ns))
-        else:
-            rows = yield select(self.CHECKPOINT_SQL, (thread_id, ns, checkpoint_id))
-        if not rows:
-            return None
-        found, writes = rows[0].values() if isinstance(rows[0], dict) else rows[0]
-        return str(found), int(writes)
+            return "dualsaver_latest", self.LATEST_SQL, (thread_id, ns)
+        return "dualsaver_checkpoint", self.CHECKPOINT_SQL, (thread_id, ns, checkpoint_id)
+
+    def _lookup(self, name: str, sql: str, params: Sequence[Any]) -> Call:
+        """A small query asked on every tiered read: a backend may run it its cheapest way
+        (PostgreSQL: prepared, over libpq) under the statement name `name`."""
+        return select(sql, params)
 
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         raise NotImplementedError
