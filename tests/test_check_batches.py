@@ -121,6 +121,12 @@ def test_the_verdict_across_batches_is_the_one_thread_by_thread(pg_url, sqlite_p
     assert by_bytes.summary["compared"] == {"by_bytes": 6, "decoded": 1}
     assert decoded.summary["compared"] == {"by_bytes": 0, "decoded": 7}
     assert by_bytes.summary["threads_compared"] == decoded.summary["threads_compared"] == 7
+    # a batch stops at the first thread past its checkpoint budget; the rest are read alone
+    monkeypatch.setattr("dualsaver.checker._run.BATCH_CHECKPOINTS", 1)
+    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(pg_url) as new:
+        capped = check(old, new, backoff=(0,), workers=workers)
+    assert identities(capped) == identities(one_by_one)
+    assert capped.summary["compared"] == {"by_bytes": 4, "decoded": 3}  # the first of each batch of two
 
 
 async def test_async_check_reads_batches_too(pg_url, sqlite_path, monkeypatch):

@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on P
 __all__ = ["CheckOptions", "CheckProgress", "acheck", "check"]
 
 DEFAULT_BACKOFF = (0.0, 0.2, 0.5, 1.0)  # seconds before each re-check round
-BATCH = 100  # threads a worker reads at once from a store with `read_threads`
+BATCH = 100  # threads a worker reads at once from a store with `read_threads`...
+BATCH_CHECKPOINTS = 20_000  # ...until this many checkpoints are read (see `_read_many`)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -108,15 +109,24 @@ def _read_many(
     side: str, thread_ids: list[str], make: type[ByteSide | ThreadSide], throttle: Throttle | None
 ) -> Plan[dict[str, ByteSide | ThreadSide] | None]:
     """One store's view of a batch of threads, read at once (`read_threads`): as digests of
-    their bytes (`ByteSide`) or decoded (`ThreadSide`). None when the batch did not read:
-    each thread is then read on its own, which says which one failed."""
+    their bytes (`ByteSide`) or decoded (`ThreadSide`). The read stops at the first thread
+    that begins past `BATCH_CHECKPOINTS` (memory holds a batch's fingerprints): the threads
+    it did not reach are left out, and so are all of them (None) when the batch did not read;
+    each such thread is read on its own (which also says which one failed)."""
     found = {t: make() for t in thread_ids}
     options = READ_OPTIONS if isinstance(found[thread_ids[0]], ByteSide) else {}
+    seen: set[str] = set()
+    read = 0
     started = time.perf_counter()
     try:
         items = yield Call(side, "read_threads", (thread_ids,), options, stream=True)
         while (item := (yield Next(items))) is not END:
+            if item.thread_id not in seen:
+                if read >= BATCH_CHECKPOINTS:
+                    return {t: found[t] for t in seen}
+                seen.add(item.thread_id)
             found[item.thread_id].add(item)
+            read += 1
     except Exception as exc:
         if is_outage(exc):
             raise
@@ -139,9 +149,9 @@ def _read_batch(run: CheckRun, thread_ids: list[str], *, capture: bool) -> Plan[
         sides = {}
         for side in run.read_order():
             sides[side] = yield from _read_many(side, thread_ids, make, run.throttle)
-        old, new = sides["old"], sides["new"]
-        if old is not None and new is not None:
-            for t in thread_ids:
+        old, new = sides["old"] or {}, sides["new"] or {}
+        for t in thread_ids:
+            if t in old and t in new:
                 results[t] = _settle(run, t, old[t], new[t])
         settled = sum(r.checkpoints_compared for r in results.values() if r is not None)
         if run.throttle is not None and (delay := run.throttle.after(settled)):
