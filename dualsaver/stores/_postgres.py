@@ -17,6 +17,7 @@ collation.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -148,12 +149,53 @@ def _as_is(data: bytes | str) -> bytes | str:
 def jsonb(value: Any, what: str, allowed: Collection[str] = ()) -> Jsonb:
     """`value` for a JSONB column, encoded now (so a refusal fails the batch's encoding, not its
     transaction). NaN and Infinity, which JSONB cannot hold and orjson would write as null, are
-    refused (`LossyValue`) unless that class is allowed; the walk runs only when the encoded
-    text holds a null (or came from `json.dumps`), so ordinary rows cost a substring search."""
+    refused (`LossyValue`) unless that class is allowed; they are looked for only when the
+    encoded text holds a null (or came from `json.dumps`), so ordinary rows cost a substring
+    search, and a row whose nulls are all None (a LangGraph branch channel's value) a walk."""
     data = json_dumps(value)
-    if isinstance(data, str) or b"null" in data:
+    if isinstance(data, str) or (b"null" in data and not _all_finite(value)):
         refuse(value, NON_FINITE, what, PG_NON_FINITE, "PostgreSQL's JSONB", allowed)
     return Jsonb(data, dumps=_as_is)
+
+
+_INFINITIES = (math.inf, -math.inf)
+
+
+def _all_finite(value: Any) -> bool:
+    """No NaN or Infinity anywhere in `value` (dicts' values, lists, tuples): the leaves
+    `refuse` looks for, found without building the path of every leaf it passes (it costs a
+    fifth of this)."""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        node = pop()
+        kind = type(node)
+        if kind is str or kind is int or kind is bool or node is None:
+            continue
+        if kind is dict:
+            extend(node.values())
+        elif kind is float:
+            if node != node or node in _INFINITIES:
+                return False
+        elif kind is list or kind is tuple:
+            extend(node)
+        elif isinstance(node, dict):
+            extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            extend(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            return False
+    return True
+
+
+def metadata_jsonb(metadata: Any, allowed: Collection[str] = ()) -> Jsonb:
+    """The metadata for its JSONB column, as `put` stores it (`serializable_metadata`). Most
+    metadata holds no NUL, no "writes" key and no null: its encoding is then already what put
+    stores, and is kept without looking at the values one by one."""
+    data = json_dumps(metadata)
+    if isinstance(data, bytes) and b"null" not in data and b"\\u0000" not in data and b'"writes"' not in data:
+        return Jsonb(data, dumps=_as_is)
+    return jsonb(serializable_metadata(metadata, allowed), "metadata", allowed)
 
 
 def serializable_metadata(metadata: Any, allowed: Collection[str] = ()) -> Any:
@@ -309,7 +351,7 @@ class PostgresPlans(SqlPlans):
         for item in items:
             t, ns, cid = item.thread_id, item.checkpoint_ns, item.checkpoint_id
             copy: dict[str, Any] = dict(item.checkpoint)
-            inline, blob_values = split_channel_values(dict(copy.get("channel_values") or {}))
+            inline, blob_values = split_channel_values(copy.get("channel_values") or {})
             copy["channel_values"] = inline
             versions = copy.get("channel_versions") or {}
             for channel, value in blob_values.items():
@@ -322,9 +364,10 @@ class PostgresPlans(SqlPlans):
                 seen_blobs.add((t, ns, channel, version))
                 typed = value.typed if type(value) is StoredValue else dumps(value)
                 blob_rows.append((t, ns, channel, version, *typed))
+            same_serde = key is not None and item.encoding == key  # stored bytes pass through
             for w in item.writes:  # the stored idx, not a recount
-                value = typed_value(item, w, serde, key)
-                write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, *value))
+                tag, data = w.typed if same_serde and w.typed is not None else typed_value(item, w, serde, key)
+                write_rows.append((t, ns, cid, w.task_id, w.task_path, w.idx, w.channel, tag, data))
             checkpoint_rows.append(
                 (
                     t,
@@ -332,7 +375,7 @@ class PostgresPlans(SqlPlans):
                     cid,
                     item.parent_checkpoint_id,
                     jsonb(copy, "checkpoint", allowed),
-                    jsonb(serializable_metadata(item.metadata, allowed), "metadata", allowed),
+                    metadata_jsonb(item.metadata, allowed),
                 )
             )
         # checkpoints last: a visible checkpoint row has its blobs and writes

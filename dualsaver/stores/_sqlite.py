@@ -8,7 +8,6 @@ already in the store (live traffic) is ever overwritten.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -130,8 +129,10 @@ class SqlitePlans(SqlPlans):
                 ]
             stored = None
             if split and type_ == "msgpack":
-                with contextlib.suppress(ValueError):  # decoded whole below, which says what is wrong
+                try:
                     stored = split_checkpoint(blob, self.serde)
+                except ValueError:  # decoded whole below, which says what is wrong
+                    pass
             if stored is None:
                 stored = load_typed(self.serde, key, (type_, blob), "the checkpoint")
             checkpoint, metadata = checked(stored, loads_json(metadata) if metadata is not None else {})
@@ -142,7 +143,7 @@ class SqlitePlans(SqlPlans):
                 parent_checkpoint_id=parent or None,
                 checkpoint=checkpoint,
                 metadata=metadata,
-                writes=in_write_order(decoded),
+                writes=in_write_order(decoded) if len(decoded) > 1 else tuple(decoded),
                 encoding=encoding,
             )
         except Exception as exc:  # a row that does not load is reported, never a crash
