@@ -95,6 +95,19 @@ class CopyInsert:
     def direct_sql(self) -> str:
         return f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN (FORMAT BINARY)"
 
+    @property
+    def wire_types(self) -> tuple[str, ...]:
+        """The types the binary COPY is told: a JSONB value is sent as its wire bytes, already
+        built (`jsonb_wire`), so it goes through psycopg's C bytes dumper, not a Python one."""
+        return tuple("bytea" if t == "jsonb" else t for t in self.types)
+
+    def params(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        """`rows` as parameters of the saver's INSERT statements (a JSONB value as `Jsonb`)."""
+        if "jsonb" not in self.types:
+            return rows
+        wire = [i for i, t in enumerate(self.types) if t == "jsonb"]
+        return [tuple(_as_jsonb(v) if i in wire else v for i, v in enumerate(row)) for row in rows]
+
     def move_sql(self) -> str:
         cols = ", ".join(self.columns)
         return (
@@ -146,16 +159,27 @@ def _as_is(data: bytes | str) -> bytes | str:
     return data
 
 
-def jsonb(value: Any, what: str, allowed: Collection[str] = ()) -> Jsonb:
-    """`value` for a JSONB column, encoded now (so a refusal fails the batch's encoding, not its
-    transaction). NaN and Infinity, which JSONB cannot hold and orjson would write as null, are
-    refused (`LossyValue`) unless that class is allowed; they are looked for only when the
-    encoded text holds a null (or came from `json.dumps`), so ordinary rows cost a substring
-    search, and a row whose nulls are all None (a LangGraph branch channel's value) a walk."""
+JSONB_VERSION = b"\x01"  # the first byte of a JSONB value in PostgreSQL's binary format, before its text
+
+
+def jsonb_wire(value: Any, what: str, allowed: Collection[str] = ()) -> bytes:
+    """`value` for a JSONB column in the binary format (its version byte, then its JSON text),
+    encoded now (so a refusal fails the batch's encoding, not its transaction). NaN and
+    Infinity, which JSONB cannot hold and orjson would write as null, are refused
+    (`LossyValue`) unless that class is allowed; they are looked for only when the encoded
+    text holds a null (or came from `json.dumps`), so ordinary rows cost a substring search,
+    and a row whose nulls are all None (a LangGraph branch channel's value) a walk."""
     data = json_dumps(value)
-    if isinstance(data, str) or (b"null" in data and not _all_finite(value)):
+    if isinstance(data, str):
         refuse(value, NON_FINITE, what, PG_NON_FINITE, "PostgreSQL's JSONB", allowed)
-    return Jsonb(data, dumps=_as_is)
+        return JSONB_VERSION + data.encode()
+    if b"null" in data and not _all_finite(value):
+        refuse(value, NON_FINITE, what, PG_NON_FINITE, "PostgreSQL's JSONB", allowed)
+    return JSONB_VERSION + data
+
+
+def _as_jsonb(wire: bytes) -> Jsonb:
+    return Jsonb(wire[1:], dumps=_as_is)
 
 
 _INFINITIES = (math.inf, -math.inf)
@@ -188,14 +212,14 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
-def metadata_jsonb(metadata: Any, allowed: Collection[str] = ()) -> Jsonb:
-    """The metadata for its JSONB column, as `put` stores it (`serializable_metadata`). Most
-    metadata holds no NUL, no "writes" key and no null: its encoding is then already what put
-    stores, and is kept without looking at the values one by one."""
+def metadata_wire(metadata: Any, allowed: Collection[str] = ()) -> bytes:
+    """The metadata for its JSONB column (`jsonb_wire`), as `put` stores it
+    (`serializable_metadata`). Most metadata holds no NUL, no "writes" key and no null: its
+    encoding is then already what put stores, and is kept without looking at the values."""
     data = json_dumps(metadata)
     if isinstance(data, bytes) and b"null" not in data and b"\\u0000" not in data and b'"writes"' not in data:
-        return Jsonb(data, dumps=_as_is)
-    return jsonb(serializable_metadata(metadata, allowed), "metadata", allowed)
+        return JSONB_VERSION + data
+    return jsonb_wire(serializable_metadata(metadata, allowed), "metadata", allowed)
 
 
 def serializable_metadata(metadata: Any, allowed: Collection[str] = ()) -> Any:
@@ -374,8 +398,8 @@ class PostgresPlans(SqlPlans):
                     ns,
                     cid,
                     item.parent_checkpoint_id,
-                    jsonb(copy, "checkpoint", allowed),
-                    metadata_jsonb(item.metadata, allowed),
+                    jsonb_wire(copy, "checkpoint", allowed),
+                    metadata_wire(item.metadata, allowed),
                 )
             )
         # checkpoints last: a visible checkpoint row has its blobs and writes
@@ -387,14 +411,14 @@ class PostgresPlans(SqlPlans):
         if not rows:
             return 0
         if len(rows) < COPY_THRESHOLD:
-            return (yield Call("cursor", "executemany", (_small_sql(self.saver, bulk), rows)))
+            return (yield Call("cursor", "executemany", (_small_sql(self.saver, bulk), bulk.params(rows))))
         yield Call("cursor", "execute", ("SAVEPOINT dualsaver_copy",))
         try:
-            yield Call("cursor", "copy", (bulk.direct_sql(), bulk.types, rows))
+            yield Call("cursor", "copy", (bulk.direct_sql(), bulk.wire_types, rows))
         except UniqueViolation:  # a row is there already: only the savepoint is undone
             yield Call("cursor", "execute", ("ROLLBACK TO SAVEPOINT dualsaver_copy",))
             yield Call("cursor", "execute", (bulk.create_temp(),))
-            yield Call("cursor", "copy", (bulk.copy_sql(), bulk.types, rows))
+            yield Call("cursor", "copy", (bulk.copy_sql(), bulk.wire_types, rows))
             return (yield Call("cursor", "execute", (bulk.move_sql(),)))
         yield Call("cursor", "execute", ("RELEASE SAVEPOINT dualsaver_copy",))
         return len(rows)
