@@ -58,3 +58,15 @@ def test_metadata_kept_as_encoded_is_what_put_stores(meta, allowed) -> None:
             metadata_wire(meta, allowed)
         return
     assert _value(metadata_wire(meta, allowed)) == expected
+
+
+@given(st.dictionaries(st.sampled_from(["a", "null", "c"]), st.one_of(st.none(), st.floats(), st.just("null"))),
+       json_values)
+def test_nulls_counted_against_known_nones_never_let_a_non_finite_through(inline, rest) -> None:
+    value = {"channel_values": inline, "rest": rest}
+    nones = list(inline.values()).count(None)
+    if _all_finite(value):
+        assert _value(jsonb_wire(value, "checkpoint", (), nones)) == orjson.loads(orjson.dumps(value))
+    else:
+        with pytest.raises(LossyValue):
+            jsonb_wire(value, "checkpoint", (), nones)

@@ -162,18 +162,21 @@ def _as_is(data: bytes | str) -> bytes | str:
 JSONB_VERSION = b"\x01"  # the first byte of a JSONB value in PostgreSQL's binary format, before its text
 
 
-def jsonb_wire(value: Any, what: str, allowed: Collection[str] = ()) -> bytes:
+def jsonb_wire(value: Any, what: str, allowed: Collection[str] = (), nones: int = 0) -> bytes:
     """`value` for a JSONB column in the binary format (its version byte, then its JSON text),
     encoded now (so a refusal fails the batch's encoding, not its transaction). NaN and
     Infinity, which JSONB cannot hold and orjson would write as null, are refused
-    (`LossyValue`) unless that class is allowed; they are looked for only when the encoded
-    text holds a null (or came from `json.dumps`), so ordinary rows cost a substring search,
-    and a row whose nulls are all None (a LangGraph branch channel's value) a walk."""
+    (`LossyValue`) unless that class is allowed.
+
+    They are looked for only when the text holds more nulls than the `nones` Nones the caller
+    knows `value` holds (each None and each NaN is a null, a string may hold one too, so no
+    more nulls than known Nones means no NaN): an ordinary checkpoint, whose nulls are its
+    branch channels' None values, costs a count, not a walk."""
     data = json_dumps(value)
     if isinstance(data, str):
         refuse(value, NON_FINITE, what, PG_NON_FINITE, "PostgreSQL's JSONB", allowed)
         return JSONB_VERSION + data.encode()
-    if b"null" in data and not _all_finite(value):
+    if b"null" in data and data.count(b"null") > nones and not _all_finite(value):
         refuse(value, NON_FINITE, what, PG_NON_FINITE, "PostgreSQL's JSONB", allowed)
     return JSONB_VERSION + data
 
@@ -398,7 +401,7 @@ class PostgresPlans(SqlPlans):
                     ns,
                     cid,
                     item.parent_checkpoint_id,
-                    jsonb_wire(copy, "checkpoint", allowed),
+                    jsonb_wire(copy, "checkpoint", allowed, list(inline.values()).count(None)),
                     metadata_wire(item.metadata, allowed),
                 )
             )
