@@ -137,16 +137,14 @@ class Flow:
                 self._bad_row(item.thread_id, item.checkpoint_ns, item.checkpoint_id, item.error)
                 return None
             batch = None
-            if self._items and self._items[-1].thread_id != item.thread_id and self._full(1):
-                batch = self._cut()
+            if self._items and (self._full(2) or (self._items[-1].thread_id != item.thread_id and self._full(1))):
+                batch = self._cut()  # before this row: the batch it would join is full
             self.read += 1
             self._items.append(item)
             self._writes_in_batch += len(item.writes)
             if item.thread_id not in self._batch_threads:
                 self._batch_threads[item.thread_id] = None
                 self._refs[item.thread_id] = self._refs.get(item.thread_id, 0) + 1
-            if batch is None and self._full(2):
-                batch = self._cut()
             return batch
 
     def _full(self, times: int) -> bool:
