@@ -288,8 +288,11 @@ def run_tree(
     import subprocess
 
     server0 = server_cpu()
+    # The copy processes start from a fork server, a fresh interpreter: PYTHONPATH (not sys.path) makes them
+    # import the same tree, and the working directory too (an installed dualsaver would win otherwise).
     out = subprocess.run([sys.executable, "-c", RUNNER, str(tree), source_url, target_url, str(state), str(processes)],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, cwd=tree,
+                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["failed"] == 0
     return figures["seconds"], figures["checkpoints"], figures["cpu"], server_cpu() - server0
