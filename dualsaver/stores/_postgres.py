@@ -148,7 +148,7 @@ def _small_sql(saver: Any, op: CopyInsert) -> str:
 def json_dumps(value: Any) -> bytes | str:
     """JSON for a JSONB column: orjson (several times faster than `json.dumps`, which the
     saver uses; JSONB stores the same value either way), else `json.dumps` for what orjson
-    refuses (integers beyond 64 bits). orjson writes NaN and Infinity as null: see `jsonb`."""
+    refuses (integers beyond 64 bits). orjson writes NaN and Infinity as null: see `jsonb_wire`."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
@@ -237,12 +237,17 @@ def serializable_metadata(metadata: Any, allowed: Collection[str] = ()) -> Any:
     return metadata
 
 
+_INLINE = frozenset({str, int, float, bool})  # exactly these types (a subclass goes the long way)
+
+
 def split_channel_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(inline, blob) values, as `PostgresSaver.put` splits them."""
     inline: dict[str, Any] = {}
     blobs: dict[str, Any] = {}
     for k, v in values.items():
-        if isinstance(v, StoredValue):  # bytes passed through; decided when they were split
+        if v is None or type(v) in _INLINE:  # most values: decided by the type alone
+            inline[k] = v
+        elif isinstance(v, StoredValue):  # bytes passed through; decided when they were split
             blobs[k] = v
             if v.snapshot:
                 inline[k] = True
