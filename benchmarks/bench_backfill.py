@@ -2,6 +2,7 @@
 naive loop and plain reads.
 
 Run: python benchmarks/bench_backfill.py [--checkpoints 12000 52000] [--repeat 3] [--processes 1 2] [--no-naive]
+     [--baseline DIR]
 
 In one run, at each store size, on the same source (a real LangGraph graph with a subgraph,
 parallel Send branches, a DeltaChannel and an interrupt; its threads replicated under new ids
@@ -24,6 +25,10 @@ to reach the size), each copy into a fresh PostgreSQL database of one embedded s
 - backfill:             dualsaver.backfill() (workers=1 and workers=2), exact, resumable
 - backfill, processes:  dualsaver.backfill(processes=N) for each N of --processes (default 1 2):
                         the copy in N spawned processes under one job (start-up included)
+- before/after:         with --baseline DIR (a checkout of another revision, e.g.
+                        `git archive REV | tar -x -C DIR`): backfill(processes=N) of that
+                        revision and of this one, each run in its own interpreter, alternately,
+                        on the same source into fresh databases of the same server
 - naive:                the careful naive loop: the same records, written one checkpoint at a
                         time through the public API (put, then put_writes per task keeping its
                         task_path); values decoded and re-encoded
@@ -52,6 +57,7 @@ import tracemalloc
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -253,6 +259,45 @@ def naive_loop(source_url: str, target_url: str) -> tuple[float, int]:
     return elapsed, n
 
 
+RUNNER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from dualsaver.migrate import backfill
+
+
+def main():
+    source, target, state, processes = sys.argv[2:6]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    r = backfill(source, target, processes=int(processes), state_path=Path(state), resume=False)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "checkpoints": r.checkpoints, "failed": r.failed,
+                      "cpu": time.process_time() - cpu0 + r.processes_cpu_s}))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def run_tree(
+    tree: Path, source_url: str, target_url: str, state: Path, processes: int
+) -> tuple[float, int, float, float]:
+    """backfill(processes=N) as the dualsaver in `tree` does it, in a fresh interpreter:
+    (seconds, checkpoints copied, CPU seconds of the copy, CPU seconds of the server)."""
+    import json
+    import subprocess
+
+    server0 = server_cpu()
+    # The copy processes start from a fork server, a fresh interpreter: PYTHONPATH (not sys.path) makes them
+    # import the same tree, and the working directory too (an installed dualsaver would win otherwise).
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(tree), source_url, target_url, str(state), str(processes)],
+                         check=True, capture_output=True, text=True, cwd=tree,
+                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["failed"] == 0
+    return figures["seconds"], figures["checkpoints"], figures["cpu"], server_cpu() - server0
+
+
 def peak_memory(source_url: str, target_url: str, state: Path) -> float:
     tracemalloc.start()
     tracemalloc.reset_peak()
@@ -262,7 +307,25 @@ def peak_memory(source_url: str, target_url: str, state: Path) -> float:
     return peak / 2**20
 
 
-def measure(pg: EmbeddedPostgres, tmp: Path, size: int, repeat: int, processes: list[int], naive_runs: bool) -> dict:
+def compare(figures: dict, baseline: Path | None, processes: list[int], repeat: int, src: str, fresh: Any) -> None:
+    """Before (`baseline`) and after (this tree), alternately, so both see the same load."""
+    if baseline is None:
+        return
+    trees = {"after": Path(__file__).resolve().parents[1], "before": baseline}
+    for p in processes:
+        for _ in range(repeat):
+            for name, tree in trees.items():
+                seconds, copied, used, server = run_tree(tree, src, *fresh(), p)
+                assert copied == figures["n"]
+                run = {"seconds": seconds, "cpu": used, "server": server, "load": os.getloadavg()[0]}
+                figures[f"{name}_p{p}"] = min(figures.get(f"{name}_p{p}", run), run, key=lambda r: r["seconds"])
+    figures["baseline"] = str(baseline)
+
+
+def measure(
+    pg: EmbeddedPostgres, tmp: Path, size: int, repeat: int, processes: list[int], naive_runs: bool,
+    baseline: Path | None = None, compare_only: bool = False,
+) -> dict:
     path = tmp / f"source-{size}.sqlite"
     n = make_source(path, size)
     src = f"sqlite:///{path}"
@@ -291,6 +354,10 @@ def measure(pg: EmbeddedPostgres, tmp: Path, size: int, repeat: int, processes: 
         assert copied == n
         return elapsed
 
+    if compare_only:
+        figures: dict = {"n": n, "ingest": best(lambda: ingest_floor(fresh()[0], exported)), "processes": processes}
+        compare(figures, baseline, processes, repeat, src, fresh)
+        return figures
     figures = {
         "n": n,
         "raw": best(lambda: read_raw(src)),
@@ -307,6 +374,7 @@ def measure(pg: EmbeddedPostgres, tmp: Path, size: int, repeat: int, processes: 
     for p in processes:
         figures[f"p{p}"] = best(partial(copy, 1, p))
         figures[f"cpu_p{p}"] = cpu[1, p][0]
+    compare(figures, baseline, processes, repeat, src, fresh)
     target, state = fresh()
     figures["memory"] = peak_memory(src, target, state)
     figures["cpu1"], figures["server1"] = cpu[1, None]
@@ -315,6 +383,8 @@ def measure(pg: EmbeddedPostgres, tmp: Path, size: int, repeat: int, processes: 
 
 
 def report(f: dict) -> None:
+    if "bf1" not in f:
+        return report_compare(f)
     n, best = f["n"], min(f["bf1"], f["bf2"])
     ingest = f["ingest"]
     rows = [
@@ -350,7 +420,22 @@ def report(f: dict) -> None:
     for p in f["processes"]:
         print(f"processes={p}: {f[f'p{p}'] / floor:.2f}x the CPU floor; the copy's CPU"
               f" {f[f'cpu_p{p}'] / n * 1e6:.0f} us a checkpoint (this process and the copy processes)")
+    report_compare(f)
     print(f"peak traced memory of one backfill: {f['memory']:.1f} MiB")
+
+
+def report_compare(f: dict) -> None:
+    if "baseline" not in f:
+        return
+    n, ingest = f["n"], f["ingest"]
+    print(f"\n{n} checkpoints: PostgreSQL's ingest {ingest:.3f} s ({ingest / n * 1e6:.0f} us a checkpoint);"
+          f" before ({f['baseline']}) and after (this tree), alternately, each in its own interpreter:")
+    for p in f["processes"]:
+        for name in ("before", "after"):
+            run = f[f"{name}_p{p}"]
+            print(f"  processes={p} {name:6}: {run['seconds']:7.3f} s  {run['seconds'] / ingest:.2f}x ingest;"
+                  f" CPU a checkpoint: the copy's {run['cpu'] / n * 1e6:.0f} us, the server's"
+                  f" {run['server'] / n * 1e6:.0f} us (load {run['load']:.1f})")
 
 
 def main() -> None:
@@ -363,13 +448,17 @@ def main() -> None:
     )
     parser.add_argument("--processes", type=int, nargs="*", default=[1, 2], help="backfill(processes=N) for each N")
     parser.add_argument("--no-naive", action="store_true", help="leave out the (slow) naive loop")
+    parser.add_argument("--baseline", type=Path, help="a checkout of another revision, measured side by side")
+    parser.add_argument("--compare-only", action="store_true", help="with --baseline: only the ingest and the two")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
-    print(f"PostgreSQL settings: {'durable (fsync, synchronous commit)' if args.durable else 'fsync off'}")
+    print(f"PostgreSQL settings: {'durable (fsync, synchronous commit)' if args.durable else 'fsync off'};"
+          f" load average at the start: {os.getloadavg()[0]:.2f}")
     global SERVER_PID
     with EmbeddedPostgres(durable=args.durable) as pg:
         SERVER_PID = pg._proc.pid if pg._proc is not None else None
-        results = [measure(pg, tmp, size, args.repeat, args.processes, not args.no_naive) for size in args.checkpoints]
+        results = [measure(pg, tmp, size, args.repeat, args.processes, not args.no_naive, args.baseline,
+                           args.compare_only) for size in args.checkpoints]
     for f in results:
         report(f)
     if len(results) > 1:

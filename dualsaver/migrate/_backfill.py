@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from dualsaver import sansio
 from dualsaver.migrate._lossy import agate, allow, gate
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options
-from dualsaver.migrate._processes import Processes, Spec, check_processes, share
+from dualsaver.migrate._processes import Processes, Spec, check_processes, share, warm_up
 from dualsaver.migrate._pump import apump, fewer_collections, pump
 from dualsaver.control.throttle import Throttle
 from dualsaver.control.sources import replica_name
@@ -321,6 +321,7 @@ def _backfill_processes(
     """`backfill` in `processes` processes; this one keeps the job (see `_processes`)."""
     if not (isinstance(old_url, str) and isinstance(new_url, str)):
         raise TypeError("backfill with processes takes the stores' URLs, which each process opens")
+    warm_up()
     with ExitStack() as stack:
         old = stack.enter_context(open_saver(old_url, must_exist=True, serde=serde_from_name(serdes[0])))
         new = stack.enter_context(open_saver(new_url, serde=serde_from_name(serdes[1])))  # set up once, here

@@ -126,20 +126,29 @@ class Flow:
             self._refs[thread_id] = self._refs.get(thread_id, 0) + 1
 
     def take(self, item: ThreadItem) -> Batch | None:
-        """Add one source item; returns a batch when one is full."""
+        """Add one source item; returns a batch when one is full.
+
+        A full batch ends where a thread ends (it is cut before the next thread's first row),
+        unless one thread keeps it open to twice the size: a thread split across batches
+        repeats the blob rows its checkpoints share in each batch, which the target then
+        finds present and inserts the slow way (`CopyInsert`)."""
         with self._lock:
             if isinstance(item, Unreadable):
                 self._bad_row(item.thread_id, item.checkpoint_ns, item.checkpoint_id, item.error)
                 return None
+            batch = None
+            if self._items and (self._full(2) or (self._items[-1].thread_id != item.thread_id and self._full(1))):
+                batch = self._cut()  # before this row: the batch it would join is full
             self.read += 1
             self._items.append(item)
             self._writes_in_batch += len(item.writes)
             if item.thread_id not in self._batch_threads:
                 self._batch_threads[item.thread_id] = None
                 self._refs[item.thread_id] = self._refs.get(item.thread_id, 0) + 1
-            if len(self._items) < BATCH_CHECKPOINTS and self._writes_in_batch < BATCH_WRITES:
-                return None
-            return self._cut()
+            return batch
+
+    def _full(self, times: int) -> bool:
+        return len(self._items) >= times * BATCH_CHECKPOINTS or self._writes_in_batch >= times * BATCH_WRITES
 
     def end(self, thread_id: str, exc: BaseException | None = None) -> None:
         """The thread has been read (or reading it failed with `exc`)."""

@@ -76,11 +76,17 @@ def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
     if not isinstance(document, dict):
         return document  # not a checkpoint: the caller's checks say so
     values = document.get("channel_values")
-    others = (v for k, v in document.items() if k not in PLAIN_FIELDS)
+    others = () if PLAIN_FIELDS.issuperset(document) else (v for k, v in document.items() if k not in PLAIN_FIELDS)
     if not isinstance(values, dict) or any(_has_ext(v) for v in others):
         return serde.loads_typed(("msgpack", data))
-    document["channel_values"] = {channel: _channel_value(value, serde) for channel, value in values.items()}
+    split = {}
+    for channel, value in values.items():  # the backfill's hottest loop: most values are decoded already
+        split[channel] = value if value is None or type(value) in _DECODED else _channel_value(value, serde)
+    document["channel_values"] = split
     return document
+
+
+_DECODED = frozenset({str, int, float, bool, bytes})  # what unpackb builds for a plain value (never a subclass)
 
 
 def _channel_value(value: Any, serde: Any) -> Any:

@@ -8,7 +8,6 @@ already in the store (live traffic) is ever overwritten.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -140,20 +139,16 @@ class SqlitePlans(SqlPlans):
                 ]
             stored = None
             if split and type_ == "msgpack":
-                with contextlib.suppress(ValueError):  # decoded whole below, which says what is wrong
+                try:
                     stored = split_checkpoint(blob, self.serde)
+                except ValueError:  # decoded whole below, which says what is wrong
+                    pass
             if stored is None:
                 stored = load_typed(self.serde, key, (type_, blob), "the checkpoint")
             checkpoint, metadata = checked(stored, loads_json(metadata) if metadata is not None else {})
-            return StoredCheckpoint(
-                thread_id=thread_id,
-                checkpoint_ns=ns,
-                checkpoint_id=checkpoint_id,
-                parent_checkpoint_id=parent or None,
-                checkpoint=checkpoint,
-                metadata=metadata,
-                writes=in_write_order(decoded),
-                encoding=encoding,
+            writes_in_order = in_write_order(decoded) if len(decoded) > 1 else tuple(decoded)
+            return StoredCheckpoint(  # by position: a checkpoint read is the backfill's hottest call
+                thread_id, ns, checkpoint_id, parent or None, checkpoint, metadata, writes_in_order, encoding
             )
         except Exception as exc:  # a row that does not load is reported, never a crash
             return unreadable(thread_id, ns, checkpoint_id, exc)
