@@ -53,6 +53,7 @@ def has_nul(v) -> bool:
 @given(rows=stores_rows(), page=st.integers(1, 5), asked=st.data())
 def test_a_batch_read_is_each_thread_read_in_turn(pg_url, tmp_path, monkeypatch, rows, page, asked):
     monkeypatch.setattr("dualsaver.stores._sql.MANY_THREADS_PAGE", page)  # pages cut through threads
+    monkeypatch.setattr("dualsaver.stores._sqlite.MAX_IDS", 2)  # and SQLite's queries through the ids
     written = sorted({r.thread_id for r in rows})
     ids = asked.draw(st.lists(st.sampled_from([*written, "absent"]), min_size=1, unique=True), label="ids")
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "s.sqlite"
@@ -81,6 +82,17 @@ def exactly(item) -> str:
     writes = [(w.task_id, w.task_path, w.idx, w.channel, w.value) for w in item.writes]
     parts = (item.parent_checkpoint_id, item.checkpoint, item.metadata, writes)
     return json.dumps(parts, sort_keys=True, default=repr)
+
+
+def test_sqlite_reads_a_thread_whose_id_holds_nul_in_a_batch(sqlite_path):
+    rows = [record(t, n, {"a": [n]}, [n]) for t in ("a", "nul\x00id", "nul") for n in range(2)]
+    with open_saver(sqlite_url(sqlite_path)) as lite:
+        store = native_for(lite)
+        store.write_checkpoints(rows)
+        ids = ["nul\x00id", "a", "nul"]
+        assert list(store.read_threads(ids)) == [i for t in sorted(ids) for i in store.read_thread(t)]
+        printed = [p.thread_id for p in store.read_threads(ids, prints=True)]
+        assert printed == ["a", "a", "nul", "nul", "nul\x00id", "nul\x00id"]
 
 
 @settings(SLOW, max_examples=40)

@@ -28,24 +28,30 @@ THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id L
 THREADS_NEXT = (
     "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > ? ORDER BY thread_id LIMIT ?"
 )
-# Several threads at once (their ids as one JSON array), in (thread, ns, id) order, a keyset page
-# at a time: the check reads a batch of threads in a round trip or two instead of two per thread.
-_IN_THREADS = " thread_id IN (SELECT value FROM json_each(?))"
-_CHECKPOINT_COLUMNS = (
-    "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
-    " FROM checkpoints WHERE" + _IN_THREADS
-)
+# Several threads at once, in (thread, ns, id) order, a keyset page at a time: the check reads
+# a batch of threads in a round trip or two instead of two per thread. The ids are bound one
+# by one (a JSON array would lose an id holding NUL), at most MAX_IDS to a query.
+MAX_IDS = 500
 _KEY_ORDER = " ORDER BY thread_id, checkpoint_ns, checkpoint_id LIMIT ?"
-CHECKPOINTS_FIRST = _CHECKPOINT_COLUMNS + _KEY_ORDER
-CHECKPOINTS_NEXT = _CHECKPOINT_COLUMNS + " AND (thread_id, checkpoint_ns, checkpoint_id) > (?, ?, ?)" + _KEY_ORDER
 
 
-def writes_range_sql(has_task_path: bool) -> str:
-    """The writes of the checkpoints from key (thread, ns, id) to key, of the threads listed."""
+def checkpoints_sql(ids: int, after: bool) -> str:
+    """The checkpoints of `ids` threads, from the first or after a key (thread, ns, id)."""
+    return (
+        "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
+        f" FROM checkpoints WHERE thread_id IN ({', '.join('?' * ids)})"
+        + (" AND (thread_id, checkpoint_ns, checkpoint_id) > (?, ?, ?)" if after else "")
+        + _KEY_ORDER
+    )
+
+
+def writes_range_sql(has_task_path: bool, ids: int) -> str:
+    """The writes of the checkpoints from key (thread, ns, id) to key, of `ids` threads."""
     task_path = "task_path" if has_task_path else "''"
     return (
         f"SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, {task_path}, idx, channel, type, value"
-        " FROM writes WHERE" + _IN_THREADS + " AND (thread_id, checkpoint_ns, checkpoint_id) >= (?, ?, ?)"
+        f" FROM writes WHERE thread_id IN ({', '.join('?' * ids)})"
+        " AND (thread_id, checkpoint_ns, checkpoint_id) >= (?, ?, ?)"
         " AND (thread_id, checkpoint_ns, checkpoint_id) <= (?, ?, ?)"
     )
 
@@ -92,20 +98,19 @@ class SqlitePlans(SqlPlans):
     def _read_threads_plan(
         self, thread_ids: Sequence[str], encoded: bool = False, stored_values: bool = False, prints: bool = False
     ) -> Plan[None]:
-        writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True))
         encoding = self.serde_key if encoded else None
         split = stored_values and encoding is not None and encoding[0] == "jsonplus"
-        ids = json.dumps(list(thread_ids))
-        after: tuple[str, str, str] | None = None
-        while True:
-            if after is None:
-                rows = yield select(CHECKPOINTS_FIRST, (ids, self.page_size(thread_ids)))
-            else:
-                rows = yield select(CHECKPOINTS_NEXT, (ids, *after, self.page_size(thread_ids)))
-            if not rows:
-                return
+        ids = sorted(set(thread_ids))  # in the order the rows come
+        for start in range(0, len(ids), MAX_IDS):
+            yield from self._read_some_plan(ids[start : start + MAX_IDS], encoding, split, prints)
+
+    def _read_some_plan(self, ids: list[str], encoding: Any, split: bool, prints: bool) -> Plan[None]:
+        writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True), len(ids))
+        page = self.page_size(ids)
+        rows = yield select(checkpoints_sql(len(ids), after=False), (*ids, page))
+        while rows:
             first, last = tuple(rows[0][:3]), tuple(rows[-1][:3])
-            writes = yield select(writes_sql, (ids, *first, *last))
+            writes = yield select(writes_sql, (*ids, *first, *last))
             by_key: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
             for w in writes:
                 by_key[(w[0], w[1], w[2])].append(w[1:])
@@ -114,9 +119,9 @@ class SqlitePlans(SqlPlans):
                 yield Emit([self.print_row(r, w) for r, w in found])
             else:
                 yield Emit([self.decode(r[0], r[1:], w, encoding, split) for r, w in found])
-            if len(rows) < self.page_size(thread_ids):
+            if len(rows) < page:
                 return
-            after = last
+            rows = yield select(checkpoints_sql(len(ids), after=True), (*ids, *last, page))
 
     def decode(
         self, thread_id: str, row: Any, writes: Iterable[Any], encoding: Any = None, split: bool = False
