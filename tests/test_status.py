@@ -161,3 +161,17 @@ def test_a_journal_files_backlog_read_only_agrees_with_its_entries(tmp_path):
     assert (read.depth, read.threads, read.lossy) == (summed.depth, summed.threads, summed.lossy) == (
         3, 3, [("t7", "LossyValue: NaN [rule non-finite; x]")])
     assert summed.new == 3
+
+
+def test_a_store_backfill_job_counts_namespaces_a_checkpoint_one_threads():
+    from dualsaver.cli.status import _running_lines, _shard_line, shard_view
+
+    now = time.time()
+    job = {"shard": "all", "runner": "r", "started_at": now - 10, "updated_at": now, "threads_done": 5, "total": 9}
+    items = shard_view({**job, "old": "items:SqliteStore", "new": "items:PostgresStore"}, now)
+    checkpoints = shard_view({**job, "old": "sqlite:///a", "new": "postgresql://b"}, now)
+    assert "5 namespace(s) done, 4 left, 0.5 namespace(s)/s" in _shard_line(items)
+    assert "5 thread(s) done, 4 left, 0.5 thread(s)/s" in _shard_line(checkpoints)
+    running = {"running": True, "threads_done": 5, "started_at": now - 10, "shard": "all", "new": "items:x"}
+    assert "5 namespace(s) done" in _running_lines([{**running, "old": "items:y"}])[0]
+    assert "5 thread(s) done" in _running_lines([{**running, "old": "sqlite:///a"}])[0]

@@ -324,11 +324,18 @@ def _throttle_line(throttle: dict[str, Any] | None) -> list[str]:
     return [f"throttle: {Limits(**throttle).describe()} for every job (`dualsaver throttle --clear` lifts it)"]
 
 
+def _unit(job: dict[str, Any]) -> str:
+    """What a backfill job counts: the long-term store's (its `old` says "items:") copies
+    namespaces, the checkpoints' copies threads."""
+    return "namespace(s)" if str(job.get("old") or "").startswith("items:") else "thread(s)"
+
+
 def _shard_line(sh: dict[str, Any]) -> str:
     left = "" if sh["remaining"] is None else f", {sh['remaining']} left"
     eta = f", ETA {sh['eta_seconds']:.0f}s" if sh["eta_seconds"] else ""
-    return (f"shard {sh['shard']}: {sh['state']}; {sh['threads_done']} thread(s) done{left},"
-            f" {sh['rate_per_s']:g} thread(s)/s{eta}; heartbeat {_age(sh['heartbeat_age_seconds'])}"
+    unit = _unit(sh)
+    return (f"shard {sh['shard']}: {sh['state']}; {sh['threads_done']} {unit} done{left},"
+            f" {sh['rate_per_s']:g} {unit}/s{eta}; heartbeat {_age(sh['heartbeat_age_seconds'])}"
             f" ({sh['runner'] or '?'})")
 
 
@@ -378,7 +385,7 @@ def _backfill_lines(doc: dict[str, Any]) -> list[str]:
 
 def _running_lines(jobs: list[dict[str, Any]]) -> list[str]:
     """Backfill jobs of the local progress file that have not finished."""
-    return [f"          running (or interrupted): {job['threads_done']} thread(s) done since"
+    return [f"          running (or interrupted): {job['threads_done']} {_unit(job)} done since"
             f" {_age(time.time() - job['started_at'])} ({job['old']} -> {job['new']}, shard {job['shard']})"
             for job in jobs if job["running"]]
 

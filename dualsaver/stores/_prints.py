@@ -19,10 +19,11 @@ channel version often has other bytes in SQLite's next document than in PostgreS
 blob. A value holding a set is digested with the set's members sorted (by their bytes).
 
 Equal digests mean equal stored values, each checked as a store reads it (a blob as
-`check_typed` checks a write, once; SQLite's document by decoding it). Unequal ones do not mean unequal values (a float written as an integer, an enum
-a store keeps inline), and a row that does not reduce this way (another type tag, an
-extension in a field that holds none) yields `Unreadable`: the check reads such threads
-again decoded, which alone decides what is reported (`dualsaver.checker._bytes`).
+`check_typed` checks a write, once; SQLite's document by decoding it). Unequal ones do not
+mean unequal values (a float written as an integer, an enum a store keeps inline), and a row
+that does not reduce this way (another type tag, an extension in a field that holds none)
+yields `Unreadable`: the check reads such threads again decoded, which alone decides what
+is reported (`dualsaver.checker._bytes`).
 """
 
 from __future__ import annotations
