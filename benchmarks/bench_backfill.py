@@ -102,27 +102,22 @@ def read_all(source_url: str, options: dict | None = None) -> float:
 def read_raw(source_url: str) -> float:
     """The same SQL pages the SQLite adapter runs, rows fetched and not decoded."""
     from dualsaver.stores._sql import CHECKPOINT_PAGE
-    from dualsaver.stores._sqlite import CHECKPOINTS_FIRST, CHECKPOINTS_NEXT, writes_range_sql
+    from dualsaver.stores._sqlite import checkpoints_sql, writes_range_sql
 
+    first_sql, next_sql = checkpoints_sql(1, after=False), checkpoints_sql(1, after=True)
     with open_saver(source_url) as saver:
         store = native_for(saver)
-        conn, writes_sql = saver.conn, writes_range_sql(True)
+        conn, writes_sql = saver.conn, writes_range_sql(True, 1)
         t0 = time.perf_counter()
         n = 0
         for t in store.thread_ids():
-            after = None
-            while True:
-                if after is None:
-                    rows = conn.execute(CHECKPOINTS_FIRST, (t, CHECKPOINT_PAGE)).fetchall()
-                else:
-                    rows = conn.execute(CHECKPOINTS_NEXT, (t, *after, CHECKPOINT_PAGE)).fetchall()
-                if not rows:
-                    break
-                conn.execute(writes_sql, (t, rows[0][0], rows[0][1], rows[-1][0], rows[-1][1])).fetchall()
+            rows = conn.execute(first_sql, (t, CHECKPOINT_PAGE)).fetchall()
+            while rows:
+                conn.execute(writes_sql, (t, *rows[0][:3], *rows[-1][:3])).fetchall()
                 n += len(rows)
                 if len(rows) < CHECKPOINT_PAGE:
                     break
-                after = (rows[-1][0], rows[-1][1])
+                rows = conn.execute(next_sql, (t, *rows[-1][:3], CHECKPOINT_PAGE)).fetchall()
         elapsed = time.perf_counter() - t0
     assert n > 0
     return elapsed
