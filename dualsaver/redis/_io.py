@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from redis import exceptions as redis_errors
 
 from dualsaver.errors import SecondaryTimeout
 from dualsaver.redis._lua import SCRIPTS
@@ -96,6 +95,8 @@ class RedisIo(_Client):
         reconnected = loaded = False
         while True:
             conn = _checkout(pool)
+            from redis import exceptions as redis_errors  # here: the package works without the redis extra
+
             try:
                 conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 if not conn.can_read(max(0.0, deadline - time.monotonic())):
