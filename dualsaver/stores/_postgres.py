@@ -362,48 +362,41 @@ class PostgresPlans(SqlPlans):
     def _read_records_plan(self, thread_ids: Sequence[str], encoded: bool, stored_values: bool) -> Plan[None]:
         encoding = self.serde_key if encoded else None
         ids, page = list(thread_ids), self.page_size(thread_ids)
-        after: tuple[str, str, str] | None = None
-        while True:
-            if after is None:
-                rows = yield select(self._first_page, (ids, page))
-            else:
-                rows = yield select(self._next_page, (ids, *after, page))
-            if not rows:
-                return
+
+        def each(rows: list[Any]) -> Plan[None]:
             yield Emit([self.decode(row, encoding, stored_values) for row in rows])
-            if len(rows) < page:
-                return
-            after = _key(rows[-1])
+
+        return self.keyset_pages(
+            select(self._first_page, (ids, page)), lambda after: select(self._next_page, (ids, *after, page)),
+            page, _key, each,
+        )
 
     def _read_prints_plan(self, thread_ids: Sequence[str]) -> Plan[None]:
         """`Printed` digests (`dualsaver.stores._prints`), a page of checkpoints at a time with
         the blobs they name that are not digested yet and their writes."""
         ids, page = list(thread_ids), self.page_size(thread_ids)
         blobs: dict[tuple[str, str, str, str], Any] = {}  # (thread, ns, channel, version) -> digest
-        after: tuple[str, str, str] | None = None
-        while True:
-            if after is None:
-                rows = yield select(PRINT_CHECKPOINTS_FIRST, (ids, page))
-            else:
-                rows = yield select(PRINT_CHECKPOINTS_NEXT, (ids, *after, page))
-            if not rows:
-                return
+
+        def each(rows: list[Any]) -> Plan[None]:
             if len(blobs) > BLOB_CACHE:
                 blobs.clear()
-            wanted = {k for row in rows for k in _blob_keys(row)} - blobs.keys()
+            named = [list(_blob_keys(row)) for row in rows]  # each row's blobs, parsed once
+            wanted = {k for keys in named for k in keys} - blobs.keys()
             if wanted:
                 columns = [list(c) for c in zip(*wanted)]
                 for b in (yield select(PRINT_BLOBS, columns)):
                     blobs[(b["thread_id"], b["checkpoint_ns"], b["channel"], b["version"])] = self.blob_digest(b)
             writes: dict[tuple[str, str, str], list[Write]] = {}
             for w in (yield select(PRINT_WRITES, (ids, *_key(rows[0]), *_key(rows[-1])))):
-                path = w["task_path"] or ""
-                write = (w["task_id"], path, w["idx"], w["channel"], w["type"], w["blob"])
+                write = (w["task_id"], w["task_path"] or "", w["idx"], w["channel"], w["type"], w["blob"])
                 writes.setdefault(_key(w), []).append(write)
-            yield Emit([self.print_row(row, blobs, writes.get(_key(row), ())) for row in rows])
-            if len(rows) < page:
-                return
-            after = _key(rows[-1])
+            yield Emit([self.print_row(row, keys, blobs, writes.get(_key(row), ())) for row, keys in zip(rows, named)])
+
+        return self.keyset_pages(
+            select(PRINT_CHECKPOINTS_FIRST, (ids, page)),
+            lambda after: select(PRINT_CHECKPOINTS_NEXT, (ids, *after, page)),
+            page, _key, each,
+        )
 
     def blob_digest(self, row: dict[str, Any]) -> Any:
         """A blob's digest; None for an "empty" blob (the saver skips it); the error for one
@@ -415,13 +408,16 @@ class PostgresPlans(SqlPlans):
         except Exception as exc:
             return exc
 
-    def print_row(self, row: dict[str, Any], blobs: dict[tuple, Any], writes: Iterable[Write]) -> Printed | Unreadable:
-        """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`)."""
+    def print_row(
+        self, row: dict[str, Any], blob_keys: Iterable[tuple], blobs: dict[tuple, Any], writes: Iterable[Write]
+    ) -> Printed | Unreadable:
+        """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), its
+        blobs' digests (`blob_keys`: the blobs it names) looked up in `blobs`."""
         key = _key(row)
         try:
             stored = dict(row["checkpoint"])
             values = dict(stored.get("channel_values") or {})
-            for blob_key in _blob_keys(row):
+            for blob_key in blob_keys:
                 found = blobs.get(blob_key)
                 if isinstance(found, Exception):
                     raise found

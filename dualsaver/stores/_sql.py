@@ -12,7 +12,7 @@ This is the shape of langgraph-checkpoint-postgres's base and of psycopg's gener
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
@@ -150,17 +150,33 @@ class SqlPlans:
         return counts[-1], counts[-2]  # (checkpoints added, writes added)
 
     @staticmethod
-    def keyset_threads(first_sql: str, next_sql: str, page: int = THREAD_PAGE) -> Plan[None]:
-        """Distinct thread ids in ascending order, one keyset page at a time."""
-        last: str | None = None
-        while True:
-            rows = yield select(first_sql, (page,)) if last is None else select(next_sql, (last, page))
-            ids = [_first(r) for r in rows]
-            if ids:
-                yield Emit(ids)
-                last = ids[-1]
-            if len(ids) < page:
+    def keyset_pages(
+        first: Call,
+        after: Callable[[Any], Call],
+        page: int,
+        key: Callable[[Any], Any],
+        each: Callable[[list[Any]], Plan[None]],
+    ) -> Plan[None]:
+        """A keyset-paged query, a page at a time: `first` asks for the first page, `after(key)`
+        for the page after the row with that key. `each(rows)` handles a page (a plan: it may
+        ask more queries and emit); a short page is the last."""
+        rows = yield first
+        while rows:
+            yield from each(rows)
+            if len(rows) < page:
                 return
+            rows = yield after(key(rows[-1]))
+
+    @classmethod
+    def keyset_threads(cls, first_sql: str, next_sql: str, page: int = THREAD_PAGE) -> Plan[None]:
+        """Distinct thread ids in ascending order, one keyset page at a time."""
+
+        def each(rows: list[Any]) -> Plan[None]:
+            yield Emit([_first(r) for r in rows])
+
+        return cls.keyset_pages(
+            select(first_sql, (page,)), lambda last: select(next_sql, (last, page)), page, _first, each
+        )
 
 
 def _first(row: Any) -> Any:

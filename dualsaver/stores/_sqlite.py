@@ -107,10 +107,9 @@ class SqlitePlans(SqlPlans):
     def _read_some_plan(self, ids: list[str], encoding: Any, split: bool, prints: bool) -> Plan[None]:
         writes_sql = writes_range_sql(getattr(self.saver, "_has_task_path", True), len(ids))
         page = self.page_size(ids)
-        rows = yield select(checkpoints_sql(len(ids), after=False), (*ids, page))
-        while rows:
-            first, last = tuple(rows[0][:3]), tuple(rows[-1][:3])
-            writes = yield select(writes_sql, (*ids, *first, *last))
+
+        def each(rows: list[Any]) -> Plan[None]:
+            writes = yield select(writes_sql, (*ids, *rows[0][:3], *rows[-1][:3]))
             by_key: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
             for w in writes:
                 by_key[(w[0], w[1], w[2])].append(w[1:])
@@ -119,9 +118,12 @@ class SqlitePlans(SqlPlans):
                 yield Emit([self.print_row(r, w) for r, w in found])
             else:
                 yield Emit([self.decode(r[0], r[1:], w, encoding, split) for r, w in found])
-            if len(rows) < page:
-                return
-            rows = yield select(checkpoints_sql(len(ids), after=True), (*ids, *last, page))
+
+        return self.keyset_pages(
+            select(checkpoints_sql(len(ids), after=False), (*ids, page)),
+            lambda last: select(checkpoints_sql(len(ids), after=True), (*ids, *last, page)),
+            page, lambda row: tuple(row[:3]), each,
+        )
 
     def decode(
         self, thread_id: str, row: Any, writes: Iterable[Any], encoding: Any = None, split: bool = False
