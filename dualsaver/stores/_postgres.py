@@ -29,7 +29,7 @@ import orjson
 from psycopg.adapt import Transformer
 from psycopg.errors import UniqueViolation
 from psycopg.pq import Format
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg.types.string import BytesBinaryDumper
 
@@ -303,13 +303,18 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str]:
     return (row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
 
 
-def _blob_keys(row: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
-    """The (thread, ns, channel, version) of each blob a checkpoint row names, as the saver's
+def select_tuples(sql: str, params: Sequence[Any]) -> Call:
+    """`select`, its rows as tuples in the query's column order (no dict per row: the check
+    reads millions)."""
+    return Call("db", "query", (sql, params), {"tuples": True})
+
+
+def _named_blobs(thread_id: str, ns: str, checkpoint: Any) -> Iterator[tuple[str, str, str, str]]:
+    """The (thread, ns, channel, version) of each blob a checkpoint names, as the saver's
     SELECT joins them (`jsonb_each_text` of its channel_versions)."""
-    checkpoint = row["checkpoint"]
     versions = (checkpoint.get("channel_versions") if isinstance(checkpoint, dict) else None) or {}
     for channel, version in versions.items():
-        yield (row["thread_id"], row["checkpoint_ns"], channel, version if isinstance(version, str) else str(version))
+        yield (thread_id, ns, channel, version if isinstance(version, str) else str(version))
 
 
 class PostgresPlans(SqlPlans):
@@ -373,49 +378,52 @@ class PostgresPlans(SqlPlans):
 
     def _read_prints_plan(self, thread_ids: Sequence[str]) -> Plan[None]:
         """`Printed` digests (`dualsaver.stores._prints`), a page of checkpoints at a time with
-        the blobs they name that are not digested yet and their writes."""
+        the blobs they name that are not digested yet and their writes. Rows come as tuples
+        (`select_tuples`), in the column order of the PRINT_ queries."""
         ids, page = list(thread_ids), self.page_size(thread_ids)
         blobs: dict[tuple[str, str, str, str], Any] = {}  # (thread, ns, channel, version) -> digest
 
         def each(rows: list[Any]) -> Plan[None]:
             if len(blobs) > BLOB_CACHE:
                 blobs.clear()
-            named = [list(_blob_keys(row)) for row in rows]  # each row's blobs, parsed once
+            named = [list(_named_blobs(row[0], row[1], row[4])) for row in rows]  # each row's blobs, parsed once
             wanted = {k for keys in named for k in keys} - blobs.keys()
             if wanted:
                 columns = [list(c) for c in zip(*wanted)]
-                for b in (yield select(PRINT_BLOBS, columns)):
-                    blobs[(b["thread_id"], b["checkpoint_ns"], b["channel"], b["version"])] = self.blob_digest(b)
+                for b in (yield select_tuples(PRINT_BLOBS, columns)):
+                    blobs[b[:4]] = self.blob_digest(b[4], b[5])
             writes: dict[tuple[str, str, str], list[Write]] = {}
-            for w in (yield select(PRINT_WRITES, (ids, *_key(rows[0]), *_key(rows[-1])))):
-                write = (w["task_id"], w["task_path"] or "", w["idx"], w["channel"], w["type"], w["blob"])
-                writes.setdefault(_key(w), []).append(write)
-            yield Emit([self.print_row(row, keys, blobs, writes.get(_key(row), ())) for row, keys in zip(rows, named)])
+            for w in (yield select_tuples(PRINT_WRITES, (ids, *rows[0][:3], *rows[-1][:3]))):
+                task_id, task_path, idx, channel, type_, blob = w[3:]
+                writes.setdefault(w[:3], []).append((task_id, task_path or "", idx, channel, type_, blob))
+            yield Emit([self.print_row(row, keys, blobs, writes.get(row[:3], ())) for row, keys in zip(rows, named)])
 
         return self.keyset_pages(
-            select(PRINT_CHECKPOINTS_FIRST, (ids, page)),
-            lambda after: select(PRINT_CHECKPOINTS_NEXT, (ids, *after, page)),
-            page, _key, each,
+            select_tuples(PRINT_CHECKPOINTS_FIRST, (ids, page)),
+            lambda after: select_tuples(PRINT_CHECKPOINTS_NEXT, (ids, *after, page)),
+            page, lambda row: row[:3], each,
         )
 
-    def blob_digest(self, row: dict[str, Any]) -> Any:
+    def blob_digest(self, type_: str, blob: Any) -> Any:
         """A blob's digest; None for an "empty" blob (the saver skips it); the error for one
         that does not check (a checkpoint naming it is read decoded)."""
-        if row["type"] == "empty":
+        if type_ == "empty":
             return None
         try:
-            return value_digest(row["type"], row["blob"], self.serde_key)
+            return value_digest(type_, blob, self.serde_key)
         except Exception as exc:
             return exc
 
     def print_row(
-        self, row: dict[str, Any], blob_keys: Iterable[tuple], blobs: dict[tuple, Any], writes: Iterable[Write]
+        self, row: tuple, blob_keys: Iterable[tuple], blobs: dict[tuple, Any], writes: Iterable[Write]
     ) -> Printed | Unreadable:
-        """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), its
-        blobs' digests (`blob_keys`: the blobs it names) looked up in `blobs`."""
-        key = _key(row)
+        """One checkpoint (a PRINT_CHECKPOINTS row) as a digest of its stored bytes
+        (`dualsaver.stores._prints`), its blobs' digests (`blob_keys`: the blobs it names)
+        looked up in `blobs`."""
+        thread_id, ns, checkpoint_id, parent, checkpoint, metadata = row
+        key = (thread_id, ns, checkpoint_id)
         try:
-            stored = dict(row["checkpoint"])
+            stored = dict(checkpoint)
             values = dict(stored.get("channel_values") or {})
             for blob_key in blob_keys:
                 found = blobs.get(blob_key)
@@ -424,10 +432,9 @@ class PostgresPlans(SqlPlans):
                 if found is not None:  # wins over an inline `true` (the marker of a delta snapshot)
                     values[blob_key[2]] = found
             stored["channel_values"] = values
-            parent = row["parent_checkpoint_id"] or None
-            return printed(key, parent, stored, row["metadata"], writes, self.serde_key)
+            return printed(key, parent or None, stored, metadata, writes, self.serde_key)
         except Exception as exc:
-            return unreadable(*key, exc)
+            return unreadable(thread_id, ns, checkpoint_id, exc)
 
     def decode(self, row: dict[str, Any], encoding: Any = None, stored_values: bool = False) -> ThreadItem:
         """One checkpoint and its writes. With an `encoding` (a serde key), writes keep their
@@ -633,8 +640,9 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
             with self.saver.lock:
                 yield conn
 
-    def query(self, sql: str, params: Any) -> list[Any]:
-        with self._connection() as conn, conn.cursor(binary=True, row_factory=dict_row) as cur:
+    def query(self, sql: str, params: Any, tuples: bool = False) -> list[Any]:
+        rows = tuple_row if tuples else dict_row
+        with self._connection() as conn, conn.cursor(binary=True, row_factory=rows) as cur:
             set_json_loads(loads_json, cur)  # json.loads read through orjson (`loads_json`)
             cur.execute(sql, params)
             return cur.fetchall()
@@ -694,8 +702,9 @@ class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
             async with self.saver.lock:
                 yield conn
 
-    async def aquery(self, sql: str, params: Any) -> list[Any]:
-        async with self._connection() as conn, conn.cursor(binary=True, row_factory=dict_row) as cur:
+    async def aquery(self, sql: str, params: Any, tuples: bool = False) -> list[Any]:
+        rows = tuple_row if tuples else dict_row
+        async with self._connection() as conn, conn.cursor(binary=True, row_factory=rows) as cur:
             set_json_loads(loads_json, cur)
             await cur.execute(sql, params)
             return await cur.fetchall()

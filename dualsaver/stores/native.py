@@ -155,7 +155,9 @@ def load_typed(serde: Any, key: Any, typed: tuple[str, bytes], what: str = "a wr
         raise
 
 
-_DIGITS = re.compile(rb"[0-9]{19}")  # a run as long as an integer orjson may read as a float
+# a number token (first in the document, or after `:`, `,` or `[`) as long as an integer orjson
+# may read as a float; digits inside a string (a channel version's) do not count
+_DIGITS = re.compile(rb"(?:^|[:,\[])\s*-?[0-9]{19}")
 _INT64 = 2.0**63
 
 
