@@ -155,9 +155,10 @@ def load_typed(serde: Any, key: Any, typed: tuple[str, bytes], what: str = "a wr
         raise
 
 
-# a number token (first in the document, or after `:`, `,` or `[`) as long as an integer orjson
-# may read as a float; digits inside a string (a channel version's) do not count
-_DIGITS = re.compile(rb"(?:^|[:,\[])\s*-?[0-9]{19}")
+# a run as long as an integer orjson may read as a float. It also finds a channel version's
+# digits in a string, which costs a walk of the value (4 us); a regex that looks only where a
+# number token starts costs 15-40 us a document (measured), so the walk stays.
+_DIGITS = re.compile(rb"[0-9]{19}")
 _INT64 = 2.0**63
 
 
