@@ -237,7 +237,8 @@ def report_latency(
     print(f"1. invoke latency over {turns} turns each (ms), interleaved in one run")
     print(f"{'configuration':<34}{'p50':>9}{'p99':>9}{'mean':>9}")
     for name, values in samples.items():
-        print(f"{name:<34}{percentile(values, 0.5):>9.2f}{percentile(values, 0.99):>9.2f}{statistics.mean(values):>9.2f}")
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}{statistics.mean(values):>9.2f}")
     slower = max(ALONE, key=lambda n: percentile(samples[n], 0.5))
     for name in [n for n in samples if n not in ALONE]:
         for q, label in ((0.5, "p50"), (0.99, "p99")):
