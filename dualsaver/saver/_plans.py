@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -139,7 +138,8 @@ class Behind:
         """The call to make now, with private copies of the arguments frozen at call time."""
         if self.later is None:
             return self.call
-        return dataclasses.replace(self.call, args=self.call.args + self.later.thaw())
+        call = self.call
+        return Call(call.target, call.method, call.args + self.later.thaw(), call.kwargs, call.stream, call.bounded)
 
 
 def _config_copy(config: Any) -> Any:
@@ -247,17 +247,18 @@ def write(
     if secondary is None:
         yield from _tombstones(ctx, operation, args, marks)
         return result
-    call = Call(secondary, secondary_operation or operation, args, kwargs)
+    method = secondary_operation or operation
     refusal = ctx.judge(secondary, operation, args) if ctx.judge is not None else None
     if refusal is not None:  # the secondary would change it quietly: held back, journaled with its rule
-        yield from _missed(ctx, operation, call, marks, refusal)
+        yield from _missed(ctx, operation, Call(secondary, method, args, kwargs), marks, refusal)
     elif behind:
-        # Unbounded in the background: the queue bounds the caller instead (_writebehind)
-        if later is not None:  # the job carries the frozen form of the last arguments instead
-            call = dataclasses.replace(call, args=args[: len(args) - later.size])
-        yield Call("behind", "submit", (Behind(call, operation, marks, ctx.route.phase, later),))
+        # Unbounded in the background: the queue bounds the caller instead (_writebehind).
+        # The job carries the frozen form of the last arguments instead of their copies.
+        head = args if later is None else args[: len(args) - later.size]
+        yield Call("behind", "submit", (Behind(Call(secondary, method, head, kwargs), operation, marks,
+                                               ctx.route.phase, later),))
     else:
-        yield from _write_secondary(ctx, operation, dataclasses.replace(call, bounded=True), marks)
+        yield from _write_secondary(ctx, operation, Call(secondary, method, args, kwargs, bounded=True), marks)
     return result
 
 
