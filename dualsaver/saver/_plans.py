@@ -98,10 +98,11 @@ class Frozen:
     pickle bytes, thawed into a private copy only when the write runs.
 
     Bytes, not copied objects, wait in the queue: a backlog of live copies (thousands of
-    objects for LangGraph state) made every garbage collection in the process slower, and
-    the caller paid for unpickling a copy that only the background writer needs. Over no-op
-    stores, a write-behind call with the demo agent's state took about 100 us of the
-    caller's CPU with copies queued, 59 us with bytes."""
+    objects for LangGraph state) is more memory and more for every garbage collection in
+    the process to walk. Over no-op stores, a write-behind call with the demo agent's state
+    took about 100 us of the caller's CPU with copies queued, 59 us with bytes; in the
+    benchmark's real graph the process's CPU a turn did not measurably change (the worker
+    now unpickles its own copy: bench_shadow_write, CPU per turn)."""
 
     data: bytes | None
     size: int  # how many values
