@@ -16,18 +16,29 @@ Two measurements, in one process and one run:
 2. Sustained load. Each configuration runs its turns back to back with no pause at all,
    write-behind's drain at the end included: time per turn, and the ratio to the slower
    store alone. Here the background writer cannot hide in pauses; this is the price at
-   saturation.
+   saturation (target: write-behind at most 1.05x the naive dual write). The turns run in
+   `--rounds` blocks, the configurations in turn within each round (their order reversed
+   every other round), so drift on a shared machine hits them alike; the process's CPU per
+   turn (all its threads: the background writer's too) is reported beside the time.
 
-    python benchmarks/bench_shadow_write.py [--turns 300]
+Before and after in one run: `--baseline DIR` names another source tree (a copy of main:
+`git archive main dualsaver | tar -x -C DIR`); its DualSaver runs as two more
+configurations in the same process, interleaved with these.
+
+    python benchmarks/bench_shadow_write.py [--turns 300] [--rounds 5] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import os
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +54,32 @@ ALONE = ("sqlite alone", "postgres alone")
 WRITE_BEHIND = "dualsaver write-behind"
 WAITING = "dualsaver waiting"
 NAIVE = "naive dual write"
+BEFORE = "before: "  # the prefix of the --baseline tree's configurations
+
+
+@contextlib.contextmanager
+def baseline_modules(tree: Path) -> Iterator[Any]:
+    """The `dualsaver` package of another source tree, beside ours in this process: while the
+    block runs, its modules stand under their own names (so what it imports lazily while its
+    savers are built is its own); after it, ours are back and its modules live on through
+    the references its objects hold. The hot path (put, put_writes, get_tuple) imports nothing."""
+
+    def ours() -> dict[str, Any]:
+        return {n: m for n, m in sys.modules.items() if n == "dualsaver" or n.startswith("dualsaver.")}
+
+    saved = ours()
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(tree))
+    try:
+        package = importlib.import_module("dualsaver")
+        assert Path(package.__file__).resolve().is_relative_to(tree.resolve()), package.__file__
+        yield package
+    finally:
+        sys.path.remove(str(tree))
+        for name in ours():
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 class NaiveDualWrite(BaseCheckpointSaver):
@@ -82,9 +119,9 @@ def turn_of(n: int, prefix: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def configurations(pg: EmbeddedPostgres, tmp: Path, tag: str) -> Any:
-    """The five configurations, on fresh stores: name -> (app, DualSaver or None)."""
-    names = ("alone", "naive", "waiting", "behind")
+def configurations(pg: EmbeddedPostgres, tmp: Path, tag: str, baseline: Path | None = None) -> Any:
+    """The five configurations (seven with a baseline), on fresh stores: name -> (app, DualSaver or None)."""
+    names = ("alone", "naive", "waiting", "behind") + (("base_waiting", "base_behind") if baseline else ())
     urls = {name: pg.create_database(f"{tag}_{name}") for name in names}
     with contextlib.ExitStack() as stack:
         def sqlite(name: str) -> SqliteSaver:
@@ -101,18 +138,32 @@ def configurations(pg: EmbeddedPostgres, tmp: Path, tag: str) -> Any:
         waiting = DualSaver(
             *savers["waiting"], Phase.SHADOW_WRITE, journal=tmp / f"{tag}-waiting.journal", write_behind=False
         )
-        yield {
+        configs = {
             "sqlite alone": (build_support_agent(savers["alone"][0]), None),
             "postgres alone": (build_support_agent(savers["alone"][1]), None),
             NAIVE: (build_support_agent(NaiveDualWrite(*savers["naive"])), None),
             WAITING: (build_support_agent(waiting), waiting),
             WRITE_BEHIND: (build_support_agent(behind), behind),
         }
+        if baseline is not None:
+            with baseline_modules(baseline) as before:
+                duals = {
+                    WAITING: before.DualSaver(*savers["base_waiting"], before.Phase.SHADOW_WRITE,
+                                              journal=tmp / f"{tag}-base-waiting.journal", write_behind=False),
+                    WRITE_BEHIND: before.DualSaver(*savers["base_behind"], before.Phase.SHADOW_WRITE,
+                                                   journal=tmp / f"{tag}-base-behind.journal"),
+                }
+            for name, dual in duals.items():
+                stack.callback(dual.close)
+                configs[BEFORE + name] = (build_support_agent(dual), dual)
+        yield configs
 
 
-def interleaved_latency(configs: dict[str, Any], turns: int, warmup: int) -> tuple[dict[str, list[float]], list[float]]:
+def interleaved_latency(
+    configs: dict[str, Any], turns: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     samples: dict[str, list[float]] = {name: [] for name in configs}
-    drains: list[float] = []
+    drains: dict[str, list[float]] = {name: [] for name, (_, dual) in configs.items() if dual and dual.write_behind}
     for n in range(warmup + turns):
         thread, text = turn_of(n, "conv")
         for name, (app, dual) in configs.items():
@@ -123,60 +174,100 @@ def interleaved_latency(configs: dict[str, Any], turns: int, warmup: int) -> tup
                 drained = time.perf_counter()
                 assert dual.flush(timeout=120), "write-behind did not catch up"
                 if n >= warmup:
-                    drains.append((time.perf_counter() - drained) * 1000)
+                    drains[name].append((time.perf_counter() - drained) * 1000)
             if n >= warmup:
                 samples[name].append(elapsed * 1000)
     return samples, drains
 
 
-def sustained(configs: dict[str, Any], turns: int) -> dict[str, float]:
-    """Milliseconds per turn with turns back to back; write-behind's final drain included."""
-    per_turn: dict[str, float] = {}
-    for name, (app, dual) in configs.items():
-        started = time.perf_counter()
-        for n in range(turns):
-            say(app, *turn_of(n, "load"))
-        if dual is not None:
-            assert dual.flush(timeout=120), "write-behind did not catch up"
-        per_turn[name] = (time.perf_counter() - started) * 1000 / turns
-    return per_turn
+def sustained(configs: dict[str, Any], turns: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """Per configuration, per round: (ms per turn, process CPU ms per turn) with turns back to
+    back; write-behind's drain at the end of each round included."""
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
+    block = max(1, turns // rounds)
+    for r in range(rounds):
+        order = list(configs.items())
+        for name, (app, dual) in order if r % 2 == 0 else reversed(order):
+            cpu, started = time.process_time(), time.perf_counter()
+            for n in range(r * block, (r + 1) * block):
+                say(app, *turn_of(n, "load"))
+            if dual is not None:
+                assert dual.flush(timeout=120), "write-behind did not catch up"
+            elapsed, used = time.perf_counter() - started, time.process_time() - cpu
+            measured[name].append((elapsed * 1000 / block, used * 1000 / block))
+    return measured
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=300, help="turns per configuration")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="blocks the sustained turns run in, interleaved")
+    parser.add_argument("--baseline", type=Path, help="another source tree whose DualSaver runs beside ours")
+    parser.add_argument("--skip-latency", action="store_true", help="only the sustained run")
     args = parser.parse_args()
 
+    print(f"load average at start: {os.getloadavg()}")
+    samples: dict[str, list[float]] = {}
+    drains: dict[str, list[float]] = {}
+    held: dict[str, int] = {}
+    failures = 0
     with tempfile.TemporaryDirectory() as tmp, EmbeddedPostgres(durable=True) as pg:
-        with configurations(pg, Path(tmp), "latency") as configs:
-            samples, drains = interleaved_latency(configs, args.turns, args.warmup)
-            held = {name: sum(1 for _ in dual.new.list(None)) for name, (_, dual) in configs.items() if dual}
-            failures = sum(dual.secondary_failures.total() for _, dual in configs.values() if dual)
-        with configurations(pg, Path(tmp), "load") as configs:
-            loaded = sustained(configs, args.turns)
+        if not args.skip_latency:
+            with configurations(pg, Path(tmp), "latency", args.baseline) as configs:
+                samples, drains = interleaved_latency(configs, args.turns, args.warmup)
+                held = {name: sum(1 for _ in dual.new.list(None)) for name, (_, dual) in configs.items() if dual}
+                failures = sum(dual.secondary_failures.total() for _, dual in configs.values() if dual)
+        with configurations(pg, Path(tmp), "load", args.baseline) as configs:
+            for app, dual in configs.values():  # warm-up (connections, caches), untimed
+                for n in range(args.warmup):
+                    say(app, *turn_of(n, "warmup"))
+                if dual is not None:
+                    assert dual.flush(timeout=120)
+            measured = sustained(configs, args.turns, args.rounds)
+    print(f"load average at end: {os.getloadavg()}")
+    if samples:
+        report_latency(samples, drains, held, failures, args.turns)
+    report_sustained(measured, args.turns, args.rounds)
 
-    print(f"1. invoke latency over {args.turns} turns each (ms), interleaved in one run")
-    print(f"{'configuration':<26}{'p50':>9}{'p99':>9}{'mean':>9}")
+
+def report_latency(
+    samples: dict[str, list[float]], drains: dict[str, list[float]], held: dict[str, int], failures: int, turns: int
+) -> None:
+    print(f"1. invoke latency over {turns} turns each (ms), interleaved in one run")
+    print(f"{'configuration':<34}{'p50':>9}{'p99':>9}{'mean':>9}")
     for name, values in samples.items():
-        print(f"{name:<26}{percentile(values, 0.5):>9.2f}{percentile(values, 0.99):>9.2f}{statistics.mean(values):>9.2f}")
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}{statistics.mean(values):>9.2f}")
     slower = max(ALONE, key=lambda n: percentile(samples[n], 0.5))
-    for name in (WRITE_BEHIND, WAITING, NAIVE):
+    for name in [n for n in samples if n not in ALONE]:
         for q, label in ((0.5, "p50"), (0.99, "p99")):
             ratio = percentile(samples[name], q) / percentile(samples[slower], q)
-            target = " (target <= 1.15x)" if name != NAIVE else ""
+            target = " (target <= 1.15x)" if name.endswith((WRITE_BEHIND, WAITING)) else ""
             print(f"ratio {label}: {name} / {slower} = {ratio:.3f}x{target}")
-    print("slowest write-behind turns:", [round(v, 1) for v in sorted(samples[WRITE_BEHIND])[-5:]])
-    print(f"write-behind drain after each turn (untimed above): p50 {percentile(drains, 0.5):.2f} ms,"
-          f" p99 {percentile(drains, 0.99):.2f} ms")
+    for name, drained in drains.items():
+        print(f"{name}: slowest turns {[round(v, 1) for v in sorted(samples[name])[-5:]]}; drain after each turn"
+              f" (untimed above) p50 {percentile(drained, 0.5):.2f} ms, p99 {percentile(drained, 0.99):.2f} ms")
     print(f"checkpoints new holds: {held}; secondary failures: {failures}")
 
-    print(f"\n2. sustained load: {args.turns} turns back to back per configuration (ms per turn)")
-    for name, value in loaded.items():
-        print(f"{name:<26}{value:>9.2f}")
-    slower = max(ALONE, key=lambda n: loaded[n])
-    for name in (WRITE_BEHIND, WAITING, NAIVE):
-        print(f"ratio: {name} / {slower} = {loaded[name] / loaded[slower]:.3f}x")
+
+def report_sustained(measured: dict[str, list[tuple[float, float]]], turns: int, rounds: int) -> None:
+    print(f"\n2. sustained load: {turns} turns back to back per configuration, in {rounds} interleaved rounds")
+    print(f"{'configuration':<34}{'ms/turn':>9}{'rounds min-max':>17}{'CPU ms/turn':>13}")
+    mean = {name: statistics.mean(ms for ms, _ in runs) for name, runs in measured.items()}
+    for name, runs in measured.items():
+        walls = [ms for ms, _ in runs]
+        cpu = statistics.mean(c for _, c in runs)
+        print(f"{name:<34}{mean[name]:>9.2f}{min(walls):>8.2f}-{max(walls):<8.2f}{cpu:>13.2f}")
+    slower = max(ALONE, key=lambda n: mean[n])
+    for name in [n for n in measured if n not in ALONE]:
+        print(f"ratio: {name} / {slower} = {mean[name] / mean[slower]:.3f}x")
+    for prefix in ("", BEFORE):
+        if prefix + WRITE_BEHIND in mean:
+            per_round = [b[0] / n[0] for b, n in zip(measured[prefix + WRITE_BEHIND], measured[NAIVE])]
+            print(f"ratio: {prefix}{WRITE_BEHIND} / {NAIVE} = {mean[prefix + WRITE_BEHIND] / mean[NAIVE]:.3f}x"
+                  f" (target <= 1.05x; median of the rounds {statistics.median(per_round):.3f}x,"
+                  f" each {[round(r, 3) for r in per_round]})")
 
 
 if __name__ == "__main__":

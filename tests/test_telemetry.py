@@ -258,3 +258,107 @@ telemetry.shutdown()
     for fragment in ('"name": "dualsaver.put"', '"name": "dualsaver.store.put"', '"dualsaver.store": "new"',
                      '"name": "dualsaver.store.operations"'):
         assert fragment in done.stderr
+
+
+# --------------------------------------------------------------------------- nobody listening
+
+_ASKED = """
+import asyncio, json, sqlite3, sys
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from dualsaver import DualSaver
+from dualsaver.observability import telemetry
+from tests.savers import aput_marker, put_marker
+
+asked = []
+
+
+class Counting:
+    # Stands in for one of telemetry's instruments: notes every method asked of it.
+    def __init__(self, name, inner):
+        self.name, self.inner = name, inner
+
+    def __getattr__(self, method):
+        asked.append(f"{self.name}.{method}")
+        return getattr(self.inner, method)
+
+
+for name in ("tracer", "operations", "latency"):
+    setattr(telemetry, name, Counting(name, getattr(telemetry, name)))
+cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+
+def sqlite(path):
+    saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+    saver.setup()
+    return saver
+
+
+def sync_calls(tag):
+    # shadow-write, write-behind (the default): new's put runs on the background worker
+    with DualSaver(sqlite(f"{tag}-old.db"), sqlite(f"{tag}-new.db"), "shadow-write", journal=":memory:") as saver:
+        put_marker(saver, "t", "x")
+        saver.get_tuple(cfg)
+        list(saver.list(cfg))
+        assert saver.flush(timeout=30)
+
+
+async def async_calls(tag):
+    async with AsyncSqliteSaver.from_conn_string(f"{tag}-aold.db") as old, \\
+            AsyncSqliteSaver.from_conn_string(f"{tag}-anew.db") as new:
+        await old.setup()
+        await new.setup()
+        async with DualSaver(old, new, "shadow-write", journal=":memory:") as saver:
+            await aput_marker(saver, "t", "x")
+            await saver.aget_tuple(cfg)
+            [t async for t in saver.alist(cfg)]
+            assert await saver.aflush(timeout=30)
+
+
+sync_calls("quiet")
+asyncio.run(async_calls("quiet"))
+quiet = list(asked)
+from tests.otel_support import in_memory_telemetry
+
+exporter, _ = in_memory_telemetry()
+sync_calls("sync")
+by_id = {s.context.span_id: s for s in exporter.get_finished_spans()}
+sync_spans = sorted((by_id[s.parent.span_id].name if s.parent else "", s.name, s.attributes.get("dualsaver.store", ""))
+                    for s in by_id.values())
+exporter.clear()
+asyncio.run(async_calls("async"))
+by_id = {s.context.span_id: s for s in exporter.get_finished_spans()}
+async_spans = sorted((by_id[s.parent.span_id].name if s.parent else "", s.name, s.attributes.get("dualsaver.store", ""))
+                     for s in by_id.values())
+print(json.dumps({"quiet": quiet, "listening": sorted(set(asked) - set(quiet)),
+                  "sync": sync_spans, "async": async_spans}))
+"""
+
+
+def test_no_span_or_metric_is_asked_for_until_an_sdk_listens(tmp_path):
+    """In a fresh interpreter (this one may hold the tests' SDK): sync and async calls, the
+    write-behind worker's included, ask the OpenTelemetry API nothing while no SDK listens;
+    once one is installed, the same calls are traced, background writes as children of
+    their calls."""
+    import subprocess
+
+    from tests.ops_support import REPO
+
+    done = subprocess.run([sys.executable, "-c", _ASKED], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=cli_env(PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["quiet"] == []
+    assert seen["listening"] == ["latency.record", "operations.add", "tracer.start_as_current_span",
+                                 "tracer.start_span"]
+    expected = [
+        ["", "dualsaver.get_tuple", ""],
+        ["", "dualsaver.list", ""],
+        ["", "dualsaver.put", ""],
+        ["dualsaver.get_tuple", "dualsaver.store.get_tuple", "old"],
+        ["dualsaver.list", "dualsaver.store.list", "old"],
+        ["dualsaver.put", "dualsaver.store.put", "new"],  # written behind, a child all the same
+        ["dualsaver.put", "dualsaver.store.put", "old"],
+    ]
+    assert seen["sync"] == expected
+    assert seen["async"] == expected

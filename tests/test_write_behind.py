@@ -7,11 +7,14 @@
   receives every write acknowledged in shadow-write before any later one;
 - a background write that fails after the phase moved is journaled with its call's phase;
 - writes still queued when the saver closes, or when their event loop shuts down, are
-  journaled rather than dropped.
+  journaled rather than dropped;
+- a queued write holds its values as bytes taken at call time: no copy of the caller's
+  objects stays alive in the queue (a backlog of live copies slows every garbage collection).
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 
 from hypothesis import given
@@ -21,7 +24,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from dualsaver import DualSaver, Phase
 from dualsaver.saver._writebehind import LIMIT, MAX_DELAY, QUIET, pause_wait
 from tests.faulty import Faulty, StoreDown
-from tests.savers import put_marker, sync_saver
+from tests.savers import _marker_put, put_marker, sync_saver
 
 seconds = st.floats(min_value=0, max_value=10, allow_nan=False)
 
@@ -135,3 +138,37 @@ def test_an_event_loop_closing_under_queued_writes_journals_them(tmp_path):
     rows = list(saver.journal.pending())
     assert [(r.operation, r.thread_id) for r in rows] == [("put", "t")] * 3
     assert all("event loop closed" in r.error for r in rows)
+
+
+class Tracked(str):
+    """A str that counts its live instances, the copies pickle makes included."""
+
+    alive = 0
+
+    def __new__(cls, value: str) -> Tracked:
+        Tracked.alive += 1
+        return super().__new__(cls, value)
+
+    def __del__(self) -> None:
+        Tracked.alive -= 1
+
+
+def test_a_queued_write_holds_bytes_not_live_copies_of_its_values(tmp_path):
+    with sync_saver("sqlite", tmp=tmp_path) as old:
+        new = Recording(InMemorySaver())
+        new.mode = "hang"
+        saver = DualSaver(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", secondary_timeout=30)
+        put_marker(saver, "t", "first")
+        assert new.entered.wait(30)  # the worker holds the first write; the rest wait in the queue
+        values = [Tracked(str(n)) for n in range(5)]
+        gc.collect()
+        before = Tracked.alive
+        for value in values:
+            saver.put(*_marker_put(saver, "t", value))
+        gc.collect()
+        assert Tracked.alive == before  # five writes queued, and not one copy of their values alive
+        new.release.set()
+        assert saver.flush(timeout=30)
+        assert new.markers == ["first", "0", "1", "2", "3", "4"]  # each thawed into a private copy
+        assert [type(m) for m in new.markers[1:]] == [Tracked] * 5
+        assert all(m is not v for m, v in zip(new.markers[1:], values))

@@ -4,7 +4,7 @@ Every DualSaver operation is a span (`dualsaver.<operation>`, with the phase as 
 attribute) and every store call a child span (`dualsaver.store.<method>`, with the store's
 role). Metrics: operations by store and outcome, their latency, secondary failures,
 shadow-read mismatches, journal depth, backfill progress and divergences found.
-Without an SDK configured these are no-ops that cost almost nothing.
+Without an SDK configured the composite savers skip them (`listening`).
 """
 
 from __future__ import annotations
@@ -29,14 +29,22 @@ _SILENT_TRACES = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _SILENT_METRICS = (_ProxyMeters, metrics.NoOpMeterProvider)
 
 
+_heard = False  # an SDK was installed: it stays (the API lets a provider be set only once)
+
+
 def listening() -> bool:
-    """Whether an SDK receives our spans or metrics. Without one the API's no-op spans and
-    context switches still cost about 20 us per DualSaver call, which is measurable on
-    LangGraph's hot path, so the per-call instruments are skipped outright."""
-    return not (
-        isinstance(trace.get_tracer_provider(), _SILENT_TRACES)
-        and isinstance(metrics.get_meter_provider(), _SILENT_METRICS)
-    )
+    """Whether an SDK receives our spans or metrics. Without one, the API's no-op spans,
+    their attribute dicts and context switches still cost several microseconds a store
+    call on LangGraph's hot path, so the composite savers ask this once per call
+    (`saver._shells.Operation.traced`) and skip the per-call instruments outright. The span
+    helpers below trace unconditionally: the caller has decided."""
+    global _heard
+    if not _heard:
+        _heard = not (
+            isinstance(trace.get_tracer_provider(), _SILENT_TRACES)
+            and isinstance(metrics.get_meter_provider(), _SILENT_METRICS)
+        )
+    return _heard
 
 
 operations = meter.create_counter(
@@ -108,9 +116,6 @@ def _store_attributes(role: str, method: str, phase: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def operation_span(operation: str, phase: str, thread_id: str | None) -> Iterator[Any]:
-    if not listening():
-        yield trace.INVALID_SPAN
-        return
     attributes = _operation_attributes(phase, thread_id)
     with tracer.start_as_current_span(f"dualsaver.{operation}", attributes=attributes) as span:
         yield span
@@ -119,9 +124,6 @@ def operation_span(operation: str, phase: str, thread_id: str | None) -> Iterato
 @contextlib.contextmanager
 def store_span(role: str, method: str, phase: str) -> Iterator[Any]:
     """A child span and the metrics for one call to one store."""
-    if not listening():
-        yield trace.INVALID_SPAN
-        return
     started = time.perf_counter()
     outcome = "ok"
     attributes = _store_attributes(role, method, phase)
@@ -162,12 +164,12 @@ def _stream_span(parent: Any, role: str, phase: str) -> Any:
 
 def streamed(items: Iterator[Any], parent: Any, role: str, phase: str) -> Iterator[Any]:
     """`items` (a store's list()), with a span open until they run out or are dropped."""
-    return items if not listening() else _spanned(items, _stream_span(parent, role, phase))
+    return _spanned(items, _stream_span(parent, role, phase))
 
 
 def astreamed(items: AsyncIterator[Any], parent: Any, role: str, phase: str) -> AsyncIterator[Any]:
     """The same for an async iterator."""
-    return items if not listening() else _aspanned(items, _stream_span(parent, role, phase))
+    return _aspanned(items, _stream_span(parent, role, phase))
 
 
 def _spanned(items: Iterator[Any], span: Any) -> Iterator[Any]:
@@ -187,7 +189,7 @@ async def _aspanned(items: AsyncIterator[Any], span: Any) -> AsyncIterator[Any]:
 
 def capture() -> Any:
     """The current tracing context, to continue in another thread."""
-    return otel_context.get_current() if listening() else None
+    return otel_context.get_current()
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@ nothing: the plans do (see `_plans`). A shell is built from the two stores, a re
 the time bounds, and it is the plans' targets "behind" (write-behind) and "copier" (the
 lazy copy) itself. It adds what only I/O needs:
 
-- a span per operation and per store call (`dualsaver.observability.telemetry`);
+- a span per operation and per store call (`dualsaver.observability.telemetry`), when an
+  OpenTelemetry SDK listens: decided once per call (`Operation.traced`), for both shells;
 - the secondary bound: a secondary call that takes longer than `timeout` counts as failed
   (the sync shell waits on a worker thread, the async one with `asyncio.wait_for`);
 - write-behind's queue, drained on close within `exit_timeout`, the rest journaled.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, cast
 
@@ -34,19 +36,41 @@ from dualsaver.saver.routing import Role
 from dualsaver.stores import Capable
 
 ROLES = ("old", "new")
+# What the write-behind queues hold: the job, whether its call was traced, and (sync) the
+# call's tracing context to continue in the worker thread (an asyncio task copies its own).
+Queued = tuple[Behind, bool, Any]
 EXIT_TIMEOUT = 30.0  # seconds an exiting process waits for write-behind when calls are unbounded
 # A store method named so takes the bound as `timeout` and keeps it itself (a bounded call to
 # it needs no thread): `get_tuple_within` of dualsaver's Redis savers.
 WITHIN = "_within"
 
 
+UNTRACED = contextlib.nullcontext()  # what stands for a span in a call nobody traces
+
+
 class Operation:
-    """What the spans of one composite-saver call are labelled with."""
+    """What the spans of one composite-saver call are labelled with, and whether it has any:
+    `traced` is decided once, when the call starts (`telemetry.listening`), for its spans,
+    its store calls' metrics and its background write alike. `traced` given: a background
+    write follows the call that queued it."""
 
-    __slots__ = ("name", "phase", "thread_id")
+    __slots__ = ("name", "phase", "thread_id", "traced")
 
-    def __init__(self, name: str, phase: str, thread_id: str | None) -> None:
+    def __init__(self, name: str, phase: str, thread_id: str | None, traced: bool | None = None) -> None:
         self.name, self.phase, self.thread_id = name, phase, thread_id
+        self.traced = telemetry.listening() if traced is None else traced
+
+    def span(self) -> Any:
+        """The operation's span, made current for a block (UNTRACED: nothing)."""
+        return telemetry.operation_span(self.name, self.phase, self.thread_id) if self.traced else UNTRACED
+
+    def detached_span(self) -> Any:
+        """The same, not made current, for a plan that streams (see telemetry.detached_span)."""
+        return telemetry.detached_span(self.name, self.phase, self.thread_id) if self.traced else UNTRACED
+
+    def store_span(self, role: str, method: str) -> Any:
+        """The span and metrics of one store call of this operation."""
+        return telemetry.store_span(role, method, self.phase) if self.traced else UNTRACED
 
 
 def _timed_out(timeout: float | None) -> SecondaryTimeout:
@@ -85,9 +109,9 @@ class _Shell:
         """What carries out a store call: the saver, or its `Capable` for a capability."""
         return (self.capable if call.method in CAPABILITY_METHODS else self.stores)[cast(Role, call.target)]
 
-    def _abandoned(self, job: Behind, why: BaseException) -> None:
+    def _abandoned(self, item: Queued, why: BaseException) -> None:
         """A queued write that will not run is journaled as missed."""
-        self.recorder.missed(*job.missed(why))
+        self.recorder.missed(*item[0].missed(why))
 
 
 class SyncShell(_Shell):
@@ -95,20 +119,20 @@ class SyncShell(_Shell):
         super().__init__(*args)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._side = SideThreads("dualsaver-both")  # the first plan of a `Both`
-        self.queue = SyncWriteBehind(self._write_behind, self._abandoned_item, self.exit_timeout)
+        self.queue = SyncWriteBehind(self._write_behind, self._abandoned, self.exit_timeout)
 
     def run(self, plan: sansio.Plan[Any], op: Operation) -> Any:
-        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+        with op.span():
             return sansio.run(plan, _SyncIo(self, op))
 
     def stream(self, plan: sansio.Plan[Any], op: Operation) -> Iterator[Any]:
         """Run a plan that emits items to the caller (a generator, so its span is detached)."""
-        with telemetry.detached_span(op.name, op.phase, op.thread_id) as span:
+        with op.detached_span() as span:
             yield from sansio.stream(plan, _SyncIo(self, op, span))
 
-    def store_call(self, call: sansio.Call, phase: str) -> Any:
+    def store_call(self, call: sansio.Call, op: Operation) -> Any:
         fn = getattr(self.owner(call), call.method)
-        with telemetry.store_span(call.target, call.method, phase):
+        with op.store_span(call.target, call.method):
             if call.method.endswith(WITHIN):  # the store bounds it itself, on this thread
                 return fn(*call.args, timeout=self.timeout if call.bounded else None, **call.kwargs)
             if not call.bounded or self.timeout is None:
@@ -128,7 +152,7 @@ class SyncShell(_Shell):
         thread hop costs about what it saves under one GIL (measured: bench_tiered)."""
         if not effect.bounded or self.timeout is None:
             return sansio.Targets.both(io, effect)
-        context = telemetry.capture()
+        context = telemetry.capture() if io.op.traced else None
 
         def first() -> sansio.Outcome:
             with telemetry.continued(context):
@@ -146,20 +170,19 @@ class SyncShell(_Shell):
 
     # -- the target "behind" -------------------------------------------------------------
 
-    def submit(self, job: Behind) -> None:
-        if not self.queue.submit((job, telemetry.capture()), self.timeout):
+    def submit(self, job: Behind, op: Operation) -> None:
+        context = telemetry.capture() if op.traced else None
+        if not self.queue.submit((job, op.traced, context), self.timeout):
             self.recorder.missed(*job.missed(_queue_full(self.timeout)))
 
     def drain(self) -> bool:
         return self.queue.drain(self.timeout)
 
-    def _write_behind(self, item: tuple[Behind, Any]) -> None:
-        job, context = item
+    def _write_behind(self, item: Queued) -> None:
+        job, traced, context = item
+        op = Operation(job.operation, job.phase.value, None, traced)
         with telemetry.continued(context):  # the span stays a child of the operation's
-            sansio.run(write_behind(job, self.breakers), _SyncIo(self, Operation(job.operation, job.phase.value, None)))
-
-    def _abandoned_item(self, item: tuple[Behind, Any], why: BaseException) -> None:
-        self._abandoned(item[0], why)
+            sansio.run(write_behind(job, self.breakers), _SyncIo(self, op))
 
     # -- the target "copier" -------------------------------------------------------------
 
@@ -180,20 +203,20 @@ class AsyncShell(_Shell):
         self.queue = AsyncWriteBehind(self._write_behind, self._abandoned)
 
     async def run(self, plan: sansio.Plan[Any], op: Operation) -> Any:
-        with telemetry.operation_span(op.name, op.phase, op.thread_id):
+        with op.span():
             return await sansio.arun(plan, _AsyncIo(self, op))
 
     async def stream(self, plan: sansio.Plan[Any], op: Operation) -> AsyncIterator[Any]:
-        with telemetry.detached_span(op.name, op.phase, op.thread_id) as span:
+        with op.detached_span() as span:
             async for item in sansio.astream(plan, _AsyncIo(self, op, span)):
                 yield item
 
-    async def astore_call(self, call: sansio.Call, phase: str) -> Any:
+    async def astore_call(self, call: sansio.Call, op: Operation) -> Any:
         kwargs = call.kwargs
         if call.method.endswith(WITHIN):  # the store bounds it itself
             kwargs = {**kwargs, "timeout": self.timeout if call.bounded else None}
         pending = getattr(self.owner(call), "a" + call.method)(*call.args, **kwargs)
-        with telemetry.store_span(call.target, call.method, phase):
+        with op.store_span(call.target, call.method):
             if not call.bounded or self.timeout is None or call.method.endswith(WITHIN):
                 return await pending
             try:
@@ -203,15 +226,16 @@ class AsyncShell(_Shell):
 
     # -- the target "behind" -------------------------------------------------------------
 
-    async def asubmit(self, job: Behind) -> None:
-        if not await self.queue.asubmit(job, self.timeout):
+    async def asubmit(self, job: Behind, op: Operation) -> None:
+        if not await self.queue.asubmit((job, op.traced, None), self.timeout):
             await self.recorder.amissed(*job.missed(_queue_full(self.timeout)))
 
     async def adrain(self) -> bool:
         return await self.queue.adrain(self.timeout)
 
-    async def _write_behind(self, job: Behind) -> None:
-        io = _AsyncIo(self, Operation(job.operation, job.phase.value, None))
+    async def _write_behind(self, item: Queued) -> None:
+        job, traced, _ = item
+        io = _AsyncIo(self, Operation(job.operation, job.phase.value, None, traced))
         await sansio.arun(write_behind(job, self.breakers), io)
 
     # -- the target "copier" -------------------------------------------------------------
@@ -232,14 +256,17 @@ class _SyncIo(sansio.Targets):
     def call(self, call: sansio.Call) -> Any:
         with telemetry.attached(self.span):
             if call.target in ROLES:
-                return self.shell.store_call(call, self.op.phase)
+                return self.shell.store_call(call, self.op)
             if call.target == "copier":
-                with telemetry.store_span(call.args[1], "lazy_copy", self.op.phase):
+                with self.op.store_span(call.args[1], "lazy_copy"):
                     return super().call(call)
+            if call.target == "behind" and call.method == "submit":  # the job follows its call's tracing
+                return self.shell.submit(call.args[0], self.op)
             return super().call(call)
 
     def open(self, call: sansio.Call) -> Iterator[Any]:
-        return telemetry.streamed(super().open(call), self.span, call.target, self.op.phase)
+        items = super().open(call)
+        return telemetry.streamed(items, self.span, call.target, self.op.phase) if self.op.traced else items
 
     def both(self, effect: sansio.Both) -> tuple[sansio.Outcome, sansio.Outcome]:
         return self.shell.both(effect, self)
@@ -254,14 +281,17 @@ class _AsyncIo(sansio.AsyncTargets):
     async def call(self, call: sansio.Call) -> Any:
         with telemetry.attached(self.span):
             if call.target in ROLES:
-                return await self.shell.astore_call(call, self.op.phase)
+                return await self.shell.astore_call(call, self.op)
             if call.target == "copier":
-                with telemetry.store_span(call.args[1], "lazy_copy", self.op.phase):
+                with self.op.store_span(call.args[1], "lazy_copy"):
                     return await super().call(call)
+            if call.target == "behind" and call.method == "submit":  # the job follows its call's tracing
+                return await self.shell.asubmit(call.args[0], self.op)
             return await super().call(call)
 
     def open(self, call: sansio.Call) -> AsyncIterator[Any]:
-        return telemetry.astreamed(super().open(call), self.span, call.target, self.op.phase)
+        items = super().open(call)
+        return telemetry.astreamed(items, self.span, call.target, self.op.phase) if self.op.traced else items
 
     async def both(self, effect: sansio.Both, timeout: float | None = None) -> tuple[sansio.Outcome, sansio.Outcome]:
         first, second = await super().both(effect, self.shell.timeout)

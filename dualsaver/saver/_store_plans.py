@@ -21,7 +21,7 @@ from langgraph.store.base import GetOp, Item, PutOp
 
 from dualsaver.control.journal import item_entry_fields
 from dualsaver.sansio import Call, Plan
-from dualsaver.saver._plans import Context, Mark, missed, settled, snapshot, write
+from dualsaver.saver._plans import Context, Mark, copies, missed, settled, write
 from dualsaver.saver.routing import Role
 
 ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
@@ -62,9 +62,9 @@ def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
 
 def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
     # Both stores get the values as they were at call time, even if the caller mutates them.
-    puts = snapshot(puts)
+    (puts,), later = copies((puts,))
     yield from write(ctx, "batch", (puts,), marks=tuple(item_mark(op) for op in puts), hot=True,
-                     secondary_operation="mirror")
+                     secondary_operation="mirror", later=later)
 
 
 def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:

@@ -1,8 +1,9 @@
 """Write-behind for the secondary: in order, in the background, bounded.
 
 In shadow-write nobody reads the secondary (new), so the caller need not wait for it:
-its copy of each write is taken when the call starts (plans.snapshot), handed to one
-background worker, and written in the order the calls were made. A failure is journaled
+its copy of each write is taken when the call starts (plans.copies: pickle bytes, which
+the worker thaws when it writes), handed to one background worker, and written in the
+order the calls were made. A failure is journaled
 like any secondary failure.
 
 The worker yields to the application. A LangGraph turn is a burst of puts a millisecond
