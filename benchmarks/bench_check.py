@@ -1,6 +1,6 @@
 """Benchmark: `check` of SQLite against PostgreSQL vs reading both stores, in one run.
 
-    python benchmarks/bench_check.py [--checkpoints 52000] [--serde same different] [--repeat 2]
+    python benchmarks/bench_check.py [--checkpoints 52000] [--serde same different] [--repeat 2] [--processes 1 2]
 
 For each size (checkpoints per store) and serializer pairing, the same history sits in a
 SQLite file (default serializer) and a PostgreSQL database (an embedded server on 127.0.0.1,
@@ -15,7 +15,10 @@ alternating, best of `--repeat`:
 - **check, decoded**: `check(old, new, compare="decoded")`, every value decoded and digested
   (what the check did before it compared bytes);
 - **check**: `dualsaver.check(old, new)` (bytes first where the serializers match);
-- **start-up**: a check of one absent thread (fixed cost, reported apart and subtracted).
+- **start-up**: a check of one absent thread (fixed cost, reported apart and subtracted);
+- **in N processes**: `check(old_url, new_url, processes=N)` for each N of `--processes`
+  (the stores opened by each process from their URLs), its own start-up (a check of one
+  absent thread in N processes) reported apart and subtracted.
 
 Targets: same serializer, check / raw rows <= 2; different serializers, check / read decoded
 <= 1.25. Peak memory (tracemalloc) of one check is measured in a separate pass.
@@ -134,13 +137,36 @@ def startup(old, new) -> float:
     return timed(lambda: check(old, new, thread_ids=["absent-thread"]))
 
 
+def in_processes(old_url: str, new_url: str, pairing: str, processes: int, **options) -> float:
+    serdes = ("default", "encrypted" if pairing == "different" else "default")
+    return timed(lambda: check(old_url, new_url, processes=processes, serdes=serdes, **options))
+
+
+def print_processes(rows: list, processes: list[int], repeat: int) -> None:
+    """The check in this process ("-") and in N processes, each against the same readings."""
+    print(f"\nthe check in N processes (--processes), best of {repeat}; seconds, start-up apart and subtracted")
+    header = (f"{'serde':>9} {'ckpts':>6} {'N':>2} {'raw':>6} {'read':>6} {'check':>6} {'start':>5}"
+              f" {'chk/raw':>7} {'chk/read':>8} {'vs in-process':>13}")
+    print(header)
+    print("-" * len(header))
+    for pairing, count, _, _, b, _ in rows:
+        here = b["check"] - b["start"]
+        for n in ["-", *processes]:
+            took, start = (here, b["start"]) if n == "-" else (b[f"p{n}"] - b[f"p{n} start"], b[f"p{n} start"])
+            print(f"{pairing:>9} {count:>6} {n:>2} {b['raw']:>6.2f} {b['read']:>6.2f} {took:>6.2f} {start:>5.2f}"
+                  f" {took / b['raw']:>7.2f} {took / b['read']:>8.2f} {took / here:>13.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", "--sizes", type=int, nargs="+", default=[52000], dest="sizes")
     parser.add_argument("--serde", nargs="+", choices=("same", "different"), default=["same", "different"])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--baseline", help="another source tree whose check runs beside ours (before/after)")
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2],
+                        help="also measure the check in N processes, for each N (none: skip)")
     args = parser.parse_args()
+    os.environ.setdefault("LANGGRAPH_AES_KEY", cs.AES_KEY.decode())  # the processes' encrypted serializer
     rows = []
     with EmbeddedPostgres() as pg, tempfile.TemporaryDirectory() as tmp:
         for n, size in enumerate(args.sizes):
@@ -158,6 +184,9 @@ def main() -> int:
                     threads = report.summary["threads_compared"]
                     by_bytes = report.summary["compared"]["by_bytes"]
                     times: dict[str, list[float]] = {k: [] for k in ("raw", "read", "decoded", "check", "start", "base")}
+                    for n in args.processes:  # the fork server starts once, before anything is timed
+                        in_processes(old_url, url, pairing, n, thread_ids=["absent-thread"])
+                        times[f"p{n}"], times[f"p{n} start"] = [], []
                     for _ in range(args.repeat):  # alternate, so drift hits all alike
                         times["raw"].append(timed(lambda: read_raw(old, new)))
                         times["read"].append(timed(lambda: read_both(old, new)))
@@ -166,6 +195,10 @@ def main() -> int:
                         times["start"].append(startup(old, new))
                         if args.baseline:
                             times["base"].append(baseline(args.baseline, old_url, url, pairing))
+                        for n in args.processes:
+                            times[f"p{n}"].append(in_processes(old_url, url, pairing, n))
+                            absent = in_processes(old_url, url, pairing, n, thread_ids=["absent-thread"])
+                            times[f"p{n} start"].append(absent)
                     mem = peak_mb(lambda: check(old, new))
                     best = {k: min(v) if v else float("nan") for k, v in times.items()}
                     rows.append((pairing, count, threads, by_bytes, best, mem))
@@ -186,6 +219,8 @@ def main() -> int:
             f"{b['base'] - b['start']:>6.2f} {b['decoded'] - b['start']:>7.2f} {check_s:>6.2f} {b['start']:>5.2f} {check_s / b['raw']:>7.2f} "
             f"{check_s / b['read']:>8.2f} {(b['decoded'] - b['start']) / b['read']:>8.2f} {mem:>5.1f}"
         )
+    if args.processes:
+        print_processes(rows, args.processes, args.repeat)
     print("\ntargets: same serializer check/raw <= 2; different serializers check/read-decoded <= 1.25")
     print("(check times exclude the start-up: a check of one absent thread; 'before': --baseline's check)")
     return 0

@@ -240,7 +240,7 @@ async def test_into_an_encrypted_store_with_a_key_set_after_the_first_run(histor
 
 def test_the_jobs_rate_is_shared_among_its_processes() -> None:
     from dualsaver.control.throttle import Limits
-    from dualsaver.migrate._processes import share
+    from dualsaver.control.throttle import share
 
     assert share(Limits(max_rate=100, max_load_ms=50), 4) == Limits(max_rate=25, max_load_ms=50)
     assert share(Limits(max_load_ms=50), 4) == Limits(max_load_ms=50)

@@ -1,7 +1,8 @@
 """The consistency checker: a streaming diff of two stores, re-checked before it reports.
 
 - `check(old, new)` / `acheck(...)`: the run (`_run`: plans and shells; `_bookkeeping`:
-  rounds, suspects, the summary);
+  rounds, suspects, the summary); `processes=N` runs it as N processes, one shard each
+  (`_processes`), whose reports merge into one (`_merge`);
 - `findings`: the six kinds of divergence, `Divergence` and `DivergenceReport`;
 - `_diff`: the pure per-thread diff of fingerprints;
 - `canonical`: canonical forms and digests, so stores with different serializers compare

@@ -7,13 +7,13 @@ import contextlib
 import datetime as dt
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from dualsaver.checker._bytes import compares_bytes
 from dualsaver.checker._diff import ThreadDiff, ThreadSide, diff_thread
-from dualsaver.checker.findings import KINDS, Divergence, DivergenceReport
+from dualsaver.checker.findings import KINDS, Divergence, DivergenceReport, report_order
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import CheckError, is_outage
 from dualsaver.observability import telemetry
@@ -185,15 +185,8 @@ class CheckRun:
         done = itertools.count(1)
         return lambda result: self.rechecked(result, round_no, next(done), keep_all)
 
-    @contextlib.contextmanager
-    def outages(self) -> Iterator[None]:
-        """A store that cannot be reached leaves no verdict: the check stops with CheckError."""
-        try:
-            yield
-        except Exception as exc:
-            if is_outage(exc):
-                raise CheckError(f"store unreachable during the check: {type(exc).__name__}") from exc
-            raise
+    def outages(self) -> contextlib.AbstractContextManager[None]:
+        return outages()
 
     def _report_progress(self, phase: Literal["scan", "recheck"], done: int, round_no: int = 0) -> None:
         if self.progress is not None:
@@ -209,20 +202,9 @@ class CheckRun:
             )
 
     def report(self) -> DivergenceReport:
-        divergences = [
-            d
-            for thread_id in sorted(self.suspects)
-            for d in sorted(
-                self.suspects[thread_id].values(),
-                key=lambda d: (d.checkpoint_ns, d.checkpoint_id, KINDS.index(d.kind)),
-            )
-        ]
-        counts = dict.fromkeys(KINDS, 0)
-        for d in divergences:
-            counts[d.kind] += 1
-        for kind, n in counts.items():
-            if n:
-                telemetry.divergences.add(n, {"kind": kind})
+        divergences = sorted((d for found in self.suspects.values() for d in found.values()), key=report_order)
+        counts = count_kinds(divergences)
+        record_counts(counts)
         finished = dt.datetime.now(dt.timezone.utc)
         summary = {
             "threads_compared": self.threads,
@@ -238,7 +220,8 @@ class CheckRun:
             "exact": {"old": self.old_exact, "new": self.new_exact},
             "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
             "thread_filter": None if self.thread_ids is None else len(self.thread_ids),
-            "workers": self.workers,
+            "workers": self.workers,  # threads (tasks) reading side by side in each process
+            "processes": 1,  # a check in N processes (`_processes`) merges N reports into one
             "primary": self.primary,
             "recheck": {
                 "enabled": self.recheck,
@@ -255,6 +238,32 @@ class CheckRun:
             "warnings": list(self.warnings),
         }
         return DivergenceReport(clean=not divergences, divergences=divergences, summary=summary)
+
+
+@contextlib.contextmanager
+def outages() -> Iterator[None]:
+    """A store that cannot be reached leaves no verdict: the check stops with CheckError."""
+    try:
+        yield
+    except Exception as exc:
+        if is_outage(exc):
+            raise CheckError(f"store unreachable during the check: {type(exc).__name__}") from exc
+        raise
+
+
+def count_kinds(divergences: Iterable[Divergence]) -> dict[str, int]:
+    """How many divergences of each kind (every kind named, zero included)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for d in divergences:
+        counts[d.kind] += 1
+    return counts
+
+
+def record_counts(counts: dict[str, int]) -> None:
+    """The divergences a finished check reports, counted by kind (the metric)."""
+    for kind, n in counts.items():
+        if n:
+            telemetry.divergences.add(n, {"kind": kind})
 
 
 def merge_step(a: str | None, b: str | None) -> tuple[str, bool, bool]:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
 from dualsaver.checker._bytes import READ_OPTIONS, ByteSide, agreed
 from dualsaver.checker._diff import ThreadDiff, ThreadSide
+from dualsaver.checker._processes import check_in_processes
 from dualsaver.checker.findings import SIDES, DivergenceReport
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error, is_outage
@@ -218,12 +219,16 @@ _DEFAULTS: CheckOptions = {
 }
 
 
-def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions, read_many: str) -> CheckRun:
-    """The bookkeeping of one check over these native stores, `check` and `acheck` alike;
-    `read_many` names the method that reads several threads at once (`read_threads`)."""
+def _known(options: CheckOptions) -> None:
     unknown = set(options) - set(_DEFAULTS)
     if unknown:
         raise TypeError(f"check() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+
+
+def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions, read_many: str) -> CheckRun:
+    """The bookkeeping of one check over these native stores, `check` and `acheck` alike;
+    `read_many` names the method that reads several threads at once (`read_threads`)."""
+    _known(options)
     chosen: dict[str, Any] = {**_DEFAULTS, **options}
     names = (chosen.pop("old_name") or describe_store(old), chosen.pop("new_name") or describe_store(new))
     run = CheckRun.of(stores, *names, **chosen)
@@ -249,9 +254,20 @@ async def _abatches(threads: AsyncIterator[str]) -> AsyncIterator[list[str]]:
         yield batch
 
 
-def check(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceReport:
+def check(
+    old: Any, new: Any, *, processes: int | None = None, serdes: tuple[str, str] = ("default", "default"),
+    **options: Unpack[CheckOptions],
+) -> DivergenceReport:
     """Diff two stores (savers or `NativeStore`s) and return what persists; `CheckOptions`
-    says what the keywords do. Raises `CheckError` if a store cannot be reached."""
+    says what the keywords do. Raises `CheckError` if a store cannot be reached.
+
+    `processes=N` runs the check in N processes, one report (`dualsaver.checker._processes`):
+    `old` and `new` are then store URLs, which each process opens with the serializers named
+    in `serdes` ("default" or "encrypted"); `workers` is per process, a throttle's rate the
+    whole check's (as its limits stand when the check starts); `shard` is split among them."""
+    if processes is not None:
+        _known(options)
+        return check_in_processes(check, old, new, processes=processes, serdes=serdes, options=dict(options))
     io = Targets(old=native_for(old), new=native_for(new))
     run = _begin(io.targets, old, new, options, "read_threads")
     with run.outages():
@@ -265,9 +281,15 @@ def check(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceRepo
     return run.report()
 
 
-async def acheck(old: Any, new: Any, **options: Unpack[CheckOptions]) -> DivergenceReport:
+async def acheck(
+    old: Any, new: Any, *, processes: int | None = None, serdes: tuple[str, str] = ("default", "default"),
+    **options: Unpack[CheckOptions],
+) -> DivergenceReport:
     """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans and
-    options, `workers` tasks instead of threads."""
+    options, `workers` tasks instead of threads. With `processes`, `check`'s processes (store
+    URLs), waited for in a thread (the work is theirs; `progress` is called from that thread)."""
+    if processes is not None:
+        return await asyncio.to_thread(check, old, new, processes=processes, serdes=serdes, **options)
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
     run = _begin(io.targets, old, new, options, "aread_threads")
     with run.outages():

@@ -82,6 +82,11 @@ class Divergence:
         )
 
 
+def report_order(d: Divergence) -> tuple[str, str, str, int]:
+    """Where a divergence stands in a check's report: by thread, namespace, checkpoint, kind."""
+    return (d.thread_id, d.checkpoint_ns, d.checkpoint_id, ALL_KINDS.index(d.kind))
+
+
 @dataclass(slots=True)
 class DivergenceReport:
     """The result of a check: `clean` is the verdict on switching reads."""

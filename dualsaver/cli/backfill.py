@@ -9,7 +9,7 @@ from typing import Any
 
 from dualsaver.cli.options import (
     add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
-    parse_shard, settings_for, throttle_from,
+    parse_shard, positive, settings_for, throttle_from,
 )
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.preflight.rules import parse_classes
@@ -59,16 +59,6 @@ failed on every run until the row is fixed or the thread repaired.
 exit status: 0 done, 1 refused by the preflight, or partial (threads failed or rows unreadable: listed in the summary;
 run again to retry them), 2 could not run.
 """
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.cli.options import (
     add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
-    parse_shard, settings_for, throttle_from,
+    parse_shard, positive, settings_for, throttle_from,
 )
 from dualsaver.stores.serde import serde_from_name
 
@@ -31,6 +31,9 @@ examples:
 
   # four machines, one shard each, eight workers apiece
   dualsaver check --old ... --new ... --shard 0/4 --workers 8 --report shard0.json
+
+  # one machine, every core: the check in 4 processes, one report
+  dualsaver check --old ... --new ... --processes 4 --report check.json
 
   # just these conversations, values shown (the report then holds conversation content)
   dualsaver check --old ... --new ... --thread t-42 --thread t-43 --show-values --markdown out.md
@@ -63,8 +66,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="show the differing values in the reports (default: digests only)",
     )
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="threads diffed at once")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="threads diffed at once (in each process)")
     p.add_argument("--shard", type=parse_shard, metavar="I/N", help="check only shard I of N")
+    p.add_argument("--processes", type=positive, metavar="N",
+                   help="check in N processes (one per core; one thread's decoding is bound to one core):"
+                   " each checks its part of the threads (of the --shard, with one), one progress, one report;"
+                   " --workers is per process, --max-rate the whole check's")
     p.add_argument(
         "--thread", action="append", dest="threads", metavar="ID", help="check only this thread"
     )
@@ -209,6 +216,10 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
         old_serde, new_serde = serde_from_name(args.old_serde), serde_from_name(args.new_serde)
     except ValueError as exc:
         return fail(str(exc))
+    if args.processes:
+        from dualsaver.processes import warm_up
+
+        warm_up()  # the processes' fork server starts while the stores open here
     try:
         with open_saver(
             args.old, must_exist=True, pool_size=pool, serde=old_serde
@@ -218,9 +229,8 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
             pair = pair_of(old_saver, new_saver)
             if pair["old"] == pair["new"]:
                 return fail(f"--old and --new are the same store ({redact(args.old)}); check a pair of stores")
-            report = check(
-                old_saver,
-                new_saver,
+            report = check(  # with --processes, each process opens the stores from their URLs
+                *((args.old, args.new) if args.processes else (old_saver, new_saver)),
                 workers=args.workers,
                 shard=args.shard,
                 thread_ids=args.threads,
@@ -231,6 +241,8 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
                 old_name=redact(args.old),
                 new_name=redact(args.new),
                 throttle=throttle,
+                processes=args.processes,
+                serdes=(args.old_serde, args.new_serde),
             )
     except StoreURLError as exc:
         return fail(str(exc))

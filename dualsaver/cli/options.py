@@ -27,6 +27,16 @@ def add_command(
     )
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     try:
         value = float(text)

@@ -54,6 +54,15 @@ class Limits:
         return ", ".join(p for p in parts if p) or "unthrottled"
 
 
+def share(limits: Limits | None, processes: int) -> Limits | None:
+    """Each of a job's `processes` part of its limits: the rate is the whole job's, split
+    evenly; the load limit is each one's. None when nothing is limited."""
+    if limits is None or (limits.max_rate is None and limits.max_load_ms is None):
+        return None
+    rate = limits.max_rate / processes if limits.max_rate else None
+    return Limits(max_rate=rate, max_load_ms=limits.max_load_ms)
+
+
 class LimitsSource(Protocol):
     def current(self) -> Limits | None: ...
 

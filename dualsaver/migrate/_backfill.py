@@ -42,12 +42,13 @@ from typing import Any, Protocol
 from dualsaver import sansio
 from dualsaver.migrate._lossy import agate, allow, gate
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options
-from dualsaver.migrate._processes import Processes, Spec, check_processes, share, warm_up
+from dualsaver.migrate._processes import Processes, Spec, check_processes
 from dualsaver.migrate._pump import apump, fewer_collections, pump
-from dualsaver.control.throttle import Throttle
+from dualsaver.control.throttle import Throttle, share
 from dualsaver.control.sources import replica_name
 from dualsaver.migrate.progress import open_progress
 from dualsaver.observability import telemetry
+from dualsaver.processes import warm_up
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
 from dualsaver.stores.serde import serde_from_name

@@ -24,13 +24,10 @@ copying behind it; run again, it resumes from what the parent marked done.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
 import queue
 import threading
 import time
-from multiprocessing.connection import wait
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -38,17 +35,16 @@ from typing import Any
 
 from dualsaver import sansio
 from dualsaver.control.throttle import Limits, Throttle
-from dualsaver.errors import CopyFailed, describe_error
+from dualsaver.errors import CopyFailed
 from dualsaver.migrate._flow import MAX_FAILURES_KEPT, Flow, read_options
 from dualsaver.migrate._lossy import allow
 from dualsaver.migrate._pump import fewer_collections, pump
+from dualsaver.processes import POLL, exit_with_parent, portable, process_count, receive, start_context
 from dualsaver.sansio import Targets
 from dualsaver.stores import native_for, open_saver
 from dualsaver.stores.serde import serde_from_name
 
 CHUNK = 32  # thread ids handed to a process at once: small enough to balance, big enough to be cheap
-POLL = 0.2  # seconds between two looks at the processes (and, in a process, at its parent)
-SILENT_POLLS = 3  # a process that exited is given this many polls for its last report to arrive
 COUNTED = ("checkpoints", "writes", "skipped", "read", "unreadable", "read_s", "write_s")
 
 
@@ -71,51 +67,11 @@ class Spec:
 
 def check_processes(processes: Any, shard: tuple[int, int] | None) -> int:
     """`processes` as given, or a `ValueError` that says what is wrong."""
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes must be a whole number >= 1, not {processes!r}")
+    process_count(processes)
     if shard is not None:
         raise ValueError("processes and shard cannot be combined: processes runs every shard of one job itself"
                          " (run one command per machine with --shard, or one with --processes)")
     return processes
-
-
-def share(limits: Limits | None, processes: int) -> Limits | None:
-    """Each process's part of the job's limits: the rate is the whole job's, split evenly."""
-    if limits is None or (limits.max_rate is None and limits.max_load_ms is None):
-        return None
-    rate = limits.max_rate / processes if limits.max_rate else None
-    return Limits(max_rate=rate, max_load_ms=limits.max_load_ms)
-
-
-# What the fork server imports once, so that no process imports it again: dualsaver; the
-# caller's main module is run again in each process (as `spawn` does, unless it ran with -m),
-# and `dualsaver`'s own command imports dualsaver.cli; opening the stores imports psycopg and
-# every installed backend's saver (the adapters' table), some 0.15 s of CPU a process
-# (measured), 6 us a checkpoint at 52k over two processes. One not installed is skipped.
-PRELOAD = (
-    __name__, "dualsaver.cli", "psycopg", "psycopg_pool", "langgraph.checkpoint.sqlite.aio",
-    "langgraph.checkpoint.postgres.aio", "langgraph.checkpoint.redis",
-)
-
-
-def start_context() -> Any:
-    """How the processes start: forked from a fork server that imported dualsaver once (it
-    holds no connection and no thread, so forking it is safe, and each process is ready in
-    milliseconds instead of importing everything again); spawned where there is none."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))
-    return context
-
-
-def warm_up() -> None:
-    """Start the fork server now (it imports `PRELOAD`, half a second, while the caller opens
-    its stores and runs the preflight), if it is not running yet."""
-    if start_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 class Processes:
@@ -194,17 +150,8 @@ class Processes:
         return False
 
     def _collect(self, job: Any) -> list[dict[str, Any]]:
-        pending = dict(enumerate(self.procs))
-        silent = dict.fromkeys(pending, 0)
         results: list[dict[str, Any]] = []
-        while pending:
-            if self._feed_error is not None:
-                raise self._feed_error
-            try:
-                kind, index, payload = self.events.get(timeout=POLL)
-            except queue.Empty:
-                self._check_exits(pending, silent)
-                continue
+        for kind, _, payload in receive(self.events, self.procs, _lost, between=self._feed_failed):
             if kind == "finished":
                 threads, checkpoints, writes = payload
                 job.flow.checkpoints += checkpoints  # what the progress display shows as added
@@ -212,44 +159,28 @@ class Processes:
                 job.threads_finished(threads)
             elif kind == "result":
                 results.append(payload)
-                del pending[index]
             else:
                 raise payload
         return results
 
-    @staticmethod
-    def _check_exits(pending: dict[int, Any], silent: dict[int, int]) -> None:
-        for index, proc in pending.items():
-            if proc.exitcode is not None:
-                silent[index] += 1
-                if silent[index] > SILENT_POLLS:
-                    raise CopyFailed(f"backfill process {index} exited (code {proc.exitcode}) before it"
-                                     " finished; run again to resume")
+    def _feed_failed(self) -> None:
+        if self._feed_error is not None:
+            raise self._feed_error
+
+
+def _lost(index: int, exitcode: int) -> CopyFailed:
+    return CopyFailed(f"backfill process {index} exited (code {exitcode}) before it finished; run again to resume")
 
 
 # --------------------------------------------------------------------------- in each process
 
 
 def _child(spec: Spec, index: int, tasks: Any, events: Any) -> None:
-    _exit_with_parent()
+    exit_with_parent()
     try:
         events.put(("result", index, _copy_given(spec, index, tasks, events)))
     except BaseException as exc:
-        events.put(("error", index, _portable(exc)))
-
-
-def _exit_with_parent() -> None:
-    """Exit as soon as the parent is gone: its progress record is the job's, so nothing this
-    process copies after it died would be recorded (it would only be skipped next run)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        wait([parent.sentinel])  # readable once the parent's end of the pipe closed: it died
-        os._exit(3)
-
-    threading.Thread(target=watch, name="dualsaver-parent-watch", daemon=True).start()
+        events.put(("error", index, portable(exc, CopyFailed)))
 
 
 def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, Any]:
@@ -295,12 +226,3 @@ class _Reporter:
             added = (now[0] - self._sent[0], now[1] - self._sent[1])
             self._sent = now
             self.events.put(("finished", self.index, (threads, *added)))
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself when it survives the trip to the parent, else a `CopyFailed` naming it."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return CopyFailed(describe_error(exc))
-    return exc
