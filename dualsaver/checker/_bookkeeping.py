@@ -185,9 +185,6 @@ class CheckRun:
         done = itertools.count(1)
         return lambda result: self.rechecked(result, round_no, next(done), keep_all)
 
-    def outages(self) -> contextlib.AbstractContextManager[None]:
-        return outages()
-
     def _report_progress(self, phase: Literal["scan", "recheck"], done: int, round_no: int = 0) -> None:
         if self.progress is not None:
             self.progress(

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
-from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step
+from dualsaver.checker._bookkeeping import CheckProgress, CheckRun, ProgressFn, describe_store, merge_step, outages
 from dualsaver.checker._bytes import READ_OPTIONS, ByteSide, agreed
 from dualsaver.checker._diff import ThreadDiff, ThreadSide
 from dualsaver.checker._processes import check_in_processes
@@ -270,7 +270,7 @@ def check(
         return check_in_processes(check, old, new, processes=processes, serdes=serdes, options=dict(options))
     io = Targets(old=native_for(old), new=native_for(new))
     run = _begin(io.targets, old, new, options, "read_threads")
-    with run.outages():
+    with outages():
         for r in run.rounds():
             time.sleep(r.delay)
             threads = sansio.stream(_merged_ids(run), io) if r.threads is None else r.threads
@@ -292,7 +292,7 @@ async def acheck(
         return await asyncio.to_thread(check, old, new, processes=processes, serdes=serdes, **options)
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
     run = _begin(io.targets, old, new, options, "aread_threads")
-    with run.outages():
+    with outages():
         for r in run.rounds():
             await asyncio.sleep(r.delay)
             threads = sansio.astream(_merged_ids(run), io) if r.threads is None else _alist(r.threads)

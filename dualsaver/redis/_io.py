@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-
 from dualsaver.errors import SecondaryTimeout
 from dualsaver.redis._lua import SCRIPTS
 from dualsaver.redis.ops import route_key
@@ -90,13 +89,13 @@ class RedisIo(_Client):
         A connection made anew waits as its connect timeout allows, a full pool as the pool
         does. One server or a sentinel-watched master over a pool only (see
         `RedisSaver.bounds_reads_within`)."""
+        from redis import exceptions as redis_errors  # here: the package works without the redis extra
+
         deadline = time.monotonic() + timeout
         script, pool = self.scripts[name], self.client.connection_pool
         reconnected = loaded = False
         while True:
             conn = _checkout(pool)
-            from redis import exceptions as redis_errors  # here: the package works without the redis extra
-
             try:
                 conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 if not conn.can_read(max(0.0, deadline - time.monotonic())):
