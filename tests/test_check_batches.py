@@ -190,8 +190,8 @@ def test_postgres_blobs_read_in_pages_and_forgotten_between_batches(pg_url, sqli
             values = dict(row.checkpoint["channel_values"])
             channel = next(c for c, v in values.items() if isinstance(v, (list, dict)))
             values[channel] = ["not", "the", "same"]
-            return [*rows[: len(rows) // 2], dataclasses.replace(row, checkpoint={**row.checkpoint, "channel_values": values}),
-                    *rows[len(rows) // 2 + 1 :]]
+            edited = dataclasses.replace(row, checkpoint={**row.checkpoint, "channel_values": values})
+            return [*rows[: len(rows) // 2], edited, *rows[len(rows) // 2 + 1 :]]
 
         cs.rewrite_thread(new, "blobs-2", changed)
         decoded = check(old, new, backoff=(0,), compare="decoded")
