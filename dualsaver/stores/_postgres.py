@@ -16,9 +16,10 @@ collation.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -303,6 +304,17 @@ def _stored_blobs(rows: Any, inline: dict[str, Any], key: Any) -> dict[str, Stor
 
 def _key(row: dict[str, Any]) -> tuple[str, str, str]:
     return (row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
+
+
+def _unlocking(lock: Any) -> Callable[[Any], None]:
+    """How an `Asked` on the saver's single connection lets it go: its lock released."""
+    return lambda _conn: lock.release()
+
+
+async def _released(done: Any) -> None:
+    """A pool's `putconn` is a coroutine in the async pool; a lock's release is not."""
+    if inspect.isawaitable(done):
+        await done
 
 
 def select_tuples(sql: str, params: Sequence[Any]) -> Call:
@@ -668,30 +680,37 @@ class PostgresNativeStore(PostgresPlans, SyncSqlStore):
             return conn.wait(pg_lookup(conn, name, sql, params))
 
     def ask_latest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> Asked | None:
-        """`latest`, sent on a pooled connection kept until `answer_latest` (a tiered read
-        holds it for the length of its hot read: size the pool to the reads at once); None
-        (ask nothing) when the saver has a single connection: held that long, it would hold
-        up every other call of the saver."""
+        """`latest`, sent on a connection held until `answer_latest` (a tiered read holds it
+        for the length of its hot read): a pooled one (size the pool to the reads at once),
+        or the saver's single connection when it is idle (its lock taken without waiting;
+        other calls of the saver wait for it at most as long as the hot read). None (ask
+        nothing; the caller asks `latest` whole) when that connection is busy."""
         from psycopg_pool import ConnectionPool
 
         pool = self.saver.conn
-        if not isinstance(pool, ConnectionPool):
+        release: Callable[[Any], Any]
+        if isinstance(pool, ConnectionPool):
+            conn, release = pool.getconn(), pool.putconn
+        elif self.saver.lock.acquire(blocking=False):
+            conn, release = pool, _unlocking(self.saver.lock)
+        else:
             return None
-        conn = pool.getconn()
         try:
             with conn.lock:
-                return conn.wait(pg_ask(conn, *self._latest_query(thread_id, ns, checkpoint_id)))
+                asked = conn.wait(pg_ask(conn, *self._latest_query(thread_id, ns, checkpoint_id)))
         except BaseException:
-            pool.putconn(conn)
+            release(conn)
             raise
+        asked.release = release
+        return asked
 
     def answer_latest(self, asked: Asked) -> tuple[str, int] | None:
-        """What `latest` would have returned for an `ask_latest`; gives the connection back."""
+        """What `latest` would have returned for an `ask_latest`; lets the connection go."""
         try:
             with asked.conn.lock:
                 return latest_key(asked.conn.wait(pg_answer(asked)))
         finally:
-            self.saver.conn.putconn(asked.conn)
+            asked.release(asked.conn)
 
     def execute(self, statements: Statements) -> list[int]:
         with self._connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
@@ -733,22 +752,29 @@ class AsyncPostgresNativeStore(PostgresPlans, AsyncSqlStore):
         from psycopg_pool import AsyncConnectionPool
 
         pool = self.saver.conn
-        if not isinstance(pool, AsyncConnectionPool):
+        release: Callable[[Any], Any]
+        if isinstance(pool, AsyncConnectionPool):
+            conn, release = await pool.getconn(), pool.putconn
+        elif not self.saver.lock.locked():
+            await self.saver.lock.acquire()  # free: taken at once, no turn of the event loop
+            conn, release = pool, _unlocking(self.saver.lock)
+        else:
             return None
-        conn = await pool.getconn()
         try:
             async with conn.lock:
-                return await conn.wait(pg_ask(conn, *self._latest_query(thread_id, ns, checkpoint_id)))
+                asked = await conn.wait(pg_ask(conn, *self._latest_query(thread_id, ns, checkpoint_id)))
         except BaseException:
-            await pool.putconn(conn)
+            await _released(release(conn))
             raise
+        asked.release = release
+        return asked
 
     async def aanswer_latest(self, asked: Asked) -> tuple[str, int] | None:
         try:
             async with asked.conn.lock:
                 return latest_key(await asked.conn.wait(pg_answer(asked)))
         finally:
-            await self.saver.conn.putconn(asked.conn)
+            await _released(asked.release(asked.conn))
 
     async def aexecute(self, statements: Statements) -> list[int]:
         async with self._connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
