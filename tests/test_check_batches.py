@@ -5,6 +5,7 @@ digests agree on equal rows; the check's verdict across batches is the decoded o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -174,3 +175,30 @@ def test_a_set_is_compared_by_its_members_not_their_order():
     assert apart(value("frozenset", members)) != same
     assert apart(value("list", members[::-1])) != apart(value("list", members))  # only sets
     assert in_document(value("list", members)) == apart(value("list", members))
+
+
+def test_postgres_blobs_read_in_pages_and_forgotten_between_batches(pg_url, sqlite_path, monkeypatch):
+    # Each thread's blobs are digested once, a page of blobs at a time; past the cache's size
+    # the digests are forgotten and read again. Tiny pages and cache cross every boundary.
+    threads = [f"blobs-{i}" for i in range(5)]
+    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(pg_url) as new:
+        cs.populate(old, threads, turns=2)
+        cs.clone(old, new)
+
+        def changed(rows):  # one channel value of one middle checkpoint, kept apart as a blob
+            row = rows[len(rows) // 2]
+            values = dict(row.checkpoint["channel_values"])
+            channel = next(c for c, v in values.items() if isinstance(v, (list, dict)))
+            values[channel] = ["not", "the", "same"]
+            edited = dataclasses.replace(row, checkpoint={**row.checkpoint, "channel_values": values})
+            return [*rows[: len(rows) // 2], edited, *rows[len(rows) // 2 + 1 :]]
+
+        cs.rewrite_thread(new, "blobs-2", changed)
+        decoded = check(old, new, backoff=(0,), compare="decoded")
+        monkeypatch.setattr("dualsaver.stores._postgres.BLOB_PAGE", 2)
+        monkeypatch.setattr("dualsaver.stores._postgres.BLOB_CACHE", 3)
+        monkeypatch.setattr("dualsaver.stores._sql.MANY_THREADS_PAGE", 3)
+        by_bytes = check(old, new, backoff=(0,))
+    assert {(i[0], i[1]) for i in identities(decoded)} == {("checkpoint_mismatch", "blobs-2")}
+    assert [d.to_dict() for d in by_bytes.divergences] == [d.to_dict() for d in decoded.divergences]
+    assert by_bytes.summary["compared"] == {"by_bytes": 4, "decoded": 1}

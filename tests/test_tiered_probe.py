@@ -1,10 +1,10 @@
 """A tiered read's probe sent ahead and its hot read bounded on the caller's thread.
 
-Real PostgreSQL (the durable store, over a pool) and real Redis. The probe is one statement
+Real PostgreSQL (the durable store, over a pool or over one connection) and real Redis. The probe is one statement
 prepared on each pooled connection and sent before the hot read (`dualsaver.stores._pg_lookup`):
 a session that lost its statements gets them again, a connection that does not prepare is
 asked without, and a read that fails or is cancelled between the two halves gives its
-connection back. The hot read of dualsaver's Redis saver keeps its own time bound (a wait on
+connection back (a single connection: its lock, taken only when it was free). The hot read of dualsaver's Redis saver keeps its own time bound (a wait on
 its socket): a frozen Redis is given up on without any side thread.
 """
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -57,6 +59,15 @@ def _pooled(pg_url: str, prepare_threshold: int | None = 0):
     """A PostgresSaver over a pool of exactly one connection (which one a read takes is known)."""
     with ConnectionPool(pg_url, min_size=1, max_size=1, kwargs=_kwargs(prepare_threshold), open=True) as pool:
         saver = PostgresSaver(pool)
+        saver.setup()
+        yield saver
+
+
+@contextlib.contextmanager
+def _single(pg_url: str):
+    """A PostgresSaver over one connection, as `PostgresSaver.from_conn_string` makes it."""
+    with Connection.connect(pg_url, **_kwargs()) as conn:
+        saver = PostgresSaver(conn)
         saver.setup()
         yield saver
 
@@ -261,3 +272,60 @@ def test_a_bounded_read_reconnects_and_reloads_its_script_after_a_restart() -> N
         assert hot.get_tuple_within(config, timeout=5) is None
         hot.put(config, _checkpoint(2), {"step": 2}, {"n": 3})
         assert hot.get_tuple_within(config, timeout=5).checkpoint["channel_values"] == {"n": 2}
+
+
+@pytest.mark.parametrize("hot_timeout", [1.0, None])
+def test_a_single_connection_is_asked_ahead_when_free_and_always_let_go(
+    tmp_path, pg_url, redis_url, hot_timeout
+) -> None:
+    with _single(pg_url) as durable, open_saver(redis_url) as redis_hot:
+        hot = AbortingReads(redis_hot)
+        with TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False,
+                         hot_timeout=hot_timeout) as saver:
+            newest = _put(saver, "t0", 0)
+            held = []
+            hot.get_tuple = lambda config: (held.append(durable.lock.locked()), redis_hot.get_tuple(config))[1]
+            assert saver.get_tuple(_config("t0")).config["configurable"]["checkpoint_id"] == newest
+            assert held == [True] and not durable.lock.locked()  # asked ahead, then let go
+            del hot.get_tuple
+            with pytest.raises(Abort):
+                saver.get_tuple(_config("t0"))  # after the probe was sent
+            assert not durable.lock.locked()
+            hot.abort = False
+            # busy (another thread's call holds it): the read does not wait to ask ahead; the
+            # probe is asked whole after the hot read, once the connection is free
+            done = threading.Event()
+            with durable.lock:
+                reader = threading.Thread(target=lambda: (saver.get_tuple(_config("t0")), done.set()))
+                reader.start()
+                assert not done.wait(0.3)  # its probe waits for the connection, not its hot read
+            reader.join(10)
+            assert done.is_set() and not durable.lock.locked()
+            assert saver.stats == {"hit": 2}  # the aborted read counted nothing
+
+
+async def test_a_cancelled_async_read_lets_a_single_connection_go(tmp_path, pg_url, redis_url) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await AsyncConnection.connect(pg_url, **_kwargs())
+        stack.push_async_callback(conn.close)
+        durable = AsyncPostgresSaver(conn)
+        await durable.setup()
+        hot = HangingReads(await stack.enter_async_context(aopen_saver(redis_url)))
+        saver = TieredSaver(durable, hot, journal=tmp_path / "j.sqlite", write_behind=False, hot_timeout=30)
+        stack.push_async_callback(saver.aclose)
+        stored = await saver.aput(_config("a0"), _checkpoint(0), {"step": 0}, {"n": 1})
+        read = asyncio.ensure_future(saver.aget_tuple(_config("a0")))
+        for _ in range(500):  # until the probe holds the connection (asked ahead: it was free)
+            if durable.lock.locked():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the probe was not asked ahead on the free connection")
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        assert not durable.lock.locked()
+        hot.release.set()
+        found = await saver.aget_tuple(_config("a0"))
+        assert found.config["configurable"]["checkpoint_id"] == stored["configurable"]["checkpoint_id"]
+        assert saver.stats == {"hit": 1}

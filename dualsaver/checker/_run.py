@@ -45,6 +45,7 @@ from dualsaver.checker._processes import check_in_processes
 from dualsaver.checker.findings import SIDES, DivergenceReport
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error, is_outage
+from dualsaver.heap import fewer_collections
 from dualsaver import sansio
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, native_for
@@ -270,7 +271,7 @@ def check(
         return check_in_processes(check, old, new, processes=processes, serdes=serdes, options=dict(options))
     io = Targets(old=native_for(old), new=native_for(new))
     run = _begin(io.targets, old, new, options, "read_threads")
-    with outages():
+    with outages(), fewer_collections():
         for r in run.rounds():
             time.sleep(r.delay)
             threads = sansio.stream(_merged_ids(run), io) if r.threads is None else r.threads
@@ -292,7 +293,7 @@ async def acheck(
         return await asyncio.to_thread(check, old, new, processes=processes, serdes=serdes, **options)
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
     run = _begin(io.targets, old, new, options, "aread_threads")
-    with outages():
+    with outages(), fewer_collections():
         for r in run.rounds():
             await asyncio.sleep(r.delay)
             threads = sansio.astream(_merged_ids(run), io) if r.threads is None else _alist(r.threads)

@@ -43,7 +43,8 @@ from dualsaver import sansio
 from dualsaver.migrate._lossy import agate, allow, gate
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options
 from dualsaver.migrate._processes import Processes, Spec, check_processes
-from dualsaver.migrate._pump import apump, fewer_collections, pump
+from dualsaver.heap import fewer_collections
+from dualsaver.migrate._pump import apump, pump
 from dualsaver.control.throttle import Throttle, share
 from dualsaver.control.sources import replica_name
 from dualsaver.migrate.progress import open_progress

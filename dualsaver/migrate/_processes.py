@@ -38,7 +38,8 @@ from dualsaver.control.throttle import Limits, Throttle
 from dualsaver.errors import CopyFailed
 from dualsaver.migrate._flow import MAX_FAILURES_KEPT, Flow, read_options
 from dualsaver.migrate._lossy import allow
-from dualsaver.migrate._pump import fewer_collections, pump
+from dualsaver.heap import fewer_collections
+from dualsaver.migrate._pump import pump
 from dualsaver.processes import POLL, exit_with_parent, portable, process_count, receive, start_context
 from dualsaver.sansio import Targets
 from dualsaver.stores import native_for, open_saver

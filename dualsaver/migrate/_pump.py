@@ -1,12 +1,11 @@
 """Running a copy's plans: one reader and `workers` writers with a bounded queue between
-them, as threads (`pump`) or as tasks (`apump`), the cyclic collector held back meanwhile.
-The backfill runs them in its own process, and in each process of `--processes`."""
+them, as threads (`pump`) or as tasks (`apump`). The backfill runs them in its own process,
+and in each process of `--processes`, the cyclic collector held back meanwhile
+(`dualsaver.heap`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -16,22 +15,6 @@ from dualsaver import sansio
 from dualsaver.migrate._copy import read_batches, write_batch
 from dualsaver.migrate._flow import Batch, Flow, prepare
 from dualsaver.sansio import AsyncTargets, Targets
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """CPython's cyclic garbage collector less often while the job runs: each batch builds
-    thousands of small containers, which set off a young-generation collection every 700
-    allocations, some 15% of the backfill's CPU (measured). A collection walks every young
-    object still alive, some 60,000 while two batches are in flight, so at one every 100,000
-    allocations it still cost 1.5 us a checkpoint; at one every million, a tenth of that.
-    Cycles are still collected; the thresholds are put back after."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], 1_000_000), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def pump(flow: Flow, io: Targets, target: Any, thread_ids: Iterator[str], workers: int, dry_run: bool) -> None:

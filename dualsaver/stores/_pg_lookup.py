@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg import errors, generators, pq
@@ -43,11 +43,12 @@ def numbered(sql: str) -> bytes:
 class Asked:
     """A lookup sent on `conn` whose rows are not read yet (`answer` reads them)."""
 
-    __slots__ = ("args", "conn", "encoding", "name", "sql")
+    __slots__ = ("args", "conn", "encoding", "name", "release", "sql")
 
     def __init__(self, conn: Any, name: str, sql: str, params: Sequence[Any]) -> None:
         self.conn, self.name, self.sql, self.encoding = conn, name, sql, conn.info.encoding
         self.args = [None if p is None else str(p).encode(self.encoding) for p in params]
+        self.release: Callable[[Any], Any] = lambda _conn: None  # how the caller lets `conn` go after `answer`
 
 
 def ask(conn: Any, name: str, sql: str, params: Sequence[Any]) -> PQGen[Asked]:
