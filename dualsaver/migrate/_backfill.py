@@ -51,6 +51,7 @@ from dualsaver.observability import telemetry
 from dualsaver.processes import warm_up
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
+from dualsaver.stores.faithful import ascii_safe
 from dualsaver.stores.serde import serde_from_name
 
 
@@ -124,7 +125,7 @@ class BackfillResult:
             f" {r['checkpoint_id'] or '*'}: {r['error']}"
             for r in self.bad_rows[:10]
         ]
-        return "\n".join(lines)
+        return ascii_safe("\n".join(lines))  # a lone surrogate in a named id: the summary is still UTF-8
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rate": self.rate}
