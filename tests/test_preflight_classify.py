@@ -89,6 +89,37 @@ def test_non_finite_floats_are_found(x: float) -> None:
     assert (c.value_facts([1, {"x": x}]).non_finite == "$[1].x") == (x != x or x in (float("inf"), float("-inf")))
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=12)  # surrogates included
+
+
+@given(any_text, any_text)
+def test_a_lone_surrogate_is_found_in_a_string_or_a_key_exactly_when_utf8_refuses_it(text: str, key: str) -> None:
+    """Python joins no surrogate pair in a str, so any surrogate is lone: what UTF-8 cannot encode."""
+    assert c.has_surrogate(text) == (not _utf8(text))
+    facts = c.value_facts({"a": [1, {"b": text}]})
+    assert facts.surrogate == ("$.a[1].b" if not _utf8(text) else None)
+    in_key = c.value_facts({"a": {key: 1}}).surrogate
+    assert (in_key is not None) == (not _utf8(key))
+    if in_key is not None:
+        assert in_key.startswith("$.a.") and _utf8(in_key), "the path names the key, printable"
+
+
+@given(any_text)
+def test_a_lone_surrogate_in_a_thread_id_is_named_for_every_target_kind(thread_id: str) -> None:
+    rules = {"postgres": "postgres.surrogate", "redis": "redis.surrogate-id",
+             "langgraph-redis": "langgraph-redis.surrogate"}
+    for kind, rule in rules.items():
+        assert ((rule, thread_id) in id_rules([thread_id], kind)) == (not _utf8(thread_id))
+
+
 @given(st.integers(min_value=1, max_value=300))
 def test_depth_counts_containers(depth: int) -> None:
     value: list = []
@@ -111,6 +142,9 @@ VALUE_EXAMPLES = {  # rule -> (metadata, channel values) its example describes
     "redis.deep-nesting": ({}, {"d": nested(256)}),
     "postgres.json-non-finite": ({"score": float("nan")}, {}),
     "postgres.nul": ({"note": {"text": "a\x00b"}}, {}),
+    "postgres.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
+    "redis.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
+    "langgraph-redis.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
 }
 
 
@@ -138,10 +172,10 @@ def test_the_rule_table_is_data_that_renders() -> None:
 
 
 def test_the_writers_name_rules_that_exist() -> None:
-    from dualsaver.stores import _langgraph_redis, _postgres
+    from dualsaver.stores import _langgraph_redis, _postgres, _redis
 
     for rule in (_postgres.PG_NON_FINITE, _postgres.PG_NUL, _langgraph_redis.LG_NON_FINITE, _langgraph_redis.LG_NUL,
-                 _langgraph_redis.LG_SEARCH):
+                 _langgraph_redis.LG_SEARCH, _redis.REDIS_SURROGATE):
         assert rule in BY_ID
 
 

@@ -92,3 +92,17 @@ def test_other_targets_and_ordinary_writes_are_not_judged() -> None:
     assert write_refusal("langgraph-redis", "put_writes", ({"configurable": {"thread_id": "t"}},
                                                             [("c", [NAN])], "task", "")).rule == (
         "langgraph-redis.json-non-finite")
+
+
+def test_redis_metadata_surrogate_is_held_back_not_written_as_a_question_mark(tmp_path: Path, redis_url: str) -> None:
+    """dualsaver's Redis writes a lone surrogate in metadata as `?` (its msgpack): held back."""
+    lossy = {"surrogate-meta": {"metadata": {"note": {"text": "a\ud800b"}}}}
+    journal, _, (old, _old_saver), (new, new_saver) = shadow_traffic(redis_url, tmp_path, lossy)
+    try:
+        assert new_saver.get_tuple(cfg("surrogate-meta")) is None and new_saver.get_tuple(cfg("user-2")) is not None
+        (entry,) = Journal(journal).pending()
+        assert entry.thread_id == "surrogate-meta" and "redis.surrogate" in entry.error
+        assert "$.note.text" in entry.error
+    finally:
+        new.__exit__(None, None, None)
+        old.__exit__(None, None, None)

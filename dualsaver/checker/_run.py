@@ -49,6 +49,7 @@ from dualsaver.heap import fewer_collections
 from dualsaver import sansio
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, native_for
+from dualsaver.stores.serde import check_serde_names
 
 if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on Python 3.10
     from typing_extensions import Unpack
@@ -266,6 +267,7 @@ def check(
     `old` and `new` are then store URLs, which each process opens with the serializers named
     in `serdes` ("default" or "encrypted"); `workers` is per process, a throttle's rate the
     whole check's (as its limits stand when the check starts); `shard` is split among them."""
+    check_serde_names(serdes)
     if processes is not None:
         _known(options)
         return check_in_processes(check, old, new, processes=processes, serdes=serdes, options=dict(options))
@@ -289,6 +291,7 @@ async def acheck(
     """The async form of `check` (async savers or `AsyncNativeStore`s): the same plans and
     options, `workers` tasks instead of threads. With `processes`, `check`'s processes (store
     URLs), waited for in a thread (the work is theirs; `progress` is called from that thread)."""
+    check_serde_names(serdes)
     if processes is not None:
         return await asyncio.to_thread(check, old, new, processes=processes, serdes=serdes, **options)
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
         help="scan the old store for what the new one cannot hold faithfully",
         description=("Scan every thread of the old store (ids and values) against the rules of the new"
                      " store's kind: ids its search folds together or cannot find, keys that collide,"
-                     " NUL, NaN/Infinity, integer range, nesting and size limits."),
+                     " NUL, lone surrogates, NaN/Infinity, integer range, nesting and size limits."),
         epilog=EPILOG,
     )
     add_store_arguments(p)

@@ -52,7 +52,8 @@ from dualsaver.observability import telemetry
 from dualsaver.processes import warm_up
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
-from dualsaver.stores.serde import serde_from_name
+from dualsaver.stores.faithful import ascii_safe
+from dualsaver.stores.serde import check_serde_names, serde_from_name
 
 
 class Progress(Protocol):
@@ -125,7 +126,7 @@ class BackfillResult:
             f" {r['checkpoint_id'] or '*'}: {r['error']}"
             for r in self.bad_rows[:10]
         ]
-        return "\n".join(lines)
+        return ascii_safe("\n".join(lines))  # a lone surrogate in a named id: the summary is still UTF-8
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rate": self.rate}
@@ -286,6 +287,7 @@ def backfill(
     `old` and `new` are then store URLs, which each process opens with the serializers
     named in `serdes` ("default" or "encrypted"); `workers` is per process, and a throttle's
     rate is the whole job's. It cannot be combined with `shard`."""
+    check_serde_names(serdes)
     if processes is not None:
         return _backfill_processes(
             old, new, processes=check_processes(processes, shard), serdes=serdes, workers=workers, resume=resume,
@@ -361,6 +363,7 @@ async def abackfill(
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks. With
     `processes`, `backfill`'s processes, waited for in a thread (the work is theirs)."""
+    check_serde_names(serdes)
     if processes is not None:
         return await asyncio.to_thread(
             backfill, old, new, processes=processes, serdes=serdes, workers=workers, shard=shard, resume=resume,

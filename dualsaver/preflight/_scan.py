@@ -34,6 +34,9 @@ from dualsaver.preflight.rules import (
 from dualsaver.sansio import END, Call, Next, Plan
 from dualsaver.stores.native import StoredCheckpoint, Unreadable, in_shard
 
+# The rule naming a lone surrogate in an id (thread, namespace, checkpoint, task, channel)
+SURROGATE_ID_RULES = {POSTGRES: "postgres.surrogate", REDIS: "redis.surrogate-id",
+                      LANGGRAPH_REDIS: "langgraph-redis.surrogate"}
 SHARDED_JOIN_NOTE = ("sharded scan: `:`-joined key collisions (langgraph-redis.key-join) are found among the"
                      " threads of this shard only")
 
@@ -95,6 +98,8 @@ class PreflightRun:
                 add(Finding("langgraph-redis.nul-id", thread_id, what="NUL in the thread id"))
         elif self.kind == POSTGRES and c.has_nul(thread_id):
             add(Finding("postgres.nul", thread_id, what="NUL in the thread id"))
+        if c.has_surrogate(thread_id) and (rule := SURROGATE_ID_RULES.get(self.kind)):
+            add(Finding(rule, thread_id, what="a lone surrogate in the thread id"))
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -123,7 +128,7 @@ class PreflightRun:
         if self.kind == POSTGRES:
             self._postgres_row(item)
         elif self.kind == REDIS:
-            self._msgpack_row(item, "redis", MSGPACK_MAX_DEPTH, MSGPACK_MAX_DEPTH)
+            self._redis_row(item)
         elif self.kind == LANGGRAPH_REDIS:
             self._langgraph_redis_row(item)
 
@@ -134,14 +139,25 @@ class PreflightRun:
         values = [(f"channel {k}", v) for k, v in (item.checkpoint.get("channel_values") or {}).items()]
         return values + [(f"write {w.task_id}/{w.idx} ({w.channel})", w.value) for w in item.writes]
 
-    def _postgres_row(self, item: StoredCheckpoint) -> None:
+    def _row_ids(self, item: StoredCheckpoint) -> list[str]:
         texts = [item.checkpoint_ns, item.checkpoint_id, item.parent_checkpoint_id or ""]
-        texts += [t for w in item.writes for t in (w.task_id, w.channel, w.task_path)]
+        return texts + [t for w in item.writes for t in (w.task_id, w.channel, w.task_path)]
+
+    def _surrogate_ids(self, item: StoredCheckpoint, texts: list[str]) -> None:
+        if any(c.has_surrogate(t) for t in texts):
+            self._finding(SURROGATE_ID_RULES[self.kind], item,
+                          "a lone surrogate in a namespace, checkpoint id, task id or channel name")
+
+    def _postgres_row(self, item: StoredCheckpoint) -> None:
+        texts = self._row_ids(item)
         if any(c.has_nul(t) for t in texts):
             self._finding("postgres.nul", item, "NUL in a namespace, checkpoint id, task id or channel name")
+        self._surrogate_ids(item, texts)
         meta = c.value_facts(item.metadata)
         if meta.nul is not None:
             self._finding("postgres.nul", item, f"NUL in metadata at {meta.nul}")
+        if meta.surrogate is not None:
+            self._finding("postgres.surrogate", item, f"a lone surrogate in metadata at {meta.surrogate}")
         if meta.non_finite is not None:
             self._finding("postgres.json-non-finite", item, f"metadata at {meta.non_finite}")
         limit = self.limits["postgres_bytes"]
@@ -152,6 +168,8 @@ class PreflightRun:
                 self._finding("postgres.json-non-finite", item, f"{name} (kept inline)")
             elif isinstance(value, str) and name.startswith("channel") and c.has_nul(value):
                 self._finding("postgres.nul", item, f"{name} (kept inline)")
+            if name.startswith("channel") and c.has_surrogate(value):
+                self._finding("postgres.surrogate", item, f"a lone surrogate in {name} (kept inline)")
             if (size := c.value_facts(value).size) > limit:
                 self._finding("postgres.size", item, f"{name} about {size} bytes")
 
@@ -176,14 +194,23 @@ class PreflightRun:
             self._finding(f"{prefix}.size", item, f"values about {total} bytes")
         return ValueSummary(meta, non_finite)
 
+    def _redis_row(self, item: StoredCheckpoint) -> None:
+        self._surrogate_ids(item, self._row_ids(item))
+        summary = self._msgpack_row(item, "redis", MSGPACK_MAX_DEPTH, MSGPACK_MAX_DEPTH)
+        if summary.metadata.surrogate is not None:
+            self._finding("redis.surrogate", item, f"metadata at {summary.metadata.surrogate}")
+
     def _langgraph_redis_row(self, item: StoredCheckpoint) -> None:
         if c.has_nul(item.checkpoint_ns) or c.has_nul(item.checkpoint_id):
             self._finding("langgraph-redis.nul-id", item, "NUL in the namespace or checkpoint id")
+        self._surrogate_ids(item, self._row_ids(item))
         summary = self._msgpack_row(item, "langgraph-redis", ORJSON_MAX_DEPTH, REDISJSON_VALUE_MAX_DEPTH)
         if summary.non_finite:
             self._finding("langgraph-redis.json-non-finite", item, summary.non_finite)
         if summary.metadata.nul is not None:
             self._finding("langgraph-redis.json-nul", item, f"metadata at {summary.metadata.nul}")
+        if (at := summary.metadata.surrogate) is not None:
+            self._finding("langgraph-redis.surrogate", item, f"a lone surrogate in metadata at {at}")
 
     # -- the end ---------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ that search cannot find or fails on; `storage_key` is the `:`-joined key prefix 
 namespace) pair in that saver's layout.
 
 Values: `value_facts` walks a value once (dicts, lists, tuples; an application object is left
-to its serializer) and tells where the first NaN/Infinity, out-of-range integer and NUL string
-are, how deep it nests and about how many bytes it takes.
+to its serializer) and tells where the first NaN/Infinity, out-of-range integer, NUL string
+and lone surrogate (in a string or a key) are, how deep it nests and about how many bytes it
+takes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dualsaver.preflight.rules import INT_MAX, INT_MIN
-from dualsaver.stores.faithful import search_breaks
+from dualsaver.stores.faithful import ascii_safe, has_surrogate, search_breaks
 
-__all__ = ["ValueFacts", "case_fold", "has_nul", "may_join", "search_breaks", "space_fold", "storage_key",
-           "value_facts"]
+__all__ = ["ValueFacts", "case_fold", "has_nul", "has_surrogate", "may_join", "search_breaks", "space_fold",
+           "storage_key", "value_facts"]
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"  # the official saver's stand-in for an empty id
 EMPTY_NS = "__empty__"  # ... and for an empty namespace
@@ -71,6 +72,7 @@ class ValueFacts:
     non_finite: str | None = None  # JSON path of the first NaN/Infinity
     big_int: str | None = None  # ... of the first integer outside int64..uint64
     nul: str | None = None  # ... of the first string holding NUL
+    surrogate: str | None = None  # ... of the first string or key holding a lone surrogate
     depth: int = 0  # containers nested (a scalar is 0, [] is 1)
     size: int = 0  # estimated bytes: string and bytes lengths, 8 per other scalar
 
@@ -84,7 +86,12 @@ def value_facts(value: Any) -> ValueFacts:
         if isinstance(node, dict):
             facts.depth = max(facts.depth, depth + 1)
             for k, v in node.items():
-                facts.size += len(k) if isinstance(k, str) else 8
+                if isinstance(k, str):
+                    facts.size += len(k)
+                    if facts.surrogate is None and not k.isascii() and has_surrogate(k):
+                        facts.surrogate = _render((path, k))
+                else:
+                    facts.size += 8
                 stack.append((v, depth + 1, (path, k)))
         elif isinstance(node, (list, tuple)):
             facts.depth = max(facts.depth, depth + 1)
@@ -93,6 +100,8 @@ def value_facts(value: Any) -> ValueFacts:
             facts.size += len(node)
             if facts.nul is None and "\x00" in node:
                 facts.nul = _render(path)
+            if facts.surrogate is None and not node.isascii() and has_surrogate(node):
+                facts.surrogate = _render(path)
         elif isinstance(node, (bytes, bytearray)):
             facts.size += len(node)
         elif isinstance(node, bool) or node is None:
@@ -113,4 +122,4 @@ def _render(path: Any) -> str:
     while path is not None:
         path, key = path
         parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
-    return "$" + "".join(reversed(parts))
+    return ascii_safe("$" + "".join(reversed(parts)))

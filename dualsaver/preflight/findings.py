@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dualsaver.preflight.rules import BY_ID
+from dualsaver.stores.faithful import ascii_safe
 
 MAX_FINDINGS_KEPT = 10_000  # findings listed; all are counted
 
@@ -118,4 +119,4 @@ class PreflightReport:
         if len(self.findings) > 20:
             lines.append(f"  ... and {sum(self.counts.values()) - 20} more (see --json / --report)")
         lines += self.notes
-        return "\n".join(lines)
+        return ascii_safe("\n".join(lines))  # an id with a lone surrogate still prints

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dualsaver.stores.faithful import NON_FINITE, NUL, SEARCH_SYNTAX  # the classes the writers refuse themselves
+# the classes the writers refuse themselves
+from dualsaver.stores.faithful import NON_FINITE, NUL, SEARCH_SYNTAX, SURROGATE
 
 POSTGRES, REDIS, LANGGRAPH_REDIS = "postgres", "redis", "langgraph-redis"
 TARGET_KINDS = (POSTGRES, REDIS, LANGGRAPH_REDIS)  # kinds with rules; sqlite and memory hold everything
@@ -38,7 +39,7 @@ POSTGRES_FIELD_MAX_BYTES = 2**30  # PostgreSQL: a field (text, bytea, jsonb) pas
 CASE_FOLD, SPACE_FOLD, KEY_JOIN = "case-fold", "space-fold", "key-join"
 EMPTY_ID, EMPTY_NS = "empty-id", "empty-ns"
 BIG_INT, DEEP_NESTING, SIZE = "big-int", "deep-nesting", "size"
-CLASSES = (CASE_FOLD, SPACE_FOLD, SEARCH_SYNTAX, KEY_JOIN, EMPTY_ID, EMPTY_NS, NUL, NON_FINITE, BIG_INT,
+CLASSES = (CASE_FOLD, SPACE_FOLD, SEARCH_SYNTAX, KEY_JOIN, EMPTY_ID, EMPTY_NS, NUL, SURROGATE, NON_FINITE, BIG_INT,
            DEEP_NESTING, SIZE)
 
 
@@ -87,6 +88,10 @@ RULES: tuple[Rule, ...] = (
     Rule("langgraph-redis.json-nul", NUL, (LANGGRAPH_REDIS,),
          "a NUL character in a metadata string",
          "the saver strips it from the metadata JSON", "`{\"note\": \"a\\x00b\"}`", silent=True),
+    Rule("langgraph-redis.surrogate", SURROGATE, (LANGGRAPH_REDIS,),
+         "a lone surrogate in a thread id, namespace, checkpoint id, write's task id or channel, or in metadata",
+         "UTF-8 cannot encode it: the put fails (RedisVL's load, the saver's metadata dump, its write script)",
+         "`a\\ud800b`", silent=False),
     Rule("langgraph-redis.json-non-finite", NON_FINITE, (LANGGRAPH_REDIS,),
          "NaN, Infinity or -Infinity in metadata, a channel value or a write",
          "orjson writes them as null: they come back as None", "`{\"score\": NaN}`", silent=True),
@@ -107,6 +112,13 @@ RULES: tuple[Rule, ...] = (
     Rule("redis.deep-nesting", DEEP_NESTING, (REDIS,),
          f"a value nested deeper than {MSGPACK_MAX_DEPTH} levels",
          "ormsgpack's recursion limit: the put fails", f"a list nested {MSGPACK_MAX_DEPTH + 1} deep", silent=False),
+    Rule("redis.surrogate-id", SURROGATE, (REDIS,),
+         "a lone surrogate in a thread id, namespace, checkpoint id, or a write's task id or channel",
+         "keys and fields are UTF-8, which cannot encode it: the put fails", "`a\\ud800b`", silent=False),
+    Rule("redis.surrogate", SURROGATE, (REDIS,),
+         "a lone surrogate in a metadata string",
+         "the serializer's msgpack writes it as `?` (a lone surrogate in a key fails the put)",
+         "`{\"note\": \"a\\ud800b\"}`", silent=True),
     Rule("redis.size", SIZE, (REDIS,),
          "a checkpoint whose values add up past 512 MB (estimated)",
          "a Redis value is at most 512 MB: the put fails", "a 600 MB message history", silent=False),
@@ -114,6 +126,11 @@ RULES: tuple[Rule, ...] = (
          "a NUL character in an id, a namespace, a channel name or a metadata string",
          "text and JSONB cannot hold NUL: the put fails (a top-level metadata string has it stripped)",
          "`a\\x00b`", silent=False),
+    Rule("postgres.surrogate", SURROGATE, (POSTGRES,),
+         "a lone surrogate in an id, a namespace, a task id, a channel name, metadata or a string channel value"
+         " kept inline",
+         "UTF-8 text and JSONB cannot hold it: the put fails (`Unicode low surrogate must follow a high surrogate`)",
+         "`a\\ud800b`", silent=False),
     Rule("postgres.json-non-finite", NON_FINITE, (POSTGRES,),
          "NaN, Infinity or -Infinity in metadata or in a channel value kept inline",
          "JSONB has no NaN: PostgresSaver's put fails (`Token \"NaN\" is invalid`)", "`{\"score\": NaN}`",

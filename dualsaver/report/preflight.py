@@ -16,6 +16,7 @@ from dualsaver.preflight.rules import BY_ID
 from dualsaver.report._common import MAX_LISTED
 from dualsaver.report._html import _CSS
 from dualsaver.report._markdown import _md
+from dualsaver.stores.faithful import ascii_safe
 
 __all__ = ["preflight_html", "preflight_json", "preflight_markdown", "write_preflight_reports"]
 
@@ -61,7 +62,7 @@ def preflight_markdown(report: PreflightReport) -> str:
             break
         lines.append(f"| `{f.rule}` | `{_md(f.thread_id)}` | {_md(_where(f.checkpoint_ns, f.checkpoint_id))}"
                      f" | {_md(f.what)} |")
-    return "\n".join(lines) + "\n"
+    return ascii_safe("\n".join(lines) + "\n")  # an id with a lone surrogate is written as \udXXX
 
 
 def preflight_html(report: PreflightReport) -> str:
@@ -96,7 +97,7 @@ def preflight_html(report: PreflightReport) -> str:
         body.append("</table>")
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>dualsaver preflight</title>"
             f"<style>{_CSS}</style></head><body><main><h1>dualsaver preflight report</h1>"
-            + "".join(body) + "</main></body></html>\n")
+            + ascii_safe("".join(body)) + "</main></body></html>\n")
 
 
 def write_preflight_reports(report: PreflightReport, *, json_path: str | Path | None = None,

@@ -7,7 +7,7 @@ a `RedisSaver`, awaiting (the ``a`` forms) for an `AsyncRedisSaver`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -15,10 +15,12 @@ from dualsaver.redis.base import BaseRedisSaver, uses_delta
 from dualsaver.redis.codec import Record, WriteEntry, blob_field, encode_blob, encode_writes, member, split_member
 from dualsaver.redis.ops import PAGE, chunks, command, pipeline, script
 from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
+from dualsaver.stores.faithful import SURROGATE, refuse
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, checked, load_typed, unreadable
 from dualsaver.stores.serde import serde_key
 
 WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
+REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
 def _stored(saver: BaseRedisSaver, thread_id: str, item: Any) -> ThreadItem:
@@ -114,8 +116,15 @@ class RedisNativeStore:
     def __init__(self, saver: BaseRedisSaver) -> None:
         self.saver = saver
 
+    allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
+
     def prepare_write(self, items: Iterable[StoredCheckpoint]) -> list[StoredCheckpoint]:
-        return list(items)  # encoded per checkpoint as the script calls are built
+        """The items (encoded per checkpoint as the script calls are built), each checked for
+        a lone surrogate in its metadata, which the serializer's msgpack would write as `?`."""
+        items = list(items)
+        for item in items:
+            refuse(item.metadata, SURROGATE, "metadata", REDIS_SURROGATE, "the serializer's msgpack", self.allow_lossy)
+        return items
 
     def thread_ids(self) -> Iterator[str]:
         return stream(self.saver._plan_thread_ids(), self.saver._io)

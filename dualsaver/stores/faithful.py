@@ -2,7 +2,8 @@
 
 Some targets change a value on the way in instead of refusing it: orjson (the PostgreSQL
 writer's JSON, the official Redis saver's) writes NaN and Infinity as ``null``, and the
-official Redis saver and `PostgresSaver`'s metadata helper strip NUL characters. A writer
+official Redis saver and `PostgresSaver`'s metadata helper strip NUL characters, and the
+default serializer's msgpack (dualsaver's Redis metadata) writes a lone surrogate as ``?``. A writer
 calls `refuse` first, so such a row is refused and named
 (a `LossyValue`, reported as a bad row) unless the operator accepted that rule class
 (`--allow-lossy`). The rule ids are the preflight's (`dualsaver.preflight.rules`).
@@ -22,8 +23,10 @@ from dualsaver.errors import LossyValue
 
 NON_FINITE = "non-finite"  # rule class: NaN, Infinity, -Infinity
 NUL = "nul"  # rule class: a NUL character
+SURROGATE = "surrogate"  # rule class: a lone surrogate ('\ud800'), which UTF-8 cannot encode
 SEARCH_SYNTAX = "search-syntax"  # rule class: an id the official Redis saver's tag search cannot find
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def search_breaks(thread_id: str) -> bool:
@@ -62,17 +65,30 @@ def has_nul(node: Any) -> bool:
     return isinstance(node, str) and "\x00" in node
 
 
+def has_surrogate(node: Any) -> bool:
+    """A str holding a lone surrogate (a str cannot hold a valid pair: Python joins none).
+    ASCII, most text, is answered without a scan."""
+    return isinstance(node, str) and not node.isascii() and _SURROGATES.search(node) is not None
+
+
 _WHAT = {  # rule class -> (the leaf that is lost, what it is, what the target does with it)
     NON_FINITE: (is_non_finite, "NaN or Infinity", "would store it as null"),
     NUL: (has_nul, "a NUL character", "would strip it"),
+    SURROGATE: (has_surrogate, "a lone surrogate", "would write it as '?'"),
 }
 
 
 def refuse(value: Any, rule_class: str, what: str, rule: str, target: str, allowed: Collection[str] = ()) -> None:
-    """Raise `LossyValue` when `value` holds a leaf of `rule_class` (NON_FINITE or NUL) that
+    """Raise `LossyValue` when `value` holds a leaf of `rule_class` (NON_FINITE, NUL, SURROGATE) that
     `target` would change, unless the class is allowed."""
     if rule_class in allowed:
         return
     hit, name, fate = _WHAT[rule_class]
     if (at := first_path(value, hit)) is not None:
-        raise LossyValue(f"{what} holds {name} at {at}: {target} {fate}", rule=rule, rule_class=rule_class)
+        raise LossyValue(f"{what} holds {name} at {ascii_safe(at)}: {target} {fate}", rule=rule,
+                         rule_class=rule_class)
+
+
+def ascii_safe(text: str) -> str:
+    """`text` printable and encodable: a lone surrogate (in a key on a path) as `\\udXXX`."""
+    return text if not has_surrogate(text) else text.encode("utf-8", "backslashreplace").decode()

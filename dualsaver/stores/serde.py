@@ -1,7 +1,8 @@
 """Serializers: naming them on the command line, and telling when two encode alike.
 
 - `add_serde_arguments(parser)` / `serde_from_name(name)`: the `--old-serde/--new-serde`
-  options shared by `dualsaver check`, `repair` and `backfill`.
+  options shared by `dualsaver check`, `repair` and `backfill`; an unknown name is refused
+  (`check_serde_names`), never read as the default.
 - `serde_key(serde)`: a token equal for two serializers only when bytes one wrote decode to
   the same values through the other, so the backfill may copy stored bytes unchanged instead
   of decoding and re-encoding them. None means "not known to be safe": always re-encode.
@@ -27,8 +28,18 @@ def add_serde_arguments(p: argparse.ArgumentParser) -> None:
         )
 
 
+def check_serde_names(names: tuple[str, ...] | list[str]) -> None:
+    """ValueError naming the first unknown serializer name (a typo must not fall back to the
+    default serializer), before a store is opened or a process started."""
+    for name in names:
+        if name not in SERDES:
+            raise ValueError(f"unknown serializer {name!r} (known: {', '.join(SERDES)})")
+
+
 def serde_from_name(name: str) -> Any:
-    """The serializer a store was written with; None lets the saver use its default."""
+    """The serializer a store was written with ("default" or "encrypted"); None lets the
+    saver use its default. ValueError for any other name."""
+    check_serde_names([name])
     if name == "encrypted":
         from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
