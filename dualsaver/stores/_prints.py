@@ -8,7 +8,7 @@ inside a document is encoded as it is on its own: `dualsaver.stores._msgpack_spl
 each value a target keeps apart reduces to the digest of its type tag and bytes
 (`value_digest`): of a blob as read, once per blob however many checkpoints name it; of a
 value in SQLite's document packed again from the document decoded with every extension left
-as its bytes (`RawExt`: nothing rebuilt). A checkpoint's digest (`printed`) covers its
+as its bytes (`ormsgpack.Ext`: nothing rebuilt). A checkpoint's digest (`printed`) covers its
 parent, plain fields, channel values (inline ones as they are, the rest as their digests),
 metadata and each pending write's stored (type, bytes). `read_threads(ids, prints=True)`
 yields one `Printed` per checkpoint.
@@ -35,8 +35,8 @@ from typing import Any
 import ormsgpack
 from langgraph.checkpoint.base import writes_sort_key
 
-from dualsaver.stores._msgpack_split import OPTIONS, RawExt, _keep
-from dualsaver.stores.native import Printed, check_typed, checked
+from dualsaver.stores._msgpack_split import OPTIONS
+from dualsaver.stores.native import JSONPLUS_EXT_CODES, Printed, check_typed, checked
 
 _SORTED = ormsgpack.OPT_SORT_KEYS  # JSONB keeps keys in its own order, msgpack in the writer's
 _VALUE = 100  # ext code of a channel value kept apart, in a checkpoint's digest: its own digest
@@ -46,25 +46,24 @@ _SET_MARKS = (b"\xa8builtins\xa3set", b"\xa8builtins\xa9frozenset")  # the same,
 
 
 def document(data: bytes) -> Any:
-    """msgpack decoded with every extension left as its bytes (`RawExt`); ValueError on
-    bytes that do not decode or an extension the serializer never writes."""
-    return ormsgpack.unpackb(data, ext_hook=_keep, option=OPTIONS)
+    """msgpack decoded with every extension left as its code and bytes (an `ormsgpack.Ext`,
+    which packs again as written with no Python call); a set's members sorted by their bytes.
+    ValueError on bytes that do not decode or an extension the serializer never writes."""
+    return ormsgpack.unpackb(data, ext_hook=_kept, option=OPTIONS)
 
 
-def _pack(obj: Any) -> ormsgpack.Ext:
-    """An extension as it was written; a set's members sorted by their bytes."""
-    if not isinstance(obj, RawExt):
-        raise TypeError(f"cannot pack {type(obj).__name__}")
-    if obj.code == EXT_CONSTRUCTOR_SINGLE_ARG and obj.data.startswith(_SETS):
-        module, name, members = document(obj.data)
-        members = sorted(members, key=_packed)
-        return ormsgpack.Ext(obj.code, _packed((module, name, members)))
-    return ormsgpack.Ext(obj.code, obj.data)
+def _kept(code: int, data: bytes) -> ormsgpack.Ext:
+    if code not in JSONPLUS_EXT_CODES:  # as `check_typed` refuses them
+        raise ValueError(f"unknown msgpack extension {code}")
+    if code == EXT_CONSTRUCTOR_SINGLE_ARG and data.startswith(_SETS):
+        module, name, members = document(data)  # nested sets sorted first, by the same hook
+        data = _packed((module, name, sorted(members, key=_packed)))
+    return ormsgpack.Ext(code, data)
 
 
 def _packed(value: Any) -> bytes:
     """A value decoded by `document` packed again: its stored bytes, sets' members sorted."""
-    return ormsgpack.packb(value, default=_pack, option=OPTIONS)
+    return ormsgpack.packb(value, option=OPTIONS)
 
 
 def _digest(tag: str, data: bytes) -> ormsgpack.Ext:
