@@ -286,7 +286,8 @@ def backfill(
     `processes=N` runs the copy in N processes as one job (`dualsaver.migrate._processes`):
     `old` and `new` are then store URLs, which each process opens with the serializers
     named in `serdes` ("default" or "encrypted"); `workers` is per process, and a throttle's
-    rate is the whole job's. It cannot be combined with `shard`."""
+    rate is the whole job's (its changes while the job runs reach every process). It cannot
+    be combined with `shard`."""
     check_serde_names(serdes)
     if processes is not None:
         return _backfill_processes(
