@@ -245,3 +245,37 @@ def test_the_jobs_rate_is_shared_among_its_processes() -> None:
     assert share(Limits(max_rate=100, max_load_ms=50), 4) == Limits(max_rate=25, max_load_ms=50)
     assert share(Limits(max_load_ms=50), 4) == Limits(max_load_ms=50)
     assert share(Limits(), 4) is None and share(None, 4) is None
+
+
+class SlowedOnce(Recorder):
+    """A progress display at whose first finished thread an operator writes `limits` to the
+    throttle file, as `dualsaver throttle` does, while the job runs."""
+
+    def __init__(self, path: Path, limits) -> None:
+        super().__init__()
+        self.path, self.limits = path, limits
+
+    def advance(self, thread_id: str, status: str, checkpoints: int, writes: int) -> None:
+        if not self.threads:
+            from dualsaver.control.throttle import ThrottleFile
+
+            ThrottleFile(self.path).write(self.limits)
+        super().advance(thread_id, status, checkpoints, writes)
+
+
+def test_the_operator_slows_a_running_backfill_in_every_process(many_threads, pg_url, tmp_path) -> None:
+    """Changed while it runs, the job's limits reach its processes: they wait longer than the
+    rate the job started with could make them (at a rate r, N processes copying `total` wait
+    at most N * total / r seconds in all, however slow the machine)."""
+    from dualsaver.control.throttle import Limits, throttle_for
+
+    old_url, source = many_threads
+    total = len(source)
+    started_rate, slowed_rate = total / 4, total / 16  # the run at least 4 s, then 4 times slower
+    path = tmp_path / "throttle.json"
+    throttle = throttle_for(started_rate, None, str(path))  # as the CLI builds it
+    progress = SlowedOnce(path, Limits(max_rate=slowed_rate))
+    result = backfill(old_url, pg_url, processes=2, state_path=tmp_path / "state.sqlite", throttle=throttle,
+                      progress=progress)
+    assert result.failed == 0 and result.checkpoints == total
+    assert result.throttled_s > 1.25 * (2 * total / started_rate), result.throttled_s  # the first rate: at most 1x

@@ -230,3 +230,55 @@ def test_a_killed_check_leaves_no_process_behind(divergent, tmp_path):
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=60)
     eventually(lambda: not any(_alive(p) for p in checking), "the check processes exit with their parent", 30)
+
+
+@pytest.fixture(scope="module")
+def many_small(tmp_path_factory) -> tuple[str, str, int]:
+    """(old URL, new URL, checkpoints): two SQLite stores holding the same 2,000 small threads,
+    so that each process of a check reads many batches (`dualsaver.checker._run.BATCH`)."""
+    import shutil
+    from dataclasses import replace
+
+    from dualsaver.stores import native_for
+    from tests.backfill_support import run_threads
+
+    old_path, new_path = (tmp_path_factory.mktemp("many") / name for name in ("old.sqlite", "new.sqlite"))
+    with open_saver(sqlite_url(old_path)) as old:
+        run_threads(old, ["seed-0", "seed-1"], turns=1)
+        store = native_for(old)
+        seeds = [list(store.read_thread(t)) for t in ("seed-0", "seed-1")]
+        for n in range(999):
+            store.write_checkpoints([replace(i, thread_id=f"copy-{n:03d}-{k}") for k, items in enumerate(seeds)
+                                     for i in items])
+        total = sum(1 for t in store.thread_ids() for _ in store.read_thread(t))
+    shutil.copy(old_path, new_path)
+    return sqlite_url(old_path), sqlite_url(new_path), total
+
+
+def test_the_fleet_slows_a_running_check_in_every_process(many_small, redis_url) -> None:
+    """A check given no limits of its own follows the fleet's, in every process, and their
+    change while it runs (`dualsaver throttle --max-rate` with a control store): its
+    processes wait longer than the first rate could make them (at a rate r, N processes
+    comparing `total` checkpoints wait at most N * total / r seconds in all)."""
+    from dualsaver.control.record import open_phase_record
+    from dualsaver.control.throttle import FleetThrottle, Limits, throttle_for
+
+    old_url, new_url, total = many_small
+    started_rate, slowed_rate = total / 4, total / 12  # the check at least 4 s, then 3 times slower
+    control = open_phase_record(redis_url)
+    FleetThrottle(control).write(Limits(max_rate=started_rate))  # set before the check starts
+    slowed: list[bool] = []
+
+    def progress(p: Any) -> None:
+        if p.checkpoints and not slowed:
+            FleetThrottle(control).write(Limits(max_rate=slowed_rate))  # the operator, while it runs
+            slowed.append(True)
+
+    try:
+        report = check(old_url, new_url, processes=2, progress=progress,
+                       throttle=throttle_for(None, None, control=control))  # as the CLI builds it
+    finally:
+        control.close()
+    assert report.clean and slowed and report.summary["checkpoints_compared"] == total
+    bound = 2 * total / started_rate  # what the first rate allowed, at most
+    assert report.summary["throttled_seconds"] > 1.25 * bound, report.summary["throttled_seconds"]

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from dualsaver import backfill, check
 from dualsaver.control.record import open_phase_record
-from dualsaver.control.throttle import BACKOFF, FleetThrottle, Limits, Throttle, ThrottleFile
+from dualsaver.control.throttle import BACKOFF, FleetThrottle, Limits, Relay, Throttle, ThrottleFile
 from dualsaver.embedded import EmbeddedRedis
+from dualsaver.processes import start_context
 from dualsaver.stores import native_for, open_saver
 
 from .backfill_support import run_threads
@@ -78,6 +79,32 @@ def test_the_limits_follow_the_throttle_file_but_not_a_stale_one(tmp_path: Path)
     ThrottleFile(path).clear()
     clock.now += 2
     assert throttle.after(100) == 0  # back to the job's own limits (none)
+
+
+def test_the_relay_passes_each_change_of_the_jobs_source_on_as_each_processs_share(tmp_path: Path) -> None:
+    """A job in N processes: the parent's throttle follows the throttle file, the relay
+    hands each change on (the rate split N ways), each process's throttle follows the relay;
+    both look at their source at most once a second."""
+    path = tmp_path / "throttle.json"
+    clock = FakeClock()
+    relay = Relay(Throttle(Limits(), source=ThrottleFile(path), clock=clock), 4, start_context())
+    assert relay.shared is not None and relay.shared.current() == Limits()  # unthrottled, but followed
+    process = relay.shared.throttle()
+    process.clock = clock
+    assert process.after(100) == 0
+    ThrottleFile(path).write(Limits(max_rate=200, max_load_ms=50))  # `dualsaver throttle` while it runs
+    relay.relay()
+    assert relay.shared.current() == Limits()  # the parent looked less than a second ago
+    clock.now += 1
+    relay.relay()
+    assert relay.shared.current() == Limits(max_rate=50, max_load_ms=50)
+    assert process.after(100) == pytest.approx(2.0) and process.limits == Limits(max_rate=50, max_load_ms=50)
+    ThrottleFile(path).clear()  # back to the job's own limits: none
+    clock.now += 3
+    relay.relay()
+    assert relay.shared.current() == Limits()
+    assert process.after(100) == 0 and process.limits == Limits()
+    assert Relay(None, 4, start_context()).shared is None  # no throttle: nothing to follow, nothing paid
 
 
 def test_backfill_and_check_keep_to_the_rate(tmp_path: Path, pg_url: str) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 from dualsaver.checker._bookkeeping import CheckProgress, ProgressFn, outages, record_counts
 from dualsaver.checker._merge import merge_reports
 from dualsaver.checker.findings import DivergenceReport
-from dualsaver.control.throttle import Limits, Throttle, share
+from dualsaver.control.throttle import Relay, SharedLimits, Throttle
 from dualsaver.errors import CheckError
 from dualsaver.processes import exit_with_parent, portable, process_count, receive, start_context
 from dualsaver.stores import open_saver
@@ -56,7 +56,7 @@ class Spec:
     new_url: str
     serdes: tuple[str, str]
     options: dict[str, Any]  # the check's options, but shard, progress and throttle
-    limits: Limits | None  # each process's share of the check's throttle
+    limits: SharedLimits | None  # each process's share of the check's throttle, relayed by the parent
     progress: bool  # whether the parent wants to hear the progress
     # The caller's environment when the check started (the serializer's key): a fork server
     # started earlier in a long-lived process would hand on an older one.
@@ -89,10 +89,10 @@ def check_in_processes(
     throttle: Throttle | None = options.pop("throttle", None)
     if options.get("thread_ids") is not None:
         options["thread_ids"] = list(options["thread_ids"])
-    spec = Spec(old, new, serdes, options, share(throttle.limits if throttle else None, processes),
-                progress=progress is not None)
+    relay = Relay(throttle, processes, start_context())  # the processes follow the check's limits
+    spec = Spec(old, new, serdes, options, relay.shared, progress=progress is not None)
     started, started_at = time.monotonic(), dt.datetime.now(dt.timezone.utc)
-    with Parts(check_part, spec, parts_of(shard, processes)) as parts:
+    with Parts(check_part, spec, parts_of(shard, processes), relay.relay) as parts:
         reports = parts.collect(Combined(progress, processes, started) if progress is not None else None)
     report = merge_reports(reports, shard=shard, processes=processes, started_at=started_at,
                            duration=time.monotonic() - started)
@@ -104,8 +104,11 @@ class Parts:
     """The N processes of one check and the queue of their reports to the parent. Entering
     starts them; leaving stops any left (a check interrupted leaves nothing to undo)."""
 
-    def __init__(self, check_part: CheckPart, spec: Spec, shards: list[tuple[int, int]]) -> None:
+    def __init__(
+        self, check_part: CheckPart, spec: Spec, shards: list[tuple[int, int]], relay: Callable[[], None] = lambda: None
+    ) -> None:
         context = start_context()
+        self.relay = relay  # passes the check's limits on to the processes, called while the parent waits
         self.shards = shards
         self.events: Any = context.Queue()
         self.procs = [
@@ -132,7 +135,7 @@ class Parts:
         """Every process's report, in shard order, feeding `progress` on the way; the first
         error any process raises is raised here."""
         reports: dict[int, DivergenceReport] = {}
-        for kind, index, payload in receive(self.events, self.procs, self._lost):
+        for kind, index, payload in receive(self.events, self.procs, self._lost, between=self.relay):
             if kind == "progress":
                 if progress is not None:
                     progress.update(index, payload)
@@ -209,7 +212,7 @@ def _check_given(
                                                  serde=serde_from_name(spec.serdes[0])))
             new = stack.enter_context(open_saver(spec.new_url, must_exist=True, pool_size=workers,
                                                  serde=serde_from_name(spec.serdes[1])))
-        throttle = Throttle(spec.limits) if spec.limits is not None else None
+        throttle = spec.limits.throttle() if spec.limits is not None else None
         report = check_part(old, new, shard=shard, progress=forward, throttle=throttle, **spec.options)
     if forward is not None:
         forward.flush()

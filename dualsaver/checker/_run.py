@@ -266,7 +266,8 @@ def check(
     `processes=N` runs the check in N processes, one report (`dualsaver.checker._processes`):
     `old` and `new` are then store URLs, which each process opens with the serializers named
     in `serdes` ("default" or "encrypted"); `workers` is per process, a throttle's rate the
-    whole check's (as its limits stand when the check starts); `shard` is split among them."""
+    whole check's (its changes while the check runs reach every process); `shard` is split
+    among them."""
     check_serde_names(serdes)
     if processes is not None:
         _known(options)

@@ -12,12 +12,15 @@ The decisions are pure (`Throttle.after`, `Throttle.observe`); the caller sleeps
 yields `Call("clock", "sleep", ...)`). The limits can change while a job runs: a
 `LimitsSource` is asked again at most once a second: `ThrottleFile` reads
 `.dualsaver/throttle.json` on one machine, `FleetThrottle` the control store, for every job
-of the fleet (both written by `dualsaver throttle`).
+of the fleet (both written by `dualsaver throttle`). A job run as N processes follows its
+source in the parent, which relays each process's `share()` of the limits through shared
+memory (`Relay`, `SharedLimits`): each process's throttle follows that as its source.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -92,7 +95,9 @@ class Throttle:
     def observe(self, seconds: float) -> None:
         """One store call took `seconds`."""
         with self._lock:
-            self._samples.append((self.clock(), seconds))
+            now = self.clock()
+            self._samples.append((now, seconds))
+            self._forget(now)
 
     def after(self, checkpoints: int) -> float:
         """Seconds to wait now that a unit of `checkpoints` is done: the rate's due, or the
@@ -108,7 +113,7 @@ class Throttle:
                 if delay > 0:
                     self.reason = f"rate {rate:g} checkpoints/s"
             load = self.limits.max_load_ms
-            p95 = self._p95(now)
+            p95 = self._p95(now) if load else None
             if load and p95 is not None and p95 * 1000 > load and delay < BACKOFF:
                 delay = BACKOFF
                 self.reason = f"p95 store latency {p95 * 1000:.0f} ms > {load:g} ms"
@@ -118,9 +123,20 @@ class Throttle:
                 telemetry.throttled.add(delay, {"reason": "load" if (self.reason or "").startswith("p95") else "rate"})
             return delay
 
-    def _p95(self, now: float) -> float | None:
+    def current(self) -> Limits:
+        """The limits now, from the source when it is time to ask it again: a throttle is
+        itself a `LimitsSource` (a job's parent follows its own for its processes)."""
+        with self._lock:
+            self._refresh(self.clock())
+            return self.limits
+
+    def _forget(self, now: float) -> None:
+        """Drop the latencies older than the window (sorted only when a load limit asks)."""
         while self._samples and self._samples[0][0] < now - self.window:
             self._samples.popleft()
+
+    def _p95(self, now: float) -> float | None:
+        self._forget(now)
         if not self._samples:
             return None
         ordered = sorted(s for _, s in self._samples)
@@ -133,6 +149,52 @@ class Throttle:
         changed = self.source.current()
         if changed is not None and changed != self.limits:
             self.limits = changed
+
+
+class SharedLimits:
+    """Limits in shared memory, written by a job's parent and read by its processes (each
+    one's throttle takes it as its source). Created before the processes start, and handed
+    to them at their start (it cannot cross later). NaN: no limit."""
+
+    def __init__(self, context: Any, limits: Limits) -> None:
+        self._values = context.Array("d", 2)  # max_rate, max_load_ms
+        self.set(limits)
+
+    def set(self, limits: Limits) -> None:
+        with self._values.get_lock():
+            self._values[:] = [math.nan if v is None else float(v) for v in (limits.max_rate, limits.max_load_ms)]
+
+    def current(self) -> Limits:
+        with self._values.get_lock():
+            rate, load = self._values[:]
+        return Limits(max_rate=None if math.isnan(rate) else rate, max_load_ms=None if math.isnan(load) else load)
+
+    def throttle(self) -> Throttle:
+        """In a process: its throttle, following what the parent relays."""
+        return Throttle(self.current(), source=self)
+
+
+class Relay:
+    """In the parent of a job run as `processes` processes (`context`: how they start): its
+    throttle followed (and through it the job's source, at most once a second), each
+    change passed on as each process's `share()` (`relay()`, called where the parent waits
+    on them). `shared` is what the processes follow; None when the job has no throttle."""
+
+    def __init__(self, throttle: Throttle | None, processes: int, context: Any) -> None:
+        self.throttle, self.processes = throttle, processes
+        self._sent = self._share()
+        self.shared = SharedLimits(context, self._sent) if throttle is not None else None
+
+    def relay(self) -> None:
+        if self.shared is None:
+            return
+        limits = self._share()
+        if limits != self._sent:
+            self.shared.set(limits)
+            self._sent = limits
+
+    def _share(self) -> Limits:
+        return share(self.throttle.current() if self.throttle is not None else None, self.processes) or Limits()
 
 
 class ThrottleFile:

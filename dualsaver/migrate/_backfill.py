@@ -45,11 +45,11 @@ from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, r
 from dualsaver.migrate._processes import Processes, Spec, check_processes
 from dualsaver.heap import fewer_collections
 from dualsaver.migrate._pump import apump, pump
-from dualsaver.control.throttle import Throttle, share
+from dualsaver.control.throttle import Relay, Throttle
 from dualsaver.control.sources import replica_name
 from dualsaver.migrate.progress import open_progress
 from dualsaver.observability import telemetry
-from dualsaver.processes import warm_up
+from dualsaver.processes import start_context, warm_up
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
 from dualsaver.stores.faithful import ascii_safe
@@ -286,7 +286,8 @@ def backfill(
     `processes=N` runs the copy in N processes as one job (`dualsaver.migrate._processes`):
     `old` and `new` are then store URLs, which each process opens with the serializers
     named in `serdes` ("default" or "encrypted"); `workers` is per process, and a throttle's
-    rate is the whole job's. It cannot be combined with `shard`."""
+    rate is the whole job's (its changes while the job runs reach every process). It cannot
+    be combined with `shard`."""
     check_serde_names(serdes)
     if processes is not None:
         return _backfill_processes(
@@ -333,10 +334,11 @@ def _backfill_processes(
         names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
         allowed = allow(target, allow_lossy)
         ids = list(thread_ids) if thread_ids is not None else None
-        limits = share(throttle.limits if throttle is not None else None, processes)
+        relay = Relay(throttle, processes, start_context())  # the processes follow the job's limits
         spec = Spec(old_url, new_url, *serdes, workers=max(1, workers), dry_run=dry_run, allowed=allowed,
-                    limits=limits)
-        with Processes(spec, processes) as pool:  # they start while the preflight runs and the threads are counted
+                    limits=relay.shared)
+        # they start while the preflight runs and the threads are counted
+        with Processes(spec, processes, relay.relay) as pool:
             lossy = gate(source, target, preflight=preflight, allowed=allowed, shard=None, thread_ids=ids,
                          throttle=throttle, names=names)
             job = Job(source, target, **names, shard=None, resume=resume, dry_run=dry_run, thread_ids=ids,

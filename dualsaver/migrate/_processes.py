@@ -28,13 +28,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 from dualsaver import sansio
-from dualsaver.control.throttle import Limits, Throttle
+from dualsaver.control.throttle import SharedLimits
 from dualsaver.errors import CopyFailed
 from dualsaver.migrate._flow import MAX_FAILURES_KEPT, Flow, read_options
 from dualsaver.migrate._lossy import allow
@@ -60,7 +60,7 @@ class Spec:
     workers: int = 1
     dry_run: bool = False
     allowed: frozenset[str] = frozenset()  # the lossy classes the operator accepted
-    limits: Limits | None = None  # each process's share of the job's throttle
+    limits: SharedLimits | None = None  # each process's share of the job's throttle, relayed by the parent
     # The caller's environment when the job started (the serializer's key, settings): a
     # fork server started earlier in a long-lived process would hand on an older one.
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -79,8 +79,9 @@ class Processes:
     """N spawned copy processes and the two queues between them and the parent: thread ids
     out (`tasks`), reports back (`events`). Entering starts them; leaving stops any left."""
 
-    def __init__(self, spec: Spec, processes: int) -> None:
+    def __init__(self, spec: Spec, processes: int, relay: Callable[[], None] = lambda: None) -> None:
         context = start_context()
+        self.relay = relay  # passes the job's limits on to the processes, called while the parent waits
         self.tasks: Any = context.Queue(maxsize=2 * processes)
         self.events: Any = context.Queue()
         self.procs = [
@@ -152,7 +153,7 @@ class Processes:
 
     def _collect(self, job: Any) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
-        for kind, _, payload in receive(self.events, self.procs, _lost, between=self._feed_failed):
+        for kind, _, payload in receive(self.events, self.procs, _lost, between=self._between):
             if kind == "finished":
                 threads, checkpoints, writes = payload
                 job.flow.checkpoints += checkpoints  # what the progress display shows as added
@@ -164,7 +165,8 @@ class Processes:
                 raise payload
         return results
 
-    def _feed_failed(self) -> None:
+    def _between(self) -> None:
+        self.relay()
         if self._feed_error is not None:
             raise self._feed_error
 
@@ -194,7 +196,7 @@ def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, An
                                              serde=serde_from_name(spec.target_serde)))
         source, target = native_for(old), native_for(new)
         allow(target, spec.allowed)
-        throttle = Throttle(spec.limits) if spec.limits is not None else None
+        throttle = spec.limits.throttle() if spec.limits is not None else None
         reporter = _Reporter(events, index)
         flow = Flow(read_options=read_options(source, target), on_finished=reporter, throttle=throttle)
         reporter.flow = flow
