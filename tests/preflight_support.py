@@ -12,6 +12,8 @@ from typing import Any
 
 from langgraph.checkpoint.base import empty_checkpoint
 
+from dualsaver.preflight import PreflightReport
+
 NAN, INF = float("nan"), float("inf")
 
 
@@ -92,3 +94,11 @@ def plant(saver: Any, cases: list[Case] = CASES) -> None:
         put(saver, case.thread_id, case.ns, case.metadata, case.values)
         if case.thread_id == "ns-both":
             put(saver, case.thread_id, "")
+
+
+def by_rule(report: PreflightReport) -> dict[str, set[str]]:
+    """The threads each rule of a preflight report found."""
+    out: dict[str, set[str]] = {}
+    for f in report.findings:
+        out.setdefault(f.rule, set()).add(f.thread_id)
+    return out

@@ -16,7 +16,7 @@ from dualsaver.preflight import PreflightReport
 from dualsaver.report.preflight import preflight_html, preflight_markdown
 from dualsaver.stores import aopen_saver, open_saver
 
-from .preflight_support import CASES, ORDINARY, expected, plant, put
+from .preflight_support import CASES, ORDINARY, by_rule, expected, plant, put
 
 
 @pytest.fixture
@@ -25,13 +25,6 @@ def source(tmp_path: Path) -> str:
     with open_saver(url) as saver:
         plant(saver)
     return url
-
-
-def by_rule(report: PreflightReport) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for f in report.findings:
-        out.setdefault(f.rule, set()).add(f.thread_id)
-    return out
 
 
 @pytest.fixture(params=["postgres", "redis", "langgraph-redis"])

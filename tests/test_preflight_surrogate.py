@@ -24,11 +24,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from dualsaver import PreflightRefused, backfill, preflight
-from dualsaver.preflight import PreflightReport
 from dualsaver.report.preflight import preflight_html, preflight_markdown
 from dualsaver.stores import native_for, open_saver
 
-from .preflight_support import put
+from .preflight_support import by_rule, put
 
 S = "a\ud800b"
 LG = "langgraph-redis"
@@ -76,13 +75,6 @@ def legacy_sqlite(path: Path) -> str:
                      (b'{"source": "input", "step": 1, "a\\ud800b": 1}',))
     conn.close()
     return url
-
-
-def by_rule(report: PreflightReport) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for f in report.findings:
-        out.setdefault(f.rule, set()).add(f.thread_id)
-    return out
 
 
 def thread_metadata(url: str) -> dict[str, dict]:

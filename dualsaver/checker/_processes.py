@@ -41,7 +41,7 @@ from dualsaver.errors import CheckError
 from dualsaver.processes import exit_with_parent, portable, process_count, receive, start_context
 from dualsaver.stores import open_saver
 from dualsaver.stores.urls import parse_store_url
-from dualsaver.stores.serde import check_serde_names, serde_from_name
+from dualsaver.stores.serde import serde_from_name
 
 PROGRESS_EVERY = 0.2  # seconds between two progress reports of a process (and at each phase change)
 
@@ -79,8 +79,7 @@ def check_in_processes(
                         f" not {type(old).__name__} and {type(new).__name__}")
     processes = process_count(processes)
     for url in (old, new):
-        parse_store_url(url)  # a bad URL is refused here, before any process starts
-    check_serde_names(serdes)  # ... and so is an unknown serializer name
+        parse_store_url(url)  # a bad URL is refused here, before any process starts (check() refused unknown serdes)
     options = dict(options)
     shard = options.pop("shard", None)
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
