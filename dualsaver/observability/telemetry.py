@@ -10,6 +10,7 @@ Without an SDK configured the composite savers skip them (`listening`).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,22 @@ _SILENT_METRICS = (_ProxyMeters, metrics.NoOpMeterProvider)
 
 _heard = False  # an SDK was installed: it stays (the API lets a provider be set only once)
 
+# The API's getters look the provider's environment variable up on every call until a
+# provider is set (about 1 us each, twice an operation). Unless that variable was set
+# when this module loaded, its globals say "nothing set yet" without the lookup.
+try:
+    from opentelemetry.metrics import _internal as _metrics_state
+
+    _unset = (trace._TRACER_PROVIDER, _metrics_state._METER_PROVIDER) == (None, None) and not (
+        {"OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"} & set(os.environ)
+    )
+except (ImportError, AttributeError):  # pragma: no cover - a future API: ask the getters
+    _metrics_state, _unset = None, False
+
+
+def _nothing_set() -> bool:
+    return _unset and trace._TRACER_PROVIDER is None and _metrics_state._METER_PROVIDER is None  # type: ignore[union-attr]
+
 
 def listening() -> bool:
     """Whether an SDK receives our spans or metrics. Without one, the API's no-op spans,
@@ -39,7 +56,7 @@ def listening() -> bool:
     (`saver._shells.Operation.traced`) and skip the per-call instruments outright. The span
     helpers below trace unconditionally: the caller has decided."""
     global _heard
-    if not _heard:
+    if not _heard and not _nothing_set():
         _heard = not (
             isinstance(trace.get_tracer_provider(), _SILENT_TRACES)
             and isinstance(metrics.get_meter_provider(), _SILENT_METRICS)
@@ -151,9 +168,12 @@ def detached_span(operation: str, phase: str, thread_id: str | None) -> Iterator
         span.end()
 
 
+_AS_IT_IS = contextlib.nullcontext()  # stateless: one serves every block
+
+
 def attached(span: Any) -> Any:
     """Make `span` current for a block that does not yield (None: leave the context as it is)."""
-    return contextlib.nullcontext() if span is None else trace.use_span(span, end_on_exit=False)
+    return _AS_IT_IS if span is None else trace.use_span(span, end_on_exit=False)
 
 
 def _stream_span(parent: Any, role: str, phase: str) -> Any:

@@ -38,7 +38,7 @@ class Breaker:
 
     def allow(self) -> bool:
         """Whether this secondary call may go to the store now."""
-        if self.cool_down is None:
+        if self.cool_down is None or self.state == CLOSED:  # the common case, without the lock
             return True
         with self._lock:
             if self.state == OPEN and self.clock() >= self.opened_at + self.cool_down:
@@ -51,6 +51,8 @@ class Breaker:
             return False
 
     def succeeded(self) -> None:
+        if self.state == CLOSED and not self._probing:
+            return  # nothing to change (a failure racing this one is ordered after it)
         with self._lock:
             self._probing = False
             if self.state != CLOSED:
