@@ -35,6 +35,7 @@ _heard = False  # an SDK was installed: it stays (the API lets a provider be set
 # The API's getters look the provider's environment variable up on every call until a
 # provider is set (about 1 us each, twice an operation). Unless that variable was set
 # when this module loaded, its globals say "nothing set yet" without the lookup.
+_metrics_state: Any = None
 try:
     from opentelemetry.metrics import _internal as _metrics_state
 
@@ -42,11 +43,11 @@ try:
         {"OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"} & set(os.environ)
     )
 except (ImportError, AttributeError):  # pragma: no cover - a future API: ask the getters
-    _metrics_state, _unset = None, False
+    _unset = False
 
 
 def _nothing_set() -> bool:
-    return _unset and trace._TRACER_PROVIDER is None and _metrics_state._METER_PROVIDER is None  # type: ignore[union-attr]
+    return _unset and trace._TRACER_PROVIDER is None and _metrics_state._METER_PROVIDER is None
 
 
 def listening() -> bool:
