@@ -149,3 +149,30 @@ def test_a_sqlite_target_keeps_metadata_surrogates(tmp_path: Path) -> None:
         result = backfill(src, dst, state_path=tmp_path / "p.sqlite", preflight=False)
     assert result.failed or thread_metadata(f"sqlite:///{tmp_path / 'new.sqlite'}")["meta-string"]["note"] == {
         "x": [S]}
+
+
+@pytest.mark.parametrize("progress", ["file", "control store"])
+def test_a_thread_id_with_a_surrogate_is_copied_and_resumed_between_stores_that_hold_it(
+    tmp_path, pg_url, progress, monkeypatch
+) -> None:
+    """Memory to memory holds such an id exactly: the backfill copies it, records its progress
+    without an exception escaping its writer thread, and a second run resumes: from the local
+    file every thread, from the control store (UTF-8 text) all but that one, copied again."""
+    import threading
+
+    escaped: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    old, new = InMemorySaver(), InMemorySaver()
+    ids = ["plain-1", "t\ud800x", "plain-2", "caf\u00e9"]
+    for tid in ids:
+        put(old, tid, values={"n": "x"})
+    where = {"state_path": tmp_path / "p.sqlite"} if progress == "file" else {"control": pg_url}
+    first = backfill(old, new, preflight=False, **where)
+    assert escaped == [] and first.failed == 0 and first.checkpoints == len(ids)
+    assert {t.config["configurable"]["thread_id"] for t in new.list(None)} == set(ids)
+    again = backfill(old, new, preflight=False, **where)
+    assert escaped == [] and again.failed == 0
+    if progress == "file":
+        assert (again.threads_resumed, again.threads) == (len(ids), 0)
+    else:
+        assert (again.threads_resumed, again.threads, again.skipped) == (len(ids) - 1, 1, 1)

@@ -45,6 +45,23 @@ CREATE TABLE IF NOT EXISTS done (
 """
 
 
+def _kept(thread_id: str) -> str | bytes:
+    """A thread id as this file keeps it. UTF-8 text cannot hold a lone surrogate, which a
+    Python str (a thread id) can: such an id is kept as its bytes, the surrogate passed
+    through (a BLOB, which no text id equals), not refused in the middle of a run."""
+    if thread_id.isascii():
+        return thread_id
+    try:
+        thread_id.encode()
+    except UnicodeEncodeError:
+        return thread_id.encode("utf-8", "surrogatepass")
+    return thread_id
+
+
+def _read(kept: str | bytes) -> str:
+    return kept.decode("utf-8", "surrogatepass") if isinstance(kept, bytes) else kept
+
+
 def job_key(old: str, new: str, shard: tuple[int, int] | None) -> str:
     shard_text = f"{shard[0]}/{shard[1]}" if shard else "all"
     raw = f"{redact(old)}\n{redact(new)}\n{shard_text}"
@@ -89,9 +106,10 @@ class BackfillState:
         marks = ",".join("?" * len(thread_ids))
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT thread_id FROM done WHERE job = ? AND thread_id IN ({marks})", (self.job, *thread_ids)
+                f"SELECT thread_id FROM done WHERE job = ? AND thread_id IN ({marks})",
+                (self.job, *map(_kept, thread_ids)),
             ).fetchall()
-        return {r[0] for r in rows}
+        return {_read(r[0]) for r in rows}
 
     def update(self, counters: dict[str, Any]) -> None:
         """Counters for `dualsaver status` (kept by the control store; a local run shows its
@@ -107,7 +125,7 @@ class BackfillState:
             self._conn.execute(
                 "INSERT OR REPLACE INTO done (job, thread_id, checkpoints, writes, at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (self.job, thread_id, checkpoints, writes, time.time()),
+                (self.job, _kept(thread_id), checkpoints, writes, time.time()),
             )
 
     def mark_done_many(self, thread_ids: list[str]) -> None:
@@ -121,7 +139,7 @@ class BackfillState:
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO done (job, thread_id, checkpoints, writes, at)"
                     " VALUES (?, ?, 0, 0, ?)",
-                    [(self.job, t, now) for t in thread_ids],
+                    [(self.job, _kept(t), now) for t in thread_ids],
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -195,14 +213,17 @@ class FleetProgress:
         return bool(self.done_among([thread_id]))
 
     def done_among(self, thread_ids: Sequence[str]) -> set[str]:
-        return self.control.done_filter(self.job, thread_ids)
+        return self.control.done_filter(self.job, [t for t in thread_ids if isinstance(_kept(t), str)])
 
     def done_count(self) -> int:
         return self.control.done_count(self.job)
 
     def mark_done_many(self, thread_ids: list[str]) -> None:
-        if thread_ids:
-            self.control.done_add(self.job, thread_ids)
+        # The control stores keep ids as UTF-8 text: an id holding a lone surrogate is never
+        # marked done (a re-run copies its thread again, which changes nothing).
+        kept = [t for t in thread_ids if isinstance(_kept(t), str)]
+        if kept:
+            self.control.done_add(self.job, kept)
 
     def update(self, counters: dict[str, Any]) -> None:
         self.control.job_update(self.job, counters)
