@@ -17,6 +17,7 @@ writer refuses it unless `--allow-lossy surrogate`.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -158,8 +159,6 @@ def test_a_thread_id_with_a_surrogate_is_copied_and_resumed_between_stores_that_
     """Memory to memory holds such an id exactly: the backfill copies it, records its progress
     without an exception escaping its writer thread, and a second run resumes: from the local
     file every thread, from the control store (UTF-8 text) all but that one, copied again."""
-    import threading
-
     escaped: list[BaseException] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
     old, new = InMemorySaver(), InMemorySaver()
