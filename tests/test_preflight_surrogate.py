@@ -10,8 +10,10 @@ is re-encoded by the target's serializer, which refuses it loudly.
 
 What the targets do (`test_preflight_upstream` re-runs it on the bare savers): PostgreSQL,
 dualsaver's Redis and the official Redis saver refuse every id; PostgreSQL and the official
-saver refuse metadata; dualsaver's Redis writes a metadata string's surrogate as `?`, so its
-writer refuses it unless `--allow-lossy surrogate`.
+saver refuse metadata; dualsaver's Redis writes a metadata string's surrogate as `?`, and
+SQLite (its UTF-8 encoding with errors='ignore') drops one from a metadata string or key, so
+their writers refuse it unless `--allow-lossy surrogate` (rules `redis.surrogate`,
+`sqlite.surrogate`).
 """
 
 from __future__ import annotations
