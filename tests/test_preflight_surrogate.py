@@ -144,7 +144,7 @@ def test_a_surrogate_preflight_refuses_the_backfill_by_class(tmp_path: Path, pg_
         backfill(src, dst, state_path=tmp_path / "p.sqlite", preflight=True)
 
 
-def test_a_sqlite_target_keeps_metadata_surrogates(tmp_path: Path) -> None:
+def test_a_sqlite_target_refuses_metadata_surrogates_by_name(tmp_path: Path) -> None:
     """SqliteSaver's metadata encoding (UTF-8, errors='ignore') drops a lone surrogate, in a
     string or a key: its writer refuses both rows by name, and copies the rest."""
     new_url = f"sqlite:///{tmp_path / 'new.sqlite'}"
