@@ -144,6 +144,7 @@ VALUE_EXAMPLES = {  # rule -> (metadata, channel values) its example describes
     "postgres.nul": ({"note": {"text": "a\x00b"}}, {}),
     "postgres.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
     "redis.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
+    "sqlite.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
     "langgraph-redis.surrogate": ({"note": {"text": "a\ud800b"}}, {}),
 }
 
@@ -172,10 +173,10 @@ def test_the_rule_table_is_data_that_renders() -> None:
 
 
 def test_the_writers_name_rules_that_exist() -> None:
-    from dualsaver.stores import _langgraph_redis, _postgres, _redis
+    from dualsaver.stores import _langgraph_redis, _postgres, _redis, _sqlite
 
     for rule in (_postgres.PG_NON_FINITE, _postgres.PG_NUL, _langgraph_redis.LG_NON_FINITE, _langgraph_redis.LG_NUL,
-                 _langgraph_redis.LG_SEARCH, _redis.REDIS_SURROGATE):
+                 _langgraph_redis.LG_SEARCH, _redis.REDIS_SURROGATE, _sqlite.SQLITE_SURROGATE):
         assert rule in BY_ID
 
 
@@ -192,3 +193,13 @@ def test_the_readme_table_is_the_generated_one() -> None:
     assert "What each store can hold" in readme, "the README lost its 'What each store can hold' section"
     section = readme.split("What each store can hold", 1)[1]
     assert markdown_table() in section, "regenerate the table: python -m dualsaver.preflight --markdown"
+
+
+def test_a_sqlite_target_names_a_surrogate_in_a_metadata_key_and_not_in_values_or_ids() -> None:
+    """SqliteSaver drops a lone surrogate from a metadata key as from a string; channel values go
+    through the serializer (see test_preflight_surrogate) and ids fail the put loudly."""
+    run = PreflightRun(PreflightReport("sqlite"))
+    run.check_thread("t", [_row("t", {"a\ud800b": 1}, {}), _row("t", {"ok": "é"}, {"v": "a\ud800b"})])
+    run.check_thread_id("t\ud800")
+    assert [(f.rule, f.what) for f in run.report.findings] == [
+        ("sqlite.surrogate", "a lone surrogate in metadata at $.a\\ud800b")]

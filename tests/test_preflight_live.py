@@ -106,3 +106,28 @@ def test_redis_metadata_surrogate_is_held_back_not_written_as_a_question_mark(tm
     finally:
         new.__exit__(None, None, None)
         old.__exit__(None, None, None)
+
+
+def test_sqlite_metadata_surrogate_is_held_back_not_dropped(tmp_path: Path) -> None:
+    """SqliteSaver encodes metadata as UTF-8 with errors='ignore', dropping a lone surrogate:
+    held back from a SQLite secondary, and journaled. (The primary's own serializer is its
+    business: memory's msgpack writes it as `?`, and refuses it in a key, so no such put
+    reaches a secondary.)"""
+    journal = tmp_path / "journal.sqlite"
+    with open_saver("memory://") as old_saver, open_saver(f"sqlite:///{tmp_path / 'new.sqlite'}") as new_saver:
+        dual = DualSaver(old_saver, new_saver, phase="shadow-write", journal=journal, write_behind=False)
+        put(dual, "user-1", metadata={"note": "caf\u00e9"})
+        put(dual, "surrogate-meta", metadata={"note": {"text": "a\ud800b"}})
+        put(dual, "surrogate-list", metadata={"notes": ["ok", "a\udfffb"]})
+        put(dual, "user-2")
+        assert all(old_saver.get_tuple(cfg(t)) is not None for t in ("surrogate-meta", "surrogate-list"))
+        assert new_saver.get_tuple(cfg("user-1")).metadata["note"] == "caf\u00e9"
+        assert new_saver.get_tuple(cfg("user-2")) is not None
+        for thread_id in ("surrogate-meta", "surrogate-list"):
+            assert new_saver.get_tuple(cfg(thread_id)) is None, f"{thread_id} was mirrored"
+        entries = {e.thread_id: e for e in Journal(journal).pending()}
+        assert set(entries) == {"surrogate-meta", "surrogate-list"} and all(e.store == "new" for e in entries.values())
+        assert all("sqlite.surrogate" in e.error for e in entries.values())
+        assert "$.note.text" in entries["surrogate-meta"].error and "$.notes[1]" in entries["surrogate-list"].error
+        assert write_refusal("sqlite", "put_writes", ({"configurable": {"thread_id": "t"}},
+                                                      [("c", "a\ud800b")], "task", "")) is None

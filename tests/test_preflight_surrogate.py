@@ -10,8 +10,10 @@ is re-encoded by the target's serializer, which refuses it loudly.
 
 What the targets do (`test_preflight_upstream` re-runs it on the bare savers): PostgreSQL,
 dualsaver's Redis and the official Redis saver refuse every id; PostgreSQL and the official
-saver refuse metadata; dualsaver's Redis writes a metadata string's surrogate as `?`, so its
-writer refuses it unless `--allow-lossy surrogate`.
+saver refuse metadata; dualsaver's Redis writes a metadata string's surrogate as `?`, and
+SQLite (its UTF-8 encoding with errors='ignore') drops one from a metadata string or key, so
+their writers refuse it unless `--allow-lossy surrogate` (rules `redis.surrogate`,
+`sqlite.surrogate`).
 """
 
 from __future__ import annotations
@@ -142,14 +144,32 @@ def test_a_surrogate_preflight_refuses_the_backfill_by_class(tmp_path: Path, pg_
         backfill(src, dst, state_path=tmp_path / "p.sqlite", preflight=True)
 
 
-@pytest.mark.xfail(strict=True, reason="a SQLite target drops a lone surrogate from metadata (SqliteSaver's own"
-                   " encoding, utf-8 'ignore'), and SQLite targets have no rules yet")
-def test_a_sqlite_target_keeps_metadata_surrogates(tmp_path: Path) -> None:
-    with open_saver(legacy_sqlite(tmp_path / "old.sqlite")) as src, \
-            open_saver(f"sqlite:///{tmp_path / 'new.sqlite'}") as dst:
+def test_a_sqlite_target_refuses_metadata_surrogates_by_name(tmp_path: Path) -> None:
+    """SqliteSaver's metadata encoding (UTF-8, errors='ignore') drops a lone surrogate, in a
+    string or a key: its writer refuses both rows by name, and copies the rest."""
+    new_url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(legacy_sqlite(tmp_path / "old.sqlite")) as src, open_saver(new_url) as dst:
         result = backfill(src, dst, state_path=tmp_path / "p.sqlite", preflight=False)
-    assert result.failed or thread_metadata(f"sqlite:///{tmp_path / 'new.sqlite'}")["meta-string"]["note"] == {
-        "x": [S]}
+    errors = {r["thread_id"]: r["error"] for r in result.bad_rows}
+    assert set(errors) == {"meta-string", "meta-key"}
+    assert all("sqlite.surrogate" in e for e in errors.values())
+    assert "$.note.x[0]" in errors["meta-string"] and "$.a\\ud800b" in errors["meta-key"]
+    assert set(thread_metadata(new_url)) == set(HEALTHY)
+
+
+def test_a_sqlite_preflight_names_them_and_the_accepted_copy_drops_them(tmp_path: Path) -> None:
+    new_url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(legacy_sqlite(tmp_path / "old.sqlite")) as src, open_saver(new_url) as dst:
+        report = preflight(src, dst)
+        assert by_rule(report) == {"sqlite.surrogate": {"meta-string", "meta-key"}}
+        with pytest.raises(PreflightRefused, match="classes surrogate"):
+            backfill(src, dst, state_path=tmp_path / "p1.sqlite", preflight=True)
+        result = backfill(src, dst, state_path=tmp_path / "p2.sqlite", allow_lossy="surrogate")
+    assert {(f["thread_id"], f["rule"]) for f in result.lossy} == {("meta-string", "sqlite.surrogate"),
+                                                                    ("meta-key", "sqlite.surrogate")}
+    assert result.bad_rows == []
+    metadata = thread_metadata(new_url)
+    assert metadata["meta-string"]["note"] == {"x": ["ab"]} and metadata["meta-key"]["ab"] == 1
 
 
 @pytest.mark.parametrize("progress", ["file", "control store"])

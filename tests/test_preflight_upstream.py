@@ -135,6 +135,10 @@ EXAMPLES: dict[str, Callable[[Any], bool]] = {
         lambda s: checkpoint_id_holds(s, SURROGATE), lambda s: write_channel_holds(s, SURROGATE),
     ),
     "redis.surrogate": lambda s: round_trips(s, metadata={"note": {"text": SURROGATE}}),
+    "sqlite.surrogate": any_holds(
+        lambda s: round_trips(s, metadata={"note": {"text": SURROGATE}}),
+        lambda s: round_trips(s, metadata={SURROGATE: 1}),
+    ),
     "langgraph-redis.surrogate": any_holds(
         lambda s: threads_apart(s, SURROGATE), lambda s: namespace_holds(s, SURROGATE),
         lambda s: checkpoint_id_holds(s, SURROGATE), lambda s: write_channel_holds(s, SURROGATE),
@@ -142,7 +146,14 @@ EXAMPLES: dict[str, Callable[[Any], bool]] = {
         lambda s: round_trips(s, metadata={SURROGATE: 1}),
     ),
 }
-URL_FIXTURE = {"langgraph-redis": "langgraph_redis_url", "redis": "redis_url", "postgres": "pg_url"}
+URL_FIXTURE = {"langgraph-redis": "langgraph_redis_url", "redis": "redis_url", "postgres": "pg_url",
+               "sqlite": "sqlite_url"}
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A fresh file for the bare `SqliteSaver`."""
+    return f"sqlite:///{tmp_path / 'bare.sqlite'}"
 
 
 def test_every_rule_has_an_example_or_is_a_documented_limit() -> None:

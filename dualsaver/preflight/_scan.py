@@ -29,7 +29,7 @@ from dualsaver.preflight import classify as c
 from dualsaver.preflight.findings import Finding, PreflightReport
 from dualsaver.preflight.rules import (
     LANGGRAPH_REDIS, MSGPACK_MAX_DEPTH, ORJSON_MAX_DEPTH, POSTGRES, POSTGRES_FIELD_MAX_BYTES, REDIS,
-    REDIS_VALUE_MAX_BYTES, REDISJSON_VALUE_MAX_DEPTH,
+    REDIS_VALUE_MAX_BYTES, REDISJSON_VALUE_MAX_DEPTH, SQLITE,
 )
 from dualsaver.sansio import END, Call, Next, Plan
 from dualsaver.stores.native import StoredCheckpoint, Unreadable, in_shard
@@ -131,6 +131,8 @@ class PreflightRun:
             self._redis_row(item)
         elif self.kind == LANGGRAPH_REDIS:
             self._langgraph_redis_row(item)
+        elif self.kind == SQLITE:
+            self._sqlite_row(item)
 
     def _finding(self, rule: str, item: StoredCheckpoint, what: str) -> None:
         self.report.add(Finding(rule, item.thread_id, item.checkpoint_ns, item.checkpoint_id, what))
@@ -199,6 +201,11 @@ class PreflightRun:
         summary = self._msgpack_row(item, "redis", MSGPACK_MAX_DEPTH, MSGPACK_MAX_DEPTH)
         if summary.metadata.surrogate is not None:
             self._finding("redis.surrogate", item, f"metadata at {summary.metadata.surrogate}")
+
+    def _sqlite_row(self, item: StoredCheckpoint) -> None:
+        """Only metadata changes quietly (UTF-8 with errors='ignore'); ids with one fail loudly."""
+        if (at := c.value_facts(item.metadata).surrogate) is not None:
+            self._finding("sqlite.surrogate", item, f"a lone surrogate in metadata at {at}")
 
     def _langgraph_redis_row(self, item: StoredCheckpoint) -> None:
         if c.has_nul(item.checkpoint_ns) or c.has_nul(item.checkpoint_id):

@@ -8,9 +8,10 @@ between threads (`Alice` / `alice`) need the whole store: the preflight finds th
 
 Only targets that change a value quietly are judged (the official Redis saver; PostgreSQL's
 metadata NUL stripping and its NaN, named rather than left to the driver's message;
-dualsaver's Redis, whose msgpack writes a lone surrogate in metadata as `?`, for its
-metadata only): the others refuse loudly on their own, and their refusal is journaled as it
-is. The walk costs one pass over the write's values, so an unjudged target costs nothing.
+dualsaver's Redis, whose msgpack writes a lone surrogate in metadata as `?`, and SQLite,
+whose UTF-8 encoding with errors='ignore' drops it, for their metadata only): the others
+refuse loudly on their own, and their refusal is journaled as it is. The walk costs one pass
+over the write's values, so an unjudged target costs nothing.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any
 from dualsaver.errors import LossyValue
 from dualsaver.preflight import classify as c
 from dualsaver.preflight.rules import (
-    BY_ID, LANGGRAPH_REDIS, ORJSON_MAX_DEPTH, POSTGRES, REDIS, REDISJSON_VALUE_MAX_DEPTH,
+    BY_ID, LANGGRAPH_REDIS, ORJSON_MAX_DEPTH, POSTGRES, REDIS, REDISJSON_VALUE_MAX_DEPTH, SQLITE,
 )
 
-JUDGED = frozenset({LANGGRAPH_REDIS, POSTGRES, REDIS})
+JUDGED = frozenset({LANGGRAPH_REDIS, POSTGRES, REDIS, SQLITE})
+_METADATA_SURROGATE = {REDIS: "redis.surrogate", SQLITE: "sqlite.surrogate"}  # kinds judged on that alone
 
 
 def _refusal(rule: str, what: str) -> LossyValue:
@@ -81,9 +83,10 @@ def write_refusal(kind: str, operation: str, args: tuple) -> LossyValue | None:
     """Why a target of `kind` cannot hold this write faithfully, or None."""
     if kind not in JUDGED or operation not in ("put", "put_writes"):
         return None
-    if kind == REDIS:  # only its metadata changes quietly (ids with a lone surrogate fail loudly)
+    if (rule := _METADATA_SURROGATE.get(kind)) is not None:
+        # only their metadata changes quietly (ids with a lone surrogate fail loudly)
         if operation == "put" and (at := c.value_facts(args[2]).surrogate) is not None:
-            return _refusal("redis.surrogate", f"metadata holds a lone surrogate at {at}")
+            return _refusal(rule, f"metadata holds a lone surrogate at {at}")
         return None
     configurable = (args[0] or {}).get("configurable", {})
     refusal = _ids(kind, str(configurable.get("thread_id", "")), str(configurable.get("checkpoint_ns", "")))

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 # the classes the writers refuse themselves
 from dualsaver.stores.faithful import NON_FINITE, NUL, SEARCH_SYNTAX, SURROGATE
 
-POSTGRES, REDIS, LANGGRAPH_REDIS = "postgres", "redis", "langgraph-redis"
-TARGET_KINDS = (POSTGRES, REDIS, LANGGRAPH_REDIS)  # kinds with rules; sqlite and memory hold everything
+POSTGRES, REDIS, LANGGRAPH_REDIS, SQLITE = "postgres", "redis", "langgraph-redis", "sqlite"
+TARGET_KINDS = (POSTGRES, REDIS, LANGGRAPH_REDIS, SQLITE)  # kinds with rules; memory holds everything
 
 # Targets whose losses no row writer can see (colliding ids): the backfill scans them first by
 # default. Every other target's writer refuses, row by row, what it cannot hold exactly.
@@ -122,6 +122,10 @@ RULES: tuple[Rule, ...] = (
     Rule("redis.size", SIZE, (REDIS,),
          "a checkpoint whose values add up past 512 MB (estimated)",
          "a Redis value is at most 512 MB: the put fails", "a 600 MB message history", silent=False),
+    Rule("sqlite.surrogate", SURROGATE, (SQLITE,),
+         "a lone surrogate in a metadata string or key",
+         "SqliteSaver encodes metadata as UTF-8 with errors='ignore': it is dropped (ids with one fail the put)",
+         "`{\"note\": \"a\\ud800b\"}`", silent=True),
     Rule("postgres.nul", NUL, (POSTGRES,),
          "a NUL character in an id, a namespace, a channel name or a metadata string",
          "text and JSONB cannot hold NUL: the put fails (a top-level metadata string has it stripped)",
@@ -143,7 +147,7 @@ BY_ID = {rule.id: rule for rule in RULES}
 
 
 def rules_for(kind: str) -> tuple[Rule, ...]:
-    """The rules of a target kind (none for SQLite and the in-memory saver)."""
+    """The rules of a target kind (none for the in-memory saver)."""
     return tuple(rule for rule in RULES if kind in rule.targets)
 
 

@@ -2,7 +2,8 @@
 
 Rows follow the saver's own schema (`checkpoints`, `writes` with `task_path` and `idx`) and
 its own encodings: the whole checkpoint through the saver's serde, metadata as UTF-8 JSON
-(`get_checkpoint_metadata`, as `put` does). Writes go in with INSERT OR IGNORE, so nothing
+(`get_checkpoint_metadata`, as `put` does; metadata holding a lone surrogate, which that
+encoding drops, is refused by rule `sqlite.surrogate` unless accepted). Writes go in with INSERT OR IGNORE, so nothing
 already in the store (live traffic) is ever overwritten.
 """
 
@@ -10,20 +11,23 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata
 
+from dualsaver.errors import LossyValue
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores._prints import document, document_values, printed
+from dualsaver.stores.faithful import SURROGATE, ascii_safe, first_path, has_surrogate
 from dualsaver.stores.native import (
     NOT_DECODED, Printed, StoredCheckpoint, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
     in_write_order, load_typed, loads_json, typed_value, unreadable,
 )
 
+SQLITE_SURROGATE = "sqlite.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 THREADS_FIRST = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id LIMIT ?"
 THREADS_NEXT = (
     "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > ? ORDER BY thread_id LIMIT ?"
@@ -72,8 +76,20 @@ INSERT_WRITE_SQL = (
 )
 
 
+def refuse_surrogate(metadata: Any, allowed: Collection[str] = ()) -> None:
+    """`LossyValue` when `metadata` holds a lone surrogate (in a string or a key), which the
+    saver's UTF-8 encoding with errors='ignore' would drop, unless the class is allowed."""
+    if SURROGATE not in allowed and (at := first_path(metadata, has_surrogate, keys=True)) is not None:
+        raise LossyValue(
+            f"metadata holds a lone surrogate at {ascii_safe(at)}: SqliteSaver's UTF-8 encoding would drop it",
+            rule=SQLITE_SURROGATE, rule_class=SURROGATE,
+        )
+
+
 class SqlitePlans(SqlPlans):
     """SQL and (de)serialization for the SQLite schema; no I/O."""
+
+    allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
 
     # metadata as the saver's own `list(filter=...)` reads it; run ids as one JSON array
     RUNS_SQL = (
@@ -187,11 +203,12 @@ class SqlitePlans(SqlPlans):
 
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         """Rows exactly as `SqliteSaver.put` / `put_writes` would write them."""
-        dumps, serde, key = self.serde.dumps_typed, self.serde, self.serde_key
+        dumps, serde, key, allowed = self.serde.dumps_typed, self.serde, self.serde_key, self.allow_lossy
         checkpoint_rows: list[tuple] = []
         write_rows: list[tuple] = []
         for item in items:
             row_key = (item.thread_id, item.checkpoint_ns, item.checkpoint_id)
+            refuse_surrogate(item.metadata, allowed)  # dropped quietly otherwise (rule sqlite.surrogate)
             metadata = json.dumps(
                 get_checkpoint_metadata({}, item.metadata), ensure_ascii=False
             ).encode("utf-8", "ignore")

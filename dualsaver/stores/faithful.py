@@ -2,8 +2,9 @@
 
 Some targets change a value on the way in instead of refusing it: orjson (the PostgreSQL
 writer's JSON, the official Redis saver's) writes NaN and Infinity as ``null``, and the
-official Redis saver and `PostgresSaver`'s metadata helper strip NUL characters, and the
-default serializer's msgpack (dualsaver's Redis metadata) writes a lone surrogate as ``?``. A writer
+official Redis saver and `PostgresSaver`'s metadata helper strip NUL characters, the
+default serializer's msgpack (dualsaver's Redis metadata) writes a lone surrogate as ``?``, and
+`SqliteSaver`'s metadata encoding (UTF-8, errors='ignore') drops it. A writer
 calls `refuse` first, so such a row is refused and named
 (a `LossyValue`, reported as a bad row) unless the operator accepted that rule class
 (`--allow-lossy`). The rule ids are the preflight's (`dualsaver.preflight.rules`).
@@ -43,12 +44,15 @@ def search_breaks(thread_id: str) -> bool:
     )
 
 
-def first_path(value: Any, hit: Callable[[Any], bool], path: str = "$") -> str | None:
-    """The JSON path of the first leaf of `value` where `hit` is true, else None."""
+def first_path(value: Any, hit: Callable[[Any], bool], path: str = "$", keys: bool = False) -> str | None:
+    """The JSON path of the first leaf of `value` where `hit` is true, else None; with `keys`,
+    a dict key where it is true counts too (named by its own path)."""
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         node, at = stack.pop()
         if isinstance(node, dict):
+            if keys and (key := next((k for k in node if hit(k)), None)) is not None:
+                return f"{at}.{key}"
             stack.extend((v, f"{at}.{k}") for k, v in reversed(node.items()))
         elif isinstance(node, (list, tuple)):
             stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(node))))
