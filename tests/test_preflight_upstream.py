@@ -151,9 +151,9 @@ URL_FIXTURE = {"langgraph-redis": "langgraph_redis_url", "redis": "redis_url", "
 
 
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:
+def sqlite_url(sqlite_path) -> str:
     """A fresh file for the bare `SqliteSaver`."""
-    return f"sqlite:///{tmp_path / 'bare.sqlite'}"
+    return f"sqlite:///{sqlite_path}"
 
 
 def test_every_rule_has_an_example_or_is_a_documented_limit() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dualsaver.redact import redact
+from dualsaver.stores.faithful import has_surrogate
 
 DEFAULT_PATH = ".dualsaver/backfill.sqlite"
 ENV_PATH = "DUALSAVER_BACKFILL_STATE"
@@ -45,22 +46,11 @@ CREATE TABLE IF NOT EXISTS done (
 """
 
 
-def _encodable(thread_id: str) -> bool:
-    """Whether UTF-8 can encode `thread_id`: a Python str can hold a lone surrogate, UTF-8 cannot."""
-    if thread_id.isascii():
-        return True
-    try:
-        thread_id.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _kept(thread_id: str) -> str | bytes:
     """A thread id as this file keeps it: as text, or, holding a lone surrogate, as its bytes
     with the surrogate passed through (a BLOB, which no text id equals), rather than refused
     in the middle of a run."""
-    return thread_id if _encodable(thread_id) else thread_id.encode("utf-8", "surrogatepass")
+    return thread_id.encode("utf-8", "surrogatepass") if has_surrogate(thread_id) else thread_id
 
 
 def _read(kept: str | bytes) -> str:
@@ -218,7 +208,7 @@ class FleetProgress:
         return bool(self.done_among([thread_id]))
 
     def done_among(self, thread_ids: Sequence[str]) -> set[str]:
-        return self.control.done_filter(self.job, [t for t in thread_ids if _encodable(t)])
+        return self.control.done_filter(self.job, [t for t in thread_ids if not has_surrogate(t)])
 
     def done_count(self) -> int:
         return self.control.done_count(self.job)
@@ -226,7 +216,7 @@ class FleetProgress:
     def mark_done_many(self, thread_ids: list[str]) -> None:
         # The control stores keep ids as UTF-8 text: an id holding a lone surrogate is never
         # marked done (a re-run copies its thread again, which changes nothing).
-        kept = [t for t in thread_ids if _encodable(t)]
+        kept = [t for t in thread_ids if not has_surrogate(t)]
         if kept:
             self.control.done_add(self.job, kept)
 

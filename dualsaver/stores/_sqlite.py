@@ -16,12 +16,11 @@ from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata
 
-from dualsaver.errors import LossyValue
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
 from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores._prints import document, document_values, printed
-from dualsaver.stores.faithful import SURROGATE, ascii_safe, first_path, has_surrogate
+from dualsaver.stores.faithful import SURROGATE, refuse
 from dualsaver.stores.native import (
     NOT_DECODED, Printed, StoredCheckpoint, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
     in_write_order, load_typed, loads_json, typed_value, unreadable,
@@ -74,16 +73,6 @@ INSERT_WRITE_SQL = (
     "INSERT OR IGNORE INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path,"
     " idx, channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def refuse_surrogate(metadata: Any, allowed: Collection[str] = ()) -> None:
-    """`LossyValue` when `metadata` holds a lone surrogate (in a string or a key), which the
-    saver's UTF-8 encoding with errors='ignore' would drop, unless the class is allowed."""
-    if SURROGATE not in allowed and (at := first_path(metadata, has_surrogate, keys=True)) is not None:
-        raise LossyValue(
-            f"metadata holds a lone surrogate at {ascii_safe(at)}: SqliteSaver's UTF-8 encoding would drop it",
-            rule=SQLITE_SURROGATE, rule_class=SURROGATE,
-        )
 
 
 class SqlitePlans(SqlPlans):
@@ -208,7 +197,8 @@ class SqlitePlans(SqlPlans):
         write_rows: list[tuple] = []
         for item in items:
             row_key = (item.thread_id, item.checkpoint_ns, item.checkpoint_id)
-            refuse_surrogate(item.metadata, allowed)  # dropped quietly otherwise (rule sqlite.surrogate)
+            refuse(item.metadata, SURROGATE, "metadata", SQLITE_SURROGATE, "SqliteSaver's UTF-8 encoding", allowed,
+                   keys=True, fate="would drop it")  # dropped quietly otherwise
             metadata = json.dumps(
                 get_checkpoint_metadata({}, item.metadata), ensure_ascii=False
             ).encode("utf-8", "ignore")

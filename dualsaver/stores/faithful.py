@@ -82,13 +82,18 @@ _WHAT = {  # rule class -> (the leaf that is lost, what it is, what the target d
 }
 
 
-def refuse(value: Any, rule_class: str, what: str, rule: str, target: str, allowed: Collection[str] = ()) -> None:
+def refuse(
+    value: Any, rule_class: str, what: str, rule: str, target: str, allowed: Collection[str] = (),
+    *, keys: bool = False, fate: str | None = None,
+) -> None:
     """Raise `LossyValue` when `value` holds a leaf of `rule_class` (NON_FINITE, NUL, SURROGATE) that
-    `target` would change, unless the class is allowed."""
+    `target` would change, unless the class is allowed. `keys`: a dict key counts too; `fate`:
+    what `target` does with it, when not the class's usual."""
     if rule_class in allowed:
         return
-    hit, name, fate = _WHAT[rule_class]
-    if (at := first_path(value, hit)) is not None:
+    hit, name, usual = _WHAT[rule_class]
+    fate = fate or usual
+    if (at := first_path(value, hit, keys=keys)) is not None:
         raise LossyValue(f"{what} holds {name} at {ascii_safe(at)}: {target} {fate}", rule=rule,
                          rule_class=rule_class)
 
