@@ -22,7 +22,7 @@ def embed(texts: list[str]) -> list[list[float]]:
     for text in texts:
         v = [0.0] * DIMS
         for word in text.split():
-            h = hashlib.sha256(word.encode()).digest()
+            h = hashlib.sha256(word.encode("utf-8", "surrogatepass")).digest()  # any str a store is given
             v[h[0] % DIMS] += 1.0 + h[1] / 255
         v[DIMS - 1] += len(text) / 100
         out.append(v)

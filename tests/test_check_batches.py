@@ -99,7 +99,8 @@ def test_sqlite_reads_a_thread_whose_id_holds_nul_in_a_batch(sqlite_path):
 @settings(SLOW, max_examples=40)
 @given(doc=st.recursive(
     st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False)
-    | st.text(alphabet="0123456789:,[ -x\""),  # digits in strings, where a number may start
+    | st.text(alphabet="0123456789:,[ -x\"")  # digits in strings, where a number may start
+    | st.from_regex(r"[-x\"]?[0-9]{19,40}", fullmatch=True),  # long runs, as a channel version's
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=6,
 ))

@@ -3,16 +3,20 @@ corrupted source row is reported by namespace and key while every other item cop
 
 from __future__ import annotations
 
+import asyncio
 import json
 from array import array
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dualsaver.checker.findings import (
     ITEM_MISSING_IN_NEW, ITEM_MISSING_IN_OLD, ITEM_TIMESTAMP_MISMATCH, ITEM_TTL_MISMATCH, ITEM_UNREADABLE,
     ITEM_VALUE_MISMATCH, ITEM_VECTOR_MISMATCH,
 )
-from dualsaver.items import backfill_items, check_items, copy_items, open_item_store
+from dualsaver.items import (
+    abackfill_items, acheck_items, aopen_item_store, backfill_items, check_items, copy_items, open_item_store,
+)
 from dualsaver.report import to_html, to_markdown
 from tests.items_support import INDEX
 
@@ -133,3 +137,64 @@ def test_repair_from_a_report_makes_the_check_clean():
         result = copy_items(old, new, report.affected_items(), replace=True, delete_missing=True)
         assert result.bad == 0
         assert check_items(old, new).clean
+
+
+LONE = [(("team", "t\udc80"), "in-namespace", {"text": "a"}), (("team", "t1"), "in-key-\ud800", {"text": "b"}),
+        (("team", "t1"), "in-value", {"text": "c \ud800 d"})]  # what only the in-memory store can hold
+
+
+def _target_url(target, request, tmp_path):
+    if target == "sqlite":
+        return f"sqlite:///{tmp_path}/target.sqlite"
+    return request.getfixturevalue({"postgres": "pg_url", "redis": "langgraph_redis_url"}[target])
+
+
+def _plant_lone(store):
+    store.put(("team", "t1"), "plain", {"text": "fine"})
+    for namespace, key, value in LONE:
+        store.put(namespace, key, value)
+
+
+def _backfilled_with_lone(result, new, target):
+    assert (result.items, result.bad) == (1, 3)
+    if target == "redis":  # a refused item leaves nothing behind (Redis runs the rest of a MULTI)
+        assert sorted(k.split(b":")[0] for k in new._redis.keys("*")) == [b"store", b"store_vectors"]
+
+
+def _lone_missing(report):
+    assert sorted((d.kind, d.checkpoint_id) for d in report.divergences) == sorted(
+        (ITEM_MISSING_IN_NEW, key) for _, key, _ in LONE)
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgres", "redis"])
+def test_items_a_text_store_cannot_hold_are_reported_missing_not_a_crash(target, request, tmp_path):
+    """The in-memory store holds a lone surrogate in a namespace, a key or a value; a store
+    that keeps UTF-8 cannot. The backfill names each as bad, copies the rest once and leaves no
+    part of a refused item behind; the check and the repair, which ask the target for them by
+    key, report them missing instead of failing to encode."""
+    with open_item_store("memory://", index=INDEX) as old, open_item_store(
+            _target_url(target, request, tmp_path), index=INDEX) as new:
+        _plant_lone(old)
+        _backfilled_with_lone(backfill_items(old, new, state_path=":memory:"), new, target)
+        report = check_items(old, new)
+        _lone_missing(report)
+        repaired = copy_items(old, new, report.affected_items(), replace=True, delete_missing=True)
+        assert (repaired.items, repaired.bad) == (0, 3)
+        assert [(i.namespace, i.key) for i in new.search(("team",))] == [(("team", "t1"), "plain")]
+
+
+@pytest.mark.parametrize("target", ["postgres", "redis"])
+def test_the_async_twins_report_them_alike(target, request, tmp_path):
+    url = _target_url(target, request, tmp_path)
+
+    async def scenario():
+        async with aopen_item_store("memory://", index=INDEX) as old, aopen_item_store(url, index=INDEX) as new:
+            await asyncio.to_thread(_plant_lone, old)
+            result = await abackfill_items(old, new, state_path=":memory:")
+            report = await acheck_items(old, new)
+            return result, report
+
+    result, report = asyncio.run(scenario())
+    with open_item_store(url) as new:
+        _backfilled_with_lone(result, new, target)
+    _lone_missing(report)

@@ -38,6 +38,7 @@ from dualsaver.items.record import (
     EVERYTHING, BadItem, ItemKey, Namespace, Selection, StoredItem, journal_ns, ns_text,
 )
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
+from dualsaver.stores.faithful import ascii_safe
 
 BATCH = 500  # items per write
 MAX_BAD_KEPT = 1000
@@ -84,7 +85,7 @@ class ItemBackfillResult:
             lines.append(f"throttled for {self.throttled_s:.1f}s")
         lines += self.notes
         lines += [f"bad item: namespace {b['namespace']}, key {b['key']}: {b['error']}" for b in self.bad_items[:10]]
-        return "\n".join(lines)
+        return ascii_safe("\n".join(lines))  # a lone surrogate in a named key: the summary is still UTF-8
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rate": self.rate}

@@ -18,7 +18,7 @@ from typing import Any
 
 from dualsaver.errors import describe_error
 from dualsaver.items.record import (
-    BadItem, IndexInfo, ItemKey, Namespace, StoredItem, from_micros, ns_text, ns_tuple, to_micros,
+    BadItem, IndexInfo, ItemKey, Namespace, StoredItem, from_micros, holdable, ns_text, ns_tuple, to_micros,
 )
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
 
@@ -108,8 +108,8 @@ class RedisItemPlans:
     def _find_plan(self, keys: Sequence[ItemKey]) -> Plan[dict[ItemKey, str]]:
         """The Redis key of each of these items the store holds."""
         found: dict[ItemKey, str] = {}
-        wanted = set(keys)
-        names = sorted({k for _, k in keys})
+        wanted = {key for key in keys if holdable(key)}
+        names = sorted({k for _, k in wanted})
         for start in range(0, len(names), 100):
             tags = "|".join(self._escape(k) for k in names[start : start + 100])
             hits = yield Call("db", "search", (self.store.store_prefix, f"@key:{{{tags}}}"))
@@ -141,7 +141,14 @@ class RedisItemPlans:
             writes.append((self.prefix + uid, self._doc(item), self.vector_prefix + uid, self._vector_doc(item),
                            round(item.expires_at.timestamp() * 1000) if item.expires_at is not None else None))
         if writes:
-            yield Call("db", "load", (writes,))
+            replies = yield Call("db", "load", (writes,))
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                # Redis runs the rest of a MULTI when one command fails (a value RedisJSON
+                # refuses): take back what the batch wrote, all of it under keys made just
+                # now, so that no half-written item stays and a retry copies each item once
+                yield Call("db", "delete", ([k for w in writes for k in (w[0], w[2])],))
+                raise failed
         return len(writes)
 
     def _delete_plan(self, keys: Sequence[ItemKey]) -> Plan[None]:
@@ -236,10 +243,10 @@ class RedisItems(RedisItemPlans):
     def search(self, index: str, query: str) -> list[tuple[str, str, str]]:
         return _hits(self.redis.execute_command(*_search_args(index, query)))
 
-    def load(self, writes: list[Any]) -> None:
+    def load(self, writes: list[Any]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=True)
         _load(pipe, writes)
-        pipe.execute()
+        return pipe.execute(raise_on_error=False)  # a command's error is a reply: see _write_plan
 
     def delete(self, keys: list[str]) -> None:
         self.redis.delete(*keys)
@@ -283,10 +290,10 @@ class AsyncRedisItems(RedisItemPlans):
     async def asearch(self, index: str, query: str) -> list[tuple[str, str, str]]:
         return _hits(await self.redis.execute_command(*_search_args(index, query)))
 
-    async def aload(self, writes: list[Any]) -> None:
+    async def aload(self, writes: list[Any]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=True)
         _load(pipe, writes)
-        await pipe.execute()
+        return await pipe.execute(raise_on_error=False)  # a command's error is a reply: see _write_plan
 
     async def adelete(self, keys: list[str]) -> None:
         await self.redis.delete(*keys)

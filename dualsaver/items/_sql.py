@@ -18,7 +18,7 @@ import orjson
 
 from dualsaver.errors import describe_error
 from dualsaver.items.record import (
-    BadItem, IndexInfo, ItemKey, Namespace, StoredItem, ns_text, ns_tuple, prefix_bounds, utc,
+    BadItem, IndexInfo, ItemKey, Namespace, StoredItem, holdable, ns_text, ns_tuple, prefix_bounds, utc,
 )
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, arun, astream, for_each, run, stream
 
@@ -95,6 +95,7 @@ class SqlItemPlans:
         """The named items that exist, read afresh (the check's re-read, a lazy copy)."""
         vectors = yield from self._has_vectors()
         found: dict[ItemKey, StoredItem | BadItem] = {}
+        keys = [key for key in keys if holdable(key)]
         for start in range(0, len(keys), KEYS_PER_QUERY):
             chunk = keys[start : start + KEYS_PER_QUERY]
             where, params = self._keys_where(chunk)
@@ -144,6 +145,7 @@ class SqlItemPlans:
         return self.added(results)
 
     def _delete_plan(self, keys: Sequence[ItemKey]) -> Plan[None]:
+        keys = [key for key in keys if holdable(key)]
         if keys:
             yield write(self.delete_steps(keys))
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, overload
 
 from dualsaver.stores import in_shard
+from dualsaver.stores.faithful import has_surrogate
 
 Namespace = tuple[str, ...]
 ItemKey = tuple[Namespace, str]
@@ -26,6 +27,14 @@ ItemKey = tuple[Namespace, str]
 
 def ns_text(namespace: Sequence[str]) -> str:
     return ".".join(namespace)
+
+
+def holdable(key: ItemKey) -> bool:
+    """Whether a store that keeps text as UTF-8 (every one but the in-memory store) can hold
+    an item under `key`: none of its parts has a lone surrogate. Such an item is absent from
+    it (its backfill reports it as bad), so asking for it is answered, not an encoding error."""
+    namespace, name = key
+    return not has_surrogate(name) and not any(has_surrogate(label) for label in namespace)
 
 
 def ns_tuple(text: str) -> Namespace:
