@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 import ormsgpack
-from langgraph.checkpoint.base import writes_sort_key
 
 from dualsaver.stores._msgpack_split import OPTIONS
 from dualsaver.stores.native import JSONPLUS_EXT_CODES, Printed, check_typed, checked
@@ -66,8 +66,15 @@ def _packed(value: Any) -> bytes:
     return ormsgpack.packb(value, option=OPTIONS)
 
 
+# a hasher per type tag a value kept apart may have, copied for each value (half the cost of
+# making one with its `person` each time)
+_HASHERS = {tag: hashlib.blake2b(digest_size=16, person=tag.encode()) for tag in ("msgpack", "bytes")}
+
+
 def _digest(tag: str, data: bytes) -> ormsgpack.Ext:
-    return ormsgpack.Ext(_VALUE, hashlib.blake2b(data, digest_size=16, person=tag.encode()[:16]).digest())
+    hasher = _HASHERS[tag].copy()
+    hasher.update(data)
+    return ormsgpack.Ext(_VALUE, hasher.digest())
 
 
 def value_digest(tag: str, data: bytes, serde_key: Any) -> ormsgpack.Ext:
@@ -98,6 +105,7 @@ def document_values(values: Any) -> dict[str, Any]:
 
 
 Write = tuple[str, str, int, str, str, bytes]  # task_id, task_path, idx, channel, type tag, bytes
+_WRITE_ORDER = itemgetter(1, 0, 2)  # a Write's `writes_sort_key` (task_path, task_id, idx), in C
 
 
 def printed(
@@ -112,7 +120,7 @@ def printed(
     the module docstring); raises on what does not reduce so, for the caller to yield
     `Unreadable`."""
     checkpoint, metadata = checked(checkpoint, metadata)
-    ordered = sorted(writes, key=lambda w: writes_sort_key(w[1], w[0], w[2]))
+    ordered = sorted(writes, key=_WRITE_ORDER)
     for w in ordered:
         check_typed((w[4], w[5]), serde_key)
     data = ormsgpack.packb((parent, checkpoint, metadata, ordered), option=_SORTED)
