@@ -179,6 +179,16 @@ def test_dry_run_and_thread_filter_and_copy_thread(state) -> None:
     assert list(native_for(new).read_thread(THREADS[2])) == list(native_for(old).read_thread(THREADS[2]))
 
 
+async def test_a_misspelt_keyword_is_refused_before_anything_is_copied(state) -> None:
+    old, new = InMemorySaver(), InMemorySaver()
+    run_threads(old, THREADS[:1], turns=1)
+    with pytest.raises(TypeError, match="dry_rn"):
+        backfill(old, new, dry_rn=True, state_path=state)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="dry_rn"):
+        await abackfill(old, new, dry_rn=True, state_path=state)  # type: ignore[call-arg]
+    assert list(native_for(new).thread_ids()) == []
+
+
 def test_public_api_copies_are_marked_approximate(state) -> None:
     old = OpaqueSaver()
     run_threads(old, THREADS[:2], turns=1)

@@ -10,7 +10,7 @@ and repair.
   journal names, replacing a thread whose target copy is wrong (`_repair`).
 """
 
-from dualsaver.migrate._backfill import BackfillResult, Job, Progress, abackfill, backfill
+from dualsaver.migrate._backfill import BackfillOptions, BackfillResult, Job, Progress, abackfill, backfill
 from dualsaver.migrate._copy import acopy_thread, acopy_threads, copy_thread, copy_threads
 from dualsaver.migrate._flow import (
     APPROXIMATE_NOTE, BATCH_CHECKPOINTS, BATCH_WRITES, CopyResult, passthrough, read_options,
@@ -33,6 +33,7 @@ __all__ = [
     "APPROXIMATE_NOTE",
     "BATCH_CHECKPOINTS",
     "BATCH_WRITES",
+    "BackfillOptions",
     "BackfillResult",
     "BackfillState",
     "CopyResult",

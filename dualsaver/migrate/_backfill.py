@@ -37,7 +37,7 @@ import time
 from collections.abc import Collection, Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from dualsaver import sansio
 from dualsaver.migrate._lossy import agate, allow, gate
@@ -54,6 +54,9 @@ from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
 from dualsaver.stores.faithful import ascii_safe
 from dualsaver.stores.serde import check_serde_names, serde_from_name
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Progress(Protocol):
@@ -264,24 +267,90 @@ class Job:
 # --------------------------------------------------------------------------- the shells
 
 
-def backfill(
-    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
-    dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
-    state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
-    control: str | None = None, control_name: str = "default", preflight: bool | None = None,
-    allow_lossy: Collection[str] | str | None = None, processes: int | None = None,
-    serdes: tuple[str, str] = ("default", "default"),
-) -> BackfillResult:
-    """Copy `old`'s history into `new` (savers or native stores); see the module docstring.
+class BackfillOptions(TypedDict, total=False):
+    """How a backfill runs: the keywords `backfill` and `abackfill` both take (defaults: `_DEFAULTS`).
 
-    `shard=(i, n)` takes the threads whose stable hash falls in shard i of n; `thread_ids`
-    limits the run to those threads; `resume=False` forgets earlier progress; `dry_run`
-    writes nothing and counts what would be added. `old_name`/`new_name` name the stores in
-    the progress record (default: derived from the savers, passwords redacted). With a
-    `control` store URL, progress goes there (a shard re-run elsewhere resumes), else to
-    `state_path` (`.dualsaver/backfill.sqlite`). `preflight` and `allow_lossy` (rule classes):
-    what the target cannot hold faithfully is refused before anything is copied
-    (`PreflightRefused`) unless accepted; see `dualsaver.migrate._lossy`.
+    `workers` writers (threads or tasks) insert batches side by side. `shard=(i, n)` takes
+    the threads whose stable hash falls in shard i of n; `thread_ids` limits the run to those
+    threads; `resume=False` forgets earlier progress; `dry_run` writes nothing and counts what
+    would be added; `progress` is told of each thread (`Progress`). `old_name`/`new_name` name
+    the stores in the progress record (default: derived from the savers, passwords redacted).
+    With a `control` store URL, progress goes there under `control_name` (a shard re-run
+    elsewhere resumes), else to `state_path` (`.dualsaver/backfill.sqlite`). `throttle` paces
+    the copy (`dualsaver.control.throttle`). `preflight` and `allow_lossy` (rule classes): what
+    the target cannot hold faithfully is refused before anything is copied
+    (`PreflightRefused`) unless accepted; see `dualsaver.migrate._lossy`."""
+
+    workers: int
+    shard: tuple[int, int] | None
+    resume: bool
+    dry_run: bool
+    thread_ids: Iterable[str] | None
+    progress: Progress | None
+    state_path: Any
+    old_name: str | None
+    new_name: str | None
+    throttle: Throttle | None
+    control: str | None
+    control_name: str
+    preflight: bool | None
+    allow_lossy: Collection[str] | str | None
+
+
+_DEFAULTS: BackfillOptions = {
+    "workers": 1, "shard": None, "resume": True, "dry_run": False, "thread_ids": None, "progress": None,
+    "state_path": None, "old_name": None, "new_name": None, "throttle": None, "control": None,
+    "control_name": "default", "preflight": None, "allow_lossy": None,
+}
+
+
+@dataclass(slots=True)
+class _Begun:
+    """One backfill's choices before its preflight, the shells and the processes alike: the
+    native stores, their names, the rule classes accepted as lossy, the gate's arguments."""
+
+    source: Any
+    target: Any
+    chosen: dict[str, Any]
+    names: dict[str, str]
+    allowed: frozenset[str]
+
+    @classmethod
+    def of(cls, old: Any, new: Any, source: Any, target: Any, options: BackfillOptions) -> _Begun:
+        unknown = set(options) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"backfill() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        chosen: dict[str, Any] = {**_DEFAULTS, **options}
+        if chosen["thread_ids"] is not None:
+            chosen["thread_ids"] = list(chosen["thread_ids"])
+        names = {"old_name": chosen["old_name"] or store_identity(old),
+                 "new_name": chosen["new_name"] or store_identity(new)}
+        return cls(source, target, chosen, names, allow(target, chosen["allow_lossy"]))
+
+    def gate_args(self) -> dict[str, Any]:
+        """The keywords of `gate` / `agate` (the preflight that refuses lossy copies)."""
+        c = self.chosen
+        return {"preflight": c["preflight"], "allowed": self.allowed, "shard": c["shard"],
+                "thread_ids": c["thread_ids"], "throttle": c["throttle"], "names": self.names}
+
+    def job(self, lossy: list[dict[str, Any]], *, paced: bool = True) -> Job:
+        """The run, once the preflight found `lossy`; `paced=False`: the processes pace
+        themselves (the throttle reaches them through a `Relay`), the job does not."""
+        c = self.chosen
+        job = Job(self.source, self.target, **self.names, shard=c["shard"], resume=c["resume"],
+                  dry_run=c["dry_run"], thread_ids=c["thread_ids"], progress=c["progress"],
+                  state_path=c["state_path"], throttle=c["throttle"] if paced else None,
+                  control=c["control"], control_name=c["control_name"])
+        job.result.lossy, job.result.allowed_lossy = lossy, sorted(self.allowed)
+        return job
+
+
+def backfill(
+    old: Any, new: Any, *, processes: int | None = None, serdes: tuple[str, str] = ("default", "default"),
+    **options: Unpack[BackfillOptions],
+) -> BackfillResult:
+    """Copy `old`'s history into `new` (savers or native stores); see the module docstring
+    and `BackfillOptions` for what the keywords do.
 
     `processes=N` runs the copy in N processes as one job (`dualsaver.migrate._processes`):
     `old` and `new` are then store URLs, which each process opens with the serializers
@@ -290,64 +359,43 @@ def backfill(
     be combined with `shard`."""
     check_serde_names(serdes)
     if processes is not None:
-        return _backfill_processes(
-            old, new, processes=check_processes(processes, shard), serdes=serdes, workers=workers, resume=resume,
-            dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path, old_name=old_name,
-            new_name=new_name, throttle=throttle, control=control, control_name=control_name, preflight=preflight,
-            allow_lossy=allow_lossy,
-        )
-    source, target = native_for(old), native_for(new)
-    names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
-    allowed = allow(target, allow_lossy)
-    thread_ids = list(thread_ids) if thread_ids is not None else None
-    lossy = gate(source, target, preflight=preflight, allowed=allowed, shard=shard, thread_ids=thread_ids,
-                 throttle=throttle, names=names)
-    job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
-              progress=progress, state_path=state_path, throttle=throttle, control=control, control_name=control_name)
-    job.result.lossy, job.result.allowed_lossy = lossy, sorted(allowed)
-    io = Targets(source=source, target=target)
+        return _backfill_processes(old, new, processes=processes, serdes=serdes, options=options)
+    begun = _Begun.of(old, new, native_for(old), native_for(new), options)
+    job = begun.job(gate(begun.source, begun.target, **begun.gate_args()))
+    io = Targets(source=begun.source, target=begun.target)
     try:
-        if progress is not None:
+        if job.progress is not None:
             job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
         todo = sansio.stream(job.todo_ids(), io)
         with fewer_collections():
-            pump(job.flow, io, target, todo, max(1, workers), dry_run)
+            pump(job.flow, io, begun.target, todo, max(1, begun.chosen["workers"]), job.dry_run)
     finally:
         result = job.finish()
     return result
 
 
 def _backfill_processes(
-    old_url: Any, new_url: Any, *, processes: int, serdes: tuple[str, str], workers: int, resume: bool,
-    dry_run: bool, thread_ids: Iterable[str] | None, progress: Progress | None, state_path: Any,
-    old_name: str | None, new_name: str | None, throttle: Throttle | None, control: str | None, control_name: str,
-    preflight: bool | None, allow_lossy: Collection[str] | str | None,
+    old_url: Any, new_url: Any, *, processes: int, serdes: tuple[str, str], options: BackfillOptions
 ) -> BackfillResult:
     """`backfill` in `processes` processes; this one keeps the job (see `_processes`)."""
+    processes = check_processes(processes, options.get("shard"))
     if not (isinstance(old_url, str) and isinstance(new_url, str)):
         raise TypeError("backfill with processes takes the stores' URLs, which each process opens")
     warm_up()
     with ExitStack() as stack:
         old = stack.enter_context(open_saver(old_url, must_exist=True, serde=serde_from_name(serdes[0])))
         new = stack.enter_context(open_saver(new_url, serde=serde_from_name(serdes[1])))  # set up once, here
-        source, target = native_for(old), native_for(new)
-        names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
-        allowed = allow(target, allow_lossy)
-        ids = list(thread_ids) if thread_ids is not None else None
-        relay = Relay(throttle, processes, start_context())  # the processes follow the job's limits
-        spec = Spec(old_url, new_url, *serdes, workers=max(1, workers), dry_run=dry_run, allowed=allowed,
-                    limits=relay.shared)
+        begun = _Begun.of(old, new, native_for(old), native_for(new), options)
+        chosen = begun.chosen
+        relay = Relay(chosen["throttle"], processes, start_context())  # the processes follow the job's limits
+        spec = Spec(old_url, new_url, *serdes, workers=max(1, chosen["workers"]), dry_run=chosen["dry_run"],
+                    allowed=begun.allowed, limits=relay.shared)
         # they start while the preflight runs and the threads are counted
         with Processes(spec, processes, relay.relay) as pool:
-            lossy = gate(source, target, preflight=preflight, allowed=allowed, shard=None, thread_ids=ids,
-                         throttle=throttle, names=names)
-            job = Job(source, target, **names, shard=None, resume=resume, dry_run=dry_run, thread_ids=ids,
-                      progress=progress, state_path=state_path, throttle=None, control=control,
-                      control_name=control_name)
-            job.result.lossy, job.result.allowed_lossy = lossy, sorted(allowed)
-            io = Targets(source=source, target=target)
+            job = begun.job(gate(begun.source, begun.target, **begun.gate_args()), paced=False)
+            io = Targets(source=begun.source, target=begun.target)
             try:
-                if progress is not None:
+                if job.progress is not None:
                     job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
                 pool.run(job, io)
             finally:
@@ -356,39 +404,23 @@ def _backfill_processes(
 
 
 async def abackfill(
-    old: Any, new: Any, *, workers: int = 1, shard: tuple[int, int] | None = None, resume: bool = True,
-    dry_run: bool = False, thread_ids: Iterable[str] | None = None, progress: Progress | None = None,
-    state_path: Any = None, old_name: str | None = None, new_name: str | None = None, throttle: Throttle | None = None,
-    control: str | None = None, control_name: str = "default", preflight: bool | None = None,
-    allow_lossy: Collection[str] | str | None = None, processes: int | None = None,
-    serdes: tuple[str, str] = ("default", "default"),
+    old: Any, new: Any, *, processes: int | None = None, serdes: tuple[str, str] = ("default", "default"),
+    **options: Unpack[BackfillOptions],
 ) -> BackfillResult:
     """The async form of `backfill`: the same `Job` and plans, `workers` writer tasks. With
     `processes`, `backfill`'s processes, waited for in a thread (the work is theirs)."""
     check_serde_names(serdes)
     if processes is not None:
-        return await asyncio.to_thread(
-            backfill, old, new, processes=processes, serdes=serdes, workers=workers, shard=shard, resume=resume,
-            dry_run=dry_run, thread_ids=thread_ids, progress=progress, state_path=state_path, old_name=old_name,
-            new_name=new_name, throttle=throttle, control=control, control_name=control_name, preflight=preflight,
-            allow_lossy=allow_lossy,
-        )
-    source, target = anative_for(old), anative_for(new)
-    names = {"old_name": old_name or store_identity(old), "new_name": new_name or store_identity(new)}
-    allowed = allow(target, allow_lossy)
-    thread_ids = list(thread_ids) if thread_ids is not None else None
-    lossy = await agate(source, target, preflight=preflight, allowed=allowed, shard=shard, thread_ids=thread_ids,
-                        throttle=throttle, names=names)
-    job = Job(source, target, **names, shard=shard, resume=resume, dry_run=dry_run, thread_ids=thread_ids,
-              progress=progress, state_path=state_path, throttle=throttle, control=control, control_name=control_name)
-    job.result.lossy, job.result.allowed_lossy = lossy, sorted(allowed)
-    io = AsyncTargets(source=source, target=target)
+        return await asyncio.to_thread(backfill, old, new, processes=processes, serdes=serdes, **options)
+    begun = _Begun.of(old, new, anative_for(old), anative_for(new), options)
+    job = begun.job(await agate(begun.source, begun.target, **begun.gate_args()))
+    io = AsyncTargets(source=begun.source, target=begun.target)
     try:
-        if progress is not None:
+        if job.progress is not None:
             job.started(sum([1 async for _ in sansio.astream(job.wanted_ids(), io)]))
         todo = sansio.astream(job.todo_ids(), io)
         with fewer_collections():
-            await apump(job.flow, io, target, todo, max(1, workers), dry_run)
+            await apump(job.flow, io, begun.target, todo, max(1, begun.chosen["workers"]), job.dry_run)
     finally:
         result = job.finish()
     return result
