@@ -251,15 +251,17 @@ class SlowedOnce(Recorder):
     """A progress display at whose first finished thread an operator writes `limits` to the
     throttle file, as `dualsaver throttle` does, while the job runs."""
 
-    def __init__(self, path: Path, limits) -> None:
+    def __init__(self, path: Path, limits, throttle) -> None:
         super().__init__()
-        self.path, self.limits = path, limits
+        self.path, self.limits, self.throttle = path, limits, throttle
+        self.reasons: set[str | None] = set()  # what the progress line said while the job waited
 
     def advance(self, thread_id: str, status: str, checkpoints: int, writes: int) -> None:
         if not self.threads:
             from dualsaver.control.throttle import ThrottleFile
 
             ThrottleFile(self.path).write(self.limits)
+        self.reasons.add(self.throttle.reason)
         super().advance(thread_id, status, checkpoints, writes)
 
 
@@ -274,8 +276,9 @@ def test_the_operator_slows_a_running_backfill_in_every_process(many_threads, pg
     started_rate, slowed_rate = total / 4, total / 16  # the run at least 4 s, then 4 times slower
     path = tmp_path / "throttle.json"
     throttle = throttle_for(started_rate, None, str(path))  # as the CLI builds it
-    progress = SlowedOnce(path, Limits(max_rate=slowed_rate))
+    progress = SlowedOnce(path, Limits(max_rate=slowed_rate), throttle)
     result = backfill(old_url, pg_url, processes=2, state_path=tmp_path / "state.sqlite", throttle=throttle,
                       progress=progress)
     assert result.failed == 0 and result.checkpoints == total
     assert result.throttled_s > 1.25 * (2 * total / started_rate), result.throttled_s  # the first rate: at most 1x
+    assert f"rate {slowed_rate:g} checkpoints/s" in progress.reasons  # the job's rate, not a process's share

@@ -107,6 +107,31 @@ def test_the_relay_passes_each_change_of_the_jobs_source_on_as_each_processs_sha
     assert Relay(None, 4, start_context()).shared is None  # no throttle: nothing to follow, nothing paid
 
 
+def test_the_parent_says_why_its_processes_wait() -> None:
+    """A job in N processes: its throttle's `reason` (its progress line) says why they wait,
+    as the relay takes it back from them: the job's rate (not a process's share of it), or
+    the store's latency, which wins; nothing once none waits."""
+    clock = FakeClock()
+    job = Throttle(Limits(max_rate=200, max_load_ms=50), clock=clock)
+    relay = Relay(job, 2, start_context())
+    assert relay.shared is not None
+    first, second = relay.shared.throttle(0), relay.shared.throttle(1)
+    first.clock = second.clock = clock
+    relay.relay()
+    assert job.reason is None
+    assert first.after(100) == pytest.approx(1.0)  # its share: 100 checkpoints/s
+    relay.relay()
+    assert job.reason == "rate 200 checkpoints/s"
+    second.observe(0.3)
+    assert second.after(1) == BACKOFF
+    relay.relay()
+    assert job.reason == "p95 store latency 300 ms > 50 ms"
+    clock.now += 10  # the rate's debt paid, the latencies out of the window
+    assert first.after(0) == 0 and second.after(0) == 0
+    relay.relay()
+    assert job.reason is None
+
+
 def test_backfill_and_check_keep_to_the_rate(tmp_path: Path, pg_url: str) -> None:
     with open_saver(f"sqlite:///{tmp_path / 'old.sqlite'}") as old, open_saver(pg_url) as new:
         run_threads(old, [f"t{n}" for n in range(4)], turns=1)

@@ -211,7 +211,7 @@ def _check_given(
                                                  serde=serde_from_name(spec.serdes[0])))
             new = stack.enter_context(open_saver(spec.new_url, must_exist=True, pool_size=workers,
                                                  serde=serde_from_name(spec.serdes[1])))
-        throttle = spec.limits.throttle() if spec.limits is not None else None
+        throttle = spec.limits.throttle(index) if spec.limits is not None else None
         report = check_part(old, new, shard=shard, progress=forward, throttle=throttle, **spec.options)
     if forward is not None:
         forward.flush()

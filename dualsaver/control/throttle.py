@@ -70,6 +70,22 @@ class LimitsSource(Protocol):
     def current(self) -> Limits | None: ...
 
 
+@dataclass(frozen=True)
+class Wait:
+    """Why a job waits now: for its rate, or for the store's p95 latency (ms) to come down."""
+
+    rate: bool = False
+    p95_ms: float | None = None
+
+    def reason(self, limits: Limits) -> str | None:
+        """The progress line's words for it, under these limits (a job's, not a process's share)."""
+        if self.p95_ms is not None and limits.max_load_ms:
+            return f"p95 store latency {self.p95_ms:.0f} ms > {limits.max_load_ms:g} ms"
+        if self.rate and limits.max_rate:
+            return f"rate {limits.max_rate:g} checkpoints/s"
+        return None
+
+
 class Throttle:
     """The throttle of one job; shared by its workers (thread-safe)."""
 
@@ -86,6 +102,8 @@ class Throttle:
         self.window = window
         self.clock = clock
         self.reason: str | None = None  # why the job waits right now, for the progress line
+        self.waiting_for: Wait = Wait()  # the same, as numbers (a process's, for its parent)
+        self.told: Callable[[Wait], None] | None = None  # called with it after each unit of work
         self.throttled_s = 0.0  # seconds waited in all
         self._samples: deque[tuple[float, float]] = deque()  # (when, seconds)
         self._next = 0.0  # when the rate allows the next unit of work to start
@@ -105,23 +123,26 @@ class Throttle:
         with self._lock:
             now = self.clock()
             self._refresh(now)
-            delay, self.reason = 0.0, None
+            delay, wait = 0.0, Wait()
             rate = self.limits.max_rate
             if rate:
                 self._next = max(self._next, now) + checkpoints / rate
                 delay = self._next - now
                 if delay > 0:
-                    self.reason = f"rate {rate:g} checkpoints/s"
+                    wait = Wait(rate=True)
             load = self.limits.max_load_ms
             p95 = self._p95(now) if load else None
             if load and p95 is not None and p95 * 1000 > load and delay < BACKOFF:
                 delay = BACKOFF
-                self.reason = f"p95 store latency {p95 * 1000:.0f} ms > {load:g} ms"
+                wait = Wait(p95_ms=p95 * 1000)
+            self.waiting_for, self.reason = wait, wait.reason(self.limits)
             delay = max(delay, 0.0)
             if delay:
                 self.throttled_s += delay
-                telemetry.throttled.add(delay, {"reason": "load" if (self.reason or "").startswith("p95") else "rate"})
-            return delay
+                telemetry.throttled.add(delay, {"reason": "load" if wait.p95_ms else "rate"})
+        if self.told is not None:
+            self.told(wait)
+        return delay
 
     def current(self) -> Limits:
         """The limits now, from the source when it is time to ask it again: a throttle is
@@ -156,8 +177,11 @@ class SharedLimits:
     one's throttle takes it as its source). Created before the processes start, and handed
     to them at their start (it cannot cross later). NaN: no limit."""
 
-    def __init__(self, context: Any, limits: Limits) -> None:
+    def __init__(self, context: Any, limits: Limits, processes: int = 1) -> None:
         self._values = context.Array("d", 2)  # max_rate, max_load_ms
+        # why each process waits (`Wait`), for the parent's progress line: 0 it does not,
+        # -1 for its rate, else the p95 latency (ms) it waits to come down
+        self._waits = context.Array("d", processes)
         self.set(limits)
 
     def set(self, limits: Limits) -> None:
@@ -169,9 +193,23 @@ class SharedLimits:
             rate, load = self._values[:]
         return Limits(max_rate=None if math.isnan(rate) else rate, max_load_ms=None if math.isnan(load) else load)
 
-    def throttle(self) -> Throttle:
-        """In a process: its throttle, following what the parent relays."""
-        return Throttle(self.current(), source=self)
+    def throttle(self, index: int = 0) -> Throttle:
+        """In process `index`: its throttle, following what the parent relays and telling it
+        why it waits."""
+        throttle = Throttle(self.current(), source=self)
+        throttle.told = lambda wait: self._tell(index, wait)
+        return throttle
+
+    def _tell(self, index: int, wait: Wait) -> None:
+        self._waits[index] = wait.p95_ms if wait.p95_ms is not None else (-1.0 if wait.rate else 0.0)
+
+    def waiting(self) -> Wait:
+        """Why the job waits, from its processes: the store's latency if any waits for it
+        (the highest), else the rate if any waits for that."""
+        waits = list(self._waits[:])
+        if (p95 := max(waits, default=0.0)) > 0:
+            return Wait(p95_ms=p95)
+        return Wait(rate=any(w < 0 for w in waits))
 
 
 class Relay:
@@ -183,15 +221,18 @@ class Relay:
     def __init__(self, throttle: Throttle | None, processes: int, context: Any) -> None:
         self.throttle, self.processes = throttle, processes
         self._sent = self._share()
-        self.shared = SharedLimits(context, self._sent) if throttle is not None else None
+        self.shared = SharedLimits(context, self._sent, processes) if throttle is not None else None
 
     def relay(self) -> None:
-        if self.shared is None:
+        """The limits passed on, and the processes' reason to wait taken back (the job's
+        throttle's `reason`, which its progress line shows)."""
+        if self.shared is None or self.throttle is None:
             return
         limits = self._share()
         if limits != self._sent:
             self.shared.set(limits)
             self._sent = limits
+        self.throttle.reason = self.shared.waiting().reason(self.throttle.limits)
 
     def _share(self) -> Limits:
         return share(self.throttle.current() if self.throttle is not None else None, self.processes) or Limits()

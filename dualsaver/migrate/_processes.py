@@ -196,7 +196,7 @@ def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, An
                                              serde=serde_from_name(spec.target_serde)))
         source, target = native_for(old), native_for(new)
         allow(target, spec.allowed)
-        throttle = spec.limits.throttle() if spec.limits is not None else None
+        throttle = spec.limits.throttle(index) if spec.limits is not None else None
         reporter = _Reporter(events, index)
         flow = Flow(read_options=read_options(source, target), on_finished=reporter, throttle=throttle)
         reporter.flow = flow
