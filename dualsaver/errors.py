@@ -138,7 +138,13 @@ class PreflightRefused(DualSaverError, ValueError):
 
 
 class CopyFailed(DualSaverError, RuntimeError):
-    """Copying a thread from one store to the other did not complete."""
+    """Copying a thread from one store to the other did not complete. `refused`: the target
+    answered and refused what was not copied (values it cannot hold, `LossyValue`), which
+    says nothing of its health (a circuit breaker does not count it)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class CheckError(DualSaverError, RuntimeError):

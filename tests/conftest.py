@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import settings
 
 from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, EmbeddedRedisStack
@@ -45,6 +46,15 @@ settings.register_profile("ci", parent=settings.get_profile("dualsaver"), derand
 settings.load_profile("ci" if os.environ.get("CI") else "dualsaver")
 
 _database_numbers = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """A test that runs the CLI configures logging for the whole process (`configure_logging`:
+    its level, its stream); the next test gets structlog's defaults back, so that what a test
+    reads from its captured output does not depend on which tests ran before it."""
+    yield
+    structlog.reset_defaults()
 
 
 def _database_name() -> str:

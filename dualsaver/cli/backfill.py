@@ -89,7 +89,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-lossy", metavar="CLASS[,CLASS]",
                    help="accept what the preflight finds in these rule classes (the result names what changed);"
-                   " see `dualsaver preflight --rules`")
+                   " see `dualsaver preflight --rules`. For --store-old/--store-new, `non-finite` lets the"
+                   " items' NaN and Infinity be written as null")
     p.add_argument("--no-preflight", action="store_true",
                    help="skip the scan before the copy (rows the target cannot hold are still refused one by one)")
     add_throttle_arguments(p)

@@ -66,7 +66,7 @@ def backfill(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> 
         result = backfill_items(src, dst, prefix=prefix_of(args), shard=args.shard, resume=not args.restart,
                                 dry_run=args.dry_run, throttle=throttle, state_path=args.state,
                                 old_name=redact(source), new_name=redact(target), control=settings.control_url,
-                                control_name=settings.record_name)
+                                control_name=settings.record_name, allow_lossy=args.allow_lossy)
     print(result.summary(), file=sys.stderr)
     if not args.reverse and not prefix_of(args):
         record_store_backfill(result, scope=scope(args.shard), settings=settings)

@@ -7,7 +7,7 @@ no entry goes through the public API (`exact` False). An adapter passed in is re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from functools import cache
 from itertools import islice
 from typing import Any
@@ -25,6 +25,15 @@ def items_for(store: Any) -> Any:
 def aitems_for(store: Any) -> Any:
     """The async item adapter for `store`; a sync store's adapter runs in worker threads."""
     return _adapter(store, asynchronous=True)
+
+
+def accepting(adapter: Any, allowed: Collection[str]) -> Any:
+    """`adapter` (and the sync one it serves in threads) converting what the rule classes
+    `allowed` name instead of refusing it (`dualsaver.stores.faithful`)."""
+    for writer in (adapter, getattr(adapter, "sync", None)):
+        if writer is not None and hasattr(writer, "allow_lossy"):
+            writer.allow_lossy = frozenset(allowed)
+    return adapter
 
 
 def _is_adapter(obj: Any) -> bool:

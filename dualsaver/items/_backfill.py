@@ -22,7 +22,7 @@ blocking or awaited I/O, and `copy_items` / `acopy_items` copy a few named items
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -31,12 +31,13 @@ from dualsaver.control.progress import open_progress
 from dualsaver.control.sources import replica_name
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
-from dualsaver.items._adapters import aitems_for, items_for
+from dualsaver.items._adapters import accepting, aitems_for, items_for
 from dualsaver.items._vectors import COPIED, NONE, RECOMPUTED, Embedder, vector_mode, with_vectors
 from dualsaver.items.identity import item_store_name
 from dualsaver.items.record import (
     EVERYTHING, BadItem, ItemKey, Namespace, Selection, StoredItem, journal_ns, ns_text,
 )
+from dualsaver.preflight.rules import parse_classes
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
 from dualsaver.stores.faithful import ascii_safe
 
@@ -189,7 +190,7 @@ class ItemJob:
             try:
                 added += yield Call("target", "write_items", ([item],), {"replace": self.replace})
             except Exception as exc:
-                self._bad(item.namespace, item.key, describe_error(exc))
+                self._bad(item.namespace, item.key, describe_error(exc), getattr(exc, "rule", None))
         return added
 
     def pace(self, seconds: float, count: int) -> Plan[None]:
@@ -199,11 +200,13 @@ class ItemJob:
         if delay := self.throttle.after(count):
             yield Call("clock", "sleep", (delay,))
 
-    def _bad(self, namespace: Namespace, key: str, error: str) -> None:
+    def _bad(self, namespace: Namespace, key: str, error: str, rule: str | None = None) -> None:
+        """An item not copied; `rule`: the target refused its value (`LossyValue`), by that rule."""
         self._bad_ns.add(namespace)
         self.result.bad += 1
         if len(self.result.bad_items) < MAX_BAD_KEPT:
-            self.result.bad_items.append({"namespace": list(namespace), "key": key, "error": error})
+            self.result.bad_items.append({"namespace": list(namespace), "key": key, "error": error,
+                                          **({"rule": rule} if rule else {})})
 
     # ------------------------------------------------------------------ a few items
 
@@ -250,14 +253,17 @@ def _state(source: Any, target: Any, selection: Selection, *, resume: bool, dry_
 
 def _job(source: Any, target: Any, asynchronous: bool, prefix: Sequence[str], shard: tuple[int, int] | None,
          resume: bool, state_path: Any, old_name: str | None, new_name: str | None, control: str | None,
-         control_name: str, **options: Any) -> tuple[ItemJob, Any]:
+         control_name: str, allow_lossy: Collection[str] | str | None, **options: Any) -> tuple[ItemJob, Any]:
     adapt = aitems_for if asynchronous else items_for
-    src, dst = adapt(source), adapt(target)
+    allowed = parse_classes(allow_lossy)
+    src, dst = adapt(source), accepting(adapt(target), allowed)
     selection = Selection(tuple(prefix), shard)
     state = _state(source, target, selection, resume=resume, dry_run=options.get("dry_run", False),
                    state_path=state_path, old_name=old_name, new_name=new_name, control=control,
                    control_name=control_name)
     job = ItemJob(src, dst, selection=selection, state=state, **options)
+    if allowed:
+        job.result.notes.append(f"accepted as lossy: {', '.join(sorted(allowed))} (the target converts such values)")
     targets = {"source": src, "target": dst, "embed": job.embedder or Embedder(None)}
     return job, (AsyncTargets if asynchronous else Targets)(**targets)
 
@@ -266,16 +272,18 @@ def backfill_items(
     source: Any, target: Any, *, prefix: Sequence[str] = (), shard: tuple[int, int] | None = None,
     resume: bool = True, dry_run: bool = False, batch: int = BATCH, throttle: Throttle | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, control: str | None = None,
-    control_name: str = "default", on_batch: Any = None,
+    control_name: str = "default", on_batch: Any = None, allow_lossy: Collection[str] | str | None = None,
 ) -> ItemBackfillResult:
     """Copy `source`'s items into `target` (stores or item adapters); see the module docstring.
 
     `prefix` limits the run to a namespace prefix, `shard=(i, n)` to the namespaces whose
     stable hash falls in shard i of n; `resume=False` forgets earlier progress; `dry_run`
     writes nothing and counts what would be copied. Progress goes where the checkpoints'
-    backfill keeps its own (`control`, else `state_path`)."""
+    backfill keeps its own (`control`, else `state_path`). An item the target would change
+    (NaN or Infinity, which SQLite's and PostgreSQL's JSON write as null) is refused by name
+    as a bad item unless `allow_lossy` names its rule class (`non-finite`)."""
     job, io = _job(source, target, False, prefix, shard, resume, state_path, old_name, new_name, control,
-                   control_name, dry_run=dry_run, batch=batch, throttle=throttle, on_batch=on_batch)
+                   control_name, allow_lossy, dry_run=dry_run, batch=batch, throttle=throttle, on_batch=on_batch)
     return run(job.backfill_plan(), io)
 
 
@@ -283,11 +291,11 @@ async def abackfill_items(
     source: Any, target: Any, *, prefix: Sequence[str] = (), shard: tuple[int, int] | None = None,
     resume: bool = True, dry_run: bool = False, batch: int = BATCH, throttle: Throttle | None = None,
     state_path: Any = None, old_name: str | None = None, new_name: str | None = None, control: str | None = None,
-    control_name: str = "default", on_batch: Any = None,
+    control_name: str = "default", on_batch: Any = None, allow_lossy: Collection[str] | str | None = None,
 ) -> ItemBackfillResult:
     """The async form of `backfill_items`: the same plans, awaited."""
     job, io = _job(source, target, True, prefix, shard, resume, state_path, old_name, new_name, control,
-                   control_name, dry_run=dry_run, batch=batch, throttle=throttle, on_batch=on_batch)
+                   control_name, allow_lossy, dry_run=dry_run, batch=batch, throttle=throttle, on_batch=on_batch)
     return await arun(job.backfill_plan(), io)
 
 

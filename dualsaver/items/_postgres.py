@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any
 
-import orjson
 
 from dualsaver.items._pgvector import TYPE_OIDS_SQL, VectorArray, dumper
 from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlans
@@ -44,6 +43,7 @@ _DROP = "DELETE FROM store WHERE (prefix, key) IN (SELECT * FROM unnest(%s::text
 
 class PostgresItemPlans(SqlItemPlans):
     MARK = "%s"
+    KIND, NAME = "postgres", "PostgreSQL's JSONB"
     HAS_VECTORS_SQL = "SELECT to_regclass('store_vectors') IS NOT NULL"
     VECTOR_COLUMNS = "v.field_name, v.embedding::real[]"
     ITEMS_SQL = ("SELECT s.prefix, s.key, s.value::text, s.created_at, s.updated_at, s.expires_at, s.ttl_minutes,"
@@ -63,7 +63,7 @@ class PostgresItemPlans(SqlItemPlans):
     def _statement(self, items: Sequence[StoredItem], vectors: bool, conflict: str) -> tuple[str, list[Any]]:
         params: list[Any] = [
             [ns_text(i.namespace) for i in items], [i.key for i in items],
-            [orjson.dumps(i.value).decode() for i in items], [i.created_at for i in items],
+            [self.value_json(i) for i in items], [i.created_at for i in items],
             [i.updated_at for i in items], [i.expires_at for i in items], [i.ttl_minutes for i in items],
         ]
         parts = [_SOURCE, _INSERT.format(conflict=conflict)]

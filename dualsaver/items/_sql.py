@@ -10,7 +10,7 @@ what each returned comes back). The shells decide nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +20,7 @@ from dualsaver.errors import describe_error
 from dualsaver.items.record import (
     BadItem, IndexInfo, ItemKey, Namespace, StoredItem, holdable, ns_text, ns_tuple, prefix_bounds, utc,
 )
+from dualsaver.stores.faithful import NON_FINITE, refuse
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, arun, astream, for_each, run, stream
 
 Steps = list[tuple[str, Any, bool]]  # (sql, params or rows, many)
@@ -43,6 +44,9 @@ class SqlItemPlans:
 
     exact = True
     holds_ttl = True
+    allow_lossy: Collection[str] = ()  # rule classes the writer may convert (`dualsaver.stores.faithful`)
+    KIND: str  # the store's kind, which names its rules: "sqlite", "postgres"
+    NAME: str  # the same, in a message
     store: Any
     index: IndexInfo | None
     ITEMS_SQL: str  # {where} {vectors}: the item columns, then field_name and the embedding
@@ -121,6 +125,15 @@ class SqlItemPlans:
                               float(ttl) if ttl is not None else None, vectors or None)
         except Exception as exc:
             return BadItem(namespace, first[1], describe_error(exc))
+
+    def value_json(self, item: StoredItem) -> str:
+        """The item's value as JSON text (orjson), which would turn NaN and Infinity into null:
+        such a value is refused by name (`LossyValue`: a bad item) unless the class
+        `non-finite` is accepted. Only a text holding a null is walked (a NaN comes out as one)."""
+        data = orjson.dumps(item.value)
+        if b"null" in data:
+            refuse(item.value, NON_FINITE, "the value", f"{self.KIND}.item-non-finite", self.NAME, self.allow_lossy)
+        return data.decode()
 
     @staticmethod
     def load_value(raw: Any) -> Any:

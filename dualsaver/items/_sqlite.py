@@ -8,7 +8,6 @@ from array import array
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-import orjson
 
 from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlans, query, write
 from dualsaver.items.record import ItemKey, StoredItem, ns_text, sql_time
@@ -25,6 +24,7 @@ _DROP = "DELETE FROM store WHERE prefix = ? AND key = ?"
 
 class SqliteItemPlans(SqlItemPlans):
     MARK = "?"
+    KIND, NAME = "sqlite", "SQLite"
     HAS_VECTORS_SQL = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'store_vectors'"
     ITEMS_SQL = ("SELECT s.prefix, s.key, s.value, s.created_at, s.updated_at, s.expires_at, s.ttl_minutes,"
                  " {vectors} FROM store s {join} {where} ORDER BY s.prefix, s.key")
@@ -32,9 +32,8 @@ class SqliteItemPlans(SqlItemPlans):
     def load_vector(self, raw: Any) -> list[float]:
         return array("f", raw).tolist()
 
-    @staticmethod
-    def row(item: StoredItem) -> tuple[Any, ...]:
-        return (ns_text(item.namespace), item.key, orjson.dumps(item.value).decode(), sql_time(item.created_at),
+    def row(self, item: StoredItem) -> tuple[Any, ...]:
+        return (ns_text(item.namespace), item.key, self.value_json(item), sql_time(item.created_at),
                 sql_time(item.updated_at), sql_time(item.expires_at), item.ttl_minutes)
 
     @staticmethod

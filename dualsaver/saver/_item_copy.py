@@ -53,7 +53,8 @@ def _copied(result: items.ItemBackfillResult) -> int:
     """An exact copy reports a bad item in its result; the plan records it as a miss."""
     if result.bad:
         first = result.bad_items[0] if result.bad_items else {}
-        raise CopyFailed(f"{result.bad} item(s) not copied: {first.get('error', 'unknown error')}")
+        refused = len(result.bad_items) == result.bad and all("rule" in b for b in result.bad_items)
+        raise CopyFailed(f"{result.bad} item(s) not copied: {first.get('error', 'unknown error')}", refused=refused)
     return result.items
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from dualsaver.control.phase import Phase
-from dualsaver.errors import SecondaryWriteError, describe_error
+from dualsaver.errors import LossyValue, SecondaryWriteError, describe_error
 from dualsaver.sansio import Call, Plan, relay
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._recorder import Mismatch, Missed, Tombstone
@@ -194,8 +194,11 @@ def guarded(breakers: Mapping[Role, Breaker], call: Call) -> Plan[Any]:
         raise breaker.refusal()
     try:
         result = yield call
-    except Exception:
-        breaker.failed()
+    except Exception as exc:
+        if isinstance(exc, LossyValue) or getattr(exc, "refused", False):
+            breaker.succeeded()  # it answered, refusing a value it cannot hold: no sign of an outage
+        else:
+            breaker.failed()
         raise
     breaker.succeeded()
     return result

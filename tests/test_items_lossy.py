@@ -1,0 +1,89 @@
+"""NaN and Infinity in a long-term store item, which only the in-memory store holds: dualsaver's
+SQLite and PostgreSQL item writers (orjson) would write them as null, quietly. The item
+backfill refuses such an item by name (a bad item naming the rule and the JSON path) unless
+`non-finite` is accepted; a live DualStore journals it without taking its secondary for
+down."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dualsaver import DualStore, Journal, Phase
+from dualsaver.control.journal import item_of
+from dualsaver.checker.findings import ITEM_MISSING_IN_NEW, ITEM_VALUE_MISMATCH
+from dualsaver.items import backfill_items, check_items, open_item_store
+
+LOSSY = {"score": float("nan"), "best": [1.0, float("inf")]}
+
+
+def _url(kind, request, tmp_path):
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/target.sqlite"
+    return request.getfixturevalue("pg_url")
+
+
+def test_the_bare_stores_cannot_hold_nan(request, tmp_path):
+    """The rules' reason, measured without dualsaver: SqliteStore keeps null where NaN and
+    Infinity were, quietly; PostgresStore's JSONB refuses them. (dualsaver's own writers
+    encode with orjson, which would write null for both: hence the refusal.)"""
+    with open_item_store(_url("sqlite", request, tmp_path)) as store:
+        store.put(("u",), "k", LOSSY)
+        assert store.get(("u",), "k").value == {"score": None, "best": [1.0, None]}
+    with open_item_store(_url("postgres", request, tmp_path)) as store:
+        with pytest.raises(Exception, match="NaN"):
+            store.put(("u",), "k", LOSSY)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_backfill_refuses_an_item_the_target_would_change_unless_accepted(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    with open_item_store("memory://") as old, open_item_store(url) as new:
+        old.put(("team", "a"), "lossy", LOSSY)
+        old.put(("team", "a"), "plain", {"score": 0.5})
+        result = backfill_items(old, new, state_path=":memory:")
+        assert (result.items, result.bad) == (1, 1)
+        bad = result.bad_items[0]
+        assert (bad["namespace"], bad["key"], bad["rule"]) == (["team", "a"], "lossy", f"{kind}.item-non-finite")
+        assert "NaN or Infinity at $.score" in bad["error"] and "--allow-lossy non-finite" in bad["error"]
+        assert new.get(("team", "a"), "lossy") is None
+        assert [(d.kind, d.checkpoint_id) for d in check_items(old, new).divergences] == [
+            (ITEM_MISSING_IN_NEW, "lossy")]
+
+        accepted = backfill_items(old, new, state_path=":memory:", allow_lossy="non-finite")
+        assert (accepted.items, accepted.bad) == (1, 0)
+        assert any("accepted as lossy: non-finite" in note for note in accepted.notes)
+        assert new.get(("team", "a"), "lossy").value == {"score": None, "best": [1.0, None]}
+        # what was accepted is still a difference, and the check still says so
+        assert [(d.kind, d.checkpoint_id) for d in check_items(old, new).divergences] == [
+            (ITEM_VALUE_MISMATCH, "lossy")]
+
+
+def test_an_unknown_lossy_class_is_refused_before_anything_is_copied(tmp_path):
+    with open_item_store("memory://") as old, open_item_store(f"sqlite:///{tmp_path}/t.sqlite") as new:
+        old.put(("u",), "k", {"a": 1})
+        with pytest.raises(ValueError, match="unknown lossy class"):
+            backfill_items(old, new, state_path=":memory:", allow_lossy="nan")
+        assert new.get(("u",), "k") is None
+
+
+def test_a_live_dual_store_journals_the_item_and_keeps_its_secondary(tmp_path, pg_url):
+    """In shadow-write over an in-memory primary (which holds NaN), the secondary refuses that
+    item: it is journaled with its rule, the circuit stays closed and the next write lands."""
+    with open_item_store("memory://") as old, open_item_store(pg_url) as new:
+        store = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        store.put(("u",), "lossy", LOSSY)
+        store.put(("u",), "next", {"a": 1})
+        assert store.flush(timeout=30)
+        assert math.isnan(old.get(("u",), "lossy").value["score"])  # the primary keeps it
+        assert new.get(("u",), "lossy") is None and new.get(("u",), "next").value == {"a": 1}
+        assert {b.state for b in store.breakers.values()} == {"closed"}
+        journal = Journal(tmp_path / "j.sqlite")
+        try:
+            rows = list(journal.pending())
+        finally:
+            journal.close()
+        assert [(r.store, item_of(r)) for r in rows] == [("new", (("u",), "lossy"))]
+        assert "postgres.item-non-finite" in rows[0].error
+        store.close()
