@@ -102,8 +102,7 @@ class Throttle:
         self.window = window
         self.clock = clock
         self.reason: str | None = None  # why the job waits right now, for the progress line
-        self.waiting_for: Wait = Wait()  # the same, as numbers (a process's, for its parent)
-        self.told: Callable[[Wait], None] | None = None  # called with it after each unit of work
+        self.told: Callable[[Wait], None] | None = None  # told why after each unit of work (a process's parent)
         self.throttled_s = 0.0  # seconds waited in all
         self._samples: deque[tuple[float, float]] = deque()  # (when, seconds)
         self._next = 0.0  # when the rate allows the next unit of work to start
@@ -135,7 +134,7 @@ class Throttle:
             if load and p95 is not None and p95 * 1000 > load and delay < BACKOFF:
                 delay = BACKOFF
                 wait = Wait(p95_ms=p95 * 1000)
-            self.waiting_for, self.reason = wait, wait.reason(self.limits)
+            self.reason = wait.reason(self.limits)
             delay = max(delay, 0.0)
             if delay:
                 self.throttled_s += delay

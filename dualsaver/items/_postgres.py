@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any
 
-
 from dualsaver.items._pgvector import TYPE_OIDS_SQL, VectorArray, dumper
 from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlans
 from dualsaver.items.record import ItemKey, StoredItem, ns_text

@@ -20,8 +20,8 @@ from dualsaver.errors import describe_error
 from dualsaver.items.record import (
     BadItem, IndexInfo, ItemKey, Namespace, StoredItem, holdable, ns_text, ns_tuple, prefix_bounds, utc,
 )
-from dualsaver.stores.faithful import NON_FINITE, refuse
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, arun, astream, for_each, run, stream
+from dualsaver.stores.faithful import NON_FINITE, refuse
 
 Steps = list[tuple[str, Any, bool]]  # (sql, params or rows, many)
 KEYS_PER_QUERY = 400

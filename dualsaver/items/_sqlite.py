@@ -8,7 +8,6 @@ from array import array
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-
 from dualsaver.items._sql import AsyncSqlItems, Steps, SyncSqlItems, SqlItemPlans, query, write
 from dualsaver.items.record import ItemKey, StoredItem, ns_text, sql_time
 from dualsaver.sansio import Plan
