@@ -13,7 +13,7 @@ import pytest
 from dualsaver import DualStore, Journal, Phase
 from dualsaver.control.journal import item_of
 from dualsaver.checker.findings import ITEM_MISSING_IN_NEW, ITEM_VALUE_MISMATCH
-from dualsaver.items import backfill_items, check_items, open_item_store
+from dualsaver.items import abackfill_items, aopen_item_store, backfill_items, check_items, open_item_store
 
 LOSSY = {"score": float("nan"), "best": [1.0, float("inf")]}
 
@@ -58,6 +58,18 @@ def test_the_backfill_refuses_an_item_the_target_would_change_unless_accepted(ki
         # what was accepted is still a difference, and the check still says so
         assert [(d.kind, d.checkpoint_id) for d in check_items(old, new).divergences] == [
             (ITEM_VALUE_MISMATCH, "lossy")]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_async_backfill_refuses_and_accepts_alike(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    async with aopen_item_store("memory://") as old, aopen_item_store(url) as new:
+        await old.aput(("team", "a"), "lossy", LOSSY)
+        refused = await abackfill_items(old, new, state_path=":memory:")
+        accepted = await abackfill_items(old, new, state_path=":memory:", allow_lossy=["non-finite"])
+        assert (refused.items, refused.bad, refused.bad_items[0]["rule"]) == (0, 1, f"{kind}.item-non-finite")
+        assert (accepted.items, accepted.bad) == (1, 0)
+        assert (await new.aget(("team", "a"), "lossy")).value == {"score": None, "best": [1.0, None]}
 
 
 def test_an_unknown_lossy_class_is_refused_before_anything_is_copied(tmp_path):
