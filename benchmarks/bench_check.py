@@ -1,15 +1,18 @@
-"""Benchmark: `check` of SQLite against PostgreSQL vs reading both stores, in one run.
+"""Benchmark: `check` of SQLite against PostgreSQL (or Redis) vs reading both stores, in one run.
 
     python benchmarks/bench_check.py [--checkpoints 52000] [--serde same different] [--repeat 2] [--processes 1 2]
+                                     [--target postgres redis]
 
-For each size (checkpoints per store) and serializer pairing, the same history sits in a
-SQLite file (default serializer) and a PostgreSQL database (an embedded server on 127.0.0.1,
-the default serializer for "same", an encrypted one for "different"). Measured side by side,
-alternating, best of `--repeat`:
+For each size (checkpoints per store), target and serializer pairing, the same history sits
+in a SQLite file (default serializer) and the target (an embedded server on 127.0.0.1: a
+PostgreSQL database, or dualsaver's Redis saver on a Redis server), with the default
+serializer for "same", an encrypted one for "different". Measured side by side, alternating,
+best of `--repeat`:
 
 - **raw rows**: every row of both stores read undecoded by the fastest means each offers
   (SQLite: a plain SELECT of every row of its two tables; PostgreSQL: `COPY ... TO STDOUT
-  (FORMAT binary)` of its three tables);
+  (FORMAT binary)` of its three tables; Redis: each thread's three hashes, HGETALL,
+  pipelined a hundred threads at a time);
 - **read decoded**: every thread read natively from both stores, decoded, a hundred threads a
   query (`read_threads`; `read_thread` before this round);
 - **check, decoded**: `check(old, new, compare="decoded")`, every value decoded and digested
@@ -40,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dualsaver.checker import check
-from dualsaver.embedded import EmbeddedPostgres
+from dualsaver.embedded import EmbeddedPostgres, EmbeddedRedis
 from dualsaver.heap import fewer_collections
 from dualsaver.stores import native_for, open_saver
 from tests import check_support as cs
@@ -85,11 +88,21 @@ def read_both(old, new) -> int:
 
 
 def read_raw(old, new) -> int:
-    """Every row of both stores, undecoded: SQLite's SELECT, PostgreSQL's binary COPY."""
+    """Every row of both stores, undecoded: SQLite's SELECT, PostgreSQL's binary COPY, or
+    Redis's hashes."""
     n = 0
     for table in ("checkpoints", "writes"):
         for _ in old.conn.execute(f"SELECT * FROM {table}"):
             n += 1
+    if hasattr(new, "client"):  # dualsaver's Redis saver: each thread's checkpoints, blobs, writes
+        ids = list(native_for(new).thread_ids())
+        for i in range(0, len(ids), 100):
+            pipe = new.client.pipeline(transaction=False)
+            for t in ids[i : i + 100]:
+                for key in new._keys(t)[1:]:
+                    pipe.hgetall(key)
+            n += sum(len(reply) for reply in pipe.execute())
+        return n
     with native_for(new)._connection() as conn, conn.cursor() as cur:
         for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
             with cur.copy(f"COPY {table} TO STDOUT (FORMAT binary)") as copy:
@@ -149,7 +162,7 @@ def in_processes(old_url: str, new_url: str, pairing: str, processes: int, **opt
 def print_processes(rows: list, processes: list[int], repeat: int) -> None:
     """The check in this process ("-") and in N processes, each against the same readings."""
     print(f"\nthe check in N processes (--processes), best of {repeat}; seconds, start-up apart and subtracted")
-    header = (f"{'serde':>9} {'ckpts':>6} {'N':>2} {'raw':>6} {'read':>6} {'check':>6} {'start':>5}"
+    header = (f"{'serde':>15} {'ckpts':>6} {'N':>2} {'raw':>6} {'read':>6} {'check':>6} {'start':>5}"
               f" {'chk/raw':>7} {'chk/read':>8} {'vs in-process':>13}")
     print(header)
     print("-" * len(header))
@@ -157,7 +170,7 @@ def print_processes(rows: list, processes: list[int], repeat: int) -> None:
         here = b["check"] - b["start"]
         for n in ["-", *processes]:
             took, start = (here, b["start"]) if n == "-" else (b[f"p{n}"] - b[f"p{n} start"], b[f"p{n} start"])
-            print(f"{pairing:>9} {count:>6} {n:>2} {b['raw']:>6.2f} {b['read']:>6.2f} {took:>6.2f} {start:>5.2f}"
+            print(f"{pairing:>15} {count:>6} {n:>2} {b['raw']:>6.2f} {b['read']:>6.2f} {took:>6.2f} {start:>5.2f}"
                   f" {took / b['raw']:>7.2f} {took / b['read']:>8.2f} {took / here:>13.2f}")
 
 
@@ -169,14 +182,18 @@ def main() -> int:
     parser.add_argument("--baseline", help="another source tree whose check runs beside ours (before/after)")
     parser.add_argument("--processes", type=int, nargs="*", default=[1, 2],
                         help="also measure the check in N processes, for each N (none: skip)")
+    parser.add_argument("--target", nargs="+", choices=("postgres", "redis"), default=["postgres"],
+                        help="the store SQLite is checked against (dualsaver's Redis saver for redis)")
     args = parser.parse_args()
     os.environ.setdefault("LANGGRAPH_AES_KEY", cs.AES_KEY.decode())  # the processes' encrypted serializer
     rows = []
-    with EmbeddedPostgres() as pg, tempfile.TemporaryDirectory() as tmp:
-        for n, size in enumerate(args.sizes):
-            for pairing in args.serde:
-                name = f"bench_check_{n}_{pairing}"
-                url = pg.create_database(name)
+    with EmbeddedPostgres() as pg, EmbeddedRedis() as redis, tempfile.TemporaryDirectory() as tmp:
+        for size_index, size in enumerate(args.sizes):
+            for target, pairing in [(t, p) for t in args.target for p in args.serde]:
+                name = f"bench_check_{size_index}_{pairing}"
+                if target == "redis":
+                    redis.flushall()
+                url = redis.url if target == "redis" else pg.create_database(name)
                 serde = cs.encrypted_serde() if pairing == "different" else None
                 old_url = f"sqlite:///{Path(tmp) / f'{name}.sqlite'}"
                 with open_saver(old_url) as old, open_saver(
@@ -205,13 +222,14 @@ def main() -> int:
                             times[f"p{n} start"].append(absent)
                     mem = peak_mb(lambda: check(old, new))
                     best = {k: min(v) if v else float("nan") for k, v in times.items()}
-                    rows.append((pairing, count, threads, by_bytes, best, mem))
-                pg.drop_database(name)
+                    rows.append((f"{pairing}{'/redis' if target == 'redis' else ''}", count, threads, by_bytes, best, mem))
+                if target == "postgres":
+                    pg.drop_database(name)
 
     print()
-    print(f"check vs reading both stores (SQLite vs PostgreSQL), best of {args.repeat}; seconds")
+    print(f"check vs reading both stores (SQLite vs PostgreSQL, or Redis: /redis), best of {args.repeat}; seconds")
     header = (
-        f"{'serde':>9} {'ckpts':>6} {'threads':>7} {'by bytes':>8} {'raw':>6} {'decoded':>7} "
+        f"{'serde':>15} {'ckpts':>6} {'threads':>7} {'by bytes':>8} {'raw':>6} {'decoded':>7} "
         f"{'before':>6} {'chk dec':>7} {'check':>6} {'start':>5} {'chk/raw':>7} {'chk/read':>8} {'dec/read':>8} {'MB':>5}"
     )
     print(header)
@@ -219,7 +237,7 @@ def main() -> int:
     for pairing, count, threads, by_bytes, b, mem in rows:
         check_s = b["check"] - b["start"]
         print(
-            f"{pairing:>9} {count:>6} {threads:>7} {by_bytes:>8} {b['raw']:>6.2f} {b['read']:>7.2f} "
+            f"{pairing:>15} {count:>6} {threads:>7} {by_bytes:>8} {b['raw']:>6.2f} {b['read']:>7.2f} "
             f"{b['base'] - b['start']:>6.2f} {b['decoded'] - b['start']:>7.2f} {check_s:>6.2f} {b['start']:>5.2f} {check_s / b['raw']:>7.2f} "
             f"{check_s / b['read']:>8.2f} {(b['decoded'] - b['start']) / b['read']:>8.2f} {mem:>5.1f}"
         )

@@ -28,17 +28,16 @@ READ_OPTIONS = {"prints": True}  # how the byte path reads a store (`read_thread
 
 
 def reads_bytes(store: Any) -> bool:
-    """Whether a native store reads digests of its stored bytes (see the module docstring)."""
-    return (
-        bool(getattr(store, "gives_stored_values", False))
-        and getattr(store, "serde_key", None) is not None
-        and (hasattr(store, "read_threads") or hasattr(store, "aread_threads"))
+    """Whether a native store reads digests of its stored bytes (see the module docstring):
+    its `prints_key` names the serializer configuration they were written with."""
+    return getattr(store, "prints_key", None) is not None and (
+        hasattr(store, "read_threads") or hasattr(store, "aread_threads")
     )
 
 
 def compares_bytes(old: Any, new: Any) -> bool:
     """Both stores read as bytes, written through the same serializer configuration."""
-    return reads_bytes(old) and reads_bytes(new) and old.serde_key == new.serde_key
+    return reads_bytes(old) and reads_bytes(new) and old.prints_key == new.prints_key
 
 
 @dataclass(slots=True)

@@ -115,6 +115,8 @@ class ThreadedStore:
         if hasattr(store, "serde_key"):  # stored bytes may pass through (see native.py)
             self.serde_key = store.serde_key
         self.gives_stored_values = getattr(store, "gives_stored_values", False)
+        if hasattr(store, "prints_key"):  # the check's byte path (dualsaver.checker._bytes)
+            self.prints_key = store.prints_key
         if hasattr(store, "read_threads"):  # several threads at once (the check's byte path)
             self.aread_threads = lambda ids, **options: self._stream(store.read_threads(ids, **options))
 

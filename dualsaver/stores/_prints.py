@@ -16,7 +16,13 @@ yields one `Printed` per checkpoint.
 One encoding is undone on the way: a set's members are written in the order the writing
 process iterated them, which changes with the string hash seed, so the same set in the same
 channel version often has other bytes in SQLite's next document than in PostgreSQL's one
-blob. A value holding a set is digested with the set's members sorted (by their bytes).
+blob, and a copy that decodes a pending write and encodes it again (dualsaver's Redis
+writer does) may reorder one. A value or a write holding a set is digested with the set's
+members sorted (by their bytes).
+
+dualsaver's Redis saver keeps every channel value as a blob, primitives too: `blob_value`
+reduces each as PostgreSQL keeps it (a primitive inline, the rest as its digest), so SQLite,
+PostgreSQL and that saver compare with one another.
 
 Equal digests mean equal stored values, each checked as a store reads it (a blob as
 `check_typed` checks a write, once; SQLite's document by decoding it). Unequal ones do not
@@ -88,6 +94,26 @@ def value_digest(tag: str, data: bytes, serde_key: Any) -> ormsgpack.Ext:
     return _digest(tag, data)
 
 
+# msgpack's first byte of a value PostgreSQL keeps inline (None, bool, int, float, str, as
+# `put` decides by `isinstance`): nil, false, true, fixint, negative fixint, float 32/64,
+# (u)int 8-64, fixstr, str 8/16/32
+_INLINE_FIRST = frozenset(
+    [0xC0, 0xC2, 0xC3, 0xCA, 0xCB, *range(0xCC, 0xD4), *range(0x80), *range(0xE0, 0x100),
+     *range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB]
+)
+
+
+def blob_value(tag: str, data: bytes, serde_key: Any) -> Any:
+    """A channel value a store keeps apart whatever its type (dualsaver's Redis saver keeps
+    every one as a blob), as PostgreSQL would keep it: a primitive decoded, inline; the rest
+    as `value_digest`."""
+    if tag == "null":
+        return None
+    if tag == "msgpack" and data and data[0] in _INLINE_FIRST:
+        return document(data)
+    return value_digest(tag, data, serde_key)
+
+
 def document_values(values: Any) -> dict[str, Any]:
     """The channel values of a whole document (SQLite's), each as PostgreSQL would keep it:
     a primitive inline (as `put` decides, by `isinstance`), the rest as its digest."""
@@ -121,7 +147,9 @@ def printed(
     `Unreadable`."""
     checkpoint, metadata = checked(checkpoint, metadata)
     ordered = sorted(writes, key=_WRITE_ORDER)
-    for w in ordered:
+    for n, w in enumerate(ordered):
         check_typed((w[4], w[5]), serde_key)
+        if w[4] == "msgpack" and any(mark in w[5] for mark in _SET_MARKS):  # a set's members sorted
+            ordered[n] = (*w[:5], _packed(document(w[5])))
     data = ormsgpack.packb((parent, checkpoint, metadata, ordered), option=_SORTED)
     return Printed(*key, hashlib.blake2b(data, digest_size=16).digest(), len(ordered))

@@ -7,19 +7,40 @@ a `RedisSaver`, awaiting (the ``a`` forms) for an `AsyncRedisSaver`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
 from dualsaver.redis.base import BaseRedisSaver, uses_delta
-from dualsaver.redis.codec import Record, WriteEntry, blob_field, encode_blob, encode_writes, member, split_member
+from dualsaver.redis.codec import (
+    Record,
+    WriteEntry,
+    blob_field,
+    decode_blob,
+    decode_writes,
+    encode_blob,
+    encode_writes,
+    member,
+    split_member,
+)
 from dualsaver.redis.ops import PAGE, chunks, command, pipeline, script
 from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
+from dualsaver.stores._prints import blob_value, document, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
-from dualsaver.stores.native import StoredCheckpoint, StoredWrite, ThreadItem, checked, load_typed, unreadable
+from dualsaver.stores.native import (
+    Printed,
+    StoredCheckpoint,
+    StoredWrite,
+    ThreadItem,
+    Unreadable,
+    checked,
+    load_typed,
+    unreadable,
+)
 from dualsaver.stores.serde import serde_key
 
 WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
+READ_AHEAD = 10  # pages of PAGE checkpoints asked for per round trip by read_threads
 REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
@@ -52,6 +73,63 @@ def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:
         _, items = yield script("read", keys, ("ids", *page))
         for item in items:
             yield Emit((_stored(saver, thread_id, item),))
+
+
+def _printed(saver: BaseRedisSaver, thread_id: str, item: Any, values: dict[tuple, Any]) -> Printed | Unreadable:
+    """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`); `values`
+    holds the thread's blobs already reduced, by (ns, channel, version): every checkpoint
+    names the blob of each of its channels, and most of them are its parent's."""
+    raw_member, raw_record, raw_writes, blobs = item
+    ns, checkpoint_id = split_member(raw_member)
+    key = serde_key(saver.serde)
+    try:
+        record = Record.decode(raw_record)
+        if record.checkpoint[0] != "msgpack" or record.metadata[0] != "msgpack":
+            raise ValueError("a checkpoint not stored as msgpack is compared decoded")
+        checkpoint = document(record.checkpoint[1])
+        if not isinstance(checkpoint, dict):
+            raise ValueError("the checkpoint is not a mapping")
+        channel_values = {}
+        for (channel, version), raw in zip(record.refs, blobs):
+            if raw is None:  # as the saver reads it: a version with no blob has no value
+                continue
+            ref = (ns, channel, version)
+            if ref not in values:
+                typed = decode_blob(raw)
+                values[ref] = _EMPTY if typed[0] == "empty" else blob_value(*typed, key)
+            if values[ref] is not _EMPTY:
+                channel_values[channel] = values[ref]
+        checkpoint["channel_values"] = channel_values
+        writes = [(w.task_id, w.task_path, w.idx, w.channel, *w.value) for w in decode_writes(raw_writes)]
+        return printed(
+            (thread_id, ns, checkpoint_id), record.parent, checkpoint, document(record.metadata[1]), writes, key
+        )
+    except Exception as err:  # the check reads this thread again decoded, which says what is wrong
+        return unreadable(thread_id, ns, checkpoint_id, err)
+
+
+_EMPTY = object()  # a blob the saver wrote for a channel with no value (its "empty" type)
+
+
+def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool) -> Plan:
+    """Every checkpoint of the threads listed, thread after thread, as `plan_read_thread`
+    reads one (decoded), or as digests of their stored bytes (`prints`: the check's byte
+    path): the members of them all in one round trip, then READ_AHEAD pages at a time."""
+    ids = list(dict.fromkeys(thread_ids))
+    keys = [saver._keys(t) for t in ids]
+    members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)
+    pages = [(t, k, page) for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
+    values: dict[tuple, Any] = {}  # the current thread's reduced blobs (`_printed`)
+    current = None
+    for ahead in chunks(pages, READ_AHEAD):
+        replies = yield pipeline(script("read", k, ("ids", *page)) for _, k, page in ahead)
+        for (thread_id, _, _), (_, items) in zip(ahead, replies):
+            if prints:
+                if thread_id != current:
+                    values, current = {}, thread_id
+                yield Emit(tuple(_printed(saver, thread_id, item, values) for item in items))
+            else:
+                yield Emit(tuple(_stored(saver, thread_id, item) for item in items))
 
 
 def plan_checkpoint_keys(saver: BaseRedisSaver, thread_id: str) -> Plan:
@@ -115,6 +193,8 @@ class RedisNativeStore:
 
     def __init__(self, saver: BaseRedisSaver) -> None:
         self.saver = saver
+        # equal keys: the check compares stored bytes first (`read_threads(ids, prints=True)`)
+        self.prints_key = serde_key(saver.serde)
 
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
 
@@ -131,6 +211,9 @@ class RedisNativeStore:
 
     def read_thread(self, thread_id: str) -> Iterator[ThreadItem]:
         return stream(plan_read_thread(self.saver, thread_id), self.saver._io)
+
+    def read_threads(self, thread_ids: Sequence[str], *, prints: bool = False) -> Iterator[ThreadItem | Printed]:
+        return stream(plan_read_threads(self.saver, thread_ids, prints), self.saver._io)
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
@@ -149,6 +232,9 @@ class RedisNativeStore:
 
     def aread_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
         return astream(plan_read_thread(self.saver, thread_id), self.saver._io)
+
+    def aread_threads(self, thread_ids: Sequence[str], *, prints: bool = False) -> AsyncIterator[ThreadItem | Printed]:
+        return astream(plan_read_threads(self.saver, thread_ids, prints), self.saver._io)
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)

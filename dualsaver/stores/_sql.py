@@ -65,6 +65,11 @@ class SqlPlans:
         """Equal keys let stored bytes pass through (see `dualsaver.stores.serde.serde_key`)."""
         return serde_key(self.serde)
 
+    @property
+    def prints_key(self) -> Any:
+        """Equal keys: the check compares stored bytes first (`read_threads(ids, prints=True)`)."""
+        return self.serde_key
+
     def _thread_ids_plan(self) -> Plan[None]:
         raise NotImplementedError
 
