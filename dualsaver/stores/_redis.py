@@ -40,7 +40,9 @@ from dualsaver.stores.native import (
 from dualsaver.stores.serde import serde_key
 
 WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
-READ_AHEAD = 10  # pages of PAGE checkpoints asked for per round trip by read_threads
+# pages of PAGE checkpoints asked for per round trip by read_threads: each checkpoint comes
+# with every blob it names (its whole state), so this bounds the memory of a read
+READ_AHEAD = 4
 REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
@@ -75,13 +77,13 @@ def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:
             yield Emit((_stored(saver, thread_id, item),))
 
 
-def _printed(saver: BaseRedisSaver, thread_id: str, item: Any, values: dict[tuple, Any]) -> Printed | Unreadable:
-    """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`); `values`
-    holds the thread's blobs already reduced, by (ns, channel, version): every checkpoint
-    names the blob of each of its channels, and most of them are its parent's."""
+def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> Printed | Unreadable:
+    """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), written
+    with the serializer `key` names; `values` holds the thread's blobs already reduced, by
+    (ns, channel, version): every checkpoint names the blob of each of its channels, and most
+    of them are its parent's."""
     raw_member, raw_record, raw_writes, blobs = item
     ns, checkpoint_id = split_member(raw_member)
-    key = serde_key(saver.serde)
     try:
         record = Record.decode(raw_record)
         if record.checkpoint[0] != "msgpack" or record.metadata[0] != "msgpack":
@@ -120,14 +122,14 @@ def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: 
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)
     pages = [(t, k, page) for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
     values: dict[tuple, Any] = {}  # the current thread's reduced blobs (`_printed`)
-    current = None
+    current, key = None, serde_key(saver.serde)
     for ahead in chunks(pages, READ_AHEAD):
         replies = yield pipeline(script("read", k, ("ids", *page)) for _, k, page in ahead)
         for (thread_id, _, _), (_, items) in zip(ahead, replies):
             if prints:
                 if thread_id != current:
                     values, current = {}, thread_id
-                yield Emit(tuple(_printed(saver, thread_id, item, values) for item in items))
+                yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
                 yield Emit(tuple(_stored(saver, thread_id, item) for item in items))
 
