@@ -83,15 +83,20 @@ def _digest(tag: str, data: bytes) -> ormsgpack.Ext:
     return ormsgpack.Ext(_VALUE, hasher.digest())
 
 
+def _sets_sorted(tag: str, data: bytes) -> bytes:
+    """Stored bytes with every set's members sorted (see the module docstring)."""
+    if tag == "msgpack" and any(mark in data for mark in _SET_MARKS):
+        return _packed(document(data))
+    return data
+
+
 def value_digest(tag: str, data: bytes, serde_key: Any) -> ormsgpack.Ext:
     """A channel value kept apart (PostgreSQL's blob), as the digest of its stored (tag,
     bytes); checked as `check_typed` checks a write (ValueError: the check decodes it)."""
     check_typed((tag, data), serde_key, "a channel value")
-    if tag == "msgpack" and any(mark in data for mark in _SET_MARKS):
-        data = _packed(document(data))
-    elif tag not in ("msgpack", "bytes"):
+    if tag not in ("msgpack", "bytes"):
         raise ValueError(f"a {tag!r} value is compared decoded")
-    return _digest(tag, data)
+    return _digest(tag, _sets_sorted(tag, data))
 
 
 # msgpack's first byte of a value PostgreSQL keeps inline (None, bool, int, float, str, as
@@ -149,7 +154,7 @@ def printed(
     ordered = sorted(writes, key=_WRITE_ORDER)
     for n, w in enumerate(ordered):
         check_typed((w[4], w[5]), serde_key)
-        if w[4] == "msgpack" and any(mark in w[5] for mark in _SET_MARKS):  # a set's members sorted
-            ordered[n] = (*w[:5], _packed(document(w[5])))
+        if (data := _sets_sorted(w[4], w[5])) is not w[5]:  # a set's members sorted
+            ordered[n] = (*w[:5], data)
     data = ormsgpack.packb((parent, checkpoint, metadata, ordered), option=_SORTED)
     return Printed(*key, hashlib.blake2b(data, digest_size=16).digest(), len(ordered))

@@ -69,12 +69,8 @@ def _stored(saver: BaseRedisSaver, thread_id: str, item: Any) -> ThreadItem:
 
 
 def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:
-    keys = saver._keys(thread_id)
-    members = yield command("ZRANGE", keys[0], 0, -1)  # (ns, id) order: see dualsaver.redis.codec
-    for page in chunks(members, PAGE):
-        _, items = yield script("read", keys, ("ids", *page))
-        for item in items:
-            yield Emit((_stored(saver, thread_id, item),))
+    """Every checkpoint of one thread, decoded, a page a round trip."""
+    return plan_read_threads(saver, (thread_id,), prints=False, ahead=1)
 
 
 def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> Printed | Unreadable:
@@ -113,19 +109,19 @@ def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> P
 _EMPTY = object()  # a blob the saver wrote for a channel with no value (its "empty" type)
 
 
-def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool) -> Plan:
-    """Every checkpoint of the threads listed, thread after thread, as `plan_read_thread`
-    reads one (decoded), or as digests of their stored bytes (`prints`: the check's byte
-    path): the members of them all in one round trip, then READ_AHEAD pages at a time."""
+def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD) -> Plan:
+    """Every checkpoint of the threads listed, thread after thread, each in (ns, id) order,
+    decoded or as digests of their stored bytes (`prints`: the check's byte path): the
+    members of them all in one round trip, then `ahead` pages at a time."""
     ids = list(dict.fromkeys(thread_ids))
     keys = [saver._keys(t) for t in ids]
-    members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)
+    members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
     pages = [(t, k, page) for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
     values: dict[tuple, Any] = {}  # the current thread's reduced blobs (`_printed`)
     current, key = None, serde_key(saver.serde)
-    for ahead in chunks(pages, READ_AHEAD):
-        replies = yield pipeline(script("read", k, ("ids", *page)) for _, k, page in ahead)
-        for (thread_id, _, _), (_, items) in zip(ahead, replies):
+    for some in chunks(pages, ahead):
+        replies = yield pipeline(script("read", k, ("ids", *page)) for _, k, page in some)
+        for (thread_id, _, _), (_, items) in zip(some, replies):
             if prints:
                 if thread_id != current:
                     values, current = {}, thread_id
