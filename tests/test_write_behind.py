@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -172,3 +173,35 @@ def test_a_queued_write_holds_bytes_not_live_copies_of_its_values(tmp_path):
         assert new.markers == ["first", "0", "1", "2", "3", "4"]  # each thawed into a private copy
         assert [type(m) for m in new.markers[1:]] == [Tracked] * 5
         assert all(m is not v for m, v in zip(new.markers[1:], values))
+
+
+def test_the_sync_queue_runs_jobs_in_order_waits_for_room_and_abandons_on_close():
+    """The lock-free queue: FIFO, bounded (a caller waits for room, then gives up), a
+    drain that waits for every job, and close journaling what a stuck worker still holds."""
+    from dualsaver.saver._writebehind import SyncWriteBehind
+
+    ran, abandoned, release = [], [], threading.Event()
+
+    def run(job):
+        if job == "stuck":
+            release.wait(30)
+        ran.append(job)
+
+    writes = SyncWriteBehind(run, lambda job, why: abandoned.append(job), exit_timeout=1, limit=4)
+    for n in range(50):
+        assert writes.submit(n, timeout=5)
+    assert writes.drain(timeout=30) and ran == list(range(50))
+    assert writes.submit("stuck", timeout=5)
+    while writes._busy_since is None:  # the worker has started the stuck job
+        time.sleep(0.001)
+    for n in range(3):
+        assert writes.submit(n, timeout=5)
+    assert not writes.submit("no room", timeout=0.2)  # full, the worker busy: bounded wait
+    assert not writes.drain(timeout=0.2)
+    assert not writes.close(timeout=0.2)
+    assert abandoned == ["stuck", 0, 1, 2]
+    release.set()
+    deadline = time.monotonic() + 30
+    while writes._worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not writes._worker.is_alive() and ran[50:] == ["stuck"]  # the abandoned rest never ran
