@@ -118,16 +118,14 @@ class SyncWriteBehind:
                 self._worker.start()
 
     def _wait_for_room(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        def room_or_stuck() -> bool:
+            return len(self._jobs) < self._limit or stuck(self._busy_since, timeout)
+
         with self._changed:
             self._waiters += 1
             try:
-                while len(self._jobs) >= self._limit:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if stuck(self._busy_since, timeout) or (remaining is not None and remaining <= 0):
-                        return False
-                    self._changed.wait(remaining)
-                return True
+                self._changed.wait_for(room_or_stuck, timeout)
+                return len(self._jobs) < self._limit
             finally:
                 self._waiters -= 1
 
@@ -183,18 +181,12 @@ class SyncWriteBehind:
             return True  # the common case, on every call outside write-behind
         if stuck(self._busy_since, timeout):
             return False  # waiting would only stall this caller too
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             self._waiters += 1
             self._drainers += 1
             self._hurry.set()
             try:
-                while self._jobs:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    self._changed.wait(remaining)
-                return True
+                return self._changed.wait_for(lambda: not self._jobs, timeout)
             finally:
                 self._waiters -= 1
                 self._drainers -= 1
