@@ -99,3 +99,38 @@ def test_a_live_dual_store_journals_the_item_and_keeps_its_secondary(tmp_path, p
         assert [(r.store, item_of(r)) for r in rows] == [("new", (("u",), "lossy"))]
         assert "postgres.item-non-finite" in rows[0].error
         store.close()
+
+
+def test_the_cli_store_backfill_refuses_then_accepts_with_allow_lossy(tmp_path, monkeypatch, capsys):
+    """`dualsaver backfill --store-old --store-new` passes --allow-lossy through: refused by
+    name without it (exit 1, the item not copied), copied by a re-run with it (the refused
+    item is not skipped as done), and an unknown class is a usage error (exit 2) before
+    anything is copied. In one process: `memory://NAME` is the
+    only store that holds NaN, and it lives as long as its process."""
+    import json
+
+    from dualsaver.cli import main
+    from dualsaver.items import open_item_store as opened
+
+    monkeypatch.chdir(tmp_path)  # no settings file of the repository's
+    for name in ("DUALSAVER_OLD_URL", "DUALSAVER_NEW_URL", "DUALSAVER_CONTROL_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with opened("memory://cli-lossy") as old:
+        old.put(("team", "a"), "lossy", LOSSY)
+    target = f"sqlite:///{tmp_path}/target.sqlite"
+    argv = ["backfill", "--store-old", "memory://cli-lossy", "--store-new", target, "--state", str(tmp_path / "s"),
+            "--json"]
+
+    assert main([*argv, "--allow-lossy", "nan"]) == 2
+    assert "unknown lossy class" in capsys.readouterr().err
+    assert main(argv) == 1
+    refused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["store"]
+    assert (refused["items"], refused["bad"]) == (0, 1)
+    with opened(target) as new:
+        assert new.get(("team", "a"), "lossy") is None
+
+    assert main([*argv, "--allow-lossy", "non-finite"]) == 0
+    accepted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["store"]
+    assert (accepted["items"], accepted["bad"]) == (1, 0)
+    with opened(target) as new:
+        assert new.get(("team", "a"), "lossy").value == {"score": None, "best": [1.0, None]}
