@@ -190,7 +190,7 @@ def main() -> int:
     with EmbeddedPostgres() as pg, EmbeddedRedis() as redis, tempfile.TemporaryDirectory() as tmp:
         for size_index, size in enumerate(args.sizes):
             for target, pairing in [(t, p) for t in args.target for p in args.serde]:
-                name = f"bench_check_{size_index}_{pairing}"
+                name = f"bench_check_{size_index}_{pairing}_{target}"  # a SQLite file of its own per target
                 if target == "redis":
                     redis.flushall()
                 url = redis.url if target == "redis" else pg.create_database(name)

@@ -39,7 +39,10 @@ class DualSaver(PhasedPair, CompositeSaver):
             the settings file, else the fleet's shared phase record, else `shadow-write`.
         strict: raise `SecondaryWriteError` when the secondary fails (after journaling).
         secondary_timeout: seconds a secondary call may take before it counts as failed;
-            `None` waits forever.
+            `None` waits forever. A bounded call the caller waits for (`write_behind=False`,
+            and every phase from backfill on) runs on a thread of a small pool while the
+            caller waits: a thread hop, about 0.1 ms a write on a 2-core VM
+            (benchmarks/bench_overhead.py); with `None` it runs on the caller's thread.
         journal: a `Journal`, a path for one, or None for `$DUALSAVER_JOURNAL` /
             `.dualsaver/journal.sqlite`.
         canary_percent: in read-switch, only this share of threads (by a stable hash of the
