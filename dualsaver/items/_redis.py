@@ -13,14 +13,15 @@ reads the documents a page at a time (memory: one (namespace, key, id) triple pe
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dualsaver.errors import describe_error
 from dualsaver.items.record import (
     BadItem, IndexInfo, ItemKey, Namespace, StoredItem, from_micros, holdable, ns_text, ns_tuple, to_micros,
 )
-from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
+from dualsaver.items._shells import AsyncItemShell, ItemPlans, SyncItemShell
+from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets
 
 PAGE = 500
 SEP = ":"
@@ -38,7 +39,7 @@ def _json(raw: Any) -> Any:
     return found[0] if isinstance(found, list) and found else (None if found == [] else found)
 
 
-class RedisItemPlans:
+class RedisItemPlans(ItemPlans):
     exact = True
     holds_ttl = True
     store: Any
@@ -217,7 +218,7 @@ def _fetched(replies: list[Any], count: int) -> tuple[list[Any], list[Any], list
     return list(replies[0]), list(replies[1]), list(replies[2 : 2 + count])
 
 
-class RedisItems(RedisItemPlans):
+class RedisItems(RedisItemPlans, SyncItemShell):
     """Over a `RedisStore`: blocking commands, pipelines for reads and writes."""
 
     def __init__(self, store: Any) -> None:
@@ -251,20 +252,8 @@ class RedisItems(RedisItemPlans):
     def delete(self, keys: list[str]) -> None:
         self.redis.delete(*keys)
 
-    def items(self, prefix: Namespace = ()) -> Iterator[StoredItem | BadItem]:
-        return stream(self._items_plan(prefix), self._io)
 
-    def get_items(self, keys: Sequence[ItemKey]) -> dict[ItemKey, StoredItem | BadItem]:
-        return run(self._get_plan(list(keys)), self._io)
-
-    def write_items(self, items: Iterable[StoredItem], *, replace: bool = False) -> int:
-        return run(self._write_plan(list(items), replace), self._io)
-
-    def delete_items(self, keys: Sequence[ItemKey]) -> None:
-        run(self._delete_plan(list(keys)), self._io)
-
-
-class AsyncRedisItems(RedisItemPlans):
+class AsyncRedisItems(RedisItemPlans, AsyncItemShell):
     """Over an `AsyncRedisStore`: the same plans, awaited."""
 
     def __init__(self, store: Any) -> None:
@@ -297,15 +286,3 @@ class AsyncRedisItems(RedisItemPlans):
 
     async def adelete(self, keys: list[str]) -> None:
         await self.redis.delete(*keys)
-
-    def aitems(self, prefix: Namespace = ()) -> AsyncIterator[StoredItem | BadItem]:
-        return astream(self._items_plan(prefix), self._io)
-
-    async def aget_items(self, keys: Sequence[ItemKey]) -> dict[ItemKey, StoredItem | BadItem]:
-        return await arun(self._get_plan(list(keys)), self._io)
-
-    async def awrite_items(self, items: Iterable[StoredItem], *, replace: bool = False) -> int:
-        return await arun(self._write_plan(list(items), replace), self._io)
-
-    async def adelete_items(self, keys: Sequence[ItemKey]) -> None:
-        await arun(self._delete_plan(list(keys)), self._io)

@@ -1,6 +1,7 @@
 """What the SQL item stores share: the plans (streaming the `store` table joined to
 `store_vectors` in (prefix, key) order, reading named items, insert-if-absent writes), and
-the thin sync and async shells that carry out their effects.
+the thin sync and async shells that carry out their effects (the public operations come
+from `_shells`, shared with Redis).
 
 A backend (`_sqlite`, `_postgres`) gives the SQL and how one row decodes and one item
 encodes; the plans ask its database for `rows(sql, params)` (a streamed result), `query`
@@ -10,7 +11,7 @@ what each returned comes back). The shells decide nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,7 +21,8 @@ from dualsaver.errors import describe_error
 from dualsaver.items.record import (
     BadItem, IndexInfo, ItemKey, Namespace, StoredItem, holdable, ns_text, ns_tuple, prefix_bounds, utc,
 )
-from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, arun, astream, for_each, run, stream
+from dualsaver.items._shells import AsyncItemShell, ItemPlans, SyncItemShell
+from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, for_each
 from dualsaver.stores.faithful import NON_FINITE, refuse
 
 Steps = list[tuple[str, Any, bool]]  # (sql, params or rows, many)
@@ -39,7 +41,7 @@ def write(steps: Steps) -> Call:
     return Call("db", "write", (steps,))
 
 
-class SqlItemPlans:
+class SqlItemPlans(ItemPlans):
     """The item-store contract as plans; a backend gives its SQL and encodings."""
 
     exact = True
@@ -185,7 +187,7 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class SyncSqlItems(SqlItemPlans):
+class SyncSqlItems(SqlItemPlans, SyncItemShell):
     """The sync shell: `rows`, `query`, `write` do blocking I/O; the rest is the plans'."""
 
     def __init__(self, store: Any) -> None:
@@ -202,20 +204,8 @@ class SyncSqlItems(SqlItemPlans):
     def write(self, steps: Steps) -> list[Any]:
         raise NotImplementedError
 
-    def items(self, prefix: Namespace = ()) -> Iterator[StoredItem | BadItem]:
-        return stream(self._items_plan(prefix), self._io)
 
-    def get_items(self, keys: Sequence[ItemKey]) -> dict[ItemKey, StoredItem | BadItem]:
-        return run(self._get_plan(list(keys)), self._io)
-
-    def write_items(self, items: Iterable[StoredItem], *, replace: bool = False) -> int:
-        return run(self._write_plan(list(items), replace), self._io)
-
-    def delete_items(self, keys: Sequence[ItemKey]) -> None:
-        run(self._delete_plan(list(keys)), self._io)
-
-
-class AsyncSqlItems(SqlItemPlans):
+class AsyncSqlItems(SqlItemPlans, AsyncItemShell):
     """The async shell: `arows`, `aquery`, `awrite` await; the rest is the plans'."""
 
     def __init__(self, store: Any) -> None:
@@ -231,15 +221,3 @@ class AsyncSqlItems(SqlItemPlans):
 
     async def awrite(self, steps: Steps) -> list[Any]:
         raise NotImplementedError
-
-    def aitems(self, prefix: Namespace = ()) -> AsyncIterator[StoredItem | BadItem]:
-        return astream(self._items_plan(prefix), self._io)
-
-    async def aget_items(self, keys: Sequence[ItemKey]) -> dict[ItemKey, StoredItem | BadItem]:
-        return await arun(self._get_plan(list(keys)), self._io)
-
-    async def awrite_items(self, items: Iterable[StoredItem], *, replace: bool = False) -> int:
-        return await arun(self._write_plan(list(items), replace), self._io)
-
-    async def adelete_items(self, keys: Sequence[ItemKey]) -> None:
-        await arun(self._delete_plan(list(keys)), self._io)
