@@ -23,7 +23,7 @@ from dualsaver.redis.codec import (
     member,
     split_member,
 )
-from dualsaver.redis.ops import PAGE, chunks, command, pipeline, script
+from dualsaver.redis.ops import PAGE, chunks, command, pairs, pipeline, script
 from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
 from dualsaver.stores._prints import blob_value, document, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
@@ -77,7 +77,9 @@ def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> P
     """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), written
     with the serializer `key` names; `values` holds the thread's blobs already reduced, by
     (ns, channel, version): every checkpoint names the blob of each of its channels, and most
-    of them are its parent's."""
+    of them are its parent's. `item` is a checkpoint of the read script's reply (member,
+    record, writes, its blobs in the order of its refs) or, from a whole thread's hashes,
+    (member, record, writes, the thread's blobs by field)."""
     raw_member, raw_record, raw_writes, blobs = item
     ns, checkpoint_id = split_member(raw_member)
     try:
@@ -87,6 +89,8 @@ def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> P
         checkpoint = document(record.checkpoint[1])
         if not isinstance(checkpoint, dict):
             raise ValueError("the checkpoint is not a mapping")
+        if isinstance(blobs, dict):
+            blobs = [blobs.get(blob_field(ns, channel, version).encode()) for channel, version in record.refs]
         channel_values = {}
         for (channel, version), raw in zip(record.refs, blobs):
             if raw is None:  # as the saver reads it: a version with no blob has no value
@@ -116,18 +120,31 @@ def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: 
     ids = list(dict.fromkeys(thread_ids))
     keys = [saver._keys(t) for t in ids]
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
+    members_of = dict(zip(ids, members))
     pages = [(t, k, page) for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
     values: dict[tuple, Any] = {}  # the current thread's reduced blobs (`_printed`)
     current, key = None, serde_key(saver.serde)
     for some in chunks(pages, ahead):
-        replies = yield pipeline(script("read", k, ("ids", *page)) for _, k, page in some)
-        for (thread_id, _, _), (_, items) in zip(some, replies):
+        # on the byte path a thread of one page is read whole ('dump': its three hashes, each
+        # blob once, nothing parsed on the server), else by the read script
+        whole = [prints and len(members_of[t]) <= PAGE for t, _, _ in some]
+        replies = yield pipeline(script("dump", k) if w else script("read", k, ("ids", *page))
+                                 for (_, k, page), w in zip(some, whole))
+        for (thread_id, _, _), reply, w in zip(some, replies, whole):
             if prints:
                 if thread_id != current:
                     values, current = {}, thread_id
+                items = _dumped(reply) if w else reply[1]
                 yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
-                yield Emit(tuple(_stored(saver, thread_id, item) for item in items))
+                yield Emit(tuple(_stored(saver, thread_id, item) for item in reply[1]))
+
+
+def _dumped(reply: Any) -> list[tuple[Any, Any, Any, dict[bytes, bytes]]]:
+    """A whole thread's hashes as the read script's checkpoints, in (ns, id) order, each with
+    the thread's blobs by field (see `_printed`)."""
+    records, blobs, writes = (dict(pairs(flat)) for flat in reply)
+    return [(m, records[m], writes.get(m), blobs) for m in sorted(records)]
 
 
 def plan_checkpoint_keys(saver: BaseRedisSaver, thread_id: str) -> Plan:
