@@ -110,12 +110,11 @@ def test_the_cli_store_backfill_refuses_then_accepts_with_allow_lossy(tmp_path, 
     import json
 
     from dualsaver.cli import main
-    from dualsaver.items import open_item_store as opened
 
     monkeypatch.chdir(tmp_path)  # no settings file of the repository's
     for name in ("DUALSAVER_OLD_URL", "DUALSAVER_NEW_URL", "DUALSAVER_CONTROL_URL"):
         monkeypatch.delenv(name, raising=False)
-    with opened("memory://cli-lossy") as old:
+    with open_item_store("memory://cli-lossy") as old:
         old.put(("team", "a"), "lossy", LOSSY)
     target = f"sqlite:///{tmp_path}/target.sqlite"
     argv = ["backfill", "--store-old", "memory://cli-lossy", "--store-new", target, "--state", str(tmp_path / "s"),
@@ -126,11 +125,11 @@ def test_the_cli_store_backfill_refuses_then_accepts_with_allow_lossy(tmp_path, 
     assert main(argv) == 1
     refused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["store"]
     assert (refused["items"], refused["bad"]) == (0, 1)
-    with opened(target) as new:
+    with open_item_store(target) as new:
         assert new.get(("team", "a"), "lossy") is None
 
     assert main([*argv, "--allow-lossy", "non-finite"]) == 0
     accepted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["store"]
     assert (accepted["items"], accepted["bad"]) == (1, 0)
-    with opened(target) as new:
+    with open_item_store(target) as new:
         assert new.get(("team", "a"), "lossy").value == {"score": None, "best": [1.0, None]}

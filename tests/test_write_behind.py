@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +24,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from dualsaver import DualSaver, Phase
 from dualsaver.saver._writebehind import LIMIT, MAX_DELAY, QUIET, pause_wait
 from tests.faulty import Faulty, StoreDown
+from tests.ops_support import eventually
 from tests.savers import _marker_put, put_marker, sync_saver
 
 seconds = st.floats(min_value=0, max_value=10, allow_nan=False)
@@ -192,8 +192,7 @@ def test_the_sync_queue_runs_jobs_in_order_waits_for_room_and_abandons_on_close(
         assert writes.submit(n, timeout=5)
     assert writes.drain(timeout=30) and ran == list(range(50))
     assert writes.submit("stuck", timeout=5)
-    while writes._busy_since is None:  # the worker has started the stuck job
-        time.sleep(0.001)
+    eventually(lambda: writes._busy_since is not None, "the worker starting the stuck job")
     for n in range(3):
         assert writes.submit(n, timeout=5)
     assert not writes.submit("no room", timeout=0.2)  # full, the worker busy: bounded wait
@@ -201,7 +200,5 @@ def test_the_sync_queue_runs_jobs_in_order_waits_for_room_and_abandons_on_close(
     assert not writes.close(timeout=0.2)
     assert abandoned == ["stuck", 0, 1, 2]
     release.set()
-    deadline = time.monotonic() + 30
-    while writes._worker.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not writes._worker.is_alive() and ran[50:] == ["stuck"]  # the abandoned rest never ran
+    eventually(lambda: not writes._worker.is_alive(), "the worker stopping after close")
+    assert ran[50:] == ["stuck"]  # the abandoned rest never ran

@@ -120,21 +120,20 @@ def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: 
     ids = list(dict.fromkeys(thread_ids))
     keys = [saver._keys(t) for t in ids]
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
-    members_of = dict(zip(ids, members))
-    pages = [(t, k, page) for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
+    # on the byte path a thread of one page is read whole ('dump': its three hashes, each blob
+    # once, nothing parsed on the server), else page by page by the read script
+    pages = [(t, k, page, prints and len(found) <= PAGE)
+             for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
     values: dict[tuple, Any] = {}  # the current thread's reduced blobs (`_printed`)
     current, key = None, serde_key(saver.serde)
     for some in chunks(pages, ahead):
-        # on the byte path a thread of one page is read whole ('dump': its three hashes, each
-        # blob once, nothing parsed on the server), else by the read script
-        whole = [prints and len(members_of[t]) <= PAGE for t, _, _ in some]
-        replies = yield pipeline(script("dump", k) if w else script("read", k, ("ids", *page))
-                                 for (_, k, page), w in zip(some, whole))
-        for (thread_id, _, _), reply, w in zip(some, replies, whole):
+        replies = yield pipeline(script("dump", k) if whole else script("read", k, ("ids", *page))
+                                 for _, k, page, whole in some)
+        for (thread_id, _, _, whole), reply in zip(some, replies):
             if prints:
                 if thread_id != current:
                     values, current = {}, thread_id
-                items = _dumped(reply) if w else reply[1]
+                items = _dumped(reply) if whole else reply[1]
                 yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
                 yield Emit(tuple(_stored(saver, thread_id, item) for item in reply[1]))
