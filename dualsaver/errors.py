@@ -44,7 +44,8 @@ name types, not values, so the text carries no conversation content.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from dualsaver.redact import MASK, redact_text
 
@@ -140,11 +141,15 @@ class PreflightRefused(DualSaverError, ValueError):
 class CopyFailed(DualSaverError, RuntimeError):
     """Copying a thread from one store to the other did not complete. `refused`: the target
     answered and refused what was not copied (values it cannot hold, `LossyValue`), which
-    says nothing of its health (a circuit breaker does not count it)."""
+    says nothing of its health (a circuit breaker does not count it). `not_copied`: where each
+    item not copied is, in the journal's terms (`control.journal.item_entry_fields`), when the
+    copy names every one of them; None when any of what was asked may be missing."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False,
+                 not_copied: Sequence[Mapping[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.refused = refused
+        self.not_copied = not_copied
 
 
 class CheckError(DualSaverError, RuntimeError):

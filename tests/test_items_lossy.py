@@ -9,9 +9,13 @@ from __future__ import annotations
 import math
 
 import pytest
+from langgraph.store.base import PutOp
 
 from dualsaver import DualStore, Journal, Phase
-from dualsaver.control.journal import item_of
+from dualsaver.control.journal import item_entry_fields, item_of
+from dualsaver.errors import CopyFailed
+from dualsaver.saver._plans import missed
+from dualsaver.saver._store_plans import item_mark
 from dualsaver.checker.findings import ITEM_MISSING_IN_NEW, ITEM_VALUE_MISMATCH
 from dualsaver.items import abackfill_items, aopen_item_store, backfill_items, check_items, open_item_store
 
@@ -133,3 +137,44 @@ def test_the_cli_store_backfill_refuses_then_accepts_with_allow_lossy(tmp_path, 
     assert (accepted["items"], accepted["bad"]) == (1, 0)
     with open_item_store(target) as new:
         assert new.get(("team", "a"), "lossy").value == {"score": None, "best": [1.0, None]}
+
+
+def _journaled(path):
+    journal = Journal(path)
+    try:
+        return [(r.store, r.operation, item_of(r)) for r in journal.pending()]
+    finally:
+        journal.close()
+
+
+def test_a_batch_with_one_refused_item_journals_that_item_only(tmp_path, pg_url):
+    """One batch, three writes; new refuses one: the other two land in new, so the journal
+    names the refused item alone (a repair of the journal redoes what did not land)."""
+    with open_item_store("memory://") as old, open_item_store(pg_url) as new:
+        store = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        store.batch([PutOp(("u",), "before", {"a": 1}), PutOp(("u",), "lossy", LOSSY), PutOp(("u",), "after", {"b": 2})])
+        assert store.flush(timeout=30)
+        store.close()
+        assert [new.get(("u",), k) is not None for k in ("before", "lossy", "after")] == [True, False, True]
+    assert _journaled(tmp_path / "j.sqlite") == [("new", "store.put", (("u",), "lossy"))]
+
+
+async def test_the_async_waiting_dual_store_journals_the_refused_item_only(tmp_path):
+    async with aopen_item_store("memory://") as old, aopen_item_store(f"sqlite:///{tmp_path}/t.sqlite") as new:
+        store = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite", write_behind=False)
+        await store.abatch([PutOp(("u",), "lossy", LOSSY), PutOp(("u",), "plain", {"a": 1})])
+        await store.aclose()
+        assert (await new.aget(("u",), "plain")).value == {"a": 1}
+        assert await new.aget(("u",), "lossy") is None
+    assert _journaled(tmp_path / "j.sqlite") == [("new", "store.put", (("u",), "lossy"))]
+
+
+def test_a_copy_that_does_not_name_its_bad_items_journals_every_item_of_the_batch():
+    """`missed` keeps only the marks a partial copy names, and all of them when it names
+    none of them or cannot name them all (`not_copied` None)."""
+    marks = tuple(item_mark(PutOp(("u",), key, {})) for key in ("a", "b", "c"))
+    named = CopyFailed("1 item(s) not copied", not_copied=[item_entry_fields(("u",), "b")])
+    assert [m.where["checkpoint_id"] for m in missed("new", marks, named, Phase.SHADOW_WRITE)] == ["b"]
+    for unnamed in (CopyFailed("1001 item(s) not copied"), CopyFailed("x", not_copied=[item_entry_fields(("v",), "b")]),
+                    RuntimeError("down")):
+        assert [m.where["checkpoint_id"] for m in missed("new", marks, unnamed, Phase.SHADOW_WRITE)] == ["a", "b", "c"]

@@ -24,6 +24,7 @@ import structlog
 from langgraph.store.base import GetOp, PutOp
 
 from dualsaver import items, sansio
+from dualsaver.control.journal import item_entry_fields
 from dualsaver.errors import CopyFailed
 from dualsaver.sansio import Call, Plan
 from dualsaver.saver.routing import Role, other
@@ -50,11 +51,16 @@ def _default_ttl(store: Any) -> float | None:
 
 
 def _copied(result: items.ItemBackfillResult) -> int:
-    """An exact copy reports a bad item in its result; the plan records it as a miss."""
+    """An exact copy reports a bad item in its result; the plan records it as a miss. The
+    other items of the batch landed: the journal names only the bad ones, when the result
+    lists them all (it keeps the first thousand)."""
     if result.bad:
         first = result.bad_items[0] if result.bad_items else {}
-        refused = len(result.bad_items) == result.bad and all("rule" in b for b in result.bad_items)
-        raise CopyFailed(f"{result.bad} item(s) not copied: {first.get('error', 'unknown error')}", refused=refused)
+        named = len(result.bad_items) == result.bad
+        refused = named and all("rule" in b for b in result.bad_items)
+        not_copied = [item_entry_fields(b["namespace"], b["key"]) for b in result.bad_items] if named else None
+        raise CopyFailed(f"{result.bad} item(s) not copied: {first.get('error', 'unknown error')}",
+                         refused=refused, not_copied=not_copied)
     return result.items
 
 

@@ -67,9 +67,19 @@ _TOMBSTONED = frozenset({"delete_thread", "prune", "store.delete"})
 
 
 def missed(target: str, marks: tuple[Mark, ...], error: BaseException, phase: Phase | Mode) -> tuple[Missed, ...]:
-    """The journal entries of a write that `target` did not take."""
+    """The journal entries of a write that `target` did not take: of every mark, or only of
+    those a partial copy names as not copied (`CopyFailed.not_copied`: the rest landed)."""
     # `target` is a `Call`'s, typed str by sansio; a secondary write's is always a Role
-    return tuple(Missed(target, operation, at, error, phase) for operation, at in marks)  # type: ignore[arg-type]
+    return tuple(Missed(target, operation, at, error, phase) for operation, at in _not_taken(marks, error))  # type: ignore[arg-type]
+
+
+def _not_taken(marks: tuple[Mark, ...], error: BaseException) -> tuple[Mark, ...]:
+    named = getattr(error, "not_copied", None)
+    if not named:
+        return marks
+    where = {tuple(sorted(at.items())) for at in named}
+    kept = tuple(mark for mark in marks if tuple(sorted(mark[1].items())) in where)
+    return kept or marks  # names none of the marks: journal them all rather than none
 
 
 _fallback_serde = JsonPlusSerializer()
