@@ -78,6 +78,12 @@ class Server:
     def bad_lines(self) -> list[str]:
         return [line for line in self.text().splitlines() if BAD_LINE.search(line)]
 
+    def assert_clean(self) -> None:
+        """No error, warning or traceback in the log; the message has the whole lines (pytest
+        cuts a list in a message short)."""
+        bad = self.bad_lines()
+        assert not bad, "\n".join(bad)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
@@ -233,7 +239,7 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
     assert "agent_server_store" in log and "shares_checkpointer_phase=True" in log
     assert "phase_changed" in log and "phase=backfill" in log
     assert "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in log
-    assert not server.bad_lines(), server.bad_lines()
+    server.assert_clean()
     # a restart in read-switch: new answers, the conversation is whole; a memory and a
     # conversation only the old store holds (not backfilled) are found there and copied
     with open_item_store(store_urls[0], index=INDEX) as old_store:
@@ -260,7 +266,7 @@ async def test_dualsaver_under_langgraph_dev(tmp_path, pg_url, redis_url):
     finally:
         server.stop()
     assert "phase=read-switch" in server.text()
-    assert not server.bad_lines(), server.bad_lines()
+    server.assert_clean()
 
 
 async def test_postgres_to_redis_under_langgraph_dev(tmp_path, pg_url, langgraph_redis_url):
@@ -281,7 +287,7 @@ async def test_postgres_to_redis_under_langgraph_dev(tmp_path, pg_url, langgraph
         server.stop()
     log = server.text()
     assert "agent_server_store" in log and "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in log
-    assert not server.bad_lines(), server.bad_lines()
+    server.assert_clean()
 
 
 async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url, redis_server):
@@ -301,7 +307,7 @@ async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url, redi
         server.stop()
     assert "agent_server_checkpointer" in server.text() and "TieredSaver" in server.text()
     assert "capabilities=['delete_for_runs', 'copy_thread', 'prune']" in server.text()
-    assert not server.bad_lines(), server.bad_lines()
+    server.assert_clean()
     redis_server.flushall()
     server = Server(tmp_path, env)
     try:
@@ -318,4 +324,4 @@ async def test_tieredsaver_under_langgraph_dev(tmp_path, pg_url, redis_url, redi
         assert durable[thread][-1] in hot[thread]
     finally:
         server.stop()
-    assert not server.bad_lines(), server.bad_lines()
+    server.assert_clean()

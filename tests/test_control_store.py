@@ -195,3 +195,35 @@ def test_no_journal_entry_is_lost_while_the_control_store_is_down(tmp_path, monk
             pending = record.journal_pending()
     assert len(pending) == missed
     assert {e.thread_id for e in pending} == {"before", "during", "after"}
+
+
+def test_a_heartbeat_reading_the_journal_while_it_closes_never_fails(tmp_path, redis_url) -> None:
+    """The phase poller reads the recorder's unshipped entries for its heartbeat on its own
+    thread; a pair closing its journal meanwhile (a server shutting down) must not make that
+    read fail (it was logged as `phase_record_unreachable`, a record that had not failed)."""
+    import threading
+
+    from dualsaver.saver._recorder import Recorder
+
+    for attempt in range(60):
+        recorder = Recorder(tmp_path / f"j{attempt}.sqlite", control=redis_url)
+        assert recorder.journal is not None  # opened, as after a first entry
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def poll(recorder: Recorder = recorder) -> None:
+            while not stop.is_set():
+                try:
+                    recorder.unshipped()
+                except BaseException as exc:  # what the poller would have taken for an outage
+                    failures.append(exc)
+                    return
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.002)
+        recorder.close()
+        stop.set()
+        poller.join()
+        assert failures == [], (attempt, failures)
+        assert recorder.unshipped() == 0

@@ -103,8 +103,9 @@ class Recorder:
 
     def unshipped(self) -> int:
         """Entries this replica holds that the fleet's journal does not yet (0 without one)."""
-        journal = self._journal
-        return journal.unshipped() if isinstance(journal, FleetJournal) else 0
+        with self._lock:  # not while `close` closes it (the phase poller asks from its own thread)
+            journal = self._journal
+            return journal.unshipped() if isinstance(journal, FleetJournal) else 0
 
     def missed(self, *misses: Missed) -> None:
         """Count, log and journal writes a store missed (a store's batch misses several)."""
@@ -180,9 +181,10 @@ class Recorder:
 
     def close(self) -> None:
         """Close a journal this recorder opened (one passed in belongs to the caller)."""
-        if self._journal is not None and self._owns_journal:
-            self._journal.close()
-            self._journal = None
+        with self._lock:
+            if self._journal is not None and self._owns_journal:
+                self._journal.close()
+                self._journal = None
 
     # -- the async forms: the same work, in a worker thread (see the module docstring) ------
 
