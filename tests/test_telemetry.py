@@ -362,3 +362,18 @@ def test_no_span_or_metric_is_asked_for_until_an_sdk_listens(tmp_path):
     ]
     assert seen["sync"] == expected
     assert seen["async"] == expected
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_traced_dual_store_read_runs_its_plan_with_its_spans(spans, tmp_path, asynchronous):
+    """Untraced, a read in shadow-write goes straight to old (`answered_alone`); traced, it
+    keeps its operation span and its store's child span."""
+    from langgraph.store.memory import InMemoryStore
+
+    from dualsaver import DualStore
+
+    with DualStore(InMemoryStore(), InMemoryStore(), "shadow-write", journal=tmp_path / "j.sqlite") as store:
+        store.old.put(("u",), "k", {"a": 1})
+        found = await store.aget(("u",), "k") if asynchronous else store.get(("u",), "k")
+    assert found.value == {"a": 1}
+    assert tree(spans.get_finished_spans()) == {"dualsaver.store.batch": [("dualsaver.store.batch", "old")]}

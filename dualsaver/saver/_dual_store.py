@@ -111,12 +111,20 @@ class DualStore(PhasedPair, BaseStore):
         return self._context(phase), Operation("store.batch", phase.value, None)
 
     def batch(self, ops: Any) -> list[Any]:
+        ops = list(ops)
         ctx, op = self._begin()
-        return self._sync.run(store_plans.batch(ctx, list(ops)), op)
+        alone = None if op.traced else store_plans.answered_alone(ctx, ops, self._sync.queue.drained)
+        if alone is not None:  # one store's own call, nothing before or after it: no plan to run
+            return self.store(alone).batch(ops)
+        return self._sync.run(store_plans.batch(ctx, ops), op)
 
     async def abatch(self, ops: Any) -> list[Any]:
+        ops = list(ops)
         ctx, op = self._begin()
-        return await self._async.run(store_plans.batch(ctx, list(ops)), op)
+        alone = None if op.traced else store_plans.answered_alone(ctx, ops, self._async.queue.drained)
+        if alone is not None:
+            return await self.store(alone).abatch(ops)
+        return await self._async.run(store_plans.batch(ctx, ops), op)
 
     def __repr__(self) -> str:
         return f"DualStore(old={type(self.old).__name__}, new={type(self.new).__name__}, phase={self.phase.value!r})"

@@ -45,8 +45,24 @@ def runs(ops: Sequence[Any]) -> list[tuple[bool, list[int]]]:
     return found
 
 
+def answered_alone(ctx: Context, ops: Sequence[Any], drained: bool) -> Role | None:
+    """The store that answers `ops` with one call of its own and nothing else, or None when
+    the plan must run: a batch of reads with no fallback to ask (every phase but read-switch)
+    and no queued write to land first (write-behind, or `drained`: nothing is queued). The
+    shells then call that store directly, sparing the plan's machinery (about 6 us of a
+    9 us get over an in-memory store) on the calls a graph's nodes make most."""
+    if not (ctx.write_behind or drained) or _writes(ops):
+        return None
+    read, fallback = ctx.reads(None)
+    return read if fallback is None else None
+
+
+def _writes(ops: Sequence[Any]) -> bool:
+    return any(isinstance(op, PutOp) for op in ops)
+
+
 def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
-    if not any(isinstance(op, PutOp) for op in ops):  # one run of reads (a get, a search): no cutting
+    if not _writes(ops):  # one run of reads (a get, a search): no cutting
         return (yield from read_items(ctx, list(ops)))
     results: list[Any] = [None] * len(ops)  # a put's result is None
     for writes, positions in runs(ops):

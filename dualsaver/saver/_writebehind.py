@@ -175,6 +175,11 @@ class SyncWriteBehind:
                 return
             self._hurry.wait(wait)
 
+    @property
+    def drained(self) -> bool:
+        """Nothing queued or running: `drain` would return at once."""
+        return not self._jobs
+
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued write ran; False if `timeout` passed first."""
         if not self._jobs:
@@ -270,6 +275,11 @@ class AsyncWriteBehind:
             raise
         finally:
             self._busy_since = None
+
+    @property
+    def drained(self) -> bool:
+        """Nothing queued or running: `adrain` would return at once."""
+        return self._tail is None or self._tail.done()
 
     async def adrain(self, timeout: float | None) -> bool:
         tail = self._tail
