@@ -211,7 +211,7 @@ def test_a_heartbeat_reading_the_journal_while_it_closes_never_fails(tmp_path, r
         failures: list[BaseException] = []
         stop = threading.Event()
 
-        def poll(recorder: Recorder = recorder) -> None:
+        def poll(recorder: Recorder = recorder, stop: threading.Event = stop, failures: list = failures) -> None:
             while not stop.is_set():
                 try:
                     recorder.unshipped()

@@ -35,9 +35,8 @@ def test_the_bare_stores_cannot_hold_nan(request, tmp_path):
     with open_item_store(_url("sqlite", request, tmp_path)) as store:
         store.put(("u",), "k", LOSSY)
         assert store.get(("u",), "k").value == {"score": None, "best": [1.0, None]}
-    with open_item_store(_url("postgres", request, tmp_path)) as store:
-        with pytest.raises(Exception, match="NaN"):
-            store.put(("u",), "k", LOSSY)
+    with open_item_store(_url("postgres", request, tmp_path)) as store, pytest.raises(Exception, match="NaN"):
+        store.put(("u",), "k", LOSSY)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -152,7 +151,8 @@ def test_a_batch_with_one_refused_item_journals_that_item_only(tmp_path, pg_url)
     names the refused item alone (a repair of the journal redoes what did not land)."""
     with open_item_store("memory://") as old, open_item_store(pg_url) as new:
         store = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
-        store.batch([PutOp(("u",), "before", {"a": 1}), PutOp(("u",), "lossy", LOSSY), PutOp(("u",), "after", {"b": 2})])
+        store.batch([PutOp(("u",), "before", {"a": 1}), PutOp(("u",), "lossy", LOSSY),
+                     PutOp(("u",), "after", {"b": 2})])
         assert store.flush(timeout=30)
         store.close()
         assert [new.get(("u",), k) is not None for k in ("before", "lossy", "after")] == [True, False, True]
