@@ -46,7 +46,8 @@ def test_the_backfill_refuses_an_item_the_target_would_change_unless_accepted(ki
         old.put(("team", "a"), "lossy", LOSSY)
         old.put(("team", "a"), "plain", {"score": 0.5})
         result = backfill_items(old, new, state_path=":memory:")
-        assert (result.items, result.bad) == (1, 1)
+        assert (result.items, result.bad, result.refused) == (1, 1, 1)
+        assert "1 bad item(s) (1 refused: values the target cannot hold)" in result.summary()
         bad = result.bad_items[0]
         assert (bad["namespace"], bad["key"], bad["rule"]) == (["team", "a"], "lossy", f"{kind}.item-non-finite")
         assert "NaN or Infinity at $.score" in bad["error"] and "--allow-lossy non-finite" in bad["error"]
@@ -178,3 +179,17 @@ def test_a_copy_that_does_not_name_its_bad_items_journals_every_item_of_the_batc
     for unnamed in (CopyFailed("1001 item(s) not copied"), CopyFailed("x", not_copied=[item_entry_fields(("v",), "b")]),
                     RuntimeError("down")):
         assert [m.where["checkpoint_id"] for m in missed("new", marks, unnamed, Phase.SHADOW_WRITE)] == ["a", "b", "c"]
+
+
+def test_a_copy_with_more_bad_items_than_it_lists_still_tells_a_refusal_from_a_failure():
+    """The result keeps the first thousand bad items; whether all were refused by a rule
+    (the target answered: its circuit stays closed) is counted, not read from that list."""
+    from dualsaver.items import ItemBackfillResult
+    from dualsaver.saver._item_copy import _copied
+
+    listed = [{"namespace": ["u"], "key": f"k{i}", "error": "LossyValue", "rule": "postgres.item-non-finite"}
+              for i in range(1000)]
+    for refused, expected in ((1500, True), (1499, False)):
+        with pytest.raises(CopyFailed) as failed:
+            _copied(ItemBackfillResult(bad=1500, refused=refused, bad_items=listed))
+        assert (failed.value.refused, failed.value.not_copied) == (expected, None)

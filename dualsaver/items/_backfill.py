@@ -53,6 +53,7 @@ class ItemBackfillResult:
     skipped: int = 0  # items read that the target already held
     expired: int = 0  # expired source items, not copied
     bad: int = 0  # items that could not be copied (reported by namespace and key)
+    refused: int = 0  # of those, the ones the target refused by a rule (values it cannot hold)
     namespaces: int = 0  # namespaces finished in this run
     namespaces_resumed: int = 0  # finished in an earlier run, not read again
     exact: bool = True
@@ -74,7 +75,9 @@ class ItemBackfillResult:
         verb = "would copy" if self.dry_run else "copied"
         lines = [
             f"{'dry run: ' if self.dry_run else ''}store: {verb} {self.items} item(s), {self.skipped} already present,"
-            f" {self.expired} expired (not copied), {self.bad} bad item(s); {self.namespaces} namespace(s) done,"
+            f" {self.expired} expired (not copied), {self.bad} bad item(s)"
+            f"{f' ({self.refused} refused: values the target cannot hold)' if self.refused else ''};"
+            f" {self.namespaces} namespace(s) done,"
             f" {self.namespaces_resumed} done earlier",
             f"vectors {self.vectors}: {self.embeddings_copied} embedding(s) copied,"
             f" {self.embeddings_recomputed} computed again; copy is {'exact' if self.exact else 'APPROXIMATE'};"
@@ -204,6 +207,7 @@ class ItemJob:
         """An item not copied; `rule`: the target refused its value (`LossyValue`), by that rule."""
         self._bad_ns.add(namespace)
         self.result.bad += 1
+        self.result.refused += rule is not None
         if len(self.result.bad_items) < MAX_BAD_KEPT:
             self.result.bad_items.append({"namespace": list(namespace), "key": key, "error": error,
                                           **({"rule": rule} if rule else {})})

@@ -57,10 +57,9 @@ def _copied(result: items.ItemBackfillResult) -> int:
     if result.bad:
         first = result.bad_items[0] if result.bad_items else {}
         named = len(result.bad_items) == result.bad
-        refused = named and all("rule" in b for b in result.bad_items)
         not_copied = [item_entry_fields(b["namespace"], b["key"]) for b in result.bad_items] if named else None
         raise CopyFailed(f"{result.bad} item(s) not copied: {first.get('error', 'unknown error')}",
-                         refused=refused, not_copied=not_copied)
+                         refused=result.refused == result.bad, not_copied=not_copied)
     return result.items
 
 
