@@ -227,3 +227,46 @@ def test_a_heartbeat_reading_the_journal_while_it_closes_never_fails(tmp_path, r
         poller.join()
         assert failures == [], (attempt, failures)
         assert recorder.unshipped() == 0
+
+
+def test_a_replicas_heartbeat_counts_the_unshipped_entries_of_every_pair_following_its_source(tmp_path) -> None:
+    """A DualSaver and a DualStore share one phase source (one application, one phase), each
+    with its own journal. While the control store is down, the saver's missed writes wait in
+    its spool: the source's depth (what the heartbeat publishes, `dualsaver status` shows)
+    counts them, though another store was built after the saver; two pairs on one journal
+    file count it once, and a pair that closes stops counting."""
+    from langgraph.store.memory import InMemoryStore
+
+    from dualsaver import DualStore
+    from dualsaver.control.sources import PollingPhaseSource
+
+    control = EmbeddedRedis(appendonly=True, data_dir=tmp_path / "control")
+    with control, open_saver(f"sqlite:///{tmp_path / 'old.sqlite'}") as old, \
+            open_saver(f"sqlite:///{tmp_path / 'new.sqlite'}") as healthy_new:
+        with open_control_store(control.url) as record:
+            record.set_phase(Phase.BACKFILL, expected_version=0, by="test")
+        source = PollingPhaseSource(open_control_store(control.url), start=False)
+        new = Faulty(healthy_new)
+        new.mode = "raise"
+        saver = DualSaver(old, new, phase=source, control=control.url, journal=tmp_path / "saver.sqlite",
+                          circuit_cool_down=None)
+        twin = DualStore(InMemoryStore(), InMemoryStore(), phase=source, control=control.url,
+                         journal=tmp_path / "saver.sqlite")  # the saver's journal file
+        store = DualStore(InMemoryStore(), InMemoryStore(), phase=source, control=control.url,
+                          journal=tmp_path / "store.sqlite")  # built last, a file of its own
+        try:
+            control.stop()
+            say(build_support_agent(saver), "t", "Where is my order?")
+            held = saver.recorder.unshipped()
+            assert held > 0 and store.recorder.unshipped() == 0
+            twin.recorder.journal  # opened on the saver's file: the same entries, counted once
+            assert twin.recorder.unshipped() == held
+            assert source.journal_depth() == held
+            saver.close()
+            assert source.journal_depth() == held  # the twin's file still holds them
+            twin.close()
+            assert source.journal_depth() == 0
+        finally:
+            for pair in (saver, store, twin):
+                pair.close()
+            source.close()

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -125,7 +124,7 @@ class PollingPhaseSource:
         self.control = control
         self.interval = float(interval)
         self.replica_id = replica_id or replica_name()
-        self.journal_depth: Callable[[], int] = lambda: 0  # set by a DualSaver: its unshipped entries
+        self._journals: list[Any] = []  # the recorders of the pairs following this source (`follow_journal`)
         self.state: PhaseState | None = None
         self.last_error: str | None = None
         self.unreachable_since: float | None = None
@@ -150,6 +149,21 @@ class PollingPhaseSource:
     def current(self) -> Phase:
         assert self._phase is not None
         return self._phase
+
+    def follow_journal(self, recorder: Any) -> None:
+        """Count `recorder`'s unshipped entries (`unshipped()`, its file `spool_key`) in this
+        replica's heartbeat: every DualSaver and DualStore following this source adds its own."""
+        self._journals.append(recorder)
+
+    def unfollow_journal(self, recorder: Any) -> None:
+        if recorder in self._journals:
+            self._journals.remove(recorder)
+
+    def journal_depth(self) -> int:
+        """Entries this replica holds that the fleet's journal does not yet, each journal file
+        counted once (a DualSaver and a DualStore built from one settings file share one)."""
+        by_file = {recorder.spool_key: recorder.unshipped() for recorder in list(self._journals)}
+        return sum(by_file.values())
 
     @property
     def reachable(self) -> bool:

@@ -107,8 +107,8 @@ class PhasedPair(StorePair):
         replica = getattr(self.phase_source, "replica_id", None) or replica_name()
         self.recorder = Recorder(journal, control=control or loaded.control_url, control_name=loaded.record_name,
                                  replica=replica)
-        if hasattr(self.phase_source, "journal_depth"):  # the fleet sees this replica's unshipped entries
-            self.phase_source.journal_depth = self.recorder.unshipped
+        if hasattr(self.phase_source, "follow_journal"):  # the fleet sees this replica's unshipped entries
+            self.phase_source.follow_journal(self.recorder)
         self.breakers: dict[Role, Breaker] = {"old": Breaker(circuit_cool_down), "new": Breaker(circuit_cool_down)}
         self._shells()
 
@@ -157,4 +157,6 @@ class PhasedPair(StorePair):
             self.phase_source.close()
 
     def _release(self) -> None:
+        if hasattr(self.phase_source, "unfollow_journal"):
+            self.phase_source.unfollow_journal(self.recorder)
         self._close_phase_source()

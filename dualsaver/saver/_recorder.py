@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from dualsaver.control.fleet_journal import FleetJournal
-from dualsaver.control.journal import Journal, JournalEntry, journal_exists
+from dualsaver.control.journal import Journal, JournalEntry, journal_exists, journal_path
 from dualsaver.control.record import open_phase_record
 from dualsaver.control.phase import Phase
 from dualsaver.errors import describe_error
@@ -100,6 +100,12 @@ class Recorder:
                     self._journal = spool
                 telemetry.watch_journal(self._journal)
             return self._journal
+
+    @property
+    def spool_key(self) -> object:
+        """What names its local journal file: two recorders on one file hold the same entries."""
+        path = self._journal.path if self._journal is not None else journal_path(self._journal_path)
+        return id(self) if path is None else os.path.realpath(path)
 
     def unshipped(self) -> int:
         """Entries this replica holds that the fleet's journal does not yet (0 without one)."""
