@@ -233,8 +233,8 @@ def test_a_replicas_heartbeat_counts_the_unshipped_entries_of_every_pair_followi
     """A DualSaver and a DualStore share one phase source (one application, one phase), each
     with its own journal. While the control store is down, the saver's missed writes wait in
     its spool: the source's depth (what the heartbeat publishes, `dualsaver status` shows)
-    counts them, though another store was built after the saver; two pairs on one journal
-    file count it once, and a pair that closes stops counting."""
+    counts them, though another store was built after the saver, and two pairs on one journal
+    file count it once; once shipped they are no longer counted."""
     from langgraph.store.memory import InMemoryStore
 
     from dualsaver import DualStore
@@ -262,10 +262,14 @@ def test_a_replicas_heartbeat_counts_the_unshipped_entries_of_every_pair_followi
             twin.recorder.journal  # opened on the saver's file: the same entries, counted once
             assert twin.recorder.unshipped() == held
             assert source.journal_depth() == held
-            saver.close()
-            assert source.journal_depth() == held  # the twin's file still holds them
+            store.close()  # it stops counting (it held nothing)
+            assert source.journal_depth() == held
+            control.start()
+            saver.close()  # ships what the file holds, then stops counting
             twin.close()
             assert source.journal_depth() == 0
+            with open_control_store(control.url) as record:
+                assert len(record.journal_pending()) == held  # shipped once, by one of the two
         finally:
             for pair in (saver, store, twin):
                 pair.close()
