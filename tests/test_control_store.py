@@ -259,7 +259,7 @@ def test_a_replicas_heartbeat_counts_the_unshipped_entries_of_every_pair_followi
             say(build_support_agent(saver), "t", "Where is my order?")
             held = saver.recorder.unshipped()
             assert held > 0 and store.recorder.unshipped() == 0
-            twin.recorder.journal  # opened on the saver's file: the same entries, counted once
+            assert twin.recorder.journal is not None  # opened on the saver's file: the same entries, counted once
             assert twin.recorder.unshipped() == held
             assert source.journal_depth() == held
             store.close()  # it stops counting (it held nothing)
