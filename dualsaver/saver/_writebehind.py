@@ -182,7 +182,7 @@ class SyncWriteBehind:
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued write ran; False if `timeout` passed first."""
-        if not self._jobs:
+        if self.drained:
             return True  # the common case, on every call outside write-behind
         if stuck(self._busy_since, timeout):
             return False  # waiting would only stall this caller too
@@ -283,7 +283,7 @@ class AsyncWriteBehind:
 
     async def adrain(self, timeout: float | None) -> bool:
         tail = self._tail
-        if tail is None or tail.done():
+        if tail is None or tail.done():  # `drained`, with `tail` narrowed for what follows
             return True
         if tail.get_loop() is not asyncio.get_running_loop():
             return False  # written from another event loop: it cannot be awaited here
