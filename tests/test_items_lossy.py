@@ -84,6 +84,14 @@ def test_an_unknown_lossy_class_is_refused_before_anything_is_copied(tmp_path):
         assert new.get(("u",), "k") is None
 
 
+def _pending(path):
+    journal = Journal(path)
+    try:
+        return list(journal.pending())
+    finally:
+        journal.close()
+
+
 def test_a_live_dual_store_journals_the_item_and_keeps_its_secondary(tmp_path, pg_url):
     """In shadow-write over an in-memory primary (which holds NaN), the secondary refuses that
     item: it is journaled with its rule, the circuit stays closed and the next write lands."""
@@ -95,11 +103,7 @@ def test_a_live_dual_store_journals_the_item_and_keeps_its_secondary(tmp_path, p
         assert math.isnan(old.get(("u",), "lossy").value["score"])  # the primary keeps it
         assert new.get(("u",), "lossy") is None and new.get(("u",), "next").value == {"a": 1}
         assert {b.state for b in store.breakers.values()} == {"closed"}
-        journal = Journal(tmp_path / "j.sqlite")
-        try:
-            rows = list(journal.pending())
-        finally:
-            journal.close()
+        rows = _pending(tmp_path / "j.sqlite")
         assert [(r.store, item_of(r)) for r in rows] == [("new", (("u",), "lossy"))]
         assert "postgres.item-non-finite" in rows[0].error
         store.close()
@@ -140,11 +144,7 @@ def test_the_cli_store_backfill_refuses_then_accepts_with_allow_lossy(tmp_path, 
 
 
 def _journaled(path):
-    journal = Journal(path)
-    try:
-        return [(r.store, r.operation, item_of(r)) for r in journal.pending()]
-    finally:
-        journal.close()
+    return [(r.store, r.operation, item_of(r)) for r in _pending(path)]
 
 
 def test_a_batch_with_one_refused_item_journals_that_item_only(tmp_path, pg_url):
