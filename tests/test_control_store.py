@@ -274,3 +274,47 @@ def test_a_replicas_heartbeat_counts_the_unshipped_entries_of_every_pair_followi
             for pair in (saver, store, twin):
                 pair.close()
             source.close()
+
+
+def test_a_store_given_a_savers_phase_source_follows_the_fleet_after_the_saver_closes(tmp_path, monkeypatch) -> None:
+    """One application, one phase: a DualStore given its DualSaver's phase source (as the
+    Agent Server's store factory passes it) keeps following the fleet's record, and
+    heartbeating, after the saver that made the source closes (a server closing its
+    checkpointer before its store). The source stops when the last pair following it closes,
+    and so does a source a pair leaves for a phase set at runtime."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+
+    from dualsaver import DualStore
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DUALSAVER_PHASE", raising=False)
+    control = EmbeddedRedis(data_dir=tmp_path / "control")
+    with control:
+        (tmp_path / "dualsaver.toml").write_text(f'[control]\nurl = "{control.url}"\npoll_interval = 0.05\n')
+        monkeypatch.setenv("DUALSAVER_SETTINGS", str(tmp_path / "dualsaver.toml"))
+        with open_control_store(control.url) as record:
+            record.set_phase(Phase.BACKFILL, expected_version=0, by="test")
+        saver = DualSaver.from_settings(InMemorySaver(), InMemorySaver())
+        source = saver.phase_source
+        store = DualStore(InMemoryStore(), InMemoryStore(), phase=source)
+        try:
+            assert store.phase is Phase.BACKFILL
+            saver.close()
+            with open_control_store(control.url) as record:
+                record.set_phase(Phase.READ_SWITCH, expected_version=1, by="test")
+                eventually(lambda: store.phase is Phase.READ_SWITCH, "the store follows the record", timeout=10)
+                assert source.replica_id in {r.replica for r in record.replicas()}
+            store.close()
+            assert source._thread is None  # stopped with the last pair that followed it
+            with open_control_store(control.url) as record:
+                assert source.replica_id not in {r.replica for r in record.replicas()}
+        finally:
+            saver.close()
+            store.close()
+
+        runtime = DualSaver.from_settings(InMemorySaver(), InMemorySaver())
+        polled = runtime.phase_source
+        runtime.phase = "shadow-write"  # pinned: the source it made stops, and no longer counts its journal
+        assert polled._thread is None and polled._journals == []
+        runtime.close()

@@ -125,6 +125,8 @@ class PollingPhaseSource:
         self.interval = float(interval)
         self.replica_id = replica_id or replica_name()
         self._journals: list[Any] = []  # the recorders of the pairs following this source (`follow_journal`)
+        self._followers_lock = threading.Lock()
+        self._close_when_unfollowed = False  # `release`d by its owner while other pairs still follow it
         self.state: PhaseState | None = None
         self.last_error: str | None = None
         self.unreachable_since: float | None = None
@@ -153,17 +155,34 @@ class PollingPhaseSource:
     def follow_journal(self, recorder: Any) -> None:
         """Count `recorder`'s unshipped entries (`unshipped()`, its file `spool_key`) in this
         replica's heartbeat: every DualSaver and DualStore following this source adds its own."""
-        self._journals.append(recorder)
+        with self._followers_lock:
+            self._journals.append(recorder)
 
     def unfollow_journal(self, recorder: Any) -> None:
-        if recorder in self._journals:
-            self._journals.remove(recorder)
+        with self._followers_lock:
+            if recorder in self._journals:
+                self._journals.remove(recorder)
+            closing = self._close_when_unfollowed and not self._journals
+        if closing:
+            self.close()
+
+    def release(self) -> None:
+        """`close`, once no pair follows this source any more. The pair that made the source
+        calls it when it closes: a DualStore given its DualSaver's source (one application,
+        one phase) keeps reading the fleet's phase, and heartbeating, after the saver closed."""
+        with self._followers_lock:
+            self._close_when_unfollowed = True
+            closing = not self._journals
+        if closing:
+            self.close()
 
     def journal_depth(self) -> int:
         """Entries this replica holds that the fleet's journal does not yet, each journal file
-        counted once (a DualSaver and a DualStore built from one settings file share one)."""
-        by_file = {recorder.spool_key: recorder.unshipped() for recorder in list(self._journals)}
-        return sum(by_file.values())
+        counted once (a DualSaver and a DualStore built from one settings file share one), and
+        asked once."""
+        with self._followers_lock:
+            by_file = {recorder.spool_key: recorder for recorder in self._journals}
+        return sum(recorder.unshipped() for recorder in by_file.values())
 
     @property
     def reachable(self) -> bool:

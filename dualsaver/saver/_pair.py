@@ -135,7 +135,7 @@ class PhasedPair(StorePair):
 
     @phase.setter
     def phase(self, value: Phase | str) -> None:
-        self._close_phase_source()
+        self._leave_phase_source()
         self.phase_source, self._owns_phase_source = StaticPhase(value, "set at runtime"), True
         log.info("phase_changed", phase=str(self.phase))
 
@@ -151,12 +151,18 @@ class PhasedPair(StorePair):
         behind = self.write_behind and phase is Phase.SHADOW_WRITE
         return plans.Context(route_for(phase), self.strict, write_behind=behind, breakers=self.breakers, **options)
 
-    def _close_phase_source(self) -> None:
-        """Stop a polling source this object created (one passed in belongs to the caller)."""
-        if self._owns_phase_source and hasattr(self.phase_source, "close"):
-            self.phase_source.close()
+    def _leave_phase_source(self) -> None:
+        """Stop counting this pair's journal in the source's heartbeat, and stop a polling
+        source this pair created once no other pair follows it (`release`). A source passed in
+        belongs to the caller."""
+        source = self.phase_source
+        if hasattr(source, "unfollow_journal"):
+            source.unfollow_journal(self.recorder)
+        if self._owns_phase_source:
+            if hasattr(source, "release"):
+                source.release()
+            elif hasattr(source, "close"):
+                source.close()
 
     def _release(self) -> None:
-        if hasattr(self.phase_source, "unfollow_journal"):
-            self.phase_source.unfollow_journal(self.recorder)
-        self._close_phase_source()
+        self._leave_phase_source()
