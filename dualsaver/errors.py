@@ -4,6 +4,8 @@
     ├── InvalidPhaseError (ValueError)      a phase name that is not one of the four
     ├── SettingsError (ValueError)          the settings file cannot be used (names file and key)
     ├── TransitionError (ValueError)        a phase change the migration rules refuse
+    ├── SameStore (ValueError)              a backfill, check or repair given one store as both
+    │                                       old and new (a repair would delete what it copies)
     ├── StoreURLError (ValueError)          a store URL that cannot be parsed, or a store that
     │   │                                   cannot be opened from it (names the redacted URL)
     │   ├── StoreUnreachable (ConnectionError)  its server does not answer or refuses the login
@@ -66,6 +68,11 @@ class SettingsError(DualSaverError, ValueError):
 
 class TransitionError(DualSaverError, ValueError):
     """A phase change the migration rules refuse; the message says which rule."""
+
+
+class SameStore(DualSaverError, ValueError):
+    """Old and new reach one store: a check of it against itself proves nothing, a backfill copies
+    nothing, and a repair deletes the threads it is to copy (`stores.refuse_same_store`)."""
 
 
 class StoreURLError(DualSaverError, ValueError):

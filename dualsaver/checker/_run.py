@@ -48,7 +48,7 @@ from dualsaver.errors import describe_error, is_outage
 from dualsaver.heap import fewer_collections
 from dualsaver import sansio
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
-from dualsaver.stores import anative_for, native_for
+from dualsaver.stores import anative_for, native_for, refuse_same_store
 from dualsaver.stores.serde import check_serde_names
 
 if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on Python 3.10
@@ -231,6 +231,7 @@ def _begin(stores: dict[str, Any], old: Any, new: Any, options: CheckOptions, re
     """The bookkeeping of one check over these native stores, `check` and `acheck` alike;
     `read_many` names the method that reads several threads at once (`read_threads`)."""
     _known(options)
+    refuse_same_store(old, new, "a check")  # it would find a store clean against itself
     chosen: dict[str, Any] = {**_DEFAULTS, **options}
     names = (chosen.pop("old_name") or describe_store(old), chosen.pop("new_name") or describe_store(new))
     run = CheckRun.of(stores, *names, **chosen)

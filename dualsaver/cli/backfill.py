@@ -153,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
             store_code, store_result = store_items.backfill(args, items, throttle_from(args))
         except Exception as exc:  # one line, never a traceback, never a password
             from dualsaver.errors import describe_error
+            from dualsaver.redact import password_of
 
-            print(f"dualsaver backfill: store: could not run: {describe_error(exc, secrets=items)}", file=sys.stderr)
+            message = describe_error(exc, secrets=map(password_of, items))
+            print(f"dualsaver backfill: store: could not run: {message}", file=sys.stderr)
             return 2
         code = max(code, store_code)
         result = {**(result or {}), "store": store_result}
@@ -165,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     from dualsaver.migrate import backfill
+    from dualsaver.errors import PreflightRefused, SameStore, describe_error
     from dualsaver.stores import StoreURLError, open_saver, redact
-    from dualsaver.errors import PreflightRefused, describe_error
     from dualsaver.redact import scrub
 
     try:
@@ -211,7 +213,7 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
             )
             savers = {source: source_saver, target: target_saver}
             pair = pair_of(savers["old"], savers["new"])
-    except StoreURLError as exc:
+    except (StoreURLError, SameStore) as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2, None
     except PreflightRefused as exc:

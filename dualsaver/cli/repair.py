@@ -137,6 +137,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
     from dualsaver.checker.findings import DivergenceReport
     from dualsaver.cli.check import primary_of
     from dualsaver.errors import describe_error
+    from dualsaver.redact import password_of
 
     try:
         primary = primary_of(args.phase)
@@ -156,7 +157,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
 
         return store_items.repair(args, items, source, report, entries)
     except Exception as exc:
-        return fail(f"store: {describe_error(exc, secrets=items)}")
+        return fail(f"store: {describe_error(exc, secrets=map(password_of, items))}")
     finally:
         if journal is not None:
             journal.close()
@@ -165,6 +166,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
 def _run_checkpoints(args: argparse.Namespace) -> int:
     from dualsaver.checker import CheckError, check
     from dualsaver.migrate import other, repair, entries_to_mark
+    from dualsaver.errors import SameStore
     from dualsaver.stores import StoreURLError, open_saver, redact
 
     try:
@@ -213,7 +215,7 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
                 stores["old"], stores["new"], thread_ids=threads, primary=primary,
                 old_name=redact(args.old), new_name=redact(args.new),
             )
-    except StoreURLError as exc:
+    except (StoreURLError, SameStore) as exc:
         return fail(str(exc))
     except CheckError as exc:
         return fail(str(exc))

@@ -40,6 +40,7 @@ from dualsaver.items.record import (
 from dualsaver.preflight.rules import parse_classes
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
 from dualsaver.stores.faithful import ascii_safe
+from dualsaver.stores.identity import refuse_same_store
 
 BATCH = 500  # items per write
 MAX_BAD_KEPT = 1000
@@ -258,6 +259,7 @@ def _state(source: Any, target: Any, selection: Selection, *, resume: bool, dry_
 def _job(source: Any, target: Any, asynchronous: bool, prefix: Sequence[str], shard: tuple[int, int] | None,
          resume: bool, state_path: Any, old_name: str | None, new_name: str | None, control: str | None,
          control_name: str, allow_lossy: Collection[str] | str | None, **options: Any) -> tuple[ItemJob, Any]:
+    refuse_same_store(source, target, "a backfill", item_store_name)
     adapt = aitems_for if asynchronous else items_for
     allowed = parse_classes(allow_lossy)
     src, dst = adapt(source), accepting(adapt(target), allowed)

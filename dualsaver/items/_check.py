@@ -27,6 +27,7 @@ from dualsaver.items.record import (
     EVERYTHING, BadItem, ItemKey, Selection, StoredItem, journal_ns, vectors_close, vectors_pass,
 )
 from dualsaver.sansio import END, AsyncTargets, Call, Next, Plan, Targets, arun, run
+from dualsaver.stores.identity import refuse_same_store
 
 EXPIRY_TOLERANCE = timedelta(seconds=1)  # Redis keeps expiries in ms, its documents in s
 RECHECK_PAGE = 500
@@ -201,6 +202,7 @@ def check_items(old: Any, new: Any, *, prefix: Sequence[str] = (), shard: tuple[
                 keys: Sequence[ItemKey] | None = None) -> DivergenceReport:
     """Diff the items of two stores (or item adapters); see the module docstring. With
     `keys`, only those items are compared."""
+    refuse_same_store(old, new, "a check", item_store_name)  # it would find a store clean against itself
     check = ItemCheck(items_for(old), items_for(new), selection=Selection(tuple(prefix), shard), throttle=throttle,
                       recheck=recheck, show_values=show_values)
     plan = check.check_plan() if keys is None else check.named_plan(keys)
@@ -211,6 +213,7 @@ async def acheck_items(old: Any, new: Any, *, prefix: Sequence[str] = (), shard:
                        throttle: Throttle | None = None, recheck: bool = True, show_values: bool = False,
                        keys: Sequence[ItemKey] | None = None) -> DivergenceReport:
     """The async form of `check_items`."""
+    refuse_same_store(old, new, "a check", item_store_name)
     check = ItemCheck(aitems_for(old), aitems_for(new), selection=Selection(tuple(prefix), shard),
                       throttle=throttle, recheck=recheck, show_values=show_values)
     plan = check.check_plan() if keys is None else check.named_plan(keys)

@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from dualsaver.items._backfill import ItemBackfillResult, acopy_items, copy_items
+from dualsaver.items.identity import item_store_name
 from dualsaver.items.record import ItemKey
+from dualsaver.stores.identity import refuse_same_store
 
 STORE_OPERATIONS = ("store.put", "store.delete")
 
@@ -28,8 +30,10 @@ def keys_from_journal(entries: Iterable[Any], target: str) -> list[ItemKey]:
 
 def repair_items(source: Any, target: Any, keys: Iterable[ItemKey]) -> ItemBackfillResult:
     """Make the target's copy of each named item the source's (or absent, as in the source)."""
+    refuse_same_store(source, target, "a repair", item_store_name)
     return copy_items(source, target, keys, replace=True, delete_missing=True)
 
 
 async def arepair_items(source: Any, target: Any, keys: Iterable[ItemKey]) -> ItemBackfillResult:
+    refuse_same_store(source, target, "a repair", item_store_name)
     return await acopy_items(source, target, keys, replace=True, delete_missing=True)

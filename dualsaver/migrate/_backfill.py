@@ -51,7 +51,7 @@ from dualsaver.migrate.progress import open_progress
 from dualsaver.observability import telemetry
 from dualsaver.processes import start_context, warm_up
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
-from dualsaver.stores import anative_for, in_shard, native_for, open_saver, store_identity
+from dualsaver.stores import anative_for, in_shard, native_for, open_saver, refuse_same_store, store_identity
 from dualsaver.stores.faithful import ascii_safe
 from dualsaver.stores.serde import check_serde_names, serde_from_name
 
@@ -320,6 +320,7 @@ class _Begun:
         unknown = set(options) - set(_DEFAULTS)
         if unknown:
             raise TypeError(f"backfill() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        refuse_same_store(old, new, "a backfill")
         chosen: dict[str, Any] = {**_DEFAULTS, **options}
         if chosen["thread_ids"] is not None:
             chosen["thread_ids"] = list(chosen["thread_ids"])

@@ -45,7 +45,7 @@ from dualsaver.errors import describe_error
 from dualsaver.migrate._copy import copy_plan
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, CopyResult, read_options
 from dualsaver.sansio import AsyncTargets, Call, Plan, Targets
-from dualsaver.stores import anative_for, native_for
+from dualsaver.stores import anative_for, native_for, refuse_same_store
 
 Side = Literal["old", "new"]
 Action = Literal["copy", "replace"]
@@ -214,6 +214,7 @@ def _repair_plan(
 
 
 def _new_result(source_side: Side, dry_run: bool, source: Any, target: Any) -> RepairResult:
+    refuse_same_store(source, target, "a repair")  # it would delete the threads it is to copy
     result = RepairResult(source_side, other(source_side), dry_run, exact=bool(source.exact and target.exact))
     result.notes += [APPROXIMATE_NOTE.format(side=f"the {side}")
                      for side, store in (("source", source), ("target", target))

@@ -12,7 +12,9 @@
 - `Capable(saver)` / `offers_capability(saver, name)`: a saver's extended capabilities
   (`delete_for_runs`, `copy_thread`, `prune` and their async forms), its own or done through
   its native store (`_capabilities`).
-- `store_identity(saver)`: a stable, password-free name for the store behind a saver.
+- `store_identity(saver)`: a stable, password-free name for the store behind a saver;
+  `same_store(a, b)`: whether two savers certainly reach one store (`refuse_same_store` raises
+  `SameStore`: a backfill, check or repair needs two).
 - `probe.probe_store(url)`: whether a store answers and holds checkpoint tables, creating nothing.
 
 The adapters are internal (`_sqlite`, `_postgres`, `_memory`, `_redis`, `_langgraph_redis`,
@@ -25,7 +27,7 @@ from dualsaver.redact import redact
 from dualsaver.stores._adapters import ThreadedStore, anative_for, native_for
 from dualsaver.stores._capabilities import CAPABILITIES, Capable, offers_capability
 from dualsaver.stores._open import aopen_saver, open_saver
-from dualsaver.stores.identity import store_fingerprint, store_identity
+from dualsaver.stores.identity import refuse_same_store, same_store, store_fingerprint, store_identity
 from dualsaver.stores.native import (
     AsyncNativeStore,
     NativeStore,
@@ -54,6 +56,8 @@ __all__ = [
     "offers_capability",
     "open_saver",
     "redact",
+    "refuse_same_store",
+    "same_store",
     "shard_of",
     "store_fingerprint",
     "store_identity",

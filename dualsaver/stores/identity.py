@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from dualsaver.errors import SameStore
 from dualsaver.redact import redact
 
 
@@ -81,3 +83,69 @@ def _postgres_fingerprint(conn: Any) -> str:
         with conn.connection() as c:
             return ask(c)
     return ask(conn)
+
+
+def same_store(a: Any, b: Any) -> bool:
+    """Whether two savers, native stores or item stores certainly reach one store, told
+    without writing to either: the same object; the same SQLite file; the same PostgreSQL
+    database as the same user with the same options (tables are found by the search path,
+    which a user name or `options` may set: another schema is another store); the same Redis
+    database under the same key prefix (dualsaver's Redis saver). Unsure (two names of one
+    server, a cluster, a sentinel): False."""
+    a, b = _behind(a), _behind(b)
+    if a is b:
+        return True
+    where = _where(a)
+    return where is not None and where == _where(b)
+
+
+def refuse_same_store(a: Any, b: Any, what: str, name: Callable[[Any], str] = store_identity) -> None:
+    """Raise `SameStore` when `a` and `b` reach one store (`same_store`): `what` (a backfill,
+    a check, a repair) needs two. `name` names the store in the message."""
+    if same_store(a, b):
+        raise SameStore(f"old and new are the same store ({name(a)}): {what} needs two stores")
+
+
+def _behind(wrapper: Any) -> Any:
+    """The saver behind a native store (`saver`), the store behind an item adapter (`store`)."""
+    for attr in ("saver", "store"):
+        inner = getattr(wrapper, attr, None)
+        if inner is not None:
+            return inner
+    return wrapper
+
+
+def _where(store: Any) -> tuple[Any, ...] | None:
+    conn = getattr(store, "conn", None)
+    raw: Any = getattr(conn, "_conn", None) or conn
+    if isinstance(raw, sqlite3.Connection) or type(raw).__module__ == "pysqlite3.dbapi2":  # item stores use pysqlite3
+        try:
+            rows = raw.execute("PRAGMA database_list").fetchall()
+            path = next((r[2] for r in rows if r[1] == "main"), "")
+            stat = os.stat(path) if path else None  # in memory: only the same object is the same store
+        except Exception:  # another thread's connection (aiosqlite's), a closed one: unsure
+            return None
+        return None if stat is None else ("sqlite", stat.st_dev, stat.st_ino)
+    if type(conn).__module__.startswith("psycopg"):
+        return _postgres_where(conn)
+    pool = getattr(getattr(store, "client", None), "connection_pool", None)
+    prefix = getattr(store, "prefix", None)
+    kwargs = getattr(pool, "connection_kwargs", {})
+    if isinstance(prefix, str) and ("host" in kwargs or "path" in kwargs):
+        return ("redis", kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0), prefix)
+    return None
+
+
+def _postgres_where(conn: Any) -> tuple[Any, ...] | None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = getattr(conn, "info", None)
+    if info is not None:  # a connection: where it is
+        params = info.get_parameters()
+        return ("postgresql", info.host, info.port, info.dbname, info.user, params.get("options"))
+    conninfo = getattr(conn, "conninfo", None)  # a pool: where its connections go
+    if not isinstance(conninfo, str):
+        return None
+    params = conninfo_to_dict(conninfo, **{k: v for k, v in (getattr(conn, "kwargs", None) or {}).items()
+                                          if isinstance(v, (str, int))})
+    return ("postgresql pool", *(str(params.get(k)) for k in ("host", "port", "dbname", "user", "options")))

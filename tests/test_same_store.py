@@ -1,0 +1,122 @@
+"""A backfill, check or repair given one store as both old and new is refused before it
+touches anything: a repair would delete the threads it is to copy (they are gone from the
+source too), a check would find the store clean against itself (evidence for a switch that
+moved nothing), a backfill would report an exact copy of nothing. Two names of one store
+are caught (another path to one SQLite file, two connections to one PostgreSQL database,
+two Redis savers under one prefix); two stores in one server are not refused (another
+PostgreSQL schema, another Redis prefix).
+
+Every store is real: SQLite files, embedded PostgreSQL, embedded Redis.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from dualsaver import SameStore, abackfill, acheck, arepair, backfill, check, repair
+from dualsaver.control.journal import Journal, JournalEntry
+from dualsaver.stores import aopen_saver, open_saver, same_store
+from tests import check_support as cs
+from tests.ops_support import run_cli
+
+THREADS = ["t-a", "t-b"]
+
+
+def _names_of_one_store(kind: str, tmp_path, pg_url: str, redis_url: str) -> tuple[str, str]:
+    """Two URLs that reach one store, written differently where the scheme allows it."""
+    if kind == "sqlite":
+        (tmp_path / "sub").mkdir()
+        return f"sqlite:///{tmp_path / 'one.sqlite'}", f"sqlite:///{tmp_path / 'sub' / '..' / 'one.sqlite'}"
+    if kind == "postgres":
+        return pg_url, pg_url
+    return f"{redis_url}?prefix=app", f"{redis_url}?prefix=app"
+
+
+def _history(saver) -> dict[str, int]:
+    return {t: sum(1 for _ in saver.list({"configurable": {"thread_id": t}})) for t in THREADS}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])
+def test_a_store_given_as_both_old_and_new_is_refused_and_keeps_its_history(kind, tmp_path, pg_url, redis_url):
+    first, second = _names_of_one_store(kind, tmp_path, pg_url, redis_url)
+    with open_saver(first) as old, open_saver(second) as new:
+        cs.populate(old, THREADS)
+        before = _history(old)
+        assert all(before.values())
+        assert same_store(old, new)
+        for run in (lambda: repair(old, new, THREADS, replace=True), lambda: backfill(old, new),
+                    lambda: check(old, new), lambda: repair(old, old, THREADS, replace=True)):
+            with pytest.raises(SameStore, match="same store"):
+                run()
+        assert _history(old) == before  # the repair deleted nothing
+
+
+async def test_the_async_forms_refuse_it_too(tmp_path, pg_url):
+    async with aopen_saver(pg_url) as old, aopen_saver(pg_url) as new:
+        for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
+                    lambda: acheck(old, new)):
+            with pytest.raises(SameStore):
+                await run()
+
+
+def test_two_stores_in_one_server_are_not_one_store(tmp_path, pg_url, redis_url, monkeypatch):
+    """Another schema of one PostgreSQL database (a search path in `options`, or the user's
+    own schema) and another prefix in one Redis database are other stores: copied, checked."""
+    monkeypatch.chdir(tmp_path)  # the backfills' progress
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA other")
+    other_schema = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3Dother"
+    pairs = [(f"sqlite:///{tmp_path / 'a.sqlite'}", f"sqlite:///{tmp_path / 'b.sqlite'}"),
+             (pg_url, other_schema),
+             (f"{redis_url}?prefix=app", f"{redis_url}?prefix=next")]
+    for first, second in pairs:
+        with open_saver(first) as old, open_saver(second) as new:
+            assert not same_store(old, new)
+            cs.populate(old, THREADS)
+            assert backfill(old, new).failed == 0
+            assert check(old, new).clean
+            assert _history(new) == _history(old)
+
+
+def test_the_cli_refuses_a_repair_from_the_journal_of_one_store_under_two_names(tmp_path):
+    """The operator's slip: both URLs name the old store. The journal holds a missed delete,
+    which a repair replaces (delete on the target, then copy): that would have deleted the
+    thread from the only store that held it."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    with open_saver(url) as old:
+        cs.populate(old, THREADS)
+        before = _history(old)
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.record(JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "ConnectionError: down"))
+    journal.close()
+    ran = run_cli("repair", "--old", url, "--new", f"sqlite:///{tmp_path / '.' / 'old.sqlite'}",
+                  "--journal", str(tmp_path / "journal.sqlite"), "--phase", "backfill", cwd=tmp_path)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "same store" in ran.stderr
+    backfilled = run_cli("backfill", "--old", url, "--new", url, cwd=tmp_path)
+    assert backfilled.returncode == 2 and "same store" in backfilled.stderr
+    with open_saver(url) as old:
+        assert _history(old) == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_long_term_stores_jobs_refuse_one_store_under_two_names(kind, tmp_path, pg_url, monkeypatch):
+    from dualsaver import backfill_items, check_items, repair_items
+    from dualsaver.items import open_item_store
+
+    monkeypatch.chdir(tmp_path)  # the backfill's progress
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}" if kind == "sqlite" else pg_url
+    other = f"sqlite:///{tmp_path / '.' / 'store.sqlite'}" if kind == "sqlite" else pg_url
+    with open_item_store(url) as old, open_item_store(other) as new:
+        old.put(("users", "u1"), "prefs", {"tone": "brief"})
+        for run in (lambda: backfill_items(old, new), lambda: check_items(old, new),
+                    lambda: repair_items(old, new, [(("users", "u1"), "prefs")])):
+            with pytest.raises(SameStore, match="same store"):
+                run()
+        assert old.get(("users", "u1"), "prefs").value == {"tone": "brief"}
+    with open_item_store(url) as old, open_item_store(f"sqlite:///{tmp_path / 'next.sqlite'}") as new:
+        assert backfill_items(old, new).items == 1 and check_items(old, new).clean
+
+    ran = run_cli("check", "--store-old", url, "--store-new", other, cwd=tmp_path)
+    assert ran.returncode == 2 and "same store" in ran.stderr, ran.stdout + ran.stderr
