@@ -83,3 +83,42 @@ async def test_an_async_saver_offers_only_the_async_capabilities(tmp_path):
         names = type(saver).__dict__
         assert {"adelete_for_runs", "acopy_thread", "aprune"} <= set(names)
         assert not {"delete_for_runs", "copy_thread", "prune"} & set(names)
+
+
+def test_what_is_not_a_store_is_named_when_a_composite_or_a_job_is_given_it(tmp_path):
+    """A URL where a saver belongs (the commonest slip: the CLI takes URLs), None, or the
+    other half's kind of store: a TypeError that names the argument and what to do, when the
+    composite is built (before: accepted, then an AttributeError at the first write) or the
+    job starts (before: an AttributeError from deep inside it). No password is shown."""
+    import asyncio
+
+    import pytest
+    from langgraph.store.memory import InMemoryStore
+
+    from dualsaver import DualStore, TieredSaver, backfill, check, repair
+    from dualsaver.stores import aopen_saver
+
+    url = "postgresql://app:s3cret@db/app"
+    builds = [
+        (lambda: DualSaver(InMemorySaver(), None, journal=tmp_path / "j"), "new must be a BaseCheckpointSaver, got NoneType"),
+        (lambda: DualSaver(url, InMemorySaver()), "old must be a BaseCheckpointSaver, got the string"),
+        (lambda: TieredSaver(InMemorySaver(), url), "open it with open_saver(url)"),
+        (lambda: DualStore(InMemoryStore(), "sqlite:///s.sqlite"), "open it with open_item_store(url)"),
+        (lambda: DualStore(InMemorySaver(), InMemoryStore()), "old must be a BaseStore, got InMemorySaver"),
+        (lambda: check(url, "sqlite:///b.sqlite"), "open a URL with open_saver(url)"),
+        (lambda: backfill(InMemorySaver(), None), "expected a checkpointer"),
+        (lambda: repair(InMemorySaver(), 3, ["t"]), "got int"),
+    ]
+    for build, says in builds:
+        with pytest.raises(TypeError) as raised:
+            build()
+        assert says in str(raised.value) and "s3cret" not in str(raised.value)
+
+    async def sync_check_of_async_savers() -> str:
+        async with aopen_saver(f"sqlite:///{tmp_path / 'a.sqlite'}") as a, \
+                aopen_saver(f"sqlite:///{tmp_path / 'b.sqlite'}") as b:
+            with pytest.raises(TypeError) as raised:
+                check(a, b)
+            return str(raised.value)
+
+    assert "use the async form (acheck" in asyncio.run(sync_check_of_async_savers())

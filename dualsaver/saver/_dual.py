@@ -23,7 +23,7 @@ from dualsaver.preflight.live import write_refusal
 from dualsaver.saver import _plans as plans
 from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
-from dualsaver.saver._pair import PhasedPair
+from dualsaver.saver._pair import SAVER_METHODS, PhasedPair, expect_stores
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._versions import next_version
 from dualsaver.saver.routing import Role, route_for
@@ -104,6 +104,7 @@ class DualSaver(PhasedPair, CompositeSaver):
         circuit_cool_down: float | None = 5.0,
         control: str | None = None,
     ) -> None:
+        expect_stores(BaseCheckpointSaver, "open_saver", SAVER_METHODS, old=old, new=new)
         super().__init__(serde=old.serde)
         if canary_percent is not None and not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")

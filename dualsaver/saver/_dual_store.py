@@ -18,7 +18,7 @@ from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
 from dualsaver.saver import _store_plans as store_plans
 from dualsaver.saver._item_copy import ItemCopier, StoreSide
-from dualsaver.saver._pair import PhasedPair
+from dualsaver.saver._pair import PhasedPair, expect_stores
 from dualsaver.saver._plans import Context
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver.routing import Role, route_for
@@ -72,6 +72,7 @@ class DualStore(PhasedPair, BaseStore):
         circuit_cool_down: float | None = 5.0,
         control: str | None = None,
     ) -> None:
+        expect_stores(BaseStore, "open_item_store", ("batch",), old=old, new=new)
         self.supports_ttl = bool(old.supports_ttl and new.supports_ttl)
         self._pair(old, new, phase, strict=strict, secondary_timeout=secondary_timeout, journal=journal,
                    write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)

@@ -18,6 +18,7 @@ from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
 from dualsaver.control.sources import StaticPhase, phase_source, replica_name
+from dualsaver.redact import redact
 from dualsaver.saver import _plans as plans
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._recorder import Recorder
@@ -25,6 +26,20 @@ from dualsaver.saver._shells import AsyncShell, SyncShell
 from dualsaver.saver.routing import Role, route_for
 
 log = structlog.get_logger("dualsaver")
+
+
+SAVER_METHODS = ("get_tuple", "put")  # what a checkpointer answers (or their async forms)
+
+
+def expect_stores(kind: type, opener: str, methods: tuple[str, ...], **stores: Any) -> None:
+    """A TypeError naming the argument that is not a `kind` (a URL, None), raised when the
+    composite is built rather than at its first write. Judged by `methods` (each, or its
+    async form), so a proxy that forwards to a real store passes."""
+    for name, value in stores.items():
+        if not all(callable(getattr(value, m, None)) or callable(getattr(value, "a" + m, None)) for m in methods):
+            got = (f"the string {redact(value)!r}: open it with {opener}(url)" if isinstance(value, str)
+                   else type(value).__name__)
+            raise TypeError(f"{name} must be a {kind.__name__}, got {got}")
 
 
 class StorePair:

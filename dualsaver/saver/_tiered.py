@@ -28,6 +28,7 @@ from dualsaver.saver import _tier_plans as tier_plans
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._capabilities import class_with_capabilities
 from dualsaver.saver._composite import CompositeSaver
+from dualsaver.saver._pair import SAVER_METHODS, expect_stores
 from dualsaver.saver._recorder import Recorder
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver._tier_plans import Later
@@ -196,6 +197,7 @@ class TieredSaver(CompositeSaver):
         journal: Journal | str | os.PathLike[str] | None = None,
         control: str | None = None,
     ) -> None:
+        expect_stores(BaseCheckpointSaver, "open_saver", SAVER_METHODS, durable=durable, hot=hot)
         super().__init__(serde=durable.serde)
         if hot_ttl is not None:
             if not isinstance(hot, BaseRedisSaver):

@@ -15,6 +15,7 @@ from functools import cache
 from itertools import islice
 from typing import Any
 
+from dualsaver.redact import redact
 from dualsaver.stores.native import AsyncNativeStore, NativeStore, StoredCheckpoint, ThreadItem
 
 Factory = Callable[[Any], Any]
@@ -40,15 +41,28 @@ def _adapter(saver: Any, *, asynchronous: bool) -> Any:
         if isinstance(saver, cls):
             if not asynchronous:
                 if sync_factory is None:
-                    raise TypeError(f"{type(saver).__name__} is an async saver: use anative_for()")
+                    raise TypeError(f"{type(saver).__name__} is an async saver: use the async form"
+                                    " (acheck, abackfill, arepair, anative_for)")
                 return sync_factory(saver)
             if async_factory is not None:
                 return async_factory(saver)
             assert sync_factory is not None, "an adapter has a sync factory, an async one, or both"
             return ThreadedStore(sync_factory(saver))
+    _refuse_non_saver(saver)
     from dualsaver.stores._public import PublicNativeStore
 
     return PublicNativeStore(saver)
+
+
+def _refuse_non_saver(value: Any) -> None:
+    """A clear TypeError for what is not a checkpointer (a URL, None), rather than an
+    AttributeError from deep inside a backfill or a check."""
+    if isinstance(value, str):
+        raise TypeError(f"expected a checkpointer, got the string {redact(value)!r}: open a URL with"
+                        " open_saver(url) (the functions take URLs only with processes=N)")
+    if not all(callable(getattr(value, name, None)) for name in ("get_tuple", "list", "put")):
+        raise TypeError(f"expected a checkpointer (a BaseCheckpointSaver or a native store),"
+                        f" got {type(value).__name__}")
 
 
 def _is_native(obj: Any) -> bool:
