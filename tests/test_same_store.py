@@ -4,7 +4,9 @@ source too), a check would find the store clean against itself (evidence for a s
 moved nothing), a backfill would report an exact copy of nothing. Two names of one store
 are caught (another path to one SQLite file, two connections to one PostgreSQL database,
 two Redis savers under one prefix); two stores in one server are not refused (another
-PostgreSQL schema, another Redis prefix).
+PostgreSQL schema, another Redis prefix). The neighbouring slip, a repair from a report with
+--old and --new the other way round, is refused too: it would replace the old store's
+threads and items with the new store's.
 
 Every store is real: SQLite files, embedded PostgreSQL, embedded Redis.
 """
@@ -120,3 +122,47 @@ def test_the_long_term_stores_jobs_refuse_one_store_under_two_names(kind, tmp_pa
 
     ran = run_cli("check", "--store-old", url, "--store-new", other, cwd=tmp_path)
     assert ran.returncode == 2 and "same store" in ran.stderr, ran.stdout + ran.stderr
+
+
+def test_the_cli_refuses_a_repair_from_a_report_made_with_the_stores_the_other_way_round(tmp_path, monkeypatch):
+    """The neighbouring slip: --old and --new swapped between the check and the repair. A
+    thread that differs would be replaced in the store being left (deleted, then copied from
+    the new store's wrong copy): the old store's history is what the repair must not touch."""
+    monkeypatch.chdir(tmp_path)
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(old_url) as old, open_saver(new_url) as new:
+        cs.populate(old, THREADS)
+        cs.clone(old, new)
+        cs.rewrite_thread(new, "t-a", lambda r: [cs.with_metadata(r[0]), *r[1:]])  # new's copy is wrong
+        kept = cs.items(old, "t-a")
+    checked = run_cli("check", "--old", old_url, "--new", new_url, "--report", "check.json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr  # divergent: t-a
+    ran = run_cli("repair", "--old", new_url, "--new", old_url, "--report", "check.json", cwd=tmp_path)
+    assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
+    with open_saver(old_url) as old:
+        assert cs.items(old, "t-a") == kept
+    repaired = run_cli("repair", "--old", old_url, "--new", new_url, "--report", "check.json", cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr  # the right way round: repaired
+
+
+def test_an_item_repair_from_a_report_made_the_other_way_round_is_refused(tmp_path, monkeypatch):
+    """The same slip for the long-term store, from a report of both halves: the item the new
+    store lacks would be deleted from the old one (a repair makes the target match its source)."""
+    from dualsaver.items import open_item_store
+
+    monkeypatch.chdir(tmp_path)
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    old_items, new_items = f"sqlite:///{tmp_path / 'items-old.sqlite'}", f"sqlite:///{tmp_path / 'items-new.sqlite'}"
+    with open_saver(old_url) as old, open_saver(new_url) as new, open_item_store(old_items) as store, \
+            open_item_store(new_items):
+        cs.populate(old, THREADS)
+        cs.clone(old, new)
+        store.put(("users", "u1"), "prefs", {"tone": "brief"})  # missing in new
+    both = ("--old", old_url, "--new", new_url, "--store-old", old_items, "--store-new", new_items)
+    checked = run_cli("check", *both, "--report", "check.json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    swapped = ("--store-old", new_items, "--store-new", old_items)
+    ran = run_cli("repair", *swapped, "--report", "check.json", cwd=tmp_path)
+    assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
+    with open_item_store(old_items) as store:
+        assert store.get(("users", "u1"), "prefs").value == {"tone": "brief"}

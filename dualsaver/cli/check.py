@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         report.divergences += store_report.divergences
         report.clean = report.clean and store_report.clean
         report.summary["items"] = store_report.summary["items"]
+        report.summary["item_stores"] = store_report.summary["stores"]  # "stores" names the checkpoints'
         report.summary["counts"] = report.counts()
     else:
         report = store_report

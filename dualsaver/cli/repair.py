@@ -93,10 +93,26 @@ def _load_repairs(args: argparse.Namespace, source: Role) -> tuple[list, Any, li
 
     if args.report:
         report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
+        if (why := swapped(report, args.old, args.new)) is not None:
+            raise ValueError(why)
         return repairs_from_report(report, source), None, []
     journal = _open_journal(args)
     entries = list(journal.pending())
     return repairs_from_journal(entries, source), journal, entries
+
+
+def swapped(report: Any, old_url: str, new_url: str, stores_key: str = "stores") -> str | None:
+    """Why a report's stores are this repair's the other way round, or None. A repair from
+    such a report would take the store being left for the one being moved to: it deletes a
+    thread (or an item) the new store lacks from the old one, its source of truth."""
+    from dualsaver.stores import redact
+
+    named = report.summary.get(stores_key) or {}
+    old, new = redact(old_url), redact(new_url)
+    if old != new and named.get("old") == new and named.get("new") == old:
+        return (f"the report was made with --old {new} and --new {old}, the other way round: pass them"
+                " as the check did (--source chooses which store a repair copies from)")
+    return None
 
 
 def _open_journal(args: argparse.Namespace) -> Any:
@@ -146,7 +162,10 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
             return fail(f"the {'new' if source == 'old' else 'old'} store is the primary in this phase; pass --force")
         report, entries, journal = None, [], None
         if args.report:
-            report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8")).part(items=True)
+            report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
+            if (why := swapped(report, *items, "item_stores" if "item_stores" in report.summary else "stores")):
+                return fail(f"store: {why}")
+            report = report.part(items=True)
         else:
             journal = args._journal = _open_journal(args)
             entries = list(journal.pending())
