@@ -93,7 +93,7 @@ def _load_repairs(args: argparse.Namespace, source: Role) -> tuple[list, Any, li
 
     if args.report:
         report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-        if (why := swapped(report, args.old, args.new)) is not None:
+        if (why := _swapped(report, args.old, args.new)) is not None:
             raise ValueError(why)
         return repairs_from_report(report, source), None, []
     journal = _open_journal(args)
@@ -101,10 +101,10 @@ def _load_repairs(args: argparse.Namespace, source: Role) -> tuple[list, Any, li
     return repairs_from_journal(entries, source), journal, entries
 
 
-def swapped(report: Any, old_url: str, new_url: str, stores_key: str = "stores") -> str | None:
+def _swapped(report: Any, old_url: str, new_url: str, stores_key: str = "stores") -> str | None:
     """Why a report's stores are this repair's the other way round, or None. A repair from
-    such a report would take the store being left for the one being moved to: it deletes a
-    thread (or an item) the new store lacks from the old one, its source of truth."""
+    such a report would make the old store, the source of truth, match the new one: its
+    differing threads replaced by the new store's copies, items the new store lacks deleted."""
     from dualsaver.stores import redact
 
     named = report.summary.get(stores_key) or {}
@@ -163,7 +163,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
         report, entries, journal = None, [], None
         if args.report:
             report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-            if (why := swapped(report, *items, "item_stores" if "item_stores" in report.summary else "stores")):
+            if (why := _swapped(report, *items, "item_stores" if "item_stores" in report.summary else "stores")):
                 return fail(f"store: {why}")
             report = report.part(items=True)
         else:
