@@ -55,11 +55,20 @@ def test_a_store_given_as_both_old_and_new_is_refused_and_keeps_its_history(kind
 
 
 async def test_the_async_forms_refuse_it_too(tmp_path, pg_url):
+    """Over async savers, and over sync ones (run in worker threads behind an adapter)."""
     async with aopen_saver(pg_url) as old, aopen_saver(pg_url) as new:
         for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
                     lambda: acheck(old, new)):
             with pytest.raises(SameStore):
                 await run()
+    with open_saver(pg_url) as old, open_saver(pg_url) as new:
+        cs.populate(old, THREADS)
+        before = _history(old)
+        for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
+                    lambda: acheck(old, new)):
+            with pytest.raises(SameStore):
+                await run()
+        assert _history(old) == before
 
 
 def test_two_stores_in_one_server_are_not_one_store(tmp_path, pg_url, redis_url, monkeypatch):

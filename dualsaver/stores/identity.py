@@ -107,11 +107,13 @@ def refuse_same_store(a: Any, b: Any, what: str, name: Callable[[Any], str] = st
 
 
 def _behind(wrapper: Any) -> Any:
-    """The saver behind a native store (`saver`), the store behind an item adapter (`store`)."""
-    for attr in ("saver", "store"):
-        inner = getattr(wrapper, attr, None)
-        if inner is not None:
-            return inner
+    """The saver or store behind adapters: a native store's `saver`, an item adapter's or a
+    threaded adapter's `store` (a threaded adapter over a native store over a saver)."""
+    for _ in range(4):
+        inner = getattr(wrapper, "saver", None) or getattr(wrapper, "store", None)
+        if inner is None:
+            break
+        wrapper = inner
     return wrapper
 
 
