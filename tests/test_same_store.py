@@ -175,3 +175,35 @@ def test_an_item_repair_from_a_report_made_the_other_way_round_is_refused(tmp_pa
     assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
     with open_item_store(old_items) as store:
         assert store.get(("users", "u1"), "prefs").value == {"tone": "brief"}
+
+
+def test_an_item_repair_from_the_journal_deletes_only_what_the_target_missed_deleting(tmp_path, monkeypatch):
+    """The journal names roles, not stores, so a repair from it cannot tell swapped stores by
+    their names. What it can tell: an item the journal names by a missed put was accepted by
+    the source. When the source lacks it, the stores are the other way round (or it expired),
+    and deleting it from the target would delete the only copy; only an item whose delete the
+    target missed is deleted. Run the right way round, both are repaired."""
+    from dualsaver.items import open_item_store
+
+    monkeypatch.chdir(tmp_path)
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_item_store(old_url) as old, open_item_store(new_url) as new:
+        old.put(("users", "u1"), "prefs", {"tone": "brief"})  # the put new missed
+        new.put(("users", "u1"), "gone", {"stale": True})  # the delete new missed (old deleted it)
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.record(JournalEntry("shadow-write", "new", "store.put", None, '["users", "u1"]', "prefs", None, "down"))
+    journal.record(JournalEntry("shadow-write", "new", "store.delete", None, '["users", "u1"]', "gone", None, "down"))
+    journal.close()
+    repair = ("repair", "--journal", str(tmp_path / "journal.sqlite"), "--phase", "shadow-write")
+
+    swapped = run_cli(*repair, "--store-old", new_url, "--store-new", old_url, cwd=tmp_path)
+    assert swapped.returncode == 1, swapped.stdout + swapped.stderr  # still divergent: not repaired
+    assert "other way round" in swapped.stdout
+    with open_item_store(old_url) as old:
+        assert old.get(("users", "u1"), "prefs").value == {"tone": "brief"}  # the only copy kept
+
+    right = run_cli(*repair, "--store-old", old_url, "--store-new", new_url, cwd=tmp_path)
+    assert right.returncode == 0, right.stdout + right.stderr
+    with open_item_store(new_url) as new:
+        assert new.get(("users", "u1"), "prefs").value == {"tone": "brief"}
+        assert new.get(("users", "u1"), "gone") is None  # the missed delete is done

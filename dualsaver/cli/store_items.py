@@ -93,7 +93,9 @@ def record_check(args: argparse.Namespace, report: Any) -> None:
 def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report: Any, entries: list[Any]) -> int:
     """Repair the items a report or journal entries name, from `source` ("old"/"new"); then
     re-check them. Exit code 0 when clean."""
-    from dualsaver.items import check_items, item_entries, keys_from_journal, repair_items
+    from dualsaver.items import (
+        check_items, entry_key, item_entries, keys_from_journal, missed_from_journal, repair_items,
+    )
 
     target = "new" if source == "old" else "old"
     keys = report.affected_items() if report is not None else keys_from_journal(entries, target)
@@ -106,11 +108,14 @@ def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report:
     stack, (old, new) = _stores(args, urls)
     with stack:
         stores = {"old": old, "new": new}
-        result = repair_items(stores[source], stores[target], keys)
+        missed = None if report is not None else missed_from_journal(entries, target)
+        result = repair_items(stores[source], stores[target], keys, missed=missed)
         print(result.summary())
-        if report is None and hasattr(args, "_journal"):
-            ids = [e.id for e in item_entries(entries, target) if e.id is not None]
+        rechecked = check_items(old, new, keys=keys)
+        still = rechecked.divergences
+        if report is None and hasattr(args, "_journal"):  # an entry stays pending while its item differs
+            divergent = set(rechecked.affected_items())
+            ids = [e.id for e in item_entries(entries, target) if e.id is not None and entry_key(e) not in divergent]
             print(f"journal: {args._journal.mark_repaired(ids)} store entr(ies) marked repaired")
-        still = check_items(old, new, keys=keys).divergences
     print(f"store: re-check of {len(keys)} item(s): {'clean' if not still else f'{len(still)} still divergent'}")
     return 0 if not still and not result.bad else 1

@@ -8,7 +8,8 @@ backend, and copying, checking and repairing items between two stores.
   prefix or shard, throttled; `copy_items` / `acopy_items`: the same for a few named items;
 - `check_items` / `acheck_items`: the streaming diff of two stores' items;
 - `repair_items` / `arepair_items`: the target's copy of named items made the source's
-  (from a report's `affected_items()`, or the journal's `keys_from_journal`);
+  (from a report's `affected_items()`, or the journal's `keys_from_journal`, with
+  `missed=missed_from_journal(...)`: only what the target missed);
 - `open_item_store` / `aopen_item_store`: a store from a URL and an index configuration.
 """
 
@@ -18,7 +19,9 @@ from dualsaver.items._backfill import (
 )
 from dualsaver.items._open import aopen_item_store, index_config, open_item_store
 from dualsaver.items._threaded import SyncStoreInThreads
-from dualsaver.items._repair import arepair_items, item_entries, keys_from_journal, repair_items
+from dualsaver.items._repair import (
+    arepair_items, entry_key, item_entries, keys_from_journal, missed_from_journal, repair_items,
+)
 from dualsaver.items._check import ItemCheck, acheck_items, check_items
 from dualsaver.items.record import BadItem, IndexInfo, Selection, StoredItem
 
@@ -36,8 +39,10 @@ __all__ = [
     "aitems_for",
     "aopen_item_store",
     "arepair_items",
+    "entry_key",
     "item_entries",
     "keys_from_journal",
+    "missed_from_journal",
     "repair_items",
     "index_config",
     "open_item_store",

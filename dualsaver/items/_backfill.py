@@ -48,6 +48,15 @@ APPROXIMATE = ("{side} has no native item adapter: copied through the public API
                " the time of the copy as created_at/updated_at and the target embeds again (APPROXIMATE)")
 
 
+@dataclass(frozen=True)
+class MissedItems:
+    """What a target missed, by operation (from the journal): a repair from it copies only
+    the items whose put was missed and deletes only those whose delete was."""
+
+    puts: frozenset[ItemKey]
+    deletes: frozenset[ItemKey]
+
+
 @dataclass
 class ItemBackfillResult:
     items: int = 0  # items written to the target
@@ -215,21 +224,35 @@ class ItemJob:
 
     # ------------------------------------------------------------------ a few items
 
-    def copy_plan(self, keys: Sequence[ItemKey], delete_missing: bool = False) -> Plan[ItemBackfillResult]:
+    def copy_plan(self, keys: Sequence[ItemKey], delete_missing: bool = False,
+                  missed: MissedItems | None = None) -> Plan[ItemBackfillResult]:
         """Copy the named items (a lazy copy, a repair); with `delete_missing`, an item the
-        source does not hold is deleted from the target."""
+        source does not hold is deleted from the target. With `missed` (a repair from the
+        journal), an item is copied only if the target missed its put and deleted only if it
+        missed its delete: one the journal contradicts (a put the source does not hold, a
+        delete it still holds) is left, and a note says how many."""
         keys = list(dict.fromkeys((tuple(ns), k) for ns, k in keys))
         found = yield Call("source", "get_items", (keys,))
-        items = []
+        items, left = [], 0
         for ident in keys:
             item = found.get(ident)
             if isinstance(item, BadItem):
                 self._bad(item.namespace, item.key, item.error)
             elif item is not None and not item.expired(self.now):
-                items.append(item)
+                if missed is None or ident in missed.puts:
+                    items.append(item)
+                else:
+                    left += 1
         for start in range(0, len(items), self.batch_size):
             yield from self.write(items[start : start + self.batch_size])
         gone = [k for k in keys if k not in found or (isinstance(found[k], StoredItem) and found[k].expired(self.now))]
+        if missed is not None:
+            left += sum(k not in missed.deletes for k in gone)
+            gone = [k for k in gone if k in missed.deletes]
+        if left:
+            self.result.notes.append(f"{left} item(s) left as they are: the journal says the target missed a put the"
+                                     " source does not hold, or a delete the source still holds (were the stores"
+                                     " passed the other way round?)")
         if delete_missing and gone and not self.dry_run:
             yield Call("target", "delete_items", (gone,))
         return self.finish()
@@ -314,16 +337,16 @@ def _copy_job(source: Any, target: Any, asynchronous: bool, replace: bool) -> tu
 
 
 def copy_items(source: Any, target: Any, keys: Iterable[ItemKey], *, replace: bool = False,
-               delete_missing: bool = False) -> ItemBackfillResult:
+               delete_missing: bool = False, missed: MissedItems | None = None) -> ItemBackfillResult:
     """Copy the items named by (namespace, key) from `source` to `target`, exactly: insert if
     absent, or, with `replace`, overwrite (repair); `delete_missing` deletes from the target
-    what the source does not hold."""
+    what the source does not hold; `missed` limits both to what the journal names (`ItemJob.copy_plan`)."""
     job, io = _copy_job(source, target, False, replace)
-    return run(job.copy_plan(list(keys), delete_missing), io)
+    return run(job.copy_plan(list(keys), delete_missing, missed), io)
 
 
 async def acopy_items(source: Any, target: Any, keys: Iterable[ItemKey], *, replace: bool = False,
-                      delete_missing: bool = False) -> ItemBackfillResult:
+                      delete_missing: bool = False, missed: MissedItems | None = None) -> ItemBackfillResult:
     """The async form of `copy_items`."""
     job, io = _copy_job(source, target, True, replace)
-    return await arun(job.copy_plan(list(keys), delete_missing), io)
+    return await arun(job.copy_plan(list(keys), delete_missing, missed), io)
