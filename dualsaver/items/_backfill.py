@@ -251,8 +251,8 @@ class ItemJob:
             gone = [k for k in gone if k in missed.deletes]
         if left:
             self.result.notes.append(f"{left} item(s) left as they are: the journal says the target missed a put the"
-                                     " source does not hold, or a delete the source still holds (were the stores"
-                                     " passed the other way round?)")
+                                     " source does not hold (or no longer, expired), or a delete the source still"
+                                     " holds: were the stores passed the other way round?")
         if delete_missing and gone and not self.dry_run:
             yield Call("target", "delete_items", (gone,))
         return self.finish()

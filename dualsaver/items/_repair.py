@@ -1,8 +1,8 @@
 """Repairing items: what a check report or the journal names is copied again from the source of
 truth, replacing the target's copy; an item the source no longer holds is deleted from the
-target (from the journal: only as far as the journal says the target missed it). The journal names an
-item as the live DualStore writes it: `operation` ``store.put`` / ``store.delete``, no
-thread, `checkpoint_ns` the namespace as a JSON list, `checkpoint_id` the key."""
+target (from the journal: only as far as the journal says the target missed it). The journal
+names an item as the live DualStore writes it: `operation` ``store.put`` / ``store.delete``,
+no thread, `checkpoint_ns` the namespace as a JSON list, `checkpoint_id` the key."""
 
 from __future__ import annotations
 
