@@ -207,3 +207,18 @@ def test_an_item_repair_from_the_journal_deletes_only_what_the_target_missed_del
     with open_item_store(new_url) as new:
         assert new.get(("users", "u1"), "prefs").value == {"tone": "brief"}
         assert new.get(("users", "u1"), "gone") is None  # the missed delete is done
+
+
+def test_the_cli_check_refuses_one_postgres_store_and_checks_two_schemas_of_one_database(tmp_path, pg_url):
+    """The check command's own guard compares the stores' fingerprints (a database, whatever
+    the address that reached it); two schemas of one database are two stores all the same."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA other")
+    other_schema = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3Dother"
+    with open_saver(pg_url) as old, open_saver(other_schema):
+        cs.populate(old, THREADS)
+    refused = run_cli("check", "--old", pg_url, "--new", pg_url, cwd=tmp_path)
+    assert refused.returncode == 2 and "same store" in refused.stderr, refused.stdout + refused.stderr
+    checked = run_cli("check", "--old", pg_url, "--new", other_schema, cwd=tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr  # divergent: new is empty
+    assert "missing_in_new" in checked.stdout

@@ -206,6 +206,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
     from dualsaver.checker import CheckError, check
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, open_saver, redact
+    from dualsaver.stores.identity import postgres_schema
     from dualsaver.redact import scrub
 
     try:
@@ -229,7 +230,8 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
             args.new, must_exist=True, pool_size=pool, serde=new_serde
         ) as new_saver:
             pair = pair_of(old_saver, new_saver)
-            if pair["old"] == pair["new"]:
+            # one database, but two schemas (a search path in each URL's options) are two stores
+            if pair["old"] == pair["new"] and postgres_schema(old_saver) == postgres_schema(new_saver):
                 return fail(f"--old and --new are the same store ({redact(args.old)}); check a pair of stores")
             report = check(  # with --processes, each process opens the stores from their URLs
                 *((args.old, args.new) if args.processes else (old_saver, new_saver)),

@@ -85,6 +85,24 @@ def _postgres_fingerprint(conn: Any) -> str:
     return ask(conn)
 
 
+def postgres_schema(saver: Any) -> str | None:
+    """The schema a sync PostgreSQL saver's tables are found in (`current_schema()`: its
+    search path), which `store_fingerprint` (the database) does not tell apart; None for
+    another store."""
+    conn: Any = getattr(getattr(saver, "saver", saver), "conn", None)
+    if not type(conn).__module__.startswith("psycopg"):
+        return None
+
+    def ask(c: Any) -> str:
+        row = c.execute("SELECT current_schema() AS schema").fetchone()
+        return str(row["schema"] if isinstance(row, dict) else row[0])
+
+    if type(conn).__module__.startswith("psycopg_pool"):
+        with conn.connection() as c:
+            return ask(c)
+    return ask(conn)
+
+
 def same_store(a: Any, b: Any) -> bool:
     """Whether two savers, native stores or item stores certainly reach one store, told
     without writing to either: the same object; the same SQLite file; the same PostgreSQL
