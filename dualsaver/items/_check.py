@@ -51,6 +51,7 @@ class ItemCheck:
 
     def __init__(self, old: Any, new: Any, *, selection: Selection = EVERYTHING, throttle: Throttle | None = None,
                  recheck: bool = True, show_values: bool = False) -> None:
+        refuse_same_store(old, new, "a check", item_store_name)  # it would find a store clean against itself
         self.old, self.new = old, new
         self.selection, self.throttle, self.recheck, self.show_values = selection, throttle, recheck, show_values
         self.ttl = old.holds_ttl and new.holds_ttl
@@ -202,7 +203,6 @@ def check_items(old: Any, new: Any, *, prefix: Sequence[str] = (), shard: tuple[
                 keys: Sequence[ItemKey] | None = None) -> DivergenceReport:
     """Diff the items of two stores (or item adapters); see the module docstring. With
     `keys`, only those items are compared."""
-    refuse_same_store(old, new, "a check", item_store_name)  # it would find a store clean against itself
     check = ItemCheck(items_for(old), items_for(new), selection=Selection(tuple(prefix), shard), throttle=throttle,
                       recheck=recheck, show_values=show_values)
     plan = check.check_plan() if keys is None else check.named_plan(keys)
@@ -213,7 +213,6 @@ async def acheck_items(old: Any, new: Any, *, prefix: Sequence[str] = (), shard:
                        throttle: Throttle | None = None, recheck: bool = True, show_values: bool = False,
                        keys: Sequence[ItemKey] | None = None) -> DivergenceReport:
     """The async form of `check_items`."""
-    refuse_same_store(old, new, "a check", item_store_name)
     check = ItemCheck(aitems_for(old), aitems_for(new), selection=Selection(tuple(prefix), shard),
                       throttle=throttle, recheck=recheck, show_values=show_values)
     plan = check.check_plan() if keys is None else check.named_plan(keys)

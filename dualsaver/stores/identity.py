@@ -49,12 +49,8 @@ def store_fingerprint(saver: Any) -> str:
     conn = getattr(saver, "conn", None)
     raw = getattr(conn, "_conn", None) or conn
     if isinstance(raw, sqlite3.Connection):
-        rows = raw.execute("PRAGMA database_list").fetchall()
-        path = next((r[2] for r in rows if r[1] == "main"), "")
-        if path:
-            stat = os.stat(path)
-            return f"sqlite:{stat.st_dev}:{stat.st_ino}"
-        return f"sqlite:memory:{id(raw)}"
+        file = _sqlite_file(raw)
+        return f"sqlite:{file[0]}:{file[1]}" if file else f"sqlite:memory:{id(raw)}"
     if type(conn).__module__.startswith("psycopg"):  # a psycopg connection, or a psycopg_pool pool
         return _postgres_fingerprint(conn)
     if hasattr(saver, "_keys") and hasattr(saver, "client") and hasattr(saver, "prefix"):
@@ -79,10 +75,25 @@ def _postgres_fingerprint(conn: Any) -> str:
             where = found["system_identifier"] if isinstance(found, dict) else found[0]
         return f"postgresql:{where}/{db}"
 
+    return _on_postgres(conn, ask)
+
+
+def _on_postgres(conn: Any, ask: Callable[[Any], str]) -> str:
+    """`ask(connection)` on a psycopg connection, or on one borrowed from a psycopg_pool pool."""
     if type(conn).__module__.startswith("psycopg_pool"):
         with conn.connection() as c:
             return ask(c)
     return ask(conn)
+
+
+def _sqlite_file(raw: Any) -> tuple[int, int] | None:
+    """The device and inode of a SQLite connection's main database file; None in memory."""
+    rows = raw.execute("PRAGMA database_list").fetchall()
+    path = next((r[2] for r in rows if r[1] == "main"), "")
+    if not path:
+        return None
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 def postgres_schema(saver: Any) -> str | None:
@@ -97,10 +108,7 @@ def postgres_schema(saver: Any) -> str | None:
         row = c.execute("SELECT current_schema() AS schema").fetchone()
         return str(row["schema"] if isinstance(row, dict) else row[0])
 
-    if type(conn).__module__.startswith("psycopg_pool"):
-        with conn.connection() as c:
-            return ask(c)
-    return ask(conn)
+    return _on_postgres(conn, ask)
 
 
 def same_store(a: Any, b: Any) -> bool:
@@ -140,12 +148,10 @@ def _where(store: Any) -> tuple[Any, ...] | None:
     raw: Any = getattr(conn, "_conn", None) or conn
     if isinstance(raw, sqlite3.Connection) or type(raw).__module__ == "pysqlite3.dbapi2":  # item stores use pysqlite3
         try:
-            rows = raw.execute("PRAGMA database_list").fetchall()
-            path = next((r[2] for r in rows if r[1] == "main"), "")
-            stat = os.stat(path) if path else None  # in memory: only the same object is the same store
+            file = _sqlite_file(raw)  # in memory (None): only the same object is the same store
         except Exception:  # another thread's connection (aiosqlite's), a closed one: unsure
             return None
-        return None if stat is None else ("sqlite", stat.st_dev, stat.st_ino)
+        return None if file is None else ("sqlite", *file)
     if type(conn).__module__.startswith("psycopg"):
         return _postgres_where(conn)
     pool = getattr(getattr(store, "client", None), "connection_pool", None)
