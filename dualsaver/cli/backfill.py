@@ -152,11 +152,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             store_code, store_result = store_items.backfill(args, items, throttle_from(args))
         except Exception as exc:  # one line, never a traceback, never a password
-            from dualsaver.errors import describe_error
-            from dualsaver.redact import password_of
-
-            message = describe_error(exc, secrets=map(password_of, items))
-            print(f"dualsaver backfill: store: could not run: {message}", file=sys.stderr)
+            print(f"dualsaver backfill: store: could not run: {store_items.error_text(exc, items)}", file=sys.stderr)
             return 2
         code = max(code, store_code)
         result = {**(result or {}), "store": store_result}

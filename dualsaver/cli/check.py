@@ -169,10 +169,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store_report = store_items.check(args, items, throttle_from(args))
     except Exception as exc:
-        from dualsaver.errors import describe_error
-        from dualsaver.redact import password_of
-
-        return fail(f"store: {describe_error(exc, secrets=map(password_of, items))}")
+        return fail(f"store: {store_items.error_text(exc, items)}")
     store_items.record_check(args, store_report)
     if report is not None:
         report.divergences += store_report.divergences

@@ -101,13 +101,14 @@ def _load_repairs(args: argparse.Namespace, source: Role) -> tuple[list, Any, li
     return repairs_from_journal(entries, source), journal, entries
 
 
-def _swapped(report: Any, old_url: str, new_url: str, stores_key: str = "stores") -> str | None:
+def _swapped(report: Any, old_url: str, new_url: str, *, items: bool = False) -> str | None:
     """Why a report's stores are this repair's the other way round, or None. A repair from
     such a report would make the old store, the source of truth, match the new one: its
-    differing threads replaced by the new store's copies, items the new store lacks deleted."""
+    differing threads replaced by the new store's copies, items the new store lacks deleted.
+    `items`: the long-term stores (`item_stores` in a report of both halves)."""
     from dualsaver.stores import redact
 
-    named = report.summary.get(stores_key) or {}
+    named = (items and report.summary.get("item_stores")) or report.summary.get("stores") or {}
     old, new = redact(old_url), redact(new_url)
     if old != new and named.get("old") == new and named.get("new") == old:
         return (f"the report was made with --old {new} and --new {old}, the other way round: pass them"
@@ -152,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
     from dualsaver.checker.findings import DivergenceReport
     from dualsaver.cli.check import primary_of
-    from dualsaver.errors import describe_error
-    from dualsaver.redact import password_of
+    from dualsaver.cli import store_items
 
     try:
         primary = primary_of(args.phase)
@@ -163,7 +163,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
         report, entries, journal = None, [], None
         if args.report:
             report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-            if (why := _swapped(report, *items, "item_stores" if "item_stores" in report.summary else "stores")):
+            if (why := _swapped(report, *items, items=True)) is not None:
                 return fail(f"store: {why}")
             report = report.part(items=True)
         else:
@@ -172,11 +172,9 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
     except (OSError, ValueError, KeyError) as exc:
         return fail(f"{type(exc).__name__}: {exc}")
     try:
-        from dualsaver.cli import store_items
-
         return store_items.repair(args, items, source, report, entries)
     except Exception as exc:
-        return fail(f"store: {describe_error(exc, secrets=map(password_of, items))}")
+        return fail(f"store: {store_items.error_text(exc, items)}")
     finally:
         if journal is not None:
             journal.close()

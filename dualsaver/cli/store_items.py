@@ -38,6 +38,14 @@ def has_checkpoint_pair(args: argparse.Namespace) -> bool:
     return bool((args.old or s.old_url) and (args.new or s.new_url))
 
 
+def error_text(exc: BaseException, urls: tuple[str, str]) -> str:
+    """What went wrong with the long-term stores, on one line, their passwords masked."""
+    from dualsaver.errors import describe_error
+    from dualsaver.redact import password_of
+
+    return describe_error(exc, secrets=map(password_of, urls))
+
+
 def prefix_of(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.store_prefix.split(".")) if getattr(args, "store_prefix", None) else ()
 
