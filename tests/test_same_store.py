@@ -18,6 +18,7 @@ import pytest
 
 from dualsaver import SameStore, abackfill, acheck, arepair, backfill, check, repair
 from dualsaver.control.journal import Journal, JournalEntry
+from dualsaver.items import open_item_store
 from dualsaver.stores import aopen_saver, open_saver, same_store
 from tests import check_support as cs
 from tests.ops_support import run_cli
@@ -39,6 +40,20 @@ def _history(saver) -> dict[str, int]:
     return {t: sum(1 for _ in saver.list({"configurable": {"thread_id": t}})) for t in THREADS}
 
 
+def _other_schema(pg_url: str) -> str:
+    """The URL of a schema `other` (created here) in `pg_url`'s database: another store."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA other")
+    return f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3Dother"
+
+
+async def _each_async_job_refuses(old, new) -> None:
+    for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
+                lambda: acheck(old, new)):
+        with pytest.raises(SameStore):
+            await run()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])
 def test_a_store_given_as_both_old_and_new_is_refused_and_keeps_its_history(kind, tmp_path, pg_url, redis_url):
     first, second = _names_of_one_store(kind, tmp_path, pg_url, redis_url)
@@ -56,18 +71,12 @@ def test_a_store_given_as_both_old_and_new_is_refused_and_keeps_its_history(kind
 
 async def test_the_async_forms_refuse_it_too(tmp_path, pg_url):
     """Over async savers, and over sync ones (run in worker threads behind an adapter)."""
-    async with aopen_saver(pg_url) as old, aopen_saver(pg_url) as new:
-        for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
-                    lambda: acheck(old, new)):
-            with pytest.raises(SameStore):
-                await run()
+    async with aopen_saver(pg_url) as aold, aopen_saver(pg_url) as anew:
+        await _each_async_job_refuses(aold, anew)
     with open_saver(pg_url) as old, open_saver(pg_url) as new:
         cs.populate(old, THREADS)
         before = _history(old)
-        for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
-                    lambda: acheck(old, new)):
-            with pytest.raises(SameStore):
-                await run()
+        await _each_async_job_refuses(old, new)
         assert _history(old) == before
 
 
@@ -75,11 +84,8 @@ def test_two_stores_in_one_server_are_not_one_store(tmp_path, pg_url, redis_url,
     """Another schema of one PostgreSQL database (a search path in `options`, or the user's
     own schema) and another prefix in one Redis database are other stores: copied, checked."""
     monkeypatch.chdir(tmp_path)  # the backfills' progress
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA other")
-    other_schema = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3Dother"
     pairs = [(f"sqlite:///{tmp_path / 'a.sqlite'}", f"sqlite:///{tmp_path / 'b.sqlite'}"),
-             (pg_url, other_schema),
+             (pg_url, _other_schema(pg_url)),
              (f"{redis_url}?prefix=app", f"{redis_url}?prefix=next")]
     for first, second in pairs:
         with open_saver(first) as old, open_saver(second) as new:
@@ -114,7 +120,6 @@ def test_the_cli_refuses_a_repair_from_the_journal_of_one_store_under_two_names(
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_the_long_term_stores_jobs_refuse_one_store_under_two_names(kind, tmp_path, pg_url, monkeypatch):
     from dualsaver import backfill_items, check_items, repair_items
-    from dualsaver.items import open_item_store
 
     monkeypatch.chdir(tmp_path)  # the backfill's progress
     url = f"sqlite:///{tmp_path / 'store.sqlite'}" if kind == "sqlite" else pg_url
@@ -157,8 +162,6 @@ def test_the_cli_refuses_a_repair_from_a_report_made_with_the_stores_the_other_w
 def test_an_item_repair_from_a_report_made_the_other_way_round_is_refused(tmp_path, monkeypatch):
     """The same slip for the long-term store, from a report of both halves: the item the new
     store lacks would be deleted from the old one (a repair makes the target match its source)."""
-    from dualsaver.items import open_item_store
-
     monkeypatch.chdir(tmp_path)
     old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
     old_items, new_items = f"sqlite:///{tmp_path / 'items-old.sqlite'}", f"sqlite:///{tmp_path / 'items-new.sqlite'}"
@@ -183,8 +186,6 @@ def test_an_item_repair_from_the_journal_deletes_only_what_the_target_missed_del
     the source. When the source lacks it, the stores are the other way round (or it expired),
     and deleting it from the target would delete the only copy; only an item whose delete the
     target missed is deleted. Run the right way round, both are repaired."""
-    from dualsaver.items import open_item_store
-
     monkeypatch.chdir(tmp_path)
     old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
     with open_item_store(old_url) as old, open_item_store(new_url) as new:
@@ -212,9 +213,7 @@ def test_an_item_repair_from_the_journal_deletes_only_what_the_target_missed_del
 def test_the_cli_check_refuses_one_postgres_store_and_checks_two_schemas_of_one_database(tmp_path, pg_url):
     """The check command's own guard compares the stores' fingerprints (a database, whatever
     the address that reached it); two schemas of one database are two stores all the same."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA other")
-    other_schema = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3Dother"
+    other_schema = _other_schema(pg_url)
     with open_saver(pg_url) as old, open_saver(other_schema):
         cs.populate(old, THREADS)
     refused = run_cli("check", "--old", pg_url, "--new", pg_url, cwd=tmp_path)
