@@ -117,6 +117,34 @@ def test_the_cli_refuses_a_repair_from_the_journal_of_one_store_under_two_names(
         assert _history(old) == before
 
 
+def test_the_cli_refuses_a_repair_from_the_journal_with_the_stores_the_other_way_round(tmp_path):
+    """The journal names roles, not stores: "new missed the delete of t-a". With --old and
+    --new swapped, that repair would copy t-a from the new store (which missed the delete)
+    back into the old one (which made it): a conversation the user deleted, resurrected in
+    the source of truth. The pair the last backfill recorded tells the two apart by
+    fingerprint, however the URLs are written."""
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(old_url) as old:
+        cs.populate(old, THREADS)
+        after_delete = {**_history(old), "t-a": 0}
+    backfilled = run_cli("backfill", "--old", old_url, "--new", new_url, cwd=tmp_path)
+    assert backfilled.returncode == 0, backfilled.stdout + backfilled.stderr
+    with open_saver(old_url) as old:
+        old.delete_thread("t-a")  # the application's delete; the new store missed it
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.record(JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "ConnectionError: down"))
+    journal.close()
+    repair_ = ("repair", "--journal", str(tmp_path / "journal.sqlite"), "--phase", "backfill")
+    ran = run_cli(*repair_, "--old", new_url, "--new", f"sqlite:///{tmp_path / '.' / 'old.sqlite'}", cwd=tmp_path)
+    assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
+    with open_saver(old_url) as old:
+        assert _history(old) == after_delete
+    repaired = run_cli(*repair_, "--old", old_url, "--new", new_url, cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    with open_saver(old_url) as old, open_saver(new_url) as new:
+        assert _history(new) == _history(old) == after_delete
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_the_long_term_stores_jobs_refuse_one_store_under_two_names(kind, tmp_path, pg_url, monkeypatch):
     from dualsaver import backfill_items, check_items, repair_items

@@ -150,9 +150,9 @@ def _configured_pair(settings: Any) -> dict[str, str] | None:
 
 
 def _when(ts: float | None) -> str:
-    if not ts:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    from dualsaver.control.phase import utc_time
+
+    return utc_time(ts) if ts else "never"
 
 
 def lagging(control: Any, phase: Any) -> list[Any]:

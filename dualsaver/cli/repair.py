@@ -116,6 +116,28 @@ def _swapped(report: Any, old_url: str, new_url: str, *, items: bool = False) ->
     return None
 
 
+def _crossed(args: argparse.Namespace, old_saver: Any, new_saver: Any) -> str | None:
+    """Why --old and --new are the other way round from the pair of stores the newest recorded
+    backfill or check ran on (by fingerprint, however the URLs are written), or None. The
+    journal names roles, not stores: with the stores swapped, a thread the new store missed
+    the delete of would be copied back into the old store, which deleted it."""
+    from dualsaver.cli.options import pair_of
+    from dualsaver.control.evidence import newest_paired
+    from dualsaver.control.phase import utc_time
+
+    newest = newest_paired(settings_for(args))
+    if newest is None:
+        return None
+    kind, outcome = newest
+    pair = pair_of(old_saver, new_saver)
+    if pair["old"] == pair["new"] or outcome["pair"] != {"old": pair["new"], "new": pair["old"]}:
+        return None
+    return (f"--old and --new are the other way round: the last recorded {kind.replace('_', ' ')}"
+            f" ({utc_time(float(outcome.get('finished_at') or 0))}) ran with this --new as its old store"
+            " and this --old as its new store; pass them as it did (--source chooses which store a"
+            " repair copies from)")
+
+
 def _open_journal(args: argparse.Namespace) -> Any:
     """The journal named by --journal PATH; with no PATH, the fleet's (when a control store is
     configured: every replica's entries, marked repaired once whoever repairs) or the local one."""
@@ -213,6 +235,9 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
         with open_saver(urls[source], must_exist=True, serde=serdes[source]) as source_saver, open_saver(
             urls[target], serde=serdes[target]
         ) as target_saver:
+            stores = {source: source_saver, target: target_saver}
+            if (why := _crossed(args, stores["old"], stores["new"])) is not None:
+                return fail(why)
             for thread in repairs:
                 print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"
                       + (" ..." if len(thread.reasons) > 3 else ""))
@@ -226,7 +251,6 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
                 print(f"journal: {journal.mark_repaired(marked)} entr(ies) marked repaired")
             if args.no_verify:
                 return 0 if result.ok else 1
-            stores = {source: source_saver, target: target_saver}
             threads = [r.thread_id for r in repairs]
             report = check(
                 stores["old"], stores["new"], thread_ids=threads, primary=primary,

@@ -193,6 +193,23 @@ def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
 
+def newest_paired(settings: Any = None) -> tuple[str, dict[str, Any]] | None:
+    """The newest recorded backfill, reverse backfill or check that names its pair of stores,
+    as (kind, outcome); None when there is none or the record cannot be read (a guard that
+    asks this then has nothing to go on, and says nothing)."""
+    try:
+        store = open_status_store(settings)
+        try:
+            outcomes = [(kind, store.get_status(kind)) for kind in (BACKFILL, REVERSE_BACKFILL, CHECK)]
+        finally:
+            store.close()
+    except Exception as exc:
+        log.warning("migration_status_not_read", error=describe_error(exc))
+        return None
+    paired = [(kind, o) for kind, o in outcomes if o and o.get("pair")]
+    return max(paired, key=lambda ko: float(ko[1].get("finished_at") or 0)) if paired else None
+
+
 # A run is the outcomes of one whole pass (one `all` outcome, or every shard of a sharded one).
 Run = list[dict[str, Any]]
 

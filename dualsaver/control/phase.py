@@ -113,7 +113,8 @@ class Evidence:
     store_check_divergences: int = 0
 
 
-def _when(ts: float) -> str:
+def utc_time(ts: float) -> str:
+    """A time as the guards and reports print it."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
@@ -150,7 +151,7 @@ def _require_backfill(e: Evidence) -> float:
     if not e.backfill_ok or not e.backfill_full:
         why = "some threads failed" if not e.backfill_ok else "it covered only part of the store"
         raise TransitionError(
-            f"cannot switch reads: the last backfill ({_when(e.backfill_at)}) is not complete"
+            f"cannot switch reads: the last backfill ({utc_time(e.backfill_at)}) is not complete"
             f" ({why}); run it again until it finishes cleanly, then `dualsaver check`"
         )
     return e.backfill_at
@@ -174,11 +175,11 @@ def _require_check(e: Evidence, backfill_at: float) -> None:
     if e.check_at is None or e.check_at < backfill_at:
         raise TransitionError(
             f"cannot switch reads: (c) no check has started since the last backfill finished"
-            f" ({_when(backfill_at)}); run `dualsaver check` and repair what it finds"
+            f" ({utc_time(backfill_at)}); run `dualsaver check` and repair what it finds"
         )
     if not e.check_clean:
         raise TransitionError(
-            f"cannot switch reads: the last check ({_when(e.check_at)}) found"
+            f"cannot switch reads: the last check ({utc_time(e.check_at)}) found"
             f" {e.check_divergences} divergence(s); run `dualsaver repair`, then"
             " `dualsaver check` again"
         )
@@ -204,10 +205,10 @@ def _guard_store(e: Evidence) -> None:
     if e.store_check_at is None or e.store_check_at < e.store_backfill_at:
         raise TransitionError(
             f"cannot switch reads: (e) no check of the long-term store has started since its backfill"
-            f" finished ({_when(e.store_backfill_at)}); run `dualsaver check --store-old ... --store-new ...`"
+            f" finished ({utc_time(e.store_backfill_at)}); run `dualsaver check --store-old ... --store-new ...`"
         )
     if not e.store_check_clean:
         raise TransitionError(
-            f"cannot switch reads: (e) the last check of the long-term store ({_when(e.store_check_at)}) found"
+            f"cannot switch reads: (e) the last check of the long-term store ({utc_time(e.store_check_at)}) found"
             f" {e.store_check_divergences} divergence(s); run `dualsaver repair` with the store URLs, then check again"
         )
