@@ -135,7 +135,7 @@ def _crossed(args: argparse.Namespace, old_saver: Any, new_saver: Any) -> str | 
     return (f"--old and --new are the other way round: the last recorded {kind.replace('_', ' ')}"
             f" ({utc_time(float(outcome.get('finished_at') or 0))}) ran with this --new as its old store"
             " and this --old as its new store; pass them as it did (--source chooses which store a"
-            " repair copies from)")
+            " repair copies from), or, if the migration now runs the other way, check this pair first")
 
 
 def _open_journal(args: argparse.Namespace) -> Any:
