@@ -12,8 +12,10 @@ included, would land inside the reads' samples: that price at saturation is
 `bench_shadow_write.py`'s sustained figure for the checkpointer). Reads go to old in
 shadow-write: get and search show what the routing itself costs. A read with nothing else to
 do (no fallback, no queued write to land first, nobody tracing) goes straight to the read
-store (`_store_plans.answered_alone`): about 3 us of DualStore's own a get over an in-memory
-store, 7-11 us beside a local SQLite read of 40-70 us (the plan it skips cost 6 us more).
+store (`_store_plans.answered_alone`), in the context its phase made once (`DualStore._begin`):
+about 2 us of DualStore's own a get timed alone, 5-9 us beside a local SQLite read of 60-80 us
+(the read's own work evicts DualStore's objects from the caches; a context and an operation
+record made on every get cost 5 us more there).
 
 Target: DualStore in shadow-write at most 1.15x the old store alone at p50.
 
