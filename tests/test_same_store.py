@@ -181,6 +181,11 @@ def test_the_cli_refuses_a_repair_from_a_report_made_with_the_stores_the_other_w
     assert checked.returncode == 1, checked.stdout + checked.stderr  # divergent: t-a
     ran = run_cli("repair", "--old", new_url, "--new", old_url, "--report", "check.json", cwd=tmp_path)
     assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
+    # written another way, the URLs no longer match the report's names; the stores' fingerprints do
+    (tmp_path / "link").symlink_to(tmp_path)
+    respelled = [f"sqlite:///{tmp_path / 'link' / name}" for name in ("new.sqlite", "old.sqlite")]
+    ran = run_cli("repair", "--old", respelled[0], "--new", respelled[1], "--report", "check.json", cwd=tmp_path)
+    assert ran.returncode == 2 and "last recorded check" in ran.stderr, ran.stdout + ran.stderr
     with open_saver(old_url) as old:
         assert cs.items(old, "t-a") == kept
     repaired = run_cli("repair", "--old", old_url, "--new", new_url, "--report", "check.json", cwd=tmp_path)
