@@ -254,3 +254,32 @@ def test_the_cli_check_refuses_one_postgres_store_and_checks_two_schemas_of_one_
     checked = run_cli("check", "--old", pg_url, "--new", other_schema, cwd=tmp_path)
     assert checked.returncode == 1, checked.stdout + checked.stderr  # divergent: new is empty
     assert "missing_in_new" in checked.stdout
+
+
+def test_an_item_repair_from_the_journal_with_the_stores_crossed_against_the_last_backfill_is_refused(tmp_path):
+    """The case the source's contents cannot tell: the new store holds an older version of an
+    item whose update it missed. With the stores swapped, the repair would copy that older
+    version over the old store's current one. The pair the last store backfill recorded
+    (by fingerprint) tells them apart."""
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_item_store(old_url) as old:
+        old.put(("users", "u1"), "prefs", {"tone": "brief"})
+    backfilled = run_cli("backfill", "--store-old", old_url, "--store-new", new_url, cwd=tmp_path)
+    assert backfilled.returncode == 0, backfilled.stdout + backfilled.stderr
+    with open_item_store(old_url) as old:
+        old.put(("users", "u1"), "prefs", {"tone": "detailed"})  # the update new missed
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.record(JournalEntry("shadow-write", "new", "store.put", None, '["users", "u1"]', "prefs", None, "down"))
+    journal.close()
+    repair = ("repair", "--journal", str(tmp_path / "journal.sqlite"), "--phase", "shadow-write")
+
+    swapped = run_cli(*repair, "--store-old", new_url, "--store-new", f"sqlite:///{tmp_path / '.' / 'old.sqlite'}",
+                      cwd=tmp_path)
+    assert swapped.returncode == 2 and "last recorded store backfill" in swapped.stderr, swapped.stdout + swapped.stderr
+    with open_item_store(old_url) as old:
+        assert old.get(("users", "u1"), "prefs").value == {"tone": "detailed"}
+
+    right = run_cli(*repair, "--store-old", old_url, "--store-new", new_url, cwd=tmp_path)
+    assert right.returncode == 0, right.stdout + right.stderr
+    with open_item_store(new_url) as new:
+        assert new.get(("users", "u1"), "prefs").value == {"tone": "detailed"}

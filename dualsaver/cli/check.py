@@ -167,10 +167,10 @@ def run(args: argparse.Namespace) -> int:
             return code
         report = report_out[0]
     try:
-        store_report = store_items.check(args, items, throttle_from(args))
+        store_report, item_pair = store_items.check(args, items, throttle_from(args))
     except Exception as exc:
         return fail(f"store: {store_items.error_text(exc, items)}")
-    store_items.record_check(args, store_report)
+    store_items.record_check(args, store_report, item_pair)
     if report is not None:
         report.divergences += store_report.divergences
         report.clean = report.clean and store_report.clean

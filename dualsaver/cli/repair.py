@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from dualsaver.cli.check import primary_for_run
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, settings_for, throttle_from,
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, crossed_pair, settings_for,
+    throttle_from,
 )
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.stores.serde import serde_from_name
@@ -116,28 +117,6 @@ def _swapped(report: Any, old_url: str, new_url: str, *, items: bool = False) ->
     return None
 
 
-def _crossed(args: argparse.Namespace, old_saver: Any, new_saver: Any) -> str | None:
-    """Why --old and --new are the other way round from the pair of stores the newest recorded
-    backfill or check ran on (by fingerprint, however the URLs are written), or None. The
-    journal names roles, not stores: with the stores swapped, a thread the new store missed
-    the delete of would be copied back into the old store, which deleted it."""
-    from dualsaver.cli.options import pair_of
-    from dualsaver.control.evidence import newest_paired
-    from dualsaver.control.phase import utc_time
-
-    newest = newest_paired(settings_for(args))
-    if newest is None:
-        return None
-    kind, outcome = newest
-    pair = pair_of(old_saver, new_saver)
-    if pair["old"] == pair["new"] or outcome["pair"] != {"old": pair["new"], "new": pair["old"]}:
-        return None
-    return (f"--old and --new are the other way round: the last recorded {kind.replace('_', ' ')}"
-            f" ({utc_time(float(outcome.get('finished_at') or 0))}) ran with this --new as its old store"
-            " and this --old as its new store; pass them as it did (--source chooses which store a"
-            " repair copies from), or, if the migration now runs the other way, check this pair first")
-
-
 def _open_journal(args: argparse.Namespace) -> Any:
     """The journal named by --journal PATH; with no PATH, the fleet's (when a control store is
     configured: every replica's entries, marked repaired once whoever repairs) or the local one."""
@@ -204,6 +183,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
 
 def _run_checkpoints(args: argparse.Namespace) -> int:
     from dualsaver.checker import CheckError, check
+    from dualsaver.control.evidence import CHECKPOINT_RUNS
     from dualsaver.migrate import other, repair, entries_to_mark
     from dualsaver.errors import SameStore
     from dualsaver.stores import StoreURLError, open_saver, redact
@@ -236,7 +216,8 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
             urls[target], serde=serdes[target]
         ) as target_saver:
             stores = {source: source_saver, target: target_saver}
-            if (why := _crossed(args, stores["old"], stores["new"])) is not None:
+            if (why := crossed_pair(settings_for(args), stores["old"], stores["new"], CHECKPOINT_RUNS,
+                                    ("--old", "--new"))) is not None:
                 return fail(why)
             for thread in repairs:
                 print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from dualsaver.cli.options import settings_for
+from dualsaver.cli.options import crossed_pair, pair_of, settings_for
 
 
 def add_store_item_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,32 +75,35 @@ def backfill(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> 
                                 dry_run=args.dry_run, throttle=throttle, state_path=args.state,
                                 old_name=redact(source), new_name=redact(target), control=settings.control_url,
                                 control_name=settings.record_name, allow_lossy=args.allow_lossy)
+        pair = pair_of(*((dst, src) if args.reverse else (src, dst)))
     print(result.summary(), file=sys.stderr)
     if not args.reverse and not prefix_of(args):
-        record_store_backfill(result, scope=scope(args.shard), settings=settings)
+        record_store_backfill(result, scope=scope(args.shard), pair=pair, settings=settings)
     return (1 if result.bad else 0), result.as_dict()
 
 
-def check(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> Any:
-    """The store's check: its report (item divergences)."""
+def check(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> tuple[Any, dict[str, str]]:
+    """The store's check: its report (item divergences), and the stores' fingerprints."""
     from dualsaver.items import check_items
 
     stack, (old, new) = _stores(args, urls)
     with stack:
-        return check_items(old, new, prefix=prefix_of(args), shard=args.shard, throttle=throttle,
-                           recheck=not args.no_recheck, show_values=getattr(args, "show_values", False))
+        report = check_items(old, new, prefix=prefix_of(args), shard=args.shard, throttle=throttle,
+                             recheck=not args.no_recheck, show_values=getattr(args, "show_values", False))
+        return report, pair_of(old, new)
 
 
-def record_check(args: argparse.Namespace, report: Any) -> None:
+def record_check(args: argparse.Namespace, report: Any, pair: dict[str, str]) -> None:
     from dualsaver.control.evidence import record_store_check, scope
 
     if not prefix_of(args):
-        record_store_check(report, scope=scope(args.shard), settings=settings_for(args))
+        record_store_check(report, scope=scope(args.shard), pair=pair, settings=settings_for(args))
 
 
 def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report: Any, entries: list[Any]) -> int:
     """Repair the items a report or journal entries name, from `source` ("old"/"new"); then
     re-check them. Exit code 0 when clean."""
+    from dualsaver.control.evidence import ITEM_RUNS
     from dualsaver.items import (
         check_items, entry_key, item_entries, keys_from_journal, missed_from_journal, repair_items,
     )
@@ -115,6 +118,9 @@ def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report:
         return 0
     stack, (old, new) = _stores(args, urls)
     with stack:
+        flags = ("--store-old", "--store-new")
+        if (why := crossed_pair(settings_for(args), old, new, ITEM_RUNS, flags)) is not None:
+            raise ValueError(why)
         stores = {"old": old, "new": new}
         missed = None if report is not None else missed_from_journal(entries, target)
         result = repair_items(stores[source], stores[target], keys, missed=missed)

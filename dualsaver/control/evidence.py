@@ -171,20 +171,26 @@ def record_check(
     return _record(CHECK, scope, value, settings)
 
 
-def record_store_backfill(result: Any, *, scope: str = "all", settings: Any = None) -> bool:
+def record_store_backfill(
+    result: Any, *, scope: str = "all", pair: dict[str, str] | None = None, settings: Any = None
+) -> bool:
     """Record a finished backfill of the long-term store's items (`ItemBackfillResult`)."""
     if getattr(result, "dry_run", False):
         return False
-    value = {"finished_at": time.time(), "ok": not result.bad, "full": scope == "all", "items": result.items,
-             "skipped": result.skipped, "bad": result.bad, "exact": result.exact, "vectors": result.vectors}
+    value = {"finished_at": time.time(), "ok": not result.bad, "full": scope == "all", "pair": pair,
+             "items": result.items, "skipped": result.skipped, "bad": result.bad, "exact": result.exact,
+             "vectors": result.vectors}
     return _record(STORE_BACKFILL, scope, value, settings)
 
 
-def record_store_check(report: Any, *, scope: str = "all", settings: Any = None) -> bool:
+def record_store_check(
+    report: Any, *, scope: str = "all", pair: dict[str, str] | None = None, settings: Any = None
+) -> bool:
     """Record a finished check of the long-term store's items (their part of a report)."""
     now = time.time()
     value = {"finished_at": now, "started_at": now - float(report.summary.get("duration_seconds") or 0),
-             "clean": bool(report.clean), "full": scope == "all", "divergences": len(report.divergences),
+             "clean": bool(report.clean), "full": scope == "all", "pair": pair,
+             "divergences": len(report.divergences),
              "items_compared": (report.summary.get("items") or {}).get("compared", 0)}
     return _record(STORE_CHECK, scope, value, settings)
 
@@ -193,14 +199,18 @@ def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
 
-def newest_paired(settings: Any = None) -> tuple[str, dict[str, Any]] | None:
-    """The newest recorded backfill, reverse backfill or check that names its pair of stores,
-    as (kind, outcome); None when there is none or the record cannot be read (a guard that
-    asks this then has nothing to go on, and says nothing)."""
+CHECKPOINT_RUNS = (BACKFILL, REVERSE_BACKFILL, CHECK)  # the outcomes that name a pair of checkpoint stores
+ITEM_RUNS = (STORE_BACKFILL, STORE_CHECK)  # ... of long-term stores
+
+
+def newest_paired(kinds: tuple[str, ...], settings: Any = None) -> tuple[str, dict[str, Any]] | None:
+    """The newest recorded outcome of `kinds` that names its pair of stores, as (kind,
+    outcome); None when there is none or the record cannot be read (a guard that asks this
+    then has nothing to go on, and says nothing)."""
     try:
         store = open_status_store(settings)
         try:
-            outcomes = [(kind, store.get_status(kind)) for kind in (BACKFILL, REVERSE_BACKFILL, CHECK)]
+            outcomes = [(kind, store.get_status(kind)) for kind in kinds]
         finally:
             store.close()
     except Exception as exc:

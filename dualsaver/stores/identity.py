@@ -48,7 +48,7 @@ def store_fingerprint(saver: Any) -> str:
     saver = getattr(saver, "saver", saver)
     conn = getattr(saver, "conn", None)
     raw = getattr(conn, "_conn", None) or conn
-    if isinstance(raw, sqlite3.Connection):
+    if _is_sqlite(raw):
         file = _sqlite_file(raw)
         return f"sqlite:{file[0]}:{file[1]}" if file else f"sqlite:memory:{id(raw)}"
     if type(conn).__module__.startswith("psycopg"):  # a psycopg connection, or a psycopg_pool pool
@@ -132,6 +132,11 @@ def refuse_same_store(a: Any, b: Any, what: str, name: Callable[[Any], str] = st
         raise SameStore(f"old and new are the same store ({name(a)}): {what} needs two stores")
 
 
+def _is_sqlite(conn: Any) -> bool:
+    """A SQLite connection: the standard library's, or pysqlite3's (item stores use it)."""
+    return isinstance(conn, sqlite3.Connection) or type(conn).__module__ == "pysqlite3.dbapi2"
+
+
 def _behind(wrapper: Any) -> Any:
     """The saver or store behind adapters: a native store's `saver`, an item adapter's or a
     threaded adapter's `store` (a threaded adapter over a native store over a saver)."""
@@ -146,7 +151,7 @@ def _behind(wrapper: Any) -> Any:
 def _where(store: Any) -> tuple[Any, ...] | None:
     conn = getattr(store, "conn", None)
     raw: Any = getattr(conn, "_conn", None) or conn
-    if isinstance(raw, sqlite3.Connection) or type(raw).__module__ == "pysqlite3.dbapi2":  # item stores use pysqlite3
+    if _is_sqlite(raw):
         try:
             file = _sqlite_file(raw)  # in memory (None): only the same object is the same store
         except Exception:  # another thread's connection (aiosqlite's), a closed one: unsure
