@@ -1,14 +1,20 @@
 """The read-switch guard's reading of recorded outcomes: shards recorded in any order, by any
-number of jobs, make a whole run once all are in, and not before (hypothesis)."""
+number of jobs, make a whole run once all are in, and not before (hypothesis); a clean check
+of the long-term store's items counts only when it compared the stores their backfill copied
+between."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dualsaver.control.evidence import LocalStatusFile, evidence, record_backfill, record_check, scope
+from dualsaver.control.evidence import (
+    LocalStatusFile, evidence, record_backfill, record_check, record_store_backfill, record_store_check, scope,
+)
+from dualsaver.control.phase import Phase, TransitionError, guard_transition
 from dualsaver.control.settings import Settings
 
 PAIR = {"old": "a", "new": "b"}
@@ -56,3 +62,22 @@ def test_a_sharded_backfill_counts_as_whole_once_every_shard_is_in(tmp_path_fact
         assert e.check_full is (i == count - 1)
         assert (e.check_shards is None) is (i == count - 1)
     assert e.check_clean and not e.check_other_pair
+
+
+def test_a_clean_item_check_of_other_stores_than_the_item_backfills_does_not_let_reads_switch(tmp_path):
+    settings = Settings(status_file=str(tmp_path / "status.json"))
+    store = LocalStatusFile(settings.status_file)
+    record_backfill(_backfill(1000.0), pair=PAIR, settings=settings)
+    record_check(_report(), pair=PAIR, settings=settings)
+    items = SimpleNamespace(bad=0, items=1, skipped=0, exact=True, vectors={}, dry_run=False)
+    record_store_backfill(items, pair={"old": "items-a", "new": "items-b"}, settings=settings)
+    record_store_check(_report(), pair={"old": "items-a", "new": "items-c"}, settings=settings)  # a typo
+    e = evidence(store, entered_at=None, store_pair=True)
+    assert e.store_check_other_pair and e.store_check_at is None
+    with pytest.raises(TransitionError, match="compared the stores its backfill copied between"):
+        guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, e)
+
+    record_store_check(_report(), pair={"old": "items-a", "new": "items-b"}, settings=settings)
+    e = evidence(store, entered_at=None, store_pair=True)
+    assert e.store_check_clean and not e.store_check_other_pair
+    guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, e)  # allowed

@@ -333,13 +333,18 @@ def _deciding_check(ours: list[Run], newest: dict[str, Any] | None) -> Run | Non
 
 def store_evidence(store: Any, required: bool) -> dict[str, Any]:
     """The long-term store's items, needed when a store pair is configured (`required`) or
-    was ever backfilled: the newest whole backfill of them, and the newest whole check."""
+    was ever backfilled: the newest whole backfill of them, and the newest whole check of
+    the pair of stores that backfill copied between (a check of other stores proves nothing)."""
     backfills = _whole_runs(store.list_status(f"{STORE_BACKFILL}/"))
-    checks = _whole_runs(store.list_status(f"{STORE_CHECK}/"))
+    runs = _whole_runs(store.list_status(f"{STORE_CHECK}/"))
     facts: dict[str, Any] = {"store_required": required or bool(backfills)}
+    pair = None
     if backfills:
         facts["store_backfill_at"] = _finished(backfills[0])
         facts["store_backfill_ok"] = all(v["ok"] for v in backfills[0])
+        pair = backfills[0][0].get("pair")
+    checks = [run for run in runs if _of_pair(run, pair)]
+    facts["store_check_other_pair"] = bool(runs) and not checks
     if checks:
         facts["store_check_at"] = _started(checks[0])
         facts["store_check_clean"] = all(v["clean"] for v in checks[0])

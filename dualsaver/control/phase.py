@@ -111,6 +111,7 @@ class Evidence:
     store_check_at: float | None = None
     store_check_clean: bool = False
     store_check_divergences: int = 0
+    store_check_other_pair: bool = False  # every whole check of items compared other stores than the backfill's
 
 
 def utc_time(ts: float) -> str:
@@ -201,6 +202,12 @@ def _guard_store(e: Evidence) -> None:
         raise TransitionError(
             "cannot switch reads: (e) the long-term store has no complete backfill recorded;"
             " run `dualsaver backfill --store-old ... --store-new ...` until it finishes cleanly"
+        )
+    if e.store_check_at is None and e.store_check_other_pair:
+        raise TransitionError(
+            "cannot switch reads: (e) no whole check of the long-term store compared the stores its backfill"
+            " copied between (a typo in --store-old or --store-new?); run"
+            " `dualsaver check --store-old ... --store-new ...` on them"
         )
     if e.store_check_at is None or e.store_check_at < e.store_backfill_at:
         raise TransitionError(
