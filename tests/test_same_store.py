@@ -192,6 +192,27 @@ def test_the_cli_refuses_a_repair_from_a_report_made_with_the_stores_the_other_w
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr  # the right way round: repaired
 
 
+def test_a_check_and_a_repair_both_made_the_other_way_round_are_refused_by_the_backfills_pair(tmp_path):
+    """Swapped consistently, the report's names match the repair's, and the newest record is
+    that crossed check: the backfill, which copied old to new, says which way the migration
+    runs. The repair would have replaced the old store's thread with the new store's wrong copy."""
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(old_url) as old:
+        cs.populate(old, THREADS)
+    backfilled = run_cli("backfill", "--old", old_url, "--new", new_url, cwd=tmp_path)
+    assert backfilled.returncode == 0, backfilled.stdout + backfilled.stderr
+    with open_saver(old_url) as old, open_saver(new_url) as new:
+        cs.rewrite_thread(new, "t-a", lambda r: [cs.with_metadata(r[0]), *r[1:]])  # new's copy is wrong
+        kept = cs.items(old, "t-a")
+    swapped = ("--old", new_url, "--new", old_url)
+    checked = run_cli("check", *swapped, "--report", "check.json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    ran = run_cli("repair", *swapped, "--report", "check.json", cwd=tmp_path)
+    assert ran.returncode == 2 and "last recorded backfill" in ran.stderr, ran.stdout + ran.stderr
+    with open_saver(old_url) as old:
+        assert cs.items(old, "t-a") == kept
+
+
 def test_an_item_repair_from_a_report_made_the_other_way_round_is_refused(tmp_path, monkeypatch):
     """The same slip for the long-term store, from a report of both halves: the item the new
     store lacks would be deleted from the old one (a repair makes the target match its source)."""

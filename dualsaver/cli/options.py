@@ -152,23 +152,27 @@ def pair_of(old_saver: Any, new_saver: Any) -> dict[str, str]:
     return {"old": store_fingerprint(old_saver), "new": store_fingerprint(new_saver)}
 
 
-def crossed_pair(settings: Any, old: Any, new: Any, kinds: tuple[str, ...], flags: tuple[str, str]) -> str | None:
+def crossed_pair(
+    settings: Any, old: Any, new: Any, kinds: tuple[tuple[str, ...], ...], flags: tuple[str, str]
+) -> str | None:
     """Why `old` and `new` (passed as `flags`) are the other way round from the pair of stores
-    the newest recorded outcome of `kinds` (`control.evidence`) ran on, by fingerprint however
-    the URLs are written; None when they are not, or nothing recorded says. A repair given
-    them crossed would make the store being left match the new one: the journal names roles,
-    not stores, so what the new store missed would be copied into the old one from the new."""
-    from dualsaver.control.evidence import newest_paired
+    the migration's record names (`control.evidence.recorded_pair`: its newest backfill, else
+    its newest check), by fingerprint however the URLs are written; None when they are not,
+    or nothing recorded says. A repair given them crossed would make the store being left
+    match the new one: the journal names roles, not stores, so what the new store missed
+    would be copied into the old one from the new."""
+    from dualsaver.control.evidence import recorded_pair
     from dualsaver.control.phase import utc_time
 
-    newest = newest_paired(kinds, settings)
-    if newest is None:
+    recorded = recorded_pair(kinds, settings)
+    if recorded is None:
         return None
-    kind, outcome = newest
+    kind, outcome = recorded
     pair = pair_of(old, new)
     if pair["old"] == pair["new"] or outcome["pair"] != {"old": pair["new"], "new": pair["old"]}:
         return None
+    redo = "check" if kind.endswith("check") else "backfill"
     return (f"{flags[0]} and {flags[1]} are the other way round: the last recorded {kind.replace('_', ' ')}"
             f" ({utc_time(float(outcome.get('finished_at') or 0))}) ran with this {flags[1]} as its old store"
             f" and this {flags[0]} as its new store; pass them as it did (--source chooses which store a"
-            " repair copies from), or, if the migration now runs the other way, check this pair first")
+            f" repair copies from), or, if the migration now runs the other way, run its {redo} first")

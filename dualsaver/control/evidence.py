@@ -199,25 +199,30 @@ def last(kind: str, store: Any) -> dict[str, Any] | None:
     return store.get_status(kind)
 
 
-CHECKPOINT_RUNS = (BACKFILL, REVERSE_BACKFILL, CHECK)  # the outcomes that name a pair of checkpoint stores
-ITEM_RUNS = (STORE_BACKFILL, STORE_CHECK)  # ... of long-term stores
+# The outcomes that say which way a migration runs, most telling first: a backfill copies
+# from old to new (a reverse one names them alike), a check compares them either way round.
+CHECKPOINT_RUNS = ((BACKFILL, REVERSE_BACKFILL), (CHECK,))
+ITEM_RUNS = ((STORE_BACKFILL,), (STORE_CHECK,))  # ... of the long-term store's items
 
 
-def newest_paired(kinds: tuple[str, ...], settings: Any = None) -> tuple[str, dict[str, Any]] | None:
-    """The newest recorded outcome of `kinds` that names its pair of stores, as (kind,
-    outcome); None when there is none or the record cannot be read (a guard that asks this
-    then has nothing to go on, and says nothing)."""
+def recorded_pair(kinds: tuple[tuple[str, ...], ...], settings: Any = None) -> tuple[str, dict[str, Any]] | None:
+    """The newest recorded outcome that names its pair of stores, from the first group of
+    `kinds` that has one, as (kind, outcome); None when there is none or the record cannot
+    be read (a guard that asks this then has nothing to go on, and says nothing)."""
     try:
         store = open_status_store(settings)
         try:
-            outcomes = [(kind, store.get_status(kind)) for kind in kinds]
+            groups = [[(kind, store.get_status(kind)) for kind in group] for group in kinds]
         finally:
             store.close()
     except Exception as exc:
         log.warning("migration_status_not_read", error=describe_error(exc))
         return None
-    paired = [(kind, o) for kind, o in outcomes if o and o.get("pair")]
-    return max(paired, key=lambda ko: float(ko[1].get("finished_at") or 0)) if paired else None
+    for group in groups:
+        paired = [(kind, o) for kind, o in group if o and o.get("pair")]
+        if paired:
+            return max(paired, key=lambda ko: float(ko[1].get("finished_at") or 0))
+    return None
 
 
 # A run is the outcomes of one whole pass (one `all` outcome, or every shard of a sharded one).
