@@ -63,8 +63,9 @@ def test_reads_are_answered_alone_in_every_phase_but_read_switch_when_nothing_wa
     for phase, write_behind in itertools.product(Phase, (True, False)):
         with DualStore(InMemoryStore(), InMemoryStore(), phase, write_behind=write_behind,
                        journal=":memory:") as store:
-            ctx, _ = store._begin()
-        read = "old" if phase in (Phase.SHADOW_WRITE, Phase.BACKFILL) else "new"
+            ctx, reader, _ = store._begin()
+            read = "old" if phase in (Phase.SHADOW_WRITE, Phase.BACKFILL) else "new"
+            assert reader is (None if phase is Phase.READ_SWITCH else getattr(store, read))  # kept with the context
         for ops in ([OPS[0]], [OPS[2]], [OPS[3]], OPS[:4]):
             assert store_plans.answered_alone(ctx, ops, True) == (None if phase is Phase.READ_SWITCH else read)
         assert store_plans.answered_alone(ctx, OPS, True) is None  # holds writes

@@ -75,7 +75,7 @@ class DualStore(PhasedPair, BaseStore):
     ) -> None:
         expect_stores(BaseStore, "open_item_store", ("batch",), old=old, new=new)
         self.supports_ttl = bool(old.supports_ttl and new.supports_ttl)
-        self._contexts: dict[tuple[Phase, bool, bool], Context] = {}
+        self._contexts: dict[tuple[Phase, bool, bool], tuple[Context, Any]] = {}
         self._pair(old, new, phase, strict=strict, secondary_timeout=secondary_timeout, journal=journal,
                    write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)
 
@@ -108,36 +108,37 @@ class DualStore(PhasedPair, BaseStore):
         default refresh and TTL from it."""
         return self.store(route_for(self.phase).primary).ttl_config
 
-    def _begin(self) -> tuple[Context, bool]:
-        """The context a plan runs in (the phase is read once, at the start of the call), and
-        whether the call is traced. A store's calls all share one context per phase and
-        setting, made once: the reads the nodes make most cost next to nothing of their own
-        (an object made on each of them cost several microseconds beside a SQLite read,
-        more than timed alone: the read's own work evicts it from the caches)."""
+    def _begin(self) -> tuple[Context, Any, bool]:
+        """The context a plan runs in (the phase is read once, at the start of the call), the
+        store that answers reads alone in it (`_store_plans.reader_alone`; None: the plan
+        does), and whether the call is traced. A store's calls share one context per phase
+        and setting, made once, so the reads the nodes make most cost next to nothing of
+        their own (objects made on each of them cost several microseconds beside a SQLite
+        read, more than timed alone: the read's own work evicts them from the caches)."""
         phase = self.phase
         key = (phase, self.strict, self.write_behind)
-        ctx = self._contexts.get(key)
-        if ctx is None:
-            ctx = self._contexts[key] = self._context(phase)
-        return ctx, telemetry.listening()
+        begun = self._contexts.get(key)
+        if begun is None:
+            ctx = self._context(phase)
+            role = store_plans.reader_alone(ctx)
+            begun = self._contexts[key] = (ctx, None if role is None else self.store(role))
+        return begun[0], begun[1], telemetry.listening()
 
     def _operation(self, ctx: Context, traced: bool) -> Operation:
         return Operation("store.batch", ctx.route.phase.value, None, traced)
 
     def batch(self, ops: Any) -> list[Any]:
         ops = list(ops)
-        ctx, traced = self._begin()
-        alone = None if traced else store_plans.answered_alone(ctx, ops, self._sync.queue.drained)
-        if alone is not None:  # one store's own call, nothing before or after it: no plan to run
-            return self.store(alone).batch(ops)
+        ctx, reader, traced = self._begin()
+        if reader is not None and not traced and store_plans.nothing_else(ctx, ops, self._sync.queue.drained):
+            return reader.batch(ops)  # one store's own call, nothing before or after it: no plan to run
         return self._sync.run(store_plans.batch(ctx, ops), self._operation(ctx, traced))
 
     async def abatch(self, ops: Any) -> list[Any]:
         ops = list(ops)
-        ctx, traced = self._begin()
-        alone = None if traced else store_plans.answered_alone(ctx, ops, self._async.queue.drained)
-        if alone is not None:
-            return await self.store(alone).abatch(ops)
+        ctx, reader, traced = self._begin()
+        if reader is not None and not traced and store_plans.nothing_else(ctx, ops, self._async.queue.drained):
+            return await reader.abatch(ops)
         return await self._async.run(store_plans.batch(ctx, ops), self._operation(ctx, traced))
 
     def __repr__(self) -> str:
