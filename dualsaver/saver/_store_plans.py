@@ -67,7 +67,10 @@ def nothing_else(ctx: Context, ops: Sequence[Any], drained: bool) -> bool:
 
 
 def _writes(ops: Sequence[Any]) -> bool:
-    return any(isinstance(op, PutOp) for op in ops)
+    for op in ops:  # noqa: SIM110 - a loop, not any() over a generator: no frame made for a get's one op
+        if isinstance(op, PutOp):
+            return True
+    return False
 
 
 def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
