@@ -51,6 +51,7 @@ from dualsaver.migrate.progress import open_progress
 from dualsaver.observability import telemetry
 from dualsaver.processes import start_context, warm_up
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
+from dualsaver.redact import redact
 from dualsaver.stores import anative_for, in_shard, native_for, open_saver, refuse_same_store, store_identity
 from dualsaver.stores.faithful import ascii_safe
 from dualsaver.stores.serde import check_serde_names, serde_from_name
@@ -68,6 +69,11 @@ class Progress(Protocol):
 
 
 RESUME_CHUNK = 500  # thread ids asked at once whether an earlier run finished them
+PROBED = 3  # threads an earlier run finished, asked of the target before its progress is trusted
+FORGOTTEN_NOTE = (
+    "the target held none of the first {n} thread(s) the saved progress says an earlier run copied"
+    " (emptied or replaced since?): that progress was set aside and every thread copied again"
+)
 
 
 @dataclass
@@ -181,6 +187,7 @@ class Job:
         self._counted = 0  # checkpoints already added to the backfill metric
         self._t0 = time.perf_counter()
         self._beat = 0.0  # when the counters last went to the progress store
+        self._held: bool | None = None  # does the target hold what the saved progress says? (`_still_held`)
         self.total: int | None = None
 
     def wanted_ids(self) -> Plan[None]:
@@ -209,9 +216,29 @@ class Job:
     def _unfinished(self, chunk: list[str]) -> Plan[None]:
         if chunk:
             done = self.state.done_among(chunk)  # the progress store: local, or a short query
+            if done and self._held is None:
+                self._held = yield from self._still_held(done)
+            if self._held is False:
+                done = set()
             self.result.threads_resumed += len(done)
             yield Emit([t for t in chunk if t not in done])
             chunk.clear()
+
+    def _still_held(self, done: set[str]) -> Plan[bool]:
+        """Whether the target still holds what the saved progress says an earlier run copied.
+        The progress is kept apart from the target, which may since have been emptied or
+        replaced (a Redis restarted without its data, a database made again, a new volume):
+        skipping the threads it names would then leave it without them while the run reports
+        an exact copy. So the first few are asked of the target, once; if it holds none, the
+        progress is set aside (copying again inserts only what is missing) and the result says so."""
+        probed = sorted(done)[:PROBED]
+        for thread_id in probed:
+            if (yield Call("target", "checkpoint_keys", (thread_id,))):
+                return True
+        if not self.dry_run:
+            self.state.restart()
+        self.result.notes.append(FORGOTTEN_NOTE.format(n=len(probed)))
+        return False
 
     def started(self, total: int | None) -> None:
         self.total = total
@@ -386,7 +413,10 @@ def _backfill_processes(
     with ExitStack() as stack:
         old = stack.enter_context(open_saver(old_url, must_exist=True, serde=serde_from_name(serdes[0])))
         new = stack.enter_context(open_saver(new_url, serde=serde_from_name(serdes[1])))  # set up once, here
-        begun = _Begun.of(old, new, native_for(old), native_for(new), options)
+        # the job is named by the URLs, as the CLI names it: the savers opened here are this run's
+        named: BackfillOptions = {**options, "old_name": options.get("old_name") or redact(old_url),
+                                  "new_name": options.get("new_name") or redact(new_url)}
+        begun = _Begun.of(old, new, native_for(old), native_for(new), named)
         chosen = begun.chosen
         relay = Relay(chosen["throttle"], processes, start_context())  # the processes follow the job's limits
         spec = Spec(old_url, new_url, *serdes, workers=max(1, chosen["workers"]), dry_run=chosen["dry_run"],

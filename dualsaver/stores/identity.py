@@ -36,6 +36,10 @@ def store_identity(saver: Any) -> str:
     conninfo = getattr(conn, "conninfo", None)  # psycopg_pool
     if isinstance(conninfo, str):
         return redact(conninfo)
+    redis_at = _redis_address(saver)  # dualsaver's Redis saver: no password in the pool's address
+    if redis_at is not None:
+        host, port, path, db, prefix = redis_at
+        return f"redis://{path or f'{host}:{port}'}/{db}?prefix={prefix}"
     return f"{name}#{id(saver)}"  # not durable across processes; fine for in-memory stores
 
 
@@ -159,11 +163,18 @@ def _where(store: Any) -> tuple[Any, ...] | None:
         return None if file is None else ("sqlite", *file)
     if type(conn).__module__.startswith("psycopg"):
         return _postgres_where(conn)
-    pool = getattr(getattr(store, "client", None), "connection_pool", None)
-    prefix = getattr(store, "prefix", None)
+    redis_at = _redis_address(store)
+    return None if redis_at is None else ("redis", *redis_at)
+
+
+def _redis_address(saver: Any) -> tuple[Any, ...] | None:
+    """(host, port, path, db, prefix) of dualsaver's Redis saver on one server; None for
+    anything else (a cluster, a sentinel: unsure)."""
+    pool = getattr(getattr(saver, "client", None), "connection_pool", None)
+    prefix = getattr(saver, "prefix", None)
     kwargs = getattr(pool, "connection_kwargs", {})
     if isinstance(prefix, str) and ("host" in kwargs or "path" in kwargs):
-        return ("redis", kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0), prefix)
+        return kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0), prefix
     return None
 
 
