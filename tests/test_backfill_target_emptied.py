@@ -75,3 +75,25 @@ def test_a_backfill_in_processes_does_the_same(tmp_path, redis_url):
     assert any(SET_ASIDE in note for note in again.notes), again.notes
     with open_saver(old_url) as old, open_saver(redis_url) as new:
         assert check(old, new).clean
+
+
+def test_an_item_backfill_resumed_onto_a_new_empty_target_copies_every_namespace_again(tmp_path, monkeypatch):
+    """The long-term store's items: the target's file replaced by an empty one (a new volume)."""
+    from dualsaver.items import backfill_items, check_items, open_item_store
+
+    monkeypatch.chdir(tmp_path)  # the progress file
+    old_url, new_path = f"sqlite:///{tmp_path / 'items-old.sqlite'}", tmp_path / "items-new.sqlite"
+    with open_item_store(old_url) as old:
+        for i in range(5):
+            old.put(("users", f"u{i}"), "prefs", {"n": i})
+    with open_item_store(old_url) as old, open_item_store(f"sqlite:///{new_path}") as new:
+        assert backfill_items(old, new).items == 5
+    with open_item_store(old_url) as old, open_item_store(f"sqlite:///{new_path}") as new:
+        kept = backfill_items(old, new)
+        assert (kept.items, kept.namespaces_resumed) == (0, 5)
+    new_path.unlink()
+    with open_item_store(old_url) as old, open_item_store(f"sqlite:///{new_path}") as new:
+        again = backfill_items(old, new)
+        assert (again.items, again.namespaces_resumed) == (5, 0)
+        assert any(SET_ASIDE in note for note in again.notes), again.notes
+        assert check_items(old, new).clean

@@ -46,6 +46,8 @@ BATCH = 500  # items per write
 MAX_BAD_KEPT = 1000
 APPROXIMATE = ("{side} has no native item adapter: copied through the public API, so the items get"
                " the time of the copy as created_at/updated_at and the target embeds again (APPROXIMATE)")
+FORGOTTEN = ("the target lacked the first item of the first namespace the saved progress says an earlier run"
+             " copied (emptied or replaced since?): that progress was set aside and every namespace copied again")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class ItemJob:
             r.notes.append("the stores' indexes differ (fields or dimensions): the target computed the vectors again")
         self.now = datetime.now(timezone.utc)
         self._bad_ns: set[Namespace] = set()
+        self._held: bool | None = None  # does the target hold what the saved progress says? (`_done_before`)
         self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ the backfill
@@ -141,7 +144,7 @@ class ItemJob:
                 if current is not None and not skipping:
                     closed.append(current)
                 current = item.namespace
-                skipping = not self.selection.covers(current) or self._done_before(current)
+                skipping = not self.selection.covers(current) or (yield from self._done_before(current, item))
             if skipping:
                 continue
             if isinstance(item, BadItem):
@@ -158,10 +161,22 @@ class ItemJob:
         yield from self.flush(batch, closed)
         return self.finish()
 
-    def _done_before(self, namespace: Namespace) -> bool:
-        if self.state is None:
+    def _done_before(self, namespace: Namespace, first: Any) -> Plan[bool]:
+        """Whether an earlier run finished `namespace` (`first`: its first item). The progress
+        is kept apart from the target, which may since have been emptied or replaced: so the
+        first finished namespace's first item is asked of the target, once, and if it is not
+        there the progress is set aside and everything is copied again (the backfill's
+        counterpart for threads: `migrate._backfill.Job._still_held`)."""
+        if self.state is None or self._held is False:
             return False
         done = bool(self.state.done_among([journal_ns(namespace)]))
+        if done and self._held is None and not isinstance(first, BadItem) and not first.expired(self.now):
+            self._held = bool((yield Call("target", "get_items", ([first.ident],))))
+            if not self._held:
+                if not self.dry_run:
+                    self.state.restart()
+                self.result.notes.append(FORGOTTEN)
+                return False
         self.result.namespaces_resumed += done
         return done
 
