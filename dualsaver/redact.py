@@ -38,6 +38,8 @@ def redact(url: str) -> str:
                 userinfo = MASK  # redis://secret@host: a bare userinfo is the password
             authority = f"{userinfo}@{hostpart}"
         text = match.group("scheme") + authority + text[match.end() :]
+    else:  # not a URL: a libpq key=value string ("host=db password=..."), say
+        return _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     return _QUERY_PASSWORD.sub(r"\1" + MASK, text)
 
 

@@ -304,3 +304,26 @@ def test_an_item_repair_from_the_journal_with_the_stores_crossed_against_the_las
     assert right.returncode == 0, right.stdout + right.stderr
     with open_item_store(new_url) as new:
         assert new.get(("users", "u1"), "prefs").value == {"tone": "detailed"}
+
+
+def test_the_cli_refuses_one_postgres_server_under_two_host_names(tmp_path, pg_url):
+    """Another name of the same server (`pg.internal`, reached through `hostaddr`) is not told
+    apart by the jobs' address comparison, which asks nothing; the commands compare the stores'
+    fingerprints (the server's system id and the database), which they ask each store for."""
+    from urllib.parse import urlsplit
+
+    address = urlsplit(pg_url).hostname
+    other_name = pg_url.replace(f"@{address}:", "@pg.internal:") + ("&" if "?" in pg_url else "?") + f"hostaddr={address}"
+    with open_saver(pg_url) as old:
+        cs.populate(old, THREADS)
+        before = _history(old)
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.record(JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "ConnectionError: down"))
+    journal.close()
+    ran = run_cli("repair", "--old", pg_url, "--new", other_name, "--journal", str(tmp_path / "journal.sqlite"),
+                  "--phase", "backfill", cwd=tmp_path)
+    assert ran.returncode == 2 and "same store" in ran.stderr, ran.stdout + ran.stderr
+    backfilled = run_cli("backfill", "--old", pg_url, "--new", other_name, cwd=tmp_path)
+    assert backfilled.returncode == 2 and "same store" in backfilled.stderr, backfilled.stdout + backfilled.stderr
+    with open_saver(pg_url) as old:
+        assert _history(old) == before

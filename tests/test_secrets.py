@@ -72,6 +72,7 @@ def test_no_password_in_any_output_of_any_command(tmp_path, pg_url, secret_redis
          "--markdown", str(reports["check.md"]), "--html", str(reports["check.html"])],
         ["check", "--old", old_url, "--new", dead_pg],
         ["backfill", "--old", old_url, "--new", dead_pg, "--no-progress"],
+        ["check", "--old", old_url, "--new", f"host=127.0.0.1 user=app password={DEAD_PASSWORD}"],  # not a URL
     ]
     outputs: list[tuple[str, str]] = []  # (where, text)
     codes = []

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, paired,
     parse_shard, positive, settings_for, throttle_from,
 )
 from dualsaver.cli.store_items import add_store_item_arguments
@@ -187,6 +187,8 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
             open_saver(source_url, must_exist=True, pool_size=args.workers, serde=serdes[source]) as source_saver,
             open_saver(target_url, pool_size=args.workers, serde=serdes[target]) as target_saver,
         ):
+            savers = {source: source_saver, target: target_saver}
+            pair = paired(savers["old"], savers["new"], "a backfill")  # other names of one server too
             by_url = {"processes": args.processes, "serdes": (getattr(args, f"{source}_serde"),
                                                               getattr(args, f"{target}_serde"))}
             result = backfill(  # with --processes, each process opens the stores from their URLs
@@ -207,8 +209,6 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
                 allow_lossy=args.allow_lossy,
                 **(by_url if args.processes else {}),
             )
-            savers = {source: source_saver, target: target_saver}
-            pair = pair_of(savers["old"], savers["new"])
     except (StoreURLError, SameStore) as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2, None

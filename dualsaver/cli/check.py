@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, pair_of,
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, paired,
     parse_shard, positive, settings_for, throttle_from,
 )
 from dualsaver.stores.serde import serde_from_name
@@ -201,9 +201,9 @@ def _write_and_tell(args: argparse.Namespace, report: Any, what: str) -> int:
 
 def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport] | None = None) -> int:
     from dualsaver.checker import CheckError, check
+    from dualsaver.errors import SameStore
     from dualsaver.report import write_reports
     from dualsaver.stores import StoreURLError, open_saver, redact
-    from dualsaver.stores.identity import postgres_schema
     from dualsaver.redact import scrub
 
     try:
@@ -226,10 +226,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
         ) as old_saver, open_saver(
             args.new, must_exist=True, pool_size=pool, serde=new_serde
         ) as new_saver:
-            pair = pair_of(old_saver, new_saver)
-            # one database, but two schemas (a search path in each URL's options) are two stores
-            if pair["old"] == pair["new"] and postgres_schema(old_saver) == postgres_schema(new_saver):
-                return fail(f"--old and --new are the same store ({redact(args.old)}); check a pair of stores")
+            pair = paired(old_saver, new_saver, "a check")
             report = check(  # with --processes, each process opens the stores from their URLs
                 *((args.old, args.new) if args.processes else (old_saver, new_saver)),
                 workers=args.workers,
@@ -245,7 +242,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
                 processes=args.processes,
                 serdes=(args.old_serde, args.new_serde),
             )
-    except StoreURLError as exc:
+    except (StoreURLError, SameStore) as exc:
         return fail(str(exc))
     except CheckError as exc:
         cause = exc.__cause__ or exc

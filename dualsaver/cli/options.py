@@ -152,10 +152,24 @@ def pair_of(old_saver: Any, new_saver: Any) -> dict[str, str]:
     return {"old": store_fingerprint(old_saver), "new": store_fingerprint(new_saver)}
 
 
+def paired(old: Any, new: Any, what: str) -> dict[str, str]:
+    """The pair's fingerprints (`pair_of`); `SameStore` when they are one store. Stricter than
+    `stores.refuse_same_store`, which the jobs apply without I/O: a fingerprint asks the
+    store, so another hostname of the same server counts too. Two schemas of one PostgreSQL
+    database are two stores."""
+    from dualsaver.errors import SameStore
+    from dualsaver.stores.identity import postgres_schema
+
+    pair = pair_of(old, new)
+    if pair["old"] == pair["new"] and postgres_schema(old) == postgres_schema(new):
+        raise SameStore(f"old and new are the same store (by fingerprint, {pair['old']}): {what} needs two stores")
+    return pair
+
+
 def crossed_pair(
-    settings: Any, old: Any, new: Any, kinds: tuple[tuple[str, ...], ...], flags: tuple[str, str]
+    settings: Any, pair: dict[str, str], kinds: tuple[tuple[str, ...], ...], flags: tuple[str, str]
 ) -> str | None:
-    """Why `old` and `new` (passed as `flags`) are the other way round from the pair of stores
+    """Why the stores of `pair` (passed as `flags`) are the other way round from the pair of stores
     the migration's record names (`control.evidence.recorded_pair`: its newest backfill, else
     its newest check), by fingerprint however the URLs are written; None when they are not,
     or nothing recorded says. A repair given them crossed would make the store being left
@@ -168,7 +182,6 @@ def crossed_pair(
     if recorded is None:
         return None
     kind, outcome = recorded
-    pair = pair_of(old, new)
     if pair["old"] == pair["new"] or outcome["pair"] != {"old": pair["new"], "new": pair["old"]}:
         return None
     redo = "check" if kind.endswith("check") else "backfill"

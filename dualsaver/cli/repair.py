@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dualsaver.cli.check import primary_for_run
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, crossed_pair, settings_for,
+    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, crossed_pair, paired, settings_for,
     throttle_from,
 )
 from dualsaver.cli.store_items import add_store_item_arguments
@@ -216,8 +216,8 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
             urls[target], serde=serdes[target]
         ) as target_saver:
             stores = {source: source_saver, target: target_saver}
-            if (why := crossed_pair(settings_for(args), stores["old"], stores["new"], CHECKPOINT_RUNS,
-                                    ("--old", "--new"))) is not None:
+            pair = paired(stores["old"], stores["new"], "a repair")  # it would delete what it is to copy
+            if (why := crossed_pair(settings_for(args), pair, CHECKPOINT_RUNS, ("--old", "--new"))) is not None:
                 return fail(why)
             for thread in repairs:
                 print(f"  {thread.action:7} {thread.thread_id}: {'; '.join(thread.reasons[:3])}"

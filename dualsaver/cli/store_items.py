@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from dualsaver.cli.options import crossed_pair, pair_of, settings_for
+from dualsaver.cli.options import crossed_pair, paired, settings_for
 
 
 def add_store_item_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,11 +71,11 @@ def backfill(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> 
     settings = settings_for(args)
     stack, (src, dst) = _stores(args, (source, target))
     with stack:
+        pair = paired(*((dst, src) if args.reverse else (src, dst)), "a backfill")
         result = backfill_items(src, dst, prefix=prefix_of(args), shard=args.shard, resume=not args.restart,
                                 dry_run=args.dry_run, throttle=throttle, state_path=args.state,
                                 old_name=redact(source), new_name=redact(target), control=settings.control_url,
                                 control_name=settings.record_name, allow_lossy=args.allow_lossy)
-        pair = pair_of(*((dst, src) if args.reverse else (src, dst)))
     print(result.summary(), file=sys.stderr)
     if not args.reverse and not prefix_of(args):
         record_store_backfill(result, scope=scope(args.shard), pair=pair, settings=settings)
@@ -88,9 +88,10 @@ def check(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> tup
 
     stack, (old, new) = _stores(args, urls)
     with stack:
+        pair = paired(old, new, "a check")
         report = check_items(old, new, prefix=prefix_of(args), shard=args.shard, throttle=throttle,
                              recheck=not args.no_recheck, show_values=getattr(args, "show_values", False))
-        return report, pair_of(old, new)
+        return report, pair
 
 
 def record_check(args: argparse.Namespace, report: Any, pair: dict[str, str]) -> None:
@@ -118,8 +119,8 @@ def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report:
         return 0
     stack, (old, new) = _stores(args, urls)
     with stack:
-        flags = ("--store-old", "--store-new")
-        if (why := crossed_pair(settings_for(args), old, new, ITEM_RUNS, flags)) is not None:
+        pair = paired(old, new, "a repair")
+        if (why := crossed_pair(settings_for(args), pair, ITEM_RUNS, ("--store-old", "--store-new"))) is not None:
             raise ValueError(why)
         stores = {"old": old, "new": new}
         missed = None if report is not None else missed_from_journal(entries, target)
