@@ -47,6 +47,14 @@ def _other_schema(pg_url: str) -> str:
     return f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3Dother"
 
 
+def _journal(tmp_path, *entries: JournalEntry) -> None:
+    """A local journal (tmp_path/journal.sqlite) holding `entries`: writes the new store missed."""
+    journal = Journal(tmp_path / "journal.sqlite")
+    for entry in entries:
+        journal.record(entry)
+    journal.close()
+
+
 async def _each_async_job_refuses(old, new) -> None:
     for run in (lambda: arepair(old, new, THREADS, replace=True), lambda: abackfill(old, new),
                 lambda: acheck(old, new)):
@@ -104,9 +112,7 @@ def test_the_cli_refuses_a_repair_from_the_journal_of_one_store_under_two_names(
     with open_saver(url) as old:
         cs.populate(old, THREADS)
         before = _history(old)
-    journal = Journal(tmp_path / "journal.sqlite")
-    journal.record(JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "ConnectionError: down"))
-    journal.close()
+    _journal(tmp_path, JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "down"))
     ran = run_cli("repair", "--old", url, "--new", f"sqlite:///{tmp_path / '.' / 'old.sqlite'}",
                   "--journal", str(tmp_path / "journal.sqlite"), "--phase", "backfill", cwd=tmp_path)
     assert ran.returncode == 2, ran.stdout + ran.stderr
@@ -131,9 +137,7 @@ def test_the_cli_refuses_a_repair_from_the_journal_with_the_stores_the_other_way
     assert backfilled.returncode == 0, backfilled.stdout + backfilled.stderr
     with open_saver(old_url) as old:
         old.delete_thread("t-a")  # the application's delete; the new store missed it
-    journal = Journal(tmp_path / "journal.sqlite")
-    journal.record(JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "ConnectionError: down"))
-    journal.close()
+    _journal(tmp_path, JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "down"))
     repair_ = ("repair", "--journal", str(tmp_path / "journal.sqlite"), "--phase", "backfill")
     ran = run_cli(*repair_, "--old", new_url, "--new", f"sqlite:///{tmp_path / '.' / 'old.sqlite'}", cwd=tmp_path)
     assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
@@ -245,10 +249,8 @@ def test_an_item_repair_from_the_journal_deletes_only_what_the_target_missed_del
     with open_item_store(old_url) as old, open_item_store(new_url) as new:
         old.put(("users", "u1"), "prefs", {"tone": "brief"})  # the put new missed
         new.put(("users", "u1"), "gone", {"stale": True})  # the delete new missed (old deleted it)
-    journal = Journal(tmp_path / "journal.sqlite")
-    journal.record(JournalEntry("shadow-write", "new", "store.put", None, '["users", "u1"]', "prefs", None, "down"))
-    journal.record(JournalEntry("shadow-write", "new", "store.delete", None, '["users", "u1"]', "gone", None, "down"))
-    journal.close()
+    _journal(tmp_path, JournalEntry("shadow-write", "new", "store.put", None, '["users", "u1"]', "prefs", None, "down"),
+             JournalEntry("shadow-write", "new", "store.delete", None, '["users", "u1"]', "gone", None, "down"))
     repair = ("repair", "--journal", str(tmp_path / "journal.sqlite"), "--phase", "shadow-write")
 
     swapped = run_cli(*repair, "--store-old", new_url, "--store-new", old_url, cwd=tmp_path)
@@ -289,9 +291,7 @@ def test_an_item_repair_from_the_journal_with_the_stores_crossed_against_the_las
     assert backfilled.returncode == 0, backfilled.stdout + backfilled.stderr
     with open_item_store(old_url) as old:
         old.put(("users", "u1"), "prefs", {"tone": "detailed"})  # the update new missed
-    journal = Journal(tmp_path / "journal.sqlite")
-    journal.record(JournalEntry("shadow-write", "new", "store.put", None, '["users", "u1"]', "prefs", None, "down"))
-    journal.close()
+    _journal(tmp_path, JournalEntry("shadow-write", "new", "store.put", None, '["users", "u1"]', "prefs", None, "down"))
     repair = ("repair", "--journal", str(tmp_path / "journal.sqlite"), "--phase", "shadow-write")
 
     swapped = run_cli(*repair, "--store-old", new_url, "--store-new", f"sqlite:///{tmp_path / '.' / 'old.sqlite'}",
@@ -317,9 +317,7 @@ def test_the_cli_refuses_one_postgres_server_under_two_host_names(tmp_path, pg_u
     with open_saver(pg_url) as old:
         cs.populate(old, THREADS)
         before = _history(old)
-    journal = Journal(tmp_path / "journal.sqlite")
-    journal.record(JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "ConnectionError: down"))
-    journal.close()
+    _journal(tmp_path, JournalEntry("backfill", "new", "delete_thread", "t-a", None, None, None, "down"))
     ran = run_cli("repair", "--old", pg_url, "--new", other_name, "--journal", str(tmp_path / "journal.sqlite"),
                   "--phase", "backfill", cwd=tmp_path)
     assert ran.returncode == 2 and "same store" in ran.stderr, ran.stdout + ran.stderr
