@@ -23,9 +23,8 @@ def store_identity(saver: Any) -> str:
     raw = getattr(conn, "_conn", None) or conn  # aiosqlite keeps the sqlite3 connection here
     if isinstance(raw, sqlite3.Connection):
         try:
-            rows = raw.execute("PRAGMA database_list").fetchall()
-            path = next((r[2] for r in rows if r[1] == "main"), "") or ":memory:"
-            if path != ":memory:":
+            path = _sqlite_path(raw)
+            if path:
                 return f"sqlite:///{os.path.realpath(path)}"
         except sqlite3.Error:
             pass
@@ -90,10 +89,15 @@ def _on_postgres(conn: Any, ask: Callable[[Any], str]) -> str:
     return ask(conn)
 
 
+def _sqlite_path(raw: Any) -> str:
+    """The path of a SQLite connection's main database file; "" in memory."""
+    rows = raw.execute("PRAGMA database_list").fetchall()
+    return next((r[2] for r in rows if r[1] == "main"), "") or ""
+
+
 def _sqlite_file(raw: Any) -> tuple[int, int] | None:
     """The device and inode of a SQLite connection's main database file; None in memory."""
-    rows = raw.execute("PRAGMA database_list").fetchall()
-    path = next((r[2] for r in rows if r[1] == "main"), "")
+    path = _sqlite_path(raw)
     if not path:
         return None
     stat = os.stat(path)
