@@ -39,15 +39,16 @@ def expected_allowed(current: Phase, target: Phase, e: Evidence) -> bool:
             return (
                 e.backfill_at is not None and e.backfill_ok and e.backfill_full
                 and e.check_at is not None and e.check_at >= e.backfill_at
-                and e.check_full and e.check_clean
+                and e.check_full and e.check_clean and e.unrepaired_new == 0
             )
         return True
-    if current is Phase.DECOMMISSION:
-        return (
-            e.reverse_backfill_at is not None and e.reverse_backfill_ok
-            and (e.entered_at is None or e.reverse_backfill_at >= e.entered_at)
-        )
-    return True
+    if current is Phase.DECOMMISSION and not (
+        e.reverse_backfill_at is not None and e.reverse_backfill_ok
+        and (e.entered_at is None or e.reverse_backfill_at >= e.entered_at)
+    ):
+        return False
+    # leaving a phase that reads new: old must have what it missed meanwhile
+    return current not in (Phase.READ_SWITCH, Phase.DECOMMISSION) or e.unrepaired_old == 0
 
 
 times = st.one_of(st.none(), st.integers(0, 5).map(float))
@@ -57,6 +58,7 @@ evidence = st.builds(
     reverse_backfill_at=times, reverse_backfill_ok=st.booleans(),
     check_at=times, check_clean=st.booleans(), check_full=st.booleans(),
     check_divergences=st.integers(0, 3), entered_at=times,
+    unrepaired_new=st.integers(0, 2), unrepaired_old=st.integers(0, 2),
 )
 
 

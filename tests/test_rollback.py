@@ -8,10 +8,21 @@ are journaled as tombstones, and the repair from the journal applies them to old
 
 from __future__ import annotations
 
+import json
+import time
+
 from dualsaver import DualSaver, Journal, Phase
+from dualsaver.checker.findings import DivergenceReport
+from dualsaver.cli.options import pair_of
+from dualsaver.control.evidence import record_backfill, record_check
+from dualsaver.control.settings import Settings
+from dualsaver.migrate import BackfillResult
+from dualsaver.stores import open_saver
 from dualsaver.migrate import backfill
 from dualsaver.migrate import repairs_from_journal, repair
 from tests.graphs import build_agent, config, expected_results, run_turn
+from tests.faulty import Faulty
+from tests.ops_support import cli_env, run_cli
 from tests.savers import sync_saver
 
 
@@ -65,3 +76,100 @@ def test_a_delete_in_decommission_survives_the_rollback(tmp_path, pg_url_factory
         }
         final = run_turn(app, "kept", "gamma")  # and the agent carries on, on old again
         assert final["results"] == expected_results("alpha", "beta", "gamma")
+
+
+# --------------------------------------------------------------------------- the guard of a move back
+
+
+def _recorded_forward_evidence(control_url: str, urls: dict[str, str]) -> None:
+    """A complete backfill and a clean check after it, of these stores, as the read-switch
+    guard needs."""
+    settings = Settings(control_url=control_url)
+    with open_saver(urls["old"]) as old, open_saver(urls["new"]) as new:
+        pair = pair_of(old, new)
+    record_backfill(BackfillResult(threads=1, checkpoints=1, failed=0, finished_at=time.time()),
+                    settings=settings, pair=pair)
+    record_check(DivergenceReport(clean=True, divergences=[], summary={"duration_seconds": 0.0}),
+                 settings=settings, pair=pair)
+
+
+def test_a_move_back_waits_until_old_has_what_it_missed(tmp_path, redis_url):
+    """read-switch -> backfill makes old answer reads again: a turn old missed (its write
+    failed, journaled) would vanish from the conversation. The guard refuses until the
+    journal's repair (source: new) brought it to old; then the move loses nothing."""
+    urls = {side: f"sqlite:///{tmp_path / f'{side}.sqlite'}" for side in ("old", "new")}
+    env = cli_env(DUALSAVER_CONTROL_URL=redis_url, DUALSAVER_OLD_URL=urls["old"], DUALSAVER_NEW_URL=urls["new"])
+
+    def cli(*args: str) -> tuple[int, str]:
+        done = run_cli(*args, cwd=tmp_path, env=env)
+        return done.returncode, done.stdout + done.stderr
+
+    assert cli("phase", "set", "backfill")[0] == 0
+    _recorded_forward_evidence(redis_url, urls)
+    assert cli("phase", "set", "read-switch")[0] == 0
+    with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
+        old = Faulty(old_store)
+        with DualSaver(old, new_store, "read-switch", control=redis_url, journal=tmp_path / "spool.sqlite",
+                       write_behind=False) as saver:
+            app = build_agent(saver)
+            run_turn(app, "t", "alpha")
+            old.mode = "raise"  # old (the secondary in read-switch) misses the next turn
+            run_turn(app, "t", "beta")
+            old.mode = None
+        assert old_store.get_tuple(config("t")).checkpoint["channel_values"]["results"] == expected_results("alpha")
+
+    code, text = cli("phase", "set", "backfill", "--reason", "latency on new")
+    assert code == 1, text
+    assert "old missed" in text and "dualsaver repair --journal --phase read-switch" in text
+    shown = json.loads(run_cli("phase", "show", "--json", cwd=tmp_path, env=env).stdout)
+    assert shown["phase"] == "read-switch"  # not moved, and `phase show` says why
+    assert "old missed" in shown["refused"]["backfill"]
+
+    code, text = cli("repair", "--journal", "--phase", "read-switch")
+    assert code == 0, text
+    assert cli("phase", "set", "backfill", "--reason", "latency on new")[0] == 0
+    with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
+        saver = DualSaver(old_store, new_store, "backfill", journal=tmp_path / "spool2.sqlite")
+        state = build_agent(saver).get_state(config("t")).values
+        assert state["results"] == expected_results("alpha", "beta")  # old answers, and lost nothing
+
+
+def test_leaving_decommission_waits_for_its_deletes_to_reach_old(tmp_path, redis_url):
+    """After decommission, read-switch answers a miss from old and copies the thread back:
+    a conversation deleted in decommission (old retired, the delete journaled as a tombstone)
+    would come back. The reverse backfill only adds, so the guard also waits for the
+    journal's repair, which applies the delete to old."""
+    urls = {side: f"sqlite:///{tmp_path / f'{side}.sqlite'}" for side in ("old", "new")}
+    env = cli_env(DUALSAVER_CONTROL_URL=redis_url, DUALSAVER_OLD_URL=urls["old"], DUALSAVER_NEW_URL=urls["new"])
+
+    def cli(*args: str) -> tuple[int, str]:
+        done = run_cli(*args, cwd=tmp_path, env=env)
+        return done.returncode, done.stdout + done.stderr
+
+    with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
+        with DualSaver(old_store, new_store, "shadow-write", control=redis_url, journal=tmp_path / "spool.sqlite",
+                       write_behind=False) as saver:
+            app = build_agent(saver)
+            run_turn(app, "kept", "alpha")
+            run_turn(app, "deleted", "alpha")
+            for phase in ("backfill", "read-switch", "decommission"):
+                if phase == "read-switch":
+                    _recorded_forward_evidence(redis_url, urls)
+                assert cli("phase", "set", phase)[0] == 0
+                saver.phase = Phase(phase)
+            saver.delete_thread("deleted")  # new only: old is retired
+        assert old_store.get_tuple(config("deleted")) is not None
+
+    assert cli("backfill", "--reverse")[0] == 0
+    code, text = cli("phase", "set", "read-switch", "--reason", "rollback")
+    assert code == 1, text
+    assert "old missed" in text and "dualsaver repair --journal --phase decommission" in text
+
+    code, text = cli("repair", "--journal", "--phase", "decommission")
+    assert code == 0, text
+    assert cli("phase", "set", "read-switch", "--reason", "rollback")[0] == 0
+    with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
+        saver = DualSaver(old_store, new_store, "read-switch", journal=tmp_path / "spool2.sqlite")
+        assert saver.get_tuple(config("deleted")) is None  # not answered from old, not copied back
+        assert saver.get_tuple(config("kept")) is not None
+        assert new_store.get_tuple(config("deleted")) is None

@@ -25,7 +25,8 @@ examples:
   dualsaver backfill --old ... --new ... && dualsaver check --old ... --new ...
   dualsaver phase set read-switch
 
-  # roll back (allowed while old is still written)
+  # roll back (allowed while old is still written), once old has what it missed
+  dualsaver repair --journal --phase read-switch
   dualsaver phase set backfill --reason "latency regression on new"
 
   # override a guard: recorded as forced in the history, logged as a warning
@@ -34,7 +35,9 @@ examples:
 rules:
   forward moves go one step at a time: shadow-write -> backfill -> read-switch -> decommission
   backward moves are allowed while the old store is still written (not from decommission,
-  unless a reverse backfill, `dualsaver backfill --reverse`, finished after decommission)
+  unless a reverse backfill, `dualsaver backfill --reverse`, finished after decommission),
+  and out of read-switch or decommission once no journal entry naming old waits for
+  `dualsaver repair --journal --phase CURRENT` (what old missed would vanish from reads)
   read-switch needs a successful full backfill and a clean full check started after it
   a step is refused while live replicas still report the previous phase (use --wait)
 
@@ -132,7 +135,7 @@ def _evidence(control: Any, state: Any, settings: Any, *, verify_pair: bool = Fa
 
     return evidence.evidence(
         control, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
-        unrepaired_new=evidence.count_unrepaired_new(control),
+        unrepaired=evidence.count_unrepaired(control),
         store_pair=bool(getattr(settings, "store_old_url", None) and getattr(settings, "store_new_url", None)),
     )
 

@@ -357,19 +357,23 @@ def store_evidence(store: Any, required: bool) -> dict[str, Any]:
     return facts
 
 
-def count_unrepaired_new(control_store: Any) -> int:
-    """Journal entries naming writes new missed (lossy live writes held back among them)
-    that no repair has settled: reads must not switch to a store that lacks them."""
-    return sum(1 for entry in control_store.journal_pending() if entry.store == "new")
+def count_unrepaired(control_store: Any) -> dict[str, int]:
+    """By store ("old", "new"): journal entries naming writes it missed (lossy live writes
+    held back among them) or deletes it did not get, that no repair has settled. Reads
+    must not move to a store that lacks them, forward (new) or back (old)."""
+    counts = {"old": 0, "new": 0}
+    for entry in control_store.journal_pending():
+        counts[entry.store] = counts.get(entry.store, 0) + 1
+    return counts
 
 
 def evidence(
-    store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None, unrepaired_new: int = 0,
-    store_pair: bool = False,
+    store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None,
+    unrepaired: dict[str, int] | None = None, store_pair: bool = False,
 ) -> Evidence:
     """What the guards need, from the recorded outcomes. `pair` holds the fingerprints of
     the configured old and new stores (None: the pair the newest whole backfill ran on);
-    `unrepaired_new` counts journal entries naming new that no repair has settled;
+    `unrepaired` counts the journal entries naming each store that no repair has settled;
     `store_pair`: a long-term store pair is configured, so its items need evidence too."""
     backfill, pair = backfill_evidence(store, pair)
     return Evidence(
@@ -377,6 +381,7 @@ def evidence(
         **reverse_backfill_evidence(store),
         **check_evidence(store, pair),
         **store_evidence(store, store_pair),
-        unrepaired_new=unrepaired_new,
+        unrepaired_new=(unrepaired or {}).get("new", 0),
+        unrepaired_old=(unrepaired or {}).get("old", 0),
         entered_at=entered_at,
     )

@@ -102,6 +102,7 @@ class Evidence:
     check_other_pair: bool = False  # every whole check compared other stores than the pair
     check_shards: str | None = None  # how far an incomplete sharded check got ("2 of 4 shards")
     unrepaired_new: int = 0  # journal entries naming new that no repair settled
+    unrepaired_old: int = 0  # ... naming old: writes it missed in read-switch, deletes made in decommission
     entered_at: float | None = None
     # The long-term store's items, when a store pair is configured (or was backfilled):
     # read-switch needs their full backfill and a clean full check after it too.
@@ -132,6 +133,8 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
         and (evidence.entered_at is None or evidence.reverse_backfill_at >= evidence.entered_at)
     )
     check_transition(current, target, reverse_backfill_done=reverse_done)
+    if target.index < current.index and current.index >= Phase.READ_SWITCH.index:
+        _require_old_settled(evidence, current, target)
     if not (target is Phase.READ_SWITCH and current is Phase.BACKFILL):
         return
     backfill_at = _require_backfill(evidence)
@@ -192,6 +195,19 @@ def _require_journal_settled(e: Evidence) -> None:
         raise TransitionError(
             f"cannot switch reads: (d) {e.unrepaired_new} journal entr(ies) name writes new missed"
             " that no repair has settled; run `dualsaver repair --journal`, then check again"
+        )
+
+
+def _require_old_settled(e: Evidence, current: Phase, target: Phase) -> None:
+    """Moving back from a phase that reads new makes old answer again (or answer read-switch's
+    misses, whose threads it then copies back into new): nothing old missed since it stopped
+    being the primary may wait for repair, or an acknowledged turn would vanish and a
+    deleted conversation come back."""
+    if e.unrepaired_old:
+        raise TransitionError(
+            f"cannot move back from {current} to {target}: {e.unrepaired_old} journal entr(ies) name"
+            " writes old missed (or deletes made while it was not written) that no repair has settled;"
+            f" run `dualsaver repair --journal --phase {current}` (it copies from new), then move back"
         )
 
 
