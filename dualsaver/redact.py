@@ -1,9 +1,10 @@
 """Keeping secrets out of text: every URL, message and log line that may hold a password
 goes through here before anyone sees it. Imports nothing of ours.
 
-- `redact(url)`: the URL with its password replaced by ``***`` (authority and query).
-- `password_of(url)` / `scrub(message, url)`: the URL's password, and a one-line message with
-  it (raw and percent-encoded) masked, for driver errors that quote their connection string.
+- `redact(url)`: the URL with its password and every secret-named query value replaced by ``***``.
+- `secrets_of(url)` / `scrub(message, url)`: the URL's password and secret-named query
+  values, and a one-line message with them (raw and percent-encoded) masked, for driver
+  errors that quote their connection string.
 - `redact_text(text)`: every URL password and ``password=...`` style value in free text masked.
 """
 
@@ -16,12 +17,12 @@ MASK = "***"
 
 # scheme://userinfo@host...: the userinfo ends at the last "@" before the path.
 _AUTHORITY = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
-_QUERY_PASSWORD_VALUE = re.compile(r"(?i)[?&](?:password|pass|pwd)=([^&#]*)")
+# A name that holds a secret, whatever prefixes it: libpq's `sslpassword`, redis-py's
+# `sentinel_password`, an `auth_token`.
+_SECRET_NAME = r"\w*?(?:password|passwd|pwd|secret|token|api[_-]?key)"
+_QUERY_SECRET = re.compile(rf"(?i)([?&](?:{_SECRET_NAME}|pass)=)([^&#]*)")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
-_KEY_VALUE = re.compile(
-    r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&,;'\"]+)"
-)
+_KEY_VALUE = re.compile(rf"(?i)\b({_SECRET_NAME})(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&,;'\"]+)")
 
 
 def redact(url: str) -> str:
@@ -40,27 +41,30 @@ def redact(url: str) -> str:
         text = match.group("scheme") + authority + text[match.end() :]
     else:  # not a URL: a libpq key=value string ("host=db password=..."), say
         return _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    return _QUERY_PASSWORD.sub(r"\1" + MASK, text)
+    return _QUERY_SECRET.sub(r"\1" + MASK, text)
 
 
-def password_of(url: str) -> str | None:
-    """The password in `url`, if any, so error messages can be scrubbed of it."""
+def secrets_of(url: str) -> list[str]:
+    """The password in `url` and the value of every query parameter named as a secret, so
+    error messages can be scrubbed of them."""
     try:
         password = urlsplit(url).password
     except ValueError:
         password = None
-    if password:
-        return unquote(password)
-    match = _QUERY_PASSWORD_VALUE.search(url)
-    return unquote(match.group(1)) if match and match.group(1) else None
+    found = [unquote(password)] if password else []
+    return found + [unquote(m.group(2)) for m in _QUERY_SECRET.finditer(url) if m.group(2)]
+
+
+def password_of(url: str) -> str | None:
+    """The password in `url` (else its first secret query parameter), if any."""
+    return next(iter(secrets_of(url)), None)
 
 
 def scrub(message: object, url: str) -> str:
-    """One line of `message` with the URL's password (raw and quoted) replaced by ``***``."""
+    """One line of `message` with the URL's secrets (raw and quoted) replaced by ``***``."""
     line = " ".join(str(message).split())  # one line, whatever the driver printed
-    password = password_of(url)
-    if password:
-        for secret in {password, quote(password, safe="")}:
+    for found in secrets_of(url):
+        for secret in {found, quote(found, safe="")}:
             line = line.replace(secret, MASK)
     return line
 

@@ -119,3 +119,20 @@ def test_log_lines_are_redacted_everywhere():
 def test_redaction_keeps_what_is_not_secret():
     event = {"thread_id": "t-1", "phase": "backfill", "count": 3, "path": "/var/lib/x", "author": "ana"}
     assert redact_value(event) == event
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://app@127.0.0.1:1/app?sslmode=require&sslpassword=KEY-pw-71", "KEY-pw-71"),  # libpq's key password
+    ("redis://127.0.0.1:1/0?sentinel_password=SENT-pw-72", "SENT-pw-72"),  # not an option of ours: still a secret
+    ("redis+sentinel://127.0.0.1:1/svc/0?auth_token=TOK-73", "TOK-73"),
+])
+def test_every_secret_named_parameter_is_masked(url, secret, tmp_path):
+    """Not only `password=`: a URL parameter named as a secret never reaches a message,
+    a log line or a command's output (the store is unreachable, so the error quotes it)."""
+    with pytest.raises(Exception) as caught:
+        with open_saver(url):
+            pass
+    assert secret not in str(caught.value) and "***" in str(caught.value)
+    assert secret not in redact_value({"url": url, "detail": f"connection failed: {url}"}).__repr__()
+    done = run_cli("check", "--old", url, "--new", f"sqlite:///{tmp_path / 'n.sqlite'}", cwd=tmp_path)
+    assert done.returncode == 2 and secret not in done.stdout + done.stderr, done.stderr

@@ -17,7 +17,7 @@ from typing import Any
 from dualsaver.control.journal import JournalEntry
 from dualsaver.control.phase import Phase
 from dualsaver.errors import RecordUnavailable, describe_error
-from dualsaver.redact import password_of, redact
+from dualsaver.redact import redact, secrets_of
 
 DEFAULT_TIMEOUT = 5.0  # seconds to connect or answer; a dead record must not hang a replica
 
@@ -90,7 +90,7 @@ class ControlStore(ABC):
 
     def describe(self, exc: BaseException) -> str:
         """An error of this record's store as text, its password masked."""
-        return describe_error(exc, secrets=[password_of(self._url)])
+        return describe_error(exc, secrets=secrets_of(self._url))
 
     def unavailable(self, exc: BaseException) -> RecordUnavailable:
         return RecordUnavailable(f"control store {self.where} is unreachable: {self.describe(exc)}")

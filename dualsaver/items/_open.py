@@ -16,7 +16,7 @@ from typing import Any
 
 from dualsaver.errors import StoreURLError, describe_error
 from dualsaver.items.identity import named
-from dualsaver.redact import password_of
+from dualsaver.redact import secrets_of
 from dualsaver.stores.urls import StoreURL, parse_store_url
 
 _memory_stores: dict[str, Any] = {}
@@ -53,7 +53,7 @@ def _redis_url(spec: StoreURL) -> str:
 
 
 def _refused(spec: StoreURL, exc: BaseException) -> StoreURLError:
-    why = describe_error(exc, secrets=[password_of(spec.url)])
+    why = describe_error(exc, secrets=secrets_of(spec.url))
     return StoreURLError(f"cannot open the store {spec.redacted}: {why}")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dualsaver.errors import MissingExtra, StoreUnreachable, StoreURLError, describe_error, install_hint, is_outage
-from dualsaver.redact import password_of
+from dualsaver.redact import secrets_of
 from dualsaver.sansio import AsyncTargets, Call, Plan, Targets, arun, run
 from dualsaver.stores.urls import StoreURL, parse_store_url
 
@@ -69,7 +69,7 @@ def _failure(spec: StoreURL, exc: BaseException) -> StoreURLError:
             " redis://, dualsaver's own Redis saver"
         )
     kind = StoreUnreachable if is_outage(exc) else StoreURLError
-    return kind(f"cannot open {spec.redacted}: {describe_error(exc, secrets=[password_of(spec.url)])}")
+    return kind(f"cannot open {spec.redacted}: {describe_error(exc, secrets=secrets_of(spec.url))}")
 
 
 # What a Redis without RediSearch (FT.*) or RedisJSON (JSON.*) answers the official saver.
