@@ -17,9 +17,14 @@ about 2 us of DualStore's own a get timed alone, 5-9 us beside a local SQLite re
 (the read's own work evicts DualStore's objects from the caches; a context and an operation
 record made on every get cost 5 us more there).
 
+With `--ttl MINUTES` both stores are configured as an application that gives its items a TTL
+configures them (`ttl={"default_ttl": MINUTES, "refresh_on_read": True}`): every put has a
+TTL, and every get and search renews what it returns, in old and (behind the caller, in
+shadow-write) in new as well, so that new's copies do not expire first (`_store_plans`).
+
 Target: DualStore in shadow-write at most 1.15x the old store alone at p50.
 
-    python benchmarks/bench_dual_store.py [--turns 60] [--ops 10]
+    python benchmarks/bench_dual_store.py [--turns 60] [--ops 10] [--ttl MINUTES]
 """
 
 from __future__ import annotations
@@ -79,10 +84,12 @@ def turn(store: Any, name: str, n: int, ops: int, samples: dict[tuple[str, str],
 
 
 @contextmanager
-def pair(old_url: str, new_url: str, tmp: Path) -> Iterator[dict[str, Any]]:
+def pair(old_url: str, new_url: str, tmp: Path, ttl: float | None) -> Iterator[dict[str, Any]]:
     with ExitStack() as stack:
         old = stack.enter_context(open_item_store(old_url, index=INDEX))
         new = stack.enter_context(open_item_store(new_url, index=INDEX))
+        if ttl is not None:  # what the official stores' `ttl=` argument sets
+            old.ttl_config = new.ttl_config = {"default_ttl": ttl, "refresh_on_read": True}
         behind = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp / "behind.sqlite")
         waiting = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp / "waiting.sqlite", write_behind=False)
         stack.callback(behind.close)
@@ -90,10 +97,11 @@ def pair(old_url: str, new_url: str, tmp: Path) -> Iterator[dict[str, Any]]:
         yield {ALONE: old, BEHIND: behind, WAITING: waiting}
 
 
-def measure(label: str, old_url: str, new_url: str, tmp: Path, turns: int, ops: int) -> list[tuple[Any, ...]]:
+def measure(label: str, old_url: str, new_url: str, tmp: Path, turns: int, ops: int,
+            ttl: float | None = None) -> list[tuple[Any, ...]]:
     tmp.mkdir(parents=True, exist_ok=True)
     samples: dict[tuple[str, str], list[float]] = {(c, op): [] for c in (ALONE, BEHIND, WAITING) for op in OPS}
-    with pair(old_url, new_url, tmp) as stores:
+    with pair(old_url, new_url, tmp, ttl) as stores:
         for warm in range(2):  # connections, prepared statements, the index
             for name, store in stores.items():
                 turn(store, name, -1 - warm, ops, {k: [] for k in samples})
@@ -117,15 +125,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--ops", type=int, default=10, help="puts (then gets, then searches) per turn")
+    parser.add_argument("--ttl", type=float, metavar="MINUTES", help="both stores give items this TTL, renewed on read")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-dual-store-"))
     rows = []
     with EmbeddedPostgres() as pg:
         rows += measure("sqlite -> postgres", f"sqlite:///{tmp}/a.sqlite", pg.create_database("new_a"),
-                        tmp / "a", args.turns, args.ops)
+                        tmp / "a", args.turns, args.ops, args.ttl)
         rows += measure("postgres -> sqlite", pg.create_database("old_b"), f"sqlite:///{tmp}/b.sqlite",
-                        tmp / "b", args.turns, args.ops)
-    print(f"\n{args.turns} turns x {args.ops} ops per configuration, interleaved; milliseconds")
+                        tmp / "b", args.turns, args.ops, args.ttl)
+    ttl = "" if args.ttl is None else f"; items with a TTL of {args.ttl:g} min, renewed on read"
+    print(f"\n{args.turns} turns x {args.ops} ops per configuration, interleaved; milliseconds{ttl}")
     print(f"{'pair':<20} {'op':<7} {'config':<18} {'alone p50':>9} {'dual p50':>9} {'ratio':>6}"
           f" {'alone p99':>9} {'dual p99':>9} {'failures':>8}")
     for label, op, name, a50, d50, ratio, a99, d99, failures in rows:

@@ -150,7 +150,8 @@ async def acontents(store: BaseStore) -> dict[tuple[tuple[str, ...], str], Any]:
 
 class FaultyStore(BaseStore):
     """A REAL store behind a gate: reads pass through; with `mode="raise"` every batch that
-    writes (a put or a delete) fails, as a lost connection would. The data lives in `inner`."""
+    writes (a put or a delete) fails, as a lost connection would, and with `mode="down"`
+    every batch. The data lives in `inner`."""
 
     def __init__(self, inner: BaseStore) -> None:
         self.inner = inner
@@ -162,7 +163,7 @@ class FaultyStore(BaseStore):
     def _gate(self, ops: Iterable[Any]) -> list[Any]:
         ops = list(ops)
         writes = [op for op in ops if isinstance(op, PutOp)]
-        if writes and self.mode == "raise":
+        if self.mode == "down" or (writes and self.mode == "raise"):
             self.refused += writes
             raise StoreDown("store batch: connection refused")
         return ops

@@ -5,6 +5,9 @@ sharing a phase source read one phase at every moment; the async shell over asyn
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
+import psycopg
 import pytest
 from langgraph.store.base import PutOp
 
@@ -12,6 +15,8 @@ from dualsaver import DualSaver, DualStore, Journal, Phase, SecondaryWriteError
 from dualsaver.control.journal import JournalEntry, item_of
 from dualsaver.control.record import open_phase_record
 from dualsaver.control.sources import PollingPhaseSource
+from dualsaver.items import check_items
+from dualsaver.items._adapters import items_for
 from dualsaver.migrate import repairs_from_journal
 from tests.store_support import FaultyStore, acontents, async_store, contents, sync_store
 from tests.savers import sync_saver
@@ -192,4 +197,56 @@ def test_to_the_official_redis_store(tmp_path, redis_stack):
         assert store.flush(timeout=30)
         assert contents(new) == written == contents(old)
         assert not store.secondary_failures
+        store.close()
+
+
+def _rewind_expiries(sqlite_store, pg_url: str) -> None:
+    """Every TTL'd item of both stores due to expire in ten minutes, as if written a while ago."""
+    sqlite_store.conn.execute("UPDATE store SET expires_at = DATETIME(CURRENT_TIMESTAMP, '+10 minutes')"
+                              " WHERE ttl_minutes IS NOT NULL")
+    sqlite_store.conn.commit()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE store SET expires_at = NOW() + interval '10 minutes' WHERE ttl_minutes IS NOT NULL")
+
+
+@pytest.mark.parametrize("phase", [Phase.SHADOW_WRITE, Phase.READ_SWITCH], ids=str)
+def test_a_read_renews_an_items_ttl_in_both_stores(tmp_path, pg_url, phase):
+    """A get or search renews the TTL of what it returns (refresh_on_read) in the store that
+    answers it; the other store renews it too, or its copy would expire first: in new, a
+    memory the user kept alive by using it would vanish after the switch (search does not
+    fall back); in old, on a rollback. And the check would report every item read."""
+    with sync_store("sqlite", tmp=tmp_path) as old, sync_store("postgres", pg_url=pg_url) as new:
+        store = DualStore(old, new, phase, journal=tmp_path / "j.sqlite")
+        store.put(("users", "u1"), "got", {"text": "likes tea"}, ttl=60)
+        store.put(("users", "u1"), "found", {"text": "likes rain"}, ttl=60)
+        store.put(("users", "u1"), "untouched", {"text": "likes snow"}, ttl=60)
+        assert store.flush(timeout=30)
+        _rewind_expiries(old, pg_url)
+        assert check_items(old, new).clean
+
+        assert store.get(("users", "u1"), "got").value == {"text": "likes tea"}
+        assert [i.key for i in store.search(("users", "u1"), filter={"text": "likes rain"})] == ["found"]
+        assert store.flush(timeout=30)
+
+        soon = datetime.now(timezone.utc) + timedelta(minutes=30)
+        for side in (old, new):
+            held = items_for(side).get_items([(("users", "u1"), k) for k in ("got", "found", "untouched")])
+            expiries = {key: held[(("users", "u1"), key)].expires_at for key in ("got", "found", "untouched")}
+            assert expiries["got"] > soon and expiries["found"] > soon, (type(side).__name__, expiries)
+            assert expiries["untouched"] < soon  # a read renews only what it returned
+        report = check_items(old, new)
+        assert report.clean, [d.to_dict() for d in report.divergences]
+        store.close()
+
+
+def test_a_renewal_the_secondary_misses_is_journaled_for_repair(tmp_path, pg_url):
+    with sync_store("sqlite", tmp=tmp_path) as a, sync_store("postgres", pg_url=pg_url) as new:
+        old = FaultyStore(a)
+        store = DualStore(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite", circuit_cool_down=None)
+        store.put(("users", "u1"), "got", {"text": "likes tea"}, ttl=60)
+        _rewind_expiries(a, pg_url)
+        old.mode = "down"
+        assert store.get(("users", "u1"), "got").value == {"text": "likes tea"}  # the read does not fail
+        (row,) = _pending(tmp_path / "j.sqlite")
+        assert (row.store, row.operation, item_of(row)) == ("old", "store.put", (("users", "u1"), "got"))
         store.close()

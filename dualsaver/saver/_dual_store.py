@@ -75,6 +75,9 @@ class DualStore(PhasedPair, BaseStore):
     ) -> None:
         expect_stores(BaseStore, "open_item_store", ("batch",), old=old, new=new)
         self.supports_ttl = bool(old.supports_ttl and new.supports_ttl)
+        # TTLs configured (the way an application gives its items one, langgraph.json's
+        # store.ttl included): a read's renewals reach the secondary too (`_store_plans`)
+        self._renews = self.supports_ttl and (old.ttl_config is not None or new.ttl_config is not None)
         self._contexts: dict[tuple[Phase, bool, bool], tuple[Context, Any]] = {}
         self._pair(old, new, phase, strict=strict, secondary_timeout=secondary_timeout, journal=journal,
                    write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)
@@ -119,7 +122,7 @@ class DualStore(PhasedPair, BaseStore):
         key = (phase, self.strict, self.write_behind)
         begun = self._contexts.get(key)
         if begun is None:
-            ctx = self._context(phase)
+            ctx = self._context(phase, renews_secondary=self._renews)
             role = store_plans.reader_alone(ctx)
             begun = self._contexts[key] = (ctx, None if role is None else self.store(role))
         return begun[0], begun[1], telemetry.listening()

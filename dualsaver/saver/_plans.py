@@ -51,6 +51,8 @@ class Context:
     judge: Callable[[Role, str, tuple], BaseException | None] | None = None
     # tiered: the hot store bounds its own reads (`get_tuple_within`), so none needs a thread
     hot_bounds_reads: bool = False
+    # a DualStore over stores that keep TTLs: what a read renews, the secondary renews too
+    renews_secondary: bool = False
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
@@ -222,6 +224,17 @@ def write_behind(job: Behind, breakers: Mapping[Role, Breaker]) -> Plan[None]:
         yield from guarded(breakers, job.thawed())
     except Exception as exc:
         yield Call("recorder", "missed", job.missed(exc))
+
+
+def secondary_only(ctx: Context, operation: str, call: Call, marks: tuple[Mark, ...]) -> Plan[None]:
+    """What the primary did as a side effect of a read (a TTL renewal), done to the
+    secondary (`call`'s target) as the phase gives it writes: behind in shadow-write, else
+    before the call returns; a failure is journaled with `marks`, never raised (but in
+    strict mode)."""
+    if ctx.write_behind and not ctx.strict:
+        yield Call("behind", "submit", (Behind(call, operation, marks, ctx.route.phase),))
+    else:
+        yield from _write_secondary(ctx, operation, Call(call.target, call.method, call.args, bounded=True), marks)
 
 
 def settled(ctx: Context) -> Plan[None]:

@@ -9,7 +9,14 @@ the same key in one batch sees it, and each result lands at its op's position:
   behind it in shadow-write); a lost write journals one entry per item it named;
 - a run of reads goes to the read store; in read-switch each `GetOp` that new missed is
   asked of old, and what old has is copied into new (target "copier": `copy_items`).
-  `search` and `list_namespaces` are answered by the read store only.
+  `search` and `list_namespaces` are answered by the read store only;
+- a get or search that renews TTLs (`refresh_ttl`) renews them in the read store only, so
+  when both stores keep TTLs (`Context.renews_secondary`) the secondary is asked to renew
+  what it returned (a get of each, `refresh_ttl=True`), as the phase writes it: else the
+  secondary's copy of a memory kept alive by use would expire first (in new: gone after
+  the switch, where search does not fall back; in old: on a rollback), and the check
+  would report every item read. A renewal the secondary misses is journaled as a missed
+  put of the item: its repair copies the item, expiry and all.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langgraph.store.base import GetOp, Item, PutOp
+from langgraph.store.base import GetOp, Item, PutOp, SearchOp
 
 from dualsaver.control.journal import item_entry_fields
 from dualsaver.sansio import Call, Plan
-from dualsaver.saver._plans import Context, Mark, copies, missed, settled, write
+from dualsaver.saver._plans import Context, Mark, copies, missed, secondary_only, settled, write
 from dualsaver.saver.routing import Role
 
 ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
@@ -56,9 +63,12 @@ def answered_alone(ctx: Context, ops: Sequence[Any], drained: bool) -> Role | No
 
 
 def reader_alone(ctx: Context) -> Role | None:
-    """The store that answers reads in `ctx` with no fallback to ask, or None (read-switch)."""
+    """The store that answers reads in `ctx` with nothing else to ask, or None: a fallback
+    (read-switch), or a secondary whose TTLs a read renews."""
     read, fallback = ctx.reads(None)
-    return read if fallback is None else None
+    if fallback is not None or (ctx.renews_secondary and ctx.route.secondary is not None):
+        return None
+    return read
 
 
 def nothing_else(ctx: Context, ops: Sequence[Any], drained: bool) -> bool:
@@ -99,12 +109,30 @@ def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
     yield from settled(ctx)
     read, fallback = ctx.reads(None)
     found = list((yield Call(read, "batch", (ops,))))
-    if fallback is None:
-        return found
-    misses = [i for i, op in enumerate(ops) if isinstance(op, GetOp) and found[i] is None]
-    if misses:
-        yield from _fall_back(ctx, ops, found, misses, read, fallback)
+    if fallback is not None:
+        misses = [i for i, op in enumerate(ops) if isinstance(op, GetOp) and found[i] is None]
+        if misses:
+            yield from _fall_back(ctx, ops, found, misses, read, fallback)
+    secondary = ctx.route.secondary
+    if ctx.renews_secondary and secondary is not None and (renewed := _renewed(ops, found)):
+        marks = tuple(("store.put", item_entry_fields(ns, key)) for ns, key in renewed)
+        renewals = [GetOp(ns, key, refresh_ttl=True) for ns, key in renewed]
+        yield from secondary_only(ctx, "store.renew", Call(secondary, "batch", (renewals,)), marks)
     return found
+
+
+def _renewed(ops: list[Any], found: list[Any]) -> list[ItemKey]:
+    """The items whose TTL these reads renewed: each one a get or search asking for it
+    (`refresh_ttl`) returned."""
+    keys: dict[ItemKey, None] = {}
+    for op, answer in zip(ops, found):
+        if not getattr(op, "refresh_ttl", False) or answer is None:
+            continue
+        if isinstance(op, GetOp):
+            keys[(op.namespace, op.key)] = None
+        elif isinstance(op, SearchOp):
+            keys.update(dict.fromkeys((item.namespace, item.key) for item in answer))
+    return list(keys)
 
 
 def _fall_back(ctx: Context, ops: list[Any], found: list[Any], misses: list[int], read: Role,
