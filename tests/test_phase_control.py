@@ -41,6 +41,8 @@ def expected_allowed(current: Phase, target: Phase, e: Evidence) -> bool:
                 and e.check_at is not None and e.check_at >= e.backfill_at
                 and e.check_full and e.check_clean and e.unrepaired_new == 0
             )
+        if target is Phase.DECOMMISSION:  # old, about to be retired, holds the only copy of what new missed
+            return e.unrepaired_new == 0
         return True
     if current is Phase.DECOMMISSION and not (
         e.reverse_backfill_at is not None and e.reverse_backfill_ok

@@ -173,3 +173,36 @@ def test_leaving_decommission_waits_for_its_deletes_to_reach_old(tmp_path, redis
         assert saver.get_tuple(config("deleted")) is None  # not answered from old, not copied back
         assert saver.get_tuple(config("kept")) is not None
         assert new_store.get_tuple(config("deleted")) is None
+
+
+def test_decommission_waits_until_new_has_what_a_failed_lazy_copy_left_in_old(tmp_path, redis_url):
+    """In read-switch a read that new misses is answered by old and its thread copied into
+    new; when that copy fails it is journaled. Decommission would retire old, the only
+    store holding that thread: refused until the repair copied it."""
+    urls = {side: f"sqlite:///{tmp_path / f'{side}.sqlite'}" for side in ("old", "new")}
+    env = cli_env(DUALSAVER_CONTROL_URL=redis_url, DUALSAVER_OLD_URL=urls["old"], DUALSAVER_NEW_URL=urls["new"])
+
+    def cli(*args: str) -> tuple[int, str]:
+        done = run_cli(*args, cwd=tmp_path, env=env)
+        return done.returncode, done.stdout + done.stderr
+
+    with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
+        run_turn(build_agent(old_store), "only-in-old", "alpha")  # a thread the backfill never saw
+        assert cli("phase", "set", "backfill")[0] == 0
+        _recorded_forward_evidence(redis_url, urls)
+        assert cli("phase", "set", "read-switch")[0] == 0
+        new = Faulty(new_store)
+        with DualSaver(old_store, new, "read-switch", control=redis_url, journal=tmp_path / "spool.sqlite",
+                       circuit_cool_down=None) as saver:
+            new.mode = "raise"
+            assert saver.get_tuple(config("only-in-old")) is not None  # answered by old; its copy fails
+        assert new_store.get_tuple(config("only-in-old")) is None
+
+    code, text = cli("phase", "set", "decommission")
+    assert code == 1, text
+    assert "cannot decommission" in text and "old, about to be retired, holds the only copy" in text
+    code, text = cli("repair", "--journal", "--phase", "read-switch", "--source", "old", "--force")
+    assert code == 0, text
+    assert cli("phase", "set", "decommission")[0] == 0
+    with open_saver(urls["new"]) as new_store:
+        assert new_store.get_tuple(config("only-in-old")) is not None

@@ -39,6 +39,7 @@ rules:
   and out of read-switch or decommission once no journal entry naming old waits for
   `dualsaver repair --journal --phase CURRENT` (what old missed would vanish from reads)
   read-switch needs a successful full backfill and a clean full check started after it
+  read-switch and decommission need no journal entry naming new left unrepaired
   a step is refused while live replicas still report the previous phase (use --wait)
 
 The control store is named by --control, else control.url in the settings file (--config or

@@ -124,8 +124,10 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
     """Raise TransitionError unless the rules and the recorded evidence allow the move.
 
     On top of `check_transition`: leaving decommission backward needs a successful reverse
-    backfill finished after decommission was entered, and entering read-switch from
-    backfill needs a successful full backfill and a clean full check finished after it.
+    backfill finished after decommission was entered; any move back out of read-switch or
+    decommission needs old to lack nothing the journal names; entering read-switch from
+    backfill needs a successful full backfill, a clean full check finished after it and new
+    to lack nothing the journal names; entering decommission, new to lack nothing either.
     """
     reverse_done = (
         evidence.reverse_backfill_at is not None
@@ -135,13 +137,14 @@ def guard_transition(current: Phase, target: Phase, evidence: Evidence) -> None:
     check_transition(current, target, reverse_backfill_done=reverse_done)
     if target.index < current.index and current.index >= Phase.READ_SWITCH.index:
         _require_old_settled(evidence, current, target)
-    if not (target is Phase.READ_SWITCH and current is Phase.BACKFILL):
-        return
-    backfill_at = _require_backfill(evidence)
-    _require_check(evidence, backfill_at)
-    _require_journal_settled(evidence)
-    if evidence.store_required:
-        _guard_store(evidence)
+    elif target is Phase.DECOMMISSION and current is Phase.READ_SWITCH:
+        _require_new_settled_to_retire_old(evidence)
+    elif target is Phase.READ_SWITCH and current is Phase.BACKFILL:
+        backfill_at = _require_backfill(evidence)
+        _require_check(evidence, backfill_at)
+        _require_journal_settled(evidence)
+        if evidence.store_required:
+            _guard_store(evidence)
 
 
 def _require_backfill(e: Evidence) -> float:
@@ -208,6 +211,18 @@ def _require_old_settled(e: Evidence, current: Phase, target: Phase) -> None:
             f"cannot move back from {current} to {target}: {e.unrepaired_old} journal entr(ies) name"
             " writes old missed (or deletes made while it was not written) that no repair has settled;"
             f" run `dualsaver repair --journal --phase {current}` (it copies from new), then move back"
+        )
+
+
+def _require_new_settled_to_retire_old(e: Evidence) -> None:
+    """Nothing new missed in read-switch (a lazy copy that failed, say) waits for repair:
+    old, about to be retired, holds the only copy."""
+    if e.unrepaired_new:
+        raise TransitionError(
+            f"cannot decommission: (d) {e.unrepaired_new} journal entr(ies) name writes new missed"
+            " (a lazy copy that failed, say) that no repair has settled, and old, about to be retired, holds"
+            " the only copy; run `dualsaver repair --journal --phase read-switch --source old` (new being the"
+            " primary, it asks for --force: see its --help), then check again"
         )
 
 
