@@ -201,3 +201,30 @@ def test_decommission_waits_until_new_has_what_a_failed_lazy_copy_left_in_old(tm
     assert cli("phase", "set", "decommission")[0] == 0
     with open_saver(urls["new"]) as new_store:
         assert new_store.get_tuple(config("only-in-old")) is not None
+
+
+def test_a_reverse_backfill_refuses_to_copy_into_old_while_old_is_the_primary(tmp_path):
+    """In shadow-write and backfill old is the source of truth: a reverse backfill (new -> old,
+    insert-if-absent) would bring back into it a conversation deleted there whose delete new
+    missed. It is for leaving decommission; the phase it runs in is named or forced."""
+    urls = {side: f"sqlite:///{tmp_path / f'{side}.sqlite'}" for side in ("old", "new")}
+    env = cli_env(DUALSAVER_OLD_URL=urls["old"], DUALSAVER_NEW_URL=urls["new"])
+    with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
+        new = Faulty(new_store)
+        with DualSaver(old_store, new, "shadow-write", journal=tmp_path / "j.sqlite", write_behind=False,
+                       circuit_cool_down=None) as saver:
+            run_turn(build_agent(saver), "deleted", "alpha")
+            new.mode = "raise"
+            saver.delete_thread("deleted")  # old deletes it; new misses the delete (journaled)
+        assert old_store.get_tuple(config("deleted")) is None and new_store.get_tuple(config("deleted")) is not None
+
+    for phase in ("shadow-write", "backfill"):
+        done = run_cli("backfill", "--reverse", "--no-progress", *(["--phase", phase] if phase != "shadow-write" else []),
+                       cwd=tmp_path, env=env)
+        assert done.returncode == 2, done.stderr
+        assert f"old, the primary in {phase}" in done.stderr and "would come back" in done.stderr
+    with open_saver(urls["old"]) as old_store:
+        assert old_store.get_tuple(config("deleted")) is None  # nothing came back
+
+    done = run_cli("backfill", "--reverse", "--no-progress", "--phase", "decommission", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr  # leaving decommission: new is the truth, old gets what it lacks

@@ -32,8 +32,8 @@ examples:
   # just these threads; start over instead of resuming
   dualsaver backfill --old ... --new ... --thread t-1 --thread t-2 --restart
 
-  # rollback after decommission: copy new -> old
-  dualsaver backfill --old ... --new ... --reverse
+  # rollback after decommission: copy new -> old (refused while old is the primary)
+  dualsaver backfill --old ... --new ... --reverse --phase decommission
 
   # the long-term store (BaseStore) too: its items, times, TTLs and vectors, exactly
   dualsaver backfill --old ... --new ... --store-old sqlite:///store.sqlite --store-new postgresql://app@db/app
@@ -84,6 +84,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="count what would be copied; write nothing")
     p.add_argument("--thread", action="append", dest="threads", metavar="ID", help="only this thread (repeatable)")
     p.add_argument("--reverse", action="store_true", help="copy new -> old (rollback after decommission)")
+    p.add_argument("--phase", help="the migration phase, which --reverse needs to be read-switch or decommission"
+                   " (default: $DUALSAVER_PHASE, else the settings, else the control store's record)")
+    p.add_argument("--force", action="store_true",
+                   help="with --reverse: copy into old even while it is the primary (shadow-write, backfill)")
     p.add_argument("--state", metavar="PATH", help="progress file (default .dualsaver/backfill.sqlite)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -143,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2
+    if args.reverse and (why := _reverse_into_truth(args)) is not None:
+        print(f"dualsaver backfill: {why}", file=sys.stderr)
+        return 2
     code, result = 0, None
     if items is None or store_items.has_checkpoint_pair(args):
         code, result = _run_checkpoints(args)
@@ -159,6 +166,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, default=str))
     return code
+
+
+def _reverse_into_truth(args: argparse.Namespace) -> str | None:
+    """Why a reverse backfill must not run, or None. It copies into old whatever new holds
+    that old lacks: while old is the primary it is the source of truth, and a conversation
+    or item deleted from it whose delete new missed would come back."""
+    from dualsaver.control.sources import resolve_phase
+    from dualsaver.errors import describe_error
+    from dualsaver.saver.routing import route_for
+
+    if args.force:
+        return None
+    try:
+        phase, origin = resolve_phase(args.phase, settings=settings_for(args))
+    except Exception as exc:  # an unknown phase, an unreachable control store: one line
+        return f"--reverse needs the phase: {describe_error(exc)}"
+    if route_for(phase).primary != "old":
+        return None
+    return (f"--reverse copies into old, the primary in {phase} (phase from {origin}): a thread or item deleted"
+            " from old whose delete new missed would come back. A reverse backfill is for leaving decommission"
+            " (or read-switch); pass --phase if the fleet is there, or --force to copy anyway")
 
 
 def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
