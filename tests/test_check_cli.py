@@ -130,3 +130,31 @@ def test_the_command_line_entry_point(pair, tmp_path):
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert "examples:" in helped.stdout and "exit status" in helped.stdout
+
+
+def _counts(url: str, threads) -> dict[str, int]:
+    with open_saver(url) as saver:
+        return {t: len(cs.items(saver, t)) for t in threads}
+
+
+def test_in_read_switch_a_report_repair_never_deletes_what_only_old_holds(pair, tmp_path, capsys, monkeypatch):
+    """From read-switch on new is the source, but a thread new lacks is answered from old
+    (the fallback), and rows only old holds may be what new lost. Deleting them from old, as
+    the repair of the check's report did, lost the conversation everywhere. They are named
+    for attention instead, with the command that copies them into new."""
+    old, new = pair
+    monkeypatch.setenv("DUALSAVER_PHASE", "read-switch")
+    with open_saver(new) as saver:
+        saver.delete_thread("t-a")  # new lost t-a (or never had it): read-switch serves it from old
+        cs.rewrite_thread(saver, "t-b", lambda r: cs.drop(r, 1))  # and the newest rows of t-b
+    report = tmp_path / "r.json"
+    assert main(["check", "--old", old, "--new", new, "--report", str(report), "-q"]) == 1
+    before = _counts(old, ("t-a", "t-b"))
+
+    assert main(["repair", "--old", old, "--new", new, "--report", str(report)]) == 1  # still divergent, said why
+    out = capsys.readouterr().out
+    assert "needs attention: t-a" in out and "dualsaver backfill --thread t-a" in out
+    assert _counts(old, ("t-a", "t-b")) == before  # nothing deleted from old
+
+    assert main(["backfill", "--old", old, "--new", new, "--thread", "t-a", "--thread", "t-b", "--no-progress"]) == 0
+    assert main(["check", "--old", old, "--new", new, "-q"]) == 0

@@ -36,6 +36,11 @@ def test_plans_say_what_each_thread_needs():
     reverse = {p.thread_id: p.action for p in repairs_from_report(_report(
         Divergence("missing_in_old", "b", "", "1")), source="new")}
     assert reverse == {"b": "copy"}
+    # ... and rows only old holds are never deleted from it: named once a thread, for attention
+    (kept,) = repairs_from_report(_report(
+        Divergence("missing_in_new", "f", "", "1"), Divergence("missing_in_new", "f", "", "2"),
+        Divergence("checkpoint_mismatch", "f", "", "3")), source="new")
+    assert kept.action == "copy" and len(kept.attention) == 1 and "backfill --thread f" in kept.attention[0]
     journal = repairs_from_journal(
         [
             JournalEntry("shadow-write", "new", "put_writes", "x", "", "1", "task", "err"),

@@ -134,8 +134,21 @@ def other(side: Side) -> Side:
     return "new" if side == "old" else "old"
 
 
+# Rows only old holds, from read-switch on: not trimmed to what new holds.
+_OLD_ONLY = ("old holds rows new lacks; from read-switch on they are not deleted from old: read-switch answers"
+             " a thread new lacks from old, and new may have lost them. `dualsaver backfill --thread {thread}`"
+             " copies them into new (insert-if-absent); if new deleted them, `dualsaver repair --journal`"
+             " applies the delete")
+
+
 def repairs_from_report(report: DivergenceReport, source: Side = "old") -> list[ThreadRepair]:
-    """One `ThreadRepair` per affected thread of a check report."""
+    """One `ThreadRepair` per affected thread of a check report.
+
+    Rows only the target holds are deleted with it (the thread replaced) when the source is
+    old: until read-switch nothing reaches new that old refused, so they are deletes new
+    missed. From read-switch on (source new) rows only old holds are not: the thread is
+    named for attention (`_OLD_ONLY`), for read-switch answers a thread new lacks from old,
+    and new may have lost them."""
     target = other(source)
     reasons: dict[str, list[str]] = {}
     replace: set[str] = set()
@@ -145,6 +158,11 @@ def repairs_from_report(report: DivergenceReport, source: Side = "old") -> list[
         reasons.setdefault(d.thread_id, []).append(where)
         if d.kind == f"missing_in_{target}":
             continue  # the target lacks rows: insert-if-absent fills them
+        if d.kind == MISSING_IN_NEW and source == "new":
+            notes, note = attention.setdefault(d.thread_id, []), _OLD_ONLY.format(thread=d.thread_id)
+            if note not in notes:  # once a thread, however many rows
+                notes.append(note)
+            continue
         if d.kind == UNREADABLE:
             side = d.detail.get("side")
             if side in (source, "both"):
