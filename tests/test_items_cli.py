@@ -119,3 +119,31 @@ def test_read_switch_needs_a_clean_store_check_when_a_store_pair_is_configured()
     guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, Evidence(
         **ready, store_required=True, store_backfill_at=10.0, store_backfill_ok=True, store_check_at=11.0,
         store_check_clean=True))
+
+
+def test_in_read_switch_a_report_repair_never_deletes_an_item_only_old_holds(tmp_path):
+    """From read-switch on the repair copies from new, but an item new lacks is answered from
+    old by read-switch (and new may have lost it): the repair of the check's report deleted
+    it from old, losing the memory everywhere. It is named for attention instead."""
+    old, new = f"sqlite:///{tmp_path / 'a.sqlite'}", f"sqlite:///{tmp_path / 'b.sqlite'}"
+    _fill(old)
+    env = {"DUALSAVER_STORE_OLD_URL": old, "DUALSAVER_STORE_NEW_URL": new, "DUALSAVER_PHASE": "read-switch",
+           "DUALSAVER_STATUS": str(tmp_path / "s.json")}
+    assert dualsaver("backfill", "--state", str(tmp_path / "p.sqlite"), "--phase", "shadow-write", "--no-progress",
+                     env=env).returncode == 0
+    from tests.items_support import INDEX
+
+    with open_item_store(new, index=INDEX) as store:
+        store.delete(("users", "u1"), "k001")  # new lost it: read-switch answers it from old
+        store.put(("users", "u2"), "k002", {"text": "changed in new"})
+    assert dualsaver("check", "--report", str(tmp_path / "r.json"), env=env).returncode == 1
+
+    done = dualsaver("repair", "--report", str(tmp_path / "r.json"), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr  # still divergent, and why
+    assert "only old holds" in done.stdout and "dualsaver backfill --store-prefix users.u1" in done.stdout
+    with open_item_store(old, index=INDEX) as store:
+        assert store.get(("users", "u1"), "k001") is not None  # kept
+        assert store.get(("users", "u2"), "k002").value == {"text": "changed in new"}  # new's value, copied
+    assert dualsaver("backfill", "--state", str(tmp_path / "p2.sqlite"), "--store-prefix", "users.u1",
+                     "--no-progress", env=env).returncode == 0
+    assert dualsaver("check", env=env).returncode == 0

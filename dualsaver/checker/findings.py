@@ -6,7 +6,7 @@ here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,10 +106,10 @@ class DivergenceReport:
     def affected_threads(self) -> list[str]:
         return sorted({d.thread_id for d in self.divergences if d.kind not in ITEM_KINDS})
 
-    def affected_items(self) -> list[tuple[tuple[str, ...], str]]:
-        """(namespace, key) of every item a divergence names."""
+    def affected_items(self, kinds: Collection[str] = ITEM_KINDS) -> list[tuple[tuple[str, ...], str]]:
+        """(namespace, key) of every item a divergence (of `kinds`) names."""
         found = {
-            (tuple(json.loads(d.checkpoint_ns)), d.checkpoint_id) for d in self.divergences if d.kind in ITEM_KINDS
+            (tuple(json.loads(d.checkpoint_ns)), d.checkpoint_id) for d in self.divergences if d.kind in kinds
         }
         return sorted(found)
 

@@ -111,9 +111,11 @@ def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report:
 
     target = "new" if source == "old" else "old"
     keys = report.affected_items() if report is not None else keys_from_journal(entries, target)
+    kept = _kept_in_old(report) if report is not None and source == "new" else []
+    keys = [k for k in keys if k not in set(kept)]
     if not keys:
         print("store: nothing to repair")
-        return 0
+        return 1 if kept else 0
     print(f"store: {len(keys)} item(s) to copy again from {source}")
     if args.dry_run:
         return 0
@@ -133,4 +135,24 @@ def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report:
             ids = [e.id for e in item_entries(entries, target) if e.id is not None and entry_key(e) not in divergent]
             print(f"journal: {args._journal.mark_repaired(ids)} store entr(ies) marked repaired")
     print(f"store: re-check of {len(keys)} item(s): {'clean' if not still else f'{len(still)} still divergent'}")
-    return 0 if not still and not result.bad else 1
+    return 0 if not still and not result.bad and not kept else 1
+
+
+def _kept_in_old(report: Any) -> list[tuple[tuple[str, ...], str]]:
+    """The items of a report only old holds, which a repair from new (read-switch on) leaves
+    in old, and says so: read-switch answers an item new lacks from old, and new may have
+    lost it, so deleting it from old could lose the memory everywhere."""
+    from dualsaver.checker.findings import ITEM_MISSING_IN_NEW
+    from dualsaver.items.record import ns_text
+
+    kept = report.affected_items(kinds=(ITEM_MISSING_IN_NEW,))
+    if kept:
+        prefixes = sorted({ns_text(ns) for ns, _ in kept})
+        print(f"store: {len(kept)} item(s) only old holds are left in old (from read-switch on they are not deleted:"
+              " read-switch answers an item new lacks from old, and new may have lost it); copy them into new"
+              f" (insert-if-absent) with `dualsaver backfill --store-prefix {prefixes[0]}`"
+              + (f" (and {len(prefixes) - 1} more namespace(s))" if len(prefixes) > 1 else "")
+              + ", or, if new deleted them, apply the delete with `dualsaver repair --journal`")
+        for ns, key in kept[:10]:
+            print(f"  needs attention: {ns_text(ns)} {key}")
+    return kept
