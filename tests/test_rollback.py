@@ -161,6 +161,10 @@ def test_leaving_decommission_waits_for_its_deletes_to_reach_old(tmp_path, redis
             saver.delete_thread("deleted")  # new only: old is retired
         assert old_store.get_tuple(config("deleted")) is not None
 
+    code, text = cli("backfill")  # a forward backfill now would bring the deleted conversation back into new
+    assert code == 2 and "old is retired in decommission" in text, text
+    with open_saver(urls["new"]) as new_store:
+        assert new_store.get_tuple(config("deleted")) is None
     assert cli("backfill", "--reverse")[0] == 0
     code, text = cli("phase", "set", "read-switch", "--reason", "rollback")
     assert code == 1, text

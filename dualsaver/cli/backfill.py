@@ -32,7 +32,8 @@ examples:
   # just these threads; start over instead of resuming
   dualsaver backfill --old ... --new ... --thread t-1 --thread t-2 --restart
 
-  # rollback after decommission: copy new -> old (refused while old is the primary)
+  # rollback after decommission: copy new -> old (refused while old is the primary;
+  # a forward backfill is refused in decommission, where old is retired)
   dualsaver backfill --old ... --new ... --reverse --phase decommission
 
   # the long-term store (BaseStore) too: its items, times, TTLs and vectors, exactly
@@ -84,10 +85,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="count what would be copied; write nothing")
     p.add_argument("--thread", action="append", dest="threads", metavar="ID", help="only this thread (repeatable)")
     p.add_argument("--reverse", action="store_true", help="copy new -> old (rollback after decommission)")
-    p.add_argument("--phase", help="the migration phase, which --reverse needs to be read-switch or decommission"
-                   " (default: $DUALSAVER_PHASE, else the settings, else the control store's record)")
+    p.add_argument("--phase", help="the migration phase: a backfill refuses decommission (old is retired), --reverse"
+                   " needs read-switch or decommission (default: $DUALSAVER_PHASE, else the settings, else the"
+                   " control store's record)")
     p.add_argument("--force", action="store_true",
-                   help="with --reverse: copy into old even while it is the primary (shadow-write, backfill)")
+                   help="copy even so: into new in decommission, or (--reverse) into old while it is the primary")
     p.add_argument("--state", metavar="PATH", help="progress file (default .dualsaver/backfill.sqlite)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dualsaver backfill: {exc}", file=sys.stderr)
         return 2
-    if args.reverse and (why := _reverse_into_truth(args)) is not None:
+    if (why := _into_truth(args)) is not None:
         print(f"dualsaver backfill: {why}", file=sys.stderr)
         return 2
     code, result = 0, None
@@ -168,10 +170,13 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _reverse_into_truth(args: argparse.Namespace) -> str | None:
-    """Why a reverse backfill must not run, or None. It copies into old whatever new holds
-    that old lacks: while old is the primary it is the source of truth, and a conversation
-    or item deleted from it whose delete new missed would come back."""
+def _into_truth(args: argparse.Namespace) -> str | None:
+    """Why this backfill must not run in the phase in force, or None. A backfill copies into
+    its target whatever the source holds that the target lacks: into old while old is the
+    primary (--reverse in shadow-write or backfill), or into new once old is retired
+    (decommission), that is a conversation or item deleted from the store of record whose
+    delete the other store missed (or, retired, never got), brought back."""
+    from dualsaver.control.phase import Phase
     from dualsaver.control.sources import resolve_phase
     from dualsaver.errors import describe_error
     from dualsaver.saver.routing import route_for
@@ -181,12 +186,17 @@ def _reverse_into_truth(args: argparse.Namespace) -> str | None:
     try:
         phase, origin = resolve_phase(args.phase, settings=settings_for(args))
     except Exception as exc:  # an unknown phase, an unreachable control store: one line
-        return f"--reverse needs the phase: {describe_error(exc)}"
-    if route_for(phase).primary != "old":
-        return None
-    return (f"--reverse copies into old, the primary in {phase} (phase from {origin}): a thread or item deleted"
-            " from old whose delete new missed would come back. A reverse backfill is for leaving decommission"
-            " (or read-switch); pass --phase if the fleet is there, or --force to copy anyway")
+        return f"a backfill needs the phase: {describe_error(exc)}"
+    if args.reverse and route_for(phase).primary == "old":
+        return (f"--reverse copies into old, the primary in {phase} (phase from {origin}): a thread or item"
+                " deleted from old whose delete new missed would come back. A reverse backfill is for leaving"
+                " decommission (or read-switch); pass --phase if the fleet is there, or --force to copy anyway")
+    if not args.reverse and phase is Phase.DECOMMISSION:
+        return (f"old is retired in {phase} (phase from {origin}): a backfill would copy into new, the only store"
+                " written, what was deleted there since (a conversation deleted in decommission would come back)."
+                " Leaving decommission starts with `dualsaver backfill --reverse`; pass --phase if the fleet is"
+                " elsewhere, or --force to copy anyway")
+    return None
 
 
 def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
