@@ -239,6 +239,28 @@ def test_a_read_renews_an_items_ttl_in_both_stores(tmp_path, pg_url, phase):
         store.close()
 
 
+def test_postgres_stores_renew_without_a_ttl_config(tmp_path, pg_url_factory):
+    """The official PostgreSQL stores renew a TTL on every read asking for it, ttl config or
+    not (as the stores an Agent Server deployment opens have none): so does the secondary."""
+    from langgraph.store.postgres import PostgresStore
+
+    urls = [pg_url_factory(), pg_url_factory()]
+    with PostgresStore.from_conn_string(urls[0]) as old, PostgresStore.from_conn_string(urls[1]) as new:
+        old.setup()
+        new.setup()
+        store = DualStore(old, new, Phase.SHADOW_WRITE, journal=tmp_path / "j.sqlite")
+        store.put(("users", "u1"), "got", {"text": "likes tea"}, ttl=60)
+        assert store.flush(timeout=30)
+        for url in urls:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("UPDATE store SET expires_at = NOW() + interval '10 minutes'")
+        assert store.get(("users", "u1"), "got") is not None
+        assert store.flush(timeout=30)
+        report = check_items(old, new)
+        assert report.clean, [d.to_dict() for d in report.divergences]
+        store.close()
+
+
 def test_a_renewal_the_secondary_misses_is_journaled_for_repair(tmp_path, pg_url):
     with sync_store("sqlite", tmp=tmp_path) as a, sync_store("postgres", pg_url=pg_url) as new:
         old = FaultyStore(a)

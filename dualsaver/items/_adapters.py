@@ -36,6 +36,24 @@ def accepting(adapter: Any, allowed: Collection[str]) -> Any:
     return adapter
 
 
+def renews_on_read(store: Any) -> bool:
+    """Whether a get or search asking for it (`refresh_ttl`) renews the TTLs of what it
+    returns in `store`: the official PostgreSQL stores always do, SQLite's when their ttl
+    config says `refresh_on_read`, Redis's (and any other store keeping TTLs) when they have
+    a ttl config. (Found in the official stores' batch code; each decides on its own.)"""
+    if isinstance(store, SyncStoreInThreads):
+        store = store.store
+    if not getattr(store, "supports_ttl", False):
+        return False
+    config = getattr(store, "ttl_config", None)
+    modules = [cls.__module__ for cls in type(store).__mro__]
+    if any(m.startswith("langgraph.store.postgres") for m in modules):
+        return True
+    if any(m.startswith("langgraph.store.sqlite") for m in modules):
+        return bool(config and config.get("refresh_on_read", False))
+    return config is not None
+
+
 def _is_adapter(obj: Any) -> bool:
     return hasattr(obj, "exact") and (hasattr(obj, "write_items") or hasattr(obj, "awrite_items"))
 

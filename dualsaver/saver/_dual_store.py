@@ -16,6 +16,7 @@ from langgraph.store.base import BaseStore, TTLConfig
 from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
+from dualsaver.items._adapters import renews_on_read
 from dualsaver.observability import telemetry
 from dualsaver.saver import _store_plans as store_plans
 from dualsaver.saver._item_copy import ItemCopier, StoreSide
@@ -75,9 +76,6 @@ class DualStore(PhasedPair, BaseStore):
     ) -> None:
         expect_stores(BaseStore, "open_item_store", ("batch",), old=old, new=new)
         self.supports_ttl = bool(old.supports_ttl and new.supports_ttl)
-        # TTLs configured (the way an application gives its items one, langgraph.json's
-        # store.ttl included): a read's renewals reach the secondary too (`_store_plans`)
-        self._renews = self.supports_ttl and (old.ttl_config is not None or new.ttl_config is not None)
         self._contexts: dict[tuple[Phase, bool, bool], tuple[Context, Any]] = {}
         self._pair(old, new, phase, strict=strict, secondary_timeout=secondary_timeout, journal=journal,
                    write_behind=write_behind, circuit_cool_down=circuit_cool_down, control=control)
@@ -122,10 +120,19 @@ class DualStore(PhasedPair, BaseStore):
         key = (phase, self.strict, self.write_behind)
         begun = self._contexts.get(key)
         if begun is None:
-            ctx = self._context(phase, renews_secondary=self._renews)
+            ctx = self._context(phase, renews_secondary=self._renews(phase))
             role = store_plans.reader_alone(ctx)
             begun = self._contexts[key] = (ctx, None if role is None else self.store(role))
         return begun[0], begun[1], telemetry.listening()
+
+    def _renews(self, phase: Phase) -> bool:
+        """Whether reads in `phase` renew TTLs in the read store that the secondary, asked,
+        renews too (`_store_plans.read_items`). A secondary that would not (SQLite with no
+        `refresh_on_read`, Redis with no ttl config) is not asked: the check names what
+        differs then."""
+        route = route_for(phase)
+        return (route.secondary is not None and renews_on_read(self.store(route.read))
+                and renews_on_read(self.store(route.secondary)))
 
     def _operation(self, ctx: Context, traced: bool) -> Operation:
         return Operation("store.batch", ctx.route.phase.value, None, traced)

@@ -11,12 +11,13 @@ the same key in one batch sees it, and each result lands at its op's position:
   asked of old, and what old has is copied into new (target "copier": `copy_items`).
   `search` and `list_namespaces` are answered by the read store only;
 - a get or search that renews TTLs (`refresh_ttl`) renews them in the read store only, so
-  when both stores keep TTLs (`Context.renews_secondary`) the secondary is asked to renew
-  what it returned (a get of each, `refresh_ttl=True`), as the phase writes it: else the
-  secondary's copy of a memory kept alive by use would expire first (in new: gone after
-  the switch, where search does not fall back; in old: on a rollback), and the check
-  would report every item read. A renewal the secondary misses is journaled as a missed
-  put of the item: its repair copies the item, expiry and all.
+  when both stores renew on such reads (`Context.renews_secondary`, `items.renews_on_read`)
+  the secondary is asked to renew what it returned (a get of each, `refresh_ttl=True`), as
+  the phase writes it: else the secondary's copy of a memory kept alive by use would
+  expire first (in new: gone after the switch, where search does not fall back; in old:
+  on a rollback), and the check would report every item read. A renewal the secondary
+  misses is journaled as a missed put of the item: its repair copies the item, expiry
+  and all.
 """
 
 from __future__ import annotations
