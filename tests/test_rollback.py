@@ -9,6 +9,7 @@ are journaled as tombstones, and the repair from the journal applies them to old
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from dualsaver import DualSaver, Journal, Phase
@@ -131,6 +132,8 @@ def test_a_move_back_waits_until_old_has_what_it_missed(tmp_path, redis_url):
     shown = json.loads(run_cli("phase", "show", "--json", cwd=tmp_path, env=env).stdout)
     assert shown["phase"] == "read-switch"  # not moved, and `phase show` says why
     assert "old missed" in shown["refused"]["backfill"]
+    status = run_cli("status", cwd=tmp_path, env=env).stdout
+    assert re.search(r"\(0 naming new, [1-9]\d* naming old: reads cannot move", status), status
 
     code, text = cli("repair", "--journal", "--phase", "read-switch")
     assert code == 0, text

@@ -142,8 +142,8 @@ def _fleet_view(control: Any, now: float) -> dict[str, Any]:
         "replicas": [{**r.as_dict(), "alive": r.alive(now), "age_seconds": round(now - r.seen_at, 1)}
                      for r in replicas],
         "shards": [shard_view(job, now) for job in control.jobs()],
-        "fleet_journal": {"depth": backlog.depth, "new": backlog.new, "lossy": lossy_view(backlog.lossy),
-                          "threads": backlog.threads},
+        "fleet_journal": {"depth": backlog.depth, "new": backlog.new, "old": backlog.old,
+                          "lossy": lossy_view(backlog.lossy), "threads": backlog.threads},
         "throttle": asdict(limits) if limits else None,
         "tiered": tiered_view(control.list_status("tiered/"), now),
     }
@@ -298,7 +298,8 @@ def _control_lines(rec: dict[str, Any]) -> list[str]:
     fj = rec["fleet_journal"]
     tail = ""
     if fj["depth"]:
-        tail = f" in {fj['threads']} thread(s) ({fj['new']} naming new); run `dualsaver repair --journal`"
+        tail = (f" in {fj['threads']} thread(s) ({fj['new']} naming new, {fj['old']} naming old: reads cannot"
+                " move to a store that lacks them); run `dualsaver repair --journal`")
     lines.append(f"fleet journal: {fj['depth']} entr(ies) waiting{tail}")
     lines += lossy_line(fj.get("lossy"))
     lines += _tiered_line(rec.get("tiered"))

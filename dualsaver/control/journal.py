@@ -108,12 +108,14 @@ def is_lossy(entry: JournalEntry) -> bool:
 @dataclass(frozen=True, slots=True)
 class Backlog:
     """What waits for repair in a journal: how many entries, in how many threads, how many
-    name new (None where not counted), and the lossy ones as (thread_id, error)."""
+    name new and how many old (None where not counted: the phase guards count them), and
+    the lossy ones as (thread_id, error)."""
 
     depth: int
     threads: int
     lossy: list[tuple[str | None, str]]
     new: int | None = None
+    old: int | None = None
 
     @classmethod
     def of(cls, entries: Sequence[JournalEntry]) -> Backlog:
@@ -123,6 +125,7 @@ class Backlog:
             threads=len({e.thread_id for e in entries}),
             lossy=[(e.thread_id, e.error) for e in entries if is_lossy(e)],
             new=sum(e.store == "new" for e in entries),
+            old=sum(e.store == "old" for e in entries),
         )
 
 
