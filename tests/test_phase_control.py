@@ -40,6 +40,7 @@ def expected_allowed(current: Phase, target: Phase, e: Evidence) -> bool:
                 e.backfill_at is not None and e.backfill_ok and e.backfill_full
                 and e.check_at is not None and e.check_at >= e.backfill_at
                 and e.check_full and e.check_clean and e.unrepaired_new == 0
+                and (e.reads_back_at is None or e.check_at >= e.reads_back_at)  # a check after any rollback
             )
         if target is Phase.DECOMMISSION:  # old, about to be retired, holds the only copy of what new missed
             return e.unrepaired_new == 0
@@ -60,7 +61,7 @@ evidence = st.builds(
     reverse_backfill_at=times, reverse_backfill_ok=st.booleans(),
     check_at=times, check_clean=st.booleans(), check_full=st.booleans(),
     check_divergences=st.integers(0, 3), entered_at=times,
-    unrepaired_new=st.integers(0, 2), unrepaired_old=st.integers(0, 2),
+    unrepaired_new=st.integers(0, 2), unrepaired_old=st.integers(0, 2), reads_back_at=times,
 )
 
 

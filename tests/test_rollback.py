@@ -143,6 +143,13 @@ def test_a_move_back_waits_until_old_has_what_it_missed(tmp_path, redis_url):
         state = build_agent(saver).get_state(config("t")).values
         assert state["results"] == expected_results("alpha", "beta")  # old answers, and lost nothing
 
+    # Forward again: the clean check from before the switch says nothing of what new took and
+    # lost while it was the primary.
+    code, text = cli("phase", "set", "read-switch")
+    assert code == 1 and "no check has started since reads moved back to old" in text, text
+    assert cli("check")[0] == 0
+    assert cli("phase", "set", "read-switch")[0] == 0
+
 
 def test_leaving_decommission_waits_for_its_deletes_to_reach_old(tmp_path, redis_url):
     """After decommission, read-switch answers a miss from old and copies the thread back:

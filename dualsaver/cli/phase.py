@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 EXIT_OK, EXIT_REFUSED, EXIT_CANNOT, EXIT_RACE, EXIT_WAIT = 0, 1, 2, 3, 4
+HISTORY_SCANNED = 1000  # transitions the guards look through for the last move back (a migration has a few)
 
 EPILOG = """\
 examples:
@@ -39,6 +40,7 @@ rules:
   and out of read-switch or decommission once no journal entry naming old waits for
   `dualsaver repair --journal --phase CURRENT` (what old missed would vanish from reads)
   read-switch needs a successful full backfill and a clean full check started after it
+  (and after the last move back to old, if reads were on new before)
   read-switch and decommission need no journal entry naming new left unrepaired
   a step is refused while live replicas still report the previous phase (use --wait)
 
@@ -137,6 +139,7 @@ def _evidence(control: Any, state: Any, settings: Any, *, verify_pair: bool = Fa
     return evidence.evidence(
         control, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
         unrepaired=evidence.count_unrepaired(control),
+        reads_back_at=evidence.reads_moved_back(control.history(HISTORY_SCANNED)),
         store_pair=bool(getattr(settings, "store_old_url", None) and getattr(settings, "store_new_url", None)),
     )
 

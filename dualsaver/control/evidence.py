@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from dualsaver.control import settings as settings_module
-from dualsaver.control.phase import Evidence
+from dualsaver.control.phase import Evidence, Phase
 from dualsaver.control.record import open_control_store
 from dualsaver.errors import describe_error
 from dualsaver.redact import redact
@@ -357,6 +357,14 @@ def store_evidence(store: Any, required: bool) -> dict[str, Any]:
     return facts
 
 
+def reads_moved_back(transitions: Any) -> float | None:
+    """When the newest move from a phase that reads new (read-switch, decommission) to one
+    that reads old happened, among `transitions` (oldest first); None if none did."""
+    reads_new = (Phase.READ_SWITCH.value, Phase.DECOMMISSION.value)
+    back = [t.changed_at for t in transitions if t.from_phase in reads_new and t.to_phase not in reads_new]
+    return back[-1] if back else None
+
+
 def count_unrepaired(control_store: Any) -> dict[str, int]:
     """By store ("old", "new"): journal entries naming writes it missed (lossy live writes
     held back among them) or deletes it did not get, that no repair has settled. Reads
@@ -369,11 +377,12 @@ def count_unrepaired(control_store: Any) -> dict[str, int]:
 
 def evidence(
     store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None,
-    unrepaired: dict[str, int] | None = None, store_pair: bool = False,
+    unrepaired: dict[str, int] | None = None, store_pair: bool = False, reads_back_at: float | None = None,
 ) -> Evidence:
     """What the guards need, from the recorded outcomes. `pair` holds the fingerprints of
     the configured old and new stores (None: the pair the newest whole backfill ran on);
     `unrepaired` counts the journal entries naming each store that no repair has settled;
+    `reads_back_at`: when reads last moved back from new to old (`reads_moved_back`);
     `store_pair`: a long-term store pair is configured, so its items need evidence too."""
     backfill, pair = backfill_evidence(store, pair)
     return Evidence(
@@ -383,5 +392,6 @@ def evidence(
         **store_evidence(store, store_pair),
         unrepaired_new=(unrepaired or {}).get("new", 0),
         unrepaired_old=(unrepaired or {}).get("old", 0),
+        reads_back_at=reads_back_at,
         entered_at=entered_at,
     )

@@ -103,6 +103,9 @@ class Evidence:
     check_shards: str | None = None  # how far an incomplete sharded check got ("2 of 4 shards")
     unrepaired_new: int = 0  # journal entries naming new that no repair settled
     unrepaired_old: int = 0  # ... naming old: writes it missed in read-switch, deletes made in decommission
+    # when reads last moved back from new to old (a rollback): a check from before it says
+    # nothing of what new took and lost while it was the primary
+    reads_back_at: float | None = None
     entered_at: float | None = None
     # The long-term store's items, when a store pair is configured (or was backfilled):
     # read-switch needs their full backfill and a clean full check after it too.
@@ -184,6 +187,12 @@ def _require_check(e: Evidence, backfill_at: float) -> None:
             f"cannot switch reads: (c) no check has started since the last backfill finished"
             f" ({utc_time(backfill_at)}); run `dualsaver check` and repair what it finds"
         )
+    if e.reads_back_at is not None and e.check_at < e.reads_back_at:
+        raise TransitionError(
+            f"cannot switch reads: (c) no check has started since reads moved back to old"
+            f" ({utc_time(e.reads_back_at)}): new was the primary until then, and what it lost since the last"
+            " check is unknown; run `dualsaver check` and repair what it finds"
+        )
     if not e.check_clean:
         raise TransitionError(
             f"cannot switch reads: the last check ({utc_time(e.check_at)}) found"
@@ -240,10 +249,13 @@ def _guard_store(e: Evidence) -> None:
             " copied between (a typo in --store-old or --store-new?); run"
             " `dualsaver check --store-old ... --store-new ...` on them"
         )
-    if e.store_check_at is None or e.store_check_at < e.store_backfill_at:
+    if e.store_check_at is None or e.store_check_at < max(e.store_backfill_at, e.reads_back_at or 0.0):
+        since = ("reads moved back to old" if e.reads_back_at and e.reads_back_at > e.store_backfill_at
+                 else "its backfill finished")
         raise TransitionError(
-            f"cannot switch reads: (e) no check of the long-term store has started since its backfill"
-            f" finished ({utc_time(e.store_backfill_at)}); run `dualsaver check --store-old ... --store-new ...`"
+            f"cannot switch reads: (e) no check of the long-term store has started since {since}"
+            f" ({utc_time(max(e.store_backfill_at, e.reads_back_at or 0.0))}); run"
+            " `dualsaver check --store-old ... --store-new ...`"
         )
     if not e.store_check_clean:
         raise TransitionError(
