@@ -111,8 +111,8 @@ def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report:
 
     target = "new" if source == "old" else "old"
     keys = report.affected_items() if report is not None else keys_from_journal(entries, target)
-    kept = _kept_in_old(report) if report is not None and source == "new" else []
-    keys = [k for k in keys if k not in set(kept)]
+    kept = set(_kept_in_old(report)) if report is not None and source == "new" else set()
+    keys = [k for k in keys if k not in kept]
     if not keys:
         print("store: nothing to repair")
         return 1 if kept else 0

@@ -3,7 +3,8 @@ import of ours but the error tree.
 
 - `Phase`: the four phases, in order.
 - `check_transition` / `guard_transition`: the rules for moving between them; the guard adds
-  what the migration has recorded (`Evidence`: backfill, check, reverse backfill).
+  what the migration has recorded (`Evidence`: backfill, check, reverse backfill, the
+  journal's unrepaired entries by store, the last move of reads back to old).
 
 Where a process's phase comes from (argument, environment, settings, shared record) is
 `control/sources.py`.
@@ -249,13 +250,12 @@ def _guard_store(e: Evidence) -> None:
             " copied between (a typo in --store-old or --store-new?); run"
             " `dualsaver check --store-old ... --store-new ...` on them"
         )
-    if e.store_check_at is None or e.store_check_at < max(e.store_backfill_at, e.reads_back_at or 0.0):
-        since = ("reads moved back to old" if e.reads_back_at and e.reads_back_at > e.store_backfill_at
-                 else "its backfill finished")
+    due = max(e.store_backfill_at, e.reads_back_at or 0.0)  # a check after the backfill and any rollback
+    if e.store_check_at is None or e.store_check_at < due:
+        since = "its backfill finished" if due == e.store_backfill_at else "reads moved back to old"
         raise TransitionError(
             f"cannot switch reads: (e) no check of the long-term store has started since {since}"
-            f" ({utc_time(max(e.store_backfill_at, e.reads_back_at or 0.0))}); run"
-            " `dualsaver check --store-old ... --store-new ...`"
+            f" ({utc_time(due)}); run `dualsaver check --store-old ... --store-new ...`"
         )
     if not e.store_check_clean:
         raise TransitionError(

@@ -51,7 +51,7 @@ class Context:
     judge: Callable[[Role, str, tuple], BaseException | None] | None = None
     # tiered: the hot store bounds its own reads (`get_tuple_within`), so none needs a thread
     hot_bounds_reads: bool = False
-    # a DualStore over stores that keep TTLs: what a read renews, the secondary renews too
+    # a DualStore whose stores both renew TTLs on reads: what a read renews, the secondary renews too
     renews_secondary: bool = False
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
