@@ -430,6 +430,35 @@ def test_canary_only_applies_in_read_switch(marked_stores, tmp_path):
         assert seen == {expected}
 
 
+def test_a_thread_old_missed_a_write_of_is_read_from_new_whatever_the_canary(tmp_path):
+    """Outside the canary a thread is read from old, the secondary of read-switch. When old
+    missed a write of it (journaled), old's answer is stale: the turn acknowledged a moment
+    ago would vanish (here, the interrupt the graph stopped at). Such a thread is read from
+    new, which took every write first."""
+    from langgraph.types import Command
+
+    from dualsaver.stores import open_saver
+    from tests.faulty import Faulty
+    from tests.graphs import build_agent, config, expected_results, run_turn
+
+    with open_saver(f"sqlite:///{tmp_path / 'o.sqlite'}") as o, open_saver(f"sqlite:///{tmp_path / 'n.sqlite'}") as n:
+        old = Faulty(o)
+        saver = DualSaver(old, n, "read-switch", canary_percent=0, journal=tmp_path / "j.sqlite",
+                          circuit_cool_down=None)
+        app = build_agent(saver)
+        run_turn(app, "t", "alpha")
+        old.mode = "raise"
+        app.invoke({"topic": "beta"}, config("t"))  # old misses this turn's writes
+        old.mode = None
+        assert app.get_state(config("t")).next == ("approve",)  # what new holds, not old's stale state
+        assert app.invoke(Command(resume=True), config("t"))["results"] == expected_results("alpha", "beta")
+
+        run_turn(app, "other", "alpha")
+        run_turn(build_agent(o), "other", "gamma")  # a turn only old holds: shows which store answers
+        assert app.get_state(config("other")).values["results"] == expected_results("alpha", "gamma")
+        saver.close()
+
+
 # --------------------------------------------------------------------------- the settings file
 
 

@@ -142,7 +142,8 @@ class DualSaver(PhasedPair, CompositeSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
-        ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge)
+        ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge,
+                            stale_in_old=self.recorder.missed_threads["old"])
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +53,17 @@ class Context:
     hot_bounds_reads: bool = False
     # a DualStore whose stores both renew TTLs on reads: what a read renews, the secondary renews too
     renews_secondary: bool = False
+    # read-switch's canary: threads old missed a write of (`Recorder.missed_threads`)
+    stale_in_old: Collection[str] = ()
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
         route = self.route
         if self.canary_percent is not None and route.phase is Phase.READ_SWITCH:
-            if thread_id is None or not in_canary(thread_id, self.canary_percent):
-                return "old", None  # old is complete in read-switch: no fallback needed
+            if thread_id is None or not (in_canary(thread_id, self.canary_percent) or thread_id in self.stale_in_old):
+                # old holds every write of read-switch but those it missed: a thread it missed
+                # one of is read from new, which took them all first
+                return "old", None
         return route.read, route.fallback
 
 

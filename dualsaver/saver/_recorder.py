@@ -86,6 +86,9 @@ class Recorder:
         self._lock = threading.Lock()
         self.secondary_failures: Counter[str] = Counter()
         self.shadow_mismatches: Counter[str] = Counter()
+        # the threads each store missed a write of in this process: read-switch's canary
+        # does not answer such a thread from old (`plans.Context.reads`)
+        self.missed_threads: dict[Role, set[str]] = {"old": set(), "new": set()}
 
     @property
     def journal(self) -> Any:
@@ -120,6 +123,8 @@ class Recorder:
 
     def _missed(self, missed: Missed) -> None:
         at, error = missed.where, describe_error(missed.error)
+        if (thread_id := at.get("thread_id")) is not None:
+            self.missed_threads[missed.role].add(str(thread_id))
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
         log.warning(
