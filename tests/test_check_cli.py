@@ -158,3 +158,25 @@ def test_in_read_switch_a_report_repair_never_deletes_what_only_old_holds(pair, 
 
     assert main(["backfill", "--old", old, "--new", new, "--thread", "t-a", "--thread", "t-b", "--no-progress"]) == 0
     assert main(["check", "--old", old, "--new", new, "-q"]) == 0
+
+
+def test_a_report_is_repaired_in_the_phase_it_was_made_in(pair, tmp_path, capsys, monkeypatch):
+    """A check made in read-switch (new the primary) read with the phase unset here (the
+    default, shadow-write: old the primary) would copy from old and delete from new what only
+    new holds: the writes old missed. Refused, naming both phases' primaries."""
+    old, new = pair
+    with open_saver(old) as saver:
+        cs.rewrite_thread(saver, "t-b", lambda r: cs.drop(r, 1))  # old missed t-b's newest rows
+    report = tmp_path / "r.json"
+    monkeypatch.setenv("DUALSAVER_PHASE", "read-switch")
+    assert main(["check", "--old", old, "--new", new, "--report", str(report), "-q"]) == 1
+    before = _counts(new, ("t-b",))
+
+    monkeypatch.delenv("DUALSAVER_PHASE")
+    assert main(["repair", "--old", old, "--new", new, "--report", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert "made while new was the primary" in err and "--phase" in err, err
+    assert _counts(new, ("t-b",)) == before  # nothing deleted from new
+
+    assert main(["repair", "--old", old, "--new", new, "--report", str(report), "--phase", "read-switch"]) == 0
+    assert main(["check", "--old", old, "--new", new, "-q"]) == 0

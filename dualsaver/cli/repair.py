@@ -87,19 +87,34 @@ def fail(message: str) -> int:
     return 2
 
 
-def _load_repairs(args: argparse.Namespace, source: Role) -> tuple[list, Any, list]:
+def _load_repairs(args: argparse.Namespace, source: Role, primary: Role) -> tuple[list, Any, list]:
     """(repairs, journal or None, pending entries)"""
     from dualsaver.checker.findings import DivergenceReport
     from dualsaver.migrate import repairs_from_journal, repairs_from_report
 
     if args.report:
         report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-        if (why := _swapped(report, args.old, args.new)) is not None:
+        if (why := _swapped(report, args.old, args.new) or _other_primary(report, primary, args)) is not None:
             raise ValueError(why)
         return repairs_from_report(report, source), None, []
     journal = _open_journal(args)
     entries = list(journal.pending())
     return repairs_from_journal(entries, source), journal, entries
+
+
+def _other_primary(report: Any, primary: Role, args: argparse.Namespace) -> str | None:
+    """Why a report is not repaired in this phase, or None: it was made while the other store
+    was the primary, so its findings read the other way round here (what only the store
+    written first held then, the writes the other missed, would be deleted from it). With
+    --source the operator chose the direction."""
+    made = report.summary.get("primary")
+    if args.source or made not in ("old", "new") or made == primary:
+        return None
+    other = "new" if primary == "old" else "old"
+    return (f"the report was made while {made} was the primary, but this repair's phase makes {primary} the"
+            f" primary: it would copy from {primary} and delete from {other} what only {other} holds. Pass the"
+            " phase the check ran in (--phase, $DUALSAVER_PHASE or the control store), or check again in this"
+            " phase (--source chooses the direction yourself)")
 
 
 def _swapped(report: Any, old_url: str, new_url: str, *, items: bool = False) -> str | None:
@@ -164,7 +179,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
         report, entries, journal = None, [], None
         if args.report:
             report = DivergenceReport.from_json(Path(args.report).read_text(encoding="utf-8"))
-            if (why := _swapped(report, *items, items=True)) is not None:
+            if (why := _swapped(report, *items, items=True) or _other_primary(report, primary, args)) is not None:
                 return fail(f"store: {why}")
             report = report.part(items=True)
         else:
@@ -201,7 +216,7 @@ def _run_checkpoints(args: argparse.Namespace) -> int:
             f" --source {target}."
         )
     try:
-        repairs, journal, entries = _load_repairs(args, source)
+        repairs, journal, entries = _load_repairs(args, source, primary)
         old_serde, new_serde = serde_from_name(args.old_serde), serde_from_name(args.new_serde)
     except (OSError, ValueError, KeyError) as exc:
         return fail(f"{type(exc).__name__}: {exc}")
