@@ -16,7 +16,7 @@ from dualsaver.control.journal import JournalEntry, item_of
 from dualsaver.control.record import open_phase_record
 from dualsaver.control.sources import PollingPhaseSource
 from dualsaver.items import check_items
-from dualsaver.items._adapters import items_for
+from dualsaver.items._adapters import aitems_for, items_for
 from dualsaver.migrate import repairs_from_journal
 from tests.store_support import FaultyStore, acontents, async_store, contents, sync_store
 from tests.savers import sync_saver
@@ -259,6 +259,26 @@ def test_postgres_stores_renew_without_a_ttl_config(tmp_path, pg_url_factory):
         report = check_items(old, new)
         assert report.clean, [d.to_dict() for d in report.divergences]
         store.close()
+
+
+async def test_the_async_shell_renews_alike(tmp_path, pg_url_factory):
+    from langgraph.store.postgres.aio import AsyncPostgresStore
+
+    urls = [pg_url_factory(), pg_url_factory()]
+    async with AsyncPostgresStore.from_conn_string(urls[0]) as old, AsyncPostgresStore.from_conn_string(urls[1]) as new:
+        await old.setup()
+        await new.setup()
+        store = DualStore(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite")
+        await store.aput(("users", "u1"), "got", {"text": "likes tea"}, ttl=60)
+        for url in urls:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("UPDATE store SET expires_at = NOW() + interval '10 minutes'")
+        assert [i.key for i in await store.asearch(("users", "u1"))] == ["got"]
+        soon = datetime.now(timezone.utc) + timedelta(minutes=30)
+        for side in (old, new):
+            (held,) = (await aitems_for(side).aget_items([(("users", "u1"), "got")])).values()
+            assert held.expires_at > soon, type(side).__name__
+        await store.aclose()
 
 
 def test_a_renewal_the_secondary_misses_is_journaled_for_repair(tmp_path, pg_url):
