@@ -325,3 +325,32 @@ def test_the_cli_refuses_one_postgres_server_under_two_host_names(tmp_path, pg_u
     assert backfilled.returncode == 2 and "same store" in backfilled.stderr, backfilled.stdout + backfilled.stderr
     with open_saver(pg_url) as old:
         assert _history(old) == before
+
+
+def test_a_backfill_with_the_stores_the_other_way_round_is_refused_by_the_last_backfills_pair(tmp_path):
+    """Swapped flags make a backfill copy new into old: a thread deleted from old whose delete
+    new missed would come back into the store of record, and the swapped pair, recorded as
+    the newest backfill, would turn the crossed-pair guard of every later repair around."""
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(old_url) as old:
+        cs.populate(old, THREADS)
+    assert run_cli("backfill", "--old", old_url, "--new", new_url, cwd=tmp_path).returncode == 0
+    with open_saver(old_url) as old:
+        old.delete_thread("t-a")  # as the application did; new missed the delete
+    ran = run_cli("backfill", "--old", new_url, "--new", old_url, cwd=tmp_path)
+    assert ran.returncode == 2 and "other way round" in ran.stderr and "--reverse" in ran.stderr, ran.stderr
+    with open_saver(old_url) as old:
+        assert old.get_tuple({"configurable": {"thread_id": "t-a"}}) is None  # nothing came back
+
+
+def test_an_item_backfill_with_the_stores_the_other_way_round_is_refused(tmp_path):
+    old_url, new_url = f"sqlite:///{tmp_path / 'old.sqlite'}", f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_item_store(old_url) as old:
+        old.put(("users", "u1"), "prefs", {"tone": "brief"})
+    assert run_cli("backfill", "--store-old", old_url, "--store-new", new_url, cwd=tmp_path).returncode == 0
+    with open_item_store(old_url) as old:
+        old.delete(("users", "u1"), "prefs")  # as the application did; new missed the delete
+    ran = run_cli("backfill", "--store-old", new_url, "--store-new", old_url, cwd=tmp_path)
+    assert ran.returncode == 2 and "other way round" in ran.stderr, ran.stdout + ran.stderr
+    with open_item_store(old_url) as old:
+        assert old.get(("users", "u1"), "prefs") is None  # nothing came back

@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from dualsaver.cli.options import (
-    add_command, add_control_argument, add_store_arguments, add_throttle_arguments, name_stores, paired,
-    parse_shard, positive, settings_for, throttle_from,
+    BACKFILL_REMEDY, add_command, add_control_argument, add_store_arguments, add_throttle_arguments, crossed_pair,
+    name_stores, paired, parse_shard, positive, settings_for, throttle_from,
 )
 from dualsaver.cli.store_items import add_store_item_arguments
 from dualsaver.preflight.rules import parse_classes
@@ -200,6 +200,7 @@ def _into_truth(args: argparse.Namespace) -> str | None:
 
 
 def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
+    from dualsaver.control.evidence import CHECKPOINT_RUNS
     from dualsaver.migrate import backfill
     from dualsaver.errors import PreflightRefused, SameStore, describe_error
     from dualsaver.stores import StoreURLError, open_saver, redact
@@ -227,6 +228,10 @@ def _run_checkpoints(args: argparse.Namespace) -> tuple[int, dict[str, Any] | No
         ):
             savers = {source: source_saver, target: target_saver}
             pair = paired(savers["old"], savers["new"], "a backfill")  # other names of one server too
+            if not args.force and (why := crossed_pair(settings, pair, CHECKPOINT_RUNS, ("--old", "--new"),
+                                                       BACKFILL_REMEDY)) is not None:
+                print(f"dualsaver backfill: {why}", file=sys.stderr)
+                return 2, None
             by_url = {"processes": args.processes, "serdes": (getattr(args, f"{source}_serde"),
                                                               getattr(args, f"{target}_serde"))}
             result = backfill(  # with --processes, each process opens the stores from their URLs

@@ -166,15 +166,21 @@ def paired(old: Any, new: Any, what: str) -> dict[str, str]:
     return pair
 
 
+REPAIR_REMEDY = "--source chooses which store a repair copies from"
+BACKFILL_REMEDY = "--reverse copies new into old; --force if the migration now runs the other way"
+
+
 def crossed_pair(
-    settings: Any, pair: dict[str, str], kinds: tuple[tuple[str, ...], ...], flags: tuple[str, str]
+    settings: Any, pair: dict[str, str], kinds: tuple[tuple[str, ...], ...], flags: tuple[str, str],
+    remedy: str = REPAIR_REMEDY,
 ) -> str | None:
     """Why the stores of `pair` (passed as `flags`) are the other way round from the pair of stores
     the migration's record names (`control.evidence.recorded_pair`: its newest backfill, else
     its newest check), by fingerprint however the URLs are written; None when they are not,
     or nothing recorded says. A repair given them crossed would make the store being left
     match the new one: the journal names roles, not stores, so what the new store missed
-    would be copied into the old one from the new."""
+    would be copied into the old one from the new; a backfill given them crossed would copy
+    the new store into the old one. `remedy` says what to pass instead."""
     from dualsaver.control.evidence import recorded_pair
     from dualsaver.control.phase import utc_time
 
@@ -185,7 +191,8 @@ def crossed_pair(
     if pair["old"] == pair["new"] or outcome["pair"] != {"old": pair["new"], "new": pair["old"]}:
         return None
     redo = "check" if kind.endswith("check") else "backfill"
+    other_way = f", or, if the migration now runs the other way, run its {redo} first"
+    other_way = other_way if remedy == REPAIR_REMEDY else ""  # a backfill is that run: --force is its way
     return (f"{flags[0]} and {flags[1]} are the other way round: the last recorded {kind.replace('_', ' ')}"
             f" ({utc_time(float(outcome.get('finished_at') or 0))}) ran with this {flags[1]} as its old store"
-            f" and this {flags[0]} as its new store; pass them as it did (--source chooses which store a"
-            f" repair copies from), or, if the migration now runs the other way, run its {redo} first")
+            f" and this {flags[0]} as its new store; pass them as it did ({remedy}){other_way}")

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from dualsaver.cli.options import crossed_pair, paired, settings_for
+from dualsaver.cli.options import BACKFILL_REMEDY, crossed_pair, paired, settings_for
 
 
 def add_store_item_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def _stores(args: argparse.Namespace, urls: tuple[str, str]) -> Any:
 
 def backfill(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> tuple[int, dict[str, Any]]:
     """The store's backfill; (exit code, result as a dict). Prints its summary."""
-    from dualsaver.control.evidence import record_store_backfill, scope
+    from dualsaver.control.evidence import ITEM_RUNS, record_store_backfill, scope
     from dualsaver.items import backfill_items
     from dualsaver.redact import redact
 
@@ -72,6 +72,9 @@ def backfill(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> 
     stack, (src, dst) = _stores(args, (source, target))
     with stack:
         pair = paired(*((dst, src) if args.reverse else (src, dst)), "a backfill")
+        if not getattr(args, "force", False) and (why := crossed_pair(
+                settings, pair, ITEM_RUNS, ("--store-old", "--store-new"), BACKFILL_REMEDY)) is not None:
+            raise ValueError(why)
         result = backfill_items(src, dst, prefix=prefix_of(args), shard=args.shard, resume=not args.restart,
                                 dry_run=args.dry_run, throttle=throttle, state_path=args.state,
                                 old_name=redact(source), new_name=redact(target), control=settings.control_url,

@@ -13,7 +13,7 @@ backend, and copying, checking and repairing items between two stores.
 - `open_item_store` / `aopen_item_store`: a store from a URL and an index configuration.
 """
 
-from dualsaver.items._adapters import aitems_for, items_for
+from dualsaver.items._adapters import aitems_for, items_for, renews_on_read
 from dualsaver.items._backfill import (
     ItemBackfillResult, abackfill_items, acopy_items, backfill_items, copy_items,
 )
@@ -50,4 +50,5 @@ __all__ = [
     "check_items",
     "copy_items",
     "items_for",
+    "renews_on_read",
 ]

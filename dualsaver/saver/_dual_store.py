@@ -16,7 +16,7 @@ from langgraph.store.base import BaseStore, TTLConfig
 from dualsaver.control import settings
 from dualsaver.control.journal import Journal
 from dualsaver.control.phase import Phase
-from dualsaver.items._adapters import renews_on_read
+from dualsaver.items import renews_on_read
 from dualsaver.observability import telemetry
 from dualsaver.saver import _store_plans as store_plans
 from dualsaver.saver._item_copy import ItemCopier, StoreSide
