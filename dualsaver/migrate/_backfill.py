@@ -70,6 +70,10 @@ class Progress(Protocol):
 
 RESUME_CHUNK = 500  # thread ids asked at once whether an earlier run finished them
 PROBED = 3  # threads an earlier run finished, asked of the target before its progress is trusted
+DELETED_NOTE = (
+    "{n} thread(s) were deleted from the source while this run copied them (the application deleted"
+    " them): deleted from the target too, so the copy does not bring them back"
+)
 FORGOTTEN_NOTE = (
     "the target held none of the first {n} thread(s) the saved progress says an earlier run copied"
     " (emptied or replaced since?): that progress was set aside and every thread copied again"
@@ -85,6 +89,7 @@ class BackfillResult:
     skipped: int = 0  # checkpoints read that the target already held
     failed: int = 0  # threads not fully copied (an error, or an unreadable row)
     unreadable: int = 0  # rows that failed to decode, or that the target refused on their own
+    deleted: int = 0  # threads the source deleted while they were copied: deleted from the target too
     exact: bool = True  # False when either side used the public-API adapter
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
@@ -188,6 +193,7 @@ class Job:
         self._t0 = time.perf_counter()
         self._beat = 0.0  # when the counters last went to the progress store
         self._held: bool | None = None  # does the target hold what the saved progress says? (`_still_held`)
+        self._copied: list[str] = []  # threads this run wrote to, not yet asked of the source (`forget_deleted`)
         self.total: int | None = None
 
     def wanted_ids(self) -> Plan[None]:
@@ -214,6 +220,7 @@ class Job:
             yield from self._unfinished(chunk)
 
     def _unfinished(self, chunk: list[str]) -> Plan[None]:
+        yield from self.forget_deleted()
         if chunk:
             done = self.state.done_among(chunk)  # the progress store: local, or a short query
             if done and self._held is None:
@@ -240,6 +247,25 @@ class Job:
         self.result.notes.append(FORGOTTEN_NOTE.format(n=len(probed)))
         return False
 
+    def forget_deleted(self) -> Plan[None]:
+        """Delete from the target every thread this run copied that the source no longer holds.
+
+        The application may delete a thread while the backfill copies it: DualSaver deletes it
+        in old, then in new, and a batch read from old before that delete and written to new
+        after it brings the thread back in new (a conversation a user asked to forget, and a
+        divergence the check would report). So once a thread's batches committed, the source is
+        asked whether it still holds the thread. The delete reaches the source before the
+        target, so a thread the source still holds here was not deleted before its copy was
+        written (a later delete removes the copy too), and one it no longer holds was: the copy
+        is deleted. Called by the reader between chunks and once at the end, with the reader's
+        targets; a thread deleted and written again meanwhile is left to the check."""
+        with self._lock:
+            copied, self._copied = self._copied, []
+        for thread_id in copied:
+            if not (yield Call("source", "checkpoint_keys", (thread_id,))):
+                yield Call("target", "delete_thread", (thread_id,))
+                self.result.deleted += 1
+
     def started(self, total: int | None) -> None:
         self.total = total
         if self.progress is not None:
@@ -251,6 +277,8 @@ class Job:
         with self._lock:
             r, flow = self.result, self.flow
             r.threads += len(threads)
+            if not self.dry_run:
+                self._copied += [thread_id for thread_id, _ in threads]
             for thread_id, error in threads:
                 if error is not None:
                     r.failed += 1
@@ -281,6 +309,8 @@ class Job:
         r.read_s, r.write_s, r.bad_rows = flow.read_s, flow.write_s, list(flow.bad_rows)
         if self.throttle is not None:  # with processes, theirs were summed in already
             r.throttled_s = self.throttle.throttled_s
+        if r.deleted:
+            r.notes.append(DELETED_NOTE.format(n=r.deleted))
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.finished_at = time.time()
         if not self.dry_run:
@@ -397,6 +427,7 @@ def backfill(
         todo = sansio.stream(job.todo_ids(), io)
         with fewer_collections():
             pump(job.flow, io, begun.target, todo, max(1, begun.chosen["workers"]), job.dry_run)
+        sansio.run(job.forget_deleted(), io)
     finally:
         result = job.finish()
     return result
@@ -429,6 +460,7 @@ def _backfill_processes(
                 if job.progress is not None:
                     job.started(sum(1 for _ in sansio.stream(job.wanted_ids(), io)))
                 pool.run(job, io)
+                sansio.run(job.forget_deleted(), io)
             finally:
                 result = job.finish()
     return result
@@ -452,6 +484,7 @@ async def abackfill(
         todo = sansio.astream(job.todo_ids(), io)
         with fewer_collections():
             await apump(job.flow, io, begun.target, todo, max(1, begun.chosen["workers"]), job.dry_run)
+        await sansio.arun(job.forget_deleted(), io)
     finally:
         result = job.finish()
     return result

@@ -1,0 +1,107 @@
+"""A thread the application deletes while the backfill copies it stays deleted.
+
+In shadow-write DualSaver deletes a thread in old, then in new. A backfill batch read from
+old before that delete and written to new after it would bring the thread back in new: a
+conversation the user asked to forget, and a divergence that blocks read-switch. The
+backfill asks the source about each thread it copied once the thread's rows committed, and
+deletes from the target those the source no longer holds. Sync and async on real SQLite and
+PostgreSQL, through a real DualSaver; in processes on real Redis."""
+
+from __future__ import annotations
+
+from dualsaver import DualSaver, Phase, abackfill, acheck, backfill, check
+from dualsaver.stores import anative_for, aopen_saver, native_for, open_saver
+from tests import check_support as cs
+
+THREADS = ["t-a", "t-b", "t-c"]
+DELETED = "t-b"
+
+
+def _history(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    with open_saver(url) as old:
+        cs.populate(old, THREADS)
+    return url
+
+
+def _held(saver) -> list[str]:
+    return sorted(native_for(saver).thread_ids())
+
+
+def test_a_thread_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
+    old_url = _history(tmp_path)
+    with open_saver(old_url) as old, open_saver(pg_url) as new:
+        # the caller waits for both stores, so new's delete lands before the batch is written
+        app = DualSaver(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=str(tmp_path / "j.sqlite"))
+        store = type(native_for(new))
+        write = store.write_prepared
+
+        def write_after_a_delete(self, statements):  # the batch was read from old before the delete
+            if DELETED in _held(old):
+                app.delete_thread(DELETED)
+            return write(self, statements)
+
+        monkeypatch.setattr(store, "write_prepared", write_after_a_delete)
+        result = backfill(old, new, state_path=tmp_path / "progress.sqlite")
+        monkeypatch.undo()
+
+        assert _held(old) == _held(new) == ["t-a", "t-c"]
+        assert result.deleted == 1 and result.failed == 0
+        assert any("deleted from the source while this run copied them" in n for n in result.notes), result.notes
+        assert check(old, new).clean
+
+
+async def test_the_async_backfill_does_the_same(tmp_path, pg_url, monkeypatch):
+    old_url = _history(tmp_path)
+    async with aopen_saver(old_url) as old, aopen_saver(pg_url) as new:
+        app = DualSaver(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=str(tmp_path / "j.sqlite"))
+        store = type(anative_for(new))
+        write = store.awrite_prepared
+
+        async def write_after_a_delete(self, statements):
+            if await anative_for(old).acheckpoint_keys(DELETED):
+                await app.adelete_thread(DELETED)
+            return await write(self, statements)
+
+        monkeypatch.setattr(store, "awrite_prepared", write_after_a_delete)
+        result = await abackfill(old, new, state_path=tmp_path / "progress.sqlite")
+        monkeypatch.undo()
+
+        assert not await anative_for(new).acheckpoint_keys(DELETED)
+        assert (await acheck(old, new)).clean
+        assert result.deleted == 1
+
+
+class _DeleteInSource:
+    """A progress display that, when the thread's copy has committed, deletes the thread from
+    the source only: new's delete ran before the copy wrote it, old's lands now."""
+
+    def __init__(self, old_url: str) -> None:
+        self.old_url = old_url
+
+    def start(self, total, already_done) -> None:
+        pass
+
+    def advance(self, thread_id, status, checkpoints, writes) -> None:
+        if thread_id == DELETED:
+            with open_saver(self.old_url) as old:
+                old.delete_thread(DELETED)
+
+
+def test_a_backfill_in_processes_does_the_same(tmp_path, redis_url):
+    old_url = _history(tmp_path)
+    result = backfill(old_url, redis_url, processes=2, state_path=tmp_path / "progress.sqlite",
+                      progress=_DeleteInSource(old_url))
+    with open_saver(old_url) as old, open_saver(redis_url) as new:
+        assert _held(old) == _held(new) == ["t-a", "t-c"]
+        assert check(old, new).clean
+    assert result.deleted == 1
+
+
+def test_a_dry_run_and_a_copy_of_threads_still_held_delete_nothing(tmp_path, pg_url):
+    old_url = _history(tmp_path)
+    with open_saver(old_url) as old, open_saver(pg_url) as new:
+        assert backfill(old, new, dry_run=True, state_path=tmp_path / "progress.sqlite").deleted == 0
+        result = backfill(old, new, state_path=tmp_path / "progress.sqlite")
+        assert (result.deleted, result.threads) == (0, len(THREADS))
+        assert _held(new) == THREADS
