@@ -258,7 +258,9 @@ class Job:
         target, so a thread the source still holds here was not deleted before its copy was
         written (a later delete removes the copy too), and one it no longer holds was: the copy
         is deleted. Called by the reader between chunks and once at the end, with the reader's
-        targets; a thread deleted and written again meanwhile is left to the check."""
+        targets. Left to the check: a thread deleted and written again before the question
+        (the source holds it: the old rows stay in the target), or written again between the
+        question and the delete (the target loses that write; a backfill run again copies it)."""
         with self._lock:
             copied, self._copied = self._copied, []
         for thread_id in copied:
