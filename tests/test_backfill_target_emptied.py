@@ -97,3 +97,15 @@ def test_an_item_backfill_resumed_onto_a_new_empty_target_copies_every_namespace
         assert (again.items, again.namespaces_resumed) == (5, 0)
         assert any(SET_ASIDE in note for note in again.notes), again.notes
         assert check_items(old, new).clean
+
+
+def test_a_backfill_into_a_redis_cluster_opened_again_resumes(tmp_path, redis_cluster_url, monkeypatch):
+    """A cluster's saver is named by its nodes, not by the object: opened again, the job resumes."""
+    monkeypatch.chdir(tmp_path)
+    old_url = _history(tmp_path)
+    with open_saver(old_url) as old, open_saver(redis_cluster_url) as new:
+        first = backfill(old, new)
+    with open_saver(old_url) as old, open_saver(redis_cluster_url) as new:
+        again = backfill(old, new)
+        assert (again.threads_resumed, again.threads, again.checkpoints) == (len(THREADS), 0, 0), first
+        assert check(old, new).clean

@@ -22,7 +22,7 @@ import pytest
 
 from dualsaver import DualSaver, Journal, NotReplicated, Phase, check, repair, repairs_from_journal
 from dualsaver.embedded import EmbeddedSentinel
-from dualsaver.stores import open_saver
+from dualsaver.stores import open_saver, store_identity
 from tests.graphs import build_agent, config, run_turn
 from tests.ops_support import eventually
 from tests.savers import put_marker
@@ -80,6 +80,8 @@ def test_dualsaver_keeps_serving_through_a_sentinel_failover(tmp_path: Path) -> 
             open_saver(f"sqlite:///{tmp_path / 'b.sqlite'}") as old_b, open_saver(group.langgraph_url) as official:
         pairs = [(old_a, plain, tmp_path / "a.journal"), (old_b, official, tmp_path / "b.journal")]
         savers = [DualSaver(old, new, Phase.SHADOW_WRITE, journal=j, secondary_timeout=2) for old, new, j in pairs]
+        named = store_identity(plain)  # what a backfill's progress is kept under: the sentinels and the service
+        assert named.startswith("redis+sentinel://") and "sentinel pw" not in named
         with Traffic(savers, "live") as traffic:
             _until("traffic", lambda: all(len(a) > 5 for a in traffic.acknowledged))
             before = [len(a) for a in traffic.acknowledged]
@@ -92,6 +94,8 @@ def test_dualsaver_keeps_serving_through_a_sentinel_failover(tmp_path: Path) -> 
             marks = [len(a) for a in traffic.acknowledged]
             _until("traffic after the failover", lambda: all(len(a) > m + 5 for a, m in zip(traffic.acknowledged, marks)))
         assert traffic.errors == []  # the application never saw the failover
+        with open_saver(group.url) as again:  # opened again after the failover: the same name, so a backfill resumes
+            assert store_identity(again) == store_identity(plain) == named
         assert all(len(a) > b + 10 for a, b in zip(traffic.acknowledged, before))
         for saver, (old, new, journal_path) in zip(savers, pairs):
             assert saver.flush(timeout=60)

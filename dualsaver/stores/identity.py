@@ -39,6 +39,9 @@ def store_identity(saver: Any) -> str:
     if redis_at is not None:
         host, port, path, db, prefix = redis_at
         return f"redis://{path or f'{host}:{port}'}/{db}?prefix={prefix}"
+    redis_group = _redis_group(saver)
+    if redis_group is not None:
+        return redis_group
     return f"{name}#{id(saver)}"  # not durable across processes; fine for in-memory stores
 
 
@@ -180,6 +183,30 @@ def _redis_address(saver: Any) -> tuple[Any, ...] | None:
     if isinstance(prefix, str) and ("host" in kwargs or "path" in kwargs):
         return kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0), prefix
     return None
+
+
+def _redis_group(saver: Any) -> str | None:
+    """dualsaver's Redis saver on a Sentinel deployment or a cluster, named by what stays when
+    a master fails over (the sentinels and the service; the cluster's nodes as the client
+    knows them), so a backfill opened again resumes; None for anything else."""
+    prefix = getattr(saver, "prefix", None)
+    client = getattr(saver, "client", None)
+    if not isinstance(prefix, str) or client is None:
+        return None
+    pool = getattr(client, "connection_pool", None)
+    sentinels = getattr(getattr(pool, "sentinel_manager", None), "sentinels", None)
+    if sentinels:
+        where = sorted({_address(s.connection_pool.connection_kwargs) for s in sentinels})
+        db = pool.connection_kwargs.get("db", 0)
+        return f"redis+sentinel://{','.join(where)}/{pool.service_name}/{db}?prefix={prefix}"
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if nodes:
+        return f"redis+cluster://{','.join(sorted(nodes))}/?prefix={prefix}"
+    return None
+
+
+def _address(kwargs: dict[str, Any]) -> str:
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
 
 
 def _postgres_where(conn: Any) -> tuple[Any, ...] | None:
