@@ -193,7 +193,7 @@ def _redis_group(saver: Any) -> str | None:
     client = getattr(saver, "client", None)
     if not isinstance(prefix, str) or client is None:
         return None
-    pool = getattr(client, "connection_pool", None)
+    pool: Any = getattr(client, "connection_pool", None)
     sentinels = getattr(getattr(pool, "sentinel_manager", None), "sentinels", None)
     if sentinels:
         where = sorted({_address(s.connection_pool.connection_kwargs) for s in sentinels})
