@@ -9,6 +9,8 @@ PostgreSQL, through a real DualSaver; in processes on real Redis."""
 
 from __future__ import annotations
 
+import pytest
+
 from dualsaver import DualSaver, Phase, abackfill, acheck, backfill, check
 from dualsaver.stores import anative_for, aopen_saver, native_for, open_saver
 from tests import check_support as cs
@@ -78,6 +80,7 @@ class _DeleteInSource:
 
     def __init__(self, old_url: str) -> None:
         self.old_url = old_url
+        self.deleted = False
 
     def start(self, total, already_done) -> None:
         pass
@@ -86,6 +89,7 @@ class _DeleteInSource:
         if thread_id == DELETED:
             with open_saver(self.old_url) as old:
                 old.delete_thread(DELETED)
+            self.deleted = True
 
 
 def test_a_backfill_in_processes_does_the_same(tmp_path, redis_url):
@@ -105,3 +109,19 @@ def test_a_dry_run_and_a_copy_of_threads_still_held_delete_nothing(tmp_path, pg_
         result = backfill(old, new, state_path=tmp_path / "progress.sqlite")
         assert (result.deleted, result.threads) == (0, len(THREADS))
         assert _held(new) == THREADS
+
+
+@pytest.mark.parametrize("source", ["pg_url", "redis_url"])
+def test_any_source_is_asked(tmp_path, source, request):
+    """PostgreSQL answers for many threads in one query, dualsaver's Redis saver a thread at a time."""
+    old_url = request.getfixturevalue(source)
+    with open_saver(old_url) as old:
+        cs.populate(old, THREADS)
+    new_url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    hook = _DeleteInSource(old_url)
+    with open_saver(old_url) as old, open_saver(new_url) as new:
+        result = backfill(old, new, state_path=tmp_path / "progress.sqlite", progress=hook)
+        assert hook.deleted
+        assert _held(old) == _held(new) == ["t-a", "t-c"]
+        assert check(old, new).clean
+    assert result.deleted == 1

@@ -194,6 +194,7 @@ class Job:
         self._beat = 0.0  # when the counters last went to the progress store
         self._held: bool | None = None  # does the target hold what the saved progress says? (`_still_held`)
         self._copied: list[str] = []  # threads this run wrote to, not yet asked of the source (`forget_deleted`)
+        self._asks_many = hasattr(source, "threads_held") or hasattr(source, "athreads_held")
         self.total: int | None = None
 
     def wanted_ids(self) -> Plan[None]:
@@ -263,8 +264,17 @@ class Job:
         question and the delete (the target loses that write; a backfill run again copies it)."""
         with self._lock:
             copied, self._copied = self._copied, []
+        if not copied:
+            return
+        if self._asks_many:  # a query for many threads (SQL stores), else a thread at a time
+            held = yield Call("source", "threads_held", (copied,))
+        else:
+            held = set()
+            for thread_id in copied:
+                if (yield Call("source", "checkpoint_keys", (thread_id,))):
+                    held.add(thread_id)
         for thread_id in copied:
-            if not (yield Call("source", "checkpoint_keys", (thread_id,))):
+            if thread_id not in held:
                 yield Call("target", "delete_thread", (thread_id,))
                 self.result.deleted += 1
 

@@ -506,6 +506,9 @@ class PostgresPlans(SqlPlans):
         rows = yield select(KEYS_SQL, (thread_id,))
         return {(r["checkpoint_ns"], r["checkpoint_id"]) for r in rows}
 
+    def held_query(self, thread_ids: list[str]) -> tuple[str, Sequence[Any]]:
+        return "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id = ANY(%s)", (thread_ids,)
+
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         """Rows exactly as `PostgresSaver.put` / `put_writes` would write them.
 

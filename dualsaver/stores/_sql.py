@@ -22,6 +22,7 @@ from dualsaver.stores.serde import serde_key
 THREAD_PAGE = 1000  # thread ids per keyset page
 CHECKPOINT_PAGE = 200  # checkpoints per page when reading one thread
 MANY_THREADS_PAGE = 1000  # and when reading several (`read_threads`)
+HELD_PER_QUERY = 500  # thread ids asked at once whether the store holds them (SQLite binds each)
 
 Statements = tuple[tuple[Any, Sequence[Sequence[Any]]], ...]  # (statement, rows) pairs
 
@@ -90,6 +91,19 @@ class SqlPlans:
 
     def _keys_plan(self, thread_id: str) -> Plan[set[tuple[str, str]]]:
         raise NotImplementedError
+
+    def held_query(self, thread_ids: list[str]) -> tuple[str, Sequence[Any]]:
+        """The SQL and parameters of the distinct thread ids, among these, the store holds."""
+        raise NotImplementedError
+
+    def _held_plan(self, thread_ids: Sequence[str]) -> Plan[set[str]]:
+        """Which of these threads the store holds a checkpoint of (the backfill asks after
+        copying them: `migrate._backfill.Job.forget_deleted`), a query per HELD_PER_QUERY."""
+        held: set[str] = set()
+        for start in range(0, len(thread_ids), HELD_PER_QUERY):
+            rows = yield select(*self.held_query(list(thread_ids[start : start + HELD_PER_QUERY])))
+            held.update(str(_first(row)) for row in rows)
+        return held
 
     LATEST_SQL: str  # (thread, ns) -> the newest checkpoint id and its write count
     CHECKPOINT_SQL: str  # (thread, ns, id) -> the same for one checkpoint
@@ -220,6 +234,9 @@ class SyncSqlStore(SqlPlans):
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(self._keys_plan(thread_id), self._io)
 
+    def threads_held(self, thread_ids: Sequence[str]) -> set[str]:
+        return run(self._held_plan(thread_ids), self._io)
+
     def latest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> tuple[str, int] | None:
         return run(self._latest_plan(thread_id, ns, checkpoint_id), self._io)
 
@@ -271,6 +288,9 @@ class AsyncSqlStore(SqlPlans):
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(self._keys_plan(thread_id), self._io)
+
+    async def athreads_held(self, thread_ids: Sequence[str]) -> set[str]:
+        return await arun(self._held_plan(thread_ids), self._io)
 
     async def alatest(self, thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> tuple[str, int] | None:
         return await arun(self._latest_plan(thread_id, ns, checkpoint_id), self._io)

@@ -190,6 +190,10 @@ class SqlitePlans(SqlPlans):
         rows = yield select(KEYS_SQL, (thread_id,))
         return {(r[0], r[1]) for r in rows}
 
+    def held_query(self, thread_ids: list[str]) -> tuple[str, Sequence[Any]]:
+        marks = ", ".join("?" * len(thread_ids))
+        return f"SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id IN ({marks})", thread_ids
+
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         """Rows exactly as `SqliteSaver.put` / `put_writes` would write them."""
         dumps, serde, key, allowed = self.serde.dumps_typed, self.serde, self.serde_key, self.allow_lossy
