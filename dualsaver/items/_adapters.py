@@ -122,6 +122,7 @@ class ThreadedItems:
     def __init__(self, items: Any) -> None:
         self.sync, self.store = items, items.store  # its store: the target's embeddings, its name
         self.exact, self.holds_ttl, self.index = items.exact, items.holds_ttl, items.index
+        self.side_queries = getattr(items, "side_queries", True)
 
     async def aitems(self, prefix: tuple[str, ...] = ()) -> AsyncIterator[Any]:
         iterator: Iterator[Any] = self.sync.items(prefix)

@@ -46,6 +46,11 @@ BATCH = 500  # items per write
 MAX_BAD_KEPT = 1000
 APPROXIMATE = ("{side} has no native item adapter: copied through the public API, so the items get"
                " the time of the copy as created_at/updated_at and the target embeds again (APPROXIMATE)")
+DELETED = ("{n} item(s) were deleted from the source while this run copied them (the application deleted"
+           " them): deleted from the target too, so the copy does not bring them back")
+UNASKED = ("the source was not asked which items it deleted while they were copied: it streams them on its only"
+           " connection (opened with open_item_store(url), or over a connection pool, it can be asked); an item"
+           " deleted meanwhile is back in the target, and the check reports it")
 FORGOTTEN = ("the target lacked the first item of the first namespace the saved progress says an earlier run"
              " copied (emptied or replaced since?): that progress was set aside and every namespace copied again")
 
@@ -73,6 +78,7 @@ class ItemBackfillResult:
     embeddings_copied: int = 0
     embeddings_recomputed: int = 0
     ttl_dropped: int = 0  # items whose expiry the target cannot hold (InMemoryStore)
+    deleted: int = 0  # items the source deleted while they were copied: deleted from the target too
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
     bad_items: list[dict[str, Any]] = field(default_factory=list)  # namespace, key, error
@@ -184,6 +190,8 @@ class ItemJob:
         """Write one batch, then record the namespaces it completed."""
         if batch:
             yield from self.write(batch)
+            if not self.dry_run:
+                yield from self.forget_deleted(batch)
         finished = [ns for ns in closed if ns not in self._bad_ns]
         self.result.namespaces += len(finished)
         if self.state is not None and not self.dry_run and finished:
@@ -211,6 +219,24 @@ class ItemJob:
         r.embeddings_recomputed += recomputed
         if self.mode == COPIED:
             r.embeddings_copied += sum(len(i.vectors or ()) for i in prepared)
+
+    def forget_deleted(self, batch: list[StoredItem]) -> Plan[None]:
+        """Delete from the target the items of a written batch the source no longer holds: the
+        application deleted them while they were copied (DualStore deletes in old, then new; a
+        batch read before old's delete and written after new's would bring them back). The
+        checkpoints' backfill does the same for threads (`migrate._backfill.Job.forget_deleted`,
+        where the ordering argument is). A source whose one connection carries the stream
+        cannot be asked until it ends: the result says so."""
+        if not getattr(self.source, "side_queries", True):
+            if UNASKED not in self.result.notes:
+                self.result.notes.append(UNASKED)
+            return
+        keys = [item.ident for item in batch]
+        held = yield Call("source", "get_items", (keys,))
+        gone = [key for key in keys if key not in held]
+        if gone:
+            yield Call("target", "delete_items", (gone,))
+            self.result.deleted += len(gone)
 
     def one_by_one(self, items: list[StoredItem]) -> Plan[int]:
         added = 0
@@ -273,6 +299,8 @@ class ItemJob:
         return self.finish()
 
     def finish(self) -> ItemBackfillResult:
+        if self.result.deleted:
+            self.result.notes.append(DELETED.format(n=self.result.deleted))
         self.result.throttled_s = self.throttle.throttled_s if self.throttle is not None else 0.0
         self.result.elapsed_s = time.perf_counter() - self._t0
         if self.state is not None:

@@ -12,12 +12,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualsaver.errors import StoreURLError, describe_error
 from dualsaver.items.identity import named
 from dualsaver.redact import secrets_of
 from dualsaver.stores.urls import StoreURL, parse_store_url
+
+if TYPE_CHECKING:
+    from langgraph.store.postgres.base import PoolConfig
+
+# PostgreSQL stores opened from a URL keep a small pool, not one connection: the item backfill
+# asks the source which items it still holds while the source streams them on another
+# (`ItemJob.forget_deleted`); on one connection that question would wait for the stream.
+POOL: PoolConfig = {"min_size": 1, "max_size": 2}
 
 _memory_stores: dict[str, Any] = {}
 
@@ -97,7 +105,7 @@ def _opened(spec: StoreURL, config: Any) -> Iterator[Any]:
     elif spec.kind == "postgres":
         from langgraph.store.postgres import PostgresStore
 
-        with PostgresStore.from_conn_string(spec.url, index=config) as pg_store:
+        with PostgresStore.from_conn_string(spec.url, index=config, pool_config=POOL) as pg_store:
             pg_store.setup()
             yield pg_store
     elif spec.kind == "langgraph-redis":
@@ -148,7 +156,7 @@ async def _aopened(spec: StoreURL, config: Any) -> AsyncIterator[Any]:
     if spec.kind == "postgres":
         from langgraph.store.postgres import AsyncPostgresStore
 
-        async with AsyncPostgresStore.from_conn_string(spec.url, index=config) as store:
+        async with AsyncPostgresStore.from_conn_string(spec.url, index=config, pool_config=POOL) as store:
             await store.setup()
             yield store
     elif spec.kind == "langgraph-redis" and _async_redis_works():

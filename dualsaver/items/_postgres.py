@@ -49,6 +49,12 @@ class PostgresItemPlans(SqlItemPlans):
                  ' {vectors} FROM store s {join} {where} ORDER BY s.prefix COLLATE "C", s.key COLLATE "C"')
 
     @property
+    def side_queries(self) -> bool:
+        """Whether a query may run while `items` streams: with one connection, the stream holds
+        it (under the store's lock) until it ends; a pool lends another."""
+        return hasattr(self.store.conn, "getconn")
+
+    @property
     def vector_oids(self) -> dict[str, tuple[int, int]]:
         """pgvector type -> (its oid, its array type's oid) in this store's database, as looked up."""
         found: dict[str, tuple[int, int]] = self.__dict__.setdefault("_vector_oids", {})

@@ -1,0 +1,117 @@
+"""A memory the application deletes while the item backfill copies it stays deleted.
+
+In shadow-write DualStore deletes an item in old, then in new. A batch read from old before
+that delete and written to new after it would bring the item back in new. Once a batch is
+written, the backfill asks the source which of its items it still holds and deletes the rest
+from the target. A PostgreSQL source on one connection cannot be asked while it streams the
+items (the stream holds that connection): the result says so instead of hanging. Real SQLite
+and PostgreSQL stores, a real DualStore."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from langgraph.store.postgres import PostgresStore
+from psycopg import Connection
+from psycopg.rows import dict_row
+
+from dualsaver import DualStore, Phase
+from dualsaver.items import abackfill_items, acheck_items, aopen_item_store, backfill_items, check_items, open_item_store
+from dualsaver.items._shells import AsyncItemShell, SyncItemShell
+
+NS = ("users", "u1")
+KEYS = [f"k{k}" for k in range(6)]
+DELETED = "k2"
+BATCH = 2  # several batches: the source is asked while it still streams
+
+
+def _fill(store) -> None:
+    for key in KEYS:
+        store.put(NS, key, {"text": f"fact {key}"})
+
+
+def _keys(store) -> list[str]:
+    return sorted(item.key for item in store.search(NS, limit=100))
+
+
+def test_an_item_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
+    with open_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, open_item_store(pg_url) as new:
+        _fill(old)
+        # the caller waits for both stores, so new's delete lands before the batch is written
+        app = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "j.sqlite")
+        write = SyncItemShell.write_items
+
+        def write_after_a_delete(self, items, *, replace=False):  # the batch was read before the delete
+            items = list(items)
+            if DELETED in [item.key for item in items]:
+                app.delete(NS, DELETED)
+            return write(self, items, replace=replace)
+
+        monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+        result = backfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
+        monkeypatch.undo()
+
+        assert _keys(new) == _keys(old) == [k for k in KEYS if k != DELETED]
+        assert check_items(old, new).clean
+        assert result.deleted == 1
+        assert any("deleted from the source while this run copied them" in n for n in result.notes), result.notes
+        app.close()
+
+
+async def test_the_async_item_backfill_does_the_same(tmp_path, pg_url, monkeypatch):
+    async with aopen_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, aopen_item_store(pg_url) as new:
+        for key in KEYS:
+            await old.aput(NS, key, {"text": f"fact {key}"})
+        app = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "j.sqlite")
+        write = AsyncItemShell.awrite_items
+
+        async def write_after_a_delete(self, items, *, replace=False):
+            items = list(items)
+            if DELETED in [item.key for item in items]:
+                await app.adelete(NS, DELETED)
+            return await write(self, items, replace=replace)
+
+        monkeypatch.setattr(AsyncItemShell, "awrite_items", write_after_a_delete)
+        result = await abackfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
+        monkeypatch.undo()
+
+        assert await new.aget(NS, DELETED) is None
+        assert (await acheck_items(old, new)).clean
+        assert result.deleted == 1
+        await app.aclose()
+
+
+@contextmanager
+def _one_connection(url: str):
+    """The official PostgreSQL store over one connection, as an application may build it."""
+    with Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:
+        yield PostgresStore(conn)
+
+
+@pytest.mark.parametrize("opened", ["from its URL", "on one connection"])
+def test_a_postgresql_source_is_asked_when_it_has_a_connection_to_spare(tmp_path, pg_url, monkeypatch, opened):
+    """A store opened from its URL (as the CLI opens it) keeps a small pool, so it is asked."""
+    with open_item_store(pg_url) as made:  # the tables, and the history
+        _fill(made)
+    with open_item_store(pg_url) as pooled, _one_connection(pg_url) as single, \
+            open_item_store(f"sqlite:///{tmp_path}/new.sqlite") as new:
+        old = pooled if opened == "from its URL" else single
+        write = SyncItemShell.write_items
+
+        def write_after_a_delete(self, items, *, replace=False):  # new's delete came first; old's lands now
+            items = list(items)
+            if self.store is new and DELETED in [item.key for item in items]:
+                pooled.delete(NS, DELETED)
+            return write(self, items, replace=replace)
+
+        monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+        result = backfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
+        monkeypatch.undo()
+
+        if opened == "from its URL":
+            assert _keys(new) == _keys(old) == [k for k in KEYS if k != DELETED]
+            assert result.deleted == 1 and check_items(old, new).clean
+        else:  # asked, the source would wait for the connection its own stream holds
+            assert DELETED in _keys(new) and DELETED not in _keys(old)
+            assert result.deleted == 0 and any("was not asked" in n for n in result.notes), result.notes
