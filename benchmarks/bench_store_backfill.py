@@ -96,7 +96,7 @@ def ingest(store: Any, items: list[StoredItem]) -> float:
     from psycopg.rows import tuple_row
 
     started = time.perf_counter()
-    with store.conn.cursor(row_factory=tuple_row) as cur:
+    with store.conn.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:  # a pool (open_item_store)
         vector_oid = cur.execute("SELECT 'vector'::regtype::oid").fetchone()[0]
 
         class VectorDumper(Dumper):  # pgvector's binary form: int16 dims, int16 unused, float4s

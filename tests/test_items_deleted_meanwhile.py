@@ -115,3 +115,23 @@ def test_a_postgresql_source_is_asked_when_it_has_a_connection_to_spare(tmp_path
         else:  # asked, the source would wait for the connection its own stream holds
             assert DELETED in _keys(new) and DELETED not in _keys(old)
             assert result.deleted == 0 and any("was not asked" in n for n in result.notes), result.notes
+
+
+def test_a_source_that_reads_items_whole_is_asked_the_same(tmp_path, monkeypatch):
+    """A store with no key-only question (here the in-memory one) is asked by reading the items."""
+    with open_item_store("memory://deleted-meanwhile") as old, \
+            open_item_store(f"sqlite:///{tmp_path}/new.sqlite") as new:
+        _fill(old)
+        write = SyncItemShell.write_items
+
+        def write_after_a_delete(self, items, *, replace=False):
+            items = list(items)
+            if DELETED in [item.key for item in items]:
+                old.delete(NS, DELETED)
+            return write(self, items, replace=replace)
+
+        monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+        result = backfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
+        monkeypatch.undo()
+        assert _keys(new) == _keys(old) == [k for k in KEYS if k != DELETED]
+        assert result.deleted == 1 and check_items(old, new).clean

@@ -133,6 +133,9 @@ class ThreadedItems:
     async def aget_items(self, keys: Sequence[Any]) -> dict[Any, Any]:
         return await asyncio.to_thread(self.sync.get_items, keys)
 
+    async def aheld_items(self, keys: Sequence[Any]) -> set[Any]:
+        return await asyncio.to_thread(self.sync.held_items, keys)
+
     async def awrite_items(self, items: Iterable[Any], *, replace: bool = False) -> int:
         return await asyncio.to_thread(self.sync.write_items, list(items), replace=replace)
 

@@ -135,6 +135,9 @@ class ItemJob:
         self.now = datetime.now(timezone.utc)
         self._bad_ns: set[Namespace] = set()
         self._held: bool | None = None  # does the target hold what the saved progress says? (`_done_before`)
+        inner = getattr(source, "sync", source)  # an async adapter over a sync one asks the sync one
+        # by key alone where the store can (SQL), else reading the items (`forget_deleted`)
+        self._held_call = "held_items" if hasattr(inner, "held_items") or hasattr(inner, "aheld_items") else "get_items"
         self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ the backfill
@@ -232,7 +235,7 @@ class ItemJob:
                 self.result.notes.append(UNASKED)
             return
         keys = [item.ident for item in batch]
-        held = yield Call("source", "get_items", (keys,))
+        held = yield Call("source", self._held_call, (keys,))
         gone = [key for key in keys if key not in held]
         if gone:
             yield Call("target", "delete_items", (gone,))

@@ -22,7 +22,7 @@ from dualsaver.items.record import (
     BadItem, IndexInfo, ItemKey, Namespace, StoredItem, holdable, ns_text, ns_tuple, prefix_bounds, utc,
 )
 from dualsaver.items._shells import AsyncItemShell, ItemPlans, SyncItemShell
-from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, for_each
+from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets, arun, for_each, run
 from dualsaver.stores.faithful import NON_FINITE, refuse
 
 Steps = list[tuple[str, Any, bool]]  # (sql, params or rows, many)
@@ -108,6 +108,17 @@ class SqlItemPlans(ItemPlans):
             cursor = yield rows(self._select(where, vectors), params)
             yield from for_each(self._grouped(cursor), lambda item: _keep(found, item))
         return found
+
+    def _held_plan(self, keys: Sequence[ItemKey]) -> Plan[set[ItemKey]]:
+        """Which of the named items the store holds, by key alone, nothing decoded (what the
+        backfill asks after writing a batch: `ItemJob.forget_deleted`)."""
+        held: set[ItemKey] = set()
+        keys = [key for key in keys if holdable(key)]
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            where, params = self._keys_where(keys[start : start + KEYS_PER_QUERY])
+            found = yield query(f"SELECT s.prefix, s.key FROM store s {where}", params)
+            held.update((ns_tuple(prefix), key) for prefix, key in found)
+        return held
 
     def _keys_where(self, keys: Sequence[ItemKey]) -> tuple[str, list[Any]]:
         m = self.MARK
@@ -201,6 +212,9 @@ class SyncSqlItems(SqlItemPlans, SyncItemShell):
     def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return list(self.rows(sql, params))
 
+    def held_items(self, keys: Sequence[ItemKey]) -> set[ItemKey]:
+        return run(self._held_plan(keys), self._io)
+
     def write(self, steps: Steps) -> list[Any]:
         raise NotImplementedError
 
@@ -218,6 +232,9 @@ class AsyncSqlItems(SqlItemPlans, AsyncItemShell):
 
     async def aquery(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return [row async for row in self.arows(sql, params)]
+
+    async def aheld_items(self, keys: Sequence[ItemKey]) -> set[ItemKey]:
+        return await arun(self._held_plan(keys), self._io)
 
     async def awrite(self, steps: Steps) -> list[Any]:
         raise NotImplementedError
