@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dualsaver import DualSaver, Phase, abackfill, acheck, backfill, check
+from dualsaver import DualSaver, Phase, abackfill, acheck, backfill, check, repair
 from dualsaver.stores import anative_for, aopen_saver, native_for, open_saver
 from tests import check_support as cs
 
@@ -30,20 +30,26 @@ def _held(saver) -> list[str]:
     return sorted(native_for(saver).thread_ids())
 
 
+def _deleted_before_the_write(old, new, tmp_path, monkeypatch) -> None:
+    """The application deletes DELETED through a real DualSaver just before the target's next
+    write, which holds rows read from old before the delete. The caller waits for both stores,
+    so new's delete lands before that write."""
+    app = DualSaver(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=str(tmp_path / "j.sqlite"))
+    store = type(native_for(new))
+    write = store.write_prepared
+
+    def write_after_a_delete(self, statements):
+        if DELETED in _held(old):
+            app.delete_thread(DELETED)
+        return write(self, statements)
+
+    monkeypatch.setattr(store, "write_prepared", write_after_a_delete)
+
+
 def test_a_thread_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
     old_url = _history(tmp_path)
     with open_saver(old_url) as old, open_saver(pg_url) as new:
-        # the caller waits for both stores, so new's delete lands before the batch is written
-        app = DualSaver(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=str(tmp_path / "j.sqlite"))
-        store = type(native_for(new))
-        write = store.write_prepared
-
-        def write_after_a_delete(self, statements):  # the batch was read from old before the delete
-            if DELETED in _held(old):
-                app.delete_thread(DELETED)
-            return write(self, statements)
-
-        monkeypatch.setattr(store, "write_prepared", write_after_a_delete)
+        _deleted_before_the_write(old, new, tmp_path, monkeypatch)
         result = backfill(old, new, state_path=tmp_path / "progress.sqlite")
         monkeypatch.undo()
 
@@ -125,3 +131,15 @@ def test_any_source_is_asked(tmp_path, source, request):
         assert _held(old) == _held(new) == ["t-a", "t-c"]
         assert check(old, new).clean
     assert result.deleted == 1
+
+
+def test_a_repair_does_not_bring_back_a_thread_deleted_while_it_copied_it(tmp_path, pg_url, monkeypatch):
+    old_url = _history(tmp_path)
+    with open_saver(old_url) as old, open_saver(pg_url) as new:
+        _deleted_before_the_write(old, new, tmp_path, monkeypatch)
+        result = repair(old, new, [DELETED])  # its rows are read, then the application deletes it
+        monkeypatch.undo()
+
+        assert DELETED not in _held(new) and DELETED not in _held(old)
+        assert check(old, new, thread_ids=[DELETED]).clean
+        assert result.ok and any(DELETED in note and "deleted in the target too" in note for note in result.notes)

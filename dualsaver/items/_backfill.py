@@ -227,8 +227,8 @@ class ItemJob:
         """Delete from the target the items of a written batch the source no longer holds: the
         application deleted them while they were copied (DualStore deletes in old, then new; a
         batch read before old's delete and written after new's would bring them back). The
-        checkpoints' backfill does the same for threads (`migrate._backfill.Job.forget_deleted`,
-        where the ordering argument is). A source whose one connection carries the stream
+        checkpoints' copies do the same for threads (`migrate._copy.deleted_meanwhile`, where
+        the ordering argument is). A source whose one connection carries the stream
         cannot be asked until it ends: the result says so."""
         if not getattr(self.source, "side_queries", True):
             if UNASKED not in self.result.notes:

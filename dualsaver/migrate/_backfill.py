@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from dualsaver import sansio
+from dualsaver.migrate._copy import asks_many, deleted_meanwhile
 from dualsaver.migrate._lossy import agate, allow, gate
 from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options
 from dualsaver.migrate._processes import Processes, Spec, check_processes
@@ -194,7 +195,7 @@ class Job:
         self._beat = 0.0  # when the counters last went to the progress store
         self._held: bool | None = None  # does the target hold what the saved progress says? (`_still_held`)
         self._copied: list[str] = []  # threads this run wrote to, not yet asked of the source (`forget_deleted`)
-        self._asks_many = hasattr(source, "threads_held") or hasattr(source, "athreads_held")
+        self._asks_many = asks_many(source)
         self.total: int | None = None
 
     def wanted_ids(self) -> Plan[None]:
@@ -249,34 +250,12 @@ class Job:
         return False
 
     def forget_deleted(self) -> Plan[None]:
-        """Delete from the target every thread this run copied that the source no longer holds.
-
-        The application may delete a thread while the backfill copies it: DualSaver deletes it
-        in old, then in new, and a batch read from old before that delete and written to new
-        after it brings the thread back in new (a conversation a user asked to forget, and a
-        divergence the check would report). So once a thread's batches committed, the source is
-        asked whether it still holds the thread. The delete reaches the source before the
-        target, so a thread the source still holds here was not deleted before its copy was
-        written (a later delete removes the copy too), and one it no longer holds was: the copy
-        is deleted. Called by the reader between chunks and once at the end, with the reader's
-        targets. Left to the check: a thread deleted and written again before the question
-        (the source holds it: the old rows stay in the target), or written again between the
-        question and the delete (the target loses that write; a backfill run again copies it)."""
+        """Delete from the target every thread this run copied that the source no longer holds
+        (`_copy.deleted_meanwhile`: the application deleted it while it was copied). Called by
+        the reader between chunks and once at the end, with the reader's targets."""
         with self._lock:
             copied, self._copied = self._copied, []
-        if not copied:
-            return
-        if self._asks_many:  # a query for many threads (SQL stores), else a thread at a time
-            held = yield Call("source", "threads_held", (copied,))
-        else:
-            held = set()
-            for thread_id in copied:
-                if (yield Call("source", "checkpoint_keys", (thread_id,))):
-                    held.add(thread_id)
-        for thread_id in copied:
-            if thread_id not in held:
-                yield Call("target", "delete_thread", (thread_id,))
-                self.result.deleted += 1
+        self.result.deleted += len((yield from deleted_meanwhile(copied, self._asks_many)))
 
     def started(self, total: int | None) -> None:
         self.total = total

@@ -95,6 +95,42 @@ def _pace(flow: Flow, checkpoints: int, seconds: float) -> Plan[None]:
         yield Call("clock", "sleep", (delay,))
 
 
+def asks_many(source: Any) -> bool:
+    """Whether `deleted_meanwhile` asks the source about many threads in one query (SQL stores)."""
+    return hasattr(source, "threads_held") or hasattr(source, "athreads_held")
+
+
+def deleted_meanwhile(thread_ids: list[str], many: bool) -> Plan[list[str]]:
+    """Delete from the target those of `thread_ids`, whose copies committed, that the source
+    no longer holds; returns them.
+
+    The application may delete a thread while it is copied: DualSaver deletes it in the
+    primary, then in the secondary, and rows read from the primary before that delete and
+    written to the secondary after it bring the thread back there (a conversation a user
+    asked to forget, and a divergence the check would report). So once the copy committed,
+    the source (the primary) is asked whether it still holds the thread. The delete reaches
+    the source before the target, so a thread the source still holds was not deleted before
+    its copy was written (a later delete removes the copy too), and one it no longer holds
+    was: the copy is deleted. `many` (`asks_many`): one query for many threads, else a
+    thread at a time. Left to the check: a thread deleted and written again before the
+    question (the source holds it: the old rows stay in the target), or written again
+    between the question and the delete (the target loses that write; a backfill run again
+    copies it)."""
+    if not thread_ids:
+        return []
+    if many:
+        held = yield Call("source", "threads_held", (thread_ids,))
+    else:
+        held = set()
+        for thread_id in thread_ids:
+            if (yield Call("source", "checkpoint_keys", (thread_id,))):
+                held.add(thread_id)
+    gone = [thread_id for thread_id in thread_ids if thread_id not in held]
+    for thread_id in gone:
+        yield Call("target", "delete_thread", (thread_id,))
+    return gone
+
+
 def _parts(batch: Batch) -> list[list[StoredCheckpoint]]:
     """How a failed batch is written again: thread by thread; a single thread's, row by row."""
     by_thread: dict[str, list[StoredCheckpoint]] = {}
