@@ -143,3 +143,47 @@ def test_a_repair_does_not_bring_back_a_thread_deleted_while_it_copied_it(tmp_pa
         assert DELETED not in _held(new) and DELETED not in _held(old)
         assert check(old, new, thread_ids=[DELETED]).clean
         assert result.ok and any(DELETED in note and "deleted in the target too" in note for note in result.notes)
+
+
+# Where the application's delete of old and of new may fall in the backfill of the thread:
+# before it is read, between its read and its write, between the write and the question to the
+# source, between the question and the backfill's delete, after the backfill.
+MOMENTS = ["before the read", "before the write", "before the question", "after the question", "after"]
+
+
+@pytest.mark.parametrize(("old_at", "new_at"), [
+    (o, n) for i, o in enumerate(MOMENTS) for n in MOMENTS[i:]  # old's delete comes first
+])
+def test_every_order_of_the_two_deletes_ends_with_the_thread_deleted(tmp_path, monkeypatch, old_at, new_at):
+    """The argument of `deleted_meanwhile`, walked case by case on real SQLite stores."""
+    old_url, new_url = _history(tmp_path), f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with open_saver(old_url) as old, open_saver(new_url) as new:
+        store = type(native_for(new))
+        write, asked = store.write_prepared, store.threads_held
+
+        def happen(moment: str) -> None:  # the application's deletes due at this moment, old's first
+            for saver, at in ((old, old_at), (new, new_at)):
+                if at == moment and DELETED in _held(saver):
+                    saver.delete_thread(DELETED)
+
+        def write_between(self, statements):
+            happen("before the write")
+            try:
+                return write(self, statements)
+            finally:
+                happen("before the question")
+
+        def ask_then(self, thread_ids):
+            try:
+                return asked(self, thread_ids)
+            finally:
+                happen("after the question")
+
+        happen("before the read")
+        monkeypatch.setattr(store, "write_prepared", write_between)
+        monkeypatch.setattr(store, "threads_held", ask_then)
+        backfill(old, new, state_path=tmp_path / "progress.sqlite")
+        monkeypatch.undo()
+        happen("after")
+        assert _held(old) == _held(new) == ["t-a", "t-c"]
+        assert check(old, new).clean
