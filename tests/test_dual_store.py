@@ -201,12 +201,15 @@ def test_to_the_official_redis_store(tmp_path, redis_stack):
 
 
 def _rewind_expiries(sqlite_store, pg_url: str) -> None:
-    """Every TTL'd item of both stores due to expire in ten minutes, as if written a while ago."""
-    sqlite_store.conn.execute("UPDATE store SET expires_at = DATETIME(CURRENT_TIMESTAMP, '+10 minutes')"
-                              " WHERE ttl_minutes IS NOT NULL")
+    """Every TTL'd item of both stores due to expire in ten minutes, as if written a while ago:
+    one instant for both (each store's own clock, SQLite's in whole seconds, read a connection
+    apart, put them more than the check's second of tolerance apart now and then)."""
+    at = (datetime.now(timezone.utc) + timedelta(minutes=10)).replace(microsecond=0)
+    sqlite_store.conn.execute("UPDATE store SET expires_at = ? WHERE ttl_minutes IS NOT NULL",
+                              (at.strftime("%Y-%m-%d %H:%M:%S"),))
     sqlite_store.conn.commit()
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("UPDATE store SET expires_at = NOW() + interval '10 minutes' WHERE ttl_minutes IS NOT NULL")
+        conn.execute("UPDATE store SET expires_at = %s WHERE ttl_minutes IS NOT NULL", (at,))
 
 
 @pytest.mark.parametrize("phase", [Phase.SHADOW_WRITE, Phase.READ_SWITCH], ids=str)
