@@ -3,9 +3,10 @@
 In shadow-write DualSaver deletes a thread in old, then in new. A backfill batch read from
 old before that delete and written to new after it would bring the thread back in new: a
 conversation the user asked to forget, and a divergence that blocks read-switch. The
-backfill asks the source about each thread it copied once the thread's rows committed, and
-deletes from the target those the source no longer holds. Sync and async on real SQLite and
-PostgreSQL, through a real DualSaver; in processes on real Redis."""
+backfill (and a repair) asks the source about each thread it copied once the thread's rows
+committed, and deletes from the target those the source no longer holds. Sync and async on real
+SQLite and PostgreSQL, through a real DualSaver; in processes on real Redis; and every order of
+the two deletes around the copy, walked one by one."""
 
 from __future__ import annotations
 

@@ -97,8 +97,8 @@ class SqlPlans:
         raise NotImplementedError
 
     def _held_plan(self, thread_ids: Sequence[str]) -> Plan[set[str]]:
-        """Which of these threads the store holds a checkpoint of (the backfill asks after
-        copying them: `migrate._backfill.Job.forget_deleted`), a query per HELD_PER_QUERY."""
+        """Which of these threads the store holds a checkpoint of (asked after copying them:
+        `migrate._copy.deleted_meanwhile`), a query per HELD_PER_QUERY."""
         held: set[str] = set()
         for start in range(0, len(thread_ids), HELD_PER_QUERY):
             rows = yield select(*self.held_query(list(thread_ids[start : start + HELD_PER_QUERY])))
