@@ -125,3 +125,47 @@ def test_a_clean_store_check_counts_every_item_kind() -> None:
     counts = check_items(old, new).summary["counts"]
     assert counts["item_missing_in_new"] == 1 and counts["item_missing_in_old"] == 1
     assert counts["item_value_mismatch"] == 0 and "item_ttl_mismatch" in counts
+
+
+@pytest.mark.parametrize("other", ["put", "delete"])
+def test_a_write_from_another_replica_during_the_copy_does_not_leave_the_secondary_behind(tmp_path, pg_url, other):
+    """Two replicas' DualStores over the same stores. Replica A's copy of its put reads the
+    primary's row; before it writes it, replica B's whole write of the same key lands (the
+    primary, then B's own copy). A's copy then put the older row back in new (or the deleted
+    item), until it read the primary again after writing (`ItemJob._settle`)."""
+    import threading
+
+    from dualsaver.items._shells import SyncItemShell
+
+    with sync_store("sqlite", tmp=tmp_path) as old, sync_store("postgres", pg_url=pg_url) as new:
+        a = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "a.sqlite")
+        b = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "b.sqlite")
+        old.put(NS, "profile", {"text": "likes tea"})
+        read, held, go = SyncItemShell.get_items, threading.Event(), threading.Event()
+
+        def read_then_wait(self, keys):  # A's copy, the first to read the primary, waits after its read
+            found = read(self, keys)
+            if self.store is old and not held.is_set():
+                held.set()
+                go.wait(10)
+            return found
+
+        SyncItemShell.get_items = read_then_wait
+        try:
+            replica_a = threading.Thread(target=lambda: a.put(NS, "profile", {"text": "likes coffee"}))
+            replica_a.start()
+            assert held.wait(10)
+            if other == "put":
+                b.put(NS, "profile", {"text": "likes green tea"})
+            else:
+                b.delete(NS, "profile")
+            go.set()
+            replica_a.join(10)
+        finally:
+            SyncItemShell.get_items = read
+        a.close()
+        b.close()
+        report = check_items(old, new)
+        assert report.clean, [(d.kind, d.detail) for d in report.divergences]
+        expected = None if other == "delete" else {"text": "likes green tea"}
+        assert [s.get(NS, "profile") and s.get(NS, "profile").value for s in (old, new)] == [expected, expected]

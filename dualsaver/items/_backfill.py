@@ -43,6 +43,7 @@ from dualsaver.stores.faithful import ascii_safe
 from dualsaver.stores.identity import refuse_same_store
 
 BATCH = 500  # items per write
+SETTLE_ROUNDS = 3  # times a copy of live writes reads the source again (`ItemJob._settle`)
 MAX_BAD_KEPT = 1000
 APPROXIMATE = ("{side} has no native item adapter: copied through the public API, so the items get"
                " the time of the copy as created_at/updated_at and the target embeds again (APPROXIMATE)")
@@ -269,14 +270,24 @@ class ItemJob:
     # ------------------------------------------------------------------ a few items
 
     def copy_plan(self, keys: Sequence[ItemKey], delete_missing: bool = False,
-                  missed: MissedItems | None = None) -> Plan[ItemBackfillResult]:
-        """Copy the named items (a lazy copy, a repair); with `delete_missing`, an item the
-        source does not hold is deleted from the target. With `missed` (a repair from the
-        journal), an item is copied only if the target missed its put and deleted only if it
-        missed its delete: one the journal contradicts (a put the source does not hold, a
-        delete it still holds) is left, and a note says how many."""
+                  missed: MissedItems | None = None, settle: bool = False) -> Plan[ItemBackfillResult]:
+        """Copy the named items (a lazy copy, a repair, a secondary's copy of a live write);
+        with `delete_missing`, an item the source does not hold is deleted from the target.
+        With `missed` (a repair from the journal), an item is copied only if the target missed
+        its put and deleted only if it missed its delete: one the journal contradicts (a put
+        the source does not hold, a delete it still holds) is left, and a note says how many.
+        With `settle`, the source is read again afterwards (`_settle`)."""
         keys = list(dict.fromkeys((tuple(ns), k) for ns, k in keys))
         found = yield Call("source", "get_items", (keys,))
+        yield from self._copy_found(keys, found, delete_missing, missed)
+        if settle and not self.dry_run:
+            yield from self._settle(keys, found)
+        return self.finish()
+
+    def _copy_found(self, keys: list[ItemKey], found: dict[ItemKey, Any], delete_missing: bool,
+                    missed: MissedItems | None = None) -> Plan[None]:
+        """Write to the target the items of `keys` the source answered with (`found`); delete
+        the rest with `delete_missing` (`copy_plan` says what `missed` changes)."""
         items, left = [], 0
         for ident in keys:
             item = found.get(ident)
@@ -299,7 +310,25 @@ class ItemJob:
                                      " holds: were the stores passed the other way round?")
         if delete_missing and gone and not self.dry_run:
             yield Call("target", "delete_items", (gone,))
-        return self.finish()
+
+    def _settle(self, keys: list[ItemKey], copied: dict[ItemKey, Any]) -> Plan[None]:
+        """Read the source again after copying, and copy again what changed meanwhile.
+
+        The copy reads the source, then replaces the target's rows. Another replica's whole
+        write of the same key (its primary, then its own copy into this target) may land in
+        between, and this copy would then put the older row back, or bring back an item
+        deleted meanwhile. Any source change before this second read is seen here and copied
+        again; any after it is copied by its own writer, whose copy lands after this one. A
+        key still changing after SETTLE_ROUNDS reads is left to the check, and noted."""
+        for _ in range(SETTLE_ROUNDS):
+            now = yield Call("source", "get_items", (keys,))
+            keys = [k for k in keys if now.get(k) != copied.get(k)]
+            if not keys:
+                return
+            yield from self._copy_found(keys, now, delete_missing=True)
+            copied = now
+        self.result.notes.append(f"{len(keys)} item(s) kept changing in the source while they were copied:"
+                                 " the check compares them")
 
     def finish(self) -> ItemBackfillResult:
         if self.result.deleted:
@@ -383,16 +412,19 @@ def _copy_job(source: Any, target: Any, asynchronous: bool, replace: bool) -> tu
 
 
 def copy_items(source: Any, target: Any, keys: Iterable[ItemKey], *, replace: bool = False,
-               delete_missing: bool = False, missed: MissedItems | None = None) -> ItemBackfillResult:
+               delete_missing: bool = False, missed: MissedItems | None = None,
+               settle: bool = False) -> ItemBackfillResult:
     """Copy the items named by (namespace, key) from `source` to `target`, exactly: insert if
     absent, or, with `replace`, overwrite (repair); `delete_missing` deletes from the target
-    what the source does not hold; `missed` limits both to what the journal names (`ItemJob.copy_plan`)."""
+    what the source does not hold; `missed` limits both to what the journal names; `settle`
+    reads the source again and copies what changed meanwhile (`ItemJob.copy_plan`)."""
     job, io = _copy_job(source, target, False, replace)
-    return run(job.copy_plan(list(keys), delete_missing, missed), io)
+    return run(job.copy_plan(list(keys), delete_missing, missed, settle), io)
 
 
 async def acopy_items(source: Any, target: Any, keys: Iterable[ItemKey], *, replace: bool = False,
-                      delete_missing: bool = False, missed: MissedItems | None = None) -> ItemBackfillResult:
+                      delete_missing: bool = False, missed: MissedItems | None = None,
+                      settle: bool = False) -> ItemBackfillResult:
     """The async form of `copy_items`."""
     job, io = _copy_job(source, target, True, replace)
-    return await arun(job.copy_plan(list(keys), delete_missing, missed), io)
+    return await arun(job.copy_plan(list(keys), delete_missing, missed, settle), io)

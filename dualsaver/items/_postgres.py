@@ -142,6 +142,14 @@ class PostgresItems(PostgresItemPlans, SyncSqlItems):
             cursor.execute(sql, params)
             yield from cursor
 
+    def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """A small result in one round trip (`rows` streams through a server-side cursor: a
+        transaction and a cursor to open and close, four round trips more)."""
+        from psycopg.rows import tuple_row
+
+        with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            return cursor.execute(sql, params).fetchall()
+
     def write(self, steps: Steps) -> list[Any]:
         from psycopg.rows import tuple_row
 
@@ -175,6 +183,13 @@ class AsyncPostgresItems(PostgresItemPlans, AsyncSqlItems):
             await cursor.execute(sql, params)
             async for row in cursor:
                 yield row
+
+    async def aquery(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        from psycopg.rows import tuple_row
+
+        async with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            await cursor.execute(sql, params)
+            return await cursor.fetchall()
 
     async def awrite(self, steps: Steps) -> list[Any]:
         from psycopg.rows import tuple_row

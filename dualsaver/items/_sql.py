@@ -105,8 +105,8 @@ class SqlItemPlans(ItemPlans):
         for start in range(0, len(keys), KEYS_PER_QUERY):
             chunk = keys[start : start + KEYS_PER_QUERY]
             where, params = self._keys_where(chunk)
-            cursor = yield rows(self._select(where, vectors), params)
-            yield from for_each(self._grouped(cursor), lambda item: _keep(found, item))
+            answer = yield query(self._select(where, vectors), params)  # small: one round trip
+            yield from for_each(self._grouped(iter(answer)), lambda item: _keep(found, item))
         return found
 
     def _held_plan(self, keys: Sequence[ItemKey]) -> Plan[set[ItemKey]]:

@@ -125,7 +125,7 @@ class ItemCopier:
         source = other(target)
         if self.exact(source, target):
             src, dst = self._adapter(source, False), self._adapter(target, False)
-            return _copied(items.copy_items(src, dst, _keys(puts), replace=True, delete_missing=True))
+            return _copied(items.copy_items(src, dst, _keys(puts), replace=True, delete_missing=True, settle=True))
         self.stores[target].batch(puts)
         return len(puts)
 
@@ -133,7 +133,8 @@ class ItemCopier:
         source = other(target)
         if self.exact(source, target, asynchronous=True):
             src, dst = self._adapter(source, True), self._adapter(target, True)
-            return _copied(await items.acopy_items(src, dst, _keys(puts), replace=True, delete_missing=True))
+            return _copied(await items.acopy_items(src, dst, _keys(puts), replace=True, delete_missing=True,
+                                                   settle=True))
         await self.stores[target].abatch(puts)
         return len(puts)
 
