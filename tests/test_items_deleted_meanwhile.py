@@ -135,3 +135,37 @@ def test_a_source_that_reads_items_whole_is_asked_the_same(tmp_path, monkeypatch
         monkeypatch.undo()
         assert _keys(new) == _keys(old) == [k for k in KEYS if k != DELETED]
         assert result.deleted == 1 and check_items(old, new).clean
+
+
+@pytest.mark.parametrize("live", ["put", "delete"])
+def test_a_repair_does_not_undo_a_live_write_made_while_it_copied(tmp_path, pg_url, monkeypatch, live):
+    """`repair_items` from a report reads the source's row, then replaces the target's; a live
+    write of the same key in between (DualStore: old, then new) was undone in the target by the
+    older row, until the repair read the source again after writing."""
+    from dualsaver.items import repair_items
+
+    with open_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, open_item_store(pg_url) as new:
+        _fill(old)
+        app = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "j.sqlite")
+        read = SyncItemShell.get_items
+        wrote: list[str] = []
+
+        def read_then_a_live_write(self, keys):
+            found = read(self, keys)
+            if self.store is old and not wrote:  # the repair's read of the source
+                wrote.append(live)
+                if live == "put":
+                    app.put(NS, DELETED, {"text": "fact k2, updated"})
+                else:
+                    app.delete(NS, DELETED)
+            return found
+
+        monkeypatch.setattr(SyncItemShell, "get_items", read_then_a_live_write)
+        result = repair_items(old, new, [(NS, DELETED)])
+        monkeypatch.undo()
+        app.close()
+
+        assert wrote == [live]
+        expected = {"text": "fact k2, updated"} if live == "put" else None
+        assert [s.get(NS, DELETED) and s.get(NS, DELETED).value for s in (old, new)] == [expected, expected]
+        assert result.bad == 0
