@@ -27,7 +27,7 @@ from langgraph.types import Command, Send, interrupt
 from typing_extensions import TypedDict
 
 from dualsaver.migrate import copy_thread
-from dualsaver.stores import native_for
+from dualsaver.stores import native_for, open_saver
 from dualsaver.stores.native import StoredCheckpoint, StoredWrite
 
 AES_KEY = b"0123456789abcdef"
@@ -118,6 +118,14 @@ def populate(saver: Any, threads: Iterable[str], turns: int = 1) -> None:
     for t in threads:
         for n in range(turns):
             run_turn(app, t, f"turn{n}")
+
+
+def sqlite_history(path: Any, threads: Iterable[str]) -> str:
+    """A SQLite file at `path` holding the real graph's history of `threads`; its URL."""
+    url = f"sqlite:///{path}"
+    with open_saver(url) as saver:
+        populate(saver, threads)
+    return url
 
 
 def clone(source: Any, target: Any) -> None:

@@ -21,10 +21,7 @@ DELETED = "t-b"
 
 
 def _history(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    with open_saver(url) as old:
-        cs.populate(old, THREADS)
-    return url
+    return cs.sqlite_history(tmp_path / "old.sqlite", THREADS)
 
 
 def _held(saver) -> list[str]:

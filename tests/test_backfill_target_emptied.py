@@ -20,10 +20,7 @@ SET_ASIDE = "progress was set aside"
 
 
 def _history(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    with open_saver(url) as old:
-        cs.populate(old, THREADS)
-    return url
+    return cs.sqlite_history(tmp_path / "old.sqlite", THREADS)
 
 
 def _empty(redis_url: str) -> None:

@@ -17,7 +17,9 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 
 from dualsaver import DualStore, Phase
-from dualsaver.items import abackfill_items, acheck_items, aopen_item_store, backfill_items, check_items, open_item_store
+from dualsaver.items import (
+    abackfill_items, acheck_items, aopen_item_store, backfill_items, check_items, open_item_store,
+)
 from dualsaver.items._shells import AsyncItemShell, SyncItemShell
 
 NS = ("users", "u1")
@@ -35,20 +37,26 @@ def _keys(store) -> list[str]:
     return sorted(item.key for item in store.search(NS, limit=100))
 
 
+def _delete_when_written(monkeypatch, delete, into=None) -> None:
+    """`delete()` runs just before a batch holding DELETED is written (into `into`, or any
+    store): the batch was read from the source before the delete."""
+    write = SyncItemShell.write_items
+
+    def write_after_a_delete(self, items, *, replace=False):
+        items = list(items)
+        if (into is None or self.store is into) and DELETED in [item.key for item in items]:
+            delete()
+        return write(self, items, replace=replace)
+
+    monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+
+
 def test_an_item_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
     with open_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, open_item_store(pg_url) as new:
         _fill(old)
         # the caller waits for both stores, so new's delete lands before the batch is written
         app = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "j.sqlite")
-        write = SyncItemShell.write_items
-
-        def write_after_a_delete(self, items, *, replace=False):  # the batch was read before the delete
-            items = list(items)
-            if DELETED in [item.key for item in items]:
-                app.delete(NS, DELETED)
-            return write(self, items, replace=replace)
-
-        monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+        _delete_when_written(monkeypatch, lambda: app.delete(NS, DELETED))
         result = backfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
         monkeypatch.undo()
 
@@ -97,15 +105,8 @@ def test_a_postgresql_source_is_asked_when_it_has_a_connection_to_spare(tmp_path
     with open_item_store(pg_url) as pooled, _one_connection(pg_url) as single, \
             open_item_store(f"sqlite:///{tmp_path}/new.sqlite") as new:
         old = pooled if opened == "from its URL" else single
-        write = SyncItemShell.write_items
-
-        def write_after_a_delete(self, items, *, replace=False):  # new's delete came first; old's lands now
-            items = list(items)
-            if self.store is new and DELETED in [item.key for item in items]:
-                pooled.delete(NS, DELETED)
-            return write(self, items, replace=replace)
-
-        monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+        # new's delete came first; old's lands as the batch is written
+        _delete_when_written(monkeypatch, lambda: pooled.delete(NS, DELETED), into=new)
         result = backfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
         monkeypatch.undo()
 
@@ -122,15 +123,7 @@ def test_a_source_that_reads_items_whole_is_asked_the_same(tmp_path, monkeypatch
     with open_item_store("memory://deleted-meanwhile") as old, \
             open_item_store(f"sqlite:///{tmp_path}/new.sqlite") as new:
         _fill(old)
-        write = SyncItemShell.write_items
-
-        def write_after_a_delete(self, items, *, replace=False):
-            items = list(items)
-            if DELETED in [item.key for item in items]:
-                old.delete(NS, DELETED)
-            return write(self, items, replace=replace)
-
-        monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
+        _delete_when_written(monkeypatch, lambda: old.delete(NS, DELETED))
         result = backfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
         monkeypatch.undo()
         assert _keys(new) == _keys(old) == [k for k in KEYS if k != DELETED]
