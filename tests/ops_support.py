@@ -39,6 +39,21 @@ def run_cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | Non
     )
 
 
+def sqlite_migration(
+    tmp_path: Path, control_url: str
+) -> tuple[dict[str, str], dict[str, str], Callable[..., tuple[int, str]]]:
+    """Two SQLite stores, their URLs in the environment of `dualsaver` runs (`cli`, which
+    returns the exit status and the output) beside a control store."""
+    urls = {side: f"sqlite:///{tmp_path / f'{side}.sqlite'}" for side in ("old", "new")}
+    env = cli_env(DUALSAVER_CONTROL_URL=control_url, DUALSAVER_OLD_URL=urls["old"], DUALSAVER_NEW_URL=urls["new"])
+
+    def cli(*args: str) -> tuple[int, str]:
+        done = run_cli(*args, cwd=tmp_path, env=env)
+        return done.returncode, done.stdout + done.stderr
+
+    return urls, env, cli
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     """The JSON log lines among `text`'s lines."""
     out = []

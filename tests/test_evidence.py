@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dualsaver.control.evidence import (
-    LocalStatusFile, evidence, record_backfill, record_check, record_store_backfill, record_store_check, scope,
+    LocalStatusFile, evidence, left_shadow_write, record_backfill, record_check, record_store_backfill,
+    record_store_check, scope,
 )
 from dualsaver.control.phase import Phase, TransitionError, guard_transition
 from dualsaver.control.settings import Settings
@@ -81,3 +82,17 @@ def test_a_clean_item_check_of_other_stores_than_the_item_backfills_does_not_let
     e = evidence(store, entered_at=None, store_pair=True)
     assert e.store_check_clean and not e.store_check_other_pair
     guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, e)  # allowed
+
+
+def test_the_fleet_left_shadow_write_at_the_newest_move_out_of_it():
+    """A record never set stood at shadow-write (the default); later moves elsewhere do not count."""
+    def moves(*steps: tuple[str | None, str, float]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(from_phase=a, to_phase=b, changed_at=at) for a, b, at in steps]
+
+    assert left_shadow_write(moves()) is None
+    assert left_shadow_write(moves((None, "shadow-write", 1.0))) is None  # still writing behind
+    assert left_shadow_write(moves((None, "backfill", 1.0))) == 1.0
+    assert left_shadow_write(moves((None, "shadow-write", 1.0), ("shadow-write", "backfill", 2.0),
+                                   ("backfill", "read-switch", 3.0))) == 2.0
+    assert left_shadow_write(moves(("shadow-write", "backfill", 2.0), ("backfill", "shadow-write", 3.0),
+                                   ("shadow-write", "backfill", 4.0))) == 4.0

@@ -109,9 +109,12 @@ def test_read_switch_needs_a_clean_store_check_when_a_store_pair_is_configured()
         ({"store_backfill_at": 10.0, "store_backfill_ok": True}, "no check of the long-term store"),
         ({"store_backfill_at": 10.0, "store_backfill_ok": True, "store_check_at": 11.0,
           "store_check_divergences": 2}, "found 2 divergence"),
+        # a clean check of items from before the fleet left shadow-write (DualStore wrote behind)
+        ({"store_backfill_at": 10.0, "store_backfill_ok": True, "store_check_at": 10.6, "store_check_clean": True,
+          "left_shadow_write_at": 10.8}, "since the fleet left shadow-write"),
     ]:
         try:
-            guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, Evidence(**ready, store_required=True, **store))
+            guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, Evidence(**{**ready, "store_required": True, **store}))
         except TransitionError as exc:
             assert words in str(exc)
         else:

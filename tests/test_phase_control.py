@@ -41,6 +41,8 @@ def expected_allowed(current: Phase, target: Phase, e: Evidence) -> bool:
                 and e.check_at is not None and e.check_at >= e.backfill_at
                 and e.check_full and e.check_clean and e.unrepaired_new == 0
                 and (e.reads_back_at is None or e.check_at >= e.reads_back_at)  # a check after any rollback
+                # ... and after write-behind ended: a crash loses its queue unjournaled
+                and (e.left_shadow_write_at is None or e.check_at >= e.left_shadow_write_at)
             )
         if target is Phase.DECOMMISSION:  # old, about to be retired, holds the only copy of what new missed
             return e.unrepaired_new == 0
@@ -62,6 +64,7 @@ evidence = st.builds(
     check_at=times, check_clean=st.booleans(), check_full=st.booleans(),
     check_divergences=st.integers(0, 3), entered_at=times,
     unrepaired_new=st.integers(0, 2), unrepaired_old=st.integers(0, 2), reads_back_at=times,
+    left_shadow_write_at=times,
 )
 
 

@@ -23,7 +23,7 @@ from dualsaver.migrate import backfill
 from dualsaver.migrate import repairs_from_journal, repair
 from tests.graphs import build_agent, config, expected_results, run_turn
 from tests.faulty import Faulty
-from tests.ops_support import cli_env, run_cli
+from tests.ops_support import cli_env, run_cli, sqlite_migration
 from tests.savers import sync_saver
 
 
@@ -82,19 +82,6 @@ def test_a_delete_in_decommission_survives_the_rollback(tmp_path, pg_url_factory
 # --------------------------------------------------------------------------- the guard of a move back
 
 
-def _migration(tmp_path, control_url: str):
-    """Two SQLite stores, their URLs in the environment of `dualsaver` runs (`cli`, which
-    returns the exit status and the output) beside a control store."""
-    urls = {side: f"sqlite:///{tmp_path / f'{side}.sqlite'}" for side in ("old", "new")}
-    env = cli_env(DUALSAVER_CONTROL_URL=control_url, DUALSAVER_OLD_URL=urls["old"], DUALSAVER_NEW_URL=urls["new"])
-
-    def cli(*args: str) -> tuple[int, str]:
-        done = run_cli(*args, cwd=tmp_path, env=env)
-        return done.returncode, done.stdout + done.stderr
-
-    return urls, env, cli
-
-
 def _recorded_forward_evidence(control_url: str, urls: dict[str, str]) -> None:
     """A complete backfill and a clean check after it, of these stores, as the read-switch
     guard needs."""
@@ -111,7 +98,7 @@ def test_a_move_back_waits_until_old_has_what_it_missed(tmp_path, redis_url):
     """read-switch -> backfill makes old answer reads again: a turn old missed (its write
     failed, journaled) would vanish from the conversation. The guard refuses until the
     journal's repair (source: new) brought it to old; then the move loses nothing."""
-    urls, env, cli = _migration(tmp_path, redis_url)
+    urls, env, cli = sqlite_migration(tmp_path, redis_url)
     assert cli("phase", "set", "backfill")[0] == 0
     _recorded_forward_evidence(redis_url, urls)
     assert cli("phase", "set", "read-switch")[0] == 0
@@ -156,7 +143,7 @@ def test_leaving_decommission_waits_for_its_deletes_to_reach_old(tmp_path, redis
     a conversation deleted in decommission (old retired, the delete journaled as a tombstone)
     would come back. The reverse backfill only adds, so the guard also waits for the
     journal's repair, which applies the delete to old."""
-    urls, _, cli = _migration(tmp_path, redis_url)
+    urls, _, cli = sqlite_migration(tmp_path, redis_url)
     with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
         with DualSaver(old_store, new_store, "shadow-write", control=redis_url, journal=tmp_path / "spool.sqlite",
                        write_behind=False) as saver:
@@ -194,7 +181,7 @@ def test_decommission_waits_until_new_has_what_a_failed_lazy_copy_left_in_old(tm
     """In read-switch a read that new misses is answered by old and its thread copied into
     new; when that copy fails it is journaled. Decommission would retire old, the only
     store holding that thread: refused until the repair copied it."""
-    urls, _, cli = _migration(tmp_path, redis_url)
+    urls, _, cli = sqlite_migration(tmp_path, redis_url)
     with open_saver(urls["old"]) as old_store, open_saver(urls["new"]) as new_store:
         run_turn(build_agent(old_store), "only-in-old", "alpha")  # a thread the backfill never saw
         assert cli("phase", "set", "backfill")[0] == 0

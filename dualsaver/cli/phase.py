@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 EXIT_OK, EXIT_REFUSED, EXIT_CANNOT, EXIT_RACE, EXIT_WAIT = 0, 1, 2, 3, 4
-HISTORY_SCANNED = 1000  # transitions the guards look through for the last move back (a migration has a few)
+HISTORY_SCANNED = 1000  # transitions the guards look through for the last move back or out of shadow-write
 
 EPILOG = """\
 examples:
@@ -136,10 +136,11 @@ def _evidence(control: Any, state: Any, settings: Any, *, verify_pair: bool = Fa
     open entries."""
     from dualsaver.control import evidence
 
+    history = control.history(HISTORY_SCANNED)
     return evidence.evidence(
         control, state.changed_at if state else None, pair=_configured_pair(settings) if verify_pair else None,
         unrepaired=evidence.count_unrepaired(control),
-        reads_back_at=evidence.reads_moved_back(control.history(HISTORY_SCANNED)),
+        reads_back_at=evidence.reads_moved_back(history), left_shadow_write_at=evidence.left_shadow_write(history),
         store_pair=bool(getattr(settings, "store_old_url", None) and getattr(settings, "store_new_url", None)),
     )
 

@@ -365,6 +365,14 @@ def reads_moved_back(transitions: Any) -> float | None:
     return back[-1] if back else None
 
 
+def left_shadow_write(transitions: Any) -> float | None:
+    """When the newest move out of shadow-write happened, among `transitions` (oldest first);
+    a record never set stood at shadow-write, the default. None if none did."""
+    left = [t.changed_at for t in transitions
+            if t.from_phase in (None, Phase.SHADOW_WRITE.value) and t.to_phase != Phase.SHADOW_WRITE.value]
+    return left[-1] if left else None
+
+
 def count_unrepaired(control_store: Any) -> dict[str, int]:
     """By store ("old", "new"): journal entries naming writes it missed (lossy live writes
     held back among them) or deletes it did not get, that no repair has settled. Reads
@@ -378,11 +386,13 @@ def count_unrepaired(control_store: Any) -> dict[str, int]:
 def evidence(
     store: Any, entered_at: float | None, *, pair: dict[str, str] | None = None,
     unrepaired: dict[str, int] | None = None, store_pair: bool = False, reads_back_at: float | None = None,
+    left_shadow_write_at: float | None = None,
 ) -> Evidence:
     """What the guards need, from the recorded outcomes. `pair` holds the fingerprints of
     the configured old and new stores (None: the pair the newest whole backfill ran on);
     `unrepaired` counts the journal entries naming each store that no repair has settled;
     `reads_back_at`: when reads last moved back from new to old (`reads_moved_back`);
+    `left_shadow_write_at`: when the fleet last left shadow-write (`left_shadow_write`);
     `store_pair`: a long-term store pair is configured, so its items need evidence too."""
     backfill, pair = backfill_evidence(store, pair)
     return Evidence(
@@ -393,5 +403,6 @@ def evidence(
         unrepaired_new=(unrepaired or {}).get("new", 0),
         unrepaired_old=(unrepaired or {}).get("old", 0),
         reads_back_at=reads_back_at,
+        left_shadow_write_at=left_shadow_write_at,
         entered_at=entered_at,
     )

@@ -4,7 +4,8 @@ import of ours but the error tree.
 - `Phase`: the four phases, in order.
 - `check_transition` / `guard_transition`: the rules for moving between them; the guard adds
   what the migration has recorded (`Evidence`: backfill, check, reverse backfill, the
-  journal's unrepaired entries by store, the last move of reads back to old).
+  journal's unrepaired entries by store, the last move of reads back to old, the last time
+  the fleet left shadow-write).
 
 Where a process's phase comes from (argument, environment, settings, shared record) is
 `control/sources.py`.
@@ -107,6 +108,10 @@ class Evidence:
     # when reads last moved back from new to old (a rollback): a check from before it says
     # nothing of what new took and lost while it was the primary
     reads_back_at: float | None = None
+    # when the fleet's record last left shadow-write, where replicas write new's copies
+    # behind: a copy queued before then and lost in a replica's crash is in no journal, so
+    # only a check started after it proves that new holds what old does
+    left_shadow_write_at: float | None = None
     entered_at: float | None = None
     # The long-term store's items, when a store pair is configured (or was backfilled):
     # read-switch needs their full backfill and a clean full check after it too.
@@ -194,6 +199,13 @@ def _require_check(e: Evidence, backfill_at: float) -> None:
             f" ({utc_time(e.reads_back_at)}): new was the primary until then, and what it lost since the last"
             " check is unknown; run `dualsaver check` and repair what it finds"
         )
+    if e.left_shadow_write_at is not None and e.check_at < e.left_shadow_write_at:
+        raise TransitionError(
+            f"cannot switch reads: (c) no check has started since the fleet left shadow-write"
+            f" ({utc_time(e.left_shadow_write_at)}): until then replicas wrote new's copies behind, and a"
+            " replica that crashed since the last check lost what it had queued, with no journal entry;"
+            " run `dualsaver check` (after `phase set backfill --wait`) and repair what it finds"
+        )
     if not e.check_clean:
         raise TransitionError(
             f"cannot switch reads: the last check ({utc_time(e.check_at)}) found"
@@ -250,9 +262,11 @@ def _guard_store(e: Evidence) -> None:
             " copied between (a typo in --store-old or --store-new?); run"
             " `dualsaver check --store-old ... --store-new ...` on them"
         )
-    due = max(e.store_backfill_at, e.reads_back_at or 0.0)  # a check after the backfill and any rollback
+    # a check after the backfill, any rollback, and write-behind (DualStore's, as DualSaver's)
+    due = max(e.store_backfill_at, e.reads_back_at or 0.0, e.left_shadow_write_at or 0.0)
     if e.store_check_at is None or e.store_check_at < due:
-        since = "its backfill finished" if due == e.store_backfill_at else "reads moved back to old"
+        since = ("its backfill finished" if due == e.store_backfill_at
+                 else "reads moved back to old" if due == e.reads_back_at else "the fleet left shadow-write")
         raise TransitionError(
             f"cannot switch reads: (e) no check of the long-term store has started since {since}"
             f" ({utc_time(due)}); run `dualsaver check --store-old ... --store-new ...`"

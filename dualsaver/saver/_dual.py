@@ -57,8 +57,9 @@ class DualSaver(PhasedPair, CompositeSaver):
             from the backfill phase on (every write is synchronous there). Closing, a normal
             exit (`close()`, or `aclose()` / `async with` for async calls) or the event
             loop closing journals what did not land; a crash loses the
-            queued copies without a journal entry (the backfill, which read-switch
-            requires, copies them). Deletes, copies and prunes are always synchronous, and
+            queued copies without a journal entry (the check that read-switch requires,
+            started after the fleet left shadow-write, finds them). Deletes, copies and
+            prunes are always synchronous, and
             so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
             `False` makes every shadow-write call wait for both stores.
         control: the fleet's control store (`postgresql://...` or `redis://...`); None:

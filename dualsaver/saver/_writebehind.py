@@ -25,8 +25,8 @@ Nothing queued is dropped silently on a normal exit: closing the saver (`close()
 sync queue, `aclose()` for the async one), the process exiting, or an event loop shutting
 down under its tasks waits up to the timeout, then hands every write that did not land to
 `abandon`, which journals it. A crash loses what
-was queued, without a journal entry; the backfill, which must run before read-switch,
-copies it.
+was queued, without a journal entry; the check that read-switch requires, started after
+the fleet left shadow-write (the phase guard sees to it), finds it for repair.
 """
 
 from __future__ import annotations
