@@ -462,6 +462,36 @@ def test_a_thread_old_missed_a_write_of_is_read_from_new_whatever_the_canary(tmp
         saver.close()
 
 
+def test_a_thread_old_missed_a_write_of_on_another_replica_is_read_from_new_here_too(tmp_path, redis_url):
+    """The same across a fleet: replica A's old misses a turn (journaled, shipped to the
+    control store). Replica B, whose own old writes all landed, read the thread from old and
+    answered the turn before it, for as long as nobody repaired the journal. It now reads
+    the fleet's journal again in the background and answers from new."""
+    from dualsaver.stores import open_saver
+    from tests.faulty import Faulty
+    from tests.graphs import build_agent, config, expected_results, run_turn
+
+    with open_saver(f"sqlite:///{tmp_path / 'o.sqlite'}") as o, open_saver(f"sqlite:///{tmp_path / 'n.sqlite'}") as n:
+        old = Faulty(o)
+        a = DualSaver(old, n, "read-switch", canary_percent=0, control=redis_url, journal=tmp_path / "a.sqlite",
+                      circuit_cool_down=None)
+        b = DualSaver(o, n, "read-switch", canary_percent=0, control=redis_url, journal=tmp_path / "b.sqlite")
+        try:
+            run_turn(build_agent(a), "t", "alpha")
+            results = lambda: build_agent(b).get_state(config("t")).values.get("results")  # noqa: E731
+            assert results() == expected_results("alpha")  # from old, which holds it all
+            old.mode = "raise"
+            run_turn(build_agent(a), "t", "beta")  # acknowledged; old missed it
+            old.mode = None
+            assert a.secondary_failures.total() > 0
+            eventually(lambda: results() == expected_results("alpha", "beta"), "B answers the turn A acknowledged",
+                       timeout=20)
+            assert build_agent(o).get_state(config("t")).values["results"] == expected_results("alpha")  # old: stale
+        finally:
+            a.close()
+            b.close()
+
+
 # --------------------------------------------------------------------------- the settings file
 
 

@@ -46,7 +46,9 @@ class DualSaver(PhasedPair, CompositeSaver):
         journal: a `Journal`, a path for one, or None for `$DUALSAVER_JOURNAL` /
             `.dualsaver/journal.sqlite`.
         canary_percent: in read-switch, only this share of threads (by a stable hash of the
-            thread id) reads from new; the rest still read from old. None: all threads.
+            thread id) reads from new; the rest still read from old, but for threads old
+            missed a write of (here, or on another replica: `Recorder.stale_threads`).
+            None: all threads.
         shadow_read_rate: in shadow-write and backfill, the share of `get_tuple` calls also
             answered by new and compared with old's answer; mismatches are counted and
             journaled, and the caller always gets old's answer.
@@ -143,8 +145,10 @@ class DualSaver(PhasedPair, CompositeSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
+        canary = self.canary_percent is not None and phase is Phase.READ_SWITCH
+        stale = self.recorder.stale_threads("old") if canary else ()
         ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge,
-                            stale_in_old=self.recorder.missed_threads["old"])
+                            stale_in_old=stale)
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ from dualsaver.observability import telemetry
 from dualsaver.saver.routing import Mode, Role
 
 log = structlog.get_logger("dualsaver")
+
+FLEET_MISSES_EVERY = 2.0  # seconds between two reads of the fleet's journal for read-switch's canary
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,10 @@ class Recorder:
         # the threads each store missed a write of in this process: read-switch's canary
         # does not answer such a thread from old (`plans.Context.reads`)
         self.missed_threads: dict[Role, set[str]] = {"old": set(), "new": set()}
+        # ... and in the whole fleet, as last read from its journal (`stale_threads`)
+        self._fleet_missed: dict[str, frozenset[str]] = {}
+        self._fleet_read_at = float("-inf")
+        self._fleet_reading = threading.Lock()
 
     @property
     def journal(self) -> Any:
@@ -160,6 +167,34 @@ class Recorder:
         log.warning("shadow_read_mismatch", phase=str(mismatch.phase), thread_id=at.get("thread_id"),
                     checkpoint_id=at.get("checkpoint_id"), fields=detail)
         self._journal_entry(mismatch.phase, "new", "shadow_read", at, f"mismatch: {detail}")
+
+    def stale_threads(self, role: Role) -> Collection[str]:
+        """The threads `role` missed a write (or a delete) of: this process's and, with a
+        control store, every replica's that no repair has settled. The fleet's are read from
+        its journal in the background (never on the caller's path), at most every
+        FLEET_MISSES_EVERY seconds while they are asked for: another replica's miss counts
+        here about that long after it shipped (`FleetJournal`), where before it never did."""
+        local = self.missed_threads[role]
+        if not self._control:
+            return local
+        now = time.monotonic()
+        if now - self._fleet_read_at >= FLEET_MISSES_EVERY and self._fleet_reading.acquire(blocking=False):
+            self._fleet_read_at = now
+            threading.Thread(target=self._read_fleet_misses, name="dualsaver-fleet-misses", daemon=True).start()
+        fleet = self._fleet_missed.get(role)
+        return local | fleet if fleet else local
+
+    def _read_fleet_misses(self) -> None:
+        try:
+            by_store: dict[str, set[str]] = {}
+            for entry in self.journal.control.journal_pending():
+                if entry.thread_id is not None:
+                    by_store.setdefault(entry.store, set()).add(entry.thread_id)
+            self._fleet_missed = {store: frozenset(threads) for store, threads in by_store.items()}
+        except Exception as exc:  # the control store away: keep what was last read
+            log.debug("fleet_misses_not_read", error=describe_error(exc))
+        finally:
+            self._fleet_reading.release()
 
     def missed_delete(self, role: Role, thread_id: str) -> bool:
         """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
