@@ -22,7 +22,7 @@ examples:
   # step forward (replicas follow within their poll interval); wait until they all did
   dualsaver phase set backfill --reason "shadow-write clean for a week" --wait 60
 
-  # switching reads needs a backfill and a clean check newer than it
+  # switching reads needs a backfill, and a clean check newer than it and than leaving shadow-write
   dualsaver backfill --old ... --new ... && dualsaver check --old ... --new ...
   dualsaver phase set read-switch
 

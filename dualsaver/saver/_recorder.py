@@ -96,6 +96,7 @@ class Recorder:
         self._fleet_missed: dict[str, frozenset[str]] = {}
         self._fleet_read_at = float("-inf")
         self._fleet_reading = threading.Lock()
+        self._fleet_record: Any = None  # the control store, opened for those reads alone (no spool file)
 
     @property
     def journal(self) -> Any:
@@ -173,7 +174,7 @@ class Recorder:
         control store, every replica's that no repair has settled. The fleet's are read from
         its journal in the background (never on the caller's path), at most every
         FLEET_MISSES_EVERY seconds while they are asked for: another replica's miss counts
-        here about that long after it shipped (`FleetJournal`), where before it never did."""
+        here about that long after it shipped (`FleetJournal`)."""
         local = self.missed_threads[role]
         if not self._control:
             return local
@@ -187,7 +188,9 @@ class Recorder:
     def _read_fleet_misses(self) -> None:
         try:
             by_store: dict[str, set[str]] = {}
-            for entry in self.journal.control.journal_pending():
+            if self._fleet_record is None:
+                self._fleet_record = open_phase_record(self._control, name=self._control_name)
+            for entry in self._fleet_record.journal_pending():
                 if entry.thread_id is not None:
                     by_store.setdefault(entry.store, set()).add(entry.thread_id)
             self._fleet_missed = {store: frozenset(threads) for store, threads in by_store.items()}
@@ -231,6 +234,10 @@ class Recorder:
             if self._journal is not None and self._owns_journal:
                 self._journal.close()
                 self._journal = None
+        with self._fleet_reading:  # after a read of the fleet's misses that is under way
+            if self._fleet_record is not None:
+                self._fleet_record.close()
+                self._fleet_record = None
 
     # -- the async forms: the same work, in a worker thread (see the module docstring) ------
 
