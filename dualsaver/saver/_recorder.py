@@ -181,15 +181,16 @@ class Recorder:
         now = time.monotonic()
         if now - self._fleet_read_at >= FLEET_MISSES_EVERY and self._fleet_reading.acquire(blocking=False):
             self._fleet_read_at = now
-            threading.Thread(target=self._read_fleet_misses, name="dualsaver-fleet-misses", daemon=True).start()
+            threading.Thread(target=self._read_fleet_misses, args=(self._control,), name="dualsaver-fleet-misses",
+                             daemon=True).start()
         fleet = self._fleet_missed.get(role)
         return local | fleet if fleet else local
 
-    def _read_fleet_misses(self) -> None:
+    def _read_fleet_misses(self, control: str) -> None:
         try:
             by_store: dict[str, set[str]] = {}
             if self._fleet_record is None:
-                self._fleet_record = open_phase_record(self._control, name=self._control_name)
+                self._fleet_record = open_phase_record(control, name=self._control_name)
             for entry in self._fleet_record.journal_pending():
                 if entry.thread_id is not None:
                     by_store.setdefault(entry.store, set()).add(entry.thread_id)
