@@ -47,7 +47,8 @@ def test_a_check_made_in_shadow_write_does_not_switch_reads(tmp_path, redis_url)
     assert cli("phase", "set", "shadow-write")[0] == 0
     assert cli("backfill")[0] == 0
     code, text = cli("check")
-    assert code == 0, text  # clean: both stores empty
+    assert code == 0, text  # clean: both stores empty, and it says it will not do
+    assert "Safe to switch reads: not yet: the stores agree, but the fleet was in shadow-write" in text, text
 
     replica = subprocess.Popen(
         [sys.executable, "-c", REPLICA, urls["old"], urls["new"], redis_url],
@@ -70,7 +71,8 @@ def test_a_check_made_in_shadow_write_does_not_switch_reads(tmp_path, redis_url)
     code, text = cli("check", "--report", "check.json")
     assert code == 1 and "lost-in-a-crash" in (tmp_path / "check.json").read_text(), text
     assert cli("repair", "--report", "check.json")[0] == 0
-    assert cli("check")[0] == 0
+    code, text = cli("check")
+    assert code == 0 and "Safe to switch reads: yes" in text, text
     with open_control_store(redis_url) as control:  # the killed replica's heartbeat ages out
         eventually(lambda: not [r for r in control.replicas() if r.alive()], "the crashed replica counts as gone")
     code, text = cli("phase", "set", "read-switch")

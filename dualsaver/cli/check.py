@@ -115,6 +115,28 @@ def primary_for_run(args: argparse.Namespace) -> Role:
     return primary_of(args.phase)
 
 
+def fleet_writes_behind(phase_name: str | None) -> str | None:
+    """Where the phase came from, when a fleet's record has it at shadow-write now: there
+    replicas write new's copies behind, and a crash loses what was queued with no journal
+    entry, so the read-switch guard counts only a check started after the fleet left it."""
+    from dualsaver.control.phase import Phase
+    from dualsaver.control.sources import resolve_phase
+
+    phase, origin = resolve_phase(phase_name)
+    return origin if phase is Phase.SHADOW_WRITE and origin.startswith("phase record") else None
+
+
+def verdict(clean: bool, behind: str | None) -> str:
+    """The answer to "may reads switch?", as the check's last line gives it."""
+    if not clean:
+        return "no"
+    if behind is None:
+        return "yes"
+    return ("not yet: the stores agree, but the fleet was in shadow-write when this check started"
+            f" ({behind}), where a replica's crash loses the copies it queued for new with no journal entry;"
+            " run `dualsaver phase set backfill --wait 120`, then check again")
+
+
 class StderrProgress:
     """One line on stderr at most every `interval` seconds, and at each phase change."""
 
@@ -179,10 +201,15 @@ def run(args: argparse.Namespace) -> int:
         report.summary["counts"] = report.counts()
     else:
         report = store_report
-    return _write_and_tell(args, report, "both halves" if store_items.has_checkpoint_pair(args) else "the store")
+    try:
+        behind = fleet_writes_behind(args.phase)
+    except ValueError as exc:
+        return fail(str(exc))
+    what = "both halves" if store_items.has_checkpoint_pair(args) else "the store"
+    return _write_and_tell(args, report, what, behind)
 
 
-def _write_and_tell(args: argparse.Namespace, report: Any, what: str) -> int:
+def _write_and_tell(args: argparse.Namespace, report: Any, what: str, behind: str | None) -> int:
     from dualsaver.report import write_reports
 
     try:
@@ -192,7 +219,7 @@ def _write_and_tell(args: argparse.Namespace, report: Any, what: str) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
     items = len(report.affected_items())
     tail = "" if report.clean else f": {len(report.divergences)} divergence(s), {items} store item(s) ({counts})"
-    print(f"Safe to switch reads ({what}): {'yes' if report.clean else 'no'}{tail}")
+    print(f"Safe to switch reads ({what}): {verdict(report.clean, behind)}{tail}")
     for path in (args.report, args.markdown, args.html):
         if path:
             print(f"  report: {path}")
@@ -208,6 +235,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
 
     try:
         primary = primary_for_run(args)
+        behind = fleet_writes_behind(args.phase)
     except ValueError as exc:
         return fail(str(exc))
     pool = max(1, args.workers)
@@ -275,7 +303,7 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
         print(f"Tiers agree: {'yes' if report.clean else 'no'}{tail}"
               f" ({report.summary['not_hot']} checkpoint(s) or thread(s) only in the durable store)")
     else:
-        print(f"Safe to switch reads: {'yes' if report.clean else 'no'}{tail}")
+        print(f"Safe to switch reads: {verdict(report.clean, behind)}{tail}")
     for path in (args.report, args.markdown, args.html):
         if path:
             print(f"  report: {path}")
