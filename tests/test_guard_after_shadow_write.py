@@ -10,19 +10,22 @@ control store, a real replica process killed with SIGKILL, the real `dualsaver` 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+from dualsaver.control.phase import Phase
 from dualsaver.control.record import open_control_store
 from dualsaver.stores import open_saver
 from tests.graphs import config
-from tests.ops_support import REPO, eventually, sqlite_migration
+from tests.ops_support import REPO, cli_env, eventually, run_cli, sqlite_migration
 
 # A replica: one acknowledged turn in shadow-write whose copy for new is stuck in the
 # write-behind queue (new hangs), then it waits to be killed.
 REPLICA = """
 import sys, time
 from dualsaver import DualSaver
+from dualsaver.control.phase import Phase
 from dualsaver.control.record import open_control_store
 from dualsaver.stores import open_saver
 from tests.faulty import Faulty
@@ -48,7 +51,7 @@ def test_a_check_made_in_shadow_write_does_not_switch_reads(tmp_path, redis_url)
     assert cli("backfill")[0] == 0
     code, text = cli("check")
     assert code == 0, text  # clean: both stores empty, and it says it will not do
-    assert "Safe to switch reads: not yet: the stores agree, but the fleet was in shadow-write" in text, text
+    assert "Safe to switch reads: not yet: the stores agree, but when this check started the fleet was in shadow-write" in text, text
 
     replica = subprocess.Popen(
         [sys.executable, "-c", REPLICA, urls["old"], urls["new"], redis_url],
@@ -71,11 +74,64 @@ def test_a_check_made_in_shadow_write_does_not_switch_reads(tmp_path, redis_url)
     code, text = cli("check", "--report", "check.json")
     assert code == 1 and "lost-in-a-crash" in (tmp_path / "check.json").read_text(), text
     assert cli("repair", "--report", "check.json")[0] == 0
+    with open_control_store(redis_url) as control:  # the killed replica's heartbeat (shadow-write) ages out
+        eventually(lambda: not [r for r in control.replicas() if r.alive()], "the crashed replica counts as gone")
     code, text = cli("check")
     assert code == 0 and "Safe to switch reads: yes" in text, text
-    with open_control_store(redis_url) as control:  # the killed replica's heartbeat ages out
-        eventually(lambda: not [r for r in control.replicas() if r.alive()], "the crashed replica counts as gone")
     code, text = cli("phase", "set", "read-switch")
     assert code == 0, text
     with open_saver(urls["new"]) as new:
         assert new.get_tuple(config("lost-in-a-crash")) is not None  # reads from new find the turn
+
+
+def test_a_check_started_while_a_replica_still_wrote_behind_does_not_switch_reads(tmp_path, redis_url):
+    """The record left shadow-write, but a replica had not followed yet (it reads the record
+    once a poll interval, and `phase set` was not told to --wait): it still queued new's
+    copies behind. A check started then does not count either; one started after it followed
+    does. The replica here is its heartbeat in the real control store."""
+    urls, _, cli = sqlite_migration(tmp_path, redis_url)
+    with open_saver(urls["old"]), open_saver(urls["new"]):
+        pass  # the tables
+    assert cli("phase", "set", "shadow-write")[0] == 0
+    assert cli("backfill")[0] == 0
+    with open_control_store(redis_url) as control:
+        control.heartbeat("slow-replica", Phase.SHADOW_WRITE, interval=60)  # alive, not following yet
+        assert cli("phase", "set", "backfill")[0] == 0
+        code, text = cli("check")
+        assert code == 0, text
+        assert ("Safe to switch reads: not yet: the stores agree, but when this check started 1 live replica(s)"
+                " still reported shadow-write (slow-replica)") in text, text
+
+        control.heartbeat("slow-replica", Phase.BACKFILL, interval=60)  # it follows
+        code, text = cli("phase", "set", "read-switch")
+        assert code == 1, text
+        assert "when the last check started, 1 live replica(s) still reported shadow-write" in text, text
+        code, text = cli("check")
+        assert code == 0 and "Safe to switch reads: yes" in text, text
+        code, text = cli("phase", "set", "read-switch")
+        assert code == 0, text
+
+
+def test_the_check_reads_the_phase_from_the_record_its_control_option_names(tmp_path, redis_url):
+    """`--control` alone (no environment) names the record: it decides the primary the check
+    reads last (it was read from the environment's settings only, so shadow-write's `old`)
+    and what the check says of shadow-write. An unreachable one is one line, exit 2."""
+    urls, _, _ = sqlite_migration(tmp_path, redis_url)
+    with open_saver(urls["old"]), open_saver(urls["new"]):
+        pass  # the tables
+    env = cli_env()  # no DUALSAVER_* at all
+    with open_control_store(redis_url) as control:
+        control.set_phase(Phase.SHADOW_WRITE, expected_version=0, by="test")
+        control.set_phase(Phase.BACKFILL, expected_version=1, by="test")
+        control.set_phase(Phase.READ_SWITCH, expected_version=2, by="test", forced=True)
+
+    def check(control: str) -> subprocess.CompletedProcess:
+        return run_cli("check", "--old", urls["old"], "--new", urls["new"], "--control", control,
+                       "--report", "r.json", cwd=tmp_path, env=env)
+
+    done = check(redis_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["primary"] == "new"
+    done = check("redis://127.0.0.1:1/0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "the phase decides which store is the primary: control store redis://127.0.0.1:1/0 is unreachable" in done.stderr

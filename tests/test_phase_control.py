@@ -43,6 +43,7 @@ def expected_allowed(current: Phase, target: Phase, e: Evidence) -> bool:
                 and (e.reads_back_at is None or e.check_at >= e.reads_back_at)  # a check after any rollback
                 # ... and after write-behind ended: a crash loses its queue unjournaled
                 and (e.left_shadow_write_at is None or e.check_at >= e.left_shadow_write_at)
+                and not e.check_writing_behind  # ... with no replica still writing behind as it started
             )
         if target is Phase.DECOMMISSION:  # old, about to be retired, holds the only copy of what new missed
             return e.unrepaired_new == 0
@@ -64,7 +65,7 @@ evidence = st.builds(
     check_at=times, check_clean=st.booleans(), check_full=st.booleans(),
     check_divergences=st.integers(0, 3), entered_at=times,
     unrepaired_new=st.integers(0, 2), unrepaired_old=st.integers(0, 2), reads_back_at=times,
-    left_shadow_write_at=times,
+    left_shadow_write_at=times, check_writing_behind=st.sampled_from([None, "1 live replica(s) ..."]),
 )
 
 

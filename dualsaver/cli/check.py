@@ -99,12 +99,17 @@ def register(subparsers: Any) -> None:
 
 
 
-def primary_of(phase_name: str | None) -> Role:
-    """The store written first in the phase: old until reads switch, then new."""
+def primary_of(phase_name: str | None, settings: Any = None) -> Role:
+    """The store written first in the phase: old until reads switch, then new. ValueError
+    when the phase cannot be known (the control store that holds it is unreachable)."""
     from dualsaver.control.sources import resolve_phase
+    from dualsaver.errors import RecordUnavailable
     from dualsaver.saver.routing import route_for
 
-    phase, _ = resolve_phase(phase_name)
+    try:
+        phase, _ = resolve_phase(phase_name, settings=settings)
+    except RecordUnavailable as exc:
+        raise ValueError(f"the phase decides which store is the primary: {exc}") from None
     return route_for(phase).primary
 
 
@@ -112,18 +117,33 @@ def primary_for_run(args: argparse.Namespace) -> Role:
     """The phase's primary, once both stores are named. ValueError, carrying the line to
     print, when the command cannot run (InvalidPhaseError is one)."""
     name_stores(args)
-    return primary_of(args.phase)
+    return primary_of(args.phase, settings_for(args))
 
 
-def fleet_writes_behind(phase_name: str | None) -> str | None:
-    """Where the phase came from, when a fleet's record has it at shadow-write now: there
-    replicas write new's copies behind, and a crash loses what was queued with no journal
-    entry, so the read-switch guard counts only a check started after the fleet left it."""
+def writing_behind(args: argparse.Namespace) -> str | None:
+    """Why replicas may still write new's copies behind as this check starts, where a crash
+    loses what they queued with no journal entry (so the read-switch guard does not count the
+    check): the fleet's record stands at shadow-write, or live replicas still report it. None
+    when neither, or when no record gives the phase."""
     from dualsaver.control.phase import Phase
+    from dualsaver.control.record import open_control_store
     from dualsaver.control.sources import resolve_phase
+    from dualsaver.errors import RecordUnavailable
 
-    phase, origin = resolve_phase(phase_name)
-    return origin if phase is Phase.SHADOW_WRITE and origin.startswith("phase record") else None
+    settings = settings_for(args)
+    try:
+        phase, origin = resolve_phase(args.phase, settings=settings)
+        if not origin.startswith("phase record") or settings.control_url is None:
+            return None
+        if phase is Phase.SHADOW_WRITE:
+            return f"the fleet was in shadow-write ({origin})"
+        with open_control_store(settings.control_url, name=settings.record_name) as control:
+            late = [r.replica for r in control.replicas() if r.alive() and r.phase == Phase.SHADOW_WRITE.value]
+    except RecordUnavailable as exc:
+        raise ValueError(f"the check needs the fleet's phase and replicas: {exc}") from None
+    if not late:
+        return None
+    return f"{len(late)} live replica(s) still reported shadow-write ({', '.join(late[:3])})"
 
 
 def verdict(clean: bool, behind: str | None) -> str:
@@ -132,9 +152,9 @@ def verdict(clean: bool, behind: str | None) -> str:
         return "no"
     if behind is None:
         return "yes"
-    return ("not yet: the stores agree, but the fleet was in shadow-write when this check started"
-            f" ({behind}), where a replica's crash loses the copies it queued for new with no journal entry;"
-            " run `dualsaver phase set backfill --wait 120`, then check again")
+    return (f"not yet: the stores agree, but when this check started {behind}: in shadow-write a"
+            " replica's crash loses the copies it queued for new with no journal entry; run"
+            " `dualsaver phase set backfill --wait 120`, then check again")
 
 
 class StderrProgress:
@@ -181,10 +201,14 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if items is None:
         return _run_checkpoints(args)
+    try:
+        behind = writing_behind(args)  # before the checks start
+    except ValueError as exc:
+        return fail(str(exc))
     report = None
     if store_items.has_checkpoint_pair(args):
         report_out: list[DivergenceReport] = []
-        code = _run_checkpoints(args, report_out)
+        code = _run_checkpoints(args, report_out, behind)
         if code == EXIT_CANNOT_CHECK:
             return code
         report = report_out[0]
@@ -192,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         store_report, item_pair = store_items.check(args, items, throttle_from(args))
     except Exception as exc:
         return fail(f"store: {store_items.error_text(exc, items)}")
-    store_items.record_check(args, store_report, item_pair)
+    store_items.record_check(args, store_report, item_pair, writing_behind=behind)
     if report is not None:
         report.divergences += store_report.divergences
         report.clean = report.clean and store_report.clean
@@ -201,10 +225,6 @@ def run(args: argparse.Namespace) -> int:
         report.summary["counts"] = report.counts()
     else:
         report = store_report
-    try:
-        behind = fleet_writes_behind(args.phase)
-    except ValueError as exc:
-        return fail(str(exc))
     what = "both halves" if store_items.has_checkpoint_pair(args) else "the store"
     return _write_and_tell(args, report, what, behind)
 
@@ -226,7 +246,11 @@ def _write_and_tell(args: argparse.Namespace, report: Any, what: str, behind: st
     return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
 
 
-def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport] | None = None) -> int:
+def _run_checkpoints(
+    args: argparse.Namespace, report_out: list[DivergenceReport] | None = None, behind: str | None = None
+) -> int:
+    """The checkpoints' check; into `report_out` when the store's findings join it (`behind`
+    then comes from the caller, `writing_behind`, asked once for both)."""
     from dualsaver.checker import CheckError, check
     from dualsaver.errors import SameStore
     from dualsaver.report import write_reports
@@ -235,7 +259,8 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
 
     try:
         primary = primary_for_run(args)
-        behind = fleet_writes_behind(args.phase)
+        if report_out is None:
+            behind = writing_behind(args)
     except ValueError as exc:
         return fail(str(exc))
     pool = max(1, args.workers)
@@ -283,7 +308,8 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
     if report_out is not None:  # the store's findings join this report before it is written
         from dualsaver.control.evidence import record_check, scope
 
-        record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args))
+        record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args),
+                     writing_behind=behind)
         report_out.append(report)
         return EXIT_CLEAN if report.clean else EXIT_DIVERGENT
     try:
@@ -295,7 +321,8 @@ def _run_checkpoints(args: argparse.Namespace, report_out: list[DivergenceReport
     from dualsaver.control.evidence import record_check, scope
 
     if not args.tiered:  # the evidence `dualsaver phase set read-switch` asks for
-        record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args))
+        record_check(report, scope=scope(args.shard, args.threads), pair=pair, settings=settings_for(args),
+                     writing_behind=behind)
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
     threads = len(report.affected_threads())
     tail = "" if report.clean else f": {len(report.divergences)} divergence(s) in {threads} thread(s) ({counts})"

@@ -97,11 +97,12 @@ def check(args: argparse.Namespace, urls: tuple[str, str], throttle: Any) -> tup
         return report, pair
 
 
-def record_check(args: argparse.Namespace, report: Any, pair: dict[str, str]) -> None:
+def record_check(args: argparse.Namespace, report: Any, pair: dict[str, str], *, writing_behind: str | None) -> None:
     from dualsaver.control.evidence import record_store_check, scope
 
     if not prefix_of(args):
-        record_store_check(report, scope=scope(args.shard), pair=pair, settings=settings_for(args))
+        record_store_check(report, scope=scope(args.shard), pair=pair, settings=settings_for(args),
+                           writing_behind=writing_behind)
 
 
 def repair(args: argparse.Namespace, urls: tuple[str, str], source: str, report: Any, entries: list[Any]) -> int:

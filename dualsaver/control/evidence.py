@@ -145,10 +145,12 @@ def record_backfill(
 
 
 def record_check(
-    report: Any, *, scope: str | None = None, pair: dict[str, str] | None = None, settings: Any = None
+    report: Any, *, scope: str | None = None, pair: dict[str, str] | None = None, settings: Any = None,
+    writing_behind: str | None = None,
 ) -> bool:
     """Record a finished check (`DivergenceReport`); its scope, unless given, is what the
-    report says it covered. True if recorded."""
+    report says it covered. `writing_behind`: why replicas may still have written new's
+    copies behind when it started (the guard does not count such a check). True if recorded."""
     s = report.summary
     if scope is None:
         shard = s.get("shard")
@@ -167,6 +169,7 @@ def record_check(
         "threads_compared": s.get("threads_compared", 0),
         "checkpoints_compared": s.get("checkpoints_compared", 0),
         "stores": {k: redact(str(v)) for k, v in (s.get("stores") or {}).items()},
+        "writing_behind": writing_behind,
     }
     return _record(CHECK, scope, value, settings)
 
@@ -184,14 +187,17 @@ def record_store_backfill(
 
 
 def record_store_check(
-    report: Any, *, scope: str = "all", pair: dict[str, str] | None = None, settings: Any = None
+    report: Any, *, scope: str = "all", pair: dict[str, str] | None = None, settings: Any = None,
+    writing_behind: str | None = None,
 ) -> bool:
-    """Record a finished check of the long-term store's items (their part of a report)."""
+    """Record a finished check of the long-term store's items (their part of a report);
+    `writing_behind` as for `record_check`."""
     now = time.time()
     value = {"finished_at": now, "started_at": now - float(report.summary.get("duration_seconds") or 0),
              "clean": bool(report.clean), "full": scope == "all", "pair": pair,
              "divergences": len(report.divergences),
-             "items_compared": (report.summary.get("items") or {}).get("compared", 0)}
+             "items_compared": (report.summary.get("items") or {}).get("compared", 0),
+             "writing_behind": writing_behind}
     return _record(STORE_CHECK, scope, value, settings)
 
 
@@ -310,11 +316,16 @@ def check_evidence(store: Any, pair: dict[str, str] | None) -> dict[str, Any]:
     if run is not None:
         return {"check_at": _started(run), "check_clean": all(v["clean"] for v in run), "check_full": True,
                 "check_divergences": sum(v["divergences"] for v in run), "check_other_pair": False,
-                "check_shards": None}
+                "check_shards": None, "check_writing_behind": _writing_behind(run)}
     facts = _no_whole_check(newest)
     facts["check_other_pair"] = bool(runs) and not ours and _whole(newest)
     facts["check_shards"] = _shards_in(store.list_status(f"{CHECK}/"))
     return facts
+
+
+def _writing_behind(run: Run) -> str | None:
+    """Why replicas may have written new's copies behind when a part of the run started."""
+    return next((part["writing_behind"] for part in run if part.get("writing_behind")), None)
 
 
 def _no_whole_check(newest: dict[str, Any] | None) -> dict[str, Any]:
@@ -354,6 +365,7 @@ def store_evidence(store: Any, required: bool) -> dict[str, Any]:
         facts["store_check_at"] = _started(checks[0])
         facts["store_check_clean"] = all(v["clean"] for v in checks[0])
         facts["store_check_divergences"] = sum(v["divergences"] for v in checks[0])
+        facts["store_check_writing_behind"] = _writing_behind(checks[0])
     return facts
 
 

@@ -103,6 +103,9 @@ class Evidence:
     check_divergences: int = 0
     check_other_pair: bool = False  # every whole check compared other stores than the pair
     check_shards: str | None = None  # how far an incomplete sharded check got ("2 of 4 shards")
+    # why replicas may still have written new's copies behind when the check started (the
+    # record at shadow-write, live replicas still reporting it): see `left_shadow_write_at`
+    check_writing_behind: str | None = None
     unrepaired_new: int = 0  # journal entries naming new that no repair settled
     unrepaired_old: int = 0  # ... naming old: writes it missed in read-switch, deletes made in decommission
     # when reads last moved back from new to old (a rollback): a check from before it says
@@ -122,6 +125,7 @@ class Evidence:
     store_check_clean: bool = False
     store_check_divergences: int = 0
     store_check_other_pair: bool = False  # every whole check of items compared other stores than the backfill's
+    store_check_writing_behind: str | None = None  # as `check_writing_behind`, of the items' check
 
 
 def utc_time(ts: float) -> str:
@@ -206,12 +210,20 @@ def _require_check(e: Evidence, backfill_at: float) -> None:
             " replica that crashed since the last check lost what it had queued, with no journal entry;"
             " run `dualsaver check` (after `phase set backfill --wait`) and repair what it finds"
         )
+    if e.check_writing_behind:
+        raise TransitionError(_still_behind("(c)", "check", e.check_writing_behind))
     if not e.check_clean:
         raise TransitionError(
             f"cannot switch reads: the last check ({utc_time(e.check_at)}) found"
             f" {e.check_divergences} divergence(s); run `dualsaver repair`, then"
             " `dualsaver check` again"
         )
+
+
+def _still_behind(rule: str, what: str, why: str) -> str:
+    return (f"cannot switch reads: {rule} when the last {what} started, {why}: a copy such a replica"
+            " queued after the check read its thread and lost in a crash is in no journal; run it again"
+            " once every replica follows backfill (`dualsaver phase set backfill --wait 120`)")
 
 
 def _require_journal_settled(e: Evidence) -> None:
@@ -271,6 +283,8 @@ def _guard_store(e: Evidence) -> None:
             f"cannot switch reads: (e) no check of the long-term store has started since {since}"
             f" ({utc_time(due)}); run `dualsaver check --store-old ... --store-new ...`"
         )
+    if e.store_check_writing_behind:
+        raise TransitionError(_still_behind("(e)", "check of the long-term store", e.store_check_writing_behind))
     if not e.store_check_clean:
         raise TransitionError(
             f"cannot switch reads: (e) the last check of the long-term store ({utc_time(e.store_check_at)}) found"
