@@ -96,3 +96,20 @@ def test_the_fleet_left_shadow_write_at_the_newest_move_out_of_it():
                                    ("backfill", "read-switch", 3.0))) == 2.0
     assert left_shadow_write(moves(("shadow-write", "backfill", 2.0), ("backfill", "shadow-write", 3.0),
                                    ("shadow-write", "backfill", 4.0))) == 4.0
+
+
+def test_one_shard_started_while_a_replica_wrote_behind_keeps_the_whole_check_from_counting(tmp_path):
+    settings = Settings(status_file=str(tmp_path / "status.json"))
+    store = LocalStatusFile(settings.status_file)
+    record_backfill(_backfill(1000.0), pair=PAIR, settings=settings)
+    behind = "1 live replica(s) still reported shadow-write (r1)"
+    for i, why in enumerate([None, behind, None]):
+        record_check(_report(), scope=scope((i, 3)), pair=PAIR, settings=settings, writing_behind=why)
+    e = evidence(store, entered_at=None)
+    assert e.check_full and e.check_clean and e.check_writing_behind == behind
+    with pytest.raises(TransitionError, match=r"when the last check started, 1 live replica\(s\) still reported"):
+        guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, e)
+    record_check(_report(), scope=scope((1, 3)), pair=PAIR, settings=settings)  # that shard again, later
+    e = evidence(store, entered_at=None)
+    assert e.check_writing_behind is None
+    guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, e)

@@ -112,6 +112,10 @@ def test_read_switch_needs_a_clean_store_check_when_a_store_pair_is_configured()
         # a clean check of items from before the fleet left shadow-write (DualStore wrote behind)
         ({"store_backfill_at": 10.0, "store_backfill_ok": True, "store_check_at": 10.6, "store_check_clean": True,
           "left_shadow_write_at": 10.8}, "since the fleet left shadow-write"),
+        # ... or one started while a replica still reported shadow-write
+        ({"store_backfill_at": 10.0, "store_backfill_ok": True, "store_check_at": 11.0, "store_check_clean": True,
+          "store_check_writing_behind": "1 live replica(s) still reported shadow-write (r1)"},
+         "when the last check of the long-term store started, 1 live replica(s) still reported shadow-write"),
     ]:
         try:
             guard_transition(Phase.BACKFILL, Phase.READ_SWITCH, Evidence(**{**ready, "store_required": True, **store}))
