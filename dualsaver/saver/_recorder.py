@@ -189,13 +189,14 @@ class Recorder:
     def _read_fleet_misses(self, control: str) -> None:
         try:
             by_store: dict[str, set[str]] = {}
-            if self._fleet_record is None:
-                self._fleet_record = open_phase_record(control, name=self._control_name)
-            for entry in self._fleet_record.journal_pending():
+            record = self._fleet_record
+            if record is None:
+                record = self._fleet_record = open_phase_record(control, name=self._control_name)
+            for entry in record.journal_pending():
                 if entry.thread_id is not None:
                     by_store.setdefault(entry.store, set()).add(entry.thread_id)
             self._fleet_missed = {store: frozenset(threads) for store, threads in by_store.items()}
-        except Exception as exc:  # the control store away: keep what was last read
+        except Exception as exc:  # the control store away (or closed under it): keep what was last read
             log.debug("fleet_misses_not_read", error=describe_error(exc))
         finally:
             self._fleet_reading.release()
@@ -235,10 +236,10 @@ class Recorder:
             if self._journal is not None and self._owns_journal:
                 self._journal.close()
                 self._journal = None
-        with self._fleet_reading:  # after a read of the fleet's misses that is under way
-            if self._fleet_record is not None:
-                self._fleet_record.close()
-                self._fleet_record = None
+            # the record of the fleet's misses; its close waits for a read under way (one query)
+            record, self._fleet_record = self._fleet_record, None
+        if record is not None:
+            record.close()
 
     # -- the async forms: the same work, in a worker thread (see the module docstring) ------
 
