@@ -4,9 +4,9 @@ In shadow-write DualSaver deletes a thread in old, then in new. A backfill batch
 old before that delete and written to new after it would bring the thread back in new: a
 conversation the user asked to forget, and a divergence that blocks read-switch. The
 backfill (and a repair) asks the source about each thread it copied once the thread's rows
-committed, and deletes from the target those the source no longer holds. Sync and async on real
-SQLite and PostgreSQL, through a real DualSaver; in processes on real Redis; and every order of
-the two deletes around the copy, walked one by one."""
+committed, and deletes from the target those the source no longer holds; so does read-switch's
+lazy copy. Sync and async on real SQLite and PostgreSQL, through a real DualSaver; in processes
+on real Redis; and every order of the two deletes around the copy, walked one by one."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def _held(saver) -> list[str]:
     return sorted(native_for(saver).thread_ids())
 
 
-def _deleted_before_the_write(old, new, tmp_path, monkeypatch) -> None:
-    """The application deletes DELETED through a real DualSaver just before the target's next
-    write, which holds rows read from old before the delete. The caller waits for both stores,
-    so new's delete lands before that write."""
-    app = DualSaver(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=str(tmp_path / "j.sqlite"))
+def _deleted_before_the_write(old, new, tmp_path, monkeypatch, phase: Phase = Phase.SHADOW_WRITE) -> None:
+    """The application deletes DELETED through a real DualSaver (another replica, in `phase`)
+    just before new's next write, which holds rows read from old before the delete. The caller
+    waits for both stores, so new's delete lands before that write."""
+    app = DualSaver(old, new, phase, write_behind=False, journal=str(tmp_path / "j.sqlite"))
     store = type(native_for(new))
     write = store.write_prepared
 
@@ -185,3 +185,46 @@ def test_every_order_of_the_two_deletes_ends_with_the_thread_deleted(tmp_path, m
         happen("after")
         assert _held(old) == _held(new) == ["t-a", "t-c"]
         assert check(old, new).clean
+
+
+def test_a_thread_deleted_during_read_switchs_lazy_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
+    """In read-switch a read that new misses is answered from old, and the thread is copied
+    into new. Another replica deleting the thread meanwhile (new, then old) left the copy in
+    new: the conversation came back there, where reads now go. The lazy copy asks old again
+    once its rows committed."""
+    old_url = _history(tmp_path)
+    with open_saver(old_url) as old, open_saver(pg_url) as new:
+        reader = DualSaver(old, new, Phase.READ_SWITCH, journal=str(tmp_path / "reader.sqlite"))
+        _deleted_before_the_write(old, new, tmp_path, monkeypatch, Phase.READ_SWITCH)
+        config = {"configurable": {"thread_id": DELETED, "checkpoint_ns": ""}}
+        assert reader.get_tuple(config) is not None  # answered from old, before the delete
+        monkeypatch.undo()
+
+        assert DELETED not in _held(old) and DELETED not in _held(new)
+        assert reader.get_tuple(config) is None  # not back in new, where reads go
+        assert reader.secondary_failures.total() == 0
+        reader.close()
+
+
+async def test_the_async_lazy_copy_does_the_same(tmp_path, pg_url, monkeypatch):
+    old_url = _history(tmp_path)
+    async with aopen_saver(old_url) as old, aopen_saver(pg_url) as new:
+        reader = DualSaver(old, new, Phase.READ_SWITCH, journal=str(tmp_path / "reader.sqlite"))
+        other = DualSaver(old, new, Phase.READ_SWITCH, journal=str(tmp_path / "other.sqlite"))
+        store = type(anative_for(new))
+        write = store.awrite_prepared
+
+        async def write_after_a_delete(self, statements):
+            if await anative_for(old).acheckpoint_keys(DELETED):
+                await other.adelete_thread(DELETED)
+            return await write(self, statements)
+
+        monkeypatch.setattr(store, "awrite_prepared", write_after_a_delete)
+        config = {"configurable": {"thread_id": DELETED, "checkpoint_ns": ""}}
+        assert await reader.aget_tuple(config) is not None
+        monkeypatch.undo()
+
+        assert not await anative_for(new).acheckpoint_keys(DELETED)
+        assert await reader.aget_tuple(config) is None
+        await reader.aclose()
+        await other.aclose()

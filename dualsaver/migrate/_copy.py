@@ -158,28 +158,51 @@ def copy_plan(
     return copy_result(result, flow)
 
 
-def copy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
+def copy_thread(
+    source: Any, target: Any, thread_id: str, *, dry_run: bool = False, forget_deleted: bool = False
+) -> CopyResult:
     """Copy one whole thread (every namespace) from `source` to `target`, inserting only what
     the target lacks. `source`/`target` are savers or native stores. Errors are returned in
-    the result, not raised (the lazy copy and the repair decide what a failure means)."""
-    return copy_threads(source, target, [thread_id], dry_run=dry_run)
+    the result, not raised (the lazy copy and the repair decide what a failure means).
+    `forget_deleted`: see `copy_threads`."""
+    return copy_threads(source, target, [thread_id], dry_run=dry_run, forget_deleted=forget_deleted)
 
 
-def copy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
-    """Copy several threads, reading and writing in turn (no worker threads)."""
+def copy_threads(
+    source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False, forget_deleted: bool = False
+) -> CopyResult:
+    """Copy several threads, reading and writing in turn (no worker threads). With
+    `forget_deleted`, the source is then asked whether it still holds each thread copied, and
+    one it no longer holds is deleted from the target (`deleted_meanwhile`; the result's
+    `deleted`). Read-switch's lazy copy asks so: there the application's delete reaches new
+    (the target) before old, so the question does not close the window as it does for the
+    backfill, but narrows it from the whole copy to one delete call of old."""
     source_store, target_store = native_for(source), native_for(target)
-    plan = copy_plan(target_store, thread_ids, dry_run, options=read_options(source_store, target_store))
+    plan = _copy_threads_plan(source_store, target_store, thread_ids, dry_run, forget_deleted)
     return sansio.run(plan, Targets(source=source_store, target=target_store))
 
 
-async def acopy_thread(source: Any, target: Any, thread_id: str, *, dry_run: bool = False) -> CopyResult:
+async def acopy_thread(
+    source: Any, target: Any, thread_id: str, *, dry_run: bool = False, forget_deleted: bool = False
+) -> CopyResult:
     """The async form of `copy_thread`."""
-    return await acopy_threads(source, target, [thread_id], dry_run=dry_run)
+    return await acopy_threads(source, target, [thread_id], dry_run=dry_run, forget_deleted=forget_deleted)
 
 
-async def acopy_threads(source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False) -> CopyResult:
+async def acopy_threads(
+    source: Any, target: Any, thread_ids: list[str], *, dry_run: bool = False, forget_deleted: bool = False
+) -> CopyResult:
     """The async form of `copy_threads`."""
     source_store, target_store = anative_for(source), anative_for(target)
-    plan = copy_plan(target_store, thread_ids, dry_run, options=read_options(source_store, target_store))
+    plan = _copy_threads_plan(source_store, target_store, thread_ids, dry_run, forget_deleted)
     return await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))
+
+
+def _copy_threads_plan(
+    source: Any, target: Any, thread_ids: list[str], dry_run: bool, forget_deleted: bool
+) -> Plan[CopyResult]:
+    result = yield from copy_plan(target, thread_ids, dry_run, options=read_options(source, target))
+    if forget_deleted and result.read and result.ok and not dry_run:
+        result.deleted = yield from deleted_meanwhile(thread_ids, asks_many(source))
+    return result
 

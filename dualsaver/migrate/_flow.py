@@ -41,6 +41,7 @@ class CopyResult:
     thread_ids: list[str] = field(default_factory=list)
     bad_threads: set[str] = field(default_factory=set)  # threads not fully copied
     bad_rows: list[dict[str, str]] = field(default_factory=list)  # thread, namespace, checkpoint id, error
+    deleted: list[str] = field(default_factory=list)  # gone from the source once copied: deleted from the target
 
     @property
     def ok(self) -> bool:

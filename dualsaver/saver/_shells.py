@@ -187,7 +187,7 @@ class SyncShell(_Shell):
     # -- the target "copier" -------------------------------------------------------------
 
     def copy_thread(self, source: Role, target: Role, thread_id: str) -> None:
-        _copied(copy_thread(self.stores[source], self.stores[target], thread_id))
+        _copied(copy_thread(self.stores[source], self.stores[target], thread_id, forget_deleted=True))
 
     def close(self) -> None:
         self.queue.close(self.exit_timeout)
@@ -241,7 +241,7 @@ class AsyncShell(_Shell):
     # -- the target "copier" -------------------------------------------------------------
 
     async def acopy_thread(self, source: Role, target: Role, thread_id: str) -> None:
-        _copied(await acopy_thread(self.stores[source], self.stores[target], thread_id))
+        _copied(await acopy_thread(self.stores[source], self.stores[target], thread_id, forget_deleted=True))
 
     async def aclose(self) -> None:
         await self.queue.aclose(self.exit_timeout)
