@@ -4,8 +4,9 @@ In shadow-write DualStore deletes an item in old, then in new. A batch read from
 that delete and written to new after it would bring the item back in new. Once a batch is
 written, the backfill asks the source which of its items it still holds and deletes the rest
 from the target. A PostgreSQL source on one connection cannot be asked while it streams the
-items (the stream holds that connection): the result says so instead of hanging. Real SQLite
-and PostgreSQL stores, a real DualStore."""
+items (the stream holds that connection): the result says so instead of hanging. Read-switch's
+lazy copy of an item new missed reads old again once it wrote. Real SQLite and PostgreSQL
+stores, a real DualStore."""
 
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ def _delete_when_written(monkeypatch, delete, into=None) -> None:
     monkeypatch.setattr(SyncItemShell, "write_items", write_after_a_delete)
 
 
+def _adelete_when_written(monkeypatch, adelete) -> None:
+    """`_delete_when_written` for the async stores: `await adelete()` before the batch."""
+    write = AsyncItemShell.awrite_items
+
+    async def write_after_a_delete(self, items, *, replace=False):
+        items = list(items)
+        if DELETED in [item.key for item in items]:
+            await adelete()
+        return await write(self, items, replace=replace)
+
+    monkeypatch.setattr(AsyncItemShell, "awrite_items", write_after_a_delete)
+
+
 def test_an_item_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
     with open_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, open_item_store(pg_url) as new:
         _fill(old)
@@ -72,15 +86,7 @@ async def test_the_async_item_backfill_does_the_same(tmp_path, pg_url, monkeypat
         for key in KEYS:
             await old.aput(NS, key, {"text": f"fact {key}"})
         app = DualStore(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=tmp_path / "j.sqlite")
-        write = AsyncItemShell.awrite_items
-
-        async def write_after_a_delete(self, items, *, replace=False):
-            items = list(items)
-            if DELETED in [item.key for item in items]:
-                await app.adelete(NS, DELETED)
-            return await write(self, items, replace=replace)
-
-        monkeypatch.setattr(AsyncItemShell, "awrite_items", write_after_a_delete)
+        _adelete_when_written(monkeypatch, lambda: app.adelete(NS, DELETED))
         result = await abackfill_items(old, new, state_path=tmp_path / "progress.sqlite", batch=BATCH)
         monkeypatch.undo()
 
@@ -162,3 +168,37 @@ def test_a_repair_does_not_undo_a_live_write_made_while_it_copied(tmp_path, pg_u
         expected = {"text": "fact k2, updated"} if live == "put" else None
         assert [s.get(NS, DELETED) and s.get(NS, DELETED).value for s in (old, new)] == [expected, expected]
         assert result.bad == 0
+
+
+def test_a_memory_deleted_during_read_switchs_lazy_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
+    """In read-switch a get that new misses is answered from old, and the item is copied into
+    new. Another replica deleting it meanwhile (new, then old) left the copy in new, where
+    reads now go. The lazy copy reads old again once it wrote (`settle`)."""
+    with open_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, open_item_store(pg_url) as new:
+        _fill(old)
+        reader = DualStore(old, new, Phase.READ_SWITCH, journal=tmp_path / "reader.sqlite")
+        other = DualStore(old, new, Phase.READ_SWITCH, write_behind=False, journal=tmp_path / "other.sqlite")
+        _delete_when_written(monkeypatch, lambda: other.delete(NS, DELETED), into=new)
+        assert reader.get(NS, DELETED) is not None  # answered from old, before the delete
+        monkeypatch.undo()
+
+        assert DELETED not in _keys(old) and DELETED not in _keys(new)
+        assert reader.get(NS, DELETED) is None  # not back in new, where reads go
+        reader.close()
+        other.close()
+
+
+async def test_the_async_lazy_copy_of_a_memory_does_the_same(tmp_path, pg_url, monkeypatch):
+    async with aopen_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, aopen_item_store(pg_url) as new:
+        for key in KEYS:
+            await old.aput(NS, key, {"text": f"fact {key}"})
+        reader = DualStore(old, new, Phase.READ_SWITCH, journal=tmp_path / "reader.sqlite")
+        other = DualStore(old, new, Phase.READ_SWITCH, write_behind=False, journal=tmp_path / "other.sqlite")
+        _adelete_when_written(monkeypatch, lambda: other.adelete(NS, DELETED))
+        assert await reader.aget(NS, DELETED) is not None
+        monkeypatch.undo()
+
+        assert await new.aget(NS, DELETED) is None and await old.aget(NS, DELETED) is None
+        assert await reader.aget(NS, DELETED) is None
+        await reader.aclose()
+        await other.aclose()
