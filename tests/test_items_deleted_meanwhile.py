@@ -136,12 +136,16 @@ def test_a_source_that_reads_items_whole_is_asked_the_same(tmp_path, monkeypatch
         assert result.deleted == 1 and check_items(old, new).clean
 
 
+@pytest.mark.parametrize("named_by", ["report", "journal"])
 @pytest.mark.parametrize("live", ["put", "delete"])
-def test_a_repair_does_not_undo_a_live_write_made_while_it_copied(tmp_path, pg_url, monkeypatch, live):
-    """`repair_items` from a report reads the source's row, then replaces the target's; a live
-    write of the same key in between (DualStore: old, then new) was undone in the target by the
-    older row, until the repair read the source again after writing."""
-    from dualsaver.items import repair_items
+def test_a_repair_does_not_undo_a_live_write_made_while_it_copied(tmp_path, pg_url, monkeypatch, live, named_by):
+    """`repair_items` reads the source's row, then replaces the target's; a live write of the
+    same key in between (DualStore: old, then new) was undone in the target by the older row,
+    until the repair read the source again after writing: from a report first, and from the
+    journal (`missed`: the target missed a put of the key) too since. A rollback after such a
+    journal repair would have answered the older row."""
+    from dualsaver.control.journal import JournalEntry, item_entry_fields
+    from dualsaver.items import missed_from_journal, repair_items
 
     with open_item_store(f"sqlite:///{tmp_path}/old.sqlite") as old, open_item_store(pg_url) as new:
         _fill(old)
@@ -160,7 +164,10 @@ def test_a_repair_does_not_undo_a_live_write_made_while_it_copied(tmp_path, pg_u
             return found
 
         monkeypatch.setattr(SyncItemShell, "get_items", read_then_a_live_write)
-        result = repair_items(old, new, [(NS, DELETED)])
+        entry = JournalEntry(phase="shadow-write", store="new", operation="store.put",
+                             task_id=None, error="ConnectionError", **item_entry_fields(NS, DELETED))
+        missed = missed_from_journal([entry], "new") if named_by == "journal" else None
+        result = repair_items(old, new, [(NS, DELETED)], missed=missed)
         monkeypatch.undo()
         app.close()
 

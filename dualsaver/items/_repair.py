@@ -51,15 +51,18 @@ def repair_items(source: Any, target: Any, keys: Iterable[ItemKey], *,
     passed the other way round; but a missed put is of an item the source accepted, and a
     missed delete of one it deleted. An item the source contradicts is left as it is (the
     result's notes count them) rather than deleted from, or copied into, what may be the
-    source of truth. None (a check report's `affected_items()`): the source decides, read
-    again after the copy (`settle`), so a live write of a key during the repair is not
-    undone in the target by the older row the repair read first."""
+    source of truth. None (a check report's `affected_items()`): the source decides.
+
+    Either way the source is read again after the copy (`settle`), so a live write of a key
+    during the repair is not undone in the target by the older row the repair read first.
+    What changed meanwhile is copied as the source now holds it, whatever the journal said:
+    it changed through a live write, which reaches both stores, so the copy only brings the
+    target where that write leaves it (both ways round)."""
     refuse_same_store(source, target, "a repair", item_store_name)
-    return copy_items(source, target, keys, replace=True, delete_missing=True, missed=missed, settle=missed is None)
+    return copy_items(source, target, keys, replace=True, delete_missing=True, missed=missed, settle=True)
 
 
 async def arepair_items(source: Any, target: Any, keys: Iterable[ItemKey], *,
                         missed: MissedItems | None = None) -> ItemBackfillResult:
     refuse_same_store(source, target, "a repair", item_store_name)
-    return await acopy_items(source, target, keys, replace=True, delete_missing=True, missed=missed,
-                             settle=missed is None)
+    return await acopy_items(source, target, keys, replace=True, delete_missing=True, missed=missed, settle=True)
