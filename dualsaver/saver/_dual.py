@@ -58,11 +58,10 @@ class DualSaver(PhasedPair, CompositeSaver):
             caller wait for both stores. New then lags old by the queue, so run the check
             from the backfill phase on (every write is synchronous there). Closing, a normal
             exit (`close()`, or `aclose()` / `async with` for async calls) or the event
-            loop closing journals what did not land; a crash loses the
-            queued copies without a journal entry (the check that read-switch requires,
-            started after the fleet left shadow-write, finds them). Deletes, copies and
-            prunes are always synchronous, and
-            so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
+            loop closing journals what did not land; a crash loses the queued copies
+            without a journal entry (the check that read-switch requires, started after the
+            fleet left shadow-write, finds them). Deletes, copies and prunes are always
+            synchronous, and so is everything in strict mode. `flush()` / `aflush()` wait for the queue;
             `False` makes every shadow-write call wait for both stores.
         control: the fleet's control store (`postgresql://...` or `redis://...`); None:
             `$DUALSAVER_CONTROL_URL`, else the settings file. With one, the journal goes

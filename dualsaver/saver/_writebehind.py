@@ -24,9 +24,9 @@ longer than that timeout, callers stop waiting at all (for room, or for a drain)
 Nothing queued is dropped silently on a normal exit: closing the saver (`close()` for the
 sync queue, `aclose()` for the async one), the process exiting, or an event loop shutting
 down under its tasks waits up to the timeout, then hands every write that did not land to
-`abandon`, which journals it. A crash loses what
-was queued, without a journal entry; the check that read-switch requires, started after
-the fleet left shadow-write (the phase guard sees to it), finds it for repair.
+`abandon`, which journals it. A crash loses what was queued, without a journal entry;
+the check that read-switch requires, started after the fleet left shadow-write (the phase
+guard sees to it), finds it for repair.
 """
 
 from __future__ import annotations
