@@ -463,7 +463,7 @@ def test_a_thread_old_missed_a_write_of_is_read_from_new_whatever_the_canary(tmp
         saver.close()
 
 
-def test_a_thread_old_missed_a_write_of_on_another_replica_is_read_from_new_here_too(tmp_path, redis_url):
+def test_a_thread_old_missed_a_write_of_on_another_replica_is_read_from_new_here_too(tmp_path, record_url):
     """The same across a fleet: replica A's old misses a turn (journaled, shipped to the
     control store). Replica B, whose own old writes all landed, read the thread from old and
     answered the turn before it, for as long as nobody repaired the journal. It now reads
@@ -474,9 +474,9 @@ def test_a_thread_old_missed_a_write_of_on_another_replica_is_read_from_new_here
 
     with open_saver(f"sqlite:///{tmp_path / 'o.sqlite'}") as o, open_saver(f"sqlite:///{tmp_path / 'n.sqlite'}") as n:
         old = Faulty(o)
-        a = DualSaver(old, n, "read-switch", canary_percent=0, control=redis_url, journal=tmp_path / "a.sqlite",
+        a = DualSaver(old, n, "read-switch", canary_percent=0, control=record_url, journal=tmp_path / "a.sqlite",
                       circuit_cool_down=None)
-        b = DualSaver(o, n, "read-switch", canary_percent=0, control=redis_url, journal=tmp_path / "b.sqlite")
+        b = DualSaver(o, n, "read-switch", canary_percent=0, control=record_url, journal=tmp_path / "b.sqlite")
         try:
             run_turn(build_agent(a), "t", "alpha")
             results = lambda: build_agent(b).get_state(config("t")).values.get("results")  # noqa: E731
