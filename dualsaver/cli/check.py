@@ -77,8 +77,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--phase",
-        help="the migration phase (default: $DUALSAVER_PHASE, else shadow-write); decides"
-        " which store is written first, and so read last",
+        help="the migration phase (default: $DUALSAVER_PHASE, else the settings file, else the"
+        " control store's record, else shadow-write); decides which store is written first, and"
+        " so read last. A check that starts while the record stands at shadow-write, or while a"
+        " live replica still reports it, does not count for `phase set read-switch`",
     )
     p.add_argument(
         "--no-recheck",

@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
         choices=("old", "new"),
         help="the store to copy from (default: the phase's primary)",
     )
-    p.add_argument("--phase", help="the migration phase (default: $DUALSAVER_PHASE, else shadow-write)")
+    p.add_argument("--phase", help="the migration phase (default: $DUALSAVER_PHASE, else the settings file, else"
+                   " the control store's record, else shadow-write); its primary is the source of truth")
     p.add_argument("--dry-run", action="store_true", help="show what would be done and the counts; change nothing")
     p.add_argument("--force", action="store_true", help="allow repairing the phase's primary store")
     p.add_argument("--no-verify", action="store_true", help="skip the re-check of repaired threads")
