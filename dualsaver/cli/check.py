@@ -101,25 +101,34 @@ def register(subparsers: Any) -> None:
 
 
 
-def primary_of(phase_name: str | None, settings: Any = None) -> Role:
-    """The store written first in the phase: old until reads switch, then new. ValueError
-    when the phase cannot be known (the control store that holds it is unreachable)."""
+def phase_of(args: argparse.Namespace) -> tuple[Any, str]:
+    """The phase in force for this command and where it came from (`--phase`, else the
+    environment, the settings file, the control store's record), resolved once per command.
+    ValueError when the control store that holds it is unreachable."""
     from dualsaver.control.sources import resolve_phase
     from dualsaver.errors import RecordUnavailable
-    from dualsaver.saver.routing import route_for
 
+    if (known := getattr(args, "_phase", None)) is not None:
+        return known
     try:
-        phase, _ = resolve_phase(phase_name, settings=settings)
+        args._phase = resolve_phase(args.phase, settings=settings_for(args))
     except RecordUnavailable as exc:
         raise ValueError(f"the phase decides which store is the primary: {exc}") from None
-    return route_for(phase).primary
+    return args._phase
+
+
+def primary_of(args: argparse.Namespace) -> Role:
+    """The store written first in the phase: old until reads switch, then new."""
+    from dualsaver.saver.routing import route_for
+
+    return route_for(phase_of(args)[0]).primary
 
 
 def primary_for_run(args: argparse.Namespace) -> Role:
     """The phase's primary, once both stores are named. ValueError, carrying the line to
     print, when the command cannot run (InvalidPhaseError is one)."""
     name_stores(args)
-    return primary_of(args.phase, settings_for(args))
+    return primary_of(args)
 
 
 def writing_behind(args: argparse.Namespace) -> str | None:
@@ -129,20 +138,19 @@ def writing_behind(args: argparse.Namespace) -> str | None:
     when neither, or when no record gives the phase."""
     from dualsaver.control.phase import Phase
     from dualsaver.control.record import open_control_store
-    from dualsaver.control.sources import resolve_phase
     from dualsaver.errors import RecordUnavailable
 
+    phase, origin = phase_of(args)
     settings = settings_for(args)
+    if not origin.startswith("phase record") or settings.control_url is None:
+        return None
+    if phase is Phase.SHADOW_WRITE:
+        return f"the fleet was in shadow-write ({origin})"
     try:
-        phase, origin = resolve_phase(args.phase, settings=settings)
-        if not origin.startswith("phase record") or settings.control_url is None:
-            return None
-        if phase is Phase.SHADOW_WRITE:
-            return f"the fleet was in shadow-write ({origin})"
         with open_control_store(settings.control_url, name=settings.record_name) as control:
             late = [r.replica for r in control.replicas() if r.alive() and r.phase == Phase.SHADOW_WRITE.value]
     except RecordUnavailable as exc:
-        raise ValueError(f"the check needs the fleet's phase and replicas: {exc}") from None
+        raise ValueError(f"the check needs the fleet's replicas: {exc}") from None
     if not late:
         return None
     return f"{len(late)} live replica(s) still reported shadow-write ({', '.join(late[:3])})"

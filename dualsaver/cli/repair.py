@@ -173,7 +173,7 @@ def _run_store(args: argparse.Namespace, items: tuple[str, str]) -> int:
     from dualsaver.cli import store_items
 
     try:
-        primary = primary_of(args.phase, settings_for(args))
+        primary = primary_of(args)
         source = args.source or primary
         if source != primary and not args.force and not args.dry_run:
             return fail(f"the {'new' if source == 'old' else 'old'} store is the primary in this phase; pass --force")
