@@ -178,7 +178,7 @@ def copy_threads(
     (the target) before old, so the question does not close the window as it does for the
     backfill, but narrows it from the whole copy to one delete call of old."""
     source_store, target_store = native_for(source), native_for(target)
-    plan = _copy_threads_plan(source_store, target_store, thread_ids, dry_run, forget_deleted)
+    plan = copy_then_ask(source_store, target_store, thread_ids, dry_run, forget_deleted)
     return sansio.run(plan, Targets(source=source_store, target=target_store))
 
 
@@ -194,15 +194,19 @@ async def acopy_threads(
 ) -> CopyResult:
     """The async form of `copy_threads`."""
     source_store, target_store = anative_for(source), anative_for(target)
-    plan = _copy_threads_plan(source_store, target_store, thread_ids, dry_run, forget_deleted)
+    plan = copy_then_ask(source_store, target_store, thread_ids, dry_run, forget_deleted)
     return await sansio.arun(plan, AsyncTargets(source=source_store, target=target_store))
 
 
-def _copy_threads_plan(
-    source: Any, target: Any, thread_ids: list[str], dry_run: bool, forget_deleted: bool
+def copy_then_ask(
+    source: Any, target: Any, thread_ids: list[str], dry_run: bool, forget_deleted: bool,
+    throttle: Throttle | None = None,
 ) -> Plan[CopyResult]:
-    result = yield from copy_plan(target, thread_ids, dry_run, options=read_options(source, target))
-    if forget_deleted and result.read and result.ok and not dry_run:
+    """`copy_plan` between these native stores; with `forget_deleted`, then
+    `deleted_meanwhile` of the threads it read rows of (the result's `deleted`): the lazy
+    copy's and the repair's."""
+    result = yield from copy_plan(target, thread_ids, dry_run, options=read_options(source, target), throttle=throttle)
+    if forget_deleted and result.read and not dry_run:
         result.deleted = yield from deleted_meanwhile(thread_ids, asks_many(source))
     return result
 

@@ -42,8 +42,8 @@ from dualsaver.checker.findings import (
 from dualsaver.control.journal import JournalEntry, is_item_entry
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import describe_error
-from dualsaver.migrate._copy import copy_plan, deleted_meanwhile
-from dualsaver.migrate._flow import APPROXIMATE_NOTE, CopyResult, read_options
+from dualsaver.migrate._copy import copy_then_ask
+from dualsaver.migrate._flow import APPROXIMATE_NOTE, CopyResult
 from dualsaver.sansio import AsyncTargets, Call, Plan, Targets
 from dualsaver.stores import anative_for, native_for, refuse_same_store
 
@@ -223,10 +223,8 @@ def _repair_plan(
             if repair_.action == "replace" and not dry_run:
                 yield Call("target", "delete_thread", (repair_.thread_id,))
                 outcome.deleted = True
-            options = read_options(source, target)
-            outcome.copy = yield from copy_plan(target, [repair_.thread_id], dry_run, options=options,
-                throttle=throttle)
-            if outcome.copy.read and not dry_run and (yield from deleted_meanwhile([repair_.thread_id], False)):
+            outcome.copy = yield from copy_then_ask(source, target, [repair_.thread_id], dry_run, True, throttle)
+            if outcome.copy.deleted:
                 outcome.deleted = True
                 result.notes.append(f"{repair_.thread_id}: deleted in the source while it was copied:"
                                     " deleted in the target too")
