@@ -44,6 +44,20 @@ def _deleted_before_the_write(old, new, tmp_path, monkeypatch, phase: Phase = Ph
     monkeypatch.setattr(store, "write_prepared", write_after_a_delete)
 
 
+def _adeleted_before_the_write(old, new, tmp_path, monkeypatch, phase: Phase = Phase.SHADOW_WRITE) -> None:
+    """`_deleted_before_the_write` over the async stores."""
+    app = DualSaver(old, new, phase, write_behind=False, journal=str(tmp_path / "j.sqlite"))
+    store = type(anative_for(new))
+    write = store.awrite_prepared
+
+    async def write_after_a_delete(self, statements):
+        if await anative_for(old).acheckpoint_keys(DELETED):
+            await app.adelete_thread(DELETED)
+        return await write(self, statements)
+
+    monkeypatch.setattr(store, "awrite_prepared", write_after_a_delete)
+
+
 def test_a_thread_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, monkeypatch):
     old_url = _history(tmp_path)
     with open_saver(old_url) as old, open_saver(pg_url) as new:
@@ -60,16 +74,7 @@ def test_a_thread_deleted_during_the_copy_is_not_brought_back(tmp_path, pg_url, 
 async def test_the_async_backfill_does_the_same(tmp_path, pg_url, monkeypatch):
     old_url = _history(tmp_path)
     async with aopen_saver(old_url) as old, aopen_saver(pg_url) as new:
-        app = DualSaver(old, new, Phase.SHADOW_WRITE, write_behind=False, journal=str(tmp_path / "j.sqlite"))
-        store = type(anative_for(new))
-        write = store.awrite_prepared
-
-        async def write_after_a_delete(self, statements):
-            if await anative_for(old).acheckpoint_keys(DELETED):
-                await app.adelete_thread(DELETED)
-            return await write(self, statements)
-
-        monkeypatch.setattr(store, "awrite_prepared", write_after_a_delete)
+        _adeleted_before_the_write(old, new, tmp_path, monkeypatch)
         result = await abackfill(old, new, state_path=tmp_path / "progress.sqlite")
         monkeypatch.undo()
 
@@ -210,16 +215,7 @@ async def test_the_async_lazy_copy_does_the_same(tmp_path, pg_url, monkeypatch):
     old_url = _history(tmp_path)
     async with aopen_saver(old_url) as old, aopen_saver(pg_url) as new:
         reader = DualSaver(old, new, Phase.READ_SWITCH, journal=str(tmp_path / "reader.sqlite"))
-        other = DualSaver(old, new, Phase.READ_SWITCH, journal=str(tmp_path / "other.sqlite"))
-        store = type(anative_for(new))
-        write = store.awrite_prepared
-
-        async def write_after_a_delete(self, statements):
-            if await anative_for(old).acheckpoint_keys(DELETED):
-                await other.adelete_thread(DELETED)
-            return await write(self, statements)
-
-        monkeypatch.setattr(store, "awrite_prepared", write_after_a_delete)
+        _adeleted_before_the_write(old, new, tmp_path, monkeypatch, Phase.READ_SWITCH)
         config = {"configurable": {"thread_id": DELETED, "checkpoint_ns": ""}}
         assert await reader.aget_tuple(config) is not None
         monkeypatch.undo()
@@ -227,4 +223,3 @@ async def test_the_async_lazy_copy_does_the_same(tmp_path, pg_url, monkeypatch):
         assert not await anative_for(new).acheckpoint_keys(DELETED)
         assert await reader.aget_tuple(config) is None
         await reader.aclose()
-        await other.aclose()
