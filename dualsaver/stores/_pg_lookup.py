@@ -10,7 +10,9 @@ A lookup is asked (`ask`: sent, not waited for) and answered (`answer`: its rows
 in two steps, so a caller may do other I/O in between: the query runs in the server
 while the caller reads the hot store. The I/O is psycopg's own sans-I/O, a generator of
 waits (`psycopg.generators`), carried out by `conn.wait` (sync) or `await conn.wait`
-(async): the two shells differ only there.
+(async): the two shells differ only there. The libpq calls psycopg would make with the GIL
+let go are made holding it where that library can be named (`_libpq_held`): under many
+threads a release costs a place in the GIL's queue.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from typing import Any
 
 from psycopg import errors, generators, pq
 from psycopg.abc import PQGen
+from psycopg.waiting import Wait
+
+from dualsaver.stores import _libpq_held as held
 
 Row = tuple[str | None, ...]
 
@@ -64,15 +69,31 @@ def answer(asked: Asked) -> PQGen[list[Row]]:
     """The rows of an asked lookup, as text. A session that lost the statement (a reset
     ran DISCARD ALL) has it prepared once more and asked again."""
     pgconn = asked.conn.pgconn
-    # Read what already came in first: libpq calls a connection busy until it does, and
-    # psycopg would then wait for the socket (under asyncio, a turn of the event loop).
-    pgconn.consume_input()
-    results = yield from generators.fetch_many(pgconn)
+    results = yield from _results(pgconn)
     if results and results[-1].error_field(pq.DiagnosticField.SQLSTATE) == UNDEFINED_STATEMENT:
         _PREPARED.get(asked.conn, set()).discard(asked.name)
         yield from _send(asked)
-        results = yield from generators.fetch_many(pgconn)
+        results = yield from _results(pgconn)
     return _rows(results, asked.encoding)
+
+
+def _results(pgconn: Any) -> PQGen[list[Any]]:
+    """Every result of the statement sent, as `generators.fetch_many` reads them but holding
+    the GIL (psycopg's C `consume_input` and `get_result` hold it; `is_busy`: `_libpq_held`).
+    `get_result` is called only once libpq holds a whole result: else it would block."""
+    results: list[Any] = []
+    while True:
+        # Read what already came in first: libpq calls a connection busy until it does, and
+        # the caller would then wait for the socket (under asyncio, a turn of the event loop).
+        pgconn.consume_input()
+        while held.is_busy(pgconn):
+            while not (yield Wait.R):  # psycopg's waits answer 0 when their interval passed
+                continue
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
 
 
 def lookup(conn: Any, name: str, sql: str, params: Sequence[Any]) -> PQGen[list[Row]]:
@@ -83,7 +104,7 @@ def lookup(conn: Any, name: str, sql: str, params: Sequence[Any]) -> PQGen[list[
 def _send(asked: Asked) -> PQGen[None]:
     conn, pgconn = asked.conn, asked.conn.pgconn
     if conn.prepare_threshold is None:
-        pgconn.send_query_params(numbered(asked.sql), asked.args)
+        held.send_query_params(pgconn, numbered(asked.sql), asked.args)
     else:
         prepared = _PREPARED.get(conn)
         if prepared is None:
@@ -92,7 +113,7 @@ def _send(asked: Asked) -> PQGen[None]:
             pgconn.send_prepare(asked.name.encode(), numbered(asked.sql))
             _rows((yield from generators.execute(pgconn)), asked.encoding, pq.ExecStatus.COMMAND_OK)
             prepared.add(asked.name)
-        pgconn.send_query_prepared(asked.name.encode(), asked.args)
+        held.send_query_prepared(pgconn, asked.name.encode(), asked.args)
     yield from generators.send(pgconn)
 
 
