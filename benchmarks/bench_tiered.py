@@ -24,6 +24,8 @@ Redis saver bounds on the caller's thread: its URL bounds connects too); beside 
 beside a hot read bounded by the shell: a side thread, an asyncio task), for a before/after
 in one run, and "tiered, unbounded" (hot_timeout=None).
 Target: tiered within 1.25x of the slower of the hot read alone and the probe alone (p50).
+Then, sync, each of the hot read, the probe and TieredSaver's read alone on every thread,
+in turn (a replica serving only that read: no other way shares the GIL), p50 and reads/s.
 
     python benchmarks/bench_tiered.py [--turns 200] [--reads 1000] [--fast]
         [--state-kib 176] [--threads 8] [--load-reads 100] [--only-load]
@@ -193,6 +195,7 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
         unbounded = TieredSaver(durable, hot, journal=tmp / "journal-unbounded.sqlite", hot_timeout=None)
         ways["tiered, unbounded"] = unbounded.get_tuple
         sync = run_threads(ways, configs, args.load_reads)
+        alone = each_alone({w: ways[w] for w in ("hot alone", "probe alone", "tiered")}, configs, args.load_reads)
         before.close()
         unbounded.close()
         stats = tiered.stats
@@ -210,6 +213,12 @@ def reads_under_load(args: argparse.Namespace, pg: EmbeddedPostgres, redis_serve
         slower = max(p50["hot alone"], p50["probe alone"])
         print(f"{label:<16}" + "".join(f"{p50[w]:>12.3f} /{p99[w]:>6.2f}" for w in WAYS)
               + f"{p50['tiered'] / slower:>14.2f}x{'<=1.25x':>8}{p50['tiered, unbounded'] / slower:>17.2f}x")
+    print(f"\nsync, each way alone on all {n} threads (4 rounds in turn), as a replica serving only that read:")
+    for way, (samples, rate) in alone.items():
+        print(f"  {way:<12} p50 {percentile(samples, 0.5):7.3f} ms  p99 {percentile(samples, 0.99):7.2f} ms"
+              f"  {rate:8.0f} reads/s")
+    slower = max(percentile(alone[w][0], 0.5) for w in ("hot alone", "probe alone"))
+    print(f"  tiered / slower alone (p50): {percentile(alone['tiered'][0], 0.5) / slower:.2f}x")
 
 
 class CursorProbe(DurableProbe):
@@ -264,6 +273,21 @@ def run_threads(ways: dict[str, Callable[[Any], Any]], configs: list[Any], reads
     for t in pool:
         t.join()
     return samples
+
+
+def each_alone(ways: dict[str, Callable[[Any], Any]], configs: list[Any], reads: int,
+               rounds: int = 4) -> dict[str, tuple[list[float], float]]:
+    """Each way on every thread by itself, the ways in turn for `rounds` rounds: its samples
+    and its best rate (reads a second). Interleaved ways (`run_threads`) share the GIL with
+    one another; here a way competes only with itself."""
+    found: dict[str, tuple[list[float], float]] = {w: ([], 0.0) for w in ways}
+    for _ in range(rounds):
+        for way, read in ways.items():
+            began = time.perf_counter()
+            samples = run_threads({way: read}, configs, reads)[way]
+            rate = len(samples) / (time.perf_counter() - began)
+            found[way] = (found[way][0] + samples, max(found[way][1], rate))
+    return found
 
 
 async def aread_under_load(
