@@ -5,9 +5,12 @@ backfill job's finished threads, status by prefix, and a fresh store opened by m
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dualsaver.control.journal import JournalEntry
 from dualsaver.control.record import open_control_store
@@ -86,3 +89,52 @@ def test_status_by_prefix(control_url):
         assert record.get_status("check") == {"key": "check"}
         with open_control_store(control_url, name="another-migration") as other:
             assert other.list_status("check/") == {} and other.journal_pending() == []
+
+
+def test_the_threads_each_store_missed_until_repaired(control_url):
+    item = JournalEntry(phase="shadow-write", store="new", operation="store.put", thread_id=None,
+                        checkpoint_ns='["docs"]', checkpoint_id="k", task_id=None, error="StoreDown: refused")
+    with open_control_store(control_url) as record:
+        record.journal_add([_entry("t1"), _entry("t1", "put_writes"), _entry("t2"), _entry("t3", store="old"),
+                            _entry("t4", "delete_thread", store="old"), item], "r1")
+        assert record.journal_stale_threads("new") == {"t1", "t2"}  # an item names no thread
+        assert record.journal_stale_threads("old") == {"t3", "t4"}
+        t1 = [e.id for e in record.journal_pending() if e.thread_id == "t1"]
+        record.journal_claim(t1[:1], by="repair")
+        assert record.journal_stale_threads("new") == {"t1", "t2"}  # one of its entries is still open
+        record.journal_claim(t1[1:], by="repair")
+        assert record.journal_stale_threads("new") == {"t2"}
+
+
+@given(steps=st.lists(st.tuples(st.booleans(), st.sampled_from(["old", "new"]), st.sampled_from(["a", "b", "c"])),
+                      max_size=12))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_stale_threads_are_the_threads_of_open_entries(control_url, steps):
+    """Any order of adds and claims: each store's stale threads are those its open entries name."""
+    name = f"prop-{uuid.uuid4().hex[:8]}"
+    with open_control_store(control_url, name=name) as record:
+        for add, store, thread in steps:
+            if add:
+                record.journal_add([_entry(thread, store=store)], "r1")
+                continue
+            pending = [e.id for e in record.journal_pending() if (e.store, e.thread_id) == (store, thread)]
+            record.journal_claim(pending[:1], by="repair")
+        for store in ("old", "new"):
+            expected = {e.thread_id for e in record.journal_pending() if e.store == store}
+            assert record.journal_stale_threads(store) == expected
+
+
+def test_a_redis_journal_from_before_the_index_is_counted_once(redis_url):
+    """A journal whose entries were added before the stale-thread index existed (an older
+    dualsaver) is counted when first asked, once, and kept from then on."""
+    with open_control_store(redis_url, name="before-index") as record:
+        record.journal_add([_entry("t1"), _entry("t2", store="old")], "r1")
+        record._run(lambda r: r.delete(record.keys["stale_old"], record.keys["stale_new"], record.keys["stale_built"]))
+        record.journal_add([_entry("t1")], "r2")  # this dualsaver: indexed, but the index is not built yet
+        assert record.journal_stale_threads("new") == {"t1"}
+        assert record.journal_stale_threads("old") == {"t2"}
+        t1 = [e.id for e in record.journal_pending() if e.thread_id == "t1"]
+        record.journal_claim(t1[:1], by="repair")
+        assert record.journal_stale_threads("new") == {"t1"}  # counted twice, not four times
+        record.journal_claim(t1[1:], by="repair")
+        assert record.journal_stale_threads("new") == set()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dualsaver import DualSaver, InvalidPhaseError, Phase, TransitionError
 from dualsaver.control.phase import check_transition
@@ -123,3 +125,29 @@ def test_transitions_forward_one_step_back_while_old_is_written():
     with pytest.raises(TransitionError, match="reverse backfill"):
         check_transition(Phase.DECOMMISSION, Phase.READ_SWITCH)
     check_transition(Phase.DECOMMISSION, Phase.READ_SWITCH, reverse_backfill_done=True)
+
+
+@given(
+    phase=st.sampled_from(list(Phase)),
+    canary=st.one_of(st.none(), st.floats(0, 100)),
+    thread=st.sampled_from(["a", "b", "c", "d"]),
+    stale_old=st.sets(st.sampled_from(["a", "b", "c", "d"])),
+    stale_new=st.sets(st.sampled_from(["a", "b", "c", "d"])),
+)
+def test_read_switch_never_reads_a_thread_from_the_store_that_alone_missed_a_write_of_it(
+    phase, canary, thread, stale_old, stale_new
+):
+    """Whatever the canary, a thread one store missed a write of (and the other did not) is
+    read in read-switch from the other; outside read-switch the stale sets change nothing."""
+    from dualsaver.saver._plans import Context
+    from dualsaver.saver.routing import route_for
+
+    ctx = Context(route_for(phase), canary_percent=canary, stale_in_old=stale_old, stale_in_new=stale_new)
+    read, fallback = ctx.reads(thread)
+    if phase is not Phase.READ_SWITCH:
+        assert (read, fallback) == Context(route_for(phase)).reads(thread)
+        assert read == EXPECTED[phase]["reads"]
+    elif thread in stale_new and thread not in stale_old:
+        assert (read, fallback) == ("old", None)
+    elif thread in stale_old and thread not in stale_new:
+        assert read == "new"

@@ -189,6 +189,11 @@ class ControlStore(ABC):
         """Entries not yet repaired, oldest first."""
 
     @abstractmethod
+    def journal_stale_threads(self, store: str) -> set[str]:
+        """The threads `store` missed a write or a delete of (an entry naming it and a thread)
+        that no repair has settled: one query, however many entries name each thread."""
+
+    @abstractmethod
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         """Whether `store` missed a delete of this thread that no repair has redone."""
 

@@ -263,6 +263,13 @@ class PostgresControlStore(ControlStore):
         ).fetchall())
         return [JournalEntry.from_row(r) for r in rows or ()]
 
+    def journal_stale_threads(self, store: str) -> set[str]:
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT DISTINCT thread_id FROM dualsaver_journal WHERE name = %s AND repaired_at IS NULL"
+            " AND store = %s AND thread_id IS NOT NULL", (self.name, store)
+        ).fetchall())
+        return {row[0] for row in rows or ()}
+
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         row = self._run(lambda conn: conn.execute(
             "SELECT 1 FROM dualsaver_journal WHERE name = %s AND repaired_at IS NULL AND thread_id = %s"

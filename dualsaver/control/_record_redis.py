@@ -63,7 +63,22 @@ local function deleted_key(entry)
 end
 """
 
-_JOURNAL_ADD = _DELETED_KEY + """
+# An open entry naming a thread also counts in its store's hash of stale threads
+# (`...:journal:stale:old` / `:new`, thread -> open entries), so "which threads did new
+# miss a write of" is one HKEYS however long the journal. Entries journaled before this
+# index existed are counted once, when it is first asked for (`_STALE_THREADS`).
+_STALE_HASH = """
+local function stale_hash(entry, old_key, new_key)
+  local thread = entry['thread_id']
+  if thread == nil or thread == cjson.null then return nil end
+  if entry['store'] == 'old' then return old_key, thread end
+  if entry['store'] == 'new' then return new_key, thread end
+  return nil
+end
+"""
+
+# KEYS: journal, seq, open, deletes, stale:old, stale:new
+_JOURNAL_ADD = _DELETED_KEY + _STALE_HASH + """
 local first = redis.call('INCRBY', KEYS[2], #ARGV) - #ARGV
 for i, raw in ipairs(ARGV) do
   local id = first + i
@@ -75,12 +90,16 @@ for i, raw in ipairs(ARGV) do
   if deleted then
     redis.call('HINCRBY', KEYS[4], deleted, 1)
   end
+  local stale, thread = stale_hash(entry, KEYS[5], KEYS[6])
+  if stale then
+    redis.call('HINCRBY', stale, thread, 1)
+  end
 end
 return first
 """
 
 # A claim removes the id from the open set: ZREM answers 1 to one caller only.
-_JOURNAL_CLAIM = _DELETED_KEY + """
+_JOURNAL_CLAIM = _DELETED_KEY + _STALE_HASH + """
 local claimed = 0
 for i = 2, #ARGV do
   if redis.call('ZREM', KEYS[3], ARGV[i]) == 1 then
@@ -92,9 +111,35 @@ for i = 2, #ARGV do
     if deleted then
       redis.call('HINCRBY', KEYS[4], deleted, -1)
     end
+    local stale, thread = stale_hash(entry, KEYS[5], KEYS[6])
+    if stale and redis.call('HINCRBY', stale, thread, -1) <= 0 then
+      redis.call('HDEL', stale, thread)
+    end
   end
 end
 return claimed
+"""
+
+# KEYS: journal, open, stale:old, stale:new, stale:built; ARGV[1]: the store. The first
+# call counts every open entry anew (a journal written before the index: counted from
+# scratch, so nothing twice), then marks the index built.
+_STALE_THREADS = _STALE_HASH + """
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('DEL', KEYS[3], KEYS[4])
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local raw = redis.call('HGET', KEYS[1], id)
+    if raw then
+      local stale, thread = stale_hash(cjson.decode(raw), KEYS[3], KEYS[4])
+      if stale then
+        redis.call('HINCRBY', stale, thread, 1)
+      end
+    end
+  end
+  redis.call('SET', KEYS[5], 1)
+end
+if ARGV[1] == 'old' then return redis.call('HKEYS', KEYS[3]) end
+if ARGV[1] == 'new' then return redis.call('HKEYS', KEYS[4]) end
+return {}
 """
 
 
@@ -120,6 +165,9 @@ class RedisControlStore(ControlStore):
             "seq": f"dualsaver:{tag}:journal:seq",
             "open": f"dualsaver:{tag}:journal:open",
             "deletes": f"dualsaver:{tag}:journal:deletes",
+            "stale_old": f"dualsaver:{tag}:journal:stale:old",
+            "stale_new": f"dualsaver:{tag}:journal:stale:new",
+            "stale_built": f"dualsaver:{tag}:journal:stale:built",
             "jobs": f"dualsaver:{tag}:jobs",
         }
         self._done_prefix = f"dualsaver:{tag}:done:"
@@ -226,12 +274,12 @@ class RedisControlStore(ControlStore):
     # -- the fleet's journal -------------------------------------------------------------
 
     def _journal_keys(self) -> list[str]:
-        return [self.keys["journal"], self.keys["seq"], self.keys["open"], self.keys["deletes"]]
+        return [self.keys[k] for k in ("journal", "seq", "open", "deletes", "stale_old", "stale_new")]
 
     def journal_add(self, entries: Sequence[JournalEntry], replica: str) -> None:
         rows = [json.dumps({**asdict(e), "id": None, "ts": e.ts or time.time(), "replica": replica}) for e in entries]
         if rows:
-            self._run(lambda r: r.eval(_JOURNAL_ADD, 4, *self._journal_keys(), *rows))
+            self._run(lambda r: r.eval(_JOURNAL_ADD, 6, *self._journal_keys(), *rows))
 
     def journal_pending(self) -> list[JournalEntry]:
         def fn(r: Any) -> list[Any]:
@@ -241,6 +289,11 @@ class RedisControlStore(ControlStore):
         fields = {f.name for f in dataclasses.fields(JournalEntry)}
         entries = [json.loads(raw) for raw in self._run(fn) or () if raw]
         return [JournalEntry(**{k: v for k, v in e.items() if k in fields}) for e in entries]
+
+    def journal_stale_threads(self, store: str) -> set[str]:
+        keys = [self.keys[k] for k in ("journal", "open", "stale_old", "stale_new", "stale_built")]
+        found = self._run(lambda r: r.eval(_STALE_THREADS, 5, *keys, store))
+        return {t.decode() if isinstance(t, bytes) else str(t) for t in found or ()}
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         count = self._run(lambda r: r.hget(self.keys["deletes"], f"{store}\0{thread_id}"))
@@ -255,7 +308,7 @@ class RedisControlStore(ControlStore):
     def journal_claim(self, ids: Sequence[int], by: str) -> int:
         if not ids:
             return 0
-        return int(self._run(lambda r: r.eval(_JOURNAL_CLAIM, 4, *self._journal_keys(), time.time(), *ids)))
+        return int(self._run(lambda r: r.eval(_JOURNAL_CLAIM, 6, *self._journal_keys(), time.time(), *ids)))
 
     # -- backfill progress ---------------------------------------------------------------
 

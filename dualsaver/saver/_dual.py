@@ -32,6 +32,12 @@ from dualsaver.saver.routing import Role, route_for
 class DualSaver(PhasedPair, CompositeSaver):
     """Writes to old and new, reads from the phase's read store.
 
+    In read-switch, a thread new missed a write of (journaled here or, with a control store,
+    on any replica: a replica still in shadow-write during the rolling move, its copy for
+    new lost) is read from old, which took that write and takes every write of read-switch,
+    until a repair settles the entry (`Recorder.stale_threads`; another replica's entry
+    counts here about FLEET_MISSES_EVERY seconds after it shipped).
+
     Args:
         old: the checkpointer being left.
         new: the checkpointer being moved to.
@@ -144,10 +150,10 @@ class DualSaver(PhasedPair, CompositeSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
-        canary = self.canary_percent is not None and phase is Phase.READ_SWITCH
-        stale = self.recorder.stale_threads("old") if canary else ()
+        switched = phase is Phase.READ_SWITCH
         ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge,
-                            stale_in_old=stale)
+                            stale_in_old=self.recorder.stale_threads("old") if switched else (),
+                            stale_in_new=self.recorder.stale_threads("new") if switched else ())
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))

@@ -53,13 +53,20 @@ class Context:
     hot_bounds_reads: bool = False
     # a DualStore whose stores both renew TTLs on reads: what a read renews, the secondary renews too
     renews_secondary: bool = False
-    # read-switch's canary: threads old missed a write of (`Recorder.missed_threads`)
+    # read-switch: the threads each store missed a write of (`Recorder.stale_threads`)
     stale_in_old: Collection[str] = ()
+    stale_in_new: Collection[str] = ()
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
         route = self.route
-        if self.canary_percent is not None and route.phase is Phase.READ_SWITCH:
+        if route.phase is not Phase.READ_SWITCH:
+            return route.read, route.fallback
+        if thread_id is not None and thread_id in self.stale_in_new and thread_id not in self.stale_in_old:
+            # new missed a write of it that old took (a replica still in shadow-write, its copy
+            # for new lost): old holds the thread whole, as read-switch writes old too
+            return "old", None
+        if self.canary_percent is not None:
             if thread_id is None or not (in_canary(thread_id, self.canary_percent) or thread_id in self.stale_in_old):
                 # old holds every write of read-switch but those it missed: a thread it missed
                 # one of is read from new, which took them all first

@@ -188,14 +188,10 @@ class Recorder:
 
     def _read_fleet_misses(self, control: str) -> None:
         try:
-            by_store: dict[str, set[str]] = {}
             record = self._fleet_record
             if record is None:
                 record = self._fleet_record = open_phase_record(control, name=self._control_name)
-            for entry in record.journal_pending():
-                if entry.thread_id is not None:
-                    by_store.setdefault(entry.store, set()).add(entry.thread_id)
-            self._fleet_missed = {store: frozenset(threads) for store, threads in by_store.items()}
+            self._fleet_missed = {role: frozenset(record.journal_stale_threads(role)) for role in ("old", "new")}
         except Exception as exc:  # the control store away (or closed under it): keep what was last read
             log.debug("fleet_misses_not_read", error=describe_error(exc))
         finally:
