@@ -11,6 +11,7 @@ dualsaver's own CPU, which the benchmarks against real stores cannot resolve fro
   in the timing; and waiting, `write_behind=False`, whose bounded write to new runs on a
   pool's thread while the caller waits: one thread hop a write), against the same calls on
   the two stores in turn (the naive dual write);
+- the same calls through DualSaver in decommission, which writes new alone;
 - TieredSaver `get_tuple` (a hit: the probe sent, the hot read, the probe collected, sync and
   async), against the same three calls made directly.
 
@@ -121,13 +122,17 @@ def writes(calls: list[tuple[str, tuple]], repeat: int, tmp: Path) -> dict[str, 
     # waiting: each write to new is bounded (`timeout`), so it hops to a thread of a pool
     waiting = dualsaver.DualSaver(Nothing(), Nothing(), dualsaver.Phase.SHADOW_WRITE,
                                   journal=tmp / "waiting.sqlite", write_behind=False)
+    # decommission: new alone (against the same calls on one store, about what `naive` costs a store)
+    alone = dualsaver.DualSaver(Nothing(), Nothing(), dualsaver.Phase.DECOMMISSION, journal=tmp / "alone.sqlite")
     try:
         return {"naive dual write": best_us(naive, len(calls), repeat),
                 "DualSaver write-behind": best_us(through(behind), len(calls), repeat),
-                "DualSaver waiting": best_us(through(waiting), len(calls), repeat)}
+                "DualSaver waiting": best_us(through(waiting), len(calls), repeat),
+                "DualSaver decommission (one store)": best_us(through(alone), len(calls), repeat)}
     finally:
         behind.close()
         waiting.close()
+        alone.close()
 
 
 def tiered_reads(repeat: int, tmp: Path) -> dict[str, float]:
@@ -227,7 +232,8 @@ def main() -> None:
     print(f"{'':<44}" + "".join(f"{name:>14}" for name in trees))
     median = {name: {what: sorted(v)[1] for what, v in results[name].items()} for name in trees}
     for what in median["this tree"]:
-        print(f"{what:<44}" + "".join(f"{median[name][what]:>14.1f}" for name in trees))
+        # a tree from before a measurement was added has no figure for it
+        print(f"{what:<44}" + "".join(f"{median[name].get(what, float('nan')):>14.1f}" for name in trees))
     for name, r in median.items():
         print(f"{name}: dualsaver adds {r['DualSaver write-behind'] - r['naive dual write']:.1f} us a write"
               f" (write-behind), {r['DualSaver waiting'] - r['naive dual write']:.1f} us (waiting),"

@@ -45,6 +45,39 @@ def test_caller_mutating_its_objects_during_the_call_does_not_split_the_stores(t
             assert got.metadata["note"] == "original"
 
 
+class Keeping(InMemorySaver):
+    """Notes the objects each put received."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[tuple] = []
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        self.received.append((checkpoint, metadata, new_versions))
+        return super().put(config, checkpoint, metadata, new_versions)
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=str)
+def test_values_are_copied_only_where_two_stores_must_get_them_alike(tmp_path, phase):
+    """Decommission writes new alone: it gets the caller's objects, as it would on its own
+    (a copy there cost about three quarters of dualsaver's CPU a write: 31 -> 8 us); every
+    phase that writes both stores hands each a copy taken at call time."""
+    old, new = Keeping(), Keeping()
+    saver = DualSaver(old, new, phase, journal=tmp_path / "j.sqlite")
+    cp = empty_checkpoint()
+    cp["channel_values"], cp["channel_versions"] = {"messages": ["hello"]}, {"messages": 1}
+    metadata, versions = {"source": "loop", "step": 1}, {"messages": 1}
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp, metadata, versions)
+    assert saver.flush(timeout=30)
+    saver.close()
+    received = [r for store in (old, new) for r in store.received]
+    assert len(received) == (1 if phase is Phase.DECOMMISSION else 2)
+    for got in received:
+        assert got == (cp, metadata, versions)
+        shared = [a is b for a, b in zip(got, (cp, metadata, versions))]
+        assert shared == [phase is Phase.DECOMMISSION] * 3
+
+
 def test_different_serializers_on_each_side(tmp_path, pg_url):
     encrypted = EncryptedSerializer.from_pycryptodome_aes(key=b"0123456789abcdef")
     with sync_saver("sqlite", tmp=tmp_path) as old:

@@ -146,6 +146,14 @@ def copies(values: tuple) -> tuple[tuple, Frozen]:
     return snapshot(values), Frozen(None, len(values), snapshot(values))
 
 
+def copies_for(ctx: Context, values: tuple) -> tuple[tuple, Frozen | None]:
+    """`copies` where the phase writes two stores. Where it writes one (decommission) there
+    is nothing to keep alike: the store gets the caller's values, as it would on its own."""
+    if ctx.route.secondary is None:
+        return values, None
+    return copies(values)
+
+
 @dataclass(frozen=True, slots=True)
 class Behind:
     """A secondary write to run in the background, after every earlier one of this saver,
@@ -315,13 +323,13 @@ def _tombstones(ctx: Context, operation: str, args: tuple, marks: tuple[Mark, ..
 
 
 def put(ctx: Context, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Plan[Any]:
-    values, later = copies((checkpoint, metadata, new_versions))
+    values, later = copies_for(ctx, (checkpoint, metadata, new_versions))
     at = where(config, checkpoint_id=checkpoint["id"])
     return (yield from write(ctx, "put", (_config_copy(config), *values), at=at, hot=True, later=later))
 
 
 def put_writes(ctx: Context, config: Any, writes: Any, task_id: str, task_path: str) -> Plan[None]:
-    values, later = copies((list(writes), task_id, task_path))
+    values, later = copies_for(ctx, (list(writes), task_id, task_path))
     at = where(config, task_id=task_id)
     yield from write(ctx, "put_writes", (_config_copy(config), *values), at=at, hot=True, later=later)
 

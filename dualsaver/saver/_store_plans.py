@@ -29,7 +29,7 @@ from langgraph.store.base import GetOp, Item, PutOp, SearchOp
 
 from dualsaver.control.journal import item_entry_fields
 from dualsaver.sansio import Call, Plan
-from dualsaver.saver._plans import Context, Mark, copies, missed, secondary_only, settled, write
+from dualsaver.saver._plans import Context, Mark, copies_for, missed, secondary_only, settled, write
 from dualsaver.saver.routing import Role
 
 ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
@@ -101,7 +101,7 @@ def batch(ctx: Context, ops: Sequence[Any]) -> Plan[list[Any]]:
 
 def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
     # Both stores get the values as they were at call time, even if the caller mutates them.
-    (puts,), later = copies((puts,))
+    (puts,), later = copies_for(ctx, (puts,))
     yield from write(ctx, "batch", (puts,), marks=tuple(item_mark(op) for op in puts), hot=True,
                      secondary_operation="mirror", later=later)
 
