@@ -40,6 +40,17 @@ def test_the_library_is_the_one_psycopg_uses(pg_url) -> None:
         assert not held.is_busy(conn.pgconn)
 
 
+@pytest.mark.parametrize("maps", [
+    "",  # no libpq loaded
+    "7f00-7f01 r-xp 0 08:01 1 /usr/lib/libpq.so.5.16\n7f02-7f03 r-xp 0 08:01 2 /opt/libs/libpq-e9b5c9ac.so.5.18\n",
+    "7f00-7f01 r-xp 0 08:01 1 /opt/libs/libpq-e9b5c9ac.so.5.18 (deleted)\n",  # replaced since it was loaded
+])
+def test_a_library_that_cannot_be_named_for_certain_is_not_used(tmp_path, monkeypatch, maps) -> None:
+    (tmp_path / "maps").write_text(maps)
+    monkeypatch.setattr(held, "MAPS", str(tmp_path / "maps"))
+    assert held.library.__wrapped__() is None  # not the cached answer: these maps' own
+
+
 @pytest.mark.parametrize("prepare_threshold", [0, None])
 def test_an_answer_asked_before_the_server_replied_waits_for_it(pg_url, calls, prepare_threshold) -> None:
     with psycopg.Connection.connect(pg_url, autocommit=True, prepare_threshold=prepare_threshold) as conn:

@@ -32,8 +32,6 @@ MAPS = "/proc/self/maps"
 @functools.cache
 def library() -> ctypes.PyDLL | None:
     """The libpq psycopg uses, its calls holding the GIL; None when it cannot be named."""
-    if pq.__impl__ == "python":  # psycopg's own ctypes binding: none of its calls keeps the GIL
-        return None
     try:
         with open(MAPS) as maps:
             paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "/libpq" in line}
@@ -42,7 +40,10 @@ def library() -> ctypes.PyDLL | None:
     paths = {p for p in paths if os.path.basename(p).startswith(("libpq.so", "libpq-"))}
     if len(paths) != 1:
         return None
-    lib = ctypes.PyDLL(paths.pop())
+    try:
+        lib = ctypes.PyDLL(paths.pop())  # a file replaced since it was loaded reads "... (deleted)"
+    except OSError:
+        return None
     if lib.PQlibVersion() != pq.version():  # not the library psycopg reports: leave it
         return None
     text = ctypes.c_char_p
