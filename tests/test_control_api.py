@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dualsaver.control.journal import JournalEntry
+from dualsaver.control.journal import JournalEntry, Stale, item_entry_fields, item_of
 from dualsaver.control.record import open_control_store
 
 
@@ -20,6 +20,12 @@ from dualsaver.control.record import open_control_store
 def control_url(request) -> str:
     fixture = {"postgres": "pg_url", "redis": "redis_url", "redis-cluster": "redis_cluster_url"}[request.param]
     return request.getfixturevalue(fixture)
+
+
+def _item_entry(key: str, store: str = "new", operation: str = "store.put") -> JournalEntry:
+    return JournalEntry(phase="shadow-write", store=store, operation=operation, thread_id=None,
+                        **{k: v for k, v in item_entry_fields(("memories", "u1"), key).items() if k != "thread_id"},
+                        task_id=None, error="StoreDown: refused")
 
 
 def _entry(thread: str, operation: str = "put", store: str = "new") -> JournalEntry:
@@ -91,37 +97,44 @@ def test_status_by_prefix(control_url):
             assert other.list_status("check/") == {} and other.journal_pending() == []
 
 
-def test_the_threads_each_store_missed_until_repaired(control_url):
+def test_the_threads_and_items_each_store_missed_until_repaired(control_url):
     item = JournalEntry(phase="shadow-write", store="new", operation="store.put", thread_id=None,
                         checkpoint_ns='["docs"]', checkpoint_id="k", task_id=None, error="StoreDown: refused")
     with open_control_store(control_url) as record:
         record.journal_add([_entry("t1"), _entry("t1", "put_writes"), _entry("t2"), _entry("t3", store="old"),
                             _entry("t4", "delete_thread", store="old"), item], "r1")
-        assert record.journal_stale_threads("new") == {"t1", "t2"}  # an item names no thread
-        assert record.journal_stale_threads("old") == {"t3", "t4"}
+        assert record.journal_stale("new") == Stale(frozenset({"t1", "t2"}), frozenset({(("docs",), "k")}))
+        assert record.journal_stale("old") == Stale(frozenset({"t3", "t4"}))
         t1 = [e.id for e in record.journal_pending() if e.thread_id == "t1"]
         record.journal_claim(t1[:1], by="repair")
-        assert record.journal_stale_threads("new") == {"t1", "t2"}  # one of its entries is still open
+        assert record.journal_stale("new").threads == {"t1", "t2"}  # one of its entries is still open
         record.journal_claim(t1[1:], by="repair")
-        assert record.journal_stale_threads("new") == {"t2"}
+        (k,) = [e.id for e in record.journal_pending() if e.thread_id is None]
+        record.journal_claim([k], by="repair")
+        assert record.journal_stale("new") == Stale(frozenset({"t2"}))
 
 
-@given(steps=st.lists(st.tuples(st.booleans(), st.sampled_from(["old", "new"]), st.sampled_from(["a", "b", "c"])),
-                      max_size=12))
+@given(steps=st.lists(st.tuples(st.booleans(), st.sampled_from(["old", "new"]), st.sampled_from(["a", "b", "c"]),
+                                st.booleans()), max_size=12))
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_stale_threads_are_the_threads_of_open_entries(control_url, steps):
-    """Any order of adds and claims: each store's stale threads are those its open entries name."""
+def test_what_each_store_missed_is_what_its_open_entries_name(control_url, steps):
+    """Any order of adds and claims, of threads' and items' entries: each store's stale
+    threads and items are those its open entries name."""
     name = f"prop-{uuid.uuid4().hex[:8]}"
     with open_control_store(control_url, name=name) as record:
-        for add, store, thread in steps:
+        for add, store, name_, is_item in steps:
+            entry = _item_entry(name_, store) if is_item else _entry(name_, store=store)
             if add:
-                record.journal_add([_entry(thread, store=store)], "r1")
+                record.journal_add([entry], "r1")
                 continue
-            pending = [e.id for e in record.journal_pending() if (e.store, e.thread_id) == (store, thread)]
+            pending = [e.id for e in record.journal_pending()
+                       if (e.store, e.thread_id, e.checkpoint_ns) == (store, entry.thread_id, entry.checkpoint_ns)]
             record.journal_claim(pending[:1], by="repair")
         for store in ("old", "new"):
-            expected = {e.thread_id for e in record.journal_pending() if e.store == store}
-            assert record.journal_stale_threads(store) == expected
+            open_ = [e for e in record.journal_pending() if e.store == store]
+            assert record.journal_stale(store) == Stale(
+                frozenset(e.thread_id for e in open_ if e.thread_id is not None),
+                frozenset(item_of(e) for e in open_ if e.thread_id is None))
 
 
 def test_a_redis_journal_from_before_the_index_is_counted_once(redis_url):
@@ -131,10 +144,10 @@ def test_a_redis_journal_from_before_the_index_is_counted_once(redis_url):
         record.journal_add([_entry("t1"), _entry("t2", store="old")], "r1")
         record._run(lambda r: r.delete(record.keys["stale_old"], record.keys["stale_new"], record.keys["stale_built"]))
         record.journal_add([_entry("t1")], "r2")  # this dualsaver: indexed, but the index is not built yet
-        assert record.journal_stale_threads("new") == {"t1"}
-        assert record.journal_stale_threads("old") == {"t2"}
+        assert record.journal_stale("new").threads == {"t1"}
+        assert record.journal_stale("old").threads == {"t2"}
         t1 = [e.id for e in record.journal_pending() if e.thread_id == "t1"]
         record.journal_claim(t1[:1], by="repair")
-        assert record.journal_stale_threads("new") == {"t1"}  # counted twice, not four times
+        assert record.journal_stale("new").threads == {"t1"}  # counted twice, not three times
         record.journal_claim(t1[1:], by="repair")
-        assert record.journal_stale_threads("new") == set()
+        assert record.journal_stale("new") == Stale()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dualsaver.control.journal import JournalEntry
+from dualsaver.control.journal import JournalEntry, Stale
 from dualsaver.control.phase import Phase
 from dualsaver.errors import RecordUnavailable, describe_error
 from dualsaver.redact import redact, secrets_of
@@ -189,9 +189,9 @@ class ControlStore(ABC):
         """Entries not yet repaired, oldest first."""
 
     @abstractmethod
-    def journal_stale_threads(self, store: str) -> set[str]:
-        """The threads `store` missed a write or a delete of (an entry naming it and a thread)
-        that no repair has settled: one query, however many entries name each thread."""
+    def journal_stale(self, store: str) -> Stale:
+        """The threads and items `store` missed a write or a delete of, by the entries naming
+        it that no repair has settled: one query, however many entries name each."""
 
     @abstractmethod
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:

@@ -3,12 +3,13 @@ advisory lock (many replicas may start at once) and versioned in `dualsaver_sche
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from dualsaver.control._record_base import DEFAULT_TIMEOUT, ControlStore, PhaseState, ReplicaSeen, Transition, _state
-from dualsaver.control.journal import JournalEntry, item_entry_fields
+from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange
 
@@ -263,12 +264,14 @@ class PostgresControlStore(ControlStore):
         ).fetchall())
         return [JournalEntry.from_row(r) for r in rows or ()]
 
-    def journal_stale_threads(self, store: str) -> set[str]:
+    def journal_stale(self, store: str) -> Stale:
         rows = self._run(lambda conn: conn.execute(
-            "SELECT DISTINCT thread_id FROM dualsaver_journal WHERE name = %s AND repaired_at IS NULL"
-            " AND store = %s AND thread_id IS NOT NULL", (self.name, store)
-        ).fetchall())
-        return {row[0] for row in rows or ()}
+            "SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM dualsaver_journal"
+            " WHERE name = %s AND repaired_at IS NULL AND store = %s"
+            " AND (thread_id IS NOT NULL OR operation = ANY(%s))", (self.name, store, sorted(ITEM_OPERATIONS))
+        ).fetchall()) or ()
+        return Stale(frozenset(t for t, _, _ in rows if t is not None),
+                     frozenset((tuple(json.loads(ns)), key) for t, ns, key in rows if t is None))
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         row = self._run(lambda conn: conn.execute(

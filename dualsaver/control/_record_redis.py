@@ -29,7 +29,7 @@ from dualsaver.control._record_base import (
     _state,
     _text,
 )
-from dualsaver.control.journal import JournalEntry, item_entry_fields
+from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange, RecordUnavailable
 
@@ -63,16 +63,26 @@ local function deleted_key(entry)
 end
 """
 
-# An open entry naming a thread also counts in its store's hash of stale threads
-# (`...:journal:stale:old` / `:new`, thread -> open entries), so "which threads did new
-# miss a write of" is one HKEYS however long the journal. Entries journaled before this
-# index existed are counted once, when it is first asked for (`_STALE_THREADS`).
+# An open entry naming a thread or an item also counts in its store's hash of what it missed
+# (`...:journal:stale:old` / `:new`; field "thread NUL id" or "item NUL namespace-json NUL
+# key" -> open entries), so "what did new miss a write of" is one HKEYS however long the
+# journal. Entries journaled before this index existed are counted once, when it is first
+# asked for (`_STALE`).
+_ITEM_OPERATIONS = "{" + ", ".join(f"['{op}'] = true" for op in sorted(ITEM_OPERATIONS)) + "}"
 _STALE_HASH = """
+local ITEM_OPERATIONS = """ + _ITEM_OPERATIONS + """
 local function stale_hash(entry, old_key, new_key)
-  local thread = entry['thread_id']
-  if thread == nil or thread == cjson.null then return nil end
-  if entry['store'] == 'old' then return old_key, thread end
-  if entry['store'] == 'new' then return new_key, thread end
+  local field
+  if entry['thread_id'] ~= nil and entry['thread_id'] ~= cjson.null then
+    field = 'thread\\0' .. entry['thread_id']
+  elseif ITEM_OPERATIONS[entry['operation']] and type(entry['checkpoint_ns']) == 'string'
+      and type(entry['checkpoint_id']) == 'string' then
+    field = 'item\\0' .. entry['checkpoint_ns'] .. '\\0' .. entry['checkpoint_id']
+  else
+    return nil
+  end
+  if entry['store'] == 'old' then return old_key, field end
+  if entry['store'] == 'new' then return new_key, field end
   return nil
 end
 """
@@ -90,9 +100,9 @@ for i, raw in ipairs(ARGV) do
   if deleted then
     redis.call('HINCRBY', KEYS[4], deleted, 1)
   end
-  local stale, thread = stale_hash(entry, KEYS[5], KEYS[6])
+  local stale, field = stale_hash(entry, KEYS[5], KEYS[6])
   if stale then
-    redis.call('HINCRBY', stale, thread, 1)
+    redis.call('HINCRBY', stale, field, 1)
   end
 end
 return first
@@ -111,9 +121,9 @@ for i = 2, #ARGV do
     if deleted then
       redis.call('HINCRBY', KEYS[4], deleted, -1)
     end
-    local stale, thread = stale_hash(entry, KEYS[5], KEYS[6])
-    if stale and redis.call('HINCRBY', stale, thread, -1) <= 0 then
-      redis.call('HDEL', stale, thread)
+    local stale, field = stale_hash(entry, KEYS[5], KEYS[6])
+    if stale and redis.call('HINCRBY', stale, field, -1) <= 0 then
+      redis.call('HDEL', stale, field)
     end
   end
 end
@@ -123,15 +133,15 @@ return claimed
 # KEYS: journal, open, stale:old, stale:new, stale:built; ARGV[1]: the store. The first
 # call counts every open entry anew (a journal written before the index: counted from
 # scratch, so nothing twice), then marks the index built.
-_STALE_THREADS = _STALE_HASH + """
+_STALE = _STALE_HASH + """
 if redis.call('EXISTS', KEYS[5]) == 0 then
   redis.call('DEL', KEYS[3], KEYS[4])
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     local raw = redis.call('HGET', KEYS[1], id)
     if raw then
-      local stale, thread = stale_hash(cjson.decode(raw), KEYS[3], KEYS[4])
+      local stale, field = stale_hash(cjson.decode(raw), KEYS[3], KEYS[4])
       if stale then
-        redis.call('HINCRBY', stale, thread, 1)
+        redis.call('HINCRBY', stale, field, 1)
       end
     end
   end
@@ -290,10 +300,19 @@ class RedisControlStore(ControlStore):
         entries = [json.loads(raw) for raw in self._run(fn) or () if raw]
         return [JournalEntry(**{k: v for k, v in e.items() if k in fields}) for e in entries]
 
-    def journal_stale_threads(self, store: str) -> set[str]:
+    def journal_stale(self, store: str) -> Stale:
         keys = [self.keys[k] for k in ("journal", "open", "stale_old", "stale_new", "stale_built")]
-        found = self._run(lambda r: r.eval(_STALE_THREADS, 5, *keys, store))
-        return {t.decode() if isinstance(t, bytes) else str(t) for t in found or ()}
+        fields = [f.decode() if isinstance(f, bytes) else str(f) for f in self._run(
+            lambda r: r.eval(_STALE, 5, *keys, store)) or ()]
+        threads, items = set(), set()
+        for field in fields:
+            kind, _, rest = field.partition("\0")
+            if kind == "thread":
+                threads.add(rest)
+            elif kind == "item":
+                namespace, _, key = rest.partition("\0")
+                items.add((tuple(json.loads(namespace)), key))
+        return Stale(frozenset(threads), frozenset(items))
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         count = self._run(lambda r: r.hget(self.keys["deletes"], f"{store}\0{thread_id}"))

@@ -83,6 +83,15 @@ def item_of(entry: JournalEntry) -> tuple[tuple[str, ...], str]:
     return tuple(json.loads(entry.checkpoint_ns)), entry.checkpoint_id
 
 
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """What one store missed a write or a delete of, by the entries no repair has settled:
+    threads, and long-term store items as (namespace, key)."""
+
+    threads: frozenset[str] = frozenset()
+    items: frozenset[tuple[tuple[str, ...], str]] = frozenset()
+
+
 def journal_path(path: str | os.PathLike[str] | None = None) -> Path | None:
     """The file `Journal(path)` uses: `path`, else $DUALSAVER_JOURNAL, else the default;
     None for ":memory:"."""

@@ -8,6 +8,7 @@ circuit breakers, write-behind and sync/async shells as `DualSaver` (`_pair`, `_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -123,6 +124,10 @@ class DualStore(PhasedPair, BaseStore):
             ctx = self._context(phase, renews_secondary=self._renews(phase))
             role = store_plans.reader_alone(ctx)
             begun = self._contexts[key] = (ctx, None if role is None else self.store(role))
+        if phase is Phase.READ_SWITCH:  # no short way for reads here: what the stores missed, as of now
+            ctx = dataclasses.replace(begun[0], stale_items_in_old=self.recorder.stale_items("old"),
+                                      stale_items_in_new=self.recorder.stale_items("new"))
+            return ctx, begun[1], telemetry.listening()
         return begun[0], begun[1], telemetry.listening()
 
     def _renews(self, phase: Phase) -> bool:

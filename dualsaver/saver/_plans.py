@@ -53,9 +53,11 @@ class Context:
     hot_bounds_reads: bool = False
     # a DualStore whose stores both renew TTLs on reads: what a read renews, the secondary renews too
     renews_secondary: bool = False
-    # read-switch: the threads each store missed a write of (`Recorder.stale_threads`)
+    # read-switch: the threads and items each store missed a write of (`Recorder.stale_threads`)
     stale_in_old: Collection[str] = ()
     stale_in_new: Collection[str] = ()
+    stale_items_in_old: Collection[tuple[tuple[str, ...], str]] = ()
+    stale_items_in_new: Collection[tuple[tuple[str, ...], str]] = ()
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""

@@ -12,6 +12,7 @@ only when a store missed, a delete was tombstoned or a read-switch read falls ba
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -23,16 +24,18 @@ from typing import Any
 import structlog
 
 from dualsaver.control.fleet_journal import FleetJournal
-from dualsaver.control.journal import Journal, JournalEntry, journal_exists, journal_path
+from dualsaver.control.journal import ITEM_OPERATIONS, Journal, JournalEntry, Stale, journal_exists, journal_path
 from dualsaver.control.record import open_phase_record
 from dualsaver.control.phase import Phase
 from dualsaver.errors import describe_error
+from dualsaver.items.record import ItemKey
 from dualsaver.observability import telemetry
 from dualsaver.saver.routing import Mode, Role
 
 log = structlog.get_logger("dualsaver")
 
-FLEET_MISSES_EVERY = 2.0  # seconds between two reads of the fleet's journal for read-switch's canary
+FLEET_MISSES_EVERY = 2.0  # seconds between two reads of what the fleet's stores missed, for read-switch
+_NOTHING_STALE = Stale()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,12 @@ class Recorder:
         self._lock = threading.Lock()
         self.secondary_failures: Counter[str] = Counter()
         self.shadow_mismatches: Counter[str] = Counter()
-        # the threads each store missed a write of in this process: read-switch's canary
-        # does not answer such a thread from old (`plans.Context.reads`)
+        # the threads and items each store missed a write of in this process: read-switch
+        # does not answer such a thread or item from that store (`plans.Context.reads`)
         self.missed_threads: dict[Role, set[str]] = {"old": set(), "new": set()}
+        self.missed_items: dict[Role, set[ItemKey]] = {"old": set(), "new": set()}
         # ... and in the whole fleet, as last read from its journal (`stale_threads`)
-        self._fleet_missed: dict[str, frozenset[str]] = {}
+        self._fleet_missed: dict[str, Stale] = {}
         self._fleet_read_at = float("-inf")
         self._fleet_reading = threading.Lock()
         self._fleet_record: Any = None  # the control store, opened for those reads alone (no spool file)
@@ -133,6 +137,8 @@ class Recorder:
         at, error = missed.where, describe_error(missed.error)
         if (thread_id := at.get("thread_id")) is not None:
             self.missed_threads[missed.role].add(str(thread_id))
+        elif missed.operation in ITEM_OPERATIONS and at.get("checkpoint_ns") is not None:
+            self.missed_items[missed.role].add((tuple(json.loads(at["checkpoint_ns"])), str(at["checkpoint_id"])))
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
         log.warning(
@@ -175,23 +181,32 @@ class Recorder:
         its journal in the background (never on the caller's path), at most every
         FLEET_MISSES_EVERY seconds while they are asked for: another replica's miss counts
         here about that long after it shipped (`FleetJournal`)."""
+        fleet = self._fleet(role)
         local = self.missed_threads[role]
+        return local | fleet.threads if fleet.threads else local
+
+    def stale_items(self, role: Role) -> Collection[ItemKey]:
+        """The same for long-term store items, as (namespace, key)."""
+        fleet = self._fleet(role)
+        local = self.missed_items[role]
+        return local | fleet.items if fleet.items else local
+
+    def _fleet(self, role: Role) -> Stale:
         if not self._control:
-            return local
+            return _NOTHING_STALE
         now = time.monotonic()
         if now - self._fleet_read_at >= FLEET_MISSES_EVERY and self._fleet_reading.acquire(blocking=False):
             self._fleet_read_at = now
             threading.Thread(target=self._read_fleet_misses, args=(self._control,), name="dualsaver-fleet-misses",
                              daemon=True).start()
-        fleet = self._fleet_missed.get(role)
-        return local | fleet if fleet else local
+        return self._fleet_missed.get(role, _NOTHING_STALE)
 
     def _read_fleet_misses(self, control: str) -> None:
         try:
             record = self._fleet_record
             if record is None:
                 record = self._fleet_record = open_phase_record(control, name=self._control_name)
-            self._fleet_missed = {role: frozenset(record.journal_stale_threads(role)) for role in ("old", "new")}
+            self._fleet_missed = {role: record.journal_stale(role) for role in ("old", "new")}
         except Exception as exc:  # the control store away (or closed under it): keep what was last read
             log.debug("fleet_misses_not_read", error=describe_error(exc))
         finally:

@@ -30,6 +30,7 @@ from langgraph.store.base import GetOp, Item, PutOp, SearchOp
 from dualsaver.control.journal import item_entry_fields
 from dualsaver.sansio import Call, Plan
 from dualsaver.saver._plans import Context, Mark, copies_for, missed, secondary_only, settled, write
+from dualsaver.control.phase import Phase
 from dualsaver.saver.routing import Role
 
 ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
@@ -109,9 +110,17 @@ def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
 def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
     yield from settled(ctx)
     read, fallback = ctx.reads(None)
-    found = list((yield Call(read, "batch", (ops,))))
+    apart = _answered_by_old(ctx, ops)
+    if not apart:
+        found = list((yield Call(read, "batch", (ops,))))
+    else:
+        found = [None] * len(ops)
+        for role, positions in ((read, [i for i in range(len(ops)) if i not in apart]), ("old", sorted(apart))):
+            if positions:
+                for i, answer in zip(positions, (yield Call(role, "batch", ([ops[i] for i in positions],)))):
+                    found[i] = answer
     if fallback is not None:
-        misses = [i for i, op in enumerate(ops) if isinstance(op, GetOp) and found[i] is None]
+        misses = [i for i, op in enumerate(ops) if isinstance(op, GetOp) and found[i] is None and i not in apart]
         if misses:
             yield from _fall_back(ctx, ops, found, misses, read, fallback)
     secondary = ctx.route.secondary
@@ -120,6 +129,18 @@ def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
         renewals = [GetOp(ns, key, refresh_ttl=True) for ns, key in renewed]
         yield from secondary_only(ctx, "store.renew", Call(secondary, "batch", (renewals,)), marks)
     return found
+
+
+def _answered_by_old(ctx: Context, ops: list[Any]) -> set[int]:
+    """In read-switch, the gets of items new missed a write of (journaled, here or on another
+    replica: one still in shadow-write during the rolling move) and old did not: old took
+    that write and takes every write of read-switch, so it answers them. A search is
+    answered by the read store whole."""
+    stale = ctx.stale_items_in_new
+    if not stale or ctx.route.phase is not Phase.READ_SWITCH:
+        return set()
+    return {i for i, op in enumerate(ops) if isinstance(op, GetOp) and (op.namespace, op.key) in stale
+            and (op.namespace, op.key) not in ctx.stale_items_in_old}
 
 
 def _renewed(ops: list[Any], found: list[Any]) -> list[ItemKey]:
