@@ -493,9 +493,9 @@ def test_a_thread_old_missed_a_write_of_on_another_replica_is_read_from_new_here
             b.close()
 
 
-def test_a_thread_new_missed_on_a_replica_still_in_shadow_write_is_read_from_old(tmp_path, record_url):
+def test_a_thread_new_missed_on_a_replica_still_in_backfill_is_read_from_old(tmp_path, record_url):
     """The rolling move to read-switch: replica B follows the record first, replica A still
-    writes in shadow-write, and new misses A's copy of a turn (journaled, shipped). B read
+    writes as in backfill, and new misses A's write of a turn (journaled, shipped). B read
     the thread from new, without that turn, for as long as nobody repaired the journal; it
     now reads the fleet's journal in the background and answers it from old, which took the
     turn and takes every write of read-switch."""
@@ -505,16 +505,14 @@ def test_a_thread_new_missed_on_a_replica_still_in_shadow_write_is_read_from_old
 
     with open_saver(f"sqlite:///{tmp_path / 'o.sqlite'}") as o, open_saver(f"sqlite:///{tmp_path / 'n.sqlite'}") as n:
         new = Faulty(n)
-        a = DualSaver(o, new, "shadow-write", control=record_url, journal=tmp_path / "a.sqlite", circuit_cool_down=None)
+        a = DualSaver(o, new, "backfill", control=record_url, journal=tmp_path / "a.sqlite", circuit_cool_down=None)
         b = DualSaver(o, n, "read-switch", control=record_url, journal=tmp_path / "b.sqlite")
         try:
             run_turn(build_agent(a), "t", "alpha")
-            assert a.flush(timeout=30)
             results = lambda: build_agent(b).get_state(config("t")).values.get("results")  # noqa: E731
             assert results() == expected_results("alpha")  # from new, which holds it all
             new.mode = "raise"
             run_turn(build_agent(a), "t", "beta")  # acknowledged by A; new misses it
-            assert a.flush(timeout=30)
             new.mode = None
             assert a.secondary_failures.total() > 0
             eventually(lambda: results() == expected_results("alpha", "beta"), "B answers the turn A acknowledged",

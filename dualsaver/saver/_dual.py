@@ -33,8 +33,8 @@ class DualSaver(PhasedPair, CompositeSaver):
     """Writes to old and new, reads from the phase's read store.
 
     In read-switch, a thread new missed a write of (journaled here or, with a control store,
-    on any replica: a replica still in shadow-write during the rolling move, its copy for
-    new lost) is read from old, which took that write and takes every write of read-switch,
+    on any replica: one still writing as in backfill during the rolling move, its write to
+    new failed) is read from old, which took that write and takes every write of read-switch,
     until a repair settles the entry (`Recorder.stale_threads`; another replica's entry
     counts here about FLEET_MISSES_EVERY seconds after it shipped).
 

@@ -65,8 +65,9 @@ class Context:
         if route.phase is not Phase.READ_SWITCH:
             return route.read, route.fallback
         if thread_id is not None and thread_id in self.stale_in_new and thread_id not in self.stale_in_old:
-            # new missed a write of it that old took (a replica still in shadow-write, its copy
-            # for new lost): old holds the thread whole, as read-switch writes old too
+            # new missed a write of it that old took (a replica still in backfill during the
+            # rolling move, its write to new failed): old holds the thread whole, as
+            # read-switch writes old too
             return "old", None
         if self.canary_percent is not None:
             if thread_id is None or not (in_canary(thread_id, self.canary_percent) or thread_id in self.stale_in_old):

@@ -133,7 +133,7 @@ def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
 
 def _answered_by_old(ctx: Context, ops: list[Any]) -> set[int]:
     """In read-switch, the gets of items new missed a write of (journaled, here or on another
-    replica: one still in shadow-write during the rolling move) and old did not: old took
+    replica: one still in backfill during the rolling move) and old did not: old took
     that write and takes every write of read-switch, so it answers them. A search is
     answered by the read store whole."""
     stale = ctx.stale_items_in_new
