@@ -298,36 +298,41 @@ def test_a_renewal_the_secondary_misses_is_journaled_for_repair(tmp_path, pg_url
 
 
 @pytest.mark.parametrize("control", ["postgres", "redis"])
-def test_an_item_new_missed_on_a_replica_still_in_backfill_is_read_from_old(tmp_path, request, control):
-    """The rolling move to read-switch: replica B follows the record first; new misses a
-    put replica A makes in backfill (journaled, shipped). B answered the item from new,
-    with the older value, until a repair; it now reads the fleet's journal in the background
-    and answers the item from old. Items new missed nothing of are read from new."""
+@pytest.mark.parametrize("writer, reader, missing", [(Phase.BACKFILL, Phase.READ_SWITCH, "new"),
+                                                     (Phase.READ_SWITCH, Phase.BACKFILL, "old")])
+def test_an_item_one_store_missed_on_a_replica_of_the_other_phase_is_read_from_the_other(
+    tmp_path, request, control, writer, reader, missing
+):
+    """The rolling moves between backfill and read-switch: the writer's second store misses
+    a put (journaled, shipped); the reader, whose read store is that one, answered the item
+    with the older value until a repair; it now answers it from the other store. Items no
+    store missed anything of are read as the phase routes them."""
     from tests.ops_support import eventually
 
     control_url = request.getfixturevalue("pg_url" if control == "postgres" else "redis_url")
     ns = ("users", "u1")
-    with sync_store("sqlite", tmp=tmp_path, indexed=False) as old, \
+    with sync_store("sqlite", tmp=tmp_path, indexed=False) as o, \
             sync_store("sqlite", tmp=tmp_path, indexed=False) as n:
-        new = FaultyStore(n)
-        a = DualStore(old, new, Phase.BACKFILL, control=control_url, journal=tmp_path / "a.sqlite",
-                      circuit_cool_down=None)
-        b = DualStore(old, n, Phase.READ_SWITCH, control=control_url, journal=tmp_path / "b.sqlite")
+        stores = {"old": o, "new": n}
+        faulty = FaultyStore(stores[missing])
+        a = DualStore(*(faulty if role == missing else stores[role] for role in ("old", "new")), writer,
+                      control=control_url, journal=tmp_path / "a.sqlite", circuit_cool_down=None)
+        b = DualStore(o, n, reader, control=control_url, journal=tmp_path / "b.sqlite")
         try:
             a.put(ns, "fact", {"text": "likes tea"})
             assert b.get(ns, "fact").value == {"text": "likes tea"}
-            new.mode = "raise"
-            a.put(ns, "fact", {"text": "likes coffee"})  # acknowledged by A; new misses it
-            new.mode = None
+            faulty.mode = "raise"
+            a.put(ns, "fact", {"text": "likes coffee"})  # acknowledged by A; its second store misses it
+            faulty.mode = None
             assert a.secondary_failures.total() > 0
             eventually(lambda: b.get(ns, "fact").value == {"text": "likes coffee"}, "B answers A's put", timeout=20)
-            assert n.get(ns, "fact").value == {"text": "likes tea"}  # new: stale
+            assert stores[missing].get(ns, "fact").value == {"text": "likes tea"}  # stale there
             both = b.batch([GetOp(ns, "fact"), GetOp(ns, "other")])  # one batch, answered by both stores
             assert [item and item.value for item in both] == [{"text": "likes coffee"}, None]
-            b.put(ns, "fact", {"text": "likes cocoa"})  # B writes it on: new first, then old
+            b.put(ns, "fact", {"text": "likes cocoa"})  # B writes it on, both stores
             assert b.get(ns, "fact").value == {"text": "likes cocoa"}
-            n.put(ns, "only-new", {"text": "x"})  # an item new missed nothing of is read from new
-            assert b.get(ns, "only-new").value == {"text": "x"}
+            stores[missing].put(ns, "only-there", {"text": "x"})  # no store missed anything of it: the read store
+            assert b.get(ns, "only-there").value == {"text": "x"}
         finally:
             a.close()
             b.close()

@@ -493,35 +493,42 @@ def test_a_thread_old_missed_a_write_of_on_another_replica_is_read_from_new_here
             b.close()
 
 
-def test_a_thread_new_missed_on_a_replica_still_in_backfill_is_read_from_old(tmp_path, record_url):
-    """The rolling move to read-switch: replica B follows the record first, replica A still
-    writes as in backfill, and new misses A's write of a turn (journaled, shipped). B read
-    the thread from new, without that turn, for as long as nobody repaired the journal; it
-    now reads the fleet's journal in the background and answers it from old, which took the
-    turn and takes every write of read-switch."""
+@pytest.mark.parametrize("writer, reader, missing", [("backfill", "read-switch", "new"),
+                                                     ("read-switch", "backfill", "old")])
+def test_a_thread_one_store_missed_on_a_replica_of_the_other_phase_is_read_from_the_other(
+    tmp_path, record_url, writer, reader, missing
+):
+    """The rolling moves between backfill and read-switch: replicas of both phases write at
+    once. The writer's second store misses a turn (journaled, shipped); the reader, whose
+    read store is that one, answered the thread without the turn until a repair. It now
+    reads the fleet's journal in the background and answers from the other store. A thread
+    no store missed anything of is read as the phase routes it."""
     from dualsaver.stores import open_saver
     from tests.faulty import Faulty
     from tests.graphs import build_agent, config, expected_results, run_turn
 
     with open_saver(f"sqlite:///{tmp_path / 'o.sqlite'}") as o, open_saver(f"sqlite:///{tmp_path / 'n.sqlite'}") as n:
-        new = Faulty(n)
-        a = DualSaver(o, new, "backfill", control=record_url, journal=tmp_path / "a.sqlite", circuit_cool_down=None)
-        b = DualSaver(o, n, "read-switch", control=record_url, journal=tmp_path / "b.sqlite")
+        stores = {"old": o, "new": n}
+        faulty = Faulty(stores[missing])
+        a = DualSaver(*(faulty if role == missing else stores[role] for role in ("old", "new")), writer,
+                      control=record_url, journal=tmp_path / "a.sqlite", circuit_cool_down=None)
+        b = DualSaver(o, n, reader, control=record_url, journal=tmp_path / "b.sqlite")
         try:
             run_turn(build_agent(a), "t", "alpha")
             results = lambda: build_agent(b).get_state(config("t")).values.get("results")  # noqa: E731
-            assert results() == expected_results("alpha")  # from new, which holds it all
-            new.mode = "raise"
-            run_turn(build_agent(a), "t", "beta")  # acknowledged by A; new misses it
-            new.mode = None
+            assert results() == expected_results("alpha")
+            faulty.mode = "raise"
+            run_turn(build_agent(a), "t", "beta")  # acknowledged by A; its second store misses it
+            faulty.mode = None
             assert a.secondary_failures.total() > 0
             eventually(lambda: results() == expected_results("alpha", "beta"), "B answers the turn A acknowledged",
                        timeout=20)
-            assert build_agent(n).get_state(config("t")).values["results"] == expected_results("alpha")  # new: stale
-            run_turn(build_agent(b), "t", "gamma")  # B writes it on: new first, then old
+            stale = build_agent(stores[missing]).get_state(config("t")).values["results"]
+            assert stale == expected_results("alpha")
+            run_turn(build_agent(b), "t", "gamma")  # B writes it on, both stores
             assert results() == expected_results("alpha", "beta", "gamma")
-            run_turn(build_agent(b), "u", "alpha")  # a thread new missed nothing of is read from new
-            run_turn(build_agent(n), "u", "delta")  # a turn only new holds: shows which store answers
+            run_turn(build_agent(b), "u", "alpha")  # a thread no store missed anything of: the read store
+            run_turn(build_agent(stores[missing]), "u", "delta")  # a turn only the read store holds
             assert build_agent(b).get_state(config("u")).values["results"] == expected_results("alpha", "delta")
         finally:
             a.close()

@@ -134,20 +134,24 @@ def test_transitions_forward_one_step_back_while_old_is_written():
     stale_old=st.sets(st.sampled_from(["a", "b", "c", "d"])),
     stale_new=st.sets(st.sampled_from(["a", "b", "c", "d"])),
 )
-def test_read_switch_never_reads_a_thread_from_the_store_that_alone_missed_a_write_of_it(
-    phase, canary, thread, stale_old, stale_new
-):
-    """Whatever the canary, a thread one store missed a write of (and the other did not) is
-    read in read-switch from the other; outside read-switch the stale sets change nothing."""
+def test_no_thread_is_read_from_the_store_that_alone_missed_a_write_of_it(phase, canary, thread, stale_old, stale_new):
+    """In backfill and read-switch (both stores written, the caller waiting for each: the
+    rolling move between them has replicas of both writing at once), whatever the canary,
+    a thread one store missed a write of and the other did not is read from the other; in
+    shadow-write (new's copies queued) and decommission (new alone) the stale sets change
+    nothing."""
     from dualsaver.saver._plans import Context
     from dualsaver.saver.routing import route_for
 
     ctx = Context(route_for(phase), canary_percent=canary, stale_in_old=stale_old, stale_in_new=stale_new)
     read, fallback = ctx.reads(thread)
-    if phase is not Phase.READ_SWITCH:
+    if phase in (Phase.SHADOW_WRITE, Phase.DECOMMISSION):
         assert (read, fallback) == Context(route_for(phase)).reads(thread)
         assert read == EXPECTED[phase]["reads"]
     elif thread in stale_new and thread not in stale_old:
         assert (read, fallback) == ("old", None)
     elif thread in stale_old and thread not in stale_new:
         assert read == "new"
+        assert fallback is None or phase is Phase.READ_SWITCH  # read-switch's own route: new, old behind it
+    elif phase is Phase.BACKFILL:
+        assert (read, fallback) == (EXPECTED[phase]["reads"], None)

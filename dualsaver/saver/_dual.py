@@ -32,11 +32,12 @@ from dualsaver.saver.routing import Role, route_for
 class DualSaver(PhasedPair, CompositeSaver):
     """Writes to old and new, reads from the phase's read store.
 
-    In read-switch, a thread new missed a write of (journaled here or, with a control store,
-    on any replica: one still writing as in backfill during the rolling move, its write to
-    new failed) is read from old, which took that write and takes every write of read-switch,
-    until a repair settles the entry (`Recorder.stale_threads`; another replica's entry
-    counts here about FLEET_MISSES_EVERY seconds after it shipped).
+    In backfill and read-switch, a thread one store missed a write of (journaled here or,
+    with a control store, on any replica: in the rolling move between the two phases,
+    replicas of both write at once) is read from the other, which took that write and takes
+    every write of both phases, until a repair settles the entry (`plans.steered`,
+    `Recorder.stale_threads`; another replica's entry counts here about FLEET_MISSES_EVERY
+    seconds after it shipped).
 
     Args:
         old: the checkpointer being left.
@@ -150,10 +151,10 @@ class DualSaver(PhasedPair, CompositeSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
-        switched = phase is Phase.READ_SWITCH
+        steers = phase in (Phase.BACKFILL, Phase.READ_SWITCH)  # see plans.steered
         ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge,
-                            stale_in_old=self.recorder.stale_threads("old") if switched else (),
-                            stale_in_new=self.recorder.stale_threads("new") if switched else ())
+                            stale_in_old=self.recorder.stale_threads("old") if steers else (),
+                            stale_in_new=self.recorder.stale_threads("new") if steers else ())
         if thread_id is None:
             thread_id = plans.thread_of(config)
         return ctx, Operation(name, phase.value, None if thread_id is None else str(thread_id))

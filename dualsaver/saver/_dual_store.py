@@ -124,10 +124,11 @@ class DualStore(PhasedPair, BaseStore):
             ctx = self._context(phase, renews_secondary=self._renews(phase))
             role = store_plans.reader_alone(ctx)
             begun = self._contexts[key] = (ctx, None if role is None else self.store(role))
-        if phase is Phase.READ_SWITCH:  # no short way for reads here: what the stores missed, as of now
-            ctx = dataclasses.replace(begun[0], stale_items_in_old=self.recorder.stale_items("old"),
-                                      stale_items_in_new=self.recorder.stale_items("new"))
-            return ctx, begun[1], telemetry.listening()
+        if phase in (Phase.BACKFILL, Phase.READ_SWITCH):  # what each store missed, as of now (`plans.steered`)
+            stale_old, stale_new = self.recorder.stale_items("old"), self.recorder.stale_items("new")
+            if stale_old or stale_new:  # the plan steers those gets: no short way for reads
+                ctx = dataclasses.replace(begun[0], stale_items_in_old=stale_old, stale_items_in_new=stale_new)
+                return ctx, None, telemetry.listening()
         return begun[0], begun[1], telemetry.listening()
 
     def _renews(self, phase: Phase) -> bool:

@@ -62,19 +62,33 @@ class Context:
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
         route = self.route
-        if route.phase is not Phase.READ_SWITCH:
-            return route.read, route.fallback
-        if thread_id is not None and thread_id in self.stale_in_new and thread_id not in self.stale_in_old:
-            # new missed a write of it that old took (a replica still in backfill during the
-            # rolling move, its write to new failed): old holds the thread whole, as
-            # read-switch writes old too
-            return "old", None
-        if self.canary_percent is not None:
+        if thread_id is not None and (other := steered(route.phase, thread_id, self.stale_in_old, self.stale_in_new)):
+            return other, None
+        if self.canary_percent is not None and route.phase is Phase.READ_SWITCH:
             if thread_id is None or not (in_canary(thread_id, self.canary_percent) or thread_id in self.stale_in_old):
                 # old holds every write of read-switch but those it missed: a thread it missed
                 # one of is read from new, which took them all first
                 return "old", None
         return route.read, route.fallback
+
+
+# Phases that write both stores with the caller waiting for each (nothing queued behind),
+# after the backfill: the stores hold each thread whole, but for what one of them missed.
+_BOTH_WHOLE = frozenset({Phase.BACKFILL, Phase.READ_SWITCH})
+
+
+def steered(phase: Phase | Mode, key: Any, stale_in_old: Collection[Any], stale_in_new: Collection[Any]) -> Role | None:
+    """The store a read of `key` (a thread, an item) goes to because the other missed a
+    write of it (journaled, here or on another replica) and this one did not; None: as the
+    phase routes it. It matters in the rolling moves between backfill and read-switch,
+    when replicas of both phases write at once: a write one store missed on a replica of
+    one phase is read on a replica of the other from the store that lacks it."""
+    if phase not in _BOTH_WHOLE:
+        return None
+    in_old, in_new = key in stale_in_old, key in stale_in_new
+    if in_old == in_new:
+        return None
+    return "new" if in_old else "old"
 
 
 # What one lost write leaves in the journal: (operation, where). A saver's write names one

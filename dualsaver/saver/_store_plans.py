@@ -29,9 +29,8 @@ from langgraph.store.base import GetOp, Item, PutOp, SearchOp
 
 from dualsaver.control.journal import item_entry_fields
 from dualsaver.sansio import Call, Plan
-from dualsaver.saver._plans import Context, Mark, copies_for, missed, secondary_only, settled, write
-from dualsaver.control.phase import Phase
-from dualsaver.saver.routing import Role
+from dualsaver.saver._plans import Context, Mark, copies_for, missed, secondary_only, settled, steered, write
+from dualsaver.saver.routing import Role, other
 
 ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
 
@@ -110,12 +109,12 @@ def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
 def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
     yield from settled(ctx)
     read, fallback = ctx.reads(None)
-    apart = _answered_by_old(ctx, ops)
+    apart = _steered_gets(ctx, ops, read)
     if not apart:
         found = list((yield Call(read, "batch", (ops,))))
     else:
         found = [None] * len(ops)
-        for role, positions in ((read, [i for i in range(len(ops)) if i not in apart]), ("old", sorted(apart))):
+        for role, positions in ((read, [i for i in range(len(ops)) if i not in apart]), (other(read), sorted(apart))):
             if positions:
                 for i, answer in zip(positions, (yield Call(role, "batch", ([ops[i] for i in positions],)))):
                     found[i] = answer
@@ -131,16 +130,15 @@ def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
     return found
 
 
-def _answered_by_old(ctx: Context, ops: list[Any]) -> set[int]:
-    """In read-switch, the gets of items new missed a write of (journaled, here or on another
-    replica: one still in backfill during the rolling move) and old did not: old took
-    that write and takes every write of read-switch, so it answers them. A search is
+def _steered_gets(ctx: Context, ops: list[Any], read: Role) -> set[int]:
+    """The gets of items the read store missed a write of and the other did not (journaled,
+    here or on another replica): the other answers them (`_plans.steered`). A search is
     answered by the read store whole."""
-    stale = ctx.stale_items_in_new
-    if not stale or ctx.route.phase is not Phase.READ_SWITCH:
+    old, new = ctx.stale_items_in_old, ctx.stale_items_in_new
+    if not old and not new:
         return set()
-    return {i for i, op in enumerate(ops) if isinstance(op, GetOp) and (op.namespace, op.key) in stale
-            and (op.namespace, op.key) not in ctx.stale_items_in_old}
+    return {i for i, op in enumerate(ops)
+            if isinstance(op, GetOp) and steered(ctx.route.phase, (op.namespace, op.key), old, new) not in (None, read)}
 
 
 def _renewed(ops: list[Any], found: list[Any]) -> list[ItemKey]:
