@@ -318,3 +318,49 @@ def test_a_store_given_a_savers_phase_source_follows_the_fleet_after_the_saver_c
         runtime.phase = "shadow-write"  # pinned: the source it made stops, and no longer counts its journal
         assert polled._thread is None and polled._journals == []
         runtime.close()
+
+
+_KILLED_AFTER_A_MISS = """
+import os, signal, sys
+from dualsaver import DualSaver
+from dualsaver.stores import open_saver
+from tests.faulty import Faulty
+from tests.graphs import build_agent, run_turn
+
+old_url, new_url, control, journal = sys.argv[1:]
+with open_saver(old_url) as o, open_saver(new_url) as n:
+    old = Faulty(o)
+    old.mode = "raise"
+    saver = DualSaver(old, n, "read-switch", control=control, journal=journal, circuit_cool_down=None)
+    run_turn(build_agent(saver), "t", "alpha")  # acknowledged; old, the secondary, misses its writes
+    print(saver.secondary_failures.total(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # at once: no exit hook runs, and the pod's disk goes with it
+"""
+
+
+@pytest.mark.parametrize("control", ["postgres", "redis"])
+def test_a_replica_killed_right_after_a_miss_has_shipped_its_entry(tmp_path, request, control) -> None:
+    """Every write a store missed is in the control store when the call returns: a replica
+    SIGKILLed at once leaves nothing behind in its spool (its disk would vanish with it).
+    Before, entries waited up to 0.2 s to gather into a shipment, and all of this turn's
+    were lost: a rollback to old could pass the guard with old lacking the turn."""
+    from dualsaver.control.journal import Journal
+
+    control_url = request.getfixturevalue("pg_url" if control == "postgres" else "redis_url")
+    spool = tmp_path / "journal.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_A_MISS, f"sqlite:///{tmp_path / 'o.sqlite'}",
+         f"sqlite:///{tmp_path / 'n.sqlite'}", control_url, str(spool)],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    missed = int(done.stdout.split()[-1])
+    assert missed > 0
+    left = Journal(spool)
+    try:
+        assert left.depth() == 0  # nothing waited in the spool
+    finally:
+        left.close()
+    with open_control_store(control_url) as record:
+        shipped = [e for e in record.journal_pending() if e.thread_id == "t"]
+    assert len(shipped) == missed and {e.store for e in shipped} == {"old"}

@@ -172,9 +172,10 @@ class Journal:
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
 
-    def record(self, entry: JournalEntry) -> None:
+    def record(self, entry: JournalEntry) -> int:
+        """Add an entry; returns its id (ids only grow)."""
         with self._lock:
-            self._conn.execute(
+            cur = self._conn.execute(
                 "INSERT INTO journal (ts, phase, store, operation, thread_id, checkpoint_ns,"
                 " checkpoint_id, task_id, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -189,6 +190,7 @@ class Journal:
                     entry.error,
                 ),
             )
+            return int(cur.lastrowid or 0)
 
     def pending(self) -> Iterator[JournalEntry]:
         """Entries not yet repaired, oldest first."""

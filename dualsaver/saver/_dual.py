@@ -72,7 +72,8 @@ class DualSaver(PhasedPair, CompositeSaver):
             `False` makes every shadow-write call wait for both stores.
         control: the fleet's control store (`postgresql://...` or `redis://...`); None:
             `$DUALSAVER_CONTROL_URL`, else the settings file. With one, the journal goes
-            there (through a local spool, so a write never waits on it), and repair reads
+            there (through a local spool: a call that journals waits for its entry to be
+            shipped, at most 0.5 s, not while the control store is down), and repair reads
             the whole fleet's entries; without one, it stays in the local file.
         circuit_cool_down: after a secondary fails or times out, its calls are not sent for
             this many seconds (each is journaled at once as missed); then one call at a time
