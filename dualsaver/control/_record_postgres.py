@@ -3,13 +3,12 @@ advisory lock (many replicas may start at once) and versioned in `dualsaver_sche
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from dualsaver.control._record_base import DEFAULT_TIMEOUT, ControlStore, PhaseState, ReplicaSeen, Transition, _state
-from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_entry_fields
+from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_at, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange
 
@@ -271,7 +270,7 @@ class PostgresControlStore(ControlStore):
             " AND (thread_id IS NOT NULL OR operation = ANY(%s))", (self.name, store, sorted(ITEM_OPERATIONS))
         ).fetchall()) or ()
         return Stale(frozenset(t for t, _, _ in rows if t is not None),
-                     frozenset((tuple(json.loads(ns)), key) for t, ns, key in rows if t is None))
+                     frozenset(item_at(ns, key) for t, ns, key in rows if t is None))
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         row = self._run(lambda conn: conn.execute(

@@ -29,7 +29,7 @@ from dualsaver.control._record_base import (
     _state,
     _text,
 )
-from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_entry_fields
+from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_at, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange, RecordUnavailable
 
@@ -311,7 +311,7 @@ class RedisControlStore(ControlStore):
                 threads.add(rest)
             elif kind == "item":
                 namespace, _, key = rest.partition("\0")
-                items.add((tuple(json.loads(namespace)), key))
+                items.add(item_at(namespace, key))
         return Stale(frozenset(threads), frozenset(items))
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:

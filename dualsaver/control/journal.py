@@ -80,7 +80,12 @@ def item_of(entry: JournalEntry) -> tuple[tuple[str, ...], str]:
     """The (namespace, key) an item entry names."""
     if not is_item_entry(entry) or entry.checkpoint_ns is None or entry.checkpoint_id is None:
         raise ValueError(f"not a store item entry: {entry.operation} {entry.thread_id!r}")
-    return tuple(json.loads(entry.checkpoint_ns)), entry.checkpoint_id
+    return item_at(entry.checkpoint_ns, entry.checkpoint_id)
+
+
+def item_at(checkpoint_ns: str, checkpoint_id: Any) -> tuple[tuple[str, ...], str]:
+    """The (namespace, key) of the fields `item_entry_fields` wrote."""
+    return tuple(json.loads(checkpoint_ns)), str(checkpoint_id)
 
 
 @dataclass(frozen=True, slots=True)

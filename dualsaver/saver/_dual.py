@@ -152,7 +152,7 @@ class DualSaver(PhasedPair, CompositeSaver):
         """The context a plan runs in: the phase is read once, at the start of the call."""
         phase = self.phase
         shadow = self.shadow_read_rate > 0 and random.random() < self.shadow_read_rate
-        steers = phase in (Phase.BACKFILL, Phase.READ_SWITCH)  # see plans.steered
+        steers = phase in plans.STEERED_PHASES
         ctx = self._context(phase, canary_percent=self.canary_percent, shadow_read=shadow, judge=self._judge,
                             stale_in_old=self.recorder.stale_threads("old") if steers else (),
                             stale_in_new=self.recorder.stale_threads("new") if steers else ())

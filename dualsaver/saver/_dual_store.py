@@ -22,7 +22,7 @@ from dualsaver.observability import telemetry
 from dualsaver.saver import _store_plans as store_plans
 from dualsaver.saver._item_copy import ItemCopier, StoreSide
 from dualsaver.saver._pair import PhasedPair, expect_stores
-from dualsaver.saver._plans import Context
+from dualsaver.saver._plans import STEERED_PHASES, Context
 from dualsaver.saver._shells import AsyncShell, Operation, SyncShell
 from dualsaver.saver.routing import Role, route_for
 
@@ -124,7 +124,7 @@ class DualStore(PhasedPair, BaseStore):
             ctx = self._context(phase, renews_secondary=self._renews(phase))
             role = store_plans.reader_alone(ctx)
             begun = self._contexts[key] = (ctx, None if role is None else self.store(role))
-        if phase in (Phase.BACKFILL, Phase.READ_SWITCH):  # what each store missed, as of now (`plans.steered`)
+        if phase in STEERED_PHASES:  # what each store missed, as of now (`plans.steered`)
             stale_old, stale_new = self.recorder.stale_items("old"), self.recorder.stale_items("new")
             if stale_old or stale_new:  # the plan steers those gets: no short way for reads
                 ctx = dataclasses.replace(begun[0], stale_items_in_old=stale_old, stale_items_in_new=stale_new)

@@ -28,6 +28,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from dualsaver.control.phase import Phase
 from dualsaver.errors import LossyValue, SecondaryWriteError, describe_error
+from dualsaver.items.record import ItemKey
 from dualsaver.sansio import Call, Plan, relay
 from dualsaver.saver._breaker import Breaker
 from dualsaver.saver._recorder import Mismatch, Missed, Tombstone
@@ -56,8 +57,8 @@ class Context:
     # read-switch: the threads and items each store missed a write of (`Recorder.stale_threads`)
     stale_in_old: Collection[str] = ()
     stale_in_new: Collection[str] = ()
-    stale_items_in_old: Collection[tuple[tuple[str, ...], str]] = ()
-    stale_items_in_new: Collection[tuple[tuple[str, ...], str]] = ()
+    stale_items_in_old: Collection[ItemKey] = ()
+    stale_items_in_new: Collection[ItemKey] = ()
 
     def reads(self, thread_id: str | None) -> tuple[Role, Role | None]:
         """The store a read of this thread goes to, and where a miss falls back."""
@@ -74,7 +75,7 @@ class Context:
 
 # Phases that write both stores with the caller waiting for each (nothing queued behind),
 # after the backfill: the stores hold each thread whole, but for what one of them missed.
-_BOTH_WHOLE = frozenset({Phase.BACKFILL, Phase.READ_SWITCH})
+STEERED_PHASES = frozenset({Phase.BACKFILL, Phase.READ_SWITCH})
 
 
 def steered(phase: Phase | Mode, key: Any, stale_in_old: Collection[Any], stale_in_new: Collection[Any]) -> Role | None:
@@ -83,7 +84,7 @@ def steered(phase: Phase | Mode, key: Any, stale_in_old: Collection[Any], stale_
     phase routes it. It matters in the rolling moves between backfill and read-switch,
     when replicas of both phases write at once: a write one store missed on a replica of
     one phase is read on a replica of the other from the store that lacks it."""
-    if phase not in _BOTH_WHOLE:
+    if phase not in STEERED_PHASES:
         return None
     in_old, in_new = key in stale_in_old, key in stale_in_new
     if in_old == in_new:

@@ -12,7 +12,6 @@ only when a store missed, a delete was tombstoned or a read-switch read falls ba
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
@@ -24,7 +23,15 @@ from typing import Any
 import structlog
 
 from dualsaver.control.fleet_journal import FleetJournal
-from dualsaver.control.journal import ITEM_OPERATIONS, Journal, JournalEntry, Stale, journal_exists, journal_path
+from dualsaver.control.journal import (
+    ITEM_OPERATIONS,
+    Journal,
+    JournalEntry,
+    Stale,
+    item_at,
+    journal_exists,
+    journal_path,
+)
 from dualsaver.control.record import open_phase_record
 from dualsaver.control.phase import Phase
 from dualsaver.errors import describe_error
@@ -138,7 +145,7 @@ class Recorder:
         if (thread_id := at.get("thread_id")) is not None:
             self.missed_threads[missed.role].add(str(thread_id))
         elif missed.operation in ITEM_OPERATIONS and at.get("checkpoint_ns") is not None:
-            self.missed_items[missed.role].add((tuple(json.loads(at["checkpoint_ns"])), str(at["checkpoint_id"])))
+            self.missed_items[missed.role].add(item_at(at["checkpoint_ns"], at["checkpoint_id"]))
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
         log.warning(

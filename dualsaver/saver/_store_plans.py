@@ -28,11 +28,11 @@ from typing import Any
 from langgraph.store.base import GetOp, Item, PutOp, SearchOp
 
 from dualsaver.control.journal import item_entry_fields
+from dualsaver.items.record import ItemKey
 from dualsaver.sansio import Call, Plan
 from dualsaver.saver._plans import Context, Mark, copies_for, missed, secondary_only, settled, steered, write
 from dualsaver.saver.routing import Role, other
 
-ItemKey = tuple[tuple[str, ...], str]  # (namespace, key)
 
 
 def item_mark(op: PutOp) -> Mark:
