@@ -535,6 +535,45 @@ def test_a_thread_one_store_missed_on_a_replica_of_the_other_phase_is_read_from_
             b.close()
 
 
+@pytest.mark.parametrize("journal_at", ["local", "postgres", "redis"])
+def test_a_repair_ends_the_steering_of_what_it_settled(tmp_path, request, journal_at, monkeypatch):
+    """Old misses a turn on a replica in read-switch (canary 0: reads go to old), which reads
+    the thread from new from then on. `dualsaver repair --journal` copies the turn into old
+    and settles the entry; the replica, which keeps running, reads the journal again in the
+    background and reads the thread from old again, as the phase routes it, instead of
+    steering it (and remembering it) for as long as the process lives. A turn written to old
+    alone afterwards shows which store answers."""
+    from dualsaver.cli import main
+    from dualsaver.saver import _stale
+    from dualsaver.stores import open_saver
+    from tests.faulty import Faulty
+    from tests.graphs import build_agent, config, expected_results, run_turn
+
+    monkeypatch.setattr(_stale, "READ_EVERY", 0.2)  # the settling shows within the test's patience
+    control = None if journal_at == "local" else request.getfixturevalue("pg_url" if journal_at == "postgres"
+                                                                         else "redis_url")
+    old_url, new_url = f"sqlite:///{tmp_path / 'o.sqlite'}", f"sqlite:///{tmp_path / 'n.sqlite'}"
+    with open_saver(old_url) as o, open_saver(new_url) as n:
+        old = Faulty(o)
+        saver = DualSaver(old, n, "read-switch", canary_percent=0, control=control, journal=tmp_path / "j.sqlite",
+                          circuit_cool_down=None)
+        results = lambda: build_agent(saver).get_state(config("t")).values["results"]  # noqa: E731
+        try:
+            run_turn(build_agent(saver), "t", "alpha")
+            old.mode = "raise"
+            run_turn(build_agent(saver), "t", "beta")  # old misses it
+            old.mode = None
+            assert results() == expected_results("alpha", "beta")  # from new: old's copy lacks beta
+            where = ["--journal", str(tmp_path / "j.sqlite")] if control is None else ["--journal", "--control", control]
+            assert main(["repair", "--old", old_url, "--new", new_url, *where, "--phase", "read-switch"]) == 0
+            run_turn(build_agent(o), "t", "gamma")  # a turn old alone holds: shows which store answers
+            eventually(lambda: results() == expected_results("alpha", "beta", "gamma"),
+                       "the replica reads the repaired thread from old again", timeout=20)
+            assert "t" not in saver.recorder.stale_threads("old")
+        finally:
+            saver.close()
+
+
 # --------------------------------------------------------------------------- the settings file
 
 

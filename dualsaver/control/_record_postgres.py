@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dualsaver.control._record_base import DEFAULT_TIMEOUT, ControlStore, PhaseState, ReplicaSeen, Transition, _state
-from dualsaver.control.journal import ITEM_OPERATIONS, JournalEntry, Stale, item_at, item_entry_fields
+from dualsaver.control.journal import ITEM_OPERATIONS, STALE_WHERE, JournalEntry, Stale, item_entry_fields
 from dualsaver.control.phase import Phase
 from dualsaver.errors import ConcurrentChange
 
@@ -264,13 +264,13 @@ class PostgresControlStore(ControlStore):
         return [JournalEntry.from_row(r) for r in rows or ()]
 
     def journal_stale(self, store: str) -> Stale:
+        where = STALE_WHERE.format(mark="%s", items=", ".join(["%s"] * len(ITEM_OPERATIONS)))
         rows = self._run(lambda conn: conn.execute(
             "SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM dualsaver_journal"
-            " WHERE name = %s AND repaired_at IS NULL AND store = %s"
-            " AND (thread_id IS NOT NULL OR operation = ANY(%s))", (self.name, store, sorted(ITEM_OPERATIONS))
+            f" WHERE name = %s AND {where}",
+            (self.name, store, *sorted(ITEM_OPERATIONS)),
         ).fetchall()) or ()
-        return Stale(frozenset(t for t, _, _ in rows if t is not None),
-                     frozenset(item_at(ns, key) for t, ns, key in rows if t is None))
+        return Stale.of_rows(rows)
 
     def journal_missed_delete(self, store: str, thread_id: str) -> bool:
         row = self._run(lambda conn: conn.execute(

@@ -96,6 +96,18 @@ class Stale:
     threads: frozenset[str] = frozenset()
     items: frozenset[tuple[tuple[str, ...], str]] = frozenset()
 
+    @classmethod
+    def of_rows(cls, rows: Iterable[Sequence[Any]]) -> Stale:
+        """From (thread_id, checkpoint_ns, checkpoint_id) rows of open entries: a thread's
+        entry names its thread, an item's none (`item_entry_fields`)."""
+        rows = list(rows)
+        return cls(frozenset(t for t, _, _ in rows if t is not None),
+                   frozenset(item_at(ns, key) for t, ns, key in rows if t is None))
+
+
+# The open entries `Stale.of_rows` reads: those naming a thread, or an item (by operation).
+STALE_WHERE = "repaired_at IS NULL AND store = {mark} AND (thread_id IS NOT NULL OR operation IN ({items}))"
+
 
 def journal_path(path: str | os.PathLike[str] | None = None) -> Path | None:
     """The file `Journal(path)` uses: `path`, else $DUALSAVER_JOURNAL, else the default;
@@ -240,6 +252,17 @@ class Journal:
                 (at["checkpoint_ns"], at["checkpoint_id"], store),
             ).fetchone()
         return row is not None
+
+    def stale(self, store: str) -> Stale:
+        """What `store` missed a write or a delete of, by the entries no repair has settled
+        (as the control store's `journal_stale` says of the fleet's journal)."""
+        where = STALE_WHERE.format(mark="?", items=", ".join("?" * len(ITEM_OPERATIONS)))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM journal WHERE {where}",
+                (store, *sorted(ITEM_OPERATIONS)),
+            ).fetchall()
+        return Stale.of_rows(rows)
 
     def pending_threads(self) -> list[str]:
         """Distinct thread ids with entries waiting for repair."""

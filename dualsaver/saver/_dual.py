@@ -36,8 +36,8 @@ class DualSaver(PhasedPair, CompositeSaver):
     with a control store, on any replica: in the rolling move between the two phases,
     replicas of both write at once) is read from the other, which took that write and takes
     every write of both phases, until a repair settles the entry (`plans.steered`,
-    `Recorder.stale_threads`; another replica's entry counts here about FLEET_MISSES_EVERY
-    seconds after it shipped).
+    `Recorder.stale_threads`; another replica's entry counts here about `_stale.READ_EVERY`
+    seconds after it shipped, and a repair's settling about as long after it is done).
 
     Args:
         old: the checkpointer being left.

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -37,12 +36,10 @@ from dualsaver.control.phase import Phase
 from dualsaver.errors import describe_error
 from dualsaver.items.record import ItemKey
 from dualsaver.observability import telemetry
+from dualsaver.saver._stale import StaleView
 from dualsaver.saver.routing import Mode, Role
 
 log = structlog.get_logger("dualsaver")
-
-FLEET_MISSES_EVERY = 2.0  # seconds between two reads of what the fleet's stores missed, for read-switch
-_NOTHING_STALE = Stale()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +96,10 @@ class Recorder:
         self._lock = threading.Lock()
         self.secondary_failures: Counter[str] = Counter()
         self.shadow_mismatches: Counter[str] = Counter()
-        # the threads and items each store missed a write of in this process: read-switch
-        # does not answer such a thread or item from that store (`plans.Context.reads`)
-        self.missed_threads: dict[Role, set[str]] = {"old": set(), "new": set()}
-        self.missed_items: dict[Role, set[ItemKey]] = {"old": set(), "new": set()}
-        # ... and in the whole fleet, as last read from its journal (`stale_threads`)
-        self._fleet_missed: dict[str, Stale] = {}
-        self._fleet_read_at = float("-inf")
-        self._fleet_reading = threading.Lock()
-        self._fleet_record: Any = None  # the control store, opened for those reads alone (no spool file)
+        # what each store missed a write of, here and in the journal: the steered phases do
+        # not answer such a thread or item from that store (`plans.steered`)
+        self._stale = StaleView(self._journal_stale, lambda: self.unshipped() == 0)
+        self._stale_record: Any = None  # the control store, opened for those reads alone (no spool file)
 
     @property
     def journal(self) -> Any:
@@ -142,10 +134,13 @@ class Recorder:
 
     def _missed(self, missed: Missed) -> None:
         at, error = missed.where, describe_error(missed.error)
-        if (thread_id := at.get("thread_id")) is not None:
-            self.missed_threads[missed.role].add(str(thread_id))
-        elif missed.operation in ITEM_OPERATIONS and at.get("checkpoint_ns") is not None:
-            self.missed_items[missed.role].add(item_at(at["checkpoint_ns"], at["checkpoint_id"]))
+        thread_id, item = at.get("thread_id"), None
+        if thread_id is None and missed.operation in ITEM_OPERATIONS and at.get("checkpoint_ns") is not None:
+            item = item_at(at["checkpoint_ns"], at["checkpoint_id"])
+        with self._stale.noting(missed.role, None if thread_id is None else str(thread_id), item):
+            self._count_and_journal(missed, at, error)
+
+    def _count_and_journal(self, missed: Missed, at: Mapping[str, Any], error: str) -> None:
         self.secondary_failures[missed.operation] += 1
         telemetry.secondary_failures.add(1, {"store": missed.role, "operation": missed.operation})
         log.warning(
@@ -183,41 +178,26 @@ class Recorder:
         self._journal_entry(mismatch.phase, "new", "shadow_read", at, f"mismatch: {detail}")
 
     def stale_threads(self, role: Role) -> Collection[str]:
-        """The threads `role` missed a write (or a delete) of: this process's and, with a
-        control store, every replica's that no repair has settled. The fleet's are read from
-        its journal in the background (never on the caller's path), at most every
-        FLEET_MISSES_EVERY seconds while they are asked for: another replica's miss counts
-        here about that long after it shipped (`FleetJournal`)."""
-        fleet = self._fleet(role)
-        local = self.missed_threads[role]
-        return local | fleet.threads if fleet.threads else local
+        """The threads `role` missed a write (or a delete) of, that no repair has settled:
+        this process's at once, and those of the journal (with a control store, every
+        replica's) as read in the background every few seconds (`_stale.StaleView`)."""
+        return self._stale.threads(role)
 
     def stale_items(self, role: Role) -> Collection[ItemKey]:
         """The same for long-term store items, as (namespace, key)."""
-        fleet = self._fleet(role)
-        local = self.missed_items[role]
-        return local | fleet.items if fleet.items else local
+        return self._stale.items(role)
 
-    def _fleet(self, role: Role) -> Stale:
-        if not self._control:
-            return _NOTHING_STALE
-        now = time.monotonic()
-        if now - self._fleet_read_at >= FLEET_MISSES_EVERY and self._fleet_reading.acquire(blocking=False):
-            self._fleet_read_at = now
-            threading.Thread(target=self._read_fleet_misses, args=(self._control,), name="dualsaver-fleet-misses",
-                             daemon=True).start()
-        return self._fleet_missed.get(role, _NOTHING_STALE)
-
-    def _read_fleet_misses(self, control: str) -> None:
-        try:
-            record = self._fleet_record
+    def _journal_stale(self) -> dict[str, Stale] | None:
+        """What each store missed, by the journal's open entries (None: nothing journaled)."""
+        if self._control:
+            record = self._stale_record
             if record is None:
-                record = self._fleet_record = open_phase_record(control, name=self._control_name)
-            self._fleet_missed = {role: record.journal_stale(role) for role in ("old", "new")}
-        except Exception as exc:  # the control store away (or closed under it): keep what was last read
-            log.debug("fleet_misses_not_read", error=describe_error(exc))
-        finally:
-            self._fleet_reading.release()
+                record = self._stale_record = open_phase_record(self._control, name=self._control_name)
+            return {role: record.journal_stale(role) for role in ("old", "new")}
+        if not self._journal_written():
+            return None
+        journal = self.journal
+        return {role: journal.stale(role) for role in ("old", "new")}
 
     def missed_delete(self, role: Role, thread_id: str) -> bool:
         """Whether `role` missed a delete of this thread that is not repaired yet; read-switch
@@ -255,7 +235,7 @@ class Recorder:
                 self._journal.close()
                 self._journal = None
             # the record of the fleet's misses; its close waits for a read under way (one query)
-            record, self._fleet_record = self._fleet_record, None
+            record, self._stale_record = self._stale_record, None
         if record is not None:
             record.close()
 
