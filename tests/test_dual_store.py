@@ -305,8 +305,9 @@ def test_an_item_one_store_missed_on_a_replica_of_the_other_phase_is_read_from_t
 ):
     """The rolling moves between backfill and read-switch: the writer's second store misses
     a put (journaled, shipped); the reader, whose read store is that one, answered the item
-    with the older value until a repair; it now answers it from the other store. Items no
-    store missed anything of are read as the phase routes them."""
+    with the older value until a repair; it now answers it from the other store, and so a
+    search or a listing of namespaces that covers it. Items no store missed anything of are
+    read as the phase routes them."""
     from tests.ops_support import eventually
 
     control_url = request.getfixturevalue("pg_url" if control == "postgres" else "redis_url")
@@ -323,12 +324,19 @@ def test_an_item_one_store_missed_on_a_replica_of_the_other_phase_is_read_from_t
             assert b.get(ns, "fact").value == {"text": "likes tea"}
             faulty.mode = "raise"
             a.put(ns, "fact", {"text": "likes coffee"})  # acknowledged by A; its second store misses it
+            a.put(("users", "u2"), "fact", {"text": "new here"})  # ... and a namespace it would have begun
             faulty.mode = None
             assert a.secondary_failures.total() > 0
             eventually(lambda: b.get(ns, "fact").value == {"text": "likes coffee"}, "B answers A's put", timeout=20)
             assert stores[missing].get(ns, "fact").value == {"text": "likes tea"}  # stale there
             both = b.batch([GetOp(ns, "fact"), GetOp(ns, "other")])  # one batch, answered by both stores
             assert [item and item.value for item in both] == [{"text": "likes coffee"}, None]
+            found = {(item.namespace, item.key): item.value for item in b.search(("users",))}
+            assert found == {(ns, "fact"): {"text": "likes coffee"}, (("users", "u2"), "fact"): {"text": "new here"}}
+            assert b.list_namespaces(prefix=("users",)) == [("users", "u1"), ("users", "u2")]
+            stores[missing].put(("teams", "t1"), "k", {"text": "y"})  # covers nothing missed: the read store answers
+            assert [item.key for item in b.search(("teams",))] == ["k"]
+            assert b.list_namespaces(prefix=("teams",)) == [("teams", "t1")]
             b.put(ns, "fact", {"text": "likes cocoa"})  # B writes it on, both stores
             assert b.get(ns, "fact").value == {"text": "likes cocoa"}
             stores[missing].put(ns, "only-there", {"text": "x"})  # no store missed anything of it: the read store

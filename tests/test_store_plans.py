@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 
-from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
+from hypothesis import given
+from hypothesis import strategies as st
+from langgraph.store.base import GetOp, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
 
 from dualsaver import DualStore, Phase, sansio
@@ -71,3 +73,25 @@ def test_reads_are_answered_alone_in_every_phase_but_read_switch_when_nothing_wa
         assert store_plans.answered_alone(ctx, OPS, True) is None  # holds writes
         behind = phase is Phase.SHADOW_WRITE and write_behind
         assert store_plans.answered_alone(ctx, [OPS[0]], False) == ("old" if behind else None)  # queued writes first
+
+
+LABELS = st.sampled_from(["a", "b", "c"])
+NAMESPACES = st.lists(LABELS, min_size=1, max_size=3).map(tuple)
+PATHS = st.lists(st.one_of(LABELS, st.just("*")), max_size=3).map(tuple)
+CONDITIONS = st.lists(st.builds(MatchCondition, st.sampled_from(["prefix", "suffix"]), PATHS), max_size=2)
+
+
+@given(namespace=NAMESPACES, conditions=CONDITIONS, prefix=st.lists(LABELS, max_size=3).map(tuple))
+def test_a_read_covers_a_missed_item_exactly_when_the_store_would_answer_with_it(namespace, conditions, prefix):
+    """Steering a search or a listing of namespaces (`_store_plans._covers`) asks whether it
+    covers an item a store missed a write of; the answer is what a real store (LangGraph's
+    InMemoryStore) says when it holds that item alone: the listing names its namespace, the
+    search returns it. Wildcards, prefixes and suffixes longer than the namespace included."""
+    store = InMemoryStore()
+    store.put(namespace, "k", {"v": 1})
+    missed = [(namespace, "k")]
+    listing = ListNamespacesOp(match_conditions=tuple(conditions) or None)
+    assert store_plans._covers(listing, missed) == bool(store.batch([listing])[0])
+    search = SearchOp(prefix)
+    assert store_plans._covers(search, missed) == bool(store.batch([search])[0])
+    assert not store_plans._covers(search, []) and not store_plans._covers(listing, [])

@@ -86,7 +86,12 @@ def steered(phase: Phase | Mode, key: Any, stale_in_old: Collection[Any], stale_
     one phase is read on a replica of the other from the store that lacks it."""
     if phase not in STEERED_PHASES:
         return None
-    in_old, in_new = key in stale_in_old, key in stale_in_new
+    return steered_by(key in stale_in_old, key in stale_in_new)
+
+
+def steered_by(in_old: bool, in_new: bool) -> Role | None:
+    """The store a read goes to when old (`in_old`) or new missed a write it reads; None: both
+    or neither did, so neither is better than the phase's own choice."""
     if in_old == in_new:
         return None
     return "new" if in_old else "old"

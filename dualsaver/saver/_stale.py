@@ -140,8 +140,10 @@ class Either(Collection[Any]):
         return key in self.first or key in self.second
 
     def __iter__(self) -> Iterator[Any]:
-        yield from self.first
-        yield from (key for key in self.second if key not in self.first)
+        # `first` may be a dict another thread adds to: copied in one C call (the GIL held)
+        # before anything else, so no "changed size during iteration"
+        first = tuple(self.first)
+        return iter(first + tuple(key for key in self.second if key not in self.first))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -8,8 +8,10 @@ the same key in one batch sees it, and each result lands at its op's position:
 - a run of writes is one `_plans.write` of the run (primary first, then the secondary, or
   behind it in shadow-write); a lost write journals one entry per item it named;
 - a run of reads goes to the read store; in read-switch each `GetOp` that new missed is
-  asked of old, and what old has is copied into new (target "copier": `copy_items`).
-  `search` and `list_namespaces` are answered by the read store only;
+  asked of old, and what old has is copied into new (target "copier": `copy_items`). In
+  backfill and read-switch, a read of what the read store missed a write of (journaled)
+  goes to the other store (`_steered`): a get of such an item, a search or a listing of
+  namespaces that covers one, whole;
 - a get or search that renews TTLs (`refresh_ttl`) renews them in the read store only, so
   when both stores renew on such reads (`Context.renews_secondary`, `items.renews_on_read`)
   the secondary is asked to renew what it returned (a get of each, `refresh_ttl=True`), as
@@ -22,15 +24,25 @@ the same key in one batch sees it, and each result lands at its op's position:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from langgraph.store.base import GetOp, Item, PutOp, SearchOp
+from langgraph.store.base import GetOp, Item, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 
 from dualsaver.control.journal import item_entry_fields
 from dualsaver.items.record import ItemKey
 from dualsaver.sansio import Call, Plan
-from dualsaver.saver._plans import Context, Mark, copies_for, missed, secondary_only, settled, steered, write
+from dualsaver.saver._plans import (
+    STEERED_PHASES,
+    Context,
+    Mark,
+    copies_for,
+    missed,
+    secondary_only,
+    settled,
+    steered_by,
+    write,
+)
 from dualsaver.saver.routing import Role, other
 
 
@@ -109,7 +121,7 @@ def put_items(ctx: Context, puts: list[PutOp]) -> Plan[None]:
 def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
     yield from settled(ctx)
     read, fallback = ctx.reads(None)
-    apart = _steered_gets(ctx, ops, read)
+    apart = _steered(ctx, ops, read)
     if not apart:
         found = list((yield Call(read, "batch", (ops,))))
     else:
@@ -130,15 +142,43 @@ def read_items(ctx: Context, ops: list[Any]) -> Plan[list[Any]]:
     return found
 
 
-def _steered_gets(ctx: Context, ops: list[Any], read: Role) -> set[int]:
-    """The gets of items the read store missed a write of and the other did not (journaled,
-    here or on another replica): the other answers them (`_plans.steered`). A search is
-    answered by the read store whole."""
+def _steered(ctx: Context, ops: list[Any], read: Role) -> set[int]:
+    """The reads the other store answers: a get of an item the read store missed a write of
+    and the other did not (journaled, here or on another replica: `_plans.steered`); a
+    search or a listing of namespaces that covers an item the read store missed, and none
+    the other missed, whole. One that covers what each store missed stays with the read
+    store: neither holds it all."""
     old, new = ctx.stale_items_in_old, ctx.stale_items_in_new
-    if not old and not new:
+    if ctx.route.phase not in STEERED_PHASES or (not old and not new):
         return set()
-    return {i for i, op in enumerate(ops)
-            if isinstance(op, GetOp) and steered(ctx.route.phase, (op.namespace, op.key), old, new) not in (None, read)}
+    apart = set()
+    for i, op in enumerate(ops):
+        if isinstance(op, GetOp):
+            role = steered_by((op.namespace, op.key) in old, (op.namespace, op.key) in new)
+        else:
+            role = steered_by(_covers(op, old), _covers(op, new))
+        if role not in (None, read):
+            apart.add(i)
+    return apart
+
+
+def _covers(op: SearchOp | ListNamespacesOp, items: Collection[ItemKey]) -> bool:
+    """Whether a search or a listing of namespaces may answer otherwise for one of `items`."""
+    items = tuple(items)  # a live view another thread may add to (`_stale`): one C call, the GIL held
+    if isinstance(op, SearchOp):
+        n = len(op.namespace_prefix)
+        return any(namespace[:n] == op.namespace_prefix for namespace, _ in items)
+    return any(all(_matches(condition, namespace) for condition in op.match_conditions or ())
+               for namespace, _ in items)
+
+
+def _matches(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
+    """A namespace matches a `MatchCondition` (as the stores decide: "*" matches any label)."""
+    path = condition.path
+    if len(namespace) < len(path):
+        return False
+    labels = namespace[: len(path)] if condition.match_type == "prefix" else namespace[len(namespace) - len(path):]
+    return all(p == "*" or p == label for label, p in zip(labels, path))
 
 
 def _renewed(ops: list[Any], found: list[Any]) -> list[ItemKey]:
