@@ -4,6 +4,8 @@ backfill job's finished threads, status by prefix, and a fresh store opened by m
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -137,12 +139,67 @@ def test_what_each_store_missed_is_what_its_open_entries_name(control_url, steps
                 frozenset(item_of(e) for e in open_ if e.thread_id is None))
 
 
+# An older dualsaver's journal scripts (before the stale index: `git show 75058c8~1:
+# dualsaver/control/_record_redis.py`), as a replica still running it calls them.
+_OLDER_DELETED_KEY = r"""
+local function deleted_key(entry)
+  if entry['operation'] == 'delete_thread' and entry['thread_id'] then
+    return entry['store'] .. '\0' .. entry['thread_id']
+  end
+  if entry['operation'] == 'store.delete' then
+    return entry['store'] .. '\0item\0' .. entry['checkpoint_ns'] .. '\0' .. entry['checkpoint_id']
+  end
+  return nil
+end
+"""
+_OLDER_ADD = _OLDER_DELETED_KEY + """
+local first = redis.call('INCRBY', KEYS[2], #ARGV) - #ARGV
+for i, raw in ipairs(ARGV) do
+  local id = first + i
+  local entry = cjson.decode(raw)
+  entry['id'] = id
+  redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+  redis.call('ZADD', KEYS[3], id, id)
+  local deleted = deleted_key(entry)
+  if deleted then
+    redis.call('HINCRBY', KEYS[4], deleted, 1)
+  end
+end
+return first
+"""
+_OLDER_CLAIM = _OLDER_DELETED_KEY + """
+local claimed = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[3], ARGV[i]) == 1 then
+    claimed = claimed + 1
+    local entry = cjson.decode(redis.call('HGET', KEYS[1], ARGV[i]))
+    entry['repaired_at'] = tonumber(ARGV[1])
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
+    local deleted = deleted_key(entry)
+    if deleted then
+      redis.call('HINCRBY', KEYS[4], deleted, -1)
+    end
+  end
+end
+return claimed
+"""
+
+
+def _older(record, script: str, *args) -> None:
+    keys = [record.keys[k] for k in ("journal", "seq", "open", "deletes")]
+    record._run(lambda r: r.eval(script, 4, *keys, *args))
+
+
+def _older_add(record, *entries: JournalEntry) -> None:
+    rows = [json.dumps({**dataclasses.asdict(e), "id": None, "ts": 1.0, "replica": "older"}) for e in entries]
+    _older(record, _OLDER_ADD, *rows)
+
+
 def test_a_redis_journal_from_before_the_index_is_counted_once(redis_url):
-    """A journal whose entries were added before the stale-thread index existed (an older
-    dualsaver) is counted when first asked, once, and kept from then on."""
+    """A journal whose entries an older dualsaver added, before the stale-thread index
+    existed, is counted when first asked, once, and kept from then on."""
     with open_control_store(redis_url, name="before-index") as record:
-        record.journal_add([_entry("t1"), _entry("t2", store="old")], "r1")
-        record._run(lambda r: r.delete(record.keys["stale_old"], record.keys["stale_new"], record.keys["stale_built"]))
+        _older_add(record, _entry("t1"), _entry("t2", store="old"))
         record.journal_add([_entry("t1")], "r2")  # this dualsaver: indexed, but the index is not built yet
         assert record.journal_stale("new").threads == {"t1"}
         assert record.journal_stale("old").threads == {"t2"}
@@ -151,3 +208,24 @@ def test_a_redis_journal_from_before_the_index_is_counted_once(redis_url):
         assert record.journal_stale("new").threads == {"t1"}  # counted twice, not three times
         record.journal_claim(t1[1:], by="repair")
         assert record.journal_stale("new") == Stale()
+
+
+def test_a_redis_journal_counts_what_older_replicas_add_and_settle_after_the_index(redis_url):
+    """A fleet in the middle of upgrading dualsaver: once the index is built, a replica still
+    running an older version journals a miss (its script keeps no index) and its repair
+    settles another (the same). Both show in what each store missed at the next ask, so
+    reads are steered away from that thread and stop being steered from the settled one."""
+    with open_control_store(redis_url, name="mixed-versions") as record:
+        record.journal_add([_entry("t1"), _entry("t2", store="old")], "r1")
+        assert record.journal_stale("new").threads == {"t1"}  # the index built
+        _older_add(record, _entry("t3"))
+        assert record.journal_stale("new").threads == {"t1", "t3"}
+        record.journal_add([_entry("t4")], "r1")  # this version again: the index caught up, and on
+        assert record.journal_stale("new").threads == {"t1", "t3", "t4"}
+        (t1,) = [e.id for e in record.journal_pending() if e.thread_id == "t1"]
+        _older(record, _OLDER_CLAIM, 2.0, t1)  # an older `dualsaver repair`
+        assert record.journal_stale("new").threads == {"t3", "t4"}
+        assert record.journal_stale("old").threads == {"t2"}
+        (t3,) = [e.id for e in record.journal_pending() if e.thread_id == "t3"]
+        record.journal_claim([t3], by="repair")
+        assert record.journal_stale("new").threads == {"t4"}

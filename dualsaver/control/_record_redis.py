@@ -66,8 +66,11 @@ end
 # An open entry naming a thread or an item also counts in its store's hash of what it missed
 # (`...:journal:stale:old` / `:new`; field "thread NUL id" or "item NUL namespace-json NUL
 # key" -> open entries), so "what did new miss a write of" is one HKEYS however long the
-# journal. Entries journaled before this index existed are counted once, when it is first
-# asked for (`_STALE`).
+# journal. The index says what it has counted (`...:journal:stale:index`: the journal's
+# `seq` and how many entries were open), and each add and claim keeps that up to date.
+# An add or a claim that did not (a replica running an older dualsaver, whose scripts keep
+# no index) leaves it behind the journal, so the next ask counts every open entry anew
+# (`_STALE`); so does the first ask of a journal written before the index existed.
 _ITEM_OPERATIONS = "{" + ", ".join(f"['{op}'] = true" for op in sorted(ITEM_OPERATIONS)) + "}"
 _STALE_HASH = """
 local ITEM_OPERATIONS = """ + _ITEM_OPERATIONS + """
@@ -87,9 +90,13 @@ local function stale_hash(entry, old_key, new_key)
 end
 """
 
-# KEYS: journal, seq, open, deletes, stale:old, stale:new
+# KEYS: journal, seq, open, deletes, stale:old, stale:new, stale:index
 _JOURNAL_ADD = _DELETED_KEY + _STALE_HASH + """
 local first = redis.call('INCRBY', KEYS[2], #ARGV) - #ARGV
+if tonumber(redis.call('HGET', KEYS[7], 'seq')) == first then  -- the index counted every entry before these
+  redis.call('HSET', KEYS[7], 'seq', first + #ARGV)
+  redis.call('HINCRBY', KEYS[7], 'open', #ARGV)
+end
 for i, raw in ipairs(ARGV) do
   local id = first + i
   local entry = cjson.decode(raw)
@@ -127,15 +134,21 @@ for i = 2, #ARGV do
     end
   end
 end
+if claimed > 0 and redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('HINCRBY', KEYS[7], 'open', -claimed)
+end
 return claimed
 """
 
-# KEYS: journal, open, stale:old, stale:new, stale:built; ARGV[1]: the store. The first
-# call counts every open entry anew (a journal written before the index: counted from
-# scratch, so nothing twice), then marks the index built.
+# KEYS: journal, open, stale:old, stale:new, stale:index, seq, stale:built (the index's
+# marker before it counted: dropped); ARGV[1]: the store. An index behind the journal (see
+# above) counts every open entry anew, from scratch, so nothing twice.
 _STALE = _STALE_HASH + """
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4])
+local seq = tonumber(redis.call('GET', KEYS[6])) or 0
+local open = redis.call('ZCARD', KEYS[2])
+local counted = redis.call('HMGET', KEYS[5], 'seq', 'open')
+if tonumber(counted[1]) ~= seq or tonumber(counted[2]) ~= open then
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[7])
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     local raw = redis.call('HGET', KEYS[1], id)
     if raw then
@@ -145,7 +158,7 @@ if redis.call('EXISTS', KEYS[5]) == 0 then
       end
     end
   end
-  redis.call('SET', KEYS[5], 1)
+  redis.call('HSET', KEYS[5], 'seq', seq, 'open', open)
 end
 if ARGV[1] == 'old' then return redis.call('HKEYS', KEYS[3]) end
 if ARGV[1] == 'new' then return redis.call('HKEYS', KEYS[4]) end
@@ -177,7 +190,8 @@ class RedisControlStore(ControlStore):
             "deletes": f"dualsaver:{tag}:journal:deletes",
             "stale_old": f"dualsaver:{tag}:journal:stale:old",
             "stale_new": f"dualsaver:{tag}:journal:stale:new",
-            "stale_built": f"dualsaver:{tag}:journal:stale:built",
+            "stale_index": f"dualsaver:{tag}:journal:stale:index",
+            "stale_built": f"dualsaver:{tag}:journal:stale:built",  # before the index counted (dropped)
             "jobs": f"dualsaver:{tag}:jobs",
         }
         self._done_prefix = f"dualsaver:{tag}:done:"
@@ -284,12 +298,12 @@ class RedisControlStore(ControlStore):
     # -- the fleet's journal -------------------------------------------------------------
 
     def _journal_keys(self) -> list[str]:
-        return [self.keys[k] for k in ("journal", "seq", "open", "deletes", "stale_old", "stale_new")]
+        return [self.keys[k] for k in ("journal", "seq", "open", "deletes", "stale_old", "stale_new", "stale_index")]
 
     def journal_add(self, entries: Sequence[JournalEntry], replica: str) -> None:
         rows = [json.dumps({**asdict(e), "id": None, "ts": e.ts or time.time(), "replica": replica}) for e in entries]
         if rows:
-            self._run(lambda r: r.eval(_JOURNAL_ADD, 6, *self._journal_keys(), *rows))
+            self._run(lambda r: r.eval(_JOURNAL_ADD, 7, *self._journal_keys(), *rows))
 
     def journal_pending(self) -> list[JournalEntry]:
         def fn(r: Any) -> list[Any]:
@@ -301,9 +315,10 @@ class RedisControlStore(ControlStore):
         return [JournalEntry(**{k: v for k, v in e.items() if k in fields}) for e in entries]
 
     def journal_stale(self, store: str) -> Stale:
-        keys = [self.keys[k] for k in ("journal", "open", "stale_old", "stale_new", "stale_built")]
+        names = ("journal", "open", "stale_old", "stale_new", "stale_index", "seq", "stale_built")
+        keys = [self.keys[k] for k in names]
         fields = [f.decode() if isinstance(f, bytes) else str(f) for f in self._run(
-            lambda r: r.eval(_STALE, 5, *keys, store)) or ()]
+            lambda r: r.eval(_STALE, 7, *keys, store)) or ()]
         threads, items = set(), set()
         for field in fields:
             kind, _, rest = field.partition("\0")
@@ -327,7 +342,7 @@ class RedisControlStore(ControlStore):
     def journal_claim(self, ids: Sequence[int], by: str) -> int:
         if not ids:
             return 0
-        return int(self._run(lambda r: r.eval(_JOURNAL_CLAIM, 6, *self._journal_keys(), time.time(), *ids)))
+        return int(self._run(lambda r: r.eval(_JOURNAL_CLAIM, 7, *self._journal_keys(), time.time(), *ids)))
 
     # -- backfill progress ---------------------------------------------------------------
 
