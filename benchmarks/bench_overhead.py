@@ -12,6 +12,10 @@ dualsaver's own CPU, which the benchmarks against real stores cannot resolve fro
   pool's thread while the caller waits: one thread hop a write), against the same calls on
   the two stores in turn (the naive dual write);
 - the same calls through DualSaver in decommission, which writes new alone;
+- the same calls through DualSaver in read-switch over two LangGraph `InMemorySaver`s (a
+  migration from memory), against the naive dual write over two: old, written second,
+  waits on nothing outside the process, so its writes run unbounded on the caller's
+  thread (`_shells.never_waits`: no hop);
 - TieredSaver `get_tuple` (a hit: the probe sent, the hot read, the probe collected, sync and
   async), against the same three calls made directly.
 
@@ -124,15 +128,29 @@ def writes(calls: list[tuple[str, tuple]], repeat: int, tmp: Path) -> dict[str, 
                                   journal=tmp / "waiting.sqlite", write_behind=False)
     # decommission: new alone (against the same calls on one store, about what `naive` costs a store)
     alone = dualsaver.DualSaver(Nothing(), Nothing(), dualsaver.Phase.DECOMMISSION, journal=tmp / "alone.sqlite")
+    # read-switch over LangGraph's in-memory savers (a migration from memory): old, written
+    # second, waits on nothing outside the process, so its writes need no bound (no hop)
+    memory_old, memory_new = InMemorySaver(), InMemorySaver()
+    from_memory = dualsaver.DualSaver(InMemorySaver(), InMemorySaver(), dualsaver.Phase.READ_SWITCH,
+                                      journal=tmp / "memory.sqlite")
+
+    def naive_memory() -> None:
+        for method, args in calls:
+            getattr(memory_new, method)(*args)
+            getattr(memory_old, method)(*args)
+
     try:
         return {"naive dual write": best_us(naive, len(calls), repeat),
                 "DualSaver write-behind": best_us(through(behind), len(calls), repeat),
                 "DualSaver waiting": best_us(through(waiting), len(calls), repeat),
-                "DualSaver decommission (one store)": best_us(through(alone), len(calls), repeat)}
+                "DualSaver decommission (one store)": best_us(through(alone), len(calls), repeat),
+                "naive dual write, in memory": best_us(naive_memory, len(calls), repeat),
+                "DualSaver read-switch, in memory": best_us(through(from_memory), len(calls), repeat)}
     finally:
         behind.close()
         waiting.close()
         alone.close()
+        from_memory.close()
 
 
 def tiered_reads(repeat: int, tmp: Path) -> dict[str, float]:

@@ -107,6 +107,45 @@ def test_hanging_secondary_is_bounded(tmp_path, behind):
         saver.close()
 
 
+def _threads_of(monkeypatch, store_class: type, method: str, store, names: list[str]) -> list[str]:
+    """`names`, which gets the name of each thread `method` of `store` runs on (patched on its
+    class: the store keeps its own type, which decides whether its calls are bounded)."""
+    original = getattr(store_class, method)
+
+    def recording(self, *args, **kwargs):
+        if self is store:
+            names.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(store_class, method, recording)
+    return names
+
+
+@pytest.mark.parametrize("kind, bounded", [("memory", False), ("sqlite", True)])
+def test_a_secondary_that_waits_on_nothing_is_written_on_the_callers_thread(tmp_path, monkeypatch, kind, bounded):
+    """A bounded write runs on a pool's thread while the caller waits, so that a store hung
+    on its server or disk cannot hold the caller past `secondary_timeout`: a thread hop, most
+    of what dualsaver adds to a write in backfill and read-switch. LangGraph's in-memory saver
+    waits on nothing outside the process, so in read-switch its writes (old's, second) run on
+    the caller's thread; a SQLite file's are still bounded on the pool's."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    with sync_saver(kind, tmp=tmp_path) as old, sync_saver("sqlite", tmp=tmp_path) as new:
+        cls = InMemorySaver if kind == "memory" else SqliteSaver
+        names: list[str] = []
+        for method in ("put", "put_writes"):
+            _threads_of(monkeypatch, cls, method, old, names)
+        saver = DualSaver(old, new, Phase.READ_SWITCH, journal=tmp_path / "j.sqlite")
+        try:
+            assert run_turn(build_agent(saver), "t1", "alpha")["results"] == expected_results("alpha")
+        finally:
+            saver.close()
+    assert names
+    assert all(name.startswith("dualsaver-secondary") for name in names) == bounded
+    assert not any(name.startswith("dualsaver-secondary") for name in names) == (not bounded)
+
+
 async def test_async_hanging_and_raising_secondary(tmp_path):
     async with async_saver("sqlite", tmp=tmp_path) as a, async_saver("memory") as b:
         new = Faulty(b)
