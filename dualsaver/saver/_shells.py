@@ -119,6 +119,11 @@ class _Shell:
         self.bounds: dict[str, bool] = {role: timeout is not None and not never_waits(store)
                                         for role, store in stores.items()}
 
+    def bounded(self, call: sansio.Call) -> bool:
+        """Whether a call waits at most `timeout`: one the plan bounds, of a store that may
+        wait on something outside the process (`never_waits`), under a bound."""
+        return call.bounded and self.bounds.get(call.target, self.timeout is not None)
+
     def owner(self, call: sansio.Call) -> Any:
         """What carries out a store call: the saver, or its `Capable` for a capability."""
         return (self.capable if call.method in CAPABILITY_METHODS else self.stores)[cast(Role, call.target)]
@@ -149,7 +154,7 @@ class SyncShell(_Shell):
         with op.store_span(call.target, call.method):
             if call.method.endswith(WITHIN):  # the store bounds it itself, on this thread
                 return fn(*call.args, timeout=self.timeout if call.bounded else None, **call.kwargs)
-            if not call.bounded or not self.bounds.get(call.target, True):
+            if not self.bounded(call):
                 return fn(*call.args, **call.kwargs)
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="dualsaver-secondary")
@@ -231,7 +236,7 @@ class AsyncShell(_Shell):
             kwargs = {**kwargs, "timeout": self.timeout if call.bounded else None}
         pending = getattr(self.owner(call), "a" + call.method)(*call.args, **kwargs)
         with op.store_span(call.target, call.method):
-            if not call.bounded or not self.bounds.get(call.target, True) or call.method.endswith(WITHIN):
+            if not self.bounded(call) or call.method.endswith(WITHIN):
                 return await pending
             try:
                 return await asyncio.wait_for(pending, self.timeout)
