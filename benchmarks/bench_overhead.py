@@ -30,20 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__" and "--tree" in sys.argv:  # a measuring child: that tree's dualsaver
-    sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1])
-else:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _trees import add_arguments, alternately, child_prints, print_table, tree_path
+
+sys.path.insert(0, tree_path())  # a measuring child: its tree's dualsaver
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
@@ -228,30 +224,15 @@ def measure(repeat: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="timed passes per measurement (the best counts)")
-    parser.add_argument("--baseline", type=Path, help="another source tree, measured alternately with this one")
-    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)  # a child: measure, print JSON
+    add_arguments(parser)
     args = parser.parse_args()
     if args.tree is not None:
-        assert Path(dualsaver.__file__).resolve().is_relative_to(args.tree.resolve()), dualsaver.__file__
-        print(json.dumps(measure(args.repeat)))
+        child_prints(args.tree, measure(args.repeat))
         return
-    trees = {"this tree": Path(__file__).resolve().parents[1]}
-    if args.baseline is not None:
-        trees["baseline"] = args.baseline.resolve()
-    results: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
-    for _ in range(3):  # alternately, so drift on a shared machine hits the trees alike
-        for name, tree in trees.items():
-            child = subprocess.run([sys.executable, __file__, "--tree", str(tree), "--repeat", str(args.repeat)],
-                                   capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""})
-            for what, us in json.loads(child.stdout.splitlines()[-1]).items():
-                results[name].setdefault(what, []).append(us)
+    median = alternately(__file__, ["--repeat", str(args.repeat)], args.baseline, rounds=3)
     print(f"dualsaver's own CPU a call (us; best of {args.repeat} passes, median of 3 rounds;"
           f" {TIERED_READS} tiered reads a pass)")
-    print(f"{'':<44}" + "".join(f"{name:>14}" for name in trees))
-    median = {name: {what: sorted(v)[1] for what, v in results[name].items()} for name in trees}
-    for what in median["this tree"]:
-        # a tree from before a measurement was added has no figure for it
-        print(f"{what:<44}" + "".join(f"{median[name].get(what, float('nan')):>14.1f}" for name in trees))
+    print_table(median, 44)
     for name, r in median.items():
         print(f"{name}: dualsaver adds {r['DualSaver write-behind'] - r['naive dual write']:.1f} us a write"
               f" (write-behind), {r['DualSaver waiting'] - r['naive dual write']:.1f} us (waiting),"

@@ -17,18 +17,14 @@ dualsaver | tar -x -C DIR`); each tree is measured in a fresh interpreter, alter
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and "--tree" in sys.argv:  # a measuring child: that tree's dualsaver
-    sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1])
-else:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _trees import add_arguments, alternately, child_prints, print_table, tree_path
+
+sys.path.insert(0, tree_path())  # a measuring child: its tree's dualsaver
 
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
@@ -95,36 +91,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, nargs="+", default=[0, 1000, 10000, 100000])
     parser.add_argument("--calls", type=int, default=2000, help="calls a timed pass (the best of three counts)")
-    parser.add_argument("--baseline", type=Path, help="another source tree, measured alternately with this one")
-    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)  # a child: measure, print JSON
+    add_arguments(parser)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tree is not None:
-        assert Path(dualsaver.__file__).resolve().is_relative_to(args.tree.resolve()), dualsaver.__file__
-        print(json.dumps(measure(args.url, args.entries, args.calls)))
+        child_prints(args.tree, measure(args.url, args.entries, args.calls))
         return
     from dualsaver.embedded import EmbeddedRedis
 
-    trees = {"this tree": Path(__file__).resolve().parents[1]}
-    if args.baseline is not None:
-        trees["baseline"] = args.baseline.resolve()
-    results: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     with EmbeddedRedis() as redis:
         fill(redis.url, args.entries)
-        for _ in range(ROUNDS):  # alternately, so drift on a shared machine hits the trees alike
-            for name, tree in trees.items():
-                child = subprocess.run(
-                    [sys.executable, __file__, "--tree", str(tree), "--url", redis.url, "--calls", str(args.calls),
-                     "--entries", *map(str, args.entries)],
-                    capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""},
-                )
-                for what, us in json.loads(child.stdout.splitlines()[-1]).items():
-                    results[name].setdefault(what, []).append(us)
+        arguments = ["--url", redis.url, "--calls", str(args.calls), "--entries", *map(str, args.entries)]
+        median = alternately(__file__, arguments, args.baseline, ROUNDS)
     print(f"DualSaver in read-switch over in-memory stores, the fleet's journal holding N open entries of other"
           f" threads: us a call (best of 3 passes of {args.calls}, median of {ROUNDS} rounds)")
-    print(f"{'':<28}" + "".join(f"{name:>14}" for name in trees))
-    for what in results["this tree"]:
-        print(f"{what:<28}" + "".join(f"{sorted(results[name][what])[ROUNDS // 2]:>14.1f}" for name in trees))
+    print_table(median, 28)
 
 
 if __name__ == "__main__":
