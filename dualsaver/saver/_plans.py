@@ -54,7 +54,7 @@ class Context:
     hot_bounds_reads: bool = False
     # a DualStore whose stores both renew TTLs on reads: what a read renews, the secondary renews too
     renews_secondary: bool = False
-    # read-switch: the threads and items each store missed a write of (`Recorder.stale_threads`)
+    # backfill and read-switch: the threads and items each store missed a write of (`Recorder.stale_threads`)
     stale_in_old: Collection[str] = ()
     stale_in_new: Collection[str] = ()
     stale_items_in_old: Collection[ItemKey] = ()
