@@ -28,7 +28,8 @@ to reach the size), each copy into a fresh PostgreSQL database of one embedded s
 - before/after:         with --baseline DIR (a checkout of another revision, e.g.
                         `git archive REV | tar -x -C DIR`): backfill(processes=N) of that
                         revision and of this one, each run in its own interpreter, alternately,
-                        on the same source into fresh databases of the same server
+                        on the same source into fresh databases of the same server (each
+                        interpreter's fork server warmed first, as for the copies above)
 - naive:                the careful naive loop: the same records, written one checkpoint at a
                         time through the public API (put, then put_writes per task keeping its
                         task_path); values decoded and re-encoded
@@ -263,6 +264,9 @@ from dualsaver.migrate import backfill
 
 def main():
     source, target, state, processes = sys.argv[2:6]
+    # warm, as the copies of the main table are: the fork server started, its imports done
+    backfill(source, target, processes=int(processes), state_path=Path(state + "-warm"), thread_ids=["absent"],
+             resume=False)
     cpu0, t0 = time.process_time(), time.perf_counter()
     r = backfill(source, target, processes=int(processes), state_path=Path(state), resume=False)
     print(json.dumps({"seconds": time.perf_counter() - t0, "checkpoints": r.checkpoints, "failed": r.failed,

@@ -7,6 +7,7 @@ metadata is kept as it is only where put would store it unchanged."""
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -40,7 +41,9 @@ leaves = st.one_of(
     st.binary(max_size=20),
     st.sampled_from([Color.RED, Size.BIG]),
     st.datetimes(timezones=st.none()),
-    st.uuids(),
+    st.dates(), st.times(), st.timedeltas(), st.decimals(allow_nan=False), st.uuids(),
+    st.frozensets(st.integers(0, 9), max_size=3), st.sets(st.text(max_size=3), max_size=3),
+    st.builds(Path, st.text(alphabet="ab/", max_size=5)), st.ip_addresses(),
     st.builds(HumanMessage, content=st.text(max_size=20)),
     st.builds(AIMessage, content=st.text(max_size=20)),
     st.builds(Send, st.sampled_from(["node", "other"]), st.dictionaries(st.text(max_size=5), primitives, max_size=3)),

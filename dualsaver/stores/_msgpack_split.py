@@ -5,13 +5,14 @@ and encoded again.
 
 msgpack is compositional: a value inside a document is encoded exactly as it would be on its
 own. So the document is decoded once with an extension hook that builds nothing (each
-extension stays its code and payload, `RawExt`), and each value that goes to a blob is packed
+extension stays its code and payload, an `ormsgpack.Ext`), and each value that goes to a blob is packed
 again from that, byte for byte what `JsonPlusSerializer.dumps_typed` wrote for it, at C speed
 (no Pydantic model, no `Send` is rebuilt). What the target stores inline (None, str, int,
 float, bool, by `isinstance`, as `PostgresSaver.put` decides) and the checkpoint's other
 fields are decoded for real; so is any value whose type cannot be told from its bytes (a
 lone extension that may rebuild a `str` or `int` subclass, such as an enum), which stays
-decoded only when it is one (a datetime, say, keeps its own bytes).
+decoded only when it is one (a datetime, say, keeps its own bytes; the standard library's
+types are known by their names without decoding).
 
 The check reads both stores this way when they share a serializer configuration: SQLite's
 values split here and PostgreSQL's blobs are the same bytes for the same value
@@ -32,25 +33,10 @@ EXT_DELTA_SNAPSHOT = 7  # langgraph.checkpoint.serde.jsonplus.EXT_DELTA_SNAPSHOT
 EXT_NEVER_INLINE = frozenset({4, 5, 6})
 
 
-class RawExt:
-    """An extension left undecoded: its code and payload."""
-
-    __slots__ = ("code", "data")
-
-    def __init__(self, code: int, data: bytes) -> None:
-        self.code, self.data = code, data
-
-
-def _keep(code: int, data: bytes) -> RawExt:
+def _keep(code: int, data: bytes) -> ormsgpack.Ext:
     if code not in JSONPLUS_EXT_CODES:  # as `check_typed` refuses them
         raise ValueError(f"unknown msgpack extension {code}")
-    return RawExt(code, data)
-
-
-def _pack(obj: Any) -> ormsgpack.Ext:
-    if isinstance(obj, RawExt):
-        return ormsgpack.Ext(obj.code, obj.data)
-    raise TypeError(f"cannot pack {type(obj).__name__}")
+    return ormsgpack.Ext(code, data)  # packs again as written, with no Python call
 
 
 # The fields LangGraph keeps in a checkpoint beside its channel values, which hold strings,
@@ -60,7 +46,7 @@ PLAIN_FIELDS = frozenset({"v", "id", "ts", "channel_values", "channel_versions",
 
 
 def _has_ext(value: Any) -> bool:
-    if isinstance(value, RawExt):
+    if type(value) is ormsgpack.Ext:
         return True
     if isinstance(value, dict):
         return any(_has_ext(k) or _has_ext(v) for k, v in value.items())
@@ -81,24 +67,41 @@ def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
         return serde.loads_typed(("msgpack", data))
     split = {}
     for channel, value in values.items():  # the backfill's hottest loop: most values are decoded already
-        split[channel] = value if value is None or type(value) in _DECODED else _channel_value(value, serde)
+        split[channel] = value if type(value) in _DECODED else _channel_value(value, serde)
     document["channel_values"] = split
     return document
 
 
-_DECODED = frozenset({str, int, float, bool, bytes})  # what unpackb builds for a plain value (never a subclass)
+_DECODED = frozenset({str, int, float, bool, bytes, type(None)})  # what unpackb builds for a plain value
+# where an extension's code sits in its packed bytes, by the first byte: fixext 1-16, ext 8/16/32
+_CODE_AT = {0xD4: 1, 0xD5: 1, 0xD6: 1, 0xD7: 1, 0xD8: 1, 0xC7: 2, 0xC8: 3, 0xC9: 5}
+# The start of what JsonPlusSerializer writes for the standard library's types (an array of
+# module, class name, argument(s) and, for a method, its name; `_msgpack_default`), none of
+# which is a str, int, float or bool: a channel value that is one goes to a blob without being
+# decoded to find out (1.5 us each, most checkpoints carry a datetime or a set).
+_NEVER_INLINE_TYPES = {
+    "builtins": ("set", "frozenset"), "collections": ("deque",),
+    "datetime": ("datetime", "date", "time", "timedelta", "timezone"), "uuid": ("UUID",), "decimal": ("Decimal",),
+    "ipaddress": ("IPv4Address", "IPv4Interface", "IPv4Network", "IPv6Address", "IPv6Interface", "IPv6Network"),
+    "pathlib": ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"),
+    "zoneinfo": ("ZoneInfo",),
+}
+_NEVER_INLINE_STARTS = tuple(
+    bytes([0x90 + items]) + ormsgpack.packb(module) + ormsgpack.packb(name)
+    for module, names in _NEVER_INLINE_TYPES.items() for name in names for items in (3, 4)
+)
 
 
 def _channel_value(value: Any, serde: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool, bytes)):
-        return value  # decoded already (bytes become a "bytes" blob, as put writes them)
-    if isinstance(value, RawExt):
-        if value.code == EXT_DELTA_SNAPSHOT:
-            return StoredValue(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)), snapshot=True)
-        packed = ormsgpack.packb(value, default=_pack, option=OPTIONS)
-        if value.code not in EXT_NEVER_INLINE:  # an enum, a datetime...: decide on the real value
-            decoded = serde.loads_typed(("msgpack", packed))
+    """A value that is not plain (a container or an extension), as its own bytes; a lone
+    extension that rebuilds a str or int subclass (an enum) decoded, as the target keeps it."""
+    packed = ormsgpack.packb(value, option=OPTIONS)
+    if type(value) is ormsgpack.Ext:
+        at = _CODE_AT[packed[0]]
+        if packed[at] == EXT_DELTA_SNAPSHOT:
+            return StoredValue(("msgpack", packed), snapshot=True)
+        if packed[at] not in EXT_NEVER_INLINE and not packed.startswith(_NEVER_INLINE_STARTS, at + 1):
+            decoded = serde.loads_typed(("msgpack", packed))  # an enum, say: decide on the real value
             if decoded is None or isinstance(decoded, (str, int, float, bool)):
                 return decoded  # inline in the target (a str or int subclass, an enum)
-        return StoredValue(("msgpack", packed))  # its own bytes, as for a container
-    return StoredValue(("msgpack", ormsgpack.packb(value, default=_pack, option=OPTIONS)))
+    return StoredValue(("msgpack", packed))  # its own bytes, as for a container
