@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from dualsaver import sansio
 from dualsaver.migrate._copy import asks_many, deleted_meanwhile
 from dualsaver.migrate._lossy import agate, allow, gate
-from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options
+from dualsaver.migrate._flow import APPROXIMATE_NOTE, MAX_FAILURES_KEPT, Flow, read_options, threads_per_read
 from dualsaver.migrate._processes import Processes, Spec, check_processes
 from dualsaver.heap import fewer_collections
 from dualsaver.migrate._pump import apump, pump
@@ -187,7 +187,8 @@ class Job:
             self.state.restart()
         self.throttle = throttle
         options = read_options(source, target)
-        self.flow = Flow(read_options=options, on_finished=self.threads_finished, throttle=throttle)
+        self.flow = Flow(read_options=options, on_finished=self.threads_finished, throttle=throttle,
+                         threads_per_read=threads_per_read(source))
         self._lock = threading.Lock()
         self._reported = (0, 0)  # checkpoints and writes already shown by the progress display
         self._counted = 0  # checkpoints already added to the backfill metric

@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 from dualsaver import sansio
-from dualsaver.migrate._flow import Batch, CopyResult, Flow, collector, copy_result, dry_count, prepare, read_options
+from dualsaver.migrate._flow import (
+    Batch, CopyResult, Flow, collector, copy_result, dry_count, prepare, read_options, threads_per_read,
+)
 from dualsaver.control.throttle import Throttle
 from dualsaver.errors import is_outage
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
@@ -22,21 +24,45 @@ from dualsaver.stores import anative_for, native_for
 
 def read_batches(flow: Flow, thread_ids: Any) -> Plan[None]:
     """Emit the rows of each thread `thread_ids` yields, cut into batches, then the last
-    partial batch. `thread_ids` is an iterator (async iterator under the async driver)."""
+    partial batch. `thread_ids` is an iterator (async iterator under the async driver); its
+    threads are read `flow.threads_per_read` at a time."""
+    group: list[str] = []
     while (thread_id := (yield Next(thread_ids))) is not END:
-        yield from _read_thread(flow, thread_id)
+        group.append(thread_id)
+        if len(group) == flow.threads_per_read:
+            yield from _read_threads(flow, group)
+            group = []
+    if group:
+        yield from _read_threads(flow, group)
     if batch := flow.flush():
         yield Emit((batch,))
 
 
-def _read_thread(flow: Flow, thread_id: str) -> Plan[None]:
-    """Emit every full batch while one thread is read; a thread that fails to read fails
-    alone (its rows read so far are still written)."""
-    flow.begin(thread_id)
+def _read_threads(flow: Flow, thread_ids: list[str]) -> Plan[None]:
+    """Emit every full batch while these threads are read, in one stream (`read_threads`,
+    which yields each thread's rows together) when there are several. A thread that fails to
+    read fails alone, its rows read so far still written: the thread being read when a stream
+    of several failed fails, and those it had not reached are read again one by one."""
+    unfinished = dict.fromkeys(thread_ids)  # begun, not yet ended
+    for thread_id in thread_ids:
+        flow.begin(thread_id)
+
+    def finish(thread_id: str, exc: BaseException | None = None) -> None:
+        del unfinished[thread_id]
+        flow.end(thread_id, exc)
+
+    reading: str | None = None  # the thread whose rows are coming
     started = time.perf_counter()
     try:
-        rows = yield Call("source", "read_thread", (thread_id,), flow.read_options, stream=True)
+        if len(thread_ids) == 1:
+            rows = yield Call("source", "read_thread", (thread_ids[0],), flow.read_options, stream=True)
+        else:
+            rows = yield Call("source", "read_threads", (thread_ids,), flow.read_options, stream=True)
         while (item := (yield Next(rows))) is not END:
+            if item.thread_id != reading:
+                if reading in unfinished:
+                    finish(reading)  # its rows have all come
+                reading = item.thread_id
             if batch := flow.take(item):
                 seconds = time.perf_counter() - started
                 flow.read_s += seconds
@@ -45,11 +71,17 @@ def _read_thread(flow: Flow, thread_id: str) -> Plan[None]:
                 yield Emit((batch,))
                 started = time.perf_counter()
     except Exception as exc:
-        flow.end(thread_id, exc)
-    else:
-        flow.end(thread_id)
-    finally:
         flow.read_s += time.perf_counter() - started
+        failed = reading if reading is not None or len(thread_ids) > 1 else thread_ids[0]
+        if failed in unfinished:
+            finish(failed, exc)
+        for thread_id in list(unfinished):  # not reached: each read alone, under this read's hold
+            yield from _read_threads(flow, [thread_id])
+            finish(thread_id)
+    else:
+        flow.read_s += time.perf_counter() - started
+        for thread_id in list(unfinished):  # the last one read, and any with no rows
+            finish(thread_id)
 
 
 def write_batch(flow: Flow, batch: Batch, dry_run: bool, target: Any) -> Plan[None]:
@@ -143,13 +175,15 @@ def _parts(batch: Batch) -> list[list[StoredCheckpoint]]:
 
 def copy_plan(
     target: Any, thread_ids: list[str], dry_run: bool, *, options: dict[str, bool] | None = None,
-    throttle: Throttle | None = None,
+    throttle: Throttle | None = None, threads_per_read: int = 1,
 ) -> Plan[CopyResult]:
     """Copy these threads one batch after another. `target` is the target store itself,
     which encodes each batch (`prepare_write`) before it is written; `options` say how the
     source is read (`read_options`: what stored bytes pass through)."""
     result = CopyResult(thread_ids[0], thread_ids=list(thread_ids))
-    flow = Flow(read_options=options, on_finished=collector(result), throttle=throttle)
+    flow = Flow(
+        read_options=options, on_finished=collector(result), throttle=throttle, threads_per_read=threads_per_read
+    )
 
     def write(batch: Batch) -> Plan[None]:
         return write_batch(flow, prepare(target, batch, dry_run), dry_run, target)
@@ -205,7 +239,8 @@ def copy_then_ask(
     """`copy_plan` between these native stores; with `forget_deleted`, then
     `deleted_meanwhile` of the threads it read rows of (the result's `deleted`): the lazy
     copy's and the repair's."""
-    result = yield from copy_plan(target, thread_ids, dry_run, options=read_options(source, target), throttle=throttle)
+    result = yield from copy_plan(target, thread_ids, dry_run, options=read_options(source, target), throttle=throttle,
+                                  threads_per_read=threads_per_read(source))
     if forget_deleted and result.read and not dry_run:
         result.deleted = yield from deleted_meanwhile(thread_ids, asks_many(source))
     return result

@@ -36,7 +36,7 @@ from typing import Any
 from dualsaver import sansio
 from dualsaver.control.throttle import SharedLimits
 from dualsaver.errors import CopyFailed
-from dualsaver.migrate._flow import MAX_FAILURES_KEPT, Flow, read_options
+from dualsaver.migrate._flow import MAX_FAILURES_KEPT, Flow, read_options, threads_per_read
 from dualsaver.migrate._lossy import allow
 from dualsaver.heap import fewer_collections
 from dualsaver.migrate._pump import pump
@@ -198,7 +198,8 @@ def _copy_given(spec: Spec, index: int, tasks: Any, events: Any) -> dict[str, An
         allow(target, spec.allowed)
         throttle = spec.limits.throttle(index) if spec.limits is not None else None
         reporter = _Reporter(events, index)
-        flow = Flow(read_options=read_options(source, target), on_finished=reporter, throttle=throttle)
+        flow = Flow(read_options=read_options(source, target), on_finished=reporter, throttle=throttle,
+                    threads_per_read=threads_per_read(source))
         reporter.flow = flow
         with fewer_collections():
             pump(flow, Targets(source=source, target=target), target, _given(tasks), spec.workers, spec.dry_run)
