@@ -33,11 +33,12 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Protocol, cast
 
 import orjson
 import ormsgpack
-from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, writes_sort_key
+from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
 
 from dualsaver.errors import UnreadableRow, describe_error
 
@@ -67,10 +68,15 @@ class StoredWrite:
     typed: tuple[str, bytes] | None = field(default=None, compare=False, repr=False)
 
 
+# LangGraph's `writes_sort_key(task_path, task_id, idx)` of a StoredWrite, built in C (that
+# tuple is the key: tests/test_native_order.py holds the two equal)
+WRITE_ORDER = attrgetter("task_path", "task_id", "idx")
+
+
 def in_write_order(writes: Iterable[StoredWrite]) -> tuple[StoredWrite, ...]:
     """Writes in the order a `StoredCheckpoint` keeps them: LangGraph's `writes_sort_key`
     (task path, task id, idx), whatever order the store returned them in."""
-    return tuple(sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx)))
+    return tuple(sorted(writes, key=WRITE_ORDER))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +118,15 @@ CHECKPOINT_KEYS = ("id", "channel_versions", "versions_seen")
 def checked(checkpoint: Any, metadata: Any) -> tuple[Checkpoint, CheckpointMetadata]:
     """A decoded checkpoint and its metadata, or `UnreadableRow` if they are not what
     LangGraph writes (garbage can decode to a number: msgpack ignores what follows)."""
-    if not isinstance(checkpoint, Mapping):
+    if type(checkpoint) is not dict and not isinstance(checkpoint, Mapping):  # a dict: no ABC check
         raise UnreadableRow(f"checkpoint is not a mapping but {type(checkpoint).__name__}")
-    missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
-    if missing:
+    if "id" not in checkpoint or "channel_versions" not in checkpoint or "versions_seen" not in checkpoint:
+        missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
         raise UnreadableRow(f"checkpoint lacks {', '.join(missing)}")
-    if not isinstance(checkpoint.get("channel_values", {}), Mapping):
+    values = checkpoint.get("channel_values", {})
+    if type(values) is not dict and not isinstance(values, Mapping):
         raise UnreadableRow("checkpoint channel_values is not a mapping")
-    if metadata is not None and not isinstance(metadata, Mapping):
+    if metadata is not None and type(metadata) is not dict and not isinstance(metadata, Mapping):
         raise UnreadableRow(f"metadata is not a mapping but {type(metadata).__name__}")
     # the checks above are the TypedDicts' shape, which isinstance cannot narrow to
     return cast(Checkpoint, checkpoint), cast(CheckpointMetadata, metadata or {})
