@@ -2,11 +2,13 @@
 naive loop and plain reads.
 
 Run: python benchmarks/bench_backfill.py [--checkpoints 12000 52000] [--repeat 3] [--processes 1 2] [--no-naive]
-     [--baseline DIR]
+     [--baseline DIR] [--graph backfill|support]
 
 In one run, at each store size, on the same source (a real LangGraph graph with a subgraph,
 parallel Send branches, a DeltaChannel and an interrupt; its threads replicated under new ids
-to reach the size), each copy into a fresh PostgreSQL database of one embedded server:
+to reach the size; with `--graph support`, the check's support agent instead: shorter threads,
+messages, a set and a datetime in its state), each copy into a fresh PostgreSQL database of
+one embedded server:
 
 - read, raw rows:       every thread's checkpoint and write rows fetched page by page as the
                         SQLite adapter fetches them; nothing decoded, nothing written
@@ -67,12 +69,18 @@ from dualsaver.embedded import EmbeddedPostgres
 from dualsaver.stores import native_for, open_saver
 
 
-def make_source(path: Path, checkpoints: int) -> int:
-    """A SQLite store of about `checkpoints` checkpoints; returns the exact count."""
-    from tests.backfill_support import run_threads  # here: each copy process runs this module again
+def make_source(path: Path, checkpoints: int, graph: str = "backfill") -> int:
+    """A SQLite store of about `checkpoints` checkpoints of `graph`'s threads (see --graph);
+    returns the exact count."""
+    # imported here: each copy process runs this module again
+    from tests.backfill_support import run_threads
+    from tests.check_support import populate
 
     with open_saver(f"sqlite:///{path}") as saver:
-        run_threads(saver, [f"seed-{i}" for i in range(8)], turns=2)
+        if graph == "support":
+            populate(saver, [f"seed-{i}" for i in range(12)])
+        else:
+            run_threads(saver, [f"seed-{i}" for i in range(8)], turns=2)
         store = native_for(saver)
         seeds = {t: list(store.read_thread(t)) for t in store.thread_ids()}
         total = sum(len(v) for v in seeds.values())
@@ -323,10 +331,10 @@ def compare(figures: dict, baseline: Path | None, processes: list[int], repeat: 
 
 def measure(
     pg: EmbeddedPostgres, tmp: Path, size: int, repeat: int, processes: list[int], naive_runs: bool,
-    baseline: Path | None = None, compare_only: bool = False,
+    baseline: Path | None = None, compare_only: bool = False, graph: str = "backfill",
 ) -> dict:
     path = tmp / f"source-{size}.sqlite"
-    n = make_source(path, size)
+    n = make_source(path, size, graph)
     src = f"sqlite:///{path}"
     best = lambda f, k=repeat: min(f() for _ in range(k))  # noqa: E731
     runs = iter(range(10**6))
@@ -449,6 +457,9 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="leave out the (slow) naive loop")
     parser.add_argument("--baseline", type=Path, help="a checkout of another revision, measured side by side")
     parser.add_argument("--compare-only", action="store_true", help="with --baseline: only the ingest and the two")
+    parser.add_argument("--graph", choices=("backfill", "support"), default="backfill",
+                        help="the source's threads: the backfill tests' graph (about 20 checkpoints a thread), or"
+                             " the check's support agent (10 a thread, messages, a set and a datetime in its state)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     print(f"PostgreSQL settings: {'durable (fsync, synchronous commit)' if args.durable else 'fsync off'};"
@@ -457,7 +468,7 @@ def main() -> None:
     with EmbeddedPostgres(durable=args.durable) as pg:
         SERVER_PID = pg._proc.pid if pg._proc is not None else None
         results = [measure(pg, tmp, size, args.repeat, args.processes, not args.no_naive, args.baseline,
-                           args.compare_only) for size in args.checkpoints]
+                           args.compare_only, args.graph) for size in args.checkpoints]
     for f in results:
         report(f)
     if len(results) > 1:

@@ -72,7 +72,7 @@ def _read_threads(flow: Flow, thread_ids: list[str]) -> Plan[None]:
                 started = time.perf_counter()
     except Exception as exc:
         flow.read_s += time.perf_counter() - started
-        failed = reading if reading is not None or len(thread_ids) > 1 else thread_ids[0]
+        failed = thread_ids[0] if len(thread_ids) == 1 else reading  # alone: it fails even before its first row
         if failed in unfinished:
             finish(failed, exc)
         for thread_id in list(unfinished):  # not reached: each read alone, under this read's hold

@@ -113,6 +113,7 @@ class StoredCheckpoint:
 JSONPLUS_TAGS = frozenset({"null", "bytes", "bytearray", "json", "msgpack"})
 JSONPLUS_EXT_CODES = frozenset(range(8))  # EXT_CONSTRUCTOR_SINGLE_ARG .. EXT_DELTA_SNAPSHOT
 CHECKPOINT_KEYS = ("id", "channel_versions", "versions_seen")
+_CHECKPOINT_KEY_SET = frozenset(CHECKPOINT_KEYS)
 
 
 def checked(checkpoint: Any, metadata: Any) -> tuple[Checkpoint, CheckpointMetadata]:
@@ -120,7 +121,7 @@ def checked(checkpoint: Any, metadata: Any) -> tuple[Checkpoint, CheckpointMetad
     LangGraph writes (garbage can decode to a number: msgpack ignores what follows)."""
     if type(checkpoint) is not dict and not isinstance(checkpoint, Mapping):  # a dict: no ABC check
         raise UnreadableRow(f"checkpoint is not a mapping but {type(checkpoint).__name__}")
-    if "id" not in checkpoint or "channel_versions" not in checkpoint or "versions_seen" not in checkpoint:
+    if not checkpoint.keys() >= _CHECKPOINT_KEY_SET:
         missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
         raise UnreadableRow(f"checkpoint lacks {', '.join(missing)}")
     values = checkpoint.get("channel_values", {})
