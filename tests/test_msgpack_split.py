@@ -1,8 +1,9 @@
 """The backfill's fast paths give what the slow ones give (hypothesis). A checkpoint split
 into its channel values' stored bytes (`dualsaver.stores._msgpack_split`) is what decoding it and
 encoding each value again gives: the same inline values, the same blob bytes, the same
-DeltaChannel snapshot markers, over the kinds of values LangGraph keeps in channels; and
-metadata is kept as it is only where put would store it unchanged."""
+DeltaChannel snapshot markers, over the kinds of values LangGraph keeps in channels; stored
+values joined into one document (`dualsaver.stores._msgpack_join`) decode to the checkpoint;
+and metadata is kept as it is only where put would store it unchanged."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.types import Send
 
 from dualsaver.stores._postgres import split_channel_values
+from dualsaver.stores._msgpack_join import joined
 from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores.native import StoredValue
+from dualsaver.stores.serde import serde_key
 
 SERDE = JsonPlusSerializer()
 
@@ -90,6 +93,39 @@ def test_split_bytes_are_what_encoding_each_value_writes(values_, pending_sends)
     assert _blobs(blobs) == _blobs(blobs_full)
     for k, v in blobs.items():  # and the bytes decode to the value itself
         assert SERDE.loads_typed(_blobs({k: v})[k]) == decoded["channel_values"][k]
+
+
+@given(channel_values, st.sampled_from(["absent", "empty"]), st.sampled_from(["plain", "object"]))
+def test_a_document_joined_from_stored_values_is_what_encoding_the_checkpoint_writes(
+    values_, pending_sends, serializer
+) -> None:
+    """PostgreSQL's stored values (its blobs, as `put` splits and writes them) joined into one
+    document for SQLite decode to what encoding the whole checkpoint gives; a serializer that is
+    not the plain one (`serde_key` not jsonplus) takes the decoded path."""
+    checkpoint = {**empty_checkpoint(), "channel_values": values_}
+    if pending_sends == "absent":
+        del checkpoint["pending_sends"]
+    inline, blobs = split_channel_values(values_)
+    stored = {**inline, **{k: StoredValue(SERDE.dumps_typed(v), snapshot=isinstance(v, _DeltaSnapshot))
+                           for k, v in blobs.items()}}
+    key = serde_key(SERDE) if serializer == "plain" else ("object", 1)
+    plain = all(v is None or type(v) in (str, bool, float) or (type(v) is int and -(2**63) <= v < 2**64)
+                for v in inline.values())
+    # the plain serializer over plain inline values: nothing decoded (the serializer given cannot)
+    tag, data = joined({**checkpoint, "channel_values": stored}, NoDecoding() if key[0] == "jsonplus" and plain
+                       else SERDE, key)
+    assert tag == "msgpack"
+    assert SERDE.loads_typed((tag, data)) == SERDE.loads_typed(SERDE.dumps_typed(checkpoint))
+
+
+class NoDecoding:
+    """The plain serializer, refusing to decode."""
+
+    def dumps_typed(self, value):
+        return SERDE.dumps_typed(value)
+
+    def loads_typed(self, typed):
+        raise AssertionError("decoded")
 
 
 def test_what_cannot_be_split_is_decoded_or_refused() -> None:

@@ -18,6 +18,7 @@ from langgraph.checkpoint.base import get_checkpoint_metadata
 
 from dualsaver.sansio import Emit, Plan
 from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, select
+from dualsaver.stores._msgpack_join import joined
 from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores._prints import document, document_values, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
@@ -79,6 +80,7 @@ class SqlitePlans(SqlPlans):
     """SQL and (de)serialization for the SQLite schema; no I/O."""
 
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
+    takes_stored_values = True  # channel values as their bytes, joined into the document: see _msgpack_join
 
     # metadata as the saver's own `list(filter=...)` reads it; run ids as one JSON array
     RUNS_SQL = (
@@ -196,7 +198,7 @@ class SqlitePlans(SqlPlans):
 
     def encode(self, items: Iterable[StoredCheckpoint]) -> Statements:
         """Rows exactly as `SqliteSaver.put` / `put_writes` would write them."""
-        dumps, serde, key, allowed = self.serde.dumps_typed, self.serde, self.serde_key, self.allow_lossy
+        serde, key, allowed = self.serde, self.serde_key, self.allow_lossy
         checkpoint_rows: list[tuple] = []
         write_rows: list[tuple] = []
         for item in items:
@@ -207,7 +209,7 @@ class SqlitePlans(SqlPlans):
                 get_checkpoint_metadata({}, item.metadata), ensure_ascii=False
             ).encode("utf-8", "ignore")
             checkpoint_rows.append(
-                (*row_key, item.parent_checkpoint_id, *dumps(item.checkpoint), metadata)
+                (*row_key, item.parent_checkpoint_id, *joined(item.checkpoint, serde, key), metadata)
             )
             for w in item.writes:
                 write_rows.append(
