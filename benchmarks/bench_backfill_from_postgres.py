@@ -9,8 +9,9 @@ size, in a PostgreSQL database of an embedded server (durable settings). Each tr
 in a fresh interpreter of its own, the trees alternately (`_trees`), medians of `--rounds`;
 microseconds a checkpoint:
 
-- read alone:  every thread read as the copy reads it (stored bytes kept), a hundred threads a
-               query: the source's side of the limit;
+- read alone:  every thread read as that tree's copy reads it (stored bytes kept: the writes',
+               and, where SQLite takes them, the blobs'), a hundred threads a query: the source's
+               side of the limit;
 - write alone: the same rows, read and encoded beforehand (untimed), written into a fresh SQLite
                file by our batches: the target's side;
 - backfill:    `dualsaver.backfill(old, new)` into a fresh SQLite file (one process, exact,
@@ -36,15 +37,16 @@ sys.path.insert(0, tree_path())
 
 from dualsaver.heap import fewer_collections  # noqa: E402
 from dualsaver.migrate import backfill  # noqa: E402
+from dualsaver.migrate._flow import read_options  # noqa: E402
 from dualsaver.stores import native_for, open_saver  # noqa: E402
 
 
 def measure(source_url: str, tmp: Path) -> dict[str, float]:
     figures = {}
-    with open_saver(source_url) as old:
+    with open_saver(source_url) as old, open_saver(f"sqlite:///{tmp / 'options.sqlite'}") as probe:
         store = native_for(old)
         ids = sorted(store.thread_ids())
-        options = {"encoded": True}
+        options = read_options(store, native_for(probe))  # as this tree's copy reads the source
         gc.collect()
         with fewer_collections():
             t0 = time.perf_counter()
