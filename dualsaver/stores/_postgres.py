@@ -336,7 +336,7 @@ class PostgresPlans(SqlPlans):
 
     takes_stored_values = True  # channel values as blobs: see dualsaver.stores._msgpack_split
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
-    gives_stored_values = True  # and reads them so (a backfill into PostgreSQL passes them through)
+    gives_stored_values = True  # and reads them so: a copy into PostgreSQL or SQLite passes the bytes on
     LATEST_SQL = _LATEST + " ORDER BY c.checkpoint_id DESC LIMIT 1"  # as the saver's get_tuple orders
     CHECKPOINT_SQL = _LATEST + " AND c.checkpoint_id = %s"
 

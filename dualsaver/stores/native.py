@@ -19,11 +19,12 @@ adapter that supports it (it has a `serde_key`) also carries each write's stored
 `value` (and refuses a value that was not decoded). These fields never take part in
 equality, and plain `read_thread(t)` (the check) decodes everything as before.
 
-Stored channel values (for the backfill too): an adapter with `gives_stored_values` (it keeps
-whole checkpoints: SQLite), asked with `read_thread(t, encoded=True, stored_values=True)`, leaves
-the channel values a target stores apart as `StoredValue`s (their bytes, see
-`dualsaver.stores._msgpack_split`). Only a target with `takes_stored_values` and the same `serde_key`
-is given such records.
+Stored channel values (for the backfill too): an adapter with `gives_stored_values`, asked with
+`read_thread(t, encoded=True, stored_values=True)`, leaves the channel values a target stores
+apart as `StoredValue`s (their bytes): SQLite splits its whole checkpoints
+(`dualsaver.stores._msgpack_split`), PostgreSQL passes its blobs on. Only a target with
+`takes_stored_values` and the same `serde_key` is given such records: PostgreSQL writes them as
+blobs, SQLite joins them into its document (`dualsaver.stores._msgpack_join`).
 """
 
 from __future__ import annotations
