@@ -264,14 +264,15 @@ def naive_loop(source_url: str, target_url: str) -> tuple[float, int]:
 
 
 RUNNER = """
-import json, sys, time
+import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from dualsaver.migrate import backfill
 
 
 def main():
-    source, target, state, processes = sys.argv[2:6]
+    source, target = os.environ["BENCH_SOURCE_URL"], os.environ["BENCH_TARGET_URL"]  # not argv: a failure prints it
+    state, processes = sys.argv[2:4]
     # warm, as the copies of the main table are: the fork server started, its imports done
     backfill(source, target, processes=int(processes), state_path=Path(state + "-warm"), thread_ids=["absent"],
              resume=False)
@@ -297,9 +298,10 @@ def run_tree(
     server0 = server_cpu()
     # The copy processes start from a fork server, a fresh interpreter: PYTHONPATH (not sys.path) makes them
     # import the same tree, and the working directory too (an installed dualsaver would win otherwise).
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(tree), source_url, target_url, str(state), str(processes)],
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(tree), str(state), str(processes)],
                          check=True, capture_output=True, text=True, cwd=tree,
-                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout
+                         env={**os.environ, "PYTHONPATH": str(tree), "BENCH_SOURCE_URL": source_url,
+                              "BENCH_TARGET_URL": target_url}).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["failed"] == 0
     return figures["seconds"], figures["checkpoints"], figures["cpu"], server_cpu() - server0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,9 @@ from dualsaver.heap import fewer_collections  # noqa: E402
 from dualsaver.migrate import backfill  # noqa: E402
 from dualsaver.migrate._flow import read_options  # noqa: E402
 from dualsaver.stores import native_for, open_saver  # noqa: E402
+
+
+SOURCE = "BENCH_SOURCE_URL"  # the source's URL, for the measuring children
 
 
 def measure(source_url: str, tmp: Path) -> dict[str, float]:
@@ -86,18 +90,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--source", help=argparse.SUPPRESS)  # a child: the source's URL
     add_arguments(parser)
     args = parser.parse_args()
     if args.tree is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            child_prints(args.tree, measure(args.source, Path(tmp)))
+            child_prints(args.tree, measure(os.environ[SOURCE], Path(tmp)))
         return
     from dualsaver.embedded import EmbeddedPostgres
 
     with EmbeddedPostgres(durable=True) as pg, tempfile.TemporaryDirectory() as tmp:
         url = source(pg, Path(tmp), args.checkpoints)
-        medians = alternately(__file__, ["--source", url], args.baseline, args.rounds)
+        os.environ[SOURCE] = url  # the children's (not in their command line: a failure prints that)
+        medians = alternately(__file__, [], args.baseline, args.rounds)
     print(f"\nPostgreSQL -> SQLite, {args.checkpoints} checkpoints of short threads; us a checkpoint, median of"
           f" {args.rounds} rounds")
     print_table(medians, 16)

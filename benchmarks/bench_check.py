@@ -132,11 +132,12 @@ def peak_mb(fn) -> float:
 
 
 BASELINE = """
-import sys, time
+import os, sys, time
 from dualsaver.checker import check
 from dualsaver.stores import open_saver
 from tests import check_support as cs
-with open_saver(sys.argv[1]) as old, open_saver(sys.argv[2], serde=cs.encrypted_serde() if sys.argv[3] == "different" else None) as new:
+old_url, new_url = os.environ["BENCH_OLD_URL"], os.environ["BENCH_NEW_URL"]  # not argv: a failure prints it
+with open_saver(old_url) as old, open_saver(new_url, serde=cs.encrypted_serde() if sys.argv[1] == "different" else None) as new:
     assert check(old, new).clean  # warm, as this process's check is: imports, prepared statements, scripts
     t0 = time.perf_counter(); assert check(old, new).clean; print(time.perf_counter() - t0)
 """
@@ -147,8 +148,8 @@ def baseline(tree: str, old_url: str, new_url: str, pairing: str) -> float:
     in a process of its own: its second check, as ours is timed after warm runs (a first
     check in a fresh process read 14% slower on unchanged code)."""
     out = subprocess.run(
-        [sys.executable, "-c", BASELINE, old_url, new_url, pairing],
-        env={**os.environ, "PYTHONPATH": tree}, cwd=tree, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", BASELINE, pairing], cwd=tree, capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": tree, "BENCH_OLD_URL": old_url, "BENCH_NEW_URL": new_url},
     )
     return float(out.stdout.split()[-1])
 

@@ -131,8 +131,9 @@ def worker(source_url: str, target_url: str, dims: int) -> None:
 
 
 def backfill_in_process(tree: Path, source_url: str, target_url: str, dims: int) -> float:
-    env = {**os.environ, "DUALSAVER_BENCH_TREE": str(tree), "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, __file__, "--worker", source_url, target_url, str(dims)],
+    # the target's URL (with its password) by the environment: a failure prints the command line
+    env = {**os.environ, "DUALSAVER_BENCH_TREE": str(tree), "PYTHONPATH": str(tree), "BENCH_TARGET_URL": target_url}
+    done = subprocess.run([sys.executable, __file__, "--worker", source_url, str(dims)],
                           env=env, capture_output=True, text=True, check=True)
     return float(json.loads(done.stdout.strip().splitlines()[-1])["elapsed"])
 
@@ -169,10 +170,10 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=3000, help="items the naive loop copies (it is slow)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another dualsaver tree to compare with (before)")
-    parser.add_argument("--worker", nargs=3, metavar=("SOURCE", "TARGET", "DIMS"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("SOURCE", "DIMS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        worker(args.worker[0], os.environ["BENCH_TARGET_URL"], int(args.worker[1]))
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     with EmbeddedPostgres() as pg:
