@@ -18,9 +18,9 @@ from typing import Any
 
 import ormsgpack
 
+from dualsaver.stores._msgpack_split import OPTIONS
 from dualsaver.stores.native import StoredValue
 
-OPTIONS = ormsgpack.OPT_NON_STR_KEYS  # as JsonPlusSerializer packs
 _EMPTY_VALUES = ormsgpack.packb("channel_values") + ormsgpack.packb({})  # the key, then an empty map
 
 

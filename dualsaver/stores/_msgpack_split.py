@@ -33,7 +33,8 @@ EXT_DELTA_SNAPSHOT = 7  # langgraph.checkpoint.serde.jsonplus.EXT_DELTA_SNAPSHOT
 EXT_NEVER_INLINE = frozenset({4, 5, 6})
 
 
-def _keep(code: int, data: bytes) -> ormsgpack.Ext:
+def keep_ext(code: int, data: bytes) -> ormsgpack.Ext:
+    """An extension left as its code and bytes (ValueError: a code the serializer never writes)."""
     if code not in JSONPLUS_EXT_CODES:  # as `check_typed` refuses them
         raise ValueError(f"unknown msgpack extension {code}")
     return ormsgpack.Ext(code, data)  # packs again as written, with no Python call
@@ -58,7 +59,7 @@ def _has_ext(value: Any) -> bool:
 def split_checkpoint(data: bytes, serde: Any) -> dict[str, Any]:
     """The checkpoint in `data` (msgpack written by `serde`), its channel values as
     `StoredValue` where they go to blobs. Raises ValueError on bytes that do not decode."""
-    document = ormsgpack.unpackb(data, ext_hook=_keep, option=OPTIONS)
+    document = ormsgpack.unpackb(data, ext_hook=keep_ext, option=OPTIONS)
     if not isinstance(document, dict):
         return document  # not a checkpoint: the caller's checks say so
     values = document.get("channel_values")

@@ -41,8 +41,8 @@ from typing import Any
 
 import ormsgpack
 
-from dualsaver.stores._msgpack_split import OPTIONS
-from dualsaver.stores.native import JSONPLUS_EXT_CODES, Printed, check_typed, checked
+from dualsaver.stores._msgpack_split import OPTIONS, keep_ext
+from dualsaver.stores.native import Printed, check_typed, checked
 
 _SORTED = ormsgpack.OPT_SORT_KEYS  # JSONB keeps keys in its own order, msgpack in the writer's
 _VALUE = 100  # ext code of a channel value kept apart, in a checkpoint's digest: its own digest
@@ -59,12 +59,11 @@ def document(data: bytes) -> Any:
 
 
 def _kept(code: int, data: bytes) -> ormsgpack.Ext:
-    if code not in JSONPLUS_EXT_CODES:  # as `check_typed` refuses them
-        raise ValueError(f"unknown msgpack extension {code}")
+    """The split's extension hook (`_msgpack_split`), a set's members sorted first."""
     if code == EXT_CONSTRUCTOR_SINGLE_ARG and data.startswith(_SETS):
         module, name, members = document(data)  # nested sets sorted first, by the same hook
         data = _packed((module, name, sorted(members, key=_packed)))
-    return ormsgpack.Ext(code, data)
+    return keep_ext(code, data)
 
 
 def _packed(value: Any) -> bytes:
