@@ -8,7 +8,8 @@ payloads (a serializer's bytes, possibly encrypted) pass through untouched.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from operator import itemgetter
+from typing import NamedTuple
 
 Typed = tuple[str, bytes]  # what serde.dumps_typed returns
 
@@ -55,9 +56,10 @@ def decode_blob(raw: bytes) -> Typed:
     return kind.decode(), data
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One checkpoint as stored: everything but its channel values and writes."""
+class Record(NamedTuple):
+    """One checkpoint as stored: everything but its channel values and writes. (Named
+    tuples, not dataclasses, here and for `WriteEntry`: a read builds one a checkpoint and
+    one a write, and a frozen dataclass takes twice as long to build.)"""
 
     parent: str | None
     run_id: str
@@ -85,22 +87,23 @@ class Record:
     def decode(cls, raw: bytes) -> Record:
         parts = unframe(raw)
         nrefs = int(parts[3])
-        refs = tuple(
-            tuple(r.decode().split(SEP, 1)) for r in parts[4 : 4 + nrefs]
-        )
+        refs = tuple(_ref(r) for r in parts[4 : 4 + nrefs])
         ctype, cbytes, mtype, mbytes = parts[4 + nrefs : 8 + nrefs]
         return cls(
-            parent=parts[0].decode() or None,
-            run_id=parts[1].decode(),
-            uses_delta=bool(parts[2]),
-            refs=refs,  # type: ignore[arg-type]  # pairs: encode joined each (channel, version) with SEP
-            checkpoint=(ctype.decode(), cbytes),
-            metadata=(mtype.decode(), mbytes),
+            parts[0].decode() or None, parts[1].decode(), bool(parts[2]), refs, (ctype.decode(), cbytes),
+            (mtype.decode(), mbytes),
         )
 
 
-@dataclass(frozen=True, slots=True)
-class WriteEntry:
+def _ref(raw: bytes) -> tuple[str, str]:
+    """A (channel, version) reference as `Record.encode` joined it."""
+    channel, sep, version = raw.decode().partition(SEP)
+    if not sep:
+        raise ValueError("a channel reference without its version")
+    return channel, version
+
+
+class WriteEntry(NamedTuple):
     """One pending write as stored, value still encoded."""
 
     task_id: str
@@ -121,10 +124,10 @@ class WriteEntry:
             ]
         )
 
-    @property
-    def sort_key(self) -> tuple[str, str, int]:
-        # writes_sort_key(task_path, task_id, idx), spelled out to stay a pure function.
-        return (self.task_path, self.task_id, self.idx)
+
+# writes_sort_key (task_path, task_id, idx) of a WriteEntry, spelled out to stay a pure
+# function, in C
+_WRITE_ORDER = itemgetter(2, 0, 1)
 
 
 def encode_writes(entries: Sequence[WriteEntry]) -> bytes:
@@ -139,13 +142,7 @@ def decode_writes(raw: bytes | None) -> list[WriteEntry]:
     for body in unframe(raw):
         task_id, idx, task_path, channel, kind, data = unframe(body)
         entries.append(
-            WriteEntry(
-                task_id.decode(),
-                int(idx),
-                task_path.decode(),
-                channel.decode(),
-                (kind.decode(), data),
-            )
+            WriteEntry(task_id.decode(), int(idx), task_path.decode(), channel.decode(), (kind.decode(), data))
         )
-    entries.sort(key=lambda e: e.sort_key)
+    entries.sort(key=_WRITE_ORDER)
     return entries

@@ -84,7 +84,7 @@ def _digest(tag: str, data: bytes) -> ormsgpack.Ext:
 
 def _sets_sorted(tag: str, data: bytes) -> bytes:
     """Stored bytes with every set's members sorted (see the module docstring)."""
-    if tag == "msgpack" and any(mark in data for mark in _SET_MARKS):
+    if tag == "msgpack" and (_SET_MARKS[0] in data or _SET_MARKS[1] in data):  # two searches in C: a third of any()
         return _packed(document(data))
     return data
 

@@ -73,11 +73,14 @@ def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:
     return plan_read_threads(saver, (thread_id,), prints=False, ahead=1)
 
 
-def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> Printed | Unreadable:
+Reduced = dict[str, dict[tuple[str, str], Any]]  # a thread's blobs reduced (`blob_value`), by ns, (channel, version)
+
+
+def _printed(thread_id: str, item: Any, key: Any, values: Reduced) -> Printed | Unreadable:
     """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), written
     with the serializer `key` names; `values` holds the thread's blobs already reduced, by
-    (ns, channel, version): every checkpoint names the blob of each of its channels, and most
-    of them are its parent's. `item` is a checkpoint of the read script's reply (member,
+    ns, then (channel, version): every checkpoint names the blob of each of its channels, and
+    most of them are its parent's. `item` is a checkpoint of the read script's reply (member,
     record, writes, its blobs in the order of its refs) or, from a whole thread's hashes,
     (member, record, writes, the thread's blobs by field)."""
     raw_member, raw_record, raw_writes, blobs = item
@@ -89,20 +92,19 @@ def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> P
         checkpoint = document(record.checkpoint[1])
         if not isinstance(checkpoint, dict):
             raise ValueError("the checkpoint is not a mapping")
-        if isinstance(blobs, dict):
-            blobs = [blobs.get(blob_field(ns, channel, version).encode()) for channel, version in record.refs]
+        reduced = values.setdefault(ns, {})
         channel_values = {}
-        for (channel, version), raw in zip(record.refs, blobs):
-            if raw is None:  # as the saver reads it: a version with no blob has no value
-                continue
-            ref = (ns, channel, version)
-            if ref not in values:
+        for n, ref in enumerate(record.refs):
+            if (value := reduced.get(ref, _UNSEEN)) is _UNSEEN:
+                raw = blobs.get(blob_field(ns, *ref).encode()) if isinstance(blobs, dict) else blobs[n]
+                if raw is None:  # as the saver reads it: a version with no blob has no value
+                    continue
                 typed = decode_blob(raw)
-                values[ref] = _EMPTY if typed[0] == "empty" else blob_value(*typed, key)
-            if values[ref] is not _EMPTY:
-                channel_values[channel] = values[ref]
+                reduced[ref] = value = _EMPTY if typed[0] == "empty" else blob_value(*typed, key)
+            if value is not _EMPTY:
+                channel_values[ref[0]] = value
         checkpoint["channel_values"] = channel_values
-        writes = [(w.task_id, w.task_path, w.idx, w.channel, *w.value) for w in decode_writes(raw_writes)]
+        writes = [(w[0], w[2], w[1], w[3], *w[4]) for w in decode_writes(raw_writes)]  # as `printed` takes them
         return printed(
             (thread_id, ns, checkpoint_id), record.parent, checkpoint, document(record.metadata[1]), writes, key
         )
@@ -111,6 +113,7 @@ def _printed(thread_id: str, item: Any, key: Any, values: dict[tuple, Any]) -> P
 
 
 _EMPTY = object()  # a blob the saver wrote for a channel with no value (its "empty" type)
+_UNSEEN = object()  # a blob not reduced yet
 
 
 def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD) -> Plan:
@@ -124,7 +127,7 @@ def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: 
     # once, nothing parsed on the server), else page by page by the read script
     pages = [(t, k, page, prints and len(found) <= PAGE)
              for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
-    values: dict[tuple, Any] = {}  # the current thread's reduced blobs (`_printed`)
+    values: Reduced = {}  # the current thread's reduced blobs (`_printed`)
     current, key = None, serde_key(saver.serde)
     for some in chunks(pages, ahead):
         replies = yield pipeline(script("dump", k) if whole else script("read", k, ("ids", *page))
