@@ -10,6 +10,7 @@ client. The async client sends a cluster batch as concurrent single calls instea
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -98,7 +99,7 @@ class RedisIo(_Client):
             conn = _checkout(pool)
             try:
                 conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                if not conn.can_read(max(0.0, deadline - time.monotonic())):
+                if not _answering(conn, max(0.0, deadline - time.monotonic())):
                     conn.disconnect()  # its reply may still come: never read it as another's
                     raise SecondaryTimeout(f"no answer within {timeout}s")
                 return conn.read_response()
@@ -117,6 +118,20 @@ class RedisIo(_Client):
                 raise
             finally:
                 pool.release(conn)
+
+
+def _answering(conn: Any, timeout: float) -> bool:
+    """Whether the reply to the command just sent on `conn` begins within `timeout` seconds:
+    one poll of its socket. (redis-py's `can_read` polls again and may peek, to tell a socket
+    the server closed from one with data; here a closed socket shows as readable, and reading
+    it raises the ConnectionError that replaces the connection. Each poll lets go of the GIL,
+    which a busy process takes a while to give back.)"""
+    sock = getattr(conn, "_sock", None)
+    if sock is None or (hasattr(sock, "pending") and sock.pending()):  # TLS: decrypted bytes wait above it
+        return bool(conn.can_read(timeout))
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _checkout(pool: Any) -> Any:
