@@ -4,7 +4,8 @@ target "redis"). The two differ only in `await`.
 On Redis Cluster, redis-py refuses EVALSHA inside a cluster pipeline, so a sync batch is
 split by node and each part goes through a plain pipeline on that node's connection; a call
 that comes back redirected (MOVED/ASK during resharding) is retried through the cluster
-client. The async client sends a cluster batch as concurrent single calls instead.
+client. The async client sends a cluster batch as concurrent single calls instead. Off
+cluster, a batch is packed in C and sent at once on one connection (`_wire`).
 """
 
 from __future__ import annotations
@@ -62,10 +63,7 @@ class RedisIo(_Client):
         if not calls:
             return []
         if not self.cluster:
-            pipe = self.client.pipeline(transaction=False)
-            for call in calls:
-                self._on(call, pipe)
-            return pipe.execute()
+            return self._pipelined(calls)
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for i, call in enumerate(calls):
             node = self.client.get_node_from_key(route_key(call))
@@ -80,6 +78,37 @@ class RedisIo(_Client):
                 # which follows MOVED/ASK and raises a genuine error.
                 results[i] = self._on(calls[i], self.client) if isinstance(reply, Exception) else reply
         return results
+
+    def _pipelined(self, calls: list[Call]) -> list[Any]:
+        """`calls` sent at once on one connection, packed in C (`_wire`); the calls of a
+        script the server lost sent again once it is loaded."""
+        from dualsaver.redis import _wire  # here: the package works without the redis extra
+
+        replies = self._exchange(calls)
+        if again := _wire.unloaded(replies):
+            for name in _wire.lost_scripts(calls, again):
+                self.scripts[name].sha = self.client.script_load(self.scripts[name].script)
+            replies = _wire.merged(replies, again, self._exchange([calls[i] for i in again]))
+        return _wire.settled(replies)
+
+    def _exchange(self, calls: list[Call]) -> list[Any]:
+        from dualsaver.redis import _wire
+
+        payload = _wire.packed(calls, self.scripts)
+        pool = self.client.connection_pool
+        conn = _checkout(pool)
+
+        def exchange() -> list[Any]:
+            conn.send_packed_command([payload])
+            return [_wire.reply_or_error(conn.read_response) for _ in calls]
+
+        try:  # as the client retries its own commands (a dead pooled connection, say): all are idempotent
+            return conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
+        except BaseException:
+            conn.disconnect()  # replies may still be on their way: never read them as another's
+            raise
+        finally:
+            pool.release(conn)
 
     def script_within(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], timeout: float) -> Any:
         """`script`, raising `SecondaryTimeout` when the server has not begun to answer within
@@ -141,6 +170,13 @@ def _checkout(pool: Any) -> Any:
         return pool.get_connection("EVALSHA")
 
 
+async def _acheckout(pool: Any) -> Any:
+    try:
+        return await pool.get_connection()
+    except TypeError:  # redis-py before 5.3 names the command
+        return await pool.get_connection("EVALSHA")
+
+
 class Within:
     """The target "redis" of a read bounded by `timeout` seconds: `script` is `script_within`."""
 
@@ -173,11 +209,34 @@ class AsyncRedisIo(_Client):
                     return await getattr(self, "a" + call.method)(*call.args)
 
             return list(await asyncio.gather(*(one(call) for call in calls)))
-        pipe = self.client.pipeline(transaction=False)
-        for call in calls:
-            if call.method == "script":
-                name, keys, args = call.args
-                await self.scripts[name](keys=keys, args=args, client=pipe)
-            else:
-                pipe.execute_command(*call.args)
-        return await pipe.execute()
+        return await self._apipelined(calls)
+
+    async def _apipelined(self, calls: list[Call]) -> list[Any]:
+        """`RedisIo._pipelined`, awaited."""
+        from dualsaver.redis import _wire
+
+        replies = await self._aexchange(calls)
+        if again := _wire.unloaded(replies):
+            for name in _wire.lost_scripts(calls, again):
+                self.scripts[name].sha = await self.client.script_load(self.scripts[name].script)
+            replies = _wire.merged(replies, again, await self._aexchange([calls[i] for i in again]))
+        return _wire.settled(replies)
+
+    async def _aexchange(self, calls: list[Call]) -> list[Any]:
+        from dualsaver.redis import _wire
+
+        payload = _wire.packed(calls, self.scripts)
+        pool = self.client.connection_pool
+        conn = await _acheckout(pool)
+
+        async def exchange() -> list[Any]:
+            await conn.send_packed_command([payload])
+            return [await _wire.areply_or_error(conn.read_response) for _ in calls]
+
+        try:
+            return await conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)

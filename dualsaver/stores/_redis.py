@@ -8,7 +8,6 @@ a `RedisSaver`, awaiting (the ``a`` forms) for an `AsyncRedisSaver`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
-from itertools import islice
 from typing import Any
 
 from dualsaver.redis.base import BaseRedisSaver, uses_delta
@@ -28,13 +27,17 @@ from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
 from dualsaver.stores._prints import blob_value, document, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
 from dualsaver.stores.native import (
+    NOT_DECODED,
     Printed,
     StoredCheckpoint,
+    StoredValue,
     StoredWrite,
     ThreadItem,
     Unreadable,
+    check_typed,
     checked,
     load_typed,
+    typed_value,
     unreadable,
 )
 from dualsaver.stores.serde import serde_key
@@ -46,12 +49,20 @@ READ_AHEAD = 4
 REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
-def _stored(saver: BaseRedisSaver, thread_id: str, item: Any) -> ThreadItem:
+def _stored(saver: BaseRedisSaver, thread_id: str, item: Any, encoding: Any = None) -> ThreadItem:
+    """One checkpoint decoded; with an `encoding` (the saver's serde key), its writes keep their
+    stored bytes, not decoded (the backfill passes them through; see `dualsaver.stores.native`)."""
     ns, checkpoint_id = split_member(item[0])
     key = serde_key(saver.serde)
     try:
         _, _, record, checkpoint, writes = saver._decode(item)
         checkpoint, metadata = checked(checkpoint, saver.serde.loads_typed(record.metadata))
+        if encoding is None:
+            stored = [StoredWrite(w.task_id, w.task_path, w.idx, w.channel, load_typed(saver.serde, key, w.value))
+                      for w in writes]
+        else:
+            stored = [StoredWrite(w.task_id, w.task_path, w.idx, w.channel, NOT_DECODED, check_typed(w.value, encoding))
+                      for w in writes]
         return StoredCheckpoint(
             thread_id=thread_id,
             checkpoint_ns=ns,
@@ -59,18 +70,17 @@ def _stored(saver: BaseRedisSaver, thread_id: str, item: Any) -> ThreadItem:
             parent_checkpoint_id=record.parent,
             checkpoint=checkpoint,
             metadata=metadata,
-            writes=tuple(
-                StoredWrite(w.task_id, w.task_path, w.idx, w.channel, load_typed(saver.serde, key, w.value))
-                for w in writes
-            ),
+            writes=tuple(stored),
+            encoding=encoding,
         )
     except Exception as err:  # a row that fails to load is reported, never a crash
         return unreadable(thread_id, ns, checkpoint_id, err)
 
 
-def plan_read_thread(saver: BaseRedisSaver, thread_id: str) -> Plan:
-    """Every checkpoint of one thread, decoded, a page a round trip."""
-    return plan_read_threads(saver, (thread_id,), prints=False, ahead=1)
+def plan_read_thread(saver: BaseRedisSaver, thread_id: str, encoding: Any = None) -> Plan:
+    """Every checkpoint of one thread, decoded (but its writes, with an `encoding`), a page a
+    round trip."""
+    return plan_read_threads(saver, (thread_id,), prints=False, ahead=1, encoding=encoding)
 
 
 Reduced = dict[str, dict[tuple[str, str], Any]]  # a thread's blobs reduced (`blob_value`), by ns, (channel, version)
@@ -116,10 +126,13 @@ _EMPTY = object()  # a blob the saver wrote for a channel with no value (its "em
 _UNSEEN = object()  # a blob not reduced yet
 
 
-def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD) -> Plan:
+def plan_read_threads(
+    saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD, encoding: Any = None
+) -> Plan:
     """Every checkpoint of the threads listed, thread after thread, each in (ns, id) order,
-    decoded or as digests of their stored bytes (`prints`: the check's byte path): the
-    members of them all in one round trip, then `ahead` pages at a time."""
+    decoded (writes kept as stored with an `encoding`, see `_stored`) or as digests of their
+    stored bytes (`prints`: the check's byte path): the members of them all in one round
+    trip, then `ahead` pages at a time."""
     ids = list(dict.fromkeys(thread_ids))
     keys = [saver._keys(t) for t in ids]
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
@@ -139,7 +152,7 @@ def plan_read_threads(saver: BaseRedisSaver, thread_ids: Sequence[str], prints: 
                 items = _dumped(reply) if whole else reply[1]
                 yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
-                yield Emit(tuple(_stored(saver, thread_id, item) for item in reply[1]))
+                yield Emit(tuple(_stored(saver, thread_id, item, encoding) for item in reply[1]))
 
 
 def _dumped(reply: Any) -> list[tuple[Any, Any, Any, dict[bytes, bytes]]]:
@@ -154,48 +167,68 @@ def plan_checkpoint_keys(saver: BaseRedisSaver, thread_id: str) -> Plan:
     return {split_member(m) for m in members}
 
 
-def _write_op(saver: BaseRedisSaver, item: StoredCheckpoint) -> Call:
-    """One checkpoint, its blobs and writes, inserted if absent (re-encoded with our serde)."""
+def _write_op(saver: BaseRedisSaver, item: StoredCheckpoint, key: Any) -> Call:
+    """One checkpoint, its blobs and writes, inserted if absent, encoded as `put` and
+    `put_writes` encode them: with the saver's serializer, but for the stored bytes a source
+    of the same serializer configuration (`key`) passes on (its channel values as
+    `StoredValue`s, its writes' `typed`), which are those bytes already."""
     ns = item.checkpoint_ns
     stored: dict[str, Any] = dict(item.checkpoint)
     values = stored.pop("channel_values", None) or {}
     versions = item.checkpoint.get("channel_versions", {})
+    dumps = saver.serde.dumps_typed
     record = Record(
         parent=item.parent_checkpoint_id,
         run_id=str(item.metadata.get("run_id") or ""),
-        uses_delta=uses_delta(item.metadata, values),
+        uses_delta=uses_delta(item.metadata, values)
+        or any(type(v) is StoredValue and v.snapshot for v in values.values()),
         refs=tuple((k, str(v)) for k, v in versions.items()),
-        checkpoint=saver.serde.dumps_typed(stored),
-        metadata=saver.serde.dumps_typed(item.metadata),
+        checkpoint=dumps(stored),
+        metadata=dumps(item.metadata),
     )
     blobs = [
-        (blob_field(ns, k, versions[k]), encode_blob(saver.serde.dumps_typed(v)))
+        (blob_field(ns, k, versions[k]), encode_blob(v.typed if type(v) is StoredValue else dumps(v)))
         for k, v in values.items()
         if k in versions
     ]
     entries = [
-        WriteEntry(w.task_id, w.idx, w.task_path, w.channel, saver.serde.dumps_typed(w.value))
+        WriteEntry(w.task_id, w.idx, w.task_path, w.channel, typed_value(item, w, saver.serde, key))
         for w in item.writes
     ]
-    key = member(ns, item.checkpoint_id)
+    checkpoint_key = member(ns, item.checkpoint_id)
     return saver._write(
         item.thread_id,
         cp_mode="nx",
         w_mode="nx",
-        checkpoints=[(key, record.encode())],
+        checkpoints=[(checkpoint_key, record.encode())],
         blobs=blobs,
-        writes=[(key, encode_writes(entries))] if entries else [],
+        writes=[(checkpoint_key, encode_writes(entries))] if entries else [],
     )
 
 
-def plan_write_checkpoints(saver: BaseRedisSaver, items: Iterable[StoredCheckpoint]) -> Plan:
+Prepared = list[tuple[str, Call]]  # a batch encoded (`prepare_write`): (thread id, its write script call)
+
+
+def prepared_writes(saver: BaseRedisSaver, items: Iterable[StoredCheckpoint], allowed: Collection[str]) -> Prepared:
+    """The items encoded as the write script's calls (CPU only: the backfill's reader does it,
+    while the writer waits for the server), each checked first for a lone surrogate in its
+    metadata, which the serializer's msgpack would write as `?`."""
+    key = serde_key(saver.serde)
+    prepared = []
+    for item in items:
+        refuse(item.metadata, SURROGATE, "metadata", REDIS_SURROGATE, "the serializer's msgpack", allowed)
+        prepared.append((item.thread_id, _write_op(saver, item, key)))
+    return prepared
+
+
+def plan_write_prepared(saver: BaseRedisSaver, prepared: Prepared) -> Plan:
     added = writes = 0
-    source = iter(items)
-    while batch := list(islice(source, WRITE_BATCH)):
+    for start in range(0, len(prepared), WRITE_BATCH):
+        batch = prepared[start : start + WRITE_BATCH]
         if saver.cluster:  # index first, as put does
-            threads = sorted({i.thread_id for i in batch})
+            threads = sorted({thread_id for thread_id, _ in batch})
             yield pipeline(script("index", saver._index_keys, ("add", saver._ttl_ms, t)) for t in threads)
-        replies = yield pipeline(_write_op(saver, i) for i in batch)
+        replies = yield pipeline(call for _, call in batch)
         for cps, ws in replies:
             added += int(cps)
             writes += int(ws)
@@ -207,36 +240,41 @@ class RedisNativeStore:
     `AsyncRedisSaver`."""
 
     exact = True
+    # channel values as their stored bytes (`StoredValue`), from a source of the same serializer
+    # configuration: each is a blob here, as it was there (SQLite's split, PostgreSQL's blobs)
+    takes_stored_values = True
 
     def __init__(self, saver: BaseRedisSaver) -> None:
         self.saver = saver
-        # equal keys: the check compares stored bytes first (`read_threads(ids, prints=True)`)
-        self.prints_key = serde_key(saver.serde)
+        # equal keys: stored bytes pass through a copy (`encoded=True`, `dualsaver.stores.native`),
+        # and the check compares stored bytes first (`read_threads(ids, prints=True)`)
+        self.serde_key = self.prints_key = serde_key(saver.serde)
 
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
 
-    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> list[StoredCheckpoint]:
-        """The items (encoded per checkpoint as the script calls are built), each checked for
-        a lone surrogate in its metadata, which the serializer's msgpack would write as `?`."""
-        items = list(items)
-        for item in items:
-            refuse(item.metadata, SURROGATE, "metadata", REDIS_SURROGATE, "the serializer's msgpack", self.allow_lossy)
-        return items
+    def prepare_write(self, items: Iterable[StoredCheckpoint]) -> Prepared:
+        return prepared_writes(self.saver, items, self.allow_lossy)
 
     def thread_ids(self) -> Iterator[str]:
         return stream(self.saver._plan_thread_ids(), self.saver._io)
 
-    def read_thread(self, thread_id: str) -> Iterator[ThreadItem]:
-        return stream(plan_read_thread(self.saver, thread_id), self.saver._io)
+    def read_thread(self, thread_id: str, *, encoded: bool = False) -> Iterator[ThreadItem]:
+        return stream(plan_read_thread(self.saver, thread_id, self._encoding(encoded)), self.saver._io)
 
-    def read_threads(self, thread_ids: Sequence[str], *, prints: bool = False) -> Iterator[ThreadItem | Printed]:
-        return stream(plan_read_threads(self.saver, thread_ids, prints), self.saver._io)
+    def read_threads(
+        self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False
+    ) -> Iterator[ThreadItem | Printed]:
+        return stream(plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded)),
+                      self.saver._io)
+
+    def _encoding(self, encoded: bool) -> Any:
+        return self.serde_key if encoded else None
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
 
-    def write_prepared(self, items: list[StoredCheckpoint]) -> tuple[int, int]:
-        return run(plan_write_checkpoints(self.saver, items), self.saver._io)
+    def write_prepared(self, prepared: Prepared) -> tuple[int, int]:
+        return run(plan_write_prepared(self.saver, prepared), self.saver._io)
 
     def write_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
         return self.write_prepared(self.prepare_write(items))
@@ -247,17 +285,20 @@ class RedisNativeStore:
     def athread_ids(self) -> AsyncIterator[str]:
         return astream(self.saver._plan_thread_ids(), self.saver._io)
 
-    def aread_thread(self, thread_id: str) -> AsyncIterator[ThreadItem]:
-        return astream(plan_read_thread(self.saver, thread_id), self.saver._io)
+    def aread_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
+        return astream(plan_read_thread(self.saver, thread_id, self._encoding(encoded)), self.saver._io)
 
-    def aread_threads(self, thread_ids: Sequence[str], *, prints: bool = False) -> AsyncIterator[ThreadItem | Printed]:
-        return astream(plan_read_threads(self.saver, thread_ids, prints), self.saver._io)
+    def aread_threads(
+        self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False
+    ) -> AsyncIterator[ThreadItem | Printed]:
+        return astream(plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded)),
+                       self.saver._io)
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
 
-    async def awrite_prepared(self, items: list[StoredCheckpoint]) -> tuple[int, int]:
-        return await arun(plan_write_checkpoints(self.saver, items), self.saver._io)
+    async def awrite_prepared(self, prepared: Prepared) -> tuple[int, int]:
+        return await arun(plan_write_prepared(self.saver, prepared), self.saver._io)
 
     async def awrite_checkpoints(self, items: Iterable[StoredCheckpoint]) -> tuple[int, int]:
         return await self.awrite_prepared(self.prepare_write(items))

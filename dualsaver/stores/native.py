@@ -24,7 +24,8 @@ Stored channel values (for the backfill too): an adapter with `gives_stored_valu
 apart as `StoredValue`s (their bytes): SQLite splits its whole checkpoints
 (`dualsaver.stores._msgpack_split`), PostgreSQL passes its blobs on. Only a target with
 `takes_stored_values` and the same `serde_key` is given such records: PostgreSQL writes them as
-blobs, SQLite joins them into its document (`dualsaver.stores._msgpack_join`).
+blobs, SQLite joins them into its document (`dualsaver.stores._msgpack_join`), dualsaver's Redis
+saver stores each as its blob.
 """
 
 from __future__ import annotations
