@@ -4,8 +4,9 @@ pipelines are packed in C (`dualsaver.redis._wire`) with redis-py's behaviour ke
 - SQLite -> Redis with one serializer configuration: the channel values SQLite's split gives
   and the writes' bytes go into Redis as they are, not decoded and encoded again. What lands
   is byte for byte what the decoding copy writes (the copy before this), key by key.
-- Redis -> PostgreSQL: the writes leave Redis undecoded, and PostgreSQL holds the same
-  bytes Redis does.
+- Redis -> PostgreSQL: the writes and the channel values leave Redis undecoded (but the
+  primitives PostgreSQL keeps inline), and PostgreSQL holds row for row what the decoding
+  copy writes.
 - A pipeline whose script the server lost (SCRIPT FLUSH, a restart) loads it and sends those
   calls again; an error reply raises after every reply was read, and the connection serves
   the next call (sync and async).
@@ -24,6 +25,7 @@ from dualsaver.migrate import backfill, read_options
 from dualsaver.redis import aopen_redis_saver, open_redis_saver
 from dualsaver.redis.ops import command, script
 from dualsaver.stores import native_for, open_saver
+from dualsaver.stores.native import StoredValue
 from tests.backfill_support import run_threads
 
 THREADS = [f"t{i}" for i in range(4)]
@@ -61,21 +63,33 @@ def test_sqlite_to_redis_passes_bytes_through_and_stores_what_decoding_stores(tm
         assert any(_contents(client, through)[f"{t}:w"] for t in THREADS)  # writes were compared
 
 
-def test_redis_to_postgres_passes_writes_through(tmp_path, redis_url, pg_url):
+def _rows(url: str) -> dict[str, list[tuple]]:
+    """PostgreSQL's three tables, every row, in key order."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
+                for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")}
+
+
+def test_redis_to_postgres_passes_bytes_through_and_stores_what_decoding_stores(
+    tmp_path, redis_url, pg_url_factory, monkeypatch
+):
     source_url = _source(tmp_path)
+    through_url, decoded_url = pg_url_factory(), pg_url_factory()
     with open_saver(source_url) as source, open_redis_saver(redis_url, prefix="src") as hot, \
-            open_saver(pg_url) as durable:
+            open_saver(through_url) as through, open_saver(decoded_url) as decoded:
         backfill(source, hot, state_path=tmp_path / "in.state", resume=False)
-        hot_store, pg_store = native_for(hot), native_for(durable)
-        assert read_options(hot_store, pg_store) == {"encoded": True}
-        read = [item for t in THREADS for item in hot_store.read_thread(t, encoded=True)]
-        assert all(w.typed is not None and w.value is not None for item in read for w in item.writes)
-        result = backfill(hot, durable, state_path=tmp_path / "out.state", resume=False)
-        assert result.failed == 0 and result.exact
-        stored = {(i.thread_id, i.checkpoint_ns, i.checkpoint_id, w.task_id, w.idx): w.typed
-                  for t in THREADS for i in pg_store.read_thread(t, encoded=True) for w in i.writes}
-        assert stored == {(i.thread_id, i.checkpoint_ns, i.checkpoint_id, w.task_id, w.idx): w.typed
-                          for i in read for w in i.writes}
+        hot_store = native_for(hot)
+        assert read_options(hot_store, native_for(through)) == {"encoded": True, "stored_values": True}
+        read = [item for t in THREADS for item in hot_store.read_thread(t, encoded=True, stored_values=True)]
+        assert any(type(v) is StoredValue for item in read for v in item.checkpoint["channel_values"].values())
+        assert all(w.typed is not None for item in read for w in item.writes)
+        copied = backfill(hot, through, state_path=tmp_path / "through.state", resume=False)
+        monkeypatch.setattr(backfill_module, "read_options", lambda source, target: {})  # decode and encode
+        again = backfill(hot, decoded, state_path=tmp_path / "decoded.state", resume=False)
+        assert copied.failed == again.failed == 0 and copied.exact and copied.checkpoints == again.checkpoints > 0
+    assert _rows(through_url) == _rows(decoded_url)
 
 
 def test_a_pipeline_loads_a_lost_script_and_keeps_its_connection_in_step(redis_url):

@@ -27,7 +27,7 @@ sweep at the start of each enumeration.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -177,24 +177,31 @@ class BaseRedisSaver(ThreadPlans, BaseCheckpointSaver[str]):
 
     # -- decoding -----------------------------------------------------------------------
 
-    def _values(self, record: Record, blobs: Sequence[bytes | None]) -> dict[str, Any]:
+    def _values(
+        self, record: Record, blobs: Sequence[bytes | None], load: Callable[[tuple[str, bytes]], Any] | None = None
+    ) -> dict[str, Any]:
+        """The channel values of a checkpoint's blobs, each loaded by `load` (the serializer's
+        `loads_typed`; a native reader may keep them as their bytes)."""
+        load = load or self.serde.loads_typed
         values: dict[str, Any] = {}
         for (channel, _), raw in zip(record.refs, blobs):
             if raw is None:
                 continue
             typed = decode_blob(raw)
             if typed[0] != "empty":
-                values[channel] = self.serde.loads_typed(typed)
+                values[channel] = load(typed)
         return values
 
-    def _decode(self, item: Sequence[Any]) -> tuple[str, str, Record, Checkpoint, list[WriteEntry]]:
+    def _decode(
+        self, item: Sequence[Any], load: Callable[[tuple[str, bytes]], Any] | None = None
+    ) -> tuple[str, str, Record, Checkpoint, list[WriteEntry]]:
         raw_member, raw_record, raw_writes, blobs = item
         ns, checkpoint_id = split_member(raw_member)
         record = Record.decode(raw_record)
         checkpoint = self.serde.loads_typed(record.checkpoint)
         if not isinstance(checkpoint, Mapping):  # garbage can decode to a number
             raise UnreadableRow(f"checkpoint is not a mapping but {type(checkpoint).__name__}")
-        whole = cast("Checkpoint", {**checkpoint, "channel_values": self._values(record, blobs)})
+        whole = cast("Checkpoint", {**checkpoint, "channel_values": self._values(record, blobs, load)})
         return ns, checkpoint_id, record, whole, decode_writes(raw_writes)
 
     def _tuple(self, thread_id: str, item: Sequence[Any]) -> CheckpointTuple:

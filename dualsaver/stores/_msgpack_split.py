@@ -94,11 +94,21 @@ _NEVER_INLINE_STARTS = tuple(
 
 
 def _channel_value(value: Any, serde: Any) -> Any:
-    """A value that is not plain (a container or an extension), as its own bytes; a lone
-    extension that rebuilds a str or int subclass (an enum) decoded, as the target keeps it."""
-    packed = ormsgpack.packb(value, option=OPTIONS)
-    if type(value) is ormsgpack.Ext:
-        at = _CODE_AT[packed[0]]
+    """A value that is not plain (a container or an extension), as its own bytes (see
+    `stored_value`)."""
+    return stored_value(ormsgpack.packb(value, option=OPTIONS), serde)
+
+
+def stored_value(packed: bytes, serde: Any) -> Any:
+    """A channel value's msgpack bytes as a store that keeps each value apart is given it: a
+    `StoredValue`, or decoded where the target keeps it inline (a primitive, as `put` decides by
+    `isinstance`: also a lone extension that rebuilds a str or int subclass, an enum). Said from
+    the bytes where they tell (`INLINE_FIRST`, the extension's code, the standard library's
+    types by name), decoding only a lone extension of another kind. For the split above, and
+    for dualsaver's Redis saver, which keeps every value as such bytes."""
+    if packed[0] in INLINE_FIRST:
+        return serde.loads_typed(("msgpack", packed))
+    if (at := _CODE_AT.get(packed[0])) is not None:
         if packed[at] == EXT_DELTA_SNAPSHOT:
             return StoredValue(("msgpack", packed), snapshot=True)
         if packed[at] not in EXT_NEVER_INLINE and not packed.startswith(_NEVER_INLINE_STARTS, at + 1):
@@ -106,3 +116,12 @@ def _channel_value(value: Any, serde: Any) -> Any:
             if decoded is None or isinstance(decoded, (str, int, float, bool)):
                 return decoded  # inline in the target (a str or int subclass, an enum)
     return StoredValue(("msgpack", packed))  # its own bytes, as for a container
+
+
+# msgpack's first byte of a value PostgreSQL keeps inline (None, bool, int, float, str, as
+# `put` decides by `isinstance`): nil, false, true, fixint, negative fixint, float 32/64,
+# (u)int 8-64, fixstr, str 8/16/32
+INLINE_FIRST = frozenset(
+    [0xC0, 0xC2, 0xC3, 0xCA, 0xCB, *range(0xCC, 0xD4), *range(0x80), *range(0xE0, 0x100),
+     *range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB]
+)

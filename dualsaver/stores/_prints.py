@@ -41,7 +41,7 @@ from typing import Any
 
 import ormsgpack
 
-from dualsaver.stores._msgpack_split import OPTIONS, keep_ext
+from dualsaver.stores._msgpack_split import INLINE_FIRST, OPTIONS, keep_ext
 from dualsaver.stores.native import Printed, check_typed, checked
 
 _SORTED = ormsgpack.OPT_SORT_KEYS  # JSONB keeps keys in its own order, msgpack in the writer's
@@ -98,13 +98,6 @@ def value_digest(tag: str, data: bytes, serde_key: Any) -> ormsgpack.Ext:
     return _digest(tag, _sets_sorted(tag, data))
 
 
-# msgpack's first byte of a value PostgreSQL keeps inline (None, bool, int, float, str, as
-# `put` decides by `isinstance`): nil, false, true, fixint, negative fixint, float 32/64,
-# (u)int 8-64, fixstr, str 8/16/32
-_INLINE_FIRST = frozenset(
-    [0xC0, 0xC2, 0xC3, 0xCA, 0xCB, *range(0xCC, 0xD4), *range(0x80), *range(0xE0, 0x100),
-     *range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB]
-)
 
 
 def blob_value(tag: str, data: bytes, serde_key: Any) -> Any:
@@ -113,7 +106,7 @@ def blob_value(tag: str, data: bytes, serde_key: Any) -> Any:
     as `value_digest`."""
     if tag == "null":
         return None
-    if tag == "msgpack" and data and data[0] in _INLINE_FIRST:
+    if tag == "msgpack" and data and data[0] in INLINE_FIRST:
         return document(data)
     return value_digest(tag, data, serde_key)
 

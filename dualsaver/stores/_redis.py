@@ -24,6 +24,7 @@ from dualsaver.redis.codec import (
 )
 from dualsaver.redis.ops import PAGE, chunks, command, pairs, pipeline, script
 from dualsaver.sansio import Call, Emit, Plan, arun, astream, run, stream
+from dualsaver.stores._msgpack_split import stored_value
 from dualsaver.stores._prints import blob_value, document, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
 from dualsaver.stores.native import (
@@ -49,13 +50,16 @@ READ_AHEAD = 4
 REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
-def _stored(saver: BaseRedisSaver, thread_id: str, item: Any, encoding: Any = None) -> ThreadItem:
+def _stored(saver: BaseRedisSaver, thread_id: str, item: Any, encoding: Any = None, stored_values: bool = False
+            ) -> ThreadItem:
     """One checkpoint decoded; with an `encoding` (the saver's serde key), its writes keep their
-    stored bytes, not decoded (the backfill passes them through; see `dualsaver.stores.native`)."""
+    stored bytes, not decoded (the backfill passes them through; see `dualsaver.stores.native`),
+    and with `stored_values` too, so do its channel values (`_as_stored`)."""
     ns, checkpoint_id = split_member(item[0])
     key = serde_key(saver.serde)
     try:
-        _, _, record, checkpoint, writes = saver._decode(item)
+        load = (lambda typed: _as_stored(typed, saver.serde, key)) if stored_values and encoding else None
+        _, _, record, checkpoint, writes = saver._decode(item, load)
         checkpoint, metadata = checked(checkpoint, saver.serde.loads_typed(record.metadata))
         if encoding is None:
             stored = [StoredWrite(w.task_id, w.task_path, w.idx, w.channel, load_typed(saver.serde, key, w.value))
@@ -77,10 +81,22 @@ def _stored(saver: BaseRedisSaver, thread_id: str, item: Any, encoding: Any = No
         return unreadable(thread_id, ns, checkpoint_id, err)
 
 
-def plan_read_thread(saver: BaseRedisSaver, thread_id: str, encoding: Any = None) -> Plan:
-    """Every checkpoint of one thread, decoded (but its writes, with an `encoding`), a page a
+def _as_stored(typed: tuple[str, bytes], serde: Any, key: Any) -> Any:
+    """A blob as a target that keeps each value apart takes it from a store of the same
+    serializer configuration: its bytes (`StoredValue`), or decoded where that target keeps the
+    value inline (`stored_value`: a primitive, an enum). Checked as a write is, not decoded."""
+    tag, data = check_typed(typed, key, "a channel value")
+    if tag == "msgpack" and data:
+        return stored_value(data, serde)
+    if tag in ("bytes", "bytearray"):
+        return StoredValue(typed)
+    return serde.loads_typed(typed)  # None, and what the serializer no longer writes
+
+
+def plan_read_thread(saver: BaseRedisSaver, thread_id: str, encoding: Any = None, stored_values: bool = False) -> Plan:
+    """Every checkpoint of one thread, decoded (stored bytes kept as `_stored` says), a page a
     round trip."""
-    return plan_read_threads(saver, (thread_id,), prints=False, ahead=1, encoding=encoding)
+    return plan_read_threads(saver, (thread_id,), prints=False, ahead=1, encoding=encoding, stored_values=stored_values)
 
 
 Reduced = dict[str, dict[tuple[str, str], Any]]  # a thread's blobs reduced (`blob_value`), by ns, (channel, version)
@@ -127,10 +143,11 @@ _UNSEEN = object()  # a blob not reduced yet
 
 
 def plan_read_threads(
-    saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD, encoding: Any = None
+    saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD, encoding: Any = None,
+    stored_values: bool = False,
 ) -> Plan:
     """Every checkpoint of the threads listed, thread after thread, each in (ns, id) order,
-    decoded (writes kept as stored with an `encoding`, see `_stored`) or as digests of their
+    decoded (stored bytes kept with an `encoding` and `stored_values`, see `_stored`) or as digests of their
     stored bytes (`prints`: the check's byte path): the members of them all in one round
     trip, then `ahead` pages at a time."""
     ids = list(dict.fromkeys(thread_ids))
@@ -152,7 +169,7 @@ def plan_read_threads(
                 items = _dumped(reply) if whole else reply[1]
                 yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
-                yield Emit(tuple(_stored(saver, thread_id, item, encoding) for item in reply[1]))
+                yield Emit(tuple(_stored(saver, thread_id, item, encoding, stored_values) for item in reply[1]))
 
 
 def _dumped(reply: Any) -> list[tuple[Any, Any, Any, dict[bytes, bytes]]]:
@@ -240,9 +257,9 @@ class RedisNativeStore:
     `AsyncRedisSaver`."""
 
     exact = True
-    # channel values as their stored bytes (`StoredValue`), from a source of the same serializer
-    # configuration: each is a blob here, as it was there (SQLite's split, PostgreSQL's blobs)
-    takes_stored_values = True
+    # channel values as their stored bytes (`StoredValue`), to and from a store of the same
+    # serializer configuration: each is a blob here (SQLite's split, PostgreSQL's blobs)
+    takes_stored_values = gives_stored_values = True
 
     def __init__(self, saver: BaseRedisSaver) -> None:
         self.saver = saver
@@ -258,14 +275,17 @@ class RedisNativeStore:
     def thread_ids(self) -> Iterator[str]:
         return stream(self.saver._plan_thread_ids(), self.saver._io)
 
-    def read_thread(self, thread_id: str, *, encoded: bool = False) -> Iterator[ThreadItem]:
-        return stream(plan_read_thread(self.saver, thread_id, self._encoding(encoded)), self.saver._io)
+    def read_thread(
+        self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
+    ) -> Iterator[ThreadItem]:
+        return stream(plan_read_thread(self.saver, thread_id, self._encoding(encoded), stored_values), self.saver._io)
 
     def read_threads(
-        self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False
+        self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False, stored_values: bool = False
     ) -> Iterator[ThreadItem | Printed]:
-        return stream(plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded)),
-                      self.saver._io)
+        plan = plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded),
+                                 stored_values=stored_values)
+        return stream(plan, self.saver._io)
 
     def _encoding(self, encoded: bool) -> Any:
         return self.serde_key if encoded else None
@@ -285,14 +305,17 @@ class RedisNativeStore:
     def athread_ids(self) -> AsyncIterator[str]:
         return astream(self.saver._plan_thread_ids(), self.saver._io)
 
-    def aread_thread(self, thread_id: str, *, encoded: bool = False) -> AsyncIterator[ThreadItem]:
-        return astream(plan_read_thread(self.saver, thread_id, self._encoding(encoded)), self.saver._io)
+    def aread_thread(
+        self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
+    ) -> AsyncIterator[ThreadItem]:
+        return astream(plan_read_thread(self.saver, thread_id, self._encoding(encoded), stored_values), self.saver._io)
 
     def aread_threads(
-        self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False
+        self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False, stored_values: bool = False
     ) -> AsyncIterator[ThreadItem | Printed]:
-        return astream(plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded)),
-                       self.saver._io)
+        plan = plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded),
+                                 stored_values=stored_values)
+        return astream(plan, self.saver._io)
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
