@@ -1,8 +1,9 @@
 """Backfill SQLite -> dualsaver's Redis saver, against Redis's own ingest of the same keys and
-against reading the source alone, before and after in one run.
+against reading the source alone, before and after in one run; with `--reverse`, Redis ->
+SQLite (a rollback's direction).
 
     python benchmarks/bench_backfill_redis.py [--checkpoints 20000] [--rounds 3] [--graph backfill|support]
-                                              [--baseline DIR]
+                                              [--reverse] [--baseline DIR]
 
 The source is bench_backfill's (a real graph with a subgraph, parallel Send branches, a
 DeltaChannel and an interrupt, replicated under new ids; `--graph support`: the check's
@@ -21,6 +22,10 @@ microseconds a checkpoint:
 
 The copy reads, encodes and writes under one GIL while the server runs its scripts on the
 other core, so read alone + Redis ingest is about what it can approach.
+
+With `--reverse` the source's history is copied into Redis first (untimed, by this tree), and
+each tree copies it from there into a fresh SQLite file: read alone (Redis read as that tree's
+copy reads it for SQLite) and backfill, its wall time and CPU.
 """
 
 from __future__ import annotations
@@ -97,16 +102,41 @@ def measure(source_url: str, target_url: str, tmp: Path) -> dict[str, float]:
     return {what: seconds / n * 1e6 for what, seconds in figures.items()}
 
 
+def measure_reverse(source_url: str, tmp: Path) -> dict[str, float]:
+    """Redis (`source_url`) -> a fresh SQLite file."""
+    figures = {}
+    with open_saver(source_url) as old, open_saver(f"sqlite:///{tmp / 'copy.sqlite'}") as new:
+        store = native_for(old)
+        ids = sorted(store.thread_ids())
+        options = read_options(store, native_for(new))
+        gc.collect()
+        with fewer_collections():
+            t0 = time.perf_counter()
+            n = sum(1 for i in range(0, len(ids), 16) for _ in store.read_threads(ids[i : i + 16], **options))
+            figures["read alone"] = time.perf_counter() - t0
+        gc.collect()
+        c0, t0 = time.process_time(), time.perf_counter()
+        result = backfill(old, new, state_path=tmp / "state", resume=False)
+        figures["backfill"] = time.perf_counter() - t0
+        figures["backfill CPU"] = time.process_time() - c0
+        assert result.checkpoints == n and result.failed == 0 and result.exact
+    return {what: seconds / n * 1e6 for what, seconds in figures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--graph", choices=("backfill", "support"), default="backfill")
+    parser.add_argument("--reverse", action="store_true", help="Redis -> SQLite instead")
     add_arguments(parser)
     args = parser.parse_args()
     if args.tree is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            child_prints(args.tree, measure(os.environ[SOURCE], os.environ[TARGET], Path(tmp)))
+            if args.reverse:
+                child_prints(args.tree, measure_reverse(os.environ[TARGET], Path(tmp)))
+            else:
+                child_prints(args.tree, measure(os.environ[SOURCE], os.environ[TARGET], Path(tmp)))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_backfill import make_source
@@ -117,10 +147,18 @@ def main() -> None:
         count = make_source(Path(tmp) / "source.sqlite", args.checkpoints, args.graph)
         os.environ.update({SOURCE: f"sqlite:///{Path(tmp) / 'source.sqlite'}", TARGET: server.url,
                            SERVER_PID: str(server._proc.pid)})
-        medians = alternately(__file__, [], args.baseline, args.rounds)
-    print(f"\nSQLite -> Redis (durable), {count} checkpoints ({args.graph} graph); us a checkpoint, median of"
-          f" {args.rounds} rounds")
+        if args.reverse:
+            with open_saver(os.environ[SOURCE]) as old, open_saver(server.url) as new:
+                backfill(old, new, state_path=Path(tmp) / "fill", resume=False)
+        medians = alternately(__file__, ["--reverse"] if args.reverse else [], args.baseline, args.rounds)
+    direction = "Redis (durable) -> SQLite" if args.reverse else "SQLite -> Redis (durable)"
+    print(f"\n{direction}, {count} checkpoints ({args.graph} graph); us a checkpoint, median of {args.rounds} rounds")
     print_table(medians, 14)
+    if args.reverse:
+        here = medians["this tree"]
+        if "baseline" in medians:
+            print(f"\nbackfill, this tree / baseline: {here['backfill'] / medians['baseline']['backfill']:.2f}x")
+        return
     here = medians["this tree"]
     limit = here["read alone"] + here["Redis ingest"]
     print(f"\nbackfill / (read alone + Redis ingest): {here['backfill'] / limit:.2f}x; / Redis ingest:"

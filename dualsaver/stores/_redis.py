@@ -50,13 +50,14 @@ READ_AHEAD = 4
 REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
-def _stored(saver: BaseRedisSaver, thread_id: str, item: Any, encoding: Any = None, stored_values: bool = False
-            ) -> ThreadItem:
-    """One checkpoint decoded; with an `encoding` (the saver's serde key), its writes keep their
-    stored bytes, not decoded (the backfill passes them through; see `dualsaver.stores.native`),
-    and with `stored_values` too, so do its channel values (`_as_stored`)."""
+def _stored(
+    saver: BaseRedisSaver, thread_id: str, item: Any, key: Any, encoding: Any = None, stored_values: bool = False
+) -> ThreadItem:
+    """One checkpoint decoded (`key`: the saver's serde key); with an `encoding` (that key), its
+    writes keep their stored bytes, not decoded (the backfill passes them through; see
+    `dualsaver.stores.native`), and with `stored_values` too, so do its channel values
+    (`_as_stored`)."""
     ns, checkpoint_id = split_member(item[0])
-    key = serde_key(saver.serde)
     try:
         load = (lambda typed: _as_stored(typed, saver.serde, key)) if stored_values and encoding else None
         _, _, record, checkpoint, writes = saver._decode(item, load)
@@ -147,9 +148,9 @@ def plan_read_threads(
     stored_values: bool = False,
 ) -> Plan:
     """Every checkpoint of the threads listed, thread after thread, each in (ns, id) order,
-    decoded (stored bytes kept with an `encoding` and `stored_values`, see `_stored`) or as digests of their
-    stored bytes (`prints`: the check's byte path): the members of them all in one round
-    trip, then `ahead` pages at a time."""
+    decoded (stored bytes kept with an `encoding` and `stored_values`, see `_stored`) or as
+    digests of their stored bytes (`prints`: the check's byte path): the members of them all
+    in one round trip, then `ahead` pages at a time."""
     ids = list(dict.fromkeys(thread_ids))
     keys = [saver._keys(t) for t in ids]
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
@@ -169,7 +170,7 @@ def plan_read_threads(
                 items = _dumped(reply) if whole else reply[1]
                 yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
-                yield Emit(tuple(_stored(saver, thread_id, item, encoding, stored_values) for item in reply[1]))
+                yield Emit(tuple(_stored(saver, thread_id, item, key, encoding, stored_values) for item in reply[1]))
 
 
 def _dumped(reply: Any) -> list[tuple[Any, Any, Any, dict[bytes, bytes]]]:
