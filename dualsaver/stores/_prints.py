@@ -98,8 +98,6 @@ def value_digest(tag: str, data: bytes, serde_key: Any) -> ormsgpack.Ext:
     return _digest(tag, _sets_sorted(tag, data))
 
 
-
-
 def blob_value(tag: str, data: bytes, serde_key: Any) -> Any:
     """A channel value a store keeps apart whatever its type (dualsaver's Redis saver keeps
     every one as a blob), as PostgreSQL would keep it: a primitive decoded, inline; the rest

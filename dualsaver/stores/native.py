@@ -22,7 +22,8 @@ equality, and plain `read_thread(t)` (the check) decodes everything as before.
 Stored channel values (for the backfill too): an adapter with `gives_stored_values`, asked with
 `read_thread(t, encoded=True, stored_values=True)`, leaves the channel values a target stores
 apart as `StoredValue`s (their bytes): SQLite splits its whole checkpoints
-(`dualsaver.stores._msgpack_split`), PostgreSQL passes its blobs on. Only a target with
+(`dualsaver.stores._msgpack_split`), PostgreSQL passes its blobs on, and so does dualsaver's
+Redis saver, but for the primitives PostgreSQL keeps inline (`stored_value`). Only a target with
 `takes_stored_values` and the same `serde_key` is given such records: PostgreSQL writes them as
 blobs, SQLite joins them into its document (`dualsaver.stores._msgpack_join`), dualsaver's Redis
 saver stores each as its blob.
