@@ -7,9 +7,9 @@ pipelines are packed in C (`dualsaver.redis._wire`) with redis-py's behaviour ke
 - Redis -> PostgreSQL: the writes and the channel values leave Redis undecoded (but the
   primitives PostgreSQL keeps inline), and PostgreSQL holds row for row what the decoding
   copy writes.
-- A pipeline whose script the server lost (SCRIPT FLUSH, a restart) loads it and sends those
-  calls again; an error reply raises after every reply was read, and the connection serves
-  the next call (sync and async).
+- A pipeline, or a single script call, whose script the server lost (SCRIPT FLUSH, a
+  restart) loads it and sends those calls again; an error reply raises after every reply was
+  read, and the connection serves the next call (sync and async).
 """
 
 from __future__ import annotations
@@ -106,6 +106,10 @@ def test_a_pipeline_loads_a_lost_script_and_keeps_its_connection_in_step(redis_u
         assert client.get("wire:b") == b"2"  # the calls after the error ran
         for _ in range(3):  # every pooled connection answers its own calls
             assert io.pipeline([command("GET", "wire:a"), command("GET", "wire:b")]) == [b"1", b"2"]
+        client.script_flush()  # a single script call (a put, a read) goes the same way
+        assert io.script("dump", keys, ()) == replies[1]
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            io.script("dump", (keys[0], "wire:a", *keys[2:]), ())  # HGETALL of a string
 
 
 async def test_an_async_pipeline_loads_a_lost_script_and_keeps_its_connection_in_step(redis_url):
@@ -121,3 +125,5 @@ async def test_an_async_pipeline_loads_a_lost_script_and_keeps_its_connection_in
         assert client.get("awire:b") == b"2"
         for _ in range(3):
             assert await io.apipeline([command("GET", "awire:a"), command("GET", "awire:b")]) == [b"1", b"2"]
+        client.script_flush()
+        assert await io.ascript("dump", keys, ()) == replies[1]
