@@ -10,19 +10,24 @@ pipelines are packed in C (`dualsaver.redis._wire`) with redis-py's behaviour ke
 - A pipeline, or a single script call, whose script the server lost (SCRIPT FLUSH, a
   restart) loads it and sends those calls again; an error reply raises after every reply was
   read, and the connection serves the next call (sync and async).
+- Without hiredis, commands are packed in Python, to the same bytes (hypothesis).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import hiredis
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 import dualsaver.migrate._backfill as backfill_module
 from dualsaver.migrate import backfill, read_options
 from dualsaver.redis import aopen_redis_saver, open_redis_saver
+from dualsaver.redis._wire import pack_in_python
 from dualsaver.redis.ops import command, script
 from dualsaver.stores import native_for, open_saver
 from dualsaver.stores.native import StoredValue
@@ -127,3 +132,10 @@ async def test_an_async_pipeline_loads_a_lost_script_and_keeps_its_connection_in
             assert await io.apipeline([command("GET", "awire:a"), command("GET", "awire:b")]) == [b"1", b"2"]
         client.script_flush()
         assert await io.ascript("dump", keys, ()) == replies[1]
+
+
+@given(st.lists(st.one_of(st.binary(), st.text(), st.integers(min_value=-2**63, max_value=2**64 - 1),
+                          st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=8))
+def test_the_python_packer_packs_as_hiredis_does(args):
+    """Where redis-py runs without hiredis, commands are packed in Python: the same bytes."""
+    assert pack_in_python(args) == hiredis.pack_command(tuple(args))

@@ -23,10 +23,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
 from dualsaver.sansio import Call
+
+
+def pack_in_python(args: Sequence[Any]) -> bytes:
+    """One command in the Redis protocol, as hiredis's `pack_command` packs it (str as UTF-8,
+    int and float as their repr): for redis-py installed without hiredis."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else arg.encode() if isinstance(arg, str) else repr(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+try:
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover - the redis extra installs hiredis
+    pack_command = pack_in_python
 
 
 def command_args(call: Call, scripts: Mapping[str, Any]) -> tuple[Any, ...]:
