@@ -20,8 +20,8 @@ of one reply, and what to do once all replies are in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -38,10 +38,15 @@ def pack_in_python(args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
-try:
-    from hiredis import pack_command
-except ImportError:  # pragma: no cover - the redis extra installs hiredis
-    pack_command = pack_in_python
+def _packer() -> Callable[[Any], bytes]:
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - the redis extra installs hiredis
+        return pack_in_python
+    return cast(Callable[[Any], bytes], pack_command)
+
+
+pack_command = _packer()
 
 
 def command_args(call: Call, scripts: Mapping[str, Any]) -> tuple[Any, ...]:
