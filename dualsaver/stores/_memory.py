@@ -16,8 +16,7 @@ from typing import Any
 from langgraph.checkpoint.base import get_checkpoint_metadata
 
 from dualsaver.stores.native import (
-    NOT_DECODED, StoredCheckpoint, StoredWrite, ThreadItem, check_typed, checked, in_write_order, load_typed,
-    typed_value, unreadable,
+    StoredCheckpoint, ThreadItem, checked, in_write_order, stored_write, typed_value, unreadable,
 )
 from dualsaver.stores.serde import serde_key
 
@@ -62,17 +61,10 @@ class MemoryNativeStore:
                 ),
             }
             stored = dict(saver.writes.get((thread_id, ns, checkpoint_id)) or {})
-            if encoding is None:
-                writes = [
-                    StoredWrite(task_id, task_path or "", idx, channel, load_typed(self.serde, self.serde_key, value))
-                    for (task_id, idx), (_, channel, value, task_path) in stored.items()
-                ]
-            else:  # the stored bytes travel; decoded only if a target needs it
-                writes = [
-                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED,
-                                check_typed(tuple(value), encoding))
-                    for (task_id, idx), (_, channel, value, task_path) in stored.items()
-                ]
+            writes = [  # with an encoding the stored bytes travel; decoded only if a target needs it
+                stored_write(task_id, task_path or "", idx, channel, tuple(value), self.serde, self.serde_key, encoding)
+                for (task_id, idx), (_, channel, value, task_path) in stored.items()
+            ]
             return StoredCheckpoint(
                 thread_id=thread_id,
                 checkpoint_ns=ns,

@@ -40,8 +40,8 @@ from dualsaver.stores._pg_lookup import Asked, Row, answer as pg_answer, ask as 
 from dualsaver.stores._prints import Write, printed, value_digest
 from dualsaver.stores._sql import AsyncSqlStore, SqlPlans, Statements, SyncSqlStore, latest_key, select
 from dualsaver.stores.native import (
-    NOT_DECODED, Printed, StoredCheckpoint, StoredValue, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
-    in_write_order, load_typed, loads_json, typed_value, unreadable,
+    Printed, StoredCheckpoint, StoredValue, ThreadItem, Unreadable, check_typed, checked,
+    in_write_order, loads_json, stored_write, typed_value, unreadable,
 )
 
 PG_NON_FINITE = "postgres.json-non-finite"  # the preflight's rule ids (dualsaver.preflight.rules)
@@ -479,14 +479,8 @@ class PostgresPlans(SqlPlans):
                 blobs = self.saver._load_blobs(row["channel_values"])
             checkpoint: Checkpoint = {**stored, "channel_values": {**inline, **blobs}}
             writes = [
-                StoredWrite(
-                    task_id=tid.decode(),
-                    task_path=path.decode() if path is not None else "",
-                    idx=int(idx),
-                    channel=channel.decode(),
-                    value=NOT_DECODED if encoding is not None else load_typed(self.serde, key, (t.decode(), blob)),
-                    typed=check_typed((t.decode(), blob), encoding) if encoding is not None else None,
-                )
+                stored_write(tid.decode(), path.decode() if path is not None else "", int(idx), channel.decode(),
+                             (t.decode(), blob), self.serde, key, encoding)
                 for tid, channel, t, blob, path, idx in row["pending_writes"] or ()
             ]
             return StoredCheckpoint(

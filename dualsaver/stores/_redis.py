@@ -28,16 +28,14 @@ from dualsaver.stores._msgpack_split import stored_value
 from dualsaver.stores._prints import blob_value, document, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
 from dualsaver.stores.native import (
-    NOT_DECODED,
     Printed,
     StoredCheckpoint,
     StoredValue,
-    StoredWrite,
     ThreadItem,
     Unreadable,
     check_typed,
     checked,
-    load_typed,
+    stored_write,
     typed_value,
     unreadable,
 )
@@ -50,24 +48,15 @@ READ_AHEAD = 4
 REDIS_SURROGATE = "redis.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
 
 
-def _stored(
-    saver: BaseRedisSaver, thread_id: str, item: Any, key: Any, encoding: Any = None, stored_values: bool = False
-) -> ThreadItem:
+def _stored(saver: BaseRedisSaver, thread_id: str, item: Any, key: Any, encoding: Any, load: Any) -> ThreadItem:
     """One checkpoint decoded (`key`: the saver's serde key); with an `encoding` (that key), its
     writes keep their stored bytes, not decoded (the backfill passes them through; see
-    `dualsaver.stores.native`), and with `stored_values` too, so do its channel values
-    (`_as_stored`)."""
+    `dualsaver.stores.native`); `load` loads its channel values (None: the serializer decodes
+    them; `_as_stored` keeps their bytes)."""
     ns, checkpoint_id = split_member(item[0])
     try:
-        load = (lambda typed: _as_stored(typed, saver.serde, key)) if stored_values and encoding else None
         _, _, record, checkpoint, writes = saver._decode(item, load)
         checkpoint, metadata = checked(checkpoint, saver.serde.loads_typed(record.metadata))
-        if encoding is None:
-            stored = [StoredWrite(w.task_id, w.task_path, w.idx, w.channel, load_typed(saver.serde, key, w.value))
-                      for w in writes]
-        else:
-            stored = [StoredWrite(w.task_id, w.task_path, w.idx, w.channel, NOT_DECODED, check_typed(w.value, encoding))
-                      for w in writes]
         return StoredCheckpoint(
             thread_id=thread_id,
             checkpoint_ns=ns,
@@ -75,7 +64,10 @@ def _stored(
             parent_checkpoint_id=record.parent,
             checkpoint=checkpoint,
             metadata=metadata,
-            writes=tuple(stored),
+            writes=tuple(
+                stored_write(w.task_id, w.task_path, w.idx, w.channel, w.value, saver.serde, key, encoding)
+                for w in writes
+            ),
             encoding=encoding,
         )
     except Exception as err:  # a row that fails to load is reported, never a crash
@@ -92,12 +84,6 @@ def _as_stored(typed: tuple[str, bytes], serde: Any, key: Any) -> Any:
     if tag in ("bytes", "bytearray"):
         return StoredValue(typed)
     return serde.loads_typed(typed)  # None, and what the serializer no longer writes
-
-
-def plan_read_thread(saver: BaseRedisSaver, thread_id: str, encoding: Any = None, stored_values: bool = False) -> Plan:
-    """Every checkpoint of one thread, decoded (stored bytes kept as `_stored` says), a page a
-    round trip."""
-    return plan_read_threads(saver, (thread_id,), prints=False, ahead=1, encoding=encoding, stored_values=stored_values)
 
 
 Reduced = dict[str, dict[tuple[str, str], Any]]  # a thread's blobs reduced (`blob_value`), by ns, (channel, version)
@@ -144,13 +130,16 @@ _UNSEEN = object()  # a blob not reduced yet
 
 
 def plan_read_threads(
-    saver: BaseRedisSaver, thread_ids: Sequence[str], prints: bool, ahead: int = READ_AHEAD, encoding: Any = None,
-    stored_values: bool = False,
+    saver: BaseRedisSaver, thread_ids: Sequence[str], key: Any, *, prints: bool = False, ahead: int = READ_AHEAD,
+    encoded: bool = False, stored_values: bool = False,
 ) -> Plan:
-    """Every checkpoint of the threads listed, thread after thread, each in (ns, id) order,
-    decoded (stored bytes kept with an `encoding` and `stored_values`, see `_stored`) or as
-    digests of their stored bytes (`prints`: the check's byte path): the members of them all
-    in one round trip, then `ahead` pages at a time."""
+    """Every checkpoint of the threads listed (`key`: the saver's serde key), thread after
+    thread, each in (ns, id) order, decoded (stored bytes kept when `encoded`, and the channel
+    values' too with `stored_values`, see `_stored`) or as digests of their stored bytes
+    (`prints`: the check's byte path): the members of them all in one round trip, then `ahead`
+    pages at a time."""
+    encoding = key if encoded else None
+    load = (lambda typed: _as_stored(typed, saver.serde, key)) if encoded and stored_values else None
     ids = list(dict.fromkeys(thread_ids))
     keys = [saver._keys(t) for t in ids]
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
@@ -159,7 +148,7 @@ def plan_read_threads(
     pages = [(t, k, page, prints and len(found) <= PAGE)
              for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
     values: Reduced = {}  # the current thread's reduced blobs (`_printed`)
-    current, key = None, serde_key(saver.serde)
+    current = None
     for some in chunks(pages, ahead):
         replies = yield pipeline(script("dump", k) if whole else script("read", k, ("ids", *page))
                                  for _, k, page, whole in some)
@@ -170,7 +159,7 @@ def plan_read_threads(
                 items = _dumped(reply) if whole else reply[1]
                 yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
             else:
-                yield Emit(tuple(_stored(saver, thread_id, item, key, encoding, stored_values) for item in reply[1]))
+                yield Emit(tuple(_stored(saver, thread_id, item, key, encoding, load) for item in reply[1]))
 
 
 def _dumped(reply: Any) -> list[tuple[Any, Any, Any, dict[bytes, bytes]]]:
@@ -227,11 +216,12 @@ def _write_op(saver: BaseRedisSaver, item: StoredCheckpoint, key: Any) -> Call:
 Prepared = list[tuple[str, Call]]  # a batch encoded (`prepare_write`): (thread id, its write script call)
 
 
-def prepared_writes(saver: BaseRedisSaver, items: Iterable[StoredCheckpoint], allowed: Collection[str]) -> Prepared:
-    """The items encoded as the write script's calls (CPU only: the backfill's reader does it,
-    while the writer waits for the server), each checked first for a lone surrogate in its
-    metadata, which the serializer's msgpack would write as `?`."""
-    key = serde_key(saver.serde)
+def prepared_writes(
+    saver: BaseRedisSaver, items: Iterable[StoredCheckpoint], key: Any, allowed: Collection[str]
+) -> Prepared:
+    """The items encoded as the write script's calls (`key`: the saver's serde key; CPU only:
+    the backfill's reader does it, while the writer waits for the server), each checked first
+    for a lone surrogate in its metadata, which the serializer's msgpack would write as `?`."""
     prepared = []
     for item in items:
         refuse(item.metadata, SURROGATE, "metadata", REDIS_SURROGATE, "the serializer's msgpack", allowed)
@@ -271,7 +261,7 @@ class RedisNativeStore:
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
 
     def prepare_write(self, items: Iterable[StoredCheckpoint]) -> Prepared:
-        return prepared_writes(self.saver, items, self.allow_lossy)
+        return prepared_writes(self.saver, items, self.serde_key, self.allow_lossy)
 
     def thread_ids(self) -> Iterator[str]:
         return stream(self.saver._plan_thread_ids(), self.saver._io)
@@ -279,17 +269,18 @@ class RedisNativeStore:
     def read_thread(
         self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
     ) -> Iterator[ThreadItem]:
-        return stream(plan_read_thread(self.saver, thread_id, self._encoding(encoded), stored_values), self.saver._io)
+        return stream(self._read([thread_id], False, encoded, stored_values, ahead=1), self.saver._io)
 
     def read_threads(
         self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False, stored_values: bool = False
     ) -> Iterator[ThreadItem | Printed]:
-        plan = plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded),
-                                 stored_values=stored_values)
-        return stream(plan, self.saver._io)
+        return stream(self._read(thread_ids, prints, encoded, stored_values), self.saver._io)
 
-    def _encoding(self, encoded: bool) -> Any:
-        return self.serde_key if encoded else None
+    def _read(self, thread_ids: Sequence[str], prints: bool, encoded: bool, stored_values: bool,
+              ahead: int = READ_AHEAD) -> Plan:
+        """The plan of both shells' reads (one thread: a page a round trip)."""
+        return plan_read_threads(self.saver, thread_ids, self.serde_key, prints=prints, ahead=ahead, encoded=encoded,
+                                 stored_values=stored_values)
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)
@@ -309,14 +300,12 @@ class RedisNativeStore:
     def aread_thread(
         self, thread_id: str, *, encoded: bool = False, stored_values: bool = False
     ) -> AsyncIterator[ThreadItem]:
-        return astream(plan_read_thread(self.saver, thread_id, self._encoding(encoded), stored_values), self.saver._io)
+        return astream(self._read([thread_id], False, encoded, stored_values, ahead=1), self.saver._io)
 
     def aread_threads(
         self, thread_ids: Sequence[str], *, prints: bool = False, encoded: bool = False, stored_values: bool = False
     ) -> AsyncIterator[ThreadItem | Printed]:
-        plan = plan_read_threads(self.saver, thread_ids, prints, encoding=self._encoding(encoded),
-                                 stored_values=stored_values)
-        return astream(plan, self.saver._io)
+        return astream(self._read(thread_ids, prints, encoded, stored_values), self.saver._io)
 
     async def acheckpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return await arun(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)

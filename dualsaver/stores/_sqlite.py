@@ -23,8 +23,8 @@ from dualsaver.stores._msgpack_split import split_checkpoint
 from dualsaver.stores._prints import document, document_values, printed
 from dualsaver.stores.faithful import SURROGATE, refuse
 from dualsaver.stores.native import (
-    NOT_DECODED, Printed, StoredCheckpoint, StoredWrite, ThreadItem, Unreadable, check_typed, checked,
-    in_write_order, load_typed, loads_json, typed_value, unreadable,
+    Printed, StoredCheckpoint, ThreadItem, Unreadable, checked,
+    in_write_order, load_typed, loads_json, stored_write, typed_value, unreadable,
 )
 
 SQLITE_SURROGATE = "sqlite.surrogate"  # the preflight's rule id (dualsaver.preflight.rules)
@@ -141,16 +141,10 @@ class SqlitePlans(SqlPlans):
         ns, checkpoint_id, parent, type_, blob, metadata = row
         key = self.serde_key
         try:
-            if encoding is None:
-                decoded = [
-                    StoredWrite(task_id, task_path or "", idx, channel, load_typed(self.serde, key, (t, v)))
-                    for _, _, task_id, task_path, idx, channel, t, v in writes
-                ]
-            else:
-                decoded = [
-                    StoredWrite(task_id, task_path or "", idx, channel, NOT_DECODED, check_typed((t, v), encoding))
-                    for _, _, task_id, task_path, idx, channel, t, v in writes
-                ]
+            decoded = [
+                stored_write(task_id, task_path or "", idx, channel, (t, v), self.serde, key, encoding)
+                for _, _, task_id, task_path, idx, channel, t, v in writes
+            ]
             stored = None
             if split and type_ == "msgpack":
                 try:

@@ -166,6 +166,17 @@ def load_typed(serde: Any, key: Any, typed: tuple[str, bytes], what: str = "a wr
         raise
 
 
+def stored_write(
+    task_id: str, task_path: str, idx: int, channel: str, typed: tuple[str, bytes], serde: Any, key: Any,
+    encoding: Any,
+) -> StoredWrite:
+    """A write as a store read it (`key`: its serializer's `serde_key`): decoded, or with an
+    `encoding` (read with `encoded=True`) its stored bytes, checked, not decoded."""
+    if encoding is None:
+        return StoredWrite(task_id, task_path, idx, channel, load_typed(serde, key, typed))
+    return StoredWrite(task_id, task_path, idx, channel, NOT_DECODED, check_typed(typed, encoding))
+
+
 # a run as long as an integer orjson may read as a float. It also finds a channel version's
 # digits in a string, which costs a walk of the value (4 us); a regex that looks only where a
 # number token starts costs 15-40 us a document (measured), so the walk stays.
