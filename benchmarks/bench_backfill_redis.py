@@ -31,7 +31,6 @@ copy reads it for SQLite) and backfill, its wall time and CPU.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
@@ -42,10 +41,9 @@ from _trees import add_arguments, alternately, child_prints, print_table, tree_p
 
 sys.path.insert(0, tree_path())
 
-from dualsaver.heap import fewer_collections  # noqa: E402
+from _copies import read_alone, timed_backfill  # noqa: E402
 from dualsaver.migrate import backfill  # noqa: E402
-from dualsaver.migrate._flow import read_options  # noqa: E402
-from dualsaver.stores import native_for, open_saver  # noqa: E402
+from dualsaver.stores import open_saver  # noqa: E402
 
 SOURCE, TARGET, SERVER_PID = "BENCH_SOURCE_URL", "BENCH_TARGET_URL", "BENCH_SERVER_PID"  # not argv: see bench_check
 
@@ -81,22 +79,12 @@ def measure(source_url: str, target_url: str, tmp: Path) -> dict[str, float]:
     client = redis.Redis.from_url(target_url)
     figures = {}
     with open_saver(source_url) as old, open_saver(target_url) as new:
-        store = native_for(old)
-        ids = sorted(store.thread_ids())
-        options = read_options(store, native_for(new))  # as this tree's copy reads the source
-        gc.collect()
-        with fewer_collections():
-            t0 = time.perf_counter()
-            n = sum(1 for i in range(0, len(ids), 16) for _ in store.read_threads(ids[i : i + 16], **options))
-            figures["read alone"] = time.perf_counter() - t0
+        figures["read alone"], n = read_alone(old, new)
         client.flushall()
-        gc.collect()
-        server0, c0, t0 = server_cpu(), time.process_time(), time.perf_counter()
-        result = backfill(old, new, state_path=tmp / "state", resume=False)
-        figures["backfill"] = time.perf_counter() - t0
-        figures["backfill CPU"] = time.process_time() - c0
+        server0 = server_cpu()
+        figures["backfill"], figures["backfill CPU"], result = timed_backfill(old, new, tmp / "state")
         figures["server CPU"] = server_cpu() - server0
-        assert result.checkpoints == n and result.failed == 0 and result.exact
+        assert result.checkpoints == n
         figures["Redis ingest"] = redis_ingest(client, n)
     client.flushall()
     return {what: seconds / n * 1e6 for what, seconds in figures.items()}
@@ -106,20 +94,9 @@ def measure_reverse(source_url: str, tmp: Path) -> dict[str, float]:
     """Redis (`source_url`) -> a fresh SQLite file."""
     figures = {}
     with open_saver(source_url) as old, open_saver(f"sqlite:///{tmp / 'copy.sqlite'}") as new:
-        store = native_for(old)
-        ids = sorted(store.thread_ids())
-        options = read_options(store, native_for(new))
-        gc.collect()
-        with fewer_collections():
-            t0 = time.perf_counter()
-            n = sum(1 for i in range(0, len(ids), 16) for _ in store.read_threads(ids[i : i + 16], **options))
-            figures["read alone"] = time.perf_counter() - t0
-        gc.collect()
-        c0, t0 = time.process_time(), time.perf_counter()
-        result = backfill(old, new, state_path=tmp / "state", resume=False)
-        figures["backfill"] = time.perf_counter() - t0
-        figures["backfill CPU"] = time.process_time() - c0
-        assert result.checkpoints == n and result.failed == 0 and result.exact
+        figures["read alone"], n = read_alone(old, new)
+        figures["backfill"], figures["backfill CPU"], result = timed_backfill(old, new, tmp / "state")
+        assert result.checkpoints == n
     return {what: seconds / n * 1e6 for what, seconds in figures.items()}
 
 
