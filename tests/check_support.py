@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, Send, interrupt
@@ -33,8 +34,13 @@ from dualsaver.stores.native import StoredCheckpoint, StoredWrite
 AES_KEY = b"0123456789abcdef"
 
 
-def encrypted_serde() -> EncryptedSerializer:
-    return EncryptedSerializer.from_pycryptodome_aes(key=AES_KEY)
+def encrypted_serde(key: bytes = AES_KEY) -> EncryptedSerializer:
+    return EncryptedSerializer.from_pycryptodome_aes(key=key)
+
+
+def pickling_serde() -> JsonPlusSerializer:
+    """Another serializer configuration than the default (a pickle fallback): other serde keys."""
+    return JsonPlusSerializer(pickle_fallback=True)
 
 
 class State(TypedDict, total=False):
@@ -217,14 +223,22 @@ def corrupt_sqlite(path: str, thread_id: str, ns: str, checkpoint_id: str) -> No
         assert cur.rowcount == 1
 
 
-def corrupt_postgres_writes(url: str, thread_id: str, ns: str, checkpoint_id: str) -> None:
-    """Break the value of every pending write of one checkpoint."""
+def corrupt_postgres_writes(
+    url: str, thread_id: str, ns: str, checkpoint_id: str, new_blob: str = "'\\xc1c1c1c1'::bytea"
+) -> None:
+    """Break the value of every pending write of one checkpoint (`new_blob`: SQL of its new bytes)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(
-            "UPDATE checkpoint_writes SET blob = '\\xc1c1c1c1'::bytea WHERE thread_id = %s"
+            f"UPDATE checkpoint_writes SET blob = {new_blob} WHERE thread_id = %s"
             " AND checkpoint_ns = %s AND checkpoint_id = %s",
             (thread_id, ns, checkpoint_id),
         )
         assert cur.rowcount >= 1
+
+
+def tamper_postgres_writes(url: str, thread_id: str, ns: str, checkpoint_id: str) -> None:
+    """Flip one bit of the stored bytes of every pending write of one checkpoint (in an
+    encrypted store, of its MAC tag: the cipher refuses them)."""
+    corrupt_postgres_writes(url, thread_id, ns, checkpoint_id, "set_byte(blob, 20, get_byte(blob, 20) # 1)")

@@ -158,12 +158,13 @@ async def test_async_check_reads_batches_too(pg_url, sqlite_path, monkeypatch):
 
 def test_a_set_is_compared_by_its_members_not_their_order():
     from dualsaver.stores._prints import document, document_values, value_digest
+    from dualsaver.stores.serde import Plaintext
 
     def value(name: str, members: list) -> dict:  # as JsonPlusSerializer writes a set: ext 0, (module, name, members)
         return {"tags": ormsgpack.Ext(0, ormsgpack.packb(["builtins", name, members]))}
 
     def apart(v: dict):  # PostgreSQL: the value as its own blob
-        return ormsgpack.packb(value_digest("msgpack", ormsgpack.packb(v), None))
+        return ormsgpack.packb(value_digest(("msgpack", ormsgpack.packb(v)), Plaintext(None)))
 
     def in_document(v: dict):  # SQLite: the value inside a whole checkpoint's document
         return ormsgpack.packb(document_values(document(ormsgpack.packb({"channel": v})))["channel"])

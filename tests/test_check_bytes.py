@@ -132,13 +132,15 @@ def histories(draw):
     return old_rows, new_rows
 
 
-@pytest.mark.parametrize("target", ["pg_url", "redis_url"])  # dualsaver's Redis saver: every value a blob
+# dualsaver's Redis saver: every value a blob; an encrypted store: compared by its plaintext
+@pytest.mark.parametrize("target, serde", [("pg_url", None), ("redis_url", None), ("pg_url", "encrypted")])
 @settings(SLOW, max_examples=30)
 @given(history=histories())
-def test_byte_path_and_decoded_path_give_the_same_verdict(request, target, tmp_path, history):
+def test_byte_path_and_decoded_path_give_the_same_verdict(request, target, serde, tmp_path, history):
     old_rows, new_rows = history
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "old.sqlite"
-    with open_saver(sqlite_url(path)) as old, open_saver(request.getfixturevalue(target)) as new:
+    new_serde = cs.encrypted_serde() if serde else None
+    with open_saver(sqlite_url(path)) as old, open_saver(request.getfixturevalue(target), serde=new_serde) as new:
         for t in ("h0", "h1"):
             new.delete_thread(t)
         native_for(old).write_checkpoints(old_rows)
@@ -189,6 +191,44 @@ def test_postgres_to_postgres_backfill_passes_blobs_through_and_checks_clean(pg_
         assert by_bytes.summary["compared"] == {"by_bytes": 2, "decoded": 0}
     serde = new.serde
     assert normalize(snapshot_postgres(new_url, serde)) == normalize(snapshot_postgres(old_url, serde))
+
+
+# --------------------------------------------------------------------------- encrypted stores
+
+
+ENCRYPTED_PAIRS = {  # (old's serializer, new's): plain to encrypted, and under two keys
+    "plain->encrypted": (lambda: None, cs.encrypted_serde),
+    "two keys": (lambda: cs.encrypted_serde(b"fedcba9876543210"), cs.encrypted_serde),
+}
+
+
+@pytest.mark.parametrize("pair", ENCRYPTED_PAIRS)
+def test_an_encrypted_store_is_compared_by_its_decrypted_bytes(pair, pg_url, sqlite_path):
+    old_serde, new_serde = (make() for make in ENCRYPTED_PAIRS[pair])
+    with open_saver(sqlite_url(sqlite_path), serde=old_serde) as old, open_saver(pg_url, serde=new_serde) as new:
+        cs.populate(old, THREADS)
+        cs.clone(old, new)
+        stored = {r["type"] for r in native_for(new).query("SELECT DISTINCT type FROM checkpoint_writes", ())}
+        assert "msgpack+aes" in stored and not any("+" not in t for t in stored)  # all encrypted
+        report = check(old, new)
+        assert report.clean and report.summary["compared"] == {"by_bytes": len(THREADS), "decoded": 0}
+        cs.rewrite_thread(new, "t-b", lambda rows: rows[:-1])
+        by_bytes, decoded = verdicts(old, new)
+    assert [d.to_dict() for d in by_bytes.divergences] == [d.to_dict() for d in decoded.divergences]
+    assert {d.kind for d in by_bytes.divergences} == {"missing_in_new"}
+    assert by_bytes.summary["compared"] == {"by_bytes": len(THREADS) - 1, "decoded": 1}
+
+
+def test_a_tampered_ciphertext_is_reported_as_the_decoded_path_reports_it(pg_url, sqlite_path):
+    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(pg_url, serde=cs.encrypted_serde()) as new:
+        cs.populate(old, THREADS)
+        cs.clone(old, new)
+        row = next(r for r in cs.items(new, "t-c") if r.writes)
+        cs.tamper_postgres_writes(pg_url, "t-c", row.checkpoint_ns, row.checkpoint_id)
+        by_bytes, decoded = verdicts(old, new)
+    assert [d.to_dict() for d in by_bytes.divergences] == [d.to_dict() for d in decoded.divergences]
+    assert {(d.kind, d.thread_id) for d in by_bytes.divergences} == {("unreadable", "t-c")}
+    assert by_bytes.summary["compared"] == {"by_bytes": len(THREADS) - 1, "decoded": 1}
 
 
 # --------------------------------------------------------------------------- a set in a pending write

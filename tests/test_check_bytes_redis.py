@@ -27,9 +27,11 @@ def all_by_bytes(report, threads: int) -> bool:
     return report.summary["compared"] == {"by_bytes": threads, "decoded": 0}
 
 
-@pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"])
-def test_a_clean_sqlite_to_redis_pair_is_settled_by_its_bytes_either_way(request, server, sqlite_path):
-    with open_saver(sqlite_url(sqlite_path)) as sqlite, open_saver(request.getfixturevalue(server)) as redis:
+# an encrypted saver: compared by its decrypted bytes
+@pytest.mark.parametrize("server, serde", [("redis_url", None), ("redis_cluster_url", None), ("redis_url", "encrypted")])
+def test_a_clean_sqlite_to_redis_pair_is_settled_by_its_bytes_either_way(request, server, serde, sqlite_path):
+    url, redis_serde = request.getfixturevalue(server), cs.encrypted_serde() if serde else None
+    with open_saver(sqlite_url(sqlite_path)) as sqlite, open_saver(url, serde=redis_serde) as redis:
         cs.populate(sqlite, THREADS)  # subgraphs, an interrupt, parallel Sends
         cs.clone(sqlite, redis)
         for old, new in ((sqlite, redis), (redis, sqlite)):
@@ -62,7 +64,7 @@ async def test_async_redis_check_compares_bytes_too(redis_url, sqlite_path):
 
 
 def test_a_redis_pair_with_other_serializers_is_read_decoded(redis_url, sqlite_path):
-    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(redis_url, serde=cs.encrypted_serde()) as new:
+    with open_saver(sqlite_url(sqlite_path)) as old, open_saver(redis_url, serde=cs.pickling_serde()) as new:
         assert native_for(old).prints_key != native_for(new).prints_key
         cs.populate(old, THREADS)
         cs.clone(old, new)

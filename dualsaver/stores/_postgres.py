@@ -438,7 +438,7 @@ class PostgresPlans(SqlPlans):
         if type_ == "empty":
             return None
         try:
-            return value_digest(type_, blob, self.serde_key)
+            return value_digest((type_, blob), self.plaintext)
         except Exception as exc:
             return exc
 
@@ -460,7 +460,7 @@ class PostgresPlans(SqlPlans):
                 if found is not None:  # wins over an inline `true` (the marker of a delta snapshot)
                     values[blob_key[2]] = found
             stored["channel_values"] = values
-            return printed(key, parent or None, stored, metadata, writes, self.serde_key)
+            return printed(key, parent or None, stored, metadata, writes, self.plaintext)
         except Exception as exc:
             return unreadable(thread_id, ns, checkpoint_id, exc)
 

@@ -20,6 +20,10 @@ blob, and a copy that decodes a pending write and encodes it again (dualsaver's 
 writer does) may reorder one. A value or a write holding a set is digested with the set's
 members sorted (by their bytes).
 
+An encrypted store's values are digested as their plaintext (`serde.Plaintext`): decrypted
+with the store's own cipher, so a store written through LangGraph's `EncryptedSerializer`
+over the default serializer compares by bytes with a plain one.
+
 dualsaver's Redis saver keeps every channel value as a blob, primitives too: `blob_value`
 reduces each as PostgreSQL keeps it (a primitive inline, the rest as its digest), so SQLite,
 PostgreSQL and that saver compare with one another.
@@ -43,6 +47,7 @@ import ormsgpack
 
 from dualsaver.stores._msgpack_split import INLINE_FIRST, OPTIONS, keep_ext
 from dualsaver.stores.native import Printed, check_typed, checked
+from dualsaver.stores.serde import Plaintext
 
 _SORTED = ormsgpack.OPT_SORT_KEYS  # JSONB keeps keys in its own order, msgpack in the writer's
 _VALUE = 100  # ext code of a channel value kept apart, in a checkpoint's digest: its own digest
@@ -89,24 +94,30 @@ def _sets_sorted(tag: str, data: bytes) -> bytes:
     return data
 
 
-def value_digest(tag: str, data: bytes, serde_key: Any) -> ormsgpack.Ext:
+def value_digest(typed: tuple[str, bytes], plain: Plaintext) -> ormsgpack.Ext:
     """A channel value kept apart (PostgreSQL's blob), as the digest of its stored (tag,
-    bytes); checked as `check_typed` checks a write (ValueError: the check decodes it)."""
-    check_typed((tag, data), serde_key, "a channel value")
+    bytes), opened (`plain`: decrypted where the store encrypts) and checked as `check_typed`
+    checks a write (ValueError: the check decodes it)."""
+    return _opened_digest(*plain.open(typed), plain.key)
+
+
+def _opened_digest(tag: str, data: bytes, key: Any) -> ormsgpack.Ext:
+    check_typed((tag, data), key, "a channel value")
     if tag not in ("msgpack", "bytes"):
         raise ValueError(f"a {tag!r} value is compared decoded")
     return _digest(tag, _sets_sorted(tag, data))
 
 
-def blob_value(tag: str, data: bytes, serde_key: Any) -> Any:
+def blob_value(typed: tuple[str, bytes], plain: Plaintext) -> Any:
     """A channel value a store keeps apart whatever its type (dualsaver's Redis saver keeps
     every one as a blob), as PostgreSQL would keep it: a primitive decoded, inline; the rest
     as `value_digest`."""
+    tag, data = plain.open(typed)
     if tag == "null":
         return None
     if tag == "msgpack" and data and data[0] in INLINE_FIRST:
         return document(data)
-    return value_digest(tag, data, serde_key)
+    return _opened_digest(tag, data, plain.key)
 
 
 def document_values(values: Any) -> dict[str, Any]:
@@ -135,16 +146,16 @@ def printed(
     checkpoint: Any,
     metadata: Any,
     writes: Iterable[Write],
-    serde_key: Any,
+    plain: Plaintext,
 ) -> Printed:
     """The digest of one checkpoint whose channel values are already inline or digests (see
-    the module docstring); raises on what does not reduce so, for the caller to yield
-    `Unreadable`."""
+    the module docstring), its writes' stored bytes opened by `plain`; raises on what does not
+    reduce so, for the caller to yield `Unreadable`."""
     checkpoint, metadata = checked(checkpoint, metadata)
     ordered = sorted(writes, key=_WRITE_ORDER)
     for n, w in enumerate(ordered):
-        check_typed((w[4], w[5]), serde_key)
-        if (data := _sets_sorted(w[4], w[5])) is not w[5]:  # a set's members sorted
-            ordered[n] = (*w[:5], data)
+        tag, data = check_typed(plain.open((w[4], w[5])), plain.key)
+        if (data := _sets_sorted(tag, data)) is not w[5]:  # decrypted, or a set's members sorted
+            ordered[n] = (*w[:4], tag, data)
     data = ormsgpack.packb((parent, checkpoint, metadata, ordered), option=_SORTED)
     return Printed(*key, hashlib.blake2b(data, digest_size=16).digest(), len(ordered))

@@ -39,7 +39,7 @@ from dualsaver.stores.native import (
     typed_value,
     unreadable,
 )
-from dualsaver.stores.serde import serde_key
+from dualsaver.stores.serde import Plaintext, plaintext, serde_key
 
 WRITE_BATCH = 100  # checkpoints per pipeline in write_checkpoints
 # pages of PAGE checkpoints asked for per round trip by read_threads: each checkpoint comes
@@ -89,9 +89,9 @@ def _as_stored(typed: tuple[str, bytes], serde: Any, key: Any) -> Any:
 Reduced = dict[str, dict[tuple[str, str], Any]]  # a thread's blobs reduced (`blob_value`), by ns, (channel, version)
 
 
-def _printed(thread_id: str, item: Any, key: Any, values: Reduced) -> Printed | Unreadable:
-    """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), written
-    with the serializer `key` names; `values` holds the thread's blobs already reduced, by
+def _printed(thread_id: str, item: Any, plain: Plaintext, values: Reduced) -> Printed | Unreadable:
+    """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`), opened by
+    `plain` (decrypted where the saver encrypts); `values` holds the thread's blobs already reduced, by
     ns, then (channel, version): every checkpoint names the blob of each of its channels, and
     most of them are its parent's. `item` is a checkpoint of the read script's reply (member,
     record, writes, its blobs in the order of its refs) or, from a whole thread's hashes,
@@ -100,9 +100,10 @@ def _printed(thread_id: str, item: Any, key: Any, values: Reduced) -> Printed | 
     ns, checkpoint_id = split_member(raw_member)
     try:
         record = Record.decode(raw_record)
-        if record.checkpoint[0] != "msgpack" or record.metadata[0] != "msgpack":
+        (checkpoint_tag, stored), (metadata_tag, metadata) = map(plain.open, (record.checkpoint, record.metadata))
+        if checkpoint_tag != "msgpack" or metadata_tag != "msgpack":
             raise ValueError("a checkpoint not stored as msgpack is compared decoded")
-        checkpoint = document(record.checkpoint[1])
+        checkpoint = document(stored)
         if not isinstance(checkpoint, dict):
             raise ValueError("the checkpoint is not a mapping")
         reduced = values.setdefault(ns, {})
@@ -113,13 +114,13 @@ def _printed(thread_id: str, item: Any, key: Any, values: Reduced) -> Printed | 
                 if raw is None:  # as the saver reads it: a version with no blob has no value
                     continue
                 typed = decode_blob(raw)
-                reduced[ref] = value = _EMPTY if typed[0] == "empty" else blob_value(*typed, key)
+                reduced[ref] = value = _EMPTY if typed[0] == "empty" else blob_value(typed, plain)
             if value is not _EMPTY:
                 channel_values[ref[0]] = value
         checkpoint["channel_values"] = channel_values
         writes = [(w[0], w[2], w[1], w[3], *w[4]) for w in decode_writes(raw_writes)]  # as `printed` takes them
         return printed(
-            (thread_id, ns, checkpoint_id), record.parent, checkpoint, document(record.metadata[1]), writes, key
+            (thread_id, ns, checkpoint_id), record.parent, checkpoint, document(metadata), writes, plain
         )
     except Exception as err:  # the check reads this thread again decoded, which says what is wrong
         return unreadable(thread_id, ns, checkpoint_id, err)
@@ -130,13 +131,13 @@ _UNSEEN = object()  # a blob not reduced yet
 
 
 def plan_read_threads(
-    saver: BaseRedisSaver, thread_ids: Sequence[str], key: Any, *, prints: bool = False, ahead: int = READ_AHEAD,
-    encoded: bool = False, stored_values: bool = False,
+    saver: BaseRedisSaver, thread_ids: Sequence[str], key: Any, *, prints: Plaintext | None = None,
+    ahead: int = READ_AHEAD, encoded: bool = False, stored_values: bool = False,
 ) -> Plan:
     """Every checkpoint of the threads listed (`key`: the saver's serde key), thread after
     thread, each in (ns, id) order, decoded (stored bytes kept when `encoded`, and the channel
-    values' too with `stored_values`, see `_stored`) or as digests of their stored bytes
-    (`prints`: the check's byte path): the members of them all in one round trip, then `ahead`
+    values' too with `stored_values`, see `_stored`) or as digests of their stored bytes opened
+    by `prints` (the check's byte path): the members of them all in one round trip, then `ahead`
     pages at a time."""
     encoding = key if encoded else None
     load = (lambda typed: _as_stored(typed, saver.serde, key)) if encoded and stored_values else None
@@ -145,7 +146,7 @@ def plan_read_threads(
     members = yield pipeline(command("ZRANGE", k[0], 0, -1) for k in keys)  # see dualsaver.redis.codec
     # on the byte path a thread of one page is read whole ('dump': its three hashes, each blob
     # once, nothing parsed on the server), else page by page by the read script
-    pages = [(t, k, page, prints and len(found) <= PAGE)
+    pages = [(t, k, page, prints is not None and len(found) <= PAGE)
              for t, k, found in zip(ids, keys, members) for page in chunks(found, PAGE)]
     values: Reduced = {}  # the current thread's reduced blobs (`_printed`)
     current = None
@@ -153,11 +154,11 @@ def plan_read_threads(
         replies = yield pipeline(script("dump", k) if whole else script("read", k, ("ids", *page))
                                  for _, k, page, whole in some)
         for (thread_id, _, _, whole), reply in zip(some, replies):
-            if prints:
+            if prints is not None:
                 if thread_id != current:
                     values, current = {}, thread_id
                 items = _dumped(reply) if whole else reply[1]
-                yield Emit(tuple(_printed(thread_id, item, key, values) for item in items))
+                yield Emit(tuple(_printed(thread_id, item, prints, values) for item in items))
             else:
                 yield Emit(tuple(_stored(saver, thread_id, item, key, encoding, load) for item in reply[1]))
 
@@ -254,9 +255,12 @@ class RedisNativeStore:
 
     def __init__(self, saver: BaseRedisSaver) -> None:
         self.saver = saver
-        # equal keys: stored bytes pass through a copy (`encoded=True`, `dualsaver.stores.native`),
-        # and the check compares stored bytes first (`read_threads(ids, prints=True)`)
-        self.serde_key = self.prints_key = serde_key(saver.serde)
+        # equal keys: stored bytes pass through a copy (`encoded=True`, `dualsaver.stores.native`)
+        self.serde_key = serde_key(saver.serde)
+        # and the check compares stored bytes first, decrypted where the serializer encrypts
+        # (`read_threads(ids, prints=True)`), where these keys are equal
+        self.plaintext = plaintext(saver.serde)
+        self.prints_key = self.plaintext.key
 
     allow_lossy: Collection[str] = ()  # rule classes the writer may convert (see dualsaver.stores.faithful)
 
@@ -279,8 +283,8 @@ class RedisNativeStore:
     def _read(self, thread_ids: Sequence[str], prints: bool, encoded: bool, stored_values: bool,
               ahead: int = READ_AHEAD) -> Plan:
         """The plan of both shells' reads (one thread: a page a round trip)."""
-        return plan_read_threads(self.saver, thread_ids, self.serde_key, prints=prints, ahead=ahead, encoded=encoded,
-                                 stored_values=stored_values)
+        return plan_read_threads(self.saver, thread_ids, self.serde_key, prints=self.plaintext if prints else None,
+                                 ahead=ahead, encoded=encoded, stored_values=stored_values)
 
     def checkpoint_keys(self, thread_id: str) -> set[tuple[str, str]]:
         return run(plan_checkpoint_keys(self.saver, thread_id), self.saver._io)

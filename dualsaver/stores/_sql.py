@@ -17,7 +17,7 @@ from typing import Any
 
 from dualsaver.sansio import AsyncTargets, Call, Emit, Plan, Targets, arun, astream, run, stream
 from dualsaver.stores.native import Printed, StoredCheckpoint, ThreadItem
-from dualsaver.stores.serde import serde_key
+from dualsaver.stores.serde import Plaintext, plaintext, serde_key
 
 THREAD_PAGE = 1000  # thread ids per keyset page
 CHECKPOINT_PAGE = 200  # checkpoints per page when reading one thread
@@ -66,10 +66,16 @@ class SqlPlans:
         """Equal keys let stored bytes pass through (see `dualsaver.stores.serde.serde_key`)."""
         return serde_key(self.serde)
 
+    @functools.cached_property
+    def plaintext(self) -> Plaintext:
+        """How the check's byte path opens stored bytes (decrypts them where the serializer encrypts)."""
+        return plaintext(self.serde)
+
     @property
     def prints_key(self) -> Any:
-        """Equal keys: the check compares stored bytes first (`read_threads(ids, prints=True)`)."""
-        return self.serde_key
+        """Equal keys: the check compares stored bytes first (`read_threads(ids, prints=True)`):
+        the serializer configuration that wrote their plaintext."""
+        return self.plaintext.key
 
     def _thread_ids_plan(self) -> Plan[None]:
         raise NotImplementedError

@@ -165,6 +165,7 @@ class SqlitePlans(SqlPlans):
         """One checkpoint as a digest of its stored bytes (`dualsaver.stores._prints`)."""
         thread_id, ns, checkpoint_id, parent, type_, blob, metadata = row
         try:
+            type_, blob = self.plaintext.open((type_, blob))
             if type_ != "msgpack":
                 raise ValueError(f"a {type_!r} checkpoint is compared decoded")
             checkpoint = document(blob)
@@ -177,7 +178,7 @@ class SqlitePlans(SqlPlans):
                 checkpoint,
                 loads_json(metadata) if metadata is not None else {},
                 [(w[2], w[3] or "", w[4], w[5], w[6], w[7]) for w in writes],
-                self.serde_key,
+                self.plaintext,
             )
         except Exception as exc:
             return unreadable(thread_id, ns, checkpoint_id, exc)

@@ -6,12 +6,15 @@
 - `serde_key(serde)`: a token equal for two serializers only when bytes one wrote decode to
   the same values through the other, so the backfill may copy stored bytes unchanged instead
   of decoding and re-encoding them. None means "not known to be safe": always re-encode.
+- `plaintext(serde)`: what the check's byte path digests of stored bytes (`Plaintext`): an
+  encrypted store's values decrypted, so it compares by bytes with a plain one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from typing import Any
 
 SERDES = ("default", "encrypted")
@@ -75,3 +78,40 @@ def serde_key(serde: Any) -> tuple | None:
             _allowlist(getattr(serde, "_allowed_msgpack_modules", None)),
         )
     return ("object", id(serde))
+
+
+@dataclass(frozen=True, slots=True)
+class Plaintext:
+    """How the check's byte path reads a store's stored (type, bytes): `open` gives the bytes
+    its serializer wrote before any encryption, and `key` is the `serde_key` of the serializer
+    that wrote them.
+
+    LangGraph's `EncryptedSerializer` stores "msgpack+aes" and ciphertext. Opening decrypts it
+    with the store's own cipher: the very step its `loads_typed` takes before its inner
+    serializer decodes the plaintext. So when that inner serializer is a plain JsonPlus one,
+    equal plaintext decodes alike on both sides, and an encrypted store compares by bytes with
+    a plain one (or with one encrypted under another key). Decryption fails loudly on
+    tampered bytes (the check then reads the thread decoded, which reports it). Any other
+    serializer's stored bytes are their own plaintext."""
+
+    key: tuple | None
+    cipher: Any = None  # the EncryptedSerializer's cipher; None: nothing to decrypt
+
+    def open(self, typed: tuple[str, bytes]) -> tuple[str, bytes]:
+        tag, data = typed
+        if self.cipher is None or "+" not in tag:
+            return typed  # EncryptedSerializer reads an unencrypted value as its inner serializer does
+        tag, cipher_name = tag.split("+", 1)
+        return tag, self.cipher.decrypt(cipher_name, data)
+
+
+def plaintext(serde: Any) -> Plaintext:
+    """A store's `Plaintext`: decrypting for an `EncryptedSerializer` (exactly that class) over a
+    plain JsonPlus serializer, the stored bytes as they are for any other."""
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    if type(serde) is EncryptedSerializer:
+        inner = serde_key(serde.serde)
+        if inner is not None and inner[0] == "jsonplus":
+            return Plaintext(inner, serde.cipher)
+    return Plaintext(serde_key(serde))
