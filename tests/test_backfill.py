@@ -241,6 +241,27 @@ def _typed_writes_postgres(url) -> dict:
         }
 
 
+@pytest.mark.parametrize("same_key", [True, False], ids=["same key", "another key"])
+def test_encrypted_to_encrypted_copies_ciphertext_under_the_same_key(sqlite_path, pg_url, state, same_key) -> None:
+    """Two stores opened with serializers of their own under one AES key: what one encrypted the
+    other decrypts, so the writes' ciphertext is copied as it is (nothing decrypted or
+    encrypted); under another key every value is decrypted and encrypted again."""
+    from dualsaver.checker import check
+
+    old_serde = EncryptedSerializer.from_pycryptodome_aes(key=KEY)
+    new_serde = EncryptedSerializer.from_pycryptodome_aes(key=KEY if same_key else KEY[::-1])
+    with open_saver(f"sqlite:///{sqlite_path}", serde=old_serde) as old, open_saver(pg_url, serde=new_serde) as new:
+        run_threads(old, THREADS[:3], turns=2)
+        assert backfill(old, new, state_path=state).failed == 0
+        source, copied = _typed_writes_sqlite(sqlite_path), _typed_writes_postgres(pg_url)
+        assert source and source.keys() == copied.keys() and all(t.endswith("+aes") for t, _ in copied.values())
+        assert (copied == source) is same_key  # byte for byte, or encrypted again
+        assert normalize(snapshot_postgres(pg_url, new_serde)) == normalize(snapshot_sqlite(str(sqlite_path), old_serde))
+        assert _graph_views(new, THREADS[:3]) == _graph_views(old, THREADS[:3])
+        report = check(old, new)
+        assert report.clean and report.summary["compared"] == {"by_bytes": 3, "decoded": 0}, report.to_json()
+
+
 def test_same_serializer_copies_stored_write_bytes_unchanged(sqlite_path, pg_url, state) -> None:
     from dualsaver.migrate import passthrough
 
@@ -256,6 +277,7 @@ def test_same_serializer_copies_stored_write_bytes_unchanged(sqlite_path, pg_url
 
 
 def test_serde_keys_match_only_serializers_that_decode_alike() -> None:
+    from Crypto.Cipher import AES
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
     from dualsaver.stores.serde import serde_key
@@ -267,7 +289,11 @@ def test_serde_keys_match_only_serializers_that_decode_alike() -> None:
         JsonPlusSerializer(allowed_msgpack_modules=True)
     )
     assert serde_key(encrypted) == serde_key(encrypted)  # the very same object
-    assert serde_key(encrypted) != serde_key(EncryptedSerializer.from_pycryptodome_aes(key=KEY))
+    # another serializer under the same key decrypts what this one encrypts, and the other way round
+    assert serde_key(encrypted) == serde_key(EncryptedSerializer.from_pycryptodome_aes(key=KEY))
+    assert serde_key(encrypted) != serde_key(EncryptedSerializer.from_pycryptodome_aes(key=KEY[::-1]))
+    assert serde_key(encrypted) != serde_key(EncryptedSerializer.from_pycryptodome_aes(key=KEY, mode=AES.MODE_GCM))
+    assert serde_key(encrypted) != serde_key(EncryptedSerializer(encrypted.cipher, JsonPlusSerializer(pickle_fallback=True)))
     assert serde_key(encrypted) != serde_key(JsonPlusSerializer())
 
     class Custom(JsonPlusSerializer):

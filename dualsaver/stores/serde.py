@@ -5,7 +5,8 @@
   (`check_serde_names`), never read as the default.
 - `serde_key(serde)`: a token equal for two serializers only when bytes one wrote decode to
   the same values through the other, so the backfill may copy stored bytes unchanged instead
-  of decoding and re-encoding them. None means "not known to be safe": always re-encode.
+  of decoding and re-encoding them (and, for two encrypted stores under one key, instead of
+  decrypting and encrypting them). None means "not known to be safe": always re-encode.
 - `plaintext(serde)`: what the check's byte path digests of stored bytes (`Plaintext`): an
   encrypted store's values decrypted, so it compares by bytes with a plain one.
 """
@@ -13,7 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +65,19 @@ def _allowlist(value: Any) -> Any:
 def serde_key(serde: Any) -> tuple | None:
     """Equal keys mean: pass stored (type, bytes) through unchanged.
 
-    A plain `JsonPlusSerializer` (exactly that class, no custom ext hook) is keyed by its
-    whole configuration, so two default serializers match while a stricter allow-list or
-    pickle fallback on one side does not. Any other serializer (an encrypted one, a
-    subclass, a wrapper) matches only itself: the very same object decodes what it wrote.
+    - A plain `JsonPlusSerializer` (exactly that class, no custom ext hook) is keyed by its
+      whole configuration, so two default serializers match while a stricter allow-list or
+      pickle fallback on one side does not.
+    - LangGraph's `EncryptedSerializer` (exactly that class) over such a serializer is keyed
+      by that serializer's key and its cipher's (`_cipher_key`): two stores opened with
+      serializers of their own under one AES key match, and their ciphertext is copied as
+      it is.
+    - Any other serializer (a subclass, a wrapper) matches only itself: the very same object
+      decodes what it wrote.
     """
     if serde is None:
         return None
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
     if type(serde) is JsonPlusSerializer and not getattr(serde, "_custom_unpack_ext_hook", True):
@@ -77,7 +87,46 @@ def serde_key(serde: Any) -> tuple | None:
             _allowlist(getattr(serde, "_allowed_json_modules", None)),
             _allowlist(getattr(serde, "_allowed_msgpack_modules", None)),
         )
+    if type(serde) is EncryptedSerializer and (inner := serde_key(serde.serde)) is not None and inner[0] == "jsonplus":
+        if (cipher := _cipher_key(serde.cipher)) is not None:
+            return ("encrypted", inner, cipher)
     return ("object", id(serde))
+
+
+# Ciphers seen, each with the number of its class: ciphers that decrypt what each other
+# encrypts share one. Weak references: a cipher holds its key, which is not kept longer here.
+_ciphers: list[tuple[weakref.ref[Any], int]] = []
+_ciphers_lock = threading.Lock()
+_cipher_numbers = itertools.count(1)
+
+
+def _cipher_key(cipher: Any) -> int | None:
+    """A number equal for two ciphers (LangGraph's `CipherProtocol`) when each decrypts what
+    the other encrypts: found out once a cipher, by a random probe sent both ways against one
+    cipher of each class seen (an authenticated cipher such as AES-EAX, LangGraph's default,
+    refuses a probe under another key or mode). None for a cipher that cannot be weakly
+    referenced: it matches only itself."""
+    with _ciphers_lock:
+        _ciphers[:] = [(ref, n) for ref, n in _ciphers if ref() is not None]
+        for ref, n in _ciphers:
+            if ref() is cipher:
+                return n
+        try:
+            entry = weakref.ref(cipher)
+        except TypeError:
+            return None
+        number = next((n for ref, n in _ciphers if _each_decrypts_the_other(ref(), cipher)), None)
+        number = next(_cipher_numbers) if number is None else number
+        _ciphers.append((entry, number))
+        return number
+
+
+def _each_decrypts_the_other(a: Any, b: Any) -> bool:
+    probe = os.urandom(32)
+    try:
+        return b.decrypt(*a.encrypt(probe)) == probe and a.decrypt(*b.encrypt(probe)) == probe
+    except Exception:  # a MAC that does not verify, a cipher name the other does not know
+        return False
 
 
 @dataclass(frozen=True, slots=True)
