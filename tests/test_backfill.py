@@ -262,6 +262,22 @@ def test_encrypted_to_encrypted_copies_ciphertext_under_the_same_key(sqlite_path
         assert report.clean and report.summary["compared"] == {"by_bytes": 3, "decoded": 0}, report.to_json()
 
 
+def test_ciphertext_passing_through_is_checked_as_far_as_it_can_be(sqlite_path, pg_url, state) -> None:
+    """A write whose type tag is not one the serializer writes is an unreadable row, never
+    copied, though its ciphertext would otherwise pass through undecrypted."""
+    serde = EncryptedSerializer.from_pycryptodome_aes(key=KEY)
+    with open_saver(f"sqlite:///{sqlite_path}", serde=serde) as old:
+        run_threads(old, THREADS[:2], turns=1)
+        old.conn.execute("UPDATE writes SET type = 'bogus+aes' WHERE rowid = (SELECT MIN(rowid) FROM writes"
+                         " WHERE thread_id = ?)", (THREADS[0],))
+        old.conn.commit()
+        with open_saver(pg_url, serde=EncryptedSerializer.from_pycryptodome_aes(key=KEY)) as new:
+            result = backfill(old, new, state_path=state)
+            assert (result.failed, result.unreadable, result.threads) == (1, 1, 2)
+            assert result.failures[0][0] == THREADS[0]
+            assert list(native_for(new).thread_ids()) == THREADS[:2]  # the readable rows still came
+
+
 def test_same_serializer_copies_stored_write_bytes_unchanged(sqlite_path, pg_url, state) -> None:
     from dualsaver.migrate import passthrough
 
