@@ -115,7 +115,8 @@ def _cipher_key(cipher: Any) -> int | None:
             entry = weakref.ref(cipher)
         except TypeError:
             return None
-        number = next((n for ref, n in _ciphers if _each_decrypts_the_other(ref(), cipher)), None)
+        classes = {n: ref() for ref, n in reversed(_ciphers)}  # one cipher of each class seen
+        number = next((n for n, known in classes.items() if _each_decrypts_the_other(known, cipher)), None)
         number = next(_cipher_numbers) if number is None else number
         _ciphers.append((entry, number))
         return number
