@@ -53,7 +53,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Stream both stores thread by thread, diff every checkpoint, its metadata and its"
             " pending writes (decoded by each store's own serializer), re-check suspects so"
-            " writes landing during the check are not reported, and write the report."
+            " writes landing during the check are not reported, and write the report. Where both"
+            " stores use one serializer configuration (an encrypted store counts by what it"
+            " encrypted, decrypted with its own key), the stored bytes are compared first and"
+            " only the threads whose bytes differ are decoded; the verdict is the same."
         ),
         epilog=EPILOG,
     )
