@@ -231,6 +231,47 @@ def test_a_tampered_ciphertext_is_reported_as_the_decoded_path_reports_it(pg_url
     assert by_bytes.summary["compared"] == {"by_bytes": len(THREADS) - 1, "decoded": 1}
 
 
+class Counting:
+    """A cipher that counts its decryptions."""
+
+    def __init__(self, cipher) -> None:
+        self.cipher, self.decrypted = cipher, 0
+
+    def encrypt(self, plaintext: bytes):
+        return self.cipher.encrypt(plaintext)
+
+    def decrypt(self, name: str, ciphertext: bytes) -> bytes:
+        self.decrypted += 1
+        return self.cipher.decrypt(name, ciphertext)
+
+
+def test_ciphertext_two_stores_share_is_decrypted_once():
+    # a backfill between stores under one key copies ciphertext as it is: the check's second
+    # store finds what the first one decrypted
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    from dualsaver.stores.serde import plaintext
+
+    one, two = (Counting(cs.encrypted_serde().cipher) for _ in range(2))
+    other = Counting(cs.encrypted_serde(b"fedcba9876543210").cipher)  # another key: another class
+    opened = {c: plaintext(EncryptedSerializer(c)) for c in (one, two, other)}
+    for c in opened:
+        c.decrypted = 0  # the probes that sorted the ciphers into classes
+    writer = cs.encrypted_serde()
+    typed = writer.dumps_typed({"a": [1, 2, 3]})
+    expected = ("msgpack", writer.serde.dumps_typed({"a": [1, 2, 3]})[1])
+    assert opened[one].open(typed) == expected and one.decrypted == 1
+    assert opened[two].open(typed) == expected and two.decrypted == 0  # the same ciphertext: found
+    again = writer.dumps_typed({"a": [1, 2, 3]})  # a new nonce: other ciphertext, decrypted
+    assert opened[two].open(again) == expected and two.decrypted == 1
+    with pytest.raises(ValueError):
+        opened[other].open(typed)  # never served what a cipher of another class decrypted
+    tag, data = typed
+    with pytest.raises(ValueError):
+        opened[two].open((tag, data[:-1] + bytes([data[-1] ^ 1])))  # tampered: its own bytes, decrypted
+    assert two.decrypted == 2
+
+
 # --------------------------------------------------------------------------- a set in a pending write
 
 
