@@ -204,6 +204,8 @@ ENCRYPTED_PAIRS = {  # (old's serializer, new's): plain to encrypted, and under 
 
 @pytest.mark.parametrize("pair", ENCRYPTED_PAIRS)
 def test_an_encrypted_store_is_compared_by_its_decrypted_bytes(pair, pg_url, sqlite_path):
+    from dualsaver.stores import serde
+
     old_serde, new_serde = (make() for make in ENCRYPTED_PAIRS[pair])
     with open_saver(sqlite_url(sqlite_path), serde=old_serde) as old, open_saver(pg_url, serde=new_serde) as new:
         cs.populate(old, THREADS)
@@ -212,6 +214,7 @@ def test_an_encrypted_store_is_compared_by_its_decrypted_bytes(pair, pg_url, sql
         assert "msgpack+aes" in stored and not any("+" not in t for t in stored)  # all encrypted
         report = check(old, new)
         assert report.clean and report.summary["compared"] == {"by_bytes": len(THREADS), "decoded": 0}
+        assert not serde._opened  # the plaintexts it kept do not outlive the check
         cs.rewrite_thread(new, "t-b", lambda rows: rows[:-1])
         by_bytes, decoded = verdicts(old, new)
     assert [d.to_dict() for d in by_bytes.divergences] == [d.to_dict() for d in decoded.divergences]

@@ -49,7 +49,7 @@ from dualsaver.heap import fewer_collections
 from dualsaver import sansio
 from dualsaver.sansio import END, AsyncTargets, Call, Emit, Next, Plan, Targets
 from dualsaver.stores import anative_for, native_for, refuse_same_store
-from dualsaver.stores.serde import check_serde_names
+from dualsaver.stores.serde import check_serde_names, plaintexts_forgotten
 
 if TYPE_CHECKING:  # annotations only: no runtime need of typing_extensions on Python 3.10
     from typing_extensions import Unpack
@@ -275,7 +275,7 @@ def check(
         return check_in_processes(check, old, new, processes=processes, serdes=serdes, options=dict(options))
     io = Targets(old=native_for(old), new=native_for(new))
     run = _begin(io.targets, old, new, options, "read_threads")
-    with outages(), fewer_collections():
+    with outages(), fewer_collections(), plaintexts_forgotten():
         for r in run.rounds():
             time.sleep(r.delay)
             threads = sansio.stream(_merged_ids(run), io) if r.threads is None else r.threads
@@ -298,7 +298,7 @@ async def acheck(
         return await asyncio.to_thread(check, old, new, processes=processes, serdes=serdes, **options)
     io = AsyncTargets(old=anative_for(old), new=anative_for(new))
     run = _begin(io.targets, old, new, options, "aread_threads")
-    with outages(), fewer_collections():
+    with outages(), fewer_collections(), plaintexts_forgotten():
         for r in run.rounds():
             await asyncio.sleep(r.delay)
             threads = sansio.astream(_merged_ids(run), io) if r.threads is None else _alist(r.threads)

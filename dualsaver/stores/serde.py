@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +175,16 @@ class Plaintext:
 # of threads from one store and then from the other, and this holds about a batch's writes.
 OPENED_KEPT = 8192
 _opened: dict[tuple[int, str, bytes], bytes] = {}
+
+
+@contextlib.contextmanager
+def plaintexts_forgotten() -> Iterator[None]:
+    """Forget the plaintexts `Plaintext.open` kept, once the block (a check) is over: decrypted
+    conversation values do not outlive the check that read them."""
+    try:
+        yield
+    finally:
+        _opened.clear()
 
 
 def plaintext(serde: Any) -> Plaintext:
