@@ -36,17 +36,12 @@ from _trees import add_arguments, alternately, child_prints, print_table, tree_p
 sys.path.insert(0, tree_path())
 
 from _copies import timed_backfill  # noqa: E402
+from dualsaver.checker import check  # noqa: E402
 from dualsaver.heap import fewer_collections  # noqa: E402
 from dualsaver.stores import native_for, open_saver  # noqa: E402
+from tests.check_support import encrypted_serde as encrypted  # noqa: E402  (the tree's own, one AES key)
 
 SOURCE, SERVER = "BENCH_SOURCE_URL", "BENCH_SERVER_URL"  # for the measuring children (not argv: a failure prints it)
-AES_KEY = b"0123456789abcdef"
-
-
-def encrypted():
-    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-
-    return EncryptedSerializer.from_pycryptodome_aes(key=AES_KEY)
 
 
 def fresh_database(server_url: str) -> str:
@@ -71,8 +66,6 @@ def measure(source_url: str, server_url: str, tmp: Path) -> dict[str, float]:
         with open_saver(fresh_database(server_url), serde=encrypted()) as new:
             figures["backfill"], figures["backfill CPU"], result = timed_backfill(old, new, tmp / "state")
             assert result.checkpoints == n
-            from dualsaver.checker import check
-
             t0 = time.perf_counter()
             assert check(old, new).clean
             figures["check"] = time.perf_counter() - t0

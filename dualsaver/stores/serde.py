@@ -79,7 +79,6 @@ def serde_key(serde: Any) -> tuple | None:
     """
     if serde is None:
         return None
-    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
     if type(serde) is JsonPlusSerializer and not getattr(serde, "_custom_unpack_ext_hook", True):
@@ -89,10 +88,20 @@ def serde_key(serde: Any) -> tuple | None:
             _allowlist(getattr(serde, "_allowed_json_modules", None)),
             _allowlist(getattr(serde, "_allowed_msgpack_modules", None)),
         )
-    if type(serde) is EncryptedSerializer and (inner := serde_key(serde.serde)) is not None and inner[0] == "jsonplus":
-        if (cipher := _cipher_key(serde.cipher)) is not None:
-            return ("encrypted", inner, cipher)
+    if (inner := _encrypted_jsonplus(serde)) is not None and (cipher := _cipher_key(serde.cipher)) is not None:
+        return ("encrypted", inner, cipher)
     return ("object", id(serde))
+
+
+def _encrypted_jsonplus(serde: Any) -> tuple | None:
+    """For LangGraph's `EncryptedSerializer` (exactly that class) over a plain JsonPlus
+    serializer, that serializer's key; else None."""
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    if type(serde) is not EncryptedSerializer:
+        return None
+    inner = serde_key(serde.serde)
+    return inner if inner is not None and inner[0] == "jsonplus" else None
 
 
 # Ciphers seen, each with the number of its class: ciphers that decrypt what each other
@@ -190,11 +199,6 @@ def plaintexts_forgotten() -> Iterator[None]:
 def plaintext(serde: Any) -> Plaintext:
     """A store's `Plaintext`: decrypting for an `EncryptedSerializer` (exactly that class) over a
     plain JsonPlus serializer, the stored bytes as they are for any other."""
-    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-
-    if type(serde) is EncryptedSerializer:
-        inner = serde_key(serde.serde)
-        if inner is not None and inner[0] == "jsonplus":
-            key = serde_key(serde)
-            return Plaintext(inner, serde.cipher, key[2] if key is not None and key[0] == "encrypted" else None)
+    if (inner := _encrypted_jsonplus(serde)) is not None:
+        return Plaintext(inner, serde.cipher, _cipher_key(serde.cipher))
     return Plaintext(serde_key(serde))
